@@ -1,0 +1,257 @@
+"""``probe.capture``: record per-head attention statistics (and residual-stream taps) of forward calls."""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Iterable, Optional, Sequence, Union
+
+import torch
+from torch import Tensor
+
+from kernels.attention import AttentionResult, StatsRequest
+
+from ..errors import ProbeError
+from . import seam
+
+STAT_NAMES = ("received", "sink", "entropy", "lse", "spans", "topk", "full")
+
+
+def stats_request(stats: Union[StatsRequest, Iterable[str], str], topk: int = 0, topk_rows: int = 1) -> StatsRequest:
+    """Build a StatsRequest from names: received, sink (key-0 mass), entropy, lse, spans, topk, full."""
+    if isinstance(stats, StatsRequest):
+        return stats
+    names = {stats} if isinstance(stats, str) else set(stats)
+    unknown = names - set(STAT_NAMES)
+    if unknown:
+        raise ProbeError(f"unknown statistic(s) {sorted(unknown)}", f"choose from {', '.join(STAT_NAMES)}")
+    k = topk or (5 if "topk" in names else 0)
+    return StatsRequest(lse="lse" in names, entropy="entropy" in names, sink_mass="sink" in names,
+                        span_mass="spans" in names, received="received" in names, topk=k,
+                        topk_rows=topk_rows, full="full" in names)
+
+
+@dataclass
+class LayerStats:
+    """Statistics of one layer in one forward call, on CPU (float32).
+
+    key_start [B]; lse/entropy [B, H, T]; sink_mass [B, H, T, P]; span_mass [B, H, T, NS];
+    received_sum [B, H, S]; received_count [B, S]; topk_idx/topk_val [B, H, R, k]; probs [B, H, T, S].
+    """
+
+    layer: int
+    T: int
+    S: int
+    key_start: Tensor
+    lse: Optional[Tensor] = None
+    entropy: Optional[Tensor] = None
+    sink_mass: Optional[Tensor] = None
+    span_mass: Optional[Tensor] = None
+    received_sum: Optional[Tensor] = None
+    received_count: Optional[Tensor] = None
+    topk_idx: Optional[Tensor] = None
+    topk_val: Optional[Tensor] = None
+    probs: Optional[Tensor] = None
+
+    @property
+    def received_mean(self) -> Tensor:
+        """Mean attention each key receives from the queries that see it, s_j: [B, H, S]."""
+        if self.received_sum is None:
+            raise ProbeError("received mass was not captured", "capture with stats including 'received'")
+        return self.received_sum / self.received_count.clamp_min(1)[:, None, :]
+
+    @property
+    def query_mask(self) -> Tensor:
+        """[B, T] True for real (non-padding) queries."""
+        q_pos = torch.arange(self.S - self.T, self.S)
+        return q_pos[None, :] >= self.key_start[:, None]
+
+
+@dataclass
+class HiddenSummary:
+    """Residual stream entering one layer, reduced per prompt (all [B, ...] on CPU, float32).
+
+    absmax [B, D] max |x| over real tokens per dim; argmax_pos [B, D] its position;
+    first [B, D] x at the first real token; median_abs [B] median |x| over real tokens and dims;
+    token_max [B, T] max |x| over dims per token; token_dim [B, T] its dim; rms [B, T].
+    full [B, T, D] when the capture asked for hidden="full".
+    """
+
+    layer: int
+    absmax: Tensor
+    argmax_pos: Tensor
+    first: Tensor
+    median_abs: Tensor
+    token_max: Tensor
+    token_dim: Tensor
+    rms: Tensor
+    full: Optional[Tensor] = None
+
+
+@dataclass
+class CallRecord:
+    """One forward call: per-layer attention statistics and hidden-state summaries."""
+
+    index: int
+    layers: dict = field(default_factory=dict)   # layer -> LayerStats
+    hidden: dict = field(default_factory=dict)   # layer -> HiddenSummary
+
+
+def _summarise_hidden(layer: int, x: Tensor, attention_mask: Optional[Tensor], full: bool) -> HiddenSummary:
+    x = x.detach().float()                                               # [B, T, D]
+    B, T, D = x.shape
+    real = attention_mask[:, -T:].bool() if attention_mask is not None else torch.ones(B, T, dtype=torch.bool, device=x.device)
+    a = x.abs().masked_fill(~real[..., None], 0.0)                       # [B, T, D]
+    absmax, argmax_pos = a.max(dim=1)                                    # [B, D]
+    first_pos = real.float().argmax(dim=1)                               # [B]
+    first = x[torch.arange(B), first_pos]                                # [B, D]
+    med = torch.stack([x[b][real[b]].abs().median() for b in range(B)])  # [B]
+    token_max, token_dim = a.max(dim=-1)                                 # [B, T]
+    rms = x.pow(2).mean(-1).add(1e-6).sqrt()                             # [B, T]
+    cpu = lambda t: t.cpu()  # noqa: E731
+    return HiddenSummary(layer, cpu(absmax), cpu(argmax_pos), cpu(first), cpu(med), cpu(token_max),
+                         cpu(token_dim), cpu(rms), cpu(x) if full else None)
+
+
+class Recorder:
+    """Collects what one ``capture`` context saw. ``calls[i].layers[l]`` -> LayerStats."""
+
+    def __init__(self, request: StatsRequest, layers: Optional[Sequence[int]], hidden: Optional[str],
+                 spans: Optional[Tensor], sink_pos: Optional[Tensor]):
+        self.request = request
+        self.layers_wanted = set(layers) if layers is not None else None
+        self.hidden_mode = hidden
+        self._spans = spans
+        self._sink_pos = sink_pos
+        self.calls: list[CallRecord] = []
+        self._attention_mask: Optional[Tensor] = None
+
+    # -- what the caller can change between forward calls --------------------------------------
+    def set_spans(self, spans: Optional[Tensor]) -> None:
+        """Key spans [B, NS, 2] (start, end) whose per-query mass is recorded from the next call on."""
+        self._spans = spans
+
+    def set_sink_pos(self, sink_pos: Optional[Tensor]) -> None:
+        """Key positions [B, P] whose per-query mass is recorded (default: the first real key)."""
+        self._sink_pos = sink_pos
+
+    # -- reading ------------------------------------------------------------------------------
+    def layer(self, layer: int, call: int = 0) -> LayerStats:
+        """Statistics of ``layer`` in forward call ``call`` (0 = the first, -1 = the last)."""
+        try:
+            return self.calls[call].layers[layer]
+        except (IndexError, KeyError) as err:
+            raise ProbeError(f"no capture for layer {layer} in call {call}",
+                             "run a forward inside the capture context; check the layers= filter") from err
+
+    def hidden(self, layer: int, call: int = 0) -> HiddenSummary:
+        return self.calls[call].hidden[layer]
+
+    # -- seam hook protocol -------------------------------------------------------------------
+    def _wants(self, layer: int) -> bool:
+        return self.layers_wanted is None or layer in self.layers_wanted
+
+    def stats_request(self, call: seam.AttentionCall) -> StatsRequest:
+        return self.request if self._wants(call.layer) else StatsRequest()
+
+    def sink_pos(self, call):
+        return None if self._sink_pos is None else self._sink_pos.to(call.q_pos.device)
+
+    def spans(self, call):
+        return None if self._spans is None else self._spans.to(call.q_pos.device)
+
+    def after(self, call: seam.AttentionCall, result: AttentionResult) -> None:
+        if not self._wants(call.layer):
+            return
+        cpu = lambda t: None if t is None else t.detach().float().cpu()  # noqa: E731
+        stats = LayerStats(
+            call.layer, call.T, call.S, call.key_start.cpu(), cpu(result.lse), cpu(result.entropy),
+            cpu(result.sink_mass), cpu(result.span_mass), cpu(result.received_sum), cpu(result.received_count),
+            None if result.topk_idx is None else result.topk_idx.cpu(), cpu(result.topk_val), cpu(result.probs),
+        )
+        self._current().layers[call.layer] = stats
+
+    # -- internals ----------------------------------------------------------------------------
+    def _current(self) -> CallRecord:
+        if not self.calls:
+            self.calls.append(CallRecord(0))
+        return self.calls[-1]
+
+    def _on_forward(self, module, args, kwargs):
+        self.calls.append(CallRecord(len(self.calls)))
+        self._attention_mask = kwargs.get("attention_mask")
+
+    def _on_layer(self, layer: int):
+        def hook(module, args, kwargs):
+            if not self._wants(layer):
+                return
+            x = args[0] if args else kwargs.get("hidden_states")
+            self._current().hidden[layer] = _summarise_hidden(layer, x, self._attention_mask, self.hidden_mode == "full")
+        return hook
+
+
+def _as_handle_model(model_or_handle):
+    from ..models import Handle
+
+    if isinstance(model_or_handle, Handle):
+        return model_or_handle, model_or_handle.model
+    return None, model_or_handle
+
+
+def attention_modules_of(model_or_handle) -> list:
+    """Attention modules of a Handle or a bare HF model, in layer order."""
+    handle, model = _as_handle_model(model_or_handle)
+    if handle is not None:
+        return handle.attention_modules()
+    from ..models import Handle
+
+    return Handle(model, None, "model", "object").attention_modules()
+
+
+@contextlib.contextmanager
+def capture(model_or_handle, stats=("received", "sink", "entropy"), *, layers: Optional[Sequence[int]] = None,
+            hidden: Optional[str] = None, spans: Optional[Tensor] = None, sink_pos: Optional[Tensor] = None,
+            topk: int = 0, topk_rows: int = 1):
+    """Record attention statistics of every forward call run inside the block.
+
+    Args:
+        model_or_handle: a probe Handle or a Hugging Face model.
+        stats: names (received, sink, entropy, lse, spans, topk, full) or a StatsRequest.
+        layers: only these layers (default all).
+        hidden: None, "summary" (per-dim/per-token reductions of the residual stream entering each
+            layer) or "full" ([B, T, D] per layer; short prompts only).
+        spans: [B, NS, 2] key spans for the "spans" statistic (changeable with ``rec.set_spans``).
+        sink_pos: [B, P] keys for the "sink" statistic (default: first real key).
+        topk, topk_rows: top-k keys of the last ``topk_rows`` queries.
+    Yields:
+        Recorder. On exit, even after an exception, the model is exactly as before.
+    """
+    request = stats_request(stats, topk, topk_rows)
+    if hidden not in (None, "summary", "full"):
+        raise ProbeError(f"hidden={hidden!r}", "use hidden=None, 'summary' or 'full'")
+    _, model = _as_handle_model(model_or_handle)
+    modules = attention_modules_of(model_or_handle)
+    rec = Recorder(request, layers, hidden, spans, sink_pos)
+    handles = [model.register_forward_pre_hook(rec._on_forward, with_kwargs=True)]
+    try:
+        if hidden:
+            for i, attn in enumerate(modules):
+                layer_module = _parent_layer(model, attn)
+                handles.append(layer_module.register_forward_pre_hook(rec._on_layer(i), with_kwargs=True))
+        with seam.use_seam(model):
+            for m in modules:
+                seam.attach(m, rec)
+            try:
+                yield rec
+            finally:
+                for m in modules:
+                    seam.detach(m, rec)
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _parent_layer(model, attn_module):
+    for layer in model.get_decoder().layers:
+        if getattr(layer, "self_attn", None) is attn_module:
+            return layer
+    raise ProbeError("could not find the decoder layer of an attention module", "report this model class")

@@ -1,0 +1,275 @@
+"""The one seam between probe and a model: an attention function registered with transformers.
+
+``AttentionInterface.register("probe", ...)`` adds an implementation name; a model only uses it
+while a probe context manager has switched that model's ``attn_implementation`` to "probe"
+(and back on exit). Nothing in transformers is patched. Modules with no active hook (e.g. a
+VLM's vision tower) fall through to SDPA.
+
+Hooks attach per attention module (``attach`` / ``detach``). For each call the seam:
+  1. turns transformers' mask into (key_start, window) and checks it is causal + left padding,
+  2. asks hooks for statistics (``stats_request``) and edits (``edits``; an ACT-like hook may ask
+     for a plain received-mass pre-pass first with ``needs_received``),
+  3. runs ``kernels.attention.attention`` (Triton on CUDA, PyTorch reference elsewhere),
+  4. hands the result to every hook (``after``) and returns the output to the model.
+"""
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass, replace
+from typing import Optional, Protocol
+
+import torch
+from torch import Tensor
+
+from kernels.attention import AttentionEdits, AttentionResult, StatsRequest, attention
+from kernels.attention.api import NO_STATS, visible_mask
+
+from ..errors import ProbeError
+
+ATTN_NAME = "probe"
+
+
+@dataclass
+class AttentionCall:
+    """What a hook knows about one attention call of one layer.
+
+    key_start: [B] first real key per row; q_pos: [T] absolute query positions (S - T + t).
+    """
+
+    layer: int
+    module: torch.nn.Module
+    B: int
+    H: int
+    KV: int
+    T: int
+    S: int
+    D: int
+    key_start: Tensor
+    window: Optional[int]
+    q_pos: Tensor
+    call_index: int = 0
+
+    @property
+    def is_prefill(self) -> bool:
+        return self.T > 1
+
+
+class SeamHook(Protocol):
+    """What capture and interventions implement. Every method is optional except ``after``."""
+
+    def stats_request(self, call: AttentionCall) -> StatsRequest: ...
+
+    def needs_received(self, call: AttentionCall) -> bool: ...
+
+    def edits(self, call: AttentionCall, pre: Optional[AttentionResult]) -> Optional[AttentionEdits]: ...
+
+    def sink_pos(self, call: AttentionCall) -> Optional[Tensor]: ...
+
+    def spans(self, call: AttentionCall) -> Optional[Tensor]: ...
+
+    def after(self, call: AttentionCall, result: AttentionResult) -> None: ...
+
+
+_HOOKS: "weakref.WeakKeyDictionary[torch.nn.Module, list]" = weakref.WeakKeyDictionary()
+_CALL_INDEX: "weakref.WeakKeyDictionary[torch.nn.Module, int]" = weakref.WeakKeyDictionary()
+
+
+def attach(module: torch.nn.Module, hook) -> None:
+    """Route ``module``'s attention calls through ``hook`` (in attach order)."""
+    _HOOKS.setdefault(module, []).append(hook)
+
+
+def detach(module: torch.nn.Module, hook) -> None:
+    """Stop routing ``module`` through ``hook``; forget the module when no hook is left."""
+    hooks = _HOOKS.get(module, [])
+    if hook in hooks:
+        hooks.remove(hook)
+    if not hooks:
+        _HOOKS.pop(module, None)
+        _CALL_INDEX.pop(module, None)
+
+
+def active_hooks(module: torch.nn.Module) -> list:
+    return list(_HOOKS.get(module, ()))
+
+
+def _mask_to_key_start(mask: Optional[Tensor], B: int, T: int, S: int, window: Optional[int], device) -> Tensor:
+    """Derive the first real key per row from transformers' mask and check the pattern is causal.
+
+    mask: None (pure causal) or [B, 1, T, >=S] bool (True = visible) / additive float.
+    """
+    if mask is None:
+        return torch.zeros(B, dtype=torch.long, device=device)
+    m = mask[:, 0, :, :S] if mask.dim() == 4 else mask[..., :S]
+    if m.dtype != torch.bool:
+        m = m > torch.finfo(m.dtype).min / 2
+    m = m.expand(B, T, S)
+    cols = m.any(dim=1)                                                   # [B, S]
+    key_start = torch.where(cols.any(-1), cols.float().argmax(-1), torch.full((B,), S, device=device))
+    q_pos = torch.arange(S - T, S, device=device)
+    expect = visible_mask(key_start, q_pos, S, window)                    # [B, T, S]
+    rows = expect.any(-1, keepdim=True)                                   # compare rows that see something
+    if not torch.equal(expect & rows, m & rows):
+        raise ProbeError(
+            "this model's attention mask is not causal with left padding (e.g. bidirectional or packed sequences)",
+            "probe's capture supports causal decoders; use left padding and one sequence per row",
+        )
+    return key_start.long()
+
+
+def _merge_stats(reqs: list[StatsRequest]) -> StatsRequest:
+    out = NO_STATS
+    for r in reqs:
+        out = StatsRequest(
+            lse=out.lse or r.lse, entropy=out.entropy or r.entropy, sink_mass=out.sink_mass or r.sink_mass,
+            span_mass=out.span_mass or r.span_mass, received=out.received or r.received,
+            topk=max(out.topk, r.topk), topk_rows=max(out.topk_rows, r.topk_rows) if r.topk else out.topk_rows,
+            full=out.full or r.full,
+        )
+    return out
+
+
+_SCALE_FIELDS = ("head_scale",)
+
+
+def merge_edits(a: Optional[AttentionEdits], b: Optional[AttentionEdits]) -> Optional[AttentionEdits]:
+    """Compose two interventions' edits: head scales multiply, uniform/mean masks OR, the rest must
+    not collide (two ACT-style column edits in one layer are refused)."""
+    if a is None or b is None:
+        return a or b
+    out = replace(a)
+    if b.head_scale is not None:
+        out.head_scale = b.head_scale if a.head_scale is None else a.head_scale * b.head_scale
+    if b.head_uniform is not None:
+        out.head_uniform = b.head_uniform if a.head_uniform is None else a.head_uniform | b.head_uniform
+    if b.head_mean_on is not None:
+        if a.head_mean_on is not None:
+            raise ProbeError("two mean-ablation masks on one layer", "combine them into one HeadMask")
+        out.head_mean_on, out.head_mean = b.head_mean_on, b.head_mean
+    for group in (("col_idx", "col_scale"), ("redist_idx", "redist_span", "redist_from", "redist_keep")):
+        if getattr(b, group[0]) is not None:
+            if getattr(a, group[0]) is not None:
+                raise ProbeError(f"two interventions both set {group[0]} on one layer", "apply them one at a time")
+            for f in group:
+                setattr(out, f, getattr(b, f))
+            if group[0] == "redist_idx":
+                out.redist_rho, out.redist_min_mass = b.redist_rho, b.redist_min_mass
+    return out
+
+
+def _first(hooks, method: str, call):
+    for h in hooks:
+        fn = getattr(h, method, None)
+        val = fn(call) if fn else None
+        if val is not None:
+            return val
+    return None
+
+
+def probe_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, sliding_window=None,
+                    softcap=None, **kwargs):
+    """transformers attention function: q [B, H, T, D], k/v [B, KV, S, D] -> ([B, T, H, D], None)."""
+    hooks = active_hooks(module)
+    if not hooks:
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                      sliding_window=sliding_window, softcap=softcap, **kwargs)
+    B, H, T, D = query.shape
+    KV, S = key.shape[1], key.shape[2]
+    window = sliding_window or getattr(module, "sliding_window", None)
+    key_start = _mask_to_key_start(attention_mask, B, T, S, window, query.device)
+    idx = _CALL_INDEX.get(module, 0)
+    _CALL_INDEX[module] = idx + 1
+    call = AttentionCall(int(module.layer_idx), module, B, H, KV, T, S, D, key_start, window,
+                         torch.arange(S - T, S, device=query.device), idx)
+    scale = scaling if scaling is not None else D ** -0.5
+    common = dict(scale=scale, key_start=key_start, window=window, softcap=softcap)
+
+    pre = None
+    if any(getattr(h, "needs_received", lambda c: False)(call) for h in hooks):
+        pre = attention(query, key, value, stats=StatsRequest(received=True), **common)
+    edits = None
+    for h in hooks:
+        fn = getattr(h, "edits", None)
+        if fn is not None:
+            edits = merge_edits(edits, fn(call, pre))
+    request = _merge_stats([h.stats_request(call) for h in hooks if hasattr(h, "stats_request")])
+    result = attention(query, key, value, sink_pos=_first(hooks, "sink_pos", call),
+                       spans=_first(hooks, "spans", call) if request.span_mass else None,
+                       stats=request, edits=edits, **common)
+    for h in hooks:
+        h.after(call, result)
+    return result.out, None
+
+
+def _probe_mask(*args, **kwargs):
+    """Mask function for the "probe" implementation: SDPA's (bool [B, 1, T, S], or None when purely causal)."""
+    from transformers.masking_utils import sdpa_mask
+
+    return sdpa_mask(*args, **kwargs)
+
+
+def register() -> None:
+    """Register the "probe" attention and mask functions with transformers (idempotent)."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface
+
+    AttentionInterface.register(ATTN_NAME, probe_attention)
+    AttentionMaskInterface.register(ATTN_NAME, _probe_mask)
+
+
+class use_seam:
+    """Context manager: switch a model to the "probe" implementation and restore it on exit.
+
+    Re-entrant per model (nested capture + intervene): only the outermost exit restores.
+    """
+
+    _depth: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+    _saved: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+    def __init__(self, model):
+        self.model = model
+
+    def __enter__(self):
+        register()
+        depth = self._depth.get(self.model, 0)
+        if depth == 0:
+            self._saved[self.model] = _config_impls(self.model)
+            try:
+                self.model.set_attn_implementation(ATTN_NAME)
+            except Exception as err:  # transformers refuses models without the attention interface
+                raise ProbeError(
+                    f"unsupported architecture {type(self.model).__name__}: it does not route attention through "
+                    "transformers' attention interface",
+                    "use a model family that does (Llama, Gemma, Qwen, Mistral, LLaVA)",
+                ) from err
+        self._depth[self.model] = depth + 1
+        return self
+
+    def __exit__(self, *exc):
+        depth = self._depth.get(self.model, 1) - 1
+        if depth <= 0:
+            self._depth.pop(self.model, None)
+            saved = self._saved.pop(self.model, {})
+            for cfg, impl in saved.values():
+                cfg._attn_implementation_internal = impl
+        else:
+            self._depth[self.model] = depth
+        return False
+
+
+def _config_impls(model) -> dict:
+    """{id(config): (config, implementation)} for the model's config and every sub-config / sub-model config."""
+    found = {}
+    stack = [model.config] + [m.config for m in model.modules() if hasattr(m, "config") and hasattr(m.config, "_attn_implementation_internal")]
+    while stack:
+        cfg = stack.pop()
+        if id(cfg) in found:
+            continue
+        found[id(cfg)] = (cfg, getattr(cfg, "_attn_implementation_internal", None))
+        for key in getattr(cfg, "sub_configs", {}) or {}:
+            sub = getattr(cfg, key, None)
+            if sub is not None:
+                stack.append(sub)
+    return found

