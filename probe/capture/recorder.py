@@ -71,7 +71,7 @@ class HiddenSummary:
     """Residual stream entering one layer, reduced per prompt (all [B, ...] on CPU, float32).
 
     absmax [B, D] max |x| over real tokens per dim; argmax_pos [B, D] its position;
-    first [B, D] x at the first real token; median_abs [B] median |x| over real tokens and dims;
+    first [B, D] x at the first real token; median_abs [B] median |x| over real tokens and dims (from <= 16K strided entries);
     token_max [B, T] max |x| over dims per token; token_dim [B, T] its dim; rms [B, T].
     full [B, T, D] when the capture asked for hidden="full".
     """
@@ -96,15 +96,22 @@ class CallRecord:
     hidden: dict = field(default_factory=dict)   # layer -> HiddenSummary
 
 
+def _approx_median(values: Tensor, n: int = 16384) -> Tensor:
+    """Median of |x| from at most ``n`` evenly strided entries (exact for smaller inputs)."""
+    flat = values.reshape(-1)
+    step = max(1, flat.numel() // n)
+    return flat[::step].median()
+
+
 def _summarise_hidden(layer: int, x: Tensor, attention_mask: Optional[Tensor], full: bool) -> HiddenSummary:
     x = x.detach().float()                                               # [B, T, D]
     B, T, D = x.shape
     real = attention_mask[:, -T:].bool() if attention_mask is not None else torch.ones(B, T, dtype=torch.bool, device=x.device)
     a = x.abs().masked_fill(~real[..., None], 0.0)                       # [B, T, D]
-    absmax, argmax_pos = a.max(dim=1)                                    # [B, D]
+    absmax, argmax_pos = a.transpose(1, 2).contiguous().max(dim=-1)      # [B, D]
     first_pos = real.float().argmax(dim=1)                               # [B]
     first = x[torch.arange(B), first_pos]                                # [B, D]
-    med = torch.stack([x[b][real[b]].abs().median() for b in range(B)])  # [B]
+    med = torch.stack([_approx_median(a[b][real[b]]) for b in range(B)])  # [B]
     token_max, token_dim = a.max(dim=-1)                                 # [B, T]
     rms = x.pow(2).mean(-1).add(1e-6).sqrt()                             # [B, T]
     cpu = lambda t: t.cpu()  # noqa: E731
