@@ -40,6 +40,25 @@ PROJECTOR_ASSET = Path(__file__).resolve().parent.parent / "assets" / "studio_vl
 
 FASHION_QUESTION = "What is this item of clothing? Answer:"
 CAPTION_QUESTION = "Describe the image."
+# Caption targets used in training for CAPTION_QUESTION, by Fashion-MNIST label (index order of
+# probe.data.images.FASHION_MNIST_CLASSES): " A small grayscale photo of {noun phrase}."
+FASHION_CAPTION_NOUNS = (
+    "a T-shirt",
+    "a pair of trousers",
+    "a pullover",
+    "a dress",
+    "a coat",
+    "a sandal",
+    "a shirt",
+    "a sneaker",
+    "a bag",
+    "an ankle boot",
+)
+
+
+def fashion_caption(label: int) -> str:
+    """The training caption for a Fashion-MNIST label, with a leading space (a continuation)."""
+    return f" A small grayscale photo of {FASHION_CAPTION_NOUNS[label]}."
 
 
 def _package_dir(name: str, pip_name: str) -> Path:
