@@ -1,0 +1,106 @@
+"""Write reports atomically (temp dir + rename) and read them back with validation."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import pandas as pd
+
+from ..errors import ProbeError
+from .schema import HEADS, HTML, MANIFEST, REQUIRED_COLUMNS, SCHEMA_VERSION
+
+
+@dataclass
+class Report:
+    """A head report in memory: the tables (name -> DataFrame; "heads" always present) + manifest."""
+
+    tables: dict
+    manifest: dict
+    path: Optional[Path] = None
+    html: Optional[str] = field(default=None, repr=False)
+
+    @property
+    def heads(self) -> pd.DataFrame:
+        return self.tables["heads"]
+
+    def table(self, name: str) -> Optional[pd.DataFrame]:
+        return self.tables.get(name)
+
+
+def check_out_dir(out: Path, overwrite: bool) -> None:
+    """Refuse to scan into an existing report unless ``overwrite``; refuse non-report folders."""
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise ProbeError(f"{out} already holds files", "pass --overwrite or choose another --out")
+        if not (out / MANIFEST).exists():
+            raise ProbeError(f"{out} is not a probe report (no {MANIFEST}); refusing to overwrite it", "choose another --out")
+
+
+def write_report(report: Report, out: str | Path, overwrite: bool = False) -> Path:
+    """Write every table as parquet, the manifest and the HTML into ``out`` atomically.
+
+    Files go to a temporary sibling directory first, which is renamed into place only when
+    complete, so a killed scan never leaves half-written report files.
+    """
+    out = Path(out)
+    check_out_dir(out, overwrite)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp.chmod(0o755)
+    try:
+        for name, df in report.tables.items():
+            df.to_parquet(tmp / f"{name}.parquet", index=False)
+        manifest = {**report.manifest, "schema_version": SCHEMA_VERSION, "tables": sorted(report.tables)}
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
+        if report.html is not None:
+            (tmp / HTML).write_text(report.html)
+        if out.exists():
+            old = out.with_name(f".{out.name}.old{os.getpid()}")
+            os.replace(out, old)
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def read_report(path: str | Path) -> Report:
+    """Read and validate a report directory; ProbeError says what is wrong and how to fix it."""
+    path = Path(path)
+    if not path.is_dir():
+        raise ProbeError(f"no report at {path}", "run `probe scan --out DIR` first, or point at a report directory")
+    mpath = path / MANIFEST
+    if not mpath.exists():
+        raise ProbeError(f"{path} is not a probe report (no {MANIFEST})", "point at a directory written by `probe scan`")
+    try:
+        manifest = json.loads(mpath.read_text())
+    except json.JSONDecodeError as err:
+        raise ProbeError(f"corrupt report: {mpath} is not valid JSON ({err.msg})", "re-run `probe scan --overwrite`") from err
+    version = manifest.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise ProbeError(f"report schema version {version} at {path}, this probe reads version {SCHEMA_VERSION}",
+                         "re-run `probe scan --overwrite` with this version of probe")
+    tables = {}
+    for name in manifest.get("tables", [HEADS.removesuffix(".parquet")]):
+        file = path / f"{name}.parquet"
+        try:
+            df = pd.read_parquet(file)
+        except Exception as err:  # pyarrow raises several types for truncated / garbage files
+            raise ProbeError(f"corrupt report: cannot read {file} ({type(err).__name__})",
+                             "re-run `probe scan --overwrite`") from err
+        missing = [c for c in REQUIRED_COLUMNS.get(name, []) if c not in df.columns]
+        if missing:
+            raise ProbeError(f"corrupt report: {file} lacks columns {missing}", "re-run `probe scan --overwrite`")
+        tables[name] = df
+    if "heads" not in tables:
+        raise ProbeError(f"corrupt report: {path} has no heads table", "re-run `probe scan --overwrite`")
+    html = (path / HTML).read_text() if (path / HTML).exists() else None
+    return Report(tables, manifest, path, html)
