@@ -1,0 +1,179 @@
+"""Redistribute: the VAR mechanism (Kang et al., ICLR 2025; methods.md §2), on any key span.
+
+For a chosen span [start, end) of the prompt (image tokens in the vision issue, any text span here)
+and a set of sink keys, per query row of an eligible head: m = attention mass on the span,
+q = share of m on the sinks inside the span. If q <= rho and m >= min_mass (the paper's head
+selection, dynamic per head and query), the sinks keep ``keep`` of their mass and the rest goes to
+the span's non-sink keys in proportion to their attention. Rows: prefill queries after the span
+and every decode step.
+
+Conventions (methods.md §2 flags them): ``keep`` is the official code's p (fraction of sink mass
+*kept*, 0.6 shipped); ``transfer`` = 1 - keep is the fraction *moved* (the paper's p, per the
+author). ``rho`` is the code's threshold on the sink share q (rho_paper = 1 - rho).
+
+Sinks: explicit positions, or "auto" = VAR's massive-activation rule on the residual stream entering
+each layer at the prefill: phi(x_j) = max_{d in sink_dims} |x_j[d]| / rms(x_j) > tau (rms without
+gain, eps 1e-6; tau 20, strict). ``sink_dims=None`` uses every dimension (workbench default when the
+model's D_sink is unknown; SmolLM2's is {507}). With "auto", a row whose span holds no sink is left
+alone ("a layer without visual sinks selects nothing"). Sink sets are found once per sequence and
+reused at decode steps. All positions are token indices in the unpadded prompt (0 = first real token).
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Optional, Sequence, Union
+
+import torch
+from torch import Tensor
+
+from kernels.attention import AttentionEdits
+from probe.errors import ProbeError
+
+from .base import Intervention, attach_hook, check_heads, check_layers, default_layers, head_table, parse_heads
+
+_NEVER = 2 ** 62   # redist_from for rows that must not be edited
+
+
+def massive_phi(x: Tensor, dims: Optional[Sequence[int]] = None) -> Tensor:
+    """phi(x_j) = max_{d in dims} |x_j[d] / rms(x_j)|: x [B, T, D] -> [B, T]."""
+    x = x.float()
+    rms = x.pow(2).mean(-1, keepdim=True).add(1e-6).sqrt()                    # [B, T, 1]
+    z = (x / rms).abs()                                                       # [B, T, D]
+    if dims is not None:
+        z = z[..., list(dims)]
+    return z.amax(-1)
+
+
+class Redistribute(Intervention):
+    """Move attention from sink keys to a span's non-sink keys (VAR).
+
+    Args:
+        sink_keys: list of prompt positions, or "auto" (massive-activation rule, see module doc).
+        span: (start, end) prompt positions of the target span, or one pair per batch row.
+        keep: fraction of the sinks' mass they keep (code's p; 0.6). Mutually exclusive with transfer.
+        transfer: fraction of the sinks' mass moved to the span (paper's p = 1 - keep).
+        rho: select a row iff sink share of the span mass <= rho (code's rho, 0.5).
+        min_mass: ... and span mass >= min_mass (0.2).
+        layers: default 2..L-2. heads: None (every head, selection is per query) or (layer, head) pairs.
+        tau, sink_dims: the "auto" rule's threshold and channels.
+    """
+
+    order = 3
+
+    def __init__(self, sink_keys: Union[str, Sequence[int]] = "auto", span=None, keep: Optional[float] = None,
+                 rho: float = 0.5, min_mass: float = 0.2, layers: Optional[Sequence[int]] = None, heads=None,
+                 transfer: Optional[float] = None, tau: float = 20.0, sink_dims: Optional[Sequence[int]] = None):
+        if keep is not None and transfer is not None:
+            raise ProbeError("Redistribute got both keep and transfer", "give one: keep = 1 - transfer")
+        keep = 0.6 if keep is None and transfer is None else (keep if keep is not None else 1.0 - float(transfer))
+        if not 0.0 <= keep <= 1.0:
+            raise ProbeError(f"Redistribute keep={keep}", "keep (and transfer) must lie in [0, 1]")
+        if span is None:
+            raise ProbeError("Redistribute needs span=(start, end)", "give the prompt positions of the target span")
+        spans = [span] if isinstance(span[0], int) else list(span)
+        self.spans = [(int(s), int(e)) for s, e in spans]
+        if any(e <= s or s < 0 for s, e in self.spans):
+            raise ProbeError(f"bad span {span}", "span is (start, end) with 0 <= start < end (end exclusive)")
+        if isinstance(sink_keys, str) and sink_keys != "auto":
+            raise ProbeError(f"sink_keys={sink_keys!r}", 'give a list of prompt positions or "auto"')
+        self.sink_keys = sink_keys if isinstance(sink_keys, str) else [int(k) for k in sink_keys]
+        self.keep, self.rho, self.min_mass = float(keep), float(rho), float(min_mass)
+        self.layers = None if layers is None else sorted({int(l) for l in layers})
+        self.heads = parse_heads(heads)
+        self.tau, self.sink_dims = float(tau), sink_dims
+        self.found_sinks: dict[int, list] = {}
+
+    @property
+    def transfer(self) -> float:
+        return 1.0 - self.keep
+
+    def __repr__(self) -> str:
+        return f"Redistribute(sinks={self.sink_keys}, span={self.spans}, keep={self.keep}, rho={self.rho})"
+
+    def resolved_layers(self, n_layers: int) -> list[int]:
+        if self.layers is not None:
+            return self.layers
+        if self.heads is not None:
+            return sorted({l for l, _ in self.heads})
+        return default_layers(n_layers)
+
+    def validate(self, handle) -> None:
+        check_layers(handle, self.layers)
+        check_heads(handle, self.heads)
+        if self.sink_dims is not None and any(not 0 <= d < handle.hidden_size for d in self.sink_dims):
+            raise ProbeError(f"sink_dims {self.sink_dims}", f"channels are 0..{handle.hidden_size - 1}")
+
+    def install(self, handle, stack: contextlib.ExitStack) -> None:
+        layers = self.resolved_layers(handle.n_layers)
+        heads = None if self.heads is None else [(l, h) for l, h in self.heads if l in layers]
+        table = head_table(handle.n_layers, handle.n_heads, layers, heads)
+        hook = _RedistHook(self, table)
+        self.found_sinks = {}
+        if self.sink_keys == "auto":
+            dec = handle.decoder_layers()
+            for layer in layers:
+                h = dec[layer].register_forward_pre_hook(hook.residual_hook(layer), with_kwargs=True)
+                stack.callback(h.remove)
+        attach_hook(handle, layers, hook, stack)
+
+
+class _RedistHook:
+    def __init__(self, red: Redistribute, table: Tensor):
+        self.red = red
+        self.table = table                          # [L, H] bool
+        self._phi: dict[int, Tensor] = {}           # layer -> [B, T] of the latest call
+        self._state: dict[int, tuple] = {}          # layer -> (idx [B, C], span [B, 2], from [B])
+
+    def residual_hook(self, layer: int):
+        def hook(module, args, kwargs):
+            x = args[0] if args else kwargs["hidden_states"]
+            self._phi[layer] = massive_phi(x, self.red.sink_dims)
+        return hook
+
+    def _spans(self, B: int) -> list:
+        spans = self.red.spans
+        if len(spans) == 1:
+            return spans * B
+        if len(spans) != B:
+            raise ProbeError(f"Redistribute has {len(spans)} spans for a batch of {B}", "give one span or one per row")
+        return spans
+
+    def _prefill(self, call) -> tuple:
+        dev, ks = call.q_pos.device, call.key_start
+        span = torch.tensor(self._spans(call.B), device=dev) + ks[:, None]         # [B, 2] absolute
+        if span.max() > call.S:
+            raise ProbeError(f"Redistribute span {self.red.spans} runs past the prompt", "check the span positions")
+        frm = span[:, 1].clone()                                                  # [B] rows after the span
+        if self.red.sink_keys == "auto":
+            phi = self._phi[call.layer].to(dev)                                   # [B, S]
+            j = torch.arange(call.S, device=dev)
+            sink = (phi > self.red.tau) & (j[None] >= ks[:, None])                # [B, S]
+            in_span = sink & (j[None] >= span[:, :1]) & (j[None] < span[:, 1:])
+            frm = torch.where(in_span.any(-1), frm, torch.full_like(frm, _NEVER))
+        else:
+            sink = torch.zeros(call.B, call.S, dtype=torch.bool, device=dev)
+            pos = torch.tensor(self.red.sink_keys, device=dev)[None, :] + ks[:, None]  # [B, K]
+            if (pos >= call.S).any():
+                raise ProbeError(f"Redistribute sink keys {self.red.sink_keys} run past the prompt", "check the positions")
+            sink.scatter_(1, pos, True)
+        C = max(1, int(sink.sum(-1).max()))
+        j = torch.arange(call.S, device=dev).expand(call.B, -1)
+        idx = torch.where(sink, j, torch.full_like(j, call.S)).sort(-1).values[:, :C]  # [B, C]
+        idx = torch.where(idx >= call.S, torch.full_like(idx, -1), idx)
+        self.red.found_sinks[call.layer] = [(r[r >= 0] - k).tolist() for r, k in zip(idx.cpu(), ks.cpu())]
+        return idx, span, frm
+
+    def edits(self, call, pre) -> Optional[AttentionEdits]:
+        if call.T == call.S:
+            self._state[call.layer] = self._prefill(call)
+        state = self._state.get(call.layer)
+        if state is None or state[0].shape[0] != call.B:
+            raise ProbeError("Redistribute saw a decode step without its prompt",
+                             "run the whole generation (prefill and decode) inside the intervene block")
+        idx, span, frm = state
+        keep = torch.where(self.table[call.layer], self.red.keep, 1.0).to(idx.device)  # [H]
+        return AttentionEdits(redist_idx=idx, redist_span=span, redist_from=frm, redist_keep=keep,
+                              redist_rho=self.red.rho, redist_min_mass=self.red.min_mass)
+
+    def after(self, call, result) -> None:
+        pass

@@ -1,0 +1,53 @@
+"""HeadScale: the VHR mechanism (He et al., ACL 2025; methods.md §3).
+
+Multiplies chosen heads' outputs (before the output projection) by alpha, at every position of
+prefill and decode (the flagged "scale all positions" reading, consistent with the KV cache).
+Head *choice* by VHD belongs to the vision issue; here the heads are given.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Optional
+
+import torch
+
+from kernels.attention import AttentionEdits
+from probe.errors import ProbeError
+
+from .base import Intervention, attach_hook, check_heads, parse_heads
+
+
+class HeadScale(Intervention):
+    """Scale (layer, head) outputs by ``alpha`` (2.0 per VHR; 1 = no-op, 0 = zero ablation)."""
+
+    order = 4
+
+    def __init__(self, heads, alpha: float = 2.0):
+        self.heads = parse_heads(heads)
+        if not self.heads:
+            raise ProbeError("HeadScale needs at least one head", "e.g. HeadScale('L3H2', alpha=2)")
+        self.alpha = float(alpha)
+
+    def __repr__(self) -> str:
+        return f"HeadScale({['L%dH%d' % x for x in self.heads]}, alpha={self.alpha})"
+
+    def validate(self, handle) -> None:
+        check_heads(handle, self.heads)
+
+    def install(self, handle, stack: contextlib.ExitStack) -> None:
+        scales: dict[int, torch.Tensor] = {}
+        for layer, head in self.heads:
+            scales.setdefault(layer, torch.ones(handle.n_heads))[head] = self.alpha   # [H]
+        attach_hook(handle, scales, _ScaleHook(scales), stack)
+
+
+class _ScaleHook:
+    def __init__(self, scales: dict):
+        self.scales = scales
+
+    def edits(self, call, pre) -> Optional[AttentionEdits]:
+        s = self.scales.get(call.layer)
+        return None if s is None else AttentionEdits(head_scale=s.to(call.q_pos.device))
+
+    def after(self, call, result) -> None:
+        pass

@@ -1,0 +1,101 @@
+"""``parse_spec``: command-line SPEC strings -> interventions.
+
+Forms (heads as L<layer>H<head>, several joined with ","; options as key=value joined with ","):
+  act                               ACT with defaults (beta 0.4, threshold 0.1, layers 2..L-2)
+  act:beta=0.4,threshold=0.1        options: beta, threshold, alpha, layers (e.g. 2-28 or 4,8,12)
+  act:L18H6,L20H6:beta=0.4          ACT on those heads only
+  mask:L18H6                        HeadMask, mode uniform
+  mask:L18H6:mode=uniform|zero|mean[,decode_only=1]
+  scale:L3H2:alpha=2                HeadScale
+  sinkwindow:sinks=4,window=1020    SinkWindow
+  redistribute:span=5-20[,sinks=auto|0+3,keep=0.6|transfer=0.4,rho=0.5,min_mass=0.2,layers=2-28]
+"""
+from __future__ import annotations
+
+import re
+
+from probe.errors import ProbeError
+
+from .act import ACT
+from .mask import HeadMask
+from .redistribute import Redistribute
+from .scale import HeadScale
+from .sinkwindow import SinkWindow
+
+FORMS = ("act", "act:beta=0.4,threshold=0.1", "mask:L18H6", "mask:L18H6:mode=uniform|zero|mean",
+         "scale:L3H2:alpha=2", "sinkwindow:sinks=4,window=1020", "redistribute:span=5-20,keep=0.6")
+_HEADS = re.compile(r"^L\d+H\d+(,L\d+H\d+)*$", re.IGNORECASE)
+
+
+def _bad(spec: str, why: str) -> ProbeError:
+    return ProbeError(f"bad intervention SPEC {spec!r} ({why})", "valid forms: " + "; ".join(FORMS))
+
+
+def _ints(text: str) -> list[int]:
+    """'2-5' -> [2, 3, 4, 5]; '1,4' or '1+4' -> [1, 4]."""
+    out = []
+    for part in re.split(r"[+;]", text):
+        if "-" in part:
+            a, b = part.split("-", 1)
+            out.extend(range(int(a), int(b) + 1))
+        elif part:
+            out.append(int(part))
+    return out
+
+
+def _options(text: str) -> dict[str, str]:
+    opts, key = {}, None
+    for part in text.split(","):
+        if "=" in part:
+            key, val = part.split("=", 1)
+            opts[key.strip().lower()] = val.strip()
+        elif key is not None:      # layers=4,8,12 continues the previous key's list
+            opts[key] += "+" + part.strip()
+        else:
+            raise ValueError(f"expected key=value, got {part!r}")
+    return opts
+
+
+def parse_spec(spec: str):
+    """One SPEC string -> an intervention object (see the module doc for the forms)."""
+    parts = [p for p in str(spec).strip().split(":")]
+    name = parts[0].lower()
+    heads, opts = None, {}
+    try:
+        for part in parts[1:]:
+            if _HEADS.match(part.strip()):
+                heads = part.strip().split(",")
+            elif part.strip():
+                opts.update(_options(part))
+        f = lambda k, d=None: float(opts.pop(k)) if k in opts else d  # noqa: E731
+        if name == "act":
+            layers = _ints(opts.pop("layers")) if "layers" in opts else None
+            iv = ACT(beta=f("beta", 0.4), threshold=f("threshold", 0.1), alpha=f("alpha"), layers=layers, heads=heads)
+        elif name == "mask":
+            if not heads:
+                raise ValueError("mask needs heads, e.g. mask:L18H6")
+            iv = HeadMask(heads, mode=opts.pop("mode", "uniform"), decode_only=opts.pop("decode_only", "0") in ("1", "true", "yes"))
+        elif name == "scale":
+            if not heads:
+                raise ValueError("scale needs heads, e.g. scale:L3H2:alpha=2")
+            iv = HeadScale(heads, alpha=f("alpha", 2.0))
+        elif name == "sinkwindow":
+            iv = SinkWindow(sinks=int(f("sinks", 4)), window=int(f("window", 1020)))
+        elif name == "redistribute":
+            if "span" not in opts:
+                raise ValueError("redistribute needs span=START-END")
+            a, b = opts.pop("span").split("-")
+            sinks = opts.pop("sinks", "auto")
+            layers = _ints(opts.pop("layers")) if "layers" in opts else None
+            iv = Redistribute("auto" if sinks == "auto" else _ints(sinks), span=(int(a), int(b)), keep=f("keep"),
+                              transfer=f("transfer"), rho=f("rho", 0.5), min_mass=f("min_mass", 0.2), layers=layers,
+                              heads=heads)
+        else:
+            raise ValueError(f"unknown intervention {name!r}")
+    except ProbeError as err:
+        raise _bad(spec, err.problem) from err
+    except (ValueError, TypeError) as err:
+        raise _bad(spec, str(err)) from err
+    if opts:
+        raise _bad(spec, f"unknown option(s) {sorted(opts)} for {name}")
+    return iv
