@@ -39,8 +39,9 @@ def _edit_probs(p: Tensor, vis: Tensor, q_pos: Tensor, edits: AttentionEdits) ->
         cols = _index_mask(edits.col_idx, S)[:, :, None, :]                  # [B, H, 1, S]
         beta = edits.col_scale.to(p.dtype).view(B, H, 1, 1)                  # [B, H, 1, 1]
         m = (p * cols).sum(-1, keepdim=True)                                # [B, H, n, 1]
-        ok = (1 - m) > 1e-12
-        other = (1 - beta * m) / torch.where(ok, 1 - m, torch.ones_like(m))  # [B, H, n, 1]
+        rest = (p * ~cols).sum(-1, keepdim=True)  # = 1 - m without its cancellation when m ~ 1
+        ok = rest > 1e-12
+        other = (1 - beta * m) / torch.where(ok, rest, torch.ones_like(m))  # [B, H, n, 1]
         p = torch.where(ok, torch.where(cols, beta * p, p * other), p)
     if edits.redist_idx is not None:
         sink = _index_mask(edits.redist_idx, S)[:, None, None, :]            # [B, 1, 1, S]

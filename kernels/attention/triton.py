@@ -65,7 +65,7 @@ def _scores2(b_s, scale, scale2, softcap, uni, USE_SOFTCAP: tl.constexpr, USE_UN
 @triton.jit
 def _fwd_step(
     b_q, p_k, p_v, s_ks, s_vs, j0, p_pos, ks, S, window, scale, scale2, softcap, uni,
-    b_m, b_l, b_acc, b_ent, b_spm, b_cols, p_spans,
+    b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_cols, p_spans,
     MASK: tl.constexpr, D: tl.constexpr, BS: tl.constexpr, NS: tl.constexpr, NSP: tl.constexpr,
     USE_WINDOW: tl.constexpr, USE_SOFTCAP: tl.constexpr, USE_UNIFORM: tl.constexpr,
     USE_ENTROPY: tl.constexpr, USE_SPAN: tl.constexpr, USE_COLS: tl.constexpr,
@@ -112,8 +112,9 @@ def _fwd_step(
         if hit:
             m_c = tl.sum((o_j[:, None] == b_cols[None, :]).to(tl.int32), 1) > 0  # [BS]
             b_pv = tl.where(m_c[None, :], 0.0, b_p)
+        b_lr = b_lr * b_alpha + tl.sum(b_pv, 1)
     b_acc += _dot(b_pv.to(b_v.dtype), b_v, PREC, UPCAST)           # [BT, D]
-    return b_mn, b_l, b_acc, b_ent, b_spm
+    return b_mn, b_l, b_lr, b_acc, b_ent, b_spm
 
 
 @triton.jit
@@ -180,6 +181,7 @@ def attention_fwd_kernel(
 
     b_m = tl.full([BT], NEG, tl.float32)                                      # [BT]
     b_l = tl.zeros([BT], tl.float32)                                          # [BT]
+    b_lr = tl.zeros([BT], tl.float32)                                         # [BT] sum without ACT columns
     b_ent = tl.zeros([BT], tl.float32)                                        # [BT]
     b_spm = tl.zeros([BT, NSP], tl.float32)                                   # [BT, NSP]
     b_acc = tl.zeros([BT, D], tl.float32)                                     # [BT, D]
@@ -198,19 +200,19 @@ def attention_fwd_kernel(
     j_b = tl.minimum(tl.maximum(j_b, j_a), hi)
 
     for j0 in range(lo, j_a, BS):
-        b_m, b_l, b_acc, b_ent, b_spm = _fwd_step(
+        b_m, b_l, b_lr, b_acc, b_ent, b_spm = _fwd_step(
             b_q, p_k, p_v, s_ks, s_vs, j0, p_pos, ks, S, window, scale, scale2, softcap, uni,
-            b_m, b_l, b_acc, b_ent, b_spm, b_cols, p_spans, True, D, BS, NS, NSP,
+            b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_cols, p_spans, True, D, BS, NS, NSP,
             USE_WINDOW, USE_SOFTCAP, USE_UNIFORM, USE_ENTROPY, USE_SPAN, USE_COLS, PREC, UPCAST)
     for j0 in range(j_a, j_b, BS):
-        b_m, b_l, b_acc, b_ent, b_spm = _fwd_step(
+        b_m, b_l, b_lr, b_acc, b_ent, b_spm = _fwd_step(
             b_q, p_k, p_v, s_ks, s_vs, j0, p_pos, ks, S, window, scale, scale2, softcap, uni,
-            b_m, b_l, b_acc, b_ent, b_spm, b_cols, p_spans, False, D, BS, NS, NSP,
+            b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_cols, p_spans, False, D, BS, NS, NSP,
             USE_WINDOW, USE_SOFTCAP, USE_UNIFORM, USE_ENTROPY, USE_SPAN, USE_COLS, PREC, UPCAST)
     for j0 in range(j_b, hi, BS):
-        b_m, b_l, b_acc, b_ent, b_spm = _fwd_step(
+        b_m, b_l, b_lr, b_acc, b_ent, b_spm = _fwd_step(
             b_q, p_k, p_v, s_ks, s_vs, j0, p_pos, ks, S, window, scale, scale2, softcap, uni,
-            b_m, b_l, b_acc, b_ent, b_spm, b_cols, p_spans, True, D, BS, NS, NSP,
+            b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_cols, p_spans, True, D, BS, NS, NSP,
             USE_WINDOW, USE_SOFTCAP, USE_UNIFORM, USE_ENTROPY, USE_SPAN, USE_COLS, PREC, UPCAST)
 
     # epilogue: a row sees a key iff its position is past the padding (the window holds itself)
@@ -227,9 +229,11 @@ def attention_fwd_kernel(
                                      softcap, uni, b_m, b_l, D, True, USE_WINDOW, USE_SOFTCAP, USE_UNIFORM)
             b_mc += b_pc
             b_oc += b_pc[:, None] * b_vc[None, :]
-        m_ed = (1.0 - b_mc) > 1e-12
-        b_r = (1.0 - beta * b_mc) / tl.where(m_ed, 1.0 - b_mc, 1.0)            # [BT]
-        b_o = tl.where(m_ed[:, None], b_r[:, None] * b_o + beta * b_oc, b_o + b_oc)
+        # rows with visible keys outside C: p' = beta p on C, (1 - beta m) p / (1 - m) elsewhere, and
+        # sum_{j not in C} p_j v_j / (1 - m) = acc / l_rest, with no cancellation when m is near 1
+        m_ed = b_lr > 0
+        b_rest = b_acc / tl.where(m_ed, b_lr, 1.0)[:, None]                   # [BT, D]
+        b_o = tl.where(m_ed[:, None], (1.0 - beta * b_mc)[:, None] * b_rest + beta * b_oc, b_o + b_oc)
     b_o = tl.where(m_ok[:, None], b_o, 0.0)
     if USE_HMEAN:
         on = tl.load(head_mean_on + i_h) != 0

@@ -1,0 +1,255 @@
+"""Triton attention kernels vs float64: the kernel's error must stay within a small multiple of the
+error that the same-dtype PyTorch reference makes. On CPU these run under TRITON_INTERPRET=1
+(set in conftest.py); the kernel module is imported inside the tests, after that."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from attn_naive import head_edits, naive_out, naive_probs
+from kernels.attention import AttentionEdits, StatsRequest, reference_attention
+from kernels.attention.reference import _edit_probs
+
+CUDA = torch.cuda.is_available()
+DEV = "cuda" if CUDA else "cpu"
+gpu = pytest.mark.skipif(not CUDA, reason="big shapes: GPU only (the interpreter is too slow)")
+
+ALL = StatsRequest(lse=True, entropy=True, sink_mass=True, span_mass=True, received=True, topk=4, topk_rows=3)
+FIELDS = ("out", "lse", "entropy", "sink_mass", "span_mass", "received_sum", "received_count", "topk_val")
+# absolute floor per unit of magnitude, by dtype of the inputs
+FLOOR = {torch.float32: 1e-5, torch.float16: 1e-3, torch.bfloat16: 8e-3}
+STAT_FLOOR = 2e-5
+
+
+def _tri():
+    from kernels.attention import triton as tri  # after conftest set TRITON_INTERPRET
+    return tri
+
+
+def _inputs(B, H, KV, T, S, D, dtype, seed=0, sink=0.0):
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(B, H, T, D, generator=g)
+    k = torch.randn(B, KV, S, D, generator=g)
+    v = torch.randn(B, KV, S, D, generator=g)
+    if sink:  # key 0 attracts every query along a shared direction u: an attention sink
+        u = torch.randn(D, generator=g)
+        u = u / u.norm()
+        q = q + 1.5 * u
+        k[:, :, 0] = sink * D ** 0.5 * u
+    return (x.to(dtype).to(DEV) for x in (q, k, v))
+
+
+def _err(x, ref):
+    x, ref = x.double().cpu(), ref.double().cpu()
+    fin = torch.isfinite(ref)
+    assert torch.equal(torch.isfinite(x), fin), "non-finite entries differ"
+    return (x[fin] - ref[fin]).abs().max().item() if fin.any() else 0.0, (ref[fin].abs().max().item() if fin.any() else 0.0)
+
+
+def _check(name, got, ref64, ref_same, dtype, log):
+    e_k, mag = _err(got, ref64)
+    e_r, _ = _err(ref_same, ref64)
+    floor = (FLOOR[dtype] if name == "out" else STAT_FLOOR) * max(1.0, mag)
+    log.append(f"{name}: kernel {e_k:.2e} reference {e_r:.2e}")
+    assert e_k <= 4 * e_r + floor, f"{name}: kernel error {e_k:.3e} > 4 x reference {e_r:.3e} + {floor:.1e}"
+
+
+def _parity(q, k, v, stats, **kw):
+    tri = _tri()
+    assert tri.supports(q, k, v, stats=stats, **kw)
+    got = tri.attention(q, k, v, stats=stats, **kw)
+    ref64 = reference_attention(q.double(), k.double(), v.double(), stats=stats, **kw)
+    same = reference_attention(q, k, v, stats=stats, **kw)
+    log = []
+    for f in FIELDS:
+        r = getattr(ref64, f)
+        if r is None:
+            assert getattr(got, f) is None, f
+            continue
+        assert getattr(got, f).shape == r.shape, f
+        _check(f, getattr(got, f), r, getattr(same, f), q.dtype, log)
+    if stats.topk:
+        # indices agree wherever the probabilities are not tied within rounding
+        gi, ri = got.topk_idx.cpu(), ref64.topk_idx.cpu()
+        rv = ref64.topk_val.cpu()
+        gap = (rv[..., :-1] - rv[..., 1:]).abs().min().item() if rv.shape[-1] > 1 else 1.0
+        if gap > 1e-3:
+            assert torch.equal(gi, ri)
+    print("; ".join(log))
+    return got, ref64
+
+
+def _spans(B, S):
+    return torch.tensor([[[0, 1], [S // 3, S // 3 + 21], [S - 10, S]]] * B, device=DEV)
+
+
+@pytest.mark.parametrize("B,H,KV,T,S,D,dtype,window,softcap,ks", [
+    (2, 4, 1, 63, 63, 64, torch.float32, None, None, [0, 20]),
+    (1, 9, 3, 111, 111, 64, torch.bfloat16, None, None, None),
+    (2, 9, 3, 33, 111, 64, torch.float16, 40, 20.0, [0, 90]),
+    (1, 2, 1, 63, 63, 256, torch.bfloat16, 17, None, [5]),
+    (1, 4, 4, 70, 100, 32, torch.float32, 33, None, None),
+])
+def test_forward_parity(B, H, KV, T, S, D, dtype, window, softcap, ks):
+    q, k, v = _inputs(B, H, KV, T, S, D, dtype)
+    key_start = None if ks is None else torch.tensor(ks, device=DEV)
+    sink_pos = torch.tensor([[0, S // 2]] * B, device=DEV)
+    got, ref = _parity(q, k, v, ALL, scale=D ** -0.5, key_start=key_start, window=window, softcap=softcap,
+                       sink_pos=sink_pos, spans=_spans(B, S))
+    if ks is not None and max(ks) > S - T:  # fully masked rows: zero output and stats, lse = -inf
+        dead = (S - T + torch.arange(T)) < max(ks)
+        b = ks.index(max(ks))
+        assert (got.out[b, dead.to(DEV)] == 0).all()
+        assert torch.isinf(got.lse[b][:, dead.to(DEV)]).all()
+        assert (got.entropy[b][:, dead.to(DEV)] == 0).all()
+
+
+@pytest.mark.parametrize("B,H,KV,S,D,dtype,window,ks,stats", [
+    (1, 9, 3, 111, 64, torch.bfloat16, None, None, StatsRequest(lse=True)),
+    (2, 4, 1, 63, 64, torch.float32, 10, [0, 40], StatsRequest()),
+    (2, 4, 1, 63, 64, torch.float16, None, [3, 63], StatsRequest(lse=True)),   # row 1 fully masked
+    (1, 9, 3, 111, 64, torch.bfloat16, None, [7], ALL),                        # stats: the prefill kernel
+    (1, 2, 2, 65, 256, torch.float32, None, None, StatsRequest()),
+])
+def test_decode_parity(B, H, KV, S, D, dtype, window, ks, stats):
+    q, k, v = _inputs(B, H, KV, 1, S, D, dtype, seed=3)
+    key_start = None if ks is None else torch.tensor(ks, device=DEV)
+    kw = dict(spans=_spans(B, S)) if stats.span_mass else {}
+    got, _ = _parity(q, k, v, stats, scale=D ** -0.5, key_start=key_start, window=window, **kw)
+    if ks is not None and ks[-1] >= S:
+        assert (got.out[-1] == 0).all()
+
+
+def _edits(B, H, D, S, dtype, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    col_idx = torch.tensor([[[0, 5, 0], [3, -1, -1], [-1, -1, -1], [0, 1, S - 1]]] * B)[:, :H]
+    return AttentionEdits(
+        col_idx=col_idx.to(DEV),
+        col_scale=torch.tensor([[0.3, 2.0, 0.5, 0.1]] * B)[:, :H].to(DEV),
+        head_uniform=torch.tensor([False, True, False, False])[:H].to(DEV),
+        head_mean=torch.randn(H, D, generator=g).to(dtype).to(DEV),
+        head_mean_on=torch.tensor([False, False, True, False])[:H].to(DEV),
+        head_scale=torch.tensor([1.0, 0.5, 2.0, -1.5])[:H].to(DEV),
+    )
+
+
+def _edited_expectation(q, k, v, ed, *, scale, key_start=None, window=None):
+    """The reference edits applied to the explicit float64 probability map, then P @ V."""
+    B, H, T, _ = q.shape
+    S = k.shape[2]
+    p, _, vis = naive_probs(q.cpu(), k.cpu(), v.cpu(), scale=scale, key_start=key_start, window=window)
+    ed64 = AttentionEdits(**{f: (getattr(ed, f).cpu() if torch.is_tensor(getattr(ed, f)) else getattr(ed, f))
+                             for f in ed.__dataclass_fields__})
+    pe = _edit_probs(p, vis, torch.arange(S - T, S), ed64)
+    return head_edits(naive_out(pe, v.cpu(), H), ed64, vis.any(-1)), p, pe
+
+
+@pytest.mark.parametrize("B,H,KV,T,S,D,dtype,window,ks,sink", [
+    (1, 4, 2, 45, 70, 64, torch.float32, None, [2], 0.0),
+    (2, 4, 1, 63, 63, 64, torch.bfloat16, 20, [0, 9], 0.0),
+    (1, 4, 2, 40, 40, 64, torch.bfloat16, None, None, 4.0),   # strong sink: mass on key 0 near 1
+    (1, 4, 4, 1, 63, 64, torch.float16, 50, None, 4.0),      # decode with edits
+])
+def test_edits_parity(B, H, KV, T, S, D, dtype, window, ks, sink):
+    tri = _tri()
+    q, k, v = _inputs(B, H, KV, T, S, D, dtype, seed=5, sink=sink)
+    key_start = None if ks is None else torch.tensor(ks, device=DEV)
+    ed = _edits(B, H, D, S, dtype)
+    scale = D ** -0.5
+    assert tri.supports(q, k, v, edits=ed, key_start=key_start, window=window)
+    got = tri.attention(q, k, v, scale=scale, key_start=key_start, window=window, edits=ed,
+                        stats=StatsRequest(topk=3, topk_rows=2))
+    exp, p, pe = _edited_expectation(q, k, v, ed, scale=scale, key_start=None if ks is None else key_start.cpu(),
+                                 window=window)
+    same = reference_attention(q, k, v, scale=scale, key_start=key_start, window=window, edits=ed)
+    if sink:
+        assert p[:, 0, :, 0].mean() > 0.5 or window is not None  # the sink case really is sink-heavy (before editing)
+    log = []
+    _check("out", got.out, exp, same.out, dtype, log)
+    print(log)
+    val, _ = pe[:, :, -2:].topk(3, dim=-1)
+    torch.testing.assert_close(got.topk_val.cpu().double(), val, rtol=2e-3, atol=1e-5)
+
+
+def test_head_edits_alone_parity():
+    q, k, v = _inputs(2, 4, 2, 33, 50, 64, torch.bfloat16, seed=7)
+    ed = _edits(2, 4, 64, 50, torch.bfloat16)
+    ed = AttentionEdits(head_mean=ed.head_mean, head_mean_on=ed.head_mean_on, head_scale=ed.head_scale)
+    _parity(q, k, v, StatsRequest(lse=True, entropy=True), scale=0.125, edits=ed,
+            key_start=torch.tensor([0, 20], device=DEV))
+
+
+def test_supports_refusals():
+    tri = _tri()
+    q, k, v = _inputs(1, 4, 2, 8, 8, 64, torch.float32)
+    assert tri.supports(q, k, v, scale=0.1)
+    assert not tri.supports(q, k, v, scale=0.1, stats=StatsRequest(full=True))
+    assert not tri.supports(q.double(), k.double(), v.double(), scale=0.1)
+    q48, k48, v48 = _inputs(1, 4, 2, 8, 8, 48, torch.float32)
+    assert not tri.supports(q48, k48, v48, scale=0.1)
+    ed = _edits(1, 4, 64, 8, torch.float32)
+    assert tri.supports(q, k, v, edits=ed, stats=StatsRequest(topk=2))
+    assert not tri.supports(q, k, v, edits=ed, stats=StatsRequest(entropy=True))
+    var = AttentionEdits(redist_idx=torch.tensor([[0]]), redist_span=torch.tensor([[1, 4]]),
+                         redist_from=torch.tensor([2]), redist_keep=torch.zeros(4))
+    assert not tri.supports(q, k, v, edits=var)
+    with pytest.raises(NotImplementedError):
+        tri.attention(q, k, v, scale=0.1, stats=StatsRequest(full=True))
+
+
+# ---------------------------------------------------------------- GPU: big and odd shapes
+@gpu
+@pytest.mark.gpu
+@pytest.mark.parametrize("B,H,KV,T,S,D,window,ks", [
+    (1, 32, 32, 1000, 1000, 128, None, None),
+    (2, 9, 3, 1000, 1000, 64, 256, [0, 300]),
+    (1, 8, 2, 777, 2049, 256, None, [11]),
+    (1, 4, 1, 4096, 4096, 64, 1000, None),
+])
+def test_forward_parity_gpu(B, H, KV, T, S, D, window, ks):
+    q, k, v = _inputs(B, H, KV, T, S, D, torch.bfloat16, seed=11)
+    key_start = None if ks is None else torch.tensor(ks, device=DEV)
+    _parity(q, k, v, ALL, scale=D ** -0.5, key_start=key_start, window=window,
+            sink_pos=torch.tensor([[0, 1, S // 2]] * B, device=DEV), spans=_spans(B, S))
+
+
+@gpu
+@pytest.mark.gpu
+@pytest.mark.parametrize("H,KV,S,D", [(32, 32, 65537, 128), (9, 3, 4097, 64), (16, 8, 3001, 256)])
+def test_decode_parity_gpu(H, KV, S, D):
+    q, k, v = _inputs(1, H, KV, 1, S, D, torch.bfloat16, seed=13)
+    _parity(q, k, v, StatsRequest(lse=True), scale=D ** -0.5)
+
+
+@gpu
+@pytest.mark.gpu
+def test_edits_parity_gpu_and_no_recompile():
+    tri = _tri()
+    B, H, KV, T, S, D = 1, 4, 2, 1000, 1000, 128
+    q, k, v = _inputs(B, H, KV, T, S, D, torch.bfloat16, seed=17, sink=4.0)
+    ed = _edits(B, H, D, S, torch.bfloat16)
+    got = tri.attention(q, k, v, scale=D ** -0.5, edits=ed)
+    exp, _, _ = _edited_expectation(q, k, v, ed, scale=D ** -0.5)
+    same = reference_attention(q, k, v, scale=D ** -0.5, edits=ed)
+    _check("out", got.out, exp, same.out, torch.bfloat16, [])
+    caches = getattr(tri.attention_fwd_kernel, "device_caches", None)
+    if caches is None:
+        pytest.skip("this Triton has no device_caches to count compilations")
+    n = sum(len(c[0]) for c in caches.values())
+    ed.col_scale.mul_(0.5)
+    ed.head_scale.add_(1.0)
+    ed.col_idx[0, 1, 1] = 17
+    tri.attention(q, k, v, scale=D ** -0.5, edits=ed)
+    assert sum(len(c[0]) for c in caches.values()) == n
+
+
+@gpu
+@pytest.mark.gpu
+def test_dispatcher_uses_kernel_on_cuda():
+    from kernels.attention import attention
+    q, k, v = _inputs(1, 4, 2, 64, 64, 64, torch.bfloat16)
+    a = attention(q, k, v, scale=0.125, stats=StatsRequest(entropy=True))
+    b = _tri().attention(q, k, v, scale=0.125, stats=StatsRequest(entropy=True))
+    assert torch.equal(a.out, b.out)
+    full = attention(q, k, v, scale=0.125, stats=StatsRequest(full=True))   # falls back to the reference
+    assert full.probs is not None
