@@ -476,10 +476,17 @@ def supports(q: Tensor, k: Tensor, v: Tensor, **kw) -> bool:
     return _unsupported(q, k, v, kw) is None
 
 
+# head_dim -> (BT, BS, num_warps, num_stages) overrides (bench.py --tune)
+FWD_CONFIG: dict = {}
+RECEIVED_CONFIG: dict = {}
+
+
 def _fwd_config(D: int, itemsize: int) -> tuple[int, int, int, int]:
     """(BT, BS, num_warps, num_stages) of the forward kernel."""
     if _INTERPRET:
         return 32, 32, 4, 1
+    if D in FWD_CONFIG and itemsize == 2:
+        return FWD_CONFIG[D]
     if D <= 64:
         cfg = (128, 64, 4, 3)
     elif D <= 128:
@@ -495,6 +502,8 @@ def _received_config(D: int, itemsize: int) -> tuple[int, int, int, int]:
     """(BT, BS, num_warps, num_stages) of the received-mass kernel (keys stay in registers)."""
     if _INTERPRET:
         return 32, 32, 4, 1
+    if D in RECEIVED_CONFIG and itemsize == 2:
+        return RECEIVED_CONFIG[D]
     if D <= 64:
         cfg = (64, 128, 4, 3)
     elif D <= 128:
