@@ -1,0 +1,1 @@
+"""Page sections of the dashboard, one module each; ``common`` holds the shared helpers."""

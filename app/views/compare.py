@@ -1,0 +1,60 @@
+"""Compare two reports side by side: one score's heatmaps and, when the shapes match, their difference."""
+from __future__ import annotations
+
+import plotly.graph_objects as go
+import streamlit as st
+
+from probe.report import heatmap, score_columns
+
+from .. import reports
+from .common import read_report, show_error
+
+
+def _diff_figure(a, b, column: str):
+    ga = a.heads.pivot(index="layer", columns="head", values=column).sort_index()
+    gb = b.heads.pivot(index="layer", columns="head", values=column).sort_index()
+    d = gb - ga
+    top = float(abs(d.values).max()) or 1.0
+    fig = go.Figure(go.Heatmap(z=d.values, x=[f"H{h}" for h in d.columns], y=[f"L{l}" for l in d.index],
+                               colorscale="RdBu", zmid=0, zmin=-top, zmax=top, colorbar=dict(title="B − A"),
+                               hovertemplate="%{y}%{x}<br>B − A=%{z:.3f}<extra></extra>"))
+    fig.update_layout(title=f"{column}: B − A", height=max(300, 18 * len(d)), yaxis=dict(autorange="reversed"),
+                      margin=dict(l=40, r=20, t=50, b=30))
+    return fig
+
+
+def render(paths: list[str], current: str | None) -> None:
+    """Two report pickers, a common score, both heatmaps side by side, and B − A when comparable."""
+    if len(paths) < 2:
+        st.info("Comparing needs two reports under the reports root.")
+        return
+    c1, c2 = st.columns(2)
+    ia = paths.index(current) if current in paths else 0
+    pa = c1.selectbox("Report A", paths, index=ia, key="cmp_a")
+    pb = c2.selectbox("Report B", paths, index=(ia + 1) % len(paths), key="cmp_b")
+    loaded = []
+    for col, path in ((c1, pa), (c2, pb)):
+        try:
+            loaded.append(read_report(path))
+        except Exception as err:
+            with col:
+                show_error(err, path)
+            loaded.append(None)
+    a, b = loaded
+    if a is None or b is None:
+        return
+    common = [c for c in score_columns(a.heads) if c in set(score_columns(b.heads))]
+    if not common:
+        st.warning("The two reports share no score column.")
+        return
+    column = st.selectbox("Score", common, key="cmp_score")
+    for side, col, rep in (("A", c1, a), ("B", c2, b)):
+        with col:
+            st.caption(reports.model_label(rep.manifest))
+            st.plotly_chart(heatmap(rep.heads, column), key=f"cmp_{side}", width="stretch")
+            st.metric(f"mean {column}", f"{rep.heads[column].mean():.3f}")
+    if a.heads[["layer", "head"]].shape == b.heads[["layer", "head"]].shape and \
+            (a.heads[["layer", "head"]].values == b.heads[["layer", "head"]].values).all():
+        st.plotly_chart(_diff_figure(a, b, column), key="cmp_diff", width="stretch")
+    else:
+        st.caption("Different head layouts (different models): no difference map.")
