@@ -10,6 +10,9 @@ from typing import Optional
 import typer
 
 from probe.errors import ProbeError
+from probe.report.schema import MANIFEST
+
+from .reports import list_reports
 
 SCRIPT = Path(__file__).with_name("main.py")
 
@@ -42,7 +45,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("app")
     def run_app(
-        report: Optional[Path] = typer.Argument(None, help="a report directory to open (default: pick one in the page)"),
+        report: Optional[Path] = typer.Argument(None, help="a report directory to open, or a folder of reports to list"),
         port: int = typer.Option(8501, "--port", help="port on 127.0.0.1"),
         reports_root: Path = typer.Option(Path("reports"), "--reports-root", help="folder whose report directories the page lists"),
         model: Optional[str] = typer.Option(None, "--model", help="model for the live views (default: the report's, else smollm2)"),
@@ -50,6 +53,8 @@ def register(app: typer.Typer) -> None:
         """Start the dashboard (Streamlit) on 127.0.0.1 only, headless, and print its URL."""
         if report is not None and not report.is_dir():
             raise ProbeError(f"no report directory at {report}", "run `probe scan --out DIR` first, or omit DIR")
+        if report is not None and not (report / MANIFEST).exists() and list_reports(report):
+            report, reports_root = None, report  # a folder of reports: list them
         if not _port_free(port):
             raise ProbeError(f"port {port} on 127.0.0.1 is in use", "pass --port N with a free port")
         cmd = streamlit_command(port, report.resolve() if report else None, reports_root.resolve(), model)
