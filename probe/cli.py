@@ -126,8 +126,21 @@ def _register_plugins() -> None:
         mod.register(app)
 
 
+def _quiet_libraries() -> None:
+    """No per-tensor progress bars or library warnings between probe's own lines."""
+    import os
+
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     """Entry point: run the CLI, turning ProbeError into one line on stderr and exit code 2."""
+    _quiet_libraries()
     _register_plugins()
     try:
         app(args=argv, standalone_mode=False)

@@ -217,7 +217,7 @@ def attention_modules_of(model_or_handle) -> list:
 @contextlib.contextmanager
 def capture(model_or_handle, stats=("received", "sink", "entropy"), *, layers: Optional[Sequence[int]] = None,
             hidden: Optional[str] = None, spans: Optional[Tensor] = None, sink_pos: Optional[Tensor] = None,
-            topk: int = 0, topk_rows: int = 1):
+            topk: int = 0, topk_rows: int = 1, backend: Optional[str] = None, **backend_options):
     """Record attention statistics of every forward call run inside the block.
 
     Args:
@@ -229,15 +229,32 @@ def capture(model_or_handle, stats=("received", "sink", "entropy"), *, layers: O
         spans: [B, NS, 2] key spans for the "spans" statistic (changeable with ``rec.set_spans``).
         sink_pos: [B, P] keys for the "sink" statistic (default: first real key).
         topk, topk_rows: top-k keys of the last ``topk_rows`` queries.
+        backend: "native" (this seam), "transformer-lens" or "nnsight" (``probe.backends``; forwards
+            then run with ``rec.run(**inputs)``); None = the object's own (a TransformerBridge or
+            nnsight model given here, or a ``probe.backends.wrap`` handle), else native.
+        **backend_options: hook backends only: ``head_scale`` {(layer, head): factor}, ``remote``.
     Yields:
-        Recorder. On exit, even after an exception, the model is exactly as before.
+        Recorder (``rec.run(**inputs)`` runs one forward on every backend). On exit, even after an
+        exception, the model is exactly as before.
     """
+    from .. import backends
+
+    model_or_handle, backend = backends.resolve(model_or_handle, backend)
+    if backend != "native":
+        with backends.capture(model_or_handle, backend, stats, layers=layers, hidden=hidden, spans=spans,
+                              sink_pos=sink_pos, topk=topk, topk_rows=topk_rows, **backend_options) as rec:
+            yield rec
+        return
+    if backend_options:
+        raise ProbeError(f"{sorted(backend_options)} need a hook backend",
+                         "intervene natively with probe.intervene, or pass backend='nnsight' / 'transformer-lens'")
     request = stats_request(stats, topk, topk_rows)
     if hidden not in (None, "summary", "full"):
         raise ProbeError(f"hidden={hidden!r}", "use hidden=None, 'summary' or 'full'")
     _, model = _as_handle_model(model_or_handle)
     modules = attention_modules_of(model_or_handle)
     rec = Recorder(request, layers, hidden, spans, sink_pos)
+    rec.run = model  # the same ``rec.run(**inputs)`` call as the hook backends
     handles = [model.register_forward_pre_hook(rec._on_forward, with_kwargs=True)]
     try:
         if hidden:

@@ -94,7 +94,7 @@ def haystack_text(source: str = "austen:emma") -> str:
     raise ProbeError(f"unknown haystack source '{source}'", "use austen:<book> or shakespeare:<play>")
 
 
-_SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z])")
+_SENTENCE_END = re.compile(r"(?<!\bMr\.)(?<!\bMrs\.)(?<!\bDr\.)(?<!\bSt\.)(?<!\bMs\.)(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z])")
 
 
 def sentence_starts(text: str) -> list[int]:

