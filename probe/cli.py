@@ -64,6 +64,9 @@ def scan(
     opt: List[str] = typer.Option([], "--opt", help="detector option DETECTOR.KEY=VALUE (e.g. sinks.eps=0.3, sinks.batch_size=8)"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing report in --out"),
     device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1 (default: cuda if available)"),
+    backend: str = typer.Option("native", "--backend", help="capture through: native (probe's seam), transformer-lens, nnsight"),
+    remote: bool = typer.Option(False, "--remote", help="run on NDIF through nnsight (needs network + NDIF API key)"),
+    shard_by_rank: bool = typer.Option(False, "--shard-by-rank", help="torchrun: this rank scans its shard; rank 0 merges (probe/backends/README.md)"),
 ):
     """Scan a model's heads and write heads.parquet, tokens.parquet, massive.parquet, manifest.json, report.html."""
     from .data.prompts import default_prompts, load_prompts
@@ -72,6 +75,20 @@ def scan(
     from .scanner import scan as run_scan
 
     options = parse_options(opt, detect)
+    from .backends import normalize
+
+    if remote and normalize(backend) != "nnsight":
+        raise ProbeError("--remote runs through nnsight (NDIF)", "add --backend nnsight")
+    for d in detect:  # every detector captures through the chosen backend
+        options[d].setdefault("backend", normalize(backend))
+        if remote:
+            options[d]["remote"] = True
+    if shard_by_rank:
+        from .backends.shard import cli_scan
+
+        return cli_scan(model=model, detect=detect, out=out, prompts=prompts, n_prompts=n_prompts,
+                        prompt_tokens=prompt_tokens, chat_template=chat_template, options=options,
+                        overwrite=overwrite, device=device)
     check_out_dir(out, overwrite)
     from .detect import get_detector
 

@@ -69,15 +69,18 @@ def resolve(obj, backend: Optional[str]) -> tuple[object, str]:
     if kind is not None:
         obj = wrap(obj)
     own = obj.extra.get("backend") if isinstance(obj, Handle) else None
+    from .shard import active
+
     if backend is None:
-        return obj, own or "native"
+        backend = own or "native"
+        return obj, (f"shard:{backend}" if active() is not None else backend)
     if own == "transformer-lens" and backend != "transformer-lens":
         raise ProbeError(f"this model is held by a TransformerBridge, whose attention replaces the HF modules; "
                          f"backend {backend} cannot see it", "use backend='transformer-lens' for a bridge")
     if backend != "native" and not isinstance(obj, Handle):
         raise ProbeError(f"backend {backend} needs the tokenizer and model facts of a Handle",
                          "pass probe.load(...) or probe.backends.wrap(obj), not a bare HF model")
-    return obj, backend
+    return obj, (f"shard:{backend}" if active() is not None else backend)
 
 
 @contextlib.contextmanager
@@ -93,8 +96,16 @@ def capture(handle, backend: str, stats=("received", "sink", "entropy"), *, laye
     """
     from .support import check
 
-    backend = normalize(backend)
     request = make_request(stats, topk, topk_rows, hidden)
+    if backend.startswith("shard:"):  # inside a sharded scan: record / replay this call (probe.backends.shard)
+        from .shard import ShardRecorder, active
+
+        inner = backend.split(":", 1)[1]
+        kw = dict(stats=request, layers=layers, hidden=hidden, **({"head_scale": head_scale} if head_scale else {}),
+                  **({"remote": remote} if remote else {}))
+        yield ShardRecorder(active(), handle, inner, kw, request, layers, hidden, spans, sink_pos)
+        return
+    backend = normalize(backend)
     if request.full or "full" == hidden:
         pass  # hook backends hold full maps anyway; nothing extra to refuse
     needs = ["stats"] + (["hidden"] if hidden else []) + (["interventions"] if head_scale else [])

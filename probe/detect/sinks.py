@@ -83,6 +83,8 @@ def run(handle, prompts: list[str], *, chat_template: bool = False, progress: Op
     entropy), tables "tokens" (one row per prompt x position x layer x head with a hidden sink) and
     "massive" (layer, dim, ...), and a summary (overall sink rate, sink dims, top hidden-sink tokens).
     """
+    backend = options.pop("backend", None)           # native | transformer-lens | nnsight (probe.backends)
+    backend_options = {k: options.pop(k) for k in ("remote",) if options.get(k)}
     opts = {**DEFAULTS, **options}
     L, H, P = handle.n_layers, handle.n_heads, len(prompts)
     key0 = torch.zeros(P, L, H)
@@ -94,8 +96,9 @@ def run(handle, prompts: list[str], *, chat_template: bool = False, progress: Op
 
     for batch in _batches(prompts, handle.tokenizer, opts["batch_size"]):
         enc = handle.encode([prompts[i] for i in batch], chat_template=chat_template)
-        with torch.no_grad(), capture(handle, stats=("received", "entropy"), hidden="summary") as rec:
-            handle.model(**enc, use_cache=False)
+        with torch.no_grad(), capture(handle, stats=("received", "entropy"), hidden="summary", backend=backend,
+                                      **backend_options) as rec:
+            rec.run(**enc, use_cache=False)
         ids = enc["input_ids"].cpu()
         strings = [handle.token_strings(row) for row in ids]
         key_start = rec.layer(0).key_start
@@ -141,4 +144,5 @@ def run(handle, prompts: list[str], *, chat_template: bool = False, progress: Op
         "sink_dims": sink_dims,
     }
     settings = {k: v for k, v in opts.items()}
+    settings["backend"] = getattr(rec, "backend", "native") if P else backend
     return DetectorOutput(heads, {"tokens": tokens, "massive": massive_df}, settings, summary)
