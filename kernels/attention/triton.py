@@ -103,16 +103,20 @@ def _fwd_step(
                 m_in = (o_j >= s0) & (o_j < s1)                               # [BS]
                 b_c = tl.sum(tl.where(m_in[None, :], b_p, 0.0), 1)            # [BT]
                 b_spm += tl.where(tl.arange(0, NSP)[None, :] == i, b_c[:, None], 0.0)
-    b_l = b_l * b_alpha + tl.sum(b_p, 1)
+    b_ls = tl.sum(b_p, 1)                                                     # [BT]
+    b_l = b_l * b_alpha + b_ls
     b_acc = b_acc * b_alpha[:, None]
     b_pv = b_p
     if USE_COLS:
-        # edited columns are kept out of the accumulator; the epilogue adds them back scaled
+        # edited columns are kept out of the accumulator and out of l_rest; the epilogue adds
+        # them back scaled. Only blocks holding one of them pay for the masking.
+        b_lsr = b_ls
         hit = tl.sum(((b_cols >= j0) & (b_cols < j0 + BS)).to(tl.int32), 0) > 0
         if hit:
             m_c = tl.sum((o_j[:, None] == b_cols[None, :]).to(tl.int32), 1) > 0  # [BS]
             b_pv = tl.where(m_c[None, :], 0.0, b_p)
-        b_lr = b_lr * b_alpha + tl.sum(b_pv, 1)
+            b_lsr = tl.sum(b_pv, 1)
+        b_lr = b_lr * b_alpha + b_lsr
     b_acc += _dot(b_pv.to(b_v.dtype), b_v, PREC, UPCAST)           # [BT, D]
     return b_mn, b_l, b_lr, b_acc, b_ent, b_spm
 
@@ -679,16 +683,32 @@ def attention(
     return res
 
 
+_SMS: dict = {}
+
+
+def _sm_count(dev) -> int:
+    """Streaming multiprocessors of dev (132 on an H200; a nominal 4 in the interpreter)."""
+    if dev.type != "cuda":
+        return 4
+    key = str(dev)
+    if key not in _SMS:
+        _SMS[key] = torch.cuda.get_device_properties(dev).multi_processor_count
+    return _SMS[key]
+
+
 def _decode(q, k, v, out, lse, key_start, hmean, hmean_on, hscale, scale, scale2, cap, win,
             use_window, use_softcap, store_lse, use_hmean, use_hscale, prec) -> None:
     """Split-KV decode for T == 1: partial (max, sum, acc) per key chunk, then one combine."""
     B, H, _, D = q.shape
     KV, S = k.shape[1], k.shape[2]
     G = H // KV
-    BS = 32 if _INTERPRET else (64 if D > 128 else 128) // (q.element_size() // 2)
-    stages = 1 if _INTERPRET else (3 if BS * D * q.element_size() * 2 * 3 <= 160 * 1024 else 2)
-    n_prog = 4 * 132
-    nsplit = max(1, min(256, triton.cdiv(n_prog, B * KV), triton.cdiv(S, BS)))
+    # one wave: 64-key tiles, 2 stages, so that a few CTAs fit per SM, and as many key chunks as
+    # fill those slots (decode is bandwidth-bound: every SM streams K/V for the whole launch)
+    BS = 32 if _INTERPRET else (64 if D <= 128 and q.element_size() == 2 else 32)
+    stages = 1 if _INTERPRET else 2
+    smem = BS * D * q.element_size() * 2 * stages + 16 * D * q.element_size()
+    slots = _sm_count(q.device) * max(1, min(4, (224 * 1024) // smem))
+    nsplit = max(1, min(512, slots // (B * KV), triton.cdiv(S, BS)))
     chunk = triton.cdiv(triton.cdiv(S, nsplit), BS) * BS
     nsplit = triton.cdiv(S, chunk)
     f32 = torch.float32
