@@ -33,6 +33,7 @@ def streamlit_command(port: int, report: Optional[Path] = None, reports_root: Pa
 
 def _port_free(port: int) -> bool:
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers bind: ignore TIME_WAIT leftovers
         try:
             s.bind(("127.0.0.1", port))
             return True

@@ -26,6 +26,24 @@ def _clicked(event) -> tuple[int, int] | None:
     return None
 
 
+def clickable(fig, heads, column: str):
+    """Overlay an invisible marker on every cell: plotly heatmaps are not selectable, scatter points are,
+    so a click on a cell reaches Streamlit as a point selection (x "H<head>", y "L<layer>")."""
+    import plotly.graph_objects as go
+
+    cells = heads[["layer", "head", column]]
+    fig.add_trace(go.Scatter(x=[f"H{h}" for h in cells["head"]], y=[f"L{l}" for l in cells["layer"]],
+                             customdata=cells[column], mode="markers", showlegend=False,
+                             marker=dict(size=14, opacity=0, symbol="square"),
+                             selected=dict(marker=dict(opacity=0)), unselected=dict(marker=dict(opacity=0)),
+                             hovertemplate="%{y}%{x}<br>" + column + "=%{customdata:.3f}<extra></extra>"))
+    fig.data[0].hoverinfo = "skip"
+    n_layers, n_heads = heads["layer"].nunique(), heads["head"].nunique()
+    fig.update_layout(clickmode="event+select", dragmode=False,
+                      xaxis=dict(range=[-0.5, n_heads - 0.5]), yaxis=dict(range=[n_layers - 0.5, -0.5], autorange=False))
+    return fig
+
+
 def render_heatmaps(report) -> None:
     """Every score's heatmap, two per row; a clicked cell becomes the selected head (sel_layer, sel_head)."""
     heads = report.heads
@@ -39,7 +57,7 @@ def render_heatmaps(report) -> None:
     grid = st.columns(2)
     for i, col in enumerate(cols):
         with grid[i % 2]:
-            fig = heatmap(heads, col)
+            fig = clickable(heatmap(heads, col), heads, col)
             fig.update_layout(title=dict(text=col, subtitle=dict(text=HEAD_SCORES.get(col, "")[:90])))
             event = st.plotly_chart(fig, key=f"heatmap_{col}", on_select="rerun",
                                     selection_mode="points", width="stretch")
