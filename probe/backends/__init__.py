@@ -106,8 +106,9 @@ def capture(handle, backend: str, stats=("received", "sink", "entropy"), *, laye
         yield ShardRecorder(active(), handle, inner, kw, request, layers, hidden, spans, sink_pos)
         return
     backend = normalize(backend)
-    if request.full or "full" == hidden:
-        pass  # hook backends hold full maps anyway; nothing extra to refuse
+    if request.lse:
+        raise ProbeError(f"backend {backend} cannot capture 'lse': it sees post-softmax maps, not the scores",
+                         "capture 'lse' with backend='native'")
     needs = ["stats"] + (["hidden"] if hidden else []) + (["interventions"] if head_scale else [])
     if remote:
         needs.append("remote")

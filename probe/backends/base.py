@@ -9,6 +9,7 @@ records it. Inside a backend capture, calling ``handle.model(...)`` directly rai
 from __future__ import annotations
 
 import contextlib
+import os
 from typing import Optional, Sequence
 
 import torch
@@ -63,6 +64,7 @@ class BackendRecorder(Recorder):
     def run(self, input_ids: Tensor, attention_mask: Optional[Tensor] = None, **_ignored) -> CausalLMOutput:
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
+        self._check_size(*input_ids.shape)
         self.calls.append(CallRecord(len(self.calls)))
         self._attention_mask = attention_mask
         self._running = True
@@ -72,6 +74,16 @@ class BackendRecorder(Recorder):
         finally:
             self._running = False
         return CausalLMOutput(logits=logits)
+
+    def _check_size(self, B: int, S: int) -> None:
+        """Refuse, before running, a forward whose per-layer map [B, H, S, S] (float64 while reduced)
+        exceeds PROBE_MAX_MAP_BYTES (default 4 GiB): hook backends hold full maps, native does not."""
+        limit = int(os.environ.get("PROBE_MAX_MAP_BYTES", 4 << 30))
+        need = B * self.handle.n_heads * S * S * 8
+        if need > limit:
+            raise ProbeError(f"the {self.backend} backend would hold a {need / 2**30:.2f} GiB attention map per layer "
+                             f"({B} prompts x {S} tokens; limit {limit / 2**30:.2f} GiB, PROBE_MAX_MAP_BYTES)",
+                             "use --backend native for long prompts (no N x N map), or fewer / shorter prompts")
 
     def _forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -113,10 +113,10 @@ class NNsightRecorder(BackendRecorder):
 
     # -- NDIF --------------------------------------------------------------------------------
     def _remote_forward(self, inputs: dict, key_start: Tensor) -> Tensor:
-        backend = remote_backend(self.lm, self.remote)
+        backend = remote_backend(self.lm, self.remote, self.repo)
         maps, resid = {}, {}
         try:
-            with self.lm.trace(inputs, use_cache=False, backend=backend):
+            with eager_attention(self.handle.model), self.lm.trace(inputs, use_cache=False, backend=backend):
                 for layer in self.layer_list:
                     env = envoy_at(self.lm, self.paths[layer])
                     if self.hidden_mode:
@@ -135,6 +135,9 @@ class NNsightRecorder(BackendRecorder):
             if layer in resid:
                 record_hidden(self, layer, resid[layer], inputs["attention_mask"].to(resid[layer].device))
             if layer in maps:
+                if maps[layer] is None:
+                    raise ProbeError("the remote model returned no attention weights (it does not run eager attention)",
+                                     "ask NDIF for a deployment with eager attention, or run locally")
                 record_probs(self, layer, maps[layer], key_start, self.windows.get(layer))
         return logits
 
@@ -150,7 +153,7 @@ def repo_id_of(handle) -> str:
     return repo
 
 
-def remote_backend(lm, remote):
+def remote_backend(lm, remote, repo: Optional[str] = None):
     """nnsight's RemoteBackend for ``lm`` (``remote=True``: the configured NDIF host; a URL: that host;
     ``"local"``: nnsight's in-process simulation, which serialises the request exactly as for NDIF).
 
@@ -168,22 +171,25 @@ def remote_backend(lm, remote):
         raise ProbeError("nnsight remote execution needs an NDIF API key",
                          "get one at https://login.ndif.us and run nnsight.CONFIG.set_default_api_key(KEY) "
                          "or export NDIF_API_KEY=KEY")
+    before = getattr(lm, "repo_id", None)
     try:
+        if repo:
+            lm.repo_id = repo            # the hub id NDIF serves (a locally wrapped model holds a folder path)
         model_key = lm.to_model_key()   # canonicalises the repo id on the Hub: needs the network
     except Exception as err:
         raise ProbeError(f"cannot reach the Hugging Face Hub to name the model for NDIF ({type(err).__name__})",
                          "remote runs need network access to the Hub and to NDIF") from err
+    finally:
+        lm.repo_id = before
     host = remote if isinstance(remote, str) else None
     return RemoteBackend(model_key, host=host, api_key=key, blocking=True)
 
 
 def make_recorder(handle, *, lm=None, layers, remote=False, **kw) -> NNsightRecorder:
     lm = lm if lm is not None else wrap_model(handle)
-    if remote and remote != "local":
-        repo = repo_id_of(handle)
-        if getattr(lm, "repo_id", None) in (None, "", "None"):
-            lm.repo_id = repo
-    return NNsightRecorder(handle, lm, layers, remote=remote, **kw)
+    rec = NNsightRecorder(handle, lm, layers, remote=remote, **kw)
+    rec.repo = repo_id_of(handle) if remote and remote != "local" else None  # fails before running
+    return rec
 
 
 def handle_from_nnsight(lm, source: Optional[str] = None):
@@ -197,6 +203,6 @@ def handle_from_nnsight(lm, source: Optional[str] = None):
     handle = Handle(model, tok, source or str(getattr(lm, "repo_id", None) or type(model).__name__), "object")
     handle.extra.update(backend="nnsight", nnsight_model=lm)
     repo = getattr(lm, "repo_id", None)
-    if isinstance(repo, str) and "/" in repo:
+    if isinstance(repo, str) and "/" in repo and not os.path.exists(repo):
         handle.extra["repo_id"] = repo
     return handle
