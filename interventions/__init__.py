@@ -14,5 +14,6 @@ from .redistribute import Redistribute
 from .scale import HeadScale
 from .sinkwindow import SinkWindow
 from .spec import parse_spec
+from .vlm import VAR, VHR
 
-__all__ = ["intervene", "ACT", "HeadMask", "HeadScale", "Redistribute", "SinkWindow", "parse_spec"]
+__all__ = ["intervene", "ACT", "HeadMask", "HeadScale", "Redistribute", "SinkWindow", "parse_spec", "VAR", "VHR"]

@@ -9,6 +9,8 @@ Forms (heads as L<layer>H<head>, several joined with ","; options as key=value j
   scale:L3H2:alpha=2                HeadScale
   sinkwindow:sinks=4,window=1020    SinkWindow
   redistribute:span=5-20[,sinks=auto|0+3,keep=0.6|transfer=0.4,rho=0.5,min_mass=0.2,layers=2-28]
+  var[:keep=0.6|transfer=0.4,rho=0.5|nonsink_share=0.5,min_mass=0.2,tau=20,preset=code|paper]   (VLMs)
+  vhr[:alpha=2,layers=1+17-29]      VHR with per-sample VHD head choice (VLMs); vhr:L3H2:alpha=2 fixed heads
 """
 from __future__ import annotations
 
@@ -23,7 +25,8 @@ from .scale import HeadScale
 from .sinkwindow import SinkWindow
 
 FORMS = ("act", "act:beta=0.4,threshold=0.1", "mask:L18H6", "mask:L18H6:mode=uniform|zero|mean",
-         "scale:L3H2:alpha=2", "sinkwindow:sinks=4,window=1020", "redistribute:span=5-20,keep=0.6")
+         "scale:L3H2:alpha=2", "sinkwindow:sinks=4,window=1020", "redistribute:span=5-20,keep=0.6", "var:keep=0.6",
+         "vhr:alpha=2")
 _HEADS = re.compile(r"^L\d+H\d+(,L\d+H\d+)*$", re.IGNORECASE)
 
 
@@ -90,6 +93,10 @@ def parse_spec(spec: str):
             iv = Redistribute("auto" if sinks == "auto" else _ints(sinks), span=(int(a), int(b)), keep=f("keep"),
                               transfer=f("transfer"), rho=f("rho", 0.5), min_mass=f("min_mass", 0.2), layers=layers,
                               heads=heads)
+        elif name in ("var", "vhr"):
+            from .vlm import parse_vlm_spec
+
+            iv = parse_vlm_spec(name, heads, opts)
         else:
             raise ValueError(f"unknown intervention {name!r}")
     except ProbeError as err:

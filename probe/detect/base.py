@@ -33,6 +33,8 @@ DETECTORS: dict[str, str] = {
     "retrieval": "probe.detect.retrieval:run",
     "arithmetic": "probe.detect.arithmetic:run",
     "vision": "probe.detect.vision:run",
+    "vhd": "probe.detect.vision:run_vhd",
+    "visual-sinks": "probe.detect.vision:run_visual_sinks",
 }
 
 

@@ -1,0 +1,299 @@
+"""VLM interventions: VAR (Kang et al., ICLR 2025) and VHR (He et al., ACL 2025); methods.md §2, §3.
+
+VAR = ``Redistribute`` with the paper's selection, found on every prefill that holds an image:
+  sinks: phi(x_j) = max_{d in D_sink} |x_j[d] / rms(x_j)| > tau (20) on the residual stream entering
+  each layer; D_sink found automatically from the LM's first-token massive activations
+  (``probe.detect.vision.find_sink_dims``), or given. Span = the image tokens of each row (found from
+  ``input_ids`` at the prefill). Head/query selection (dynamic, inside the attention op): visual mass
+  m >= min_mass (0.2) and sink share q <= rho (0.5). Layers 2..L-2.
+  Conventions, both exposed (methods.md §2 flags them):
+    keep     = the official code's p: fraction of the sinks' mass they *keep* (0.6 shipped);
+    transfer = the paper's p = 1 - keep: fraction *moved* to the image's non-sink tokens;
+    rho      = the code's threshold on the sink share q (select iff q <= rho);
+    nonsink_share = the paper's rho = 1 - rho (select iff 1 - q >= nonsink_share).
+  ``VAR.paper_preset()`` = transfer 0.6 (the paper's p as a third-party review reads it, i.e. keep
+  0.4) and nonsink_share 0.5 (the hallucination setting; secondary source).
+
+VHR = HeadScale(alpha = 2) on heads chosen by VHD at the first generated token, per sample:
+  one extra forward on the batch [prompt with image, same prompt without the image tokens]; layer by
+  layer (an o_proj pre-hook), VHD and TA of the layer's heads at the last prompt position give the
+  heads (outlier removal, then above-median: ``probe.detect.vision.vhr_select``) and those heads are
+  scaled by alpha in that same forward, so later layers see the reinforced ones (the paper's layer-
+  by-layer reading; the no-image row is reinforced too, flagged UNVERIFIED in methods.md). The
+  chosen heads then stay fixed for the whole generation and all positions are scaled (KV-consistent).
+  Layers: 1 plus the last round(14/32 * L) (``vhr_layers``; 32 layers -> 1, 18..31).
+"""
+from __future__ import annotations
+
+import contextlib
+import weakref
+from typing import Optional, Sequence
+
+import torch
+from torch import Tensor
+
+from probe.errors import ProbeError
+
+from .base import Intervention, attach_hook, check_heads, check_layers, parse_heads
+from .redistribute import Redistribute
+from .scale import _ScaleHook
+
+_SINK_DIMS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()   # model -> D_sink found
+
+
+def sink_dims_of(handle) -> list[int]:
+    """D_sink of a handle's LM (first-token massive activations), cached per model object."""
+    from probe.detect.vision import find_sink_dims
+
+    model = handle.model
+    if model not in _SINK_DIMS:
+        with torch.no_grad():
+            dims, _ = find_sink_dims(handle)
+        _SINK_DIMS[model] = dims
+    dims = _SINK_DIMS[model]
+    if not dims:
+        raise ProbeError(f"no massive-activation sink dims found in {handle.source}'s LM",
+                         "give VAR(sink_dims=[...]) explicitly")
+    return list(dims)
+
+
+def _input_ids(args, kwargs) -> Optional[Tensor]:
+    ids = kwargs.get("input_ids")
+    return args[0] if ids is None and args else ids
+
+
+def image_spans_unpadded(handle, input_ids: Tensor, attention_mask: Optional[Tensor]) -> list[tuple[int, int]]:
+    """One (start, end) image span per row, counted from the row's first real token.
+
+    input_ids, attention_mask [B, T] (left padded) -> B pairs; ProbeError unless each row has one image.
+    """
+    spans = handle.image_spans(input_ids.cpu())
+    if any(len(s) != 1 for s in spans):
+        raise ProbeError(f"VAR needs exactly one image per row (found {[len(s) for s in spans]})",
+                         "give each prompt one image")
+    if attention_mask is None:
+        pads = [0] * len(spans)
+    else:
+        pads = (attention_mask.cpu() == 0).long().cumprod(-1).sum(-1).tolist()   # [B] left pads
+    return [(s[0][0] - p, s[0][1] - p) for s, p in zip(spans, pads)]
+
+
+class VAR(Redistribute):
+    """Visual attention redistribution on a LLaVA-layout VLM (see the module doc).
+
+    Args:
+        keep: code's p, fraction of sink mass kept (default 0.6). transfer: paper's p = 1 - keep.
+        rho: code's rho (select iff sink share q <= rho; 0.5). nonsink_share: paper's rho = 1 - rho.
+        min_mass: minimum image mass of a selected (head, query) (0.2).
+        tau: phi threshold (20, strict). sink_dims: "auto" (found from the LM) or a list of dims.
+        layers: default 2..L-2. heads: optional (layer, head) restriction (the paper: all heads).
+    After a forward, ``found_sinks[layer]`` lists each row's sink positions (visual and text) and
+    ``spans`` the image spans it used.
+    """
+
+    def __init__(self, keep: Optional[float] = None, transfer: Optional[float] = None, rho: Optional[float] = None,
+                 nonsink_share: Optional[float] = None, min_mass: float = 0.2, tau: float = 20.0,
+                 sink_dims="auto", layers: Optional[Sequence[int]] = None, heads=None):
+        if rho is not None and nonsink_share is not None:
+            raise ProbeError("VAR got both rho and nonsink_share", "give one: rho (code) = 1 - nonsink_share (paper)")
+        rho = 1.0 - float(nonsink_share) if nonsink_share is not None else (0.5 if rho is None else float(rho))
+        super().__init__("auto", span=(0, 1), keep=keep, rho=rho, min_mass=min_mass, layers=layers, heads=heads,
+                         transfer=transfer, tau=tau, sink_dims=None if sink_dims == "auto" else list(sink_dims))
+        self.sink_dims_option = sink_dims
+        self.spans = None
+
+    @classmethod
+    def paper_preset(cls, **overrides) -> "VAR":
+        """Paper conventions: transfer (paper p) 0.6, nonsink_share (paper rho) 0.5 (secondary sources)."""
+        return cls(**{"transfer": 0.6, "nonsink_share": 0.5, **overrides})
+
+    @property
+    def nonsink_share(self) -> float:
+        return 1.0 - self.rho
+
+    def __repr__(self) -> str:
+        return (f"VAR(keep={self.keep:g} [transfer={self.transfer:g}], rho={self.rho:g} "
+                f"[nonsink_share={self.nonsink_share:g}], min_mass={self.min_mass:g}, tau={self.tau:g}, "
+                f"sink_dims={self.sink_dims if self.sink_dims is not None else 'auto'})")
+
+    def validate(self, handle) -> None:
+        if handle.image_token_id is None:
+            raise ProbeError(f"VAR needs a vision-language model; {handle.source} has no image token",
+                             "load a LLaVA-style VLM, e.g. studio-vlm")
+        super().validate(handle)
+
+    def install(self, handle, stack: contextlib.ExitStack) -> None:
+        if self.sink_dims_option == "auto":
+            self.sink_dims = sink_dims_of(handle)
+        self.spans = None
+
+        def pre(module, args, kwargs):
+            ids = _input_ids(args, kwargs)
+            if ids is None:
+                return
+            if (ids == handle.image_token_id).any():
+                self.spans = image_spans_unpadded(handle, ids, kwargs.get("attention_mask"))
+            elif self.spans is None or ids.shape[1] > 1 and _no_cache(kwargs):
+                raise ProbeError("VAR saw a prompt without an image", "put one image in every prompt")
+
+        h = handle.model.register_forward_pre_hook(pre, with_kwargs=True)
+        stack.callback(h.remove)
+        super().install(handle, stack)
+
+
+def _no_cache(kwargs) -> bool:
+    cache = kwargs.get("cache", kwargs.get("past_key_values"))
+    return cache is None or (hasattr(cache, "get_seq_length") and cache.get_seq_length() == 0)
+
+
+class VHR(Intervention):
+    """Vision-aware head reinforcement (see the module doc).
+
+    Args:
+        alpha: scale of the chosen heads' outputs (2).
+        layers: candidate layers (default ``vhr_layers(L)``: 1 plus the last round(14/32 L)).
+        heads: fixed (layer, head) pairs (skips the selection: a plain HeadScale).
+        outlier_removal: Eq. 6 (True).
+    Use ``select(handle, inputs)`` once per sample before ``intervene`` (explicit), or leave heads
+    unset: then every forward that carries the image (``pixel_values`` or, in ``generate``'s prefill,
+    ``mm_encoder_outputs``) selects
+    the heads for its sample first (batch 1 only). ``heads``, ``vhd`` [L, H] and ``ta`` [L, H] hold
+    the latest selection.
+    """
+
+    order = 4
+
+    def __init__(self, alpha: float = 2.0, layers: Optional[Sequence[int]] = None, heads=None,
+                 outlier_removal: bool = True):
+        self.alpha = float(alpha)
+        self.layers = None if layers is None else sorted({int(l) for l in layers})
+        self.fixed = parse_heads(heads)
+        self.heads = self.fixed
+        self.outlier_removal = bool(outlier_removal)
+        self.vhd: Optional[Tensor] = None
+        self.ta: Optional[Tensor] = None
+        self._scales: dict[int, Tensor] = {}
+        self._busy = False
+        self._explicit = False     # select() was called by the user: keep those heads
+        self._auto_running = False
+
+    def __repr__(self) -> str:
+        heads = "auto" if self.heads is None else len(self.heads)
+        return f"VHR(alpha={self.alpha:g}, layers={self.layers or 'default'}, heads={heads})"
+
+    def resolved_layers(self, n_layers: int) -> list[int]:
+        from probe.detect.vision import vhr_layers
+
+        return self.layers if self.layers is not None else vhr_layers(n_layers)
+
+    def validate(self, handle) -> None:
+        check_layers(handle, self.layers)
+        check_heads(handle, self.fixed)
+        if self.fixed is None and handle.image_token_id is None:
+            raise ProbeError(f"VHR's head choice needs a vision-language model; {handle.source} has no image token",
+                             "give VHR(heads=[...]) or load a VLM")
+
+    @torch.no_grad()
+    def select(self, handle, inputs: dict) -> list[tuple[int, int]]:
+        """Choose the heads for one sample (and remember them).
+
+        Args:
+            inputs: processor output for ONE prompt with its image: input_ids [1, T], attention_mask,
+                pixel_values [1, 3, S, S] (or ``mm_encoder_outputs``, as ``generate`` passes them).
+        Returns:
+            the chosen (layer, head) pairs; ``self.vhd`` / ``self.ta`` [L, H] (0 outside the layers).
+        """
+        from probe.detect.vision import _pad_id, drop_image_tokens, head_outputs, vhd_scores, vhr_select
+
+        ids, mask = inputs["input_ids"], inputs.get("attention_mask")
+        if ids.shape[0] != 1:
+            raise ProbeError(f"VHR selects heads per sample; got a batch of {ids.shape[0]}", "select one sample at a time")
+        mask = torch.ones_like(ids) if mask is None else mask
+        txt = drop_image_tokens(ids, mask, handle.image_token_id, _pad_id(handle))
+        T = max(ids.shape[1], txt["input_ids"].shape[1])
+        pad = lambda t, v: torch.nn.functional.pad(t, (T - t.shape[1], 0), value=v)  # noqa: E731 left pad
+        both_ids = torch.cat([pad(ids, _pad_id(handle)), pad(txt["input_ids"], _pad_id(handle))])   # [2, T]
+        both_mask = torch.cat([pad(mask, 0), pad(txt["attention_mask"], 0)])                           # [2, T]
+        pos = (both_mask.cumsum(-1) - 1).clamp_min(0)                                                  # [2, T]
+        layers = set(self.resolved_layers(handle.n_layers))
+        L, H = handle.n_layers, handle.n_heads
+        vhd, ta = torch.zeros(L, H), torch.zeros(L, H)
+        chosen: list[tuple[int, int]] = []
+
+        def edit(layer: int, x: Tensor):                       # x [2, T, H, Dh]
+            if layer not in layers:
+                return None
+            v, t = vhd_scores(x[0, -1], x[1, -1])              # [H], [H]
+            vhd[layer], ta[layer] = v.cpu(), t.cpu()
+            on = vhr_select(v, t, self.outlier_removal)        # [H]
+            chosen.extend((layer, int(h)) for h in on.nonzero().flatten().tolist())
+            scale = torch.where(on, self.alpha, 1.0).to(x.dtype).to(x.device)   # [H]
+            return x * scale.view(1, 1, -1, 1)
+
+        self._busy = True
+        try:
+            with head_outputs(handle, sorted(layers), edit=edit):
+                image = {k: inputs[k] for k in ("pixel_values", "mm_encoder_outputs") if inputs.get(k) is not None}
+                handle.model(input_ids=both_ids, attention_mask=both_mask, position_ids=pos, use_cache=False, **image)
+        finally:
+            self._busy = False
+        self.vhd, self.ta, self.heads = vhd, ta, sorted(chosen)
+        self._explicit = not self._auto_running
+        return self.heads
+
+    def _set_scales(self, n_heads: int) -> None:
+        self._scales.clear()
+        for layer, head in self.heads or ():
+            self._scales.setdefault(layer, torch.ones(n_heads))[head] = self.alpha   # [H]
+
+    def install(self, handle, stack: contextlib.ExitStack) -> None:
+        layers = self.resolved_layers(handle.n_layers) if self.fixed is None else sorted({l for l, _ in self.fixed})
+        if self._explicit and self.fixed is None:
+            bad = sorted({l for l, _ in self.heads} - set(layers))
+            if bad:
+                raise ProbeError(f"VHR heads in layers {bad} outside its layers", "select again or widen layers")
+        self._set_scales(handle.n_heads)
+        attach_hook(handle, layers, _ScaleHook(self._scales), stack)
+        if self.fixed is None and not self._explicit:   # auto: select on every prefill with an image
+            self.heads = None
+            self._scales.clear()
+
+            def pre(module, args, kwargs):
+                mm = kwargs.get("mm_encoder_outputs") or {}
+                if self._busy or (kwargs.get("pixel_values") is None and mm.get("image") is None):
+                    return
+                inputs = {"input_ids": _input_ids(args, kwargs), "attention_mask": kwargs.get("attention_mask"),
+                          "pixel_values": kwargs.get("pixel_values"), "mm_encoder_outputs": mm or None}
+                self._scales.clear()
+                self._auto_running = True
+                try:
+                    self.select(handle, inputs)
+                finally:
+                    self._auto_running = False
+                self._set_scales(handle.n_heads)
+
+            h = handle.model.register_forward_pre_hook(pre, with_kwargs=True)
+            stack.callback(h.remove)
+
+
+def parse_vlm_spec(name: str, heads, opts: dict):
+    """SPEC forms ``var[:keep=0.6|transfer=0.4,rho=0.5|nonsink_share=0.5,min_mass=0.2,tau=20,preset=paper]``
+    and ``vhr[:L3H2,...][:alpha=2,layers=1+17-29]`` (pops the options it uses from ``opts``)."""
+    from .spec import _ints
+
+    f = lambda k: float(opts.pop(k)) if k in opts else None  # noqa: E731
+    layers = _ints(opts.pop("layers")) if "layers" in opts else None
+    if name == "var":
+        preset = opts.pop("preset", "code")
+        if preset not in ("code", "paper"):
+            raise ValueError("var preset is code or paper")
+        kw = {k: v for k, v in dict(keep=f("keep"), transfer=f("transfer"), rho=f("rho"),
+                                    nonsink_share=f("nonsink_share"), min_mass=f("min_mass"), tau=f("tau")).items()
+              if v is not None}
+        if "sink_dims" in opts:
+            kw["sink_dims"] = _ints(opts.pop("sink_dims"))
+        return (VAR.paper_preset if preset == "paper" else VAR)(layers=layers, heads=heads, **kw)
+    if name == "vhr":
+        alpha = f("alpha")
+        return VHR(alpha=2.0 if alpha is None else alpha, layers=layers, heads=heads)
+    raise ValueError(f"unknown VLM intervention {name!r}")
