@@ -34,8 +34,8 @@ def _tl_architecture(handle) -> tuple[bool, str]:
         return False, "probe's VLMs are assembled locally; TransformerLens has no adapter for them"
     try:
         arch = determine_architecture_from_hf_config(handle.model.config)
-    except Exception as err:  # noqa: BLE001 - any failure means "no adapter"
-        return False, f"TransformerLens cannot name this architecture ({err})"
+    except Exception:  # noqa: BLE001 - any failure means "no adapter"
+        return False, f"TransformerLens has no adapter for model type {handle.model.config.model_type}"
     if arch not in SUPPORTED_ARCHITECTURES:
         return False, f"TransformerLens has no adapter for {arch}"
     if getattr(handle.model, "hf_device_map", None) and len(set(map(str, handle.model.hf_device_map.values()))) > 1:
