@@ -65,11 +65,11 @@ def _scores2(b_s, scale, scale2, softcap, uni, USE_SOFTCAP: tl.constexpr, USE_UN
 @triton.jit
 def _fwd_step(
     b_q, p_k, p_v, s_ks, s_vs, j0, p_pos, ks, S, window, scale, scale2, softcap, uni,
-    b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_cols, p_spans,
+    b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_cols, p_spans, b_acc2, b_tm, sp0, sp1,
     MASK: tl.constexpr, D: tl.constexpr, BS: tl.constexpr, NS: tl.constexpr, NSP: tl.constexpr,
     USE_WINDOW: tl.constexpr, USE_SOFTCAP: tl.constexpr, USE_UNIFORM: tl.constexpr,
     USE_ENTROPY: tl.constexpr, USE_SPAN: tl.constexpr, USE_COLS: tl.constexpr,
-    PREC: tl.constexpr, UPCAST: tl.constexpr,
+    USE_VAR: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr,
 ):
     """One key block of the online softmax; MASK=False for blocks every query fully sees."""
     o_j = j0 + tl.arange(0, BS)                                               # [BS]
@@ -117,8 +117,18 @@ def _fwd_step(
             b_pv = tl.where(m_c[None, :], 0.0, b_p)
             b_lsr = tl.sum(b_pv, 1)
         b_lr = b_lr * b_alpha + b_lsr
+    if USE_VAR:
+        # VAR: mass and partial output of the span's non-sink keys (the redistribution targets)
+        b_acc2 = b_acc2 * b_alpha[:, None]
+        b_tm = b_tm * b_alpha
+        if (sp0 < j0 + BS) & (sp1 > j0):
+            m_snk = tl.sum((o_j[:, None] == b_cols[None, :]).to(tl.int32), 1) > 0  # [BS]
+            m_tg = (o_j >= sp0) & (o_j < sp1) & (m_snk == 0)                 # [BS]
+            b_pt = tl.where(m_tg[None, :], b_p, 0.0)                          # [BT, BS]
+            b_tm += tl.sum(b_pt, 1)
+            b_acc2 += _dot(b_pt.to(b_v.dtype), b_v, PREC, UPCAST)
     b_acc += _dot(b_pv.to(b_v.dtype), b_v, PREC, UPCAST)           # [BT, D]
-    return b_mn, b_l, b_lr, b_acc, b_ent, b_spm
+    return b_mn, b_l, b_lr, b_acc, b_ent, b_spm, b_acc2, b_tm
 
 
 @triton.jit
@@ -151,6 +161,7 @@ def _gather_col(
 def attention_fwd_kernel(
     q, k, v, o, lse, ent, spm, snk,
     key_start, sink_pos, spans, col_idx, col_scale, head_uniform, head_mean, head_mean_on, head_scale,
+    redist_span, redist_from, redist_keep, redist_rho, redist_min_mass,
     s_qb, s_qh, s_qt, s_kb, s_kh, s_ks, s_vb, s_vh, s_vs, s_ob, s_ot, s_oh,
     scale, scale2, softcap, window, T, S,
     H: tl.constexpr, G: tl.constexpr, D: tl.constexpr, BT: tl.constexpr, BS: tl.constexpr,
@@ -158,7 +169,7 @@ def attention_fwd_kernel(
     USE_WINDOW: tl.constexpr, USE_SOFTCAP: tl.constexpr, STORE_LSE: tl.constexpr,
     USE_ENTROPY: tl.constexpr, USE_SPAN: tl.constexpr, USE_SINK: tl.constexpr,
     USE_COLS: tl.constexpr, USE_UNIFORM: tl.constexpr, USE_HMEAN: tl.constexpr,
-    USE_HSCALE: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr,
+    USE_HSCALE: tl.constexpr, USE_VAR: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr,
 ):
     i_t, i_bh = tl.program_id(0), tl.program_id(1)
     i_b, i_h = (i_bh // H).to(tl.int64), (i_bh % H).to(tl.int64)
@@ -189,6 +200,12 @@ def attention_fwd_kernel(
     b_ent = tl.zeros([BT], tl.float32)                                        # [BT]
     b_spm = tl.zeros([BT, NSP], tl.float32)                                   # [BT, NSP]
     b_acc = tl.zeros([BT, D], tl.float32)                                     # [BT, D]
+    b_acc2 = tl.zeros([BT, D], tl.float32)                                    # [BT, D] VAR targets
+    b_tm = tl.zeros([BT], tl.float32)                                         # [BT] VAR target mass
+    sp0, sp1 = 0, 0
+    if USE_VAR:
+        sp0 = tl.load(redist_span + i_b * 2).to(tl.int32)
+        sp1 = tl.load(redist_span + i_b * 2 + 1).to(tl.int32)
 
     # key range of this query block, and its fully visible middle part [j_a, j_b)
     pos0 = S - T + i_t * BT
@@ -204,40 +221,61 @@ def attention_fwd_kernel(
     j_b = tl.minimum(tl.maximum(j_b, j_a), hi)
 
     for j0 in range(lo, j_a, BS):
-        b_m, b_l, b_lr, b_acc, b_ent, b_spm = _fwd_step(
+        b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_acc2, b_tm = _fwd_step(
             b_q, p_k, p_v, s_ks, s_vs, j0, p_pos, ks, S, window, scale, scale2, softcap, uni,
-            b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_cols, p_spans, True, D, BS, NS, NSP,
-            USE_WINDOW, USE_SOFTCAP, USE_UNIFORM, USE_ENTROPY, USE_SPAN, USE_COLS, PREC, UPCAST)
+            b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_cols, p_spans, b_acc2, b_tm, sp0, sp1, True, D, BS, NS, NSP,
+            USE_WINDOW, USE_SOFTCAP, USE_UNIFORM, USE_ENTROPY, USE_SPAN, USE_COLS, USE_VAR, PREC, UPCAST)
     for j0 in range(j_a, j_b, BS):
-        b_m, b_l, b_lr, b_acc, b_ent, b_spm = _fwd_step(
+        b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_acc2, b_tm = _fwd_step(
             b_q, p_k, p_v, s_ks, s_vs, j0, p_pos, ks, S, window, scale, scale2, softcap, uni,
-            b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_cols, p_spans, False, D, BS, NS, NSP,
-            USE_WINDOW, USE_SOFTCAP, USE_UNIFORM, USE_ENTROPY, USE_SPAN, USE_COLS, PREC, UPCAST)
+            b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_cols, p_spans, b_acc2, b_tm, sp0, sp1, False, D, BS, NS, NSP,
+            USE_WINDOW, USE_SOFTCAP, USE_UNIFORM, USE_ENTROPY, USE_SPAN, USE_COLS, USE_VAR, PREC, UPCAST)
     for j0 in range(j_b, hi, BS):
-        b_m, b_l, b_lr, b_acc, b_ent, b_spm = _fwd_step(
+        b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_acc2, b_tm = _fwd_step(
             b_q, p_k, p_v, s_ks, s_vs, j0, p_pos, ks, S, window, scale, scale2, softcap, uni,
-            b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_cols, p_spans, True, D, BS, NS, NSP,
-            USE_WINDOW, USE_SOFTCAP, USE_UNIFORM, USE_ENTROPY, USE_SPAN, USE_COLS, PREC, UPCAST)
+            b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_cols, p_spans, b_acc2, b_tm, sp0, sp1, True, D, BS, NS, NSP,
+            USE_WINDOW, USE_SOFTCAP, USE_UNIFORM, USE_ENTROPY, USE_SPAN, USE_COLS, USE_VAR, PREC, UPCAST)
 
     # epilogue: a row sees a key iff its position is past the padding (the window holds itself)
     m_ok = m_t & (p_pos >= ks)                                                # [BT]
     b_l = tl.where(m_ok, b_l, 1.0)
     b_o = b_acc / b_l[:, None]                                                # [BT, D]
     if USE_COLS:
-        beta = tl.load(col_scale + i_b * H + i_h).to(tl.float32)
-        b_mc = tl.zeros([BT], tl.float32)                                     # [BT]
-        b_oc = tl.zeros([BT, D], tl.float32)                                  # [BT, D]
-        for c in tl.static_range(C):
-            idx = tl.load(col_idx + (i_b * H + i_h) * C + c).to(tl.int32)
-            b_pc, b_vc = _gather_col(b_q, p_k, p_v, s_ks, s_vs, idx, p_pos, ks, window, scale, scale2,
-                                     softcap, uni, b_m, b_l, D, True, USE_WINDOW, USE_SOFTCAP, USE_UNIFORM)
-            b_mc += b_pc
-            b_oc += b_pc[:, None] * b_vc[None, :]
-        # rows with visible keys outside C: p' = beta p on C, (1 - beta m) p / (1 - m) elsewhere, and
-        # sum_{j not in C} p_j v_j / (1 - m) = acc / l_rest, with no cancellation when m is near 1
-        m_ed = b_lr > 0
-        b_rest = b_acc / tl.where(m_ed, b_lr, 1.0)[:, None]                   # [BT, D]
-        b_o = tl.where(m_ed[:, None], (1.0 - beta * b_mc)[:, None] * b_rest + beta * b_oc, b_o + b_oc)
+        if USE_VAR:
+            keep = tl.load(redist_keep + i_h).to(tl.float32)
+            r_from = tl.load(redist_from + i_b).to(tl.int32)
+            b_ms = tl.zeros([BT], tl.float32)                                 # [BT] sink mass
+            b_msi = tl.zeros([BT], tl.float32)                                # [BT] sink mass in the span
+            b_os = tl.zeros([BT, D], tl.float32)                              # [BT, D] sinks' p v
+            for c in tl.static_range(C):
+                idx = tl.load(col_idx + (i_b * H + i_h) * C + c).to(tl.int32)
+                b_pc, b_vc = _gather_col(b_q, p_k, p_v, s_ks, s_vs, idx, p_pos, ks, window, scale, scale2,
+                                         softcap, uni, b_m, b_l, D, True, USE_WINDOW, USE_SOFTCAP, USE_UNIFORM)
+                b_ms += b_pc
+                b_msi += tl.where((idx >= sp0) & (idx < sp1), b_pc, 0.0)
+                b_os += b_pc[:, None] * b_vc[None, :]
+            b_den = b_tm / b_l                                                # [BT] target mass
+            b_mass = b_den + b_msi                                            # [BT] span mass
+            b_qs = b_msi / (b_mass + 1e-6)
+            m_sel = (p_pos >= r_from) & (b_qs <= redist_rho) & (b_mass >= redist_min_mass) & (b_den > 0)
+            m_sel = m_sel & ((tl.zeros([BT], tl.float32) + keep) < 1.0)
+            b_gain = (1.0 - keep) * b_ms / tl.where(m_sel, b_den, 1.0)        # [BT]
+            b_o = tl.where(m_sel[:, None], b_o + keep * b_os + b_gain[:, None] * (b_acc2 / b_l[:, None]), b_o + b_os)
+        else:
+            beta = tl.load(col_scale + i_b * H + i_h).to(tl.float32)
+            b_mc = tl.zeros([BT], tl.float32)                                     # [BT]
+            b_oc = tl.zeros([BT, D], tl.float32)                                  # [BT, D]
+            for c in tl.static_range(C):
+                idx = tl.load(col_idx + (i_b * H + i_h) * C + c).to(tl.int32)
+                b_pc, b_vc = _gather_col(b_q, p_k, p_v, s_ks, s_vs, idx, p_pos, ks, window, scale, scale2,
+                                         softcap, uni, b_m, b_l, D, True, USE_WINDOW, USE_SOFTCAP, USE_UNIFORM)
+                b_mc += b_pc
+                b_oc += b_pc[:, None] * b_vc[None, :]
+            # rows with visible keys outside C: p' = beta p on C, (1 - beta m) p / (1 - m) elsewhere, and
+            # sum_{j not in C} p_j v_j / (1 - m) = acc / l_rest, with no cancellation when m is near 1
+            m_ed = b_lr > 0
+            b_rest = b_acc / tl.where(m_ed, b_lr, 1.0)[:, None]                   # [BT, D]
+            b_o = tl.where(m_ed[:, None], (1.0 - beta * b_mc)[:, None] * b_rest + beta * b_oc, b_o + b_oc)
     b_o = tl.where(m_ok[:, None], b_o, 0.0)
     if USE_HMEAN:
         on = tl.load(head_mean_on + i_h) != 0
@@ -455,8 +493,10 @@ def _unsupported(q: Tensor, k: Tensor, v: Tensor, kw: dict) -> Optional[str]:
     if window is not None and int(window) < 1:
         return "window < 1"
     if edits is not None:
-        if edits.redist_idx is not None:
-            return "VAR redistribution is not in the kernel yet"
+        if edits.redist_idx is not None and edits.col_idx is not None:
+            return "ACT and VAR together (each alone is in the kernel)"
+        if edits.redist_idx is not None and edits.redist_idx.shape[-1] > 16:
+            return "more than 16 VAR sink keys"
         if edits.edits_probs and (stats.lse or stats.entropy or stats.sink_mass or stats.span_mass
                                   or stats.received):
             return "statistics of edited probabilities (only topk is served with probability edits)"
@@ -630,18 +670,30 @@ def attention(
         NS = spans.shape[1] if stats.span_mass else 0
         spm = torch.empty(B, H, T, NS, dtype=f32, device=dev) if stats.span_mass else dummy
         spn = spans.to(dev).long().contiguous() if stats.span_mass else idummy
-        use_cols = ed.col_idx is not None
-        C = ed.col_idx.shape[-1] if use_cols else 0
-        cols = _dedup(ed.col_idx.to(dev)) if use_cols else idummy
-        cscale = ed.col_scale.to(f32).contiguous() if use_cols else dummy
+        use_var = ed.redist_idx is not None
+        use_cols = ed.col_idx is not None or use_var
+        if use_var:  # the sink keys, per batch row, take the place of the ACT columns
+            C = ed.redist_idx.shape[-1]
+            cols = _dedup(ed.redist_idx.to(dev))[:, None, :].expand(B, H, C).contiguous()
+            rspan = ed.redist_span.to(dev).long().contiguous()
+            rfrom = ed.redist_from.to(dev).long().contiguous()
+            rkeep = ed.redist_keep.to(dev).to(f32).contiguous()
+        else:
+            C = ed.col_idx.shape[-1] if use_cols else 0
+            cols = _dedup(ed.col_idx.to(dev)) if use_cols else idummy
+            rspan, rfrom, rkeep = idummy, idummy, dummy
+        cscale = ed.col_scale.to(f32).contiguous() if ed.col_idx is not None else dummy
         use_uni = ed.head_uniform is not None
         uni = ed.head_uniform.to(torch.int32).contiguous() if use_uni else idummy
 
         BT, BS, nw, ns = _fwd_config(D, q.element_size())
+        if use_var:  # two [BT, D] accumulators
+            BT = min(BT, 64 if D <= 128 else 32)
         grid = (triton.cdiv(T, BT), B * H)
         attention_fwd_kernel[grid](
             q, k, v, out, lse, ent, spm, snk,
             key_start, sinkp, spn, cols, cscale, uni, hmean, hmean_on, hscale,
+            rspan, rfrom, rkeep, float(ed.redist_rho), float(ed.redist_min_mass),
             q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
             v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2),
             scale, scale2, cap, win, T, S,
@@ -650,7 +702,7 @@ def attention(
             USE_WINDOW=use_window, USE_SOFTCAP=use_softcap, STORE_LSE=need_lse,
             USE_ENTROPY=stats.entropy, USE_SPAN=stats.span_mass, USE_SINK=stats.sink_mass,
             USE_COLS=use_cols, USE_UNIFORM=use_uni, USE_HMEAN=use_hmean, USE_HSCALE=use_hscale,
-            PREC=prec, UPCAST=_INTERPRET, num_warps=nw, num_stages=ns,
+            USE_VAR=use_var, PREC=prec, UPCAST=_INTERPRET, num_warps=nw, num_stages=ns,
         )
         if stats.lse:
             res.lse = lse

@@ -171,6 +171,43 @@ def test_edits_parity(B, H, KV, T, S, D, dtype, window, ks, sink):
     torch.testing.assert_close(got.topk_val.cpu().double(), val, rtol=2e-3, atol=1e-5)
 
 
+def _var_edits(B, H, S, T, dtype):
+    return AttentionEdits(
+        redist_idx=torch.tensor([[0, 5, 5]] * B, device=DEV),            # repeated sink keys count once
+        redist_span=torch.tensor([[4, min(S, 30)]] * B, device=DEV),
+        redist_from=torch.tensor([S - T + 2] * B, device=DEV),
+        redist_keep=torch.tensor([0.25, 1.0, 0.0, 0.5])[:H].to(DEV),
+        redist_rho=0.9, redist_min_mass=0.02,
+        head_uniform=torch.tensor([False, False, True, False])[:H].to(DEV),
+        head_scale=torch.tensor([1.0, 2.0, 0.5, 1.0])[:H].to(DEV))
+
+
+@pytest.mark.parametrize("B,H,KV,T,S,D,dtype,window,ks", [
+    (1, 2, 1, 24, 24, 64, torch.float32, None, None),
+    (2, 4, 2, 45, 70, 64, torch.bfloat16, None, [0, 3]),
+    (1, 4, 4, 40, 63, 256, torch.float16, 50, None),
+    (2, 4, 2, 1, 70, 64, torch.float32, None, [0, 2]),                   # decode
+])
+def test_var_parity(B, H, KV, T, S, D, dtype, window, ks):
+    tri = _tri()
+    q, k, v = _inputs(B, H, KV, T, S, D, dtype, seed=19, sink=4.0)
+    key_start = None if ks is None else torch.tensor(ks, device=DEV)
+    ed = _var_edits(B, H, S, T, dtype)
+    if T == 1:
+        ed.redist_from = torch.zeros(B, dtype=torch.long, device=DEV)
+    scale = D ** -0.5
+    assert tri.supports(q, k, v, edits=ed, key_start=key_start, window=window)
+    got = tri.attention(q, k, v, scale=scale, key_start=key_start, window=window, edits=ed)
+    exp, p, pe = _edited_expectation(q, k, v, ed, scale=scale, key_start=None if ks is None else key_start.cpu(),
+                                     window=window)
+    keep_heads = ed.redist_keep.cpu() < 1
+    assert (pe - p)[:, keep_heads & ~ed.head_uniform.cpu()].abs().max() > 1e-3  # the edit is active
+    same = reference_attention(q, k, v, scale=scale, key_start=key_start, window=window, edits=ed)
+    log = []
+    _check("out", got.out, exp, same.out, dtype, log)
+    print(log)
+
+
 def test_head_edits_alone_parity():
     q, k, v = _inputs(2, 4, 2, 33, 50, 64, torch.bfloat16, seed=7)
     ed = _edits(2, 4, 64, 50, torch.bfloat16)
@@ -192,7 +229,9 @@ def test_supports_refusals():
     assert not tri.supports(q, k, v, edits=ed, stats=StatsRequest(entropy=True))
     var = AttentionEdits(redist_idx=torch.tensor([[0]]), redist_span=torch.tensor([[1, 4]]),
                          redist_from=torch.tensor([2]), redist_keep=torch.zeros(4))
-    assert not tri.supports(q, k, v, edits=var)
+    assert tri.supports(q, k, v, edits=var)
+    var.col_idx, var.col_scale = ed.col_idx, ed.col_scale
+    assert not tri.supports(q, k, v, edits=var)  # ACT and VAR together: the reference
     with pytest.raises(NotImplementedError):
         tri.attention(q, k, v, scale=0.1, stats=StatsRequest(full=True))
 
