@@ -284,6 +284,20 @@ def test_edits_parity_gpu_and_no_recompile():
 
 @gpu
 @pytest.mark.gpu
+def test_var_parity_gpu():
+    B, H, KV, T, S, D = 1, 4, 2, 1000, 1000, 128
+    q, k, v = _inputs(B, H, KV, T, S, D, torch.bfloat16, seed=23, sink=4.0)
+    ed = _var_edits(B, H, S, T, torch.bfloat16)
+    ed.redist_span = torch.tensor([[4, 300]], device=DEV)
+    got = _tri().attention(q, k, v, scale=D ** -0.5, edits=ed)
+    exp, p, pe = _edited_expectation(q, k, v, ed, scale=D ** -0.5)
+    assert (pe - p).abs().max() > 1e-3
+    same = reference_attention(q, k, v, scale=D ** -0.5, edits=ed)
+    _check("out", got.out, exp, same.out, torch.bfloat16, [])
+
+
+@gpu
+@pytest.mark.gpu
 def test_dispatcher_uses_kernel_on_cuda():
     from kernels.attention import attention
     q, k, v = _inputs(1, 4, 2, 64, 64, 64, torch.bfloat16)
