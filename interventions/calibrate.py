@@ -1,0 +1,181 @@
+"""ACT head search (the step the paper left to hand-made lists; methods.md §1).
+
+1. Score the task on a dev split without ACT (label-word argmax at the last position).
+2. Prune: only heads that *have* something to calibrate matter (a sink besides the dropped first
+   one). One received-mass capture over the dev prompts ranks every head of layers 2..L-2 by the
+   mean attention per query on its calibrated sinks S'; the top ``candidates`` are tried.
+3. Calibrate one head at a time (ACT on that head only) and keep the heads that raise dev accuracy.
+4. Evaluate the accepted set together on dev; if it does not beat the best single head, keep that one.
+5. Report baseline vs ACT on the held-out test split (Wilson 95% intervals) and save a JSON file
+   that ``ACT(heads=FILE)`` / ``probe generate --calibration FILE`` read.
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Callable, Optional, Sequence
+
+import torch
+
+from probe.errors import ProbeError
+
+from .act import ACT, sink_columns
+from .base import default_layers
+from .core import intervene
+from .tasks import Task
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval for k successes out of n."""
+    if n == 0:
+        return 0.0, 1.0
+    p = k / n
+    d = 1 + z * z / n
+    c = (p + z * z / (2 * n)) / d
+    r = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
+    return max(0.0, c - r), min(1.0, c + r)
+
+
+def label_ids(handle, task: Task) -> list[int]:
+    ids = [handle.tokenizer(w, add_special_tokens=False)["input_ids"][0] for w in task.labels]
+    if len(set(ids)) != len(ids):
+        raise ProbeError(f"task {task.name}: two labels share a first token", "use labels with distinct first tokens")
+    return ids
+
+
+def predict(handle, task: Task, interventions: Sequence = (), batch_size: int = 32) -> torch.Tensor:
+    """Predicted label index per prompt [N] (argmax of the label tokens' next-token logits)."""
+    cols = torch.tensor(label_ids(handle, task))
+    preds = []
+    with torch.no_grad(), intervene(handle, *interventions):
+        for i in range(0, len(task.prompts), batch_size):
+            enc = handle.encode(task.prompts[i:i + batch_size])
+            logits = handle.model(**enc, use_cache=False, logits_to_keep=1).logits[:, -1]      # [b, V]
+            preds.append(logits[:, cols.to(logits.device)].argmax(-1).cpu())
+    return torch.cat(preds)
+
+
+def accuracy(handle, task: Task, interventions: Sequence = (), batch_size: int = 32) -> float:
+    return float((predict(handle, task, interventions, batch_size) == torch.tensor(task.gold)).float().mean())
+
+
+class PrefixCache:
+    """Run the dev prompts once and keep the residual stream entering every layer, so that ACT on a
+    head of layer l only recomputes layers l..L-1 (the "cache the prefix" speed-up).
+
+    hidden[b][l]: [B, T, d] for batch b; kwargs[b]: the decoder-layer keyword arguments (mask, RoPE).
+    """
+
+    def __init__(self, handle, task: Task, batch_size: int = 32):
+        self.handle, self.task, self.cols = handle, task, torch.tensor(label_ids(handle, task))
+        self.hidden: list[list[torch.Tensor]] = []
+        self.kwargs: list[dict] = []
+        layers = handle.decoder_layers()
+        preds = []
+        with torch.no_grad():
+            for i in range(0, len(task.prompts), batch_size):
+                store: list = [None] * len(layers)
+                kw: dict = {}
+
+                def make(l):
+                    def hook(module, args, kwargs):
+                        store[l] = (args[0] if args else kwargs["hidden_states"]).detach()
+                        if l == 0:
+                            kw.update({k: v for k, v in kwargs.items() if k != "hidden_states"})
+                    return hook
+
+                handles = [layer.register_forward_pre_hook(make(l), with_kwargs=True) for l, layer in enumerate(layers)]
+                try:
+                    enc = handle.encode(task.prompts[i:i + batch_size])
+                    logits = handle.model(**enc, use_cache=False, logits_to_keep=1).logits[:, -1]
+                finally:
+                    for h in handles:
+                        h.remove()
+                preds.append(logits[:, self.cols.to(logits.device)].argmax(-1).cpu())
+                self.hidden.append(store)
+                self.kwargs.append(kw)
+        self.baseline = torch.cat(preds)
+
+    def predict_from(self, layer: int, interventions: Sequence) -> torch.Tensor:
+        """Predictions [N] with ``interventions`` active, recomputing layers ``layer``..L-1 only."""
+        model = self.handle.model
+        decoder = model.get_decoder()
+        layers = self.handle.decoder_layers()
+        preds = []
+        with torch.no_grad(), intervene(self.handle, *interventions):
+            for store, kw in zip(self.hidden, self.kwargs):
+                x = store[layer]                                                   # [B, T, d]
+                for lyr in layers[layer:]:
+                    x = lyr(x, **kw)
+                    x = x[0] if isinstance(x, tuple) else x
+                logits = model.lm_head(decoder.norm(x[:, -1:]))[:, -1]             # [B, V]
+                preds.append(logits[:, self.cols.to(logits.device)].argmax(-1).cpu())
+        return torch.cat(preds)
+
+    def accuracy_from(self, layer: int, interventions: Sequence) -> float:
+        return float((self.predict_from(layer, interventions) == torch.tensor(self.task.gold)).float().mean())
+
+
+def rank_candidates(handle, task: Task, threshold: float, layers: Optional[Sequence[int]] = None,
+                    batch_size: int = 32) -> list[tuple[tuple[int, int], float]]:
+    """Heads sorted by the mean attention per query on their calibrated sinks S' over the dev prompts."""
+    from probe.capture import capture
+
+    layers = list(layers) if layers is not None else default_layers(handle.n_layers)
+    score = torch.zeros(handle.n_layers, handle.n_heads)
+    with torch.no_grad():
+        for i in range(0, len(task.prompts), batch_size):
+            enc = handle.encode(task.prompts[i:i + batch_size])
+            with capture(handle, stats=("received",), layers=layers) as rec:
+                handle.model(**enc, use_cache=False, logits_to_keep=1)
+            for l in layers:
+                st = rec.layer(l)
+                cols, _ = sink_columns(st.received_mean, st.key_start, threshold, torch.ones(handle.n_heads, dtype=torch.bool))
+                B, H, S = st.received_mean.shape
+                member = torch.zeros(B, H, S + 1)
+                member.scatter_(-1, torch.where(cols >= 0, cols, S), 1.0)
+                n_real = (S - st.key_start).clamp_min(1).float()                      # [B] real queries
+                mass = (st.received_sum * member[..., :S]).sum(-1) / n_real[:, None]  # [B, H]
+                score[l] += mass.sum(0)
+    score /= len(task.prompts)
+    ranked = sorted(((l, h) for l in layers for h in range(handle.n_heads)), key=lambda x: -float(score[x]))
+    return [(x, float(score[x])) for x in ranked if score[x] > 0]
+
+
+def search(handle, dev: Task, test: Task, beta: float = 0.4, threshold: float = 0.1, candidates: int = 6,
+           layers: Optional[Sequence[int]] = None, batch_size: int = 32,
+           log: Callable[[str], None] = print) -> dict:
+    """Run the head search; returns the calibration record (see module doc)."""
+    t0 = time.time()
+    prefix = PrefixCache(handle, dev, batch_size)
+    base_dev = float((prefix.baseline == torch.tensor(dev.gold)).float().mean())
+    log(f"dev baseline {base_dev:.3f} (n={len(dev.prompts)})")
+    ranked = rank_candidates(handle, dev, threshold, layers, batch_size)[:candidates]
+    tried = []
+    for head, mass in ranked:
+        acc = prefix.accuracy_from(head[0], (ACT(beta, threshold, heads=[head]),))
+        tried.append({"head": list(head), "sink_mass": round(mass, 4), "dev_acc": acc})
+        log(f"  L{head[0]}H{head[1]} (S' mass {mass:.3f}): dev {acc:.3f}{'  +' if acc > base_dev else ''}")
+    accepted = [tuple(t["head"]) for t in tried if t["dev_acc"] > base_dev]
+    heads, dev_act = [], base_dev
+    if accepted:
+        together = prefix.accuracy_from(min(l for l, _ in accepted), (ACT(beta, threshold, heads=accepted),))
+        best = max((t for t in tried if t["dev_acc"] > base_dev), key=lambda t: t["dev_acc"])
+        log(f"accepted set {len(accepted)} heads together: dev {together:.3f}")
+        heads, dev_act = (accepted, together) if together >= best["dev_acc"] else ([tuple(best["head"])], best["dev_acc"])
+    n = len(test.prompts)
+    gold = torch.tensor(test.gold)
+    base_pred = predict(handle, test, (), batch_size)
+    act_pred = predict(handle, test, (ACT(beta, threshold, heads=heads),), batch_size) if heads else base_pred
+    kb, ka = int((base_pred == gold).sum()), int((act_pred == gold).sum())
+    only_act = int(((act_pred == gold) & (base_pred != gold)).sum())
+    only_base = int(((base_pred == gold) & (act_pred != gold)).sum())
+    log(f"test baseline {kb / n:.3f} -> ACT {ka / n:.3f} (n={n}; ACT-only right {only_act}, baseline-only right {only_base})")
+    return {
+        "model": handle.source, "model_hash": handle.file_hash, "task": dev.name, "threshold": threshold, "beta": beta,
+        "heads": [list(h) for h in heads], "candidates": tried,
+        "dev": {"n": len(dev.prompts), "baseline": base_dev, "act": dev_act},
+        "test": {"n": n, "baseline": kb / n, "act": ka / n, "baseline_ci95": wilson(kb, n), "act_ci95": wilson(ka, n),
+                 "act_only_right": only_act, "baseline_only_right": only_base},
+        "seconds": round(time.time() - t0, 1),
+    }

@@ -1,0 +1,168 @@
+"""CLI commands ``probe generate`` and ``probe calibrate``; ``probe/cli.py`` calls ``register(app)``.
+
+Imports go through the submodules (``interventions.core`` ...) so they work however the package
+was installed.
+"""
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from probe.errors import ProbeError
+
+
+def _top(handle, logits) -> tuple[str, int, float]:
+    i = int(logits.argmax())
+    return handle.tokenizer.decode([i]), i, float(logits[i])
+
+
+def build_interventions(handle, specs: List[str], calibration: Optional[Path], prompt: str) -> list:
+    """SPEC strings (+ an ACT calibration file) -> intervention objects; mean masks use the prompt's means."""
+    from interventions.act import ACT, load_calibration
+    from interventions.mask import HeadMask
+    from interventions.spec import parse_spec
+
+    ivs = [parse_spec(s) for s in specs]
+    if calibration is not None:
+        cal = load_calibration(calibration)
+        acts = [iv for iv in ivs if isinstance(iv, ACT)]
+        if acts:
+            for a in acts:
+                a.heads, a.calibration = cal["heads"], cal
+        else:
+            ivs.append(ACT(beta=cal.get("beta", 0.4), threshold=cal.get("threshold", 0.1), heads=str(calibration)))
+    if not ivs:
+        raise ProbeError("no intervention given", "add --intervention SPEC (e.g. act, mask:L18H6) or --calibration FILE")
+    if any(isinstance(iv, HeadMask) and iv.mode == "mean" for iv in ivs):
+        means = HeadMask.compute_means(handle, [prompt])
+        for iv in ivs:
+            if isinstance(iv, HeadMask) and iv.mode == "mean":
+                iv.means = means
+    return ivs
+
+
+def generate_pair(handle, prompt: str, ivs: list, max_new_tokens: int = 32, chat_template: bool = False) -> dict:
+    """Greedy baseline and intervened continuations plus the first step's top-token logit change."""
+    import torch
+
+    from interventions.core import intervene
+
+    enc = handle.encode(prompt, chat_template=chat_template)
+    n = enc["input_ids"].shape[1]
+    gen = dict(max_new_tokens=max_new_tokens, do_sample=False,
+               pad_token_id=handle.tokenizer.pad_token_id or handle.tokenizer.eos_token_id)
+    with torch.no_grad():
+        base_logits = handle.model(**enc, use_cache=False).logits[0, -1].float()              # [V]
+        base_ids = handle.model.generate(**enc, **gen)[0, n:]
+        with intervene(handle, *ivs):
+            int_logits = handle.model(**enc, use_cache=False).logits[0, -1].float()
+            int_ids = handle.model.generate(**enc, **gen)[0, n:]
+    bt, bi, bl = _top(handle, base_logits)
+    it, ii, il = _top(handle, int_logits)
+    delta = int_logits - base_logits
+    decode = lambda ids: handle.tokenizer.decode(ids, skip_special_tokens=True)  # noqa: E731
+    return {
+        "prompt": prompt, "model": handle.source, "interventions": [repr(iv) for iv in ivs],
+        "baseline": decode(base_ids), "intervened": decode(int_ids),
+        "first_step": {
+            "baseline_top": bt, "baseline_top_logit": round(bl, 4),
+            "intervened_top": it, "intervened_top_logit": round(il, 4),
+            "baseline_top_logit_change": round(float(delta[bi]), 4),
+            "max_abs_logit_change": round(float(delta.abs().max()), 4),
+            "top_changed": bi != ii,
+        },
+    }
+
+
+def _side_by_side(a: str, b: str, width: int = 38) -> str:
+    left = textwrap.wrap(a.replace("\n", " ⏎ "), width) or [""]
+    right = textwrap.wrap(b.replace("\n", " ⏎ "), width) or [""]
+    rows = [f"{'baseline':<{width}} | intervened", f"{'-' * width}-+-{'-' * width}"]
+    for i in range(max(len(left), len(right))):
+        rows.append(f"{left[i] if i < len(left) else '':<{width}} | {right[i] if i < len(right) else ''}")
+    return "\n".join(rows)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``generate`` and ``calibrate`` to the probe CLI."""
+
+    @app.command()
+    def generate(
+        prompt: str = typer.Argument(..., help="the prompt text"),
+        model: str = typer.Option("smollm2", "--model", "-m", help="alias, folder, .gguf or cached hub id"),
+        max_new_tokens: int = typer.Option(32, "--max-new-tokens", "-n", help="greedy tokens to generate"),
+        intervention: List[str] = typer.Option([], "--intervention", "-i", help="SPEC, repeatable: act, act:beta=0.4,threshold=0.1, mask:L18H6[:mode=uniform|zero|mean], scale:L3H2:alpha=2, sinkwindow:sinks=4,window=1020, redistribute:span=5-20"),
+        calibration: Optional[Path] = typer.Option(None, "--calibration", help="ACT calibration file from `probe calibrate` (its heads)"),
+        chat_template: bool = typer.Option(False, "--chat-template", help="wrap the prompt in the model's chat template"),
+        as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
+    ):
+        """Generate with and without interventions; show both and the first step's top-token logit change."""
+        from probe.models import load
+
+        handle = load(model)
+        ivs = build_interventions(handle, intervention, calibration, prompt)
+        res = generate_pair(handle, prompt, ivs, max_new_tokens, chat_template)
+        if as_json:
+            typer.echo(json.dumps(res, ensure_ascii=False))
+            return
+        fs = res["first_step"]
+        typer.echo(f"interventions: {', '.join(res['interventions'])}")
+        typer.echo(_side_by_side(res["baseline"], res["intervened"]))
+        typer.echo(f"first step: top token {fs['baseline_top']!r} ({fs['baseline_top_logit']:.3f}) -> "
+                   f"{fs['intervened_top']!r} ({fs['intervened_top_logit']:.3f}); logit change of the baseline top "
+                   f"{fs['baseline_top_logit_change']:+.3f}, max |change| {fs['max_abs_logit_change']:.3f}")
+
+    @app.command()
+    def calibrate(
+        model: str = typer.Option("smollm2", "--model", "-m", help="alias, folder, .gguf or cached hub id"),
+        task: str = typer.Option("sentiment", "--task", help="sentiment (pang_lee polarity) or capitals (analogy set, capital-world)"),
+        dev_size: int = typer.Option(48, "--dev-size", help="dev examples (head search)"),
+        test_size: int = typer.Option(100, "--test-size", help="held-out test examples"),
+        candidates: int = typer.Option(4, "--candidates", help="heads tried one at a time (most sink mass first)"),
+        layers: Optional[str] = typer.Option(None, "--layers", help="candidate layers, e.g. 2-28 or 12,16,20 (default 2..L-2)"),
+        beta: float = typer.Option(0.4, "--beta"),
+        threshold: float = typer.Option(0.1, "--threshold"),
+        batch_size: int = typer.Option(16, "--batch-size"),
+        seed: int = typer.Option(0, "--seed", help="split seed"),
+        threads: int = typer.Option(0, "--threads", help="torch CPU threads (0 = leave as is; 1 is fastest on a busy 2-core box)"),
+        out: Path = typer.Option(Path("act_calibration.json"), "--out", "-o", help="calibration file to write"),
+        as_json: bool = typer.Option(False, "--json", help="print the record as JSON"),
+    ):
+        """ACT head search on a dev split; saves heads + dev/test accuracy for `--calibration`."""
+        import torch
+
+        from interventions.calibrate import search
+        from interventions.spec import _ints
+        from interventions.tasks import load_task
+        from probe.models import load
+
+        if threads:
+            torch.set_num_threads(threads)
+        handle = load(model)
+        full = load_task(task, handle.tokenizer)
+        dev, test = full.split(dev_size, test_size, seed)
+        lay = None
+        if layers:
+            try:
+                lay = _ints(layers.replace(",", "+"))
+            except ValueError as err:
+                raise ProbeError(f"--layers {layers!r}", "write e.g. 2-28 or 12,16,20") from err
+            for l in lay:
+                if not 0 <= l < handle.n_layers:
+                    raise ProbeError(f"no layer {l} in {handle.source}", f"layers are 0..{handle.n_layers - 1}")
+        log = (lambda s: None) if as_json else typer.echo
+        rec = search(handle, dev, test, beta, threshold, candidates, lay, batch_size, log=log)
+        rec["split_seed"] = seed
+        rec["command"] = (f"probe calibrate --model {model} --task {task} --dev-size {dev_size} --test-size {test_size} "
+                          f"--candidates {candidates} --beta {beta} --threshold {threshold}"
+                          + (f" --layers {layers}" if layers else "") + f" --seed {seed}")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(rec, indent=2))
+        if as_json:
+            typer.echo(json.dumps(rec))
+        else:
+            typer.echo(f"wrote {out}: heads {['L%dH%d' % tuple(h) for h in rec['heads']]}")
