@@ -159,6 +159,10 @@ class ABResult:
     baseline_ids: list
     intervened_ids: list
 
+    shared: str = ""
+    baseline_rest: str = ""
+    intervened_rest: str = ""
+
     @property
     def first_difference(self) -> Optional[int]:
         """Index of the first generated token that differs (None when both are identical)."""
@@ -190,4 +194,8 @@ def generate_ab(handle, prompt: str, specs: Sequence[str], max_new_tokens: int =
         with intervene(handle, *objs):
             edited = _greedy(handle, enc, max_new_tokens)
     decode = lambda ids: handle.tokenizer.decode(ids, skip_special_tokens=True)  # noqa: E731
-    return ABResult(prompt, list(specs), decode(base), decode(edited), base, edited)
+    result = ABResult(prompt, list(specs), decode(base), decode(edited), base, edited)
+    d = result.first_difference
+    d = len(base) if d is None else d
+    result.shared, result.baseline_rest, result.intervened_rest = decode(base[:d]), decode(base[d:]), decode(edited[d:])
+    return result

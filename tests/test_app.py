@@ -188,15 +188,24 @@ def test_live_ab_shows_baseline_and_intervened(monkeypatch, root, tiny_folder):
     at.button(key="ab_run").click().run()
     no_exception(at)
     assert not at.error, texts(at.error)
-    html = "".join(str(h.proto.body) for h in at.get("html"))
+    import html as htmllib
+    import re
+
+    from interventions import intervene, parse_spec
+
+    page = htmllib.unescape(re.sub(r"<[^>]+>", "", " | ".join(str(h.proto.body) for h in at.get("html"))))
     handle = probe.load(str(tiny_folder), device="cpu")
     enc = handle.encode("The capital of France is")
-    with torch.no_grad():
-        out = handle.model.generate(**enc, max_new_tokens=6, do_sample=False, pad_token_id=handle.tokenizer.eos_token_id)
-    baseline = handle.tokenizer.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-    import html as htmllib
 
-    assert htmllib.escape(baseline) in html
+    def greedy():
+        with torch.no_grad():
+            out = handle.model.generate(**enc, max_new_tokens=6, do_sample=False, pad_token_id=handle.tokenizer.eos_token_id)
+        return handle.tokenizer.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+
+    baseline = greedy()
+    with intervene(handle, parse_spec("mask:L1H0,L2H3:mode=zero")):
+        edited = greedy()
+    assert f"{baseline} | {edited}" in page, (baseline, edited, page)
     assert any("mask:L1H0,L2H3:mode=zero" in t for t in texts(at.markdown))
     assert any(t.startswith("Identical generations") or "diverge at new token" in t for t in texts(at.caption))
 

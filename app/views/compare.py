@@ -8,6 +8,7 @@ from probe.report import heatmap, score_columns
 
 from .. import reports
 from .common import read_report, show_error
+from .heads import titled
 
 
 def _diff_figure(a, b, column: str):
@@ -28,6 +29,7 @@ def render(paths: list[str], current: str | None) -> None:
     if len(paths) < 2:
         st.info("Comparing needs two reports under the reports root.")
         return
+    top = st.container()
     c1, c2 = st.columns(2)
     ia = paths.index(current) if current in paths else 0
     pa = c1.selectbox("Report A", paths, index=ia, key="cmp_a")
@@ -47,11 +49,11 @@ def render(paths: list[str], current: str | None) -> None:
     if not common:
         st.warning("The two reports share no score column.")
         return
-    column = st.selectbox("Score", common, key="cmp_score")
+    column = top.selectbox("Score", common, key="cmp_score")
     for side, col, rep in (("A", c1, a), ("B", c2, b)):
         with col:
             st.caption(reports.model_label(rep.manifest))
-            st.plotly_chart(heatmap(rep.heads, column), key=f"cmp_{side}", width="stretch")
+            st.plotly_chart(titled(heatmap(rep.heads, column), column), key=f"cmp_{side}", width="stretch")
             st.metric(f"mean {column}", f"{rep.heads[column].mean():.3f}")
     if a.heads[["layer", "head"]].shape == b.heads[["layer", "head"]].shape and \
             (a.heads[["layer", "head"]].values == b.heads[["layer", "head"]].values).all():

@@ -44,6 +44,20 @@ def clickable(fig, heads, column: str):
     return fig
 
 
+def titled(fig, column: str):
+    """Short title (the column) with its meaning as a subtitle, so narrow charts do not clip it."""
+    fig.update_layout(title=dict(text=column, subtitle=dict(text=HEAD_SCORES.get(column, "")[:90])),
+                      margin=dict(l=40, r=20, t=75, b=30))
+    return fig
+
+
+def outline(fig, layer: int, head: int):
+    """A red box around the selected head's cell."""
+    fig.add_shape(type="rect", x0=head - 0.5, x1=head + 0.5, y0=layer - 0.5, y1=layer + 0.5,
+                  line=dict(color="#dc2626", width=3))
+    return fig
+
+
 def render_heatmaps(report) -> None:
     """Every score's heatmap, two per row; a clicked cell becomes the selected head (sel_layer, sel_head)."""
     heads = report.heads
@@ -53,12 +67,15 @@ def render_heatmaps(report) -> None:
     if not cols:
         st.info("This report has no per-head scores.")
         return
+    selected = (st.session_state.get("sel_layer"), st.session_state.get("sel_head"))
+    cells = set(zip(heads["layer"].astype(int), heads["head"].astype(int)))
     st.caption("Click a cell to select that head (or pick it in the sidebar); its details are below the charts.")
     grid = st.columns(2)
     for i, col in enumerate(cols):
         with grid[i % 2]:
-            fig = clickable(heatmap(heads, col), heads, col)
-            fig.update_layout(title=dict(text=col, subtitle=dict(text=HEAD_SCORES.get(col, "")[:90])))
+            fig = titled(clickable(heatmap(heads, col), heads, col), col)
+            if selected in cells:
+                outline(fig, *selected)
             event = st.plotly_chart(fig, key=f"heatmap_{col}", on_select="rerun",
                                     selection_mode="points", width="stretch")
             cell = _clicked(event)

@@ -28,11 +28,12 @@ def _controls(layer: int, head: int) -> list[str]:
     return live.build_specs(act, beta, masks, mode, scales, alpha, extra)
 
 
-def _column(title: str, text: str, ids: list) -> None:
-    """One generation in a bordered box."""
+def _column(title: str, shared: str, rest: str, ids: list) -> None:
+    """One generation in a bordered box; the part after the first differing token is highlighted."""
     st.markdown(f"**{title}** ({len(ids)} tokens)")
+    body = html.escape(shared) + (f"<mark style='background:#fde68a'>{html.escape(rest)}</mark>" if rest else "")
     st.html(f"<div style='white-space:pre-wrap;font-family:monospace;border:1px solid #ddd;border-radius:6px;"
-            f"padding:8px'>{html.escape(text) or '<i>(nothing generated)</i>'}</div>")
+            f"padding:8px'>{body or '<i>(nothing generated)</i>'}</div>")
 
 
 def render(model_name: str, layer: int, head: int) -> None:
@@ -55,8 +56,9 @@ def render(model_name: str, layer: int, head: int) -> None:
     st.markdown(f"**{name}** · prompt `{ab.prompt[:80]}` · " + "; ".join(f"`{s}`" for s in ab.specs))
     left, right = st.columns(2)
     with left:
-        _column("Baseline", ab.baseline, ab.baseline_ids)
+        _column("Baseline", ab.shared, ab.baseline_rest, ab.baseline_ids)
     with right:
-        _column("Intervened", ab.intervened, ab.intervened_ids)
+        _column("Intervened", ab.shared, ab.intervened_rest, ab.intervened_ids)
     diff = ab.first_difference
-    st.caption("Identical generations." if diff is None else f"The generations diverge at new token {diff}.")
+    st.caption("Identical generations." if diff is None else
+               f"The generations diverge at new token {diff} (highlighted from there on).")

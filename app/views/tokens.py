@@ -41,7 +41,7 @@ def render(model_name: str, manifest: dict, layer: int, head: int) -> None:
     sinks = ta.hidden_sinks(scope, layer, head, threshold)
     marks = {}
     for i in sinks.nonzero()[0]:
-        marks[int(i)] = (SINK_COLOUR, f"hidden sink (s_j > {threshold:g})")
+        marks[int(i)] = (SINK_COLOUR, f"hidden sink (s_j > {threshold:g} in {'the head' if scope == 'head' else 'some head of the scope'})")
     for i in (ta.massive_ratio >= ratio).nonzero()[0]:
         why = f"massive activation: dim {int(ta.massive_dim[i])} at layer {int(ta.massive_layer[i])}, {ta.massive_ratio[i]:.0f}x median"
         colour, prev = marks.get(int(i), (MASSIVE_COLOUR, ""))
@@ -55,7 +55,8 @@ def render(model_name: str, manifest: dict, layer: int, head: int) -> None:
     if used_prompt != prompt:
         st.caption("(captured for an earlier prompt — press 'Capture attention' again)")
     st.html(tokens_html(ta.tokens, values, marks))
-    st.caption(f"Hidden sinks: {int(sinks.sum())}; massive-activation tokens: {int((ta.massive_ratio >= ratio).sum())}. "
+    st.caption(f"Hidden sinks (keys after the first with s_j > {threshold:g} for the head, or for any head of the "
+               f"layer / model, seen by ≥ {min_queries} queries): {int(sinks.sum())}; massive-activation tokens: {int((ta.massive_ratio >= ratio).sum())}. "
                "Hover a token for its value; the first token is usually the sink.")
     fig = go.Figure(go.Bar(x=list(range(len(values))), y=values, customdata=[repr(t) for t in ta.tokens],
                            marker_color=[SINK_COLOUR if s else "#dc2626" for s in sinks],
