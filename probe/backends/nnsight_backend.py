@@ -105,26 +105,26 @@ class NNsightRecorder(BackendRecorder):
         return logits
 
     def _scale(self, env, layer: int) -> None:
-        heads = (self.head_scale or {}).get(layer)
-        if heads:
-            z = env.self_attn.o_proj.input                          # [B, T, H * Dh]
-            for h, factor in heads.items():
-                z[..., h * self.head_dim:(h + 1) * self.head_dim] *= factor
+        _scale_heads(env, (self.head_scale or {}).get(layer), self.head_dim)
 
     # -- NDIF --------------------------------------------------------------------------------
     def _remote_forward(self, inputs: dict, key_start: Tensor) -> Tensor:
         backend = remote_backend(self.lm, self.remote, self.repo)
+        # The trace body is serialised and shipped: it may reference only plain values, never ``self``
+        # (the recorder holds the handle, whose extras - e.g. a TransformerBridge - do not pickle).
+        lm, paths, layer_list, head_dim = self.lm, self.paths, list(self.layer_list), self.head_dim
+        want_hidden, want_maps, scales = bool(self.hidden_mode), bool(self.request.any), dict(self.head_scale or {})
         maps, resid = {}, {}
         try:
-            with eager_attention(self.handle.model), self.lm.trace(inputs, use_cache=False, backend=backend):
-                for layer in self.layer_list:
-                    env = envoy_at(self.lm, self.paths[layer])
-                    if self.hidden_mode:
+            with eager_attention(self.handle.model), lm.trace(inputs, use_cache=False, backend=backend):
+                for layer in layer_list:
+                    env = envoy_at(lm, paths[layer])
+                    if want_hidden:
                         resid[layer] = env.input.save()
-                    self._scale(env, layer)
-                    if self.request.any:
+                    _scale_heads(env, scales.get(layer), head_dim)
+                    if want_maps:
                         maps[layer] = env.self_attn.output[1].save()
-                logits = self.lm.output.logits.save()
+                logits = lm.output.logits.save()
         except ProbeError:
             raise
         except Exception as err:
@@ -140,6 +140,14 @@ class NNsightRecorder(BackendRecorder):
                                      "ask NDIF for a deployment with eager attention, or run locally")
                 record_probs(self, layer, maps[layer], key_start, self.windows.get(layer))
         return logits
+
+
+def _scale_heads(env, heads: Optional[dict], head_dim: int) -> None:
+    """Inside a trace: multiply head h's slice of o_proj's input [B, T, H * Dh] by heads[h]."""
+    if heads:
+        z = env.self_attn.o_proj.input
+        for h, factor in heads.items():
+            z[..., h * head_dim:(h + 1) * head_dim] *= factor
 
 
 def repo_id_of(handle) -> str:
