@@ -79,8 +79,9 @@ def scan(
 
     if remote and normalize(backend) != "nnsight":
         raise ProbeError("--remote runs through nnsight (NDIF)", "add --backend nnsight")
-    for d in detect:  # every detector captures through the chosen backend
-        options[d].setdefault("backend", normalize(backend))
+    for d in detect:  # every detector captures through the chosen backend (native: leave options as they are)
+        if normalize(backend) != "native":
+            options[d].setdefault("backend", normalize(backend))
         if remote:
             options[d]["remote"] = True
     if shard_by_rank:
