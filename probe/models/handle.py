@@ -157,6 +157,15 @@ class Handle:
             mask[b, width - len(r):] = 1
         return {"input_ids": input_ids.to(self.device), "attention_mask": mask.to(self.device)}
 
+    def image_spans(self, input_ids) -> list[list[tuple[int, int]]]:
+        """Image-token spans [start, end) per batch row ([] per row for text-only models)."""
+        tid = self.image_token_id
+        if tid is None:
+            return [[] for _ in range(len(input_ids))]
+        from .studio_vlm import image_token_spans
+
+        return image_token_spans(input_ids, tid)
+
     def token_strings(self, ids) -> list[str]:
         """Readable token strings (byte-level pieces decoded one by one)."""
         return [self.tokenizer.decode([int(i)]) for i in ids]
