@@ -4,7 +4,11 @@ Kernels:
     attention_fwd_kernel: FlashAttention-style forward (online softmax over key blocks, causal /
         sliding-window / left-padding block skipping, GQA) with, on request, lse, entropy, span
         mass (in the key loop), sink mass and ACT column edits (gathered in the epilogue from the
-        final max / sum), uniform heads, head mean / scale.
+        final max / sum), VAR redistribution (span-target accumulator in the key loop, sink keys
+        in the epilogue), uniform heads, head mean / scale.
+    supports() refuses (-> reference): stats.full, float64, head_dim not a power of two in 16..256,
+        statistics other than top-k together with probability edits, ACT and VAR together, more
+        than 16 ACT columns / sink keys / spans / sink positions, window < 1.
     received_fwd_kernel: column sums of the probabilities, one key block per program, reusing
         the lse of the forward pass (QK^T and exp only, no P.V).
     decode_fwd_kernel + decode_combine_kernel: split-KV decode (T == 1) for the output / lse.
