@@ -10,6 +10,7 @@ CI needs ``apt-get install -y chromium`` and ``pip install playwright`` (no ``pl
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -116,6 +117,20 @@ def test_select_head_and_live_ab_in_chromium(server, report, tmp_path):
                 page.locator('[role="option"]').filter(has_text=value).first.click()
                 page.wait_for_timeout(300)
             page.wait_for_selector("h3:has-text('Head L17H4')", timeout=60_000)
+            assert_clean(page)
+
+            # click a heatmap cell: the hover label names the cell, the details heading follows the click
+            area = page.locator(".js-plotly-plot").first.locator(".nsewdrag").first.bounding_box()
+            x, y = area["x"] + area["width"] * 2.5 / 9, area["y"] + area["height"] * 5.5 / 30  # H2, L5 (30 x 9 grid)
+            page.mouse.move(x, y)
+            hover = page.locator(".js-plotly-plot .hoverlayer .hovertext").first
+            hover.wait_for(timeout=10_000)
+            cell = re.match(r"L\d+H\d+", hover.text_content() or "").group(0)  # SVG text: no inner_text
+            assert cell == "L5H2", cell
+            page.mouse.click(x, y)
+            page.wait_for_selector(f"h3:has-text('Head {cell}')", timeout=60_000)
+            page.mouse.move(5, 5)
+            page.wait_for_timeout(1500)
             assert_clean(page)
             shot = shoot(page, tmp_path, "main.png")
             assert shot.stat().st_size > 20_000

@@ -81,8 +81,9 @@ def render_heatmaps(report) -> None:
             cell = _clicked(event)
             if cell and st.session_state.get(f"_seen_{col}") != cell:
                 st.session_state[f"_seen_{col}"] = cell
-                if cell[0] in layers and cell[1] in n_heads:
+                if cell[0] in layers and cell[1] in n_heads and cell != selected:
                     st.session_state["sel_layer"], st.session_state["sel_head"] = cell
+                    st.rerun()  # redraw every heatmap with the new head outlined
 
 
 def select_head(report) -> tuple[int, int]:
