@@ -48,6 +48,9 @@ class AttentionCall:
     window: Optional[int]
     q_pos: Tensor
     call_index: int = 0
+    query: Optional[Tensor] = None   # [B, H, T, D] the layer's inputs (references, not copies)
+    key: Optional[Tensor] = None     # [B, KV, S, D]
+    value: Optional[Tensor] = None   # [B, KV, S, D]
 
     @property
     def is_prefill(self) -> bool:
@@ -182,7 +185,7 @@ def probe_attention(module, query, key, value, attention_mask, dropout=0.0, scal
     idx = _CALL_INDEX.get(module, 0)
     _CALL_INDEX[module] = idx + 1
     call = AttentionCall(int(module.layer_idx), module, B, H, KV, T, S, D, key_start, window,
-                         torch.arange(S - T, S, device=query.device), idx)
+                         torch.arange(S - T, S, device=query.device), idx, query, key, value)
     scale = scaling if scaling is not None else D ** -0.5
     common = dict(scale=scale, key_start=key_start, window=window, softcap=softcap)
 
