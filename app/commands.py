@@ -12,7 +12,6 @@ import typer
 from probe.errors import ProbeError
 from probe.report.schema import MANIFEST
 
-from .reports import list_reports
 
 SCRIPT = Path(__file__).with_name("main.py")
 
@@ -54,8 +53,8 @@ def register(app: typer.Typer) -> None:
         """Start the dashboard (Streamlit) on 127.0.0.1 only, headless, and print its URL."""
         if report is not None and not report.is_dir():
             raise ProbeError(f"no report directory at {report}", "run `probe scan --out DIR` first, or omit DIR")
-        if report is not None and not (report / MANIFEST).exists() and list_reports(report):
-            report, reports_root = None, report  # a folder of reports: list them
+        if report is not None and not (report / MANIFEST).exists():
+            report, reports_root = None, report  # not a report itself: a folder of reports to list
         if not _port_free(port):
             raise ProbeError(f"port {port} on 127.0.0.1 is in use", "pass --port N with a free port")
         cmd = streamlit_command(port, report.resolve() if report else None, reports_root.resolve(), model)
