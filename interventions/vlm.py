@@ -34,8 +34,8 @@ from torch import Tensor
 
 from probe.errors import ProbeError
 
-from .base import Intervention, attach_hook, check_heads, check_layers, parse_heads
-from .redistribute import Redistribute
+from .base import Intervention, attach_hook, check_heads, check_layers, head_table, parse_heads
+from .redistribute import Redistribute, _RedistHook
 from .scale import _ScaleHook
 
 _SINK_DIMS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()   # model -> D_sink found
@@ -138,7 +138,29 @@ class VAR(Redistribute):
 
         h = handle.model.register_forward_pre_hook(pre, with_kwargs=True)
         stack.callback(h.remove)
-        super().install(handle, stack)
+        # Redistribute.install with a hook that follows ``cache.batch_repeat_interleave`` (class scoring)
+        layers = self.resolved_layers(handle.n_layers)
+        heads = None if self.heads is None else [(l, hd) for l, hd in self.heads if l in layers]
+        hook = _RepeatingRedistHook(self, head_table(handle.n_layers, handle.n_heads, layers, heads))
+        self.found_sinks = {}
+        dec = handle.decoder_layers()
+        for layer in layers:
+            r = dec[layer].register_forward_pre_hook(hook.residual_hook(layer), with_kwargs=True)
+            stack.callback(r.remove)
+        attach_hook(handle, layers, hook, stack)
+
+
+class _RepeatingRedistHook(_RedistHook):
+    """Redistribute's hook; a later call whose batch is k times the prompt's (the prompt cache
+    repeated per row with ``batch_repeat_interleave(k)``, as ``class_logprobs`` does) reuses each
+    row's sink set k times."""
+
+    def edits(self, call, pre):
+        state = self._state.get(call.layer)
+        if call.T != call.S and state is not None and call.B != state[0].shape[0] and call.B % state[0].shape[0] == 0:
+            k = call.B // state[0].shape[0]
+            self._state[call.layer] = tuple(t.repeat_interleave(k, 0) for t in state)
+        return super().edits(call, pre)
 
 
 def _no_cache(kwargs) -> bool:

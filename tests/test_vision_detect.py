@@ -196,3 +196,27 @@ def test_var_needs_an_image(tiny):
             _logits(tiny, enc)
     with pytest.raises(ProbeError, match="not a vision-language model"):
         vd.run(Handle(tiny.model, tiny.tokenizer, "x", "object"), PROMPTS)
+
+
+def test_var_on_a_repeated_prompt_cache_matches_full_sequences(tiny):
+    """class_logprobs scores names on the prompt's KV cache repeated per name; VAR must edit those
+    rows exactly as it edits the same tokens in full sequences."""
+    from interventions import VAR, intervene
+    from probe.models.studio_vlm import class_logprobs
+
+    prompt, names, imgs = f"{IMAGE} what is this ? answer :", ["cat", "big red dog"], _images(2, seed=3)
+    var = lambda: VAR(tau=TAU, sink_dims=[D_SINK])  # noqa: E731
+    with intervene(tiny, var()):
+        cached = class_logprobs(tiny.model, tiny.processor, prompt, names, images=imgs, batch_size=2)  # [2, 2]
+    plain = class_logprobs(tiny.model, tiny.processor, prompt, names, images=imgs, batch_size=2)
+    tok = tiny.tokenizer
+    for i, img in enumerate(imgs):
+        for c, name in enumerate(names):
+            enc = vd.encode_images(tiny, [prompt + " " + name], [img])
+            n = len(tok(" " + name, add_special_tokens=False).input_ids)
+            with intervene(tiny, var()):
+                lp = _logits(tiny, enc).log_softmax(-1)[0]                             # [T, V]
+            ids = enc["input_ids"][0]
+            full = sum(lp[len(ids) - n - 1 + j, ids[len(ids) - n + j]] for j in range(n))
+            assert abs(cached[i, c].item() - full.item()) < 1e-4
+    assert (cached - plain).abs().max() > 1e-4

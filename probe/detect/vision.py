@@ -350,7 +350,7 @@ def analyse(handle, prompts: Sequence[str], *, want_vhd: bool = True, want_sinks
         heads["visual_sink_mass"] = flat(sink_mass.mean(0))
         heads["image_centric_rate"] = flat(centric.mean(0))
         cols = ["prompt_id", "item", "image", "layer", "image_pos", "position", "patch_row", "patch_col", "phi",
-                "sink_dim_abs", "is_visual_sink", "received_mass", "vision_norm"]
+                "sink_dim_abs", "phi_dim", "is_visual_sink", "received_mass", "vision_norm"]
         table = pd.DataFrame(rows, columns=cols).sort_values(["item", "layer", "image_pos"], ignore_index=True)
         tables["visual_tokens"] = table
         summary.update(_sink_summary(table, sink_dims, tau, centric[:, layers], layers))
@@ -384,11 +384,11 @@ def _sink_stats(handle, rec, spans, norms, sink_dims, layers, tau, rho, min_mass
                 continue
             recv = st.received_mean[b, :, sb:eb].mean(0)                    # [N] mean over heads
             side = _grid(eb - sb)
-            raw = x[b, sb:eb][:, sink_dims].abs().amax(-1)                  # [N]
+            raw, which = x[b, sb:eb][:, sink_dims].abs().max(-1)            # [N], [N] (dim giving phi)
             for k in range(eb - sb):
                 rows.append((prompt_idx[item], item, names[item], layer, k, sb + k - int(key_start[b]),
                              k // side if side else -1, k % side if side else -1, float(ph[b, sb + k]),
-                             float(raw[k]), bool(is_sink[k]), float(recv[k]),
+                             float(raw[k]), sink_dims[int(which[k])], bool(is_sink[k]), float(recv[k]),
                              float(norms[b, k]) if k < norms.shape[1] else float("nan")))
 
 
