@@ -45,13 +45,16 @@ def build_interventions(handle, specs: List[str], calibration: Optional[Path], p
     return ivs
 
 
-def generate_pair(handle, prompt: str, ivs: list, max_new_tokens: int = 32, chat_template: bool = False) -> dict:
+def generate_pair(handle, prompt: str, ivs: list, max_new_tokens: int = 32, chat_template: bool = False,
+                  image: Optional[Path] = None) -> dict:
     """Greedy baseline and intervened continuations plus the first step's top-token logit change."""
     import torch
 
     from interventions.core import intervene
+    from interventions.vlm import encode_with_image
 
-    enc = handle.encode(prompt, chat_template=chat_template)
+    enc = (encode_with_image(handle, prompt, image, chat_template) if image is not None
+           else handle.encode(prompt, chat_template=chat_template))
     n = enc["input_ids"].shape[1]
     gen = dict(max_new_tokens=max_new_tokens, do_sample=False,
                pad_token_id=handle.tokenizer.pad_token_id or handle.tokenizer.eos_token_id)
@@ -95,17 +98,18 @@ def register(app: typer.Typer) -> None:
         prompt: str = typer.Argument(..., help="the prompt text"),
         model: str = typer.Option("smollm2", "--model", "-m", help="alias, folder, .gguf or cached hub id"),
         max_new_tokens: int = typer.Option(32, "--max-new-tokens", "-n", help="greedy tokens to generate"),
-        intervention: List[str] = typer.Option([], "--intervention", "-i", help="SPEC, repeatable: act, act:beta=0.4,threshold=0.1, mask:L18H6[:mode=uniform|zero|mean], scale:L3H2:alpha=2, sinkwindow:sinks=4,window=1020, redistribute:span=5-20"),
+        intervention: List[str] = typer.Option([], "--intervention", "-i", help="SPEC, repeatable: act, act:beta=0.4,threshold=0.1, mask:L18H6[:mode=uniform|zero|mean], scale:L3H2:alpha=2, sinkwindow:sinks=4,window=1020, redistribute:span=5-20, var, vhr (VLMs, with --image)"),
         calibration: Optional[Path] = typer.Option(None, "--calibration", help="ACT calibration file from `probe calibrate` (its heads)"),
         chat_template: bool = typer.Option(False, "--chat-template", help="wrap the prompt in the model's chat template"),
         as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
+        image: Optional[Path] = typer.Option(None, "--image", help="image file for a VLM (e.g. studio-vlm); the image goes first unless the prompt has the image token"),
     ):
         """Generate with and without interventions; show both and the first step's top-token logit change."""
         from probe.models import load
 
         handle = load(model)
         ivs = build_interventions(handle, intervention, calibration, prompt)
-        res = generate_pair(handle, prompt, ivs, max_new_tokens, chat_template)
+        res = generate_pair(handle, prompt, ivs, max_new_tokens, chat_template, image)
         if as_json:
             typer.echo(json.dumps(res, ensure_ascii=False))
             return

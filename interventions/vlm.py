@@ -298,6 +298,30 @@ class VHR(Intervention):
             stack.callback(h.remove)
 
 
+def encode_with_image(handle, prompt: str, path, chat_template: bool = False) -> dict:
+    """One prompt + one image file -> processor inputs (input_ids [1, T], attention_mask, pixel_values).
+
+    The image token goes in front unless the prompt already has it (studio-vlm's trained layout).
+    """
+    from pathlib import Path
+
+    from probe.detect.vision import encode_images, with_image_token
+
+    if handle.processor is None or handle.image_token_id is None:
+        raise ProbeError(f"--image needs a vision-language model; {handle.source} has none",
+                         "use --model studio-vlm (or a LLaVA folder), or drop --image")
+    path = Path(path)
+    if not path.is_file():
+        raise ProbeError(f"image file {path} does not exist", "check the path")
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        img = Image.open(path).convert("RGB")
+    except (UnidentifiedImageError, OSError) as err:
+        raise ProbeError(f"cannot read {path} as an image ({err})", "give a PNG or JPEG file") from err
+    return encode_images(handle, [with_image_token(handle, prompt, chat_template)], [img])
+
+
 def parse_vlm_spec(name: str, heads, opts: dict):
     """SPEC forms ``var[:keep=0.6|transfer=0.4,rho=0.5|nonsink_share=0.5,min_mass=0.2,tau=20,preset=paper]``
     and ``vhr[:L3H2,...][:alpha=2,layers=1+17-29]`` (pops the options it uses from ``opts``)."""

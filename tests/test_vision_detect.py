@@ -220,3 +220,21 @@ def test_var_on_a_repeated_prompt_cache_matches_full_sequences(tiny):
             full = sum(lp[len(ids) - n - 1 + j, ids[len(ids) - n + j]] for j in range(n))
             assert abs(cached[i, c].item() - full.item()) < 1e-4
     assert (cached - plain).abs().max() > 1e-4
+
+
+def test_generate_pair_with_an_image_file(tiny, tmp_path):
+    from PIL import Image
+
+    from interventions.commands import generate_pair
+    from interventions.spec import parse_spec
+    from probe.errors import ProbeError
+
+    path = tmp_path / "x.png"
+    Image.fromarray(_images(1, seed=4)[0]).save(path)
+    ivs = [parse_spec(f"var:tau={TAU},sink_dims={D_SINK}")]
+    res = generate_pair(tiny, "what is this ?", ivs, max_new_tokens=3, image=path)
+    assert res["interventions"][0].startswith("VAR(keep=0.6") and res["first_step"]["max_abs_logit_change"] > 0
+    with pytest.raises(ProbeError, match="does not exist"):
+        generate_pair(tiny, "what is this ?", ivs, max_new_tokens=3, image=tmp_path / "missing.png")
+    with pytest.raises(ProbeError, match="needs a vision-language model"):
+        generate_pair(Handle(tiny.model, tiny.tokenizer, "x", "object"), "what", ivs, image=path)
