@@ -59,8 +59,20 @@ def register(app: typer.Typer) -> None:
             raise ProbeError(f"port {port} on 127.0.0.1 is in use", "pass --port N with a free port")
         cmd = streamlit_command(port, report.resolve() if report else None, reports_root.resolve(), model)
         typer.echo(f"probe app: http://127.0.0.1:{port}  (Ctrl-C stops it)")
-        try:
-            code = subprocess.call(cmd)
-        except KeyboardInterrupt:
-            code = 0
-        raise typer.Exit(code)
+        raise typer.Exit(_run(cmd))
+
+
+def _run(cmd: list[str]) -> int:
+    """Run the server until it exits; Ctrl-C or SIGTERM to ``probe app`` stops the server too."""
+    import signal
+
+    proc = subprocess.Popen(cmd)
+    previous = signal.signal(signal.SIGTERM, lambda *_: proc.terminate())
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        proc.terminate()
+        proc.wait(timeout=20)
+        return 0
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -168,6 +168,9 @@ def test_empty_prompt_and_unknown_model_are_messages(monkeypatch, root, tiny_fol
     no_exception(at)
     assert any("unknown model 'no-such-model-xyz'" in t for t in texts(at.error)), texts(at.error)
 
+    at.sidebar.text_input(key="model_name").set_value("studio-vlm").run()  # named for what it is, not loaded
+    assert any("assembled VLM (DINOv2" in t for t in texts(at.sidebar.caption)), texts(at.sidebar.caption)
+
     at.sidebar.text_input(key="model_name").set_value(str(tiny_folder))
     at.text_area(key="ab_prompt").set_value("The capital of France is")
     at.text_area(key="ab_extra").set_value("mask:L99H0")
