@@ -238,3 +238,17 @@ def test_generate_pair_with_an_image_file(tiny, tmp_path):
         generate_pair(tiny, "what is this ?", ivs, max_new_tokens=3, image=tmp_path / "missing.png")
     with pytest.raises(ProbeError, match="needs a vision-language model"):
         generate_pair(Handle(tiny.model, tiny.tokenizer, "x", "object"), "what", ivs, image=path)
+
+
+def test_scan_merges_vhd_and_visual_sink_columns(tiny, tmp_path):
+    from probe.report import read_report
+    from probe.scanner import scan
+
+    opts = {"images": _images(2), "tau": TAU, "sink_dim_texts": SINK_TEXTS}
+    rep = scan(tiny, PROMPTS[:1], detect=["vhd", "visual-sinks"], out=tmp_path / "r",
+               options={"vhd": dict(opts), "visual-sinks": dict(opts)})
+    back = read_report(rep.path)
+    cols = set(back.tables["heads"].columns)
+    assert {"vhd", "vhd_ta", "vhr_rate", "image_attention_mass", "visual_sink_mass", "image_centric_rate"} <= cols
+    assert len(back.tables["heads"]) == 4 * 4 and len(back.tables["visual_tokens"]) == 2 * 2 * 16
+    assert back.manifest["summary"]["visual-sinks"]["sink_dims"] == [D_SINK]
