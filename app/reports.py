@@ -107,12 +107,6 @@ def extra_tables(report) -> dict[str, pd.DataFrame]:
     return {name: df for name, df in report.tables.items() if name not in SINK_TABLES and df is not None}
 
 
-def is_curve(df: pd.DataFrame) -> bool:
-    """A table that reads as curves: at least two numeric columns and at most a few hundred rows."""
-    numeric = [c for c in df.columns if pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c])]
-    return len(numeric) >= 2 and 1 < len(df) <= 2000
-
-
 def setting(manifest: dict, detector: str, key: str, default):
     """A detector setting recorded in the manifest (e.g. sinks.hidden_threshold), else ``default``."""
     value = manifest.get("settings", {}).get(detector, {}).get(key, default)

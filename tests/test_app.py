@@ -289,3 +289,42 @@ def test_probe_app_command_line(root, tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["app", str(tmp_path / "missing")])
     assert exc.value.code == 2 and "no report directory" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def arith_report(tmp_path_factory, tiny_folder):
+    """A real sinks + arithmetic scan of the tiny model, plus a real head-ablation curve (top-K vs random-K
+    mean-ablated heads, ``probe.detect.arithmetic.ablation``) stored as an extra table."""
+    import probe
+    from probe.detect.arithmetic import ablation, make_prompts
+    from probe.report import Report, write_report
+    from probe.scanner import scan
+
+    handle = probe.load(str(tiny_folder), device="cpu")
+    rep = scan(handle, PROMPTS[:1], detect=["sinks", "arithmetic"],
+               options={"arithmetic": {"n": 4, "operators": ["+"], "shots": 1}})
+    items = make_prompts(["+"], 4, shots=1, counterfactual="operands", seed=0)
+    curve = ablation(handle, items, rep.heads, ks=(2, 4), draws=2)
+    out = tmp_path_factory.mktemp("arith_root") / "tiny_arith"
+    write_report(Report({**rep.tables, "masking": curve}, rep.manifest), out)
+    return out
+
+
+def test_tables_show_what_the_report_has(monkeypatch, arith_report, root):
+    at = start(monkeypatch, report=arith_report, root_dir=arith_report.parent)
+    no_exception(at)
+    assert not at.error, texts(at.error)
+    assert "Tables" in [t.label for t in at.tabs]
+    heads = texts(at.subheader)
+    assert "Top heads by arithmetic_effect" in heads and "masking.parquet" in heads and "arithmetic_mlp.parquet" in heads
+    assert "Top heads by retrieval_score" not in heads
+    keys = " ".join(chart_keys(at))
+    assert "curve_masking" in keys and "curve_arithmetic_mlp" in keys
+    rep = read_report(arith_report)
+    top = next(d.value for d in at.dataframe if "arithmetic_effect" in d.value.columns and "layer" in d.value.columns)
+    best = rep.heads.nlargest(1, "arithmetic_effect").iloc[0]
+    assert (int(top["layer"].iloc[0]), int(top["head"].iloc[0])) == (int(best["layer"]), int(best["head"]))
+
+    at = start(monkeypatch, report=root / "tiny_a", root_dir=root)  # sinks only: no arithmetic / curve sections
+    heads = texts(at.subheader)
+    assert not any("arithmetic" in h or "masking" in h for h in heads), heads
