@@ -367,3 +367,23 @@ def test_act_generate_batched_on_smollm2(smol):
         single = smol.model.generate(**smol.encode(prompts[:1]), **gen)[:, -4:]
     assert torch.equal(single[0], batched[0])
     assert_same(smol.model, snap)
+
+
+def test_act_calibration_file_roundtrip(tiny_model, tmp_path):
+    import json
+
+    from interventions.calibrate import wilson
+
+    path = tmp_path / "cal.json"
+    path.write_text(json.dumps({"model_hash": "abc", "task": "sentiment", "threshold": 0.1, "beta": 0.4,
+                                "heads": [[1, 2], [2, 0]]}))
+    act = ACT(heads=str(path))
+    assert act.heads == [(1, 2), (2, 0)] and act.resolved_layers(3) == [1, 2]
+    inputs = {"input_ids": torch.randint(3, 97, (1, 9))}
+    with torch.no_grad(), intervene(tiny_model, act):            # a bare model has no file hash: no check
+        tiny_model(**inputs)
+    assert set(act.sinks) == {1, 2}
+    with pytest.raises(ProbeError, match="calibration file"):
+        ACT(heads=str(tmp_path / "missing.json"))
+    lo, hi = wilson(60, 100)
+    assert 0.50 < lo < 0.60 < hi < 0.70
