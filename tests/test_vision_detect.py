@@ -112,6 +112,11 @@ def test_visual_sink_is_the_planted_token_in_every_layer(tiny):
     assert {"vhd", "image_attention_mass", "visual_sink_mass", "image_centric_rate"} <= set(heads.columns)
     assert (heads.visual_sink_mass <= heads.image_attention_mass + 1e-6).all()
     assert (heads[heads.layer < 2].visual_sink_mass == 0).all()   # sinks only counted from layer 2
+    fig = vd.visual_sink_figure(table, 0, OPTS["images"][0])      # image | sink layers | vision norms
+    z = np.asarray(fig.data[1].z)                                  # [4, 4] layers with phi > tau per patch
+    assert z[PLANTED // 4, PLANTED % 4] == 2 and z.sum() == 2
+    norms = np.asarray(fig.data[2].z)                              # the vision tower's own token norms
+    assert norms.shape == (4, 4) and (norms > 0).all()            # (CLIP's pre-LayerNorm evens the norms out)
 
 
 def test_vhd_zero_for_a_head_blind_to_the_image(tiny):
