@@ -36,6 +36,15 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return max(0.0, c - r), min(1.0, c + r)
 
 
+def mcnemar_exact(b: int, c: int) -> float:
+    """Two-sided exact McNemar p-value from the discordant counts b, c (paired test of two classifiers)."""
+    n = b + c
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(min(b, c) + 1)) / 2 ** n
+    return min(1.0, 2 * tail)
+
+
 def label_ids(handle, task: Task) -> list[int]:
     ids = [handle.tokenizer(w, add_special_tokens=False)["input_ids"][0] for w in task.labels]
     if len(set(ids)) != len(ids):
@@ -176,6 +185,7 @@ def search(handle, dev: Task, test: Task, beta: float = 0.4, threshold: float = 
         "heads": [list(h) for h in heads], "candidates": tried,
         "dev": {"n": len(dev.prompts), "baseline": base_dev, "act": dev_act},
         "test": {"n": n, "baseline": kb / n, "act": ka / n, "baseline_ci95": wilson(kb, n), "act_ci95": wilson(ka, n),
-                 "act_only_right": only_act, "baseline_only_right": only_base},
+                 "act_only_right": only_act, "baseline_only_right": only_base,
+                 "mcnemar_p": mcnemar_exact(only_act, only_base)},
         "seconds": round(time.time() - t0, 1),
     }

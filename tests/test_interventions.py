@@ -372,7 +372,7 @@ def test_act_generate_batched_on_smollm2(smol):
 def test_act_calibration_file_roundtrip(tiny_model, tmp_path):
     import json
 
-    from interventions.calibrate import wilson
+    from interventions.calibrate import mcnemar_exact, wilson
 
     path = tmp_path / "cal.json"
     path.write_text(json.dumps({"model_hash": "abc", "task": "sentiment", "threshold": 0.1, "beta": 0.4,
@@ -387,3 +387,4 @@ def test_act_calibration_file_roundtrip(tiny_model, tmp_path):
         ACT(heads=str(tmp_path / "missing.json"))
     lo, hi = wilson(60, 100)
     assert 0.50 < lo < 0.60 < hi < 0.70
+    assert mcnemar_exact(7, 0) == pytest.approx(2 / 2 ** 7) and mcnemar_exact(3, 3) == 1.0

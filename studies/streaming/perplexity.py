@@ -64,6 +64,7 @@ def main() -> None:
     ap.add_argument("--dense", action="store_true", help="also compute the dense reference (N <= context)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared 2-core box)")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--merge", action="store_true", help="keep the runs already in --out (same book and tokens)")
     args = ap.parse_args()
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
@@ -72,7 +73,9 @@ def main() -> None:
     ids = torch.tensor(h.tokenizer(text[: args.tokens * 8])["input_ids"][: args.tokens])
     print(f"{args.book}: {len(ids)} tokens (model context {h.context_length})", flush=True)
     results = {"model": h.source, "model_hash": h.file_hash, "book": args.book, "tokens": len(ids), "runs": {}}
-    for cfg in args.configs.split(","):
+    if args.merge and args.out and Path(args.out).exists():
+        results["runs"].update(json.loads(Path(args.out).read_text())["runs"])
+    for cfg in [c for c in args.configs.split(",") if c]:
         sinks, window = (int(x) for x in cfg.split("+"))
         t0 = time.time()
         nll = stream_nll(h, ids, sinks, window)
