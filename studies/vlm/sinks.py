@@ -6,8 +6,9 @@ For each prompt arrangement, with eager attention and all hidden states:
 - massive activation: phi = |x[d]| / rms(x) for the sink dim d (found automatically as the dim with the
   largest mean |x| on the first token of a text-prefixed prompt in layers >= 12; expected 507) at each
   decoder layer's output; an image token is a "visual sink" when phi > 20 (the VAR default tau);
-- received attention: attention from the question's text tokens (queries after the image span) to each
-  key position, averaged over heads, images and queries, then over layers >= 12.
+- received attention: attention from the question's text tokens (queries from the second post-image
+  token on, so the first post-image token is only a key) to each key position, averaged over heads,
+  images and queries, then over layers >= 12; also from the answer position alone.
 Arrangements: "image_first" ([16 image tokens] + question, the trained layout) and "text_prefix"
 ("<|im_start|>user\\n" + image + question; out of the training distribution, so only the LM's sink
 placement is of interest there).
@@ -63,12 +64,14 @@ def analyse(hidden, attn, span, dim: int) -> dict:
     phi = big / rms  # [L, B, T]
     img_phi, img_big = phi[:, :, s:e], big[:, :, s:e]  # [L, B, 16]
     sinks = img_phi > TAU  # [L, B, 16]
-    # attention from text queries after the image to every key, mean over B, H, queries -> [L, T]
-    recv = attn[:, :, :, e:, :].mean(dim=(1, 2, 3))  # [L, T]
+    # attention from the text queries after the first post-image token to every key (so that token is
+    # only ever a key), mean over B, H, queries -> [L, T]; and from the answer position alone
+    recv = attn[:, :, :, e + 1 :, :].mean(dim=(1, 2, 3))  # [L, T]
+    recv_answer = attn[:, :, :, -1, :].mean(dim=(1, 2))  # [L, T]
     late = slice(LATE, L)
     recv_late = recv[late].mean(0)  # [T]
     # image-token attention split by visual-sink status, per (layer, image, token), late layers
-    a_img = attn[late, :, :, e:, s:e].mean(dim=(2, 3))  # [L', B, 16]
+    a_img = attn[late, :, :, e + 1 :, s:e].mean(dim=(2, 3))  # [L', B, 16]
     sk = sinks[late]
     per_layer = []
     for l in range(L):
@@ -84,8 +87,17 @@ def analyse(hidden, attn, span, dim: int) -> dict:
             "attn_to_first_image_token": float(recv[l, s]),
             "attn_to_pos0": float(recv[l, 0]),
         })
+    emb_rms = hidden[0].pow(2).mean(-1).sqrt()  # [B, T]: LM input (embeddings / projected image)
+    late_big = big[late].mean(dim=(0, 1))  # [T]
     return {
         "span": [s, e],
+        "input_rms_image_tokens": float(emb_rms[:, s:e].mean()),
+        "input_rms_text_tokens": float(emb_rms[:, e:].mean()),
+        "late_mean_abs_x_dim_per_position": [round(float(v), 1) for v in late_big],
+        "late_max_phi_per_position": [round(float(v), 2) for v in phi[late].amax(dim=(0, 1))],
+        "massive_position_per_layer": big.mean(1).argmax(-1).tolist(),
+        "late_answer_attention_to_image_span": float(recv_answer[late, s:e].sum(-1).mean()),
+        "late_answer_attention_per_position": [round(float(v), 4) for v in recv_answer[late].mean(0)],
         "n_images": int(x.shape[1]),
         "per_layer": per_layer,
         "late_layers": f"{LATE}..{L - 1}",
@@ -137,6 +149,11 @@ def main(argv=None):
                   f"{p['median_abs_x_dim_image']:6.0f}  {p['attn_to_image_span']:9.3f}  "
                   f"{p['attn_to_first_image_token']:12.3f}  {p['attn_to_pos0']:10.3f}")
         print("late mean attention per image position:", r["late_mean_attention_per_image_position"])
+        print("late mean attention per text position:", r["late_mean_attention_per_text_position"])
+        print("late mean |x_d| per position:", r["late_mean_abs_x_dim_per_position"])
+        print("massive position per layer:", r["massive_position_per_layer"])
+        print("input rms image / text:", round(r["input_rms_image_tokens"], 3), round(r["input_rms_text_tokens"], 3),
+              " answer-position attention to image (late):", round(r["late_answer_attention_to_image_span"], 3))
         print("late visual sinks per image:", round(r["late_visual_sink_tokens_per_image"], 2),
               " sinks beyond first image token:", r["late_visual_sinks_excluding_first_image_token"],
               " mean attn sink vs non-sink image token:", r["late_mean_attention_sink_vs_nonsink_image_tokens"])

@@ -3,6 +3,11 @@
     python studies/vlm/train_projector.py                 # the shipped recipe (CPU, 1 thread)
     python studies/vlm/train_projector.py --steps 5 --out /tmp/p.safetensors   # smoke run
 
+The shipped weights are two stages (see studies/vlm/README.md):
+    python studies/vlm/train_projector.py --out /tmp/stage1.safetensors
+    python studies/vlm/train_projector.py --init /tmp/stage1.safetensors --steps 300 --lr 1e-3 \
+        --warmup 0 --caption-frac 0.1
+
 Recipe: frozen DINOv2 features are precomputed once through the LLaVA feature selection
 (56x56 image -> 16 patch tokens of `hidden_states[-1]`, CLS dropped); each step embeds
 `[16 image tokens] + question + answer + <|im_end|>`, puts the projected features at the image
@@ -46,6 +51,8 @@ def parse_args(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=sv.PROJECTOR_ASSET)
+    ap.add_argument("--init", type=Path, default=None,
+                    help="start from these projector weights (a second stage) instead of a seeded random init")
     ap.add_argument("--cache-dir", type=Path, default=None, help="default $PROBE_CACHE_DIR or ~/.cache/probe")
     return ap.parse_args(argv)
 
@@ -109,8 +116,12 @@ def main(argv=None):
     vlm.requires_grad_(False)
     proj = vlm.model.multi_modal_projector
     torch.manual_seed(args.seed)
-    proj.linear_1.reset_parameters()
-    proj.linear_2.reset_parameters()
+    init_meta = None
+    if args.init is not None:
+        init_meta = sv.load_projector(vlm, args.init)
+    else:
+        proj.linear_1.reset_parameters()
+        proj.linear_2.reset_parameters()
     proj.requires_grad_(True)
     n_params = sum(p.numel() for p in proj.parameters())
 
@@ -132,7 +143,7 @@ def main(argv=None):
         return max(0.05, 1 - (step - args.warmup) / max(1, args.steps - args.warmup) * 0.95)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
 
-    rng = np.random.default_rng(args.seed)
+    rng = np.random.default_rng(args.seed + (1000 if args.init is not None else 0))  # a new sample order per stage
     losses, t_train = [], time.time()
     for step in range(args.steps):
         pick = rng.integers(len(labels), size=args.batch)  # [B]
@@ -183,6 +194,7 @@ def main(argv=None):
             "machine": platform.processor() or platform.machine(),
         },
         "loss": {"first25": float(np.mean(losses[:25])), "last25": float(np.mean(losses[-25:]))},
+        "init": None if init_meta is None else {"path": str(args.init), "metadata": init_meta},
         "versions": {"torch": torch.__version__, "transformers": __import__("transformers").__version__},
     }
     sv.save_projector(vlm, args.out, meta)
