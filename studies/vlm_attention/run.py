@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("OMP_NUM_THREADS", "2")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np
 import torch
@@ -182,16 +182,17 @@ def main(argv=None):
     ap.add_argument("--n-acc", type=int, default=100)
     ap.add_argument("--n-gen", type=int, default=30)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1, help="1 is fastest on a busy 2-core box")
     ap.add_argument("--parts", default="detect,acc,gen")
     ap.add_argument("--conditions", default=",".join(CONDITIONS))
+    ap.add_argument("--tag", default="", help="write results_<tag>.json (parallel runs)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     OUT.mkdir(parents=True, exist_ok=True)
     handle = probe.load("studio-vlm", device="cpu")
     parts = args.parts.split(",")
     conds = {c: CONDITIONS[c] for c in args.conditions.split(",")}
-    res_file = OUT / "results.json"
+    res_file = OUT / (f"results_{args.tag}.json" if args.tag else "results.json")
     res = json.loads(res_file.read_text()) if res_file.exists() else {}
     res["projector"] = sv.load_projector(handle.model)
     if "detect" in parts:
@@ -200,26 +201,31 @@ def main(argv=None):
         res_file.write_text(json.dumps(res, indent=1, default=str))
     if "acc" in parts:
         images, labels, idx = fashion_subset("test", args.n_acc, seed=args.seed)
-        t0 = time.time()
-        scores, stats = class_scores(handle, images, conds)
-        acc = {"n": args.n_acc, "split": "t10k (held out)", "subset": f"default_rng({args.seed})", "seconds": round(time.time() - t0, 1)}
-        base = scores.get("baseline")
-        for c, s in scores.items():
-            pred = s.argmax(1)
-            acc[c] = {"accuracy": float((pred == labels).mean()), "pred_counts": np.bincount(pred, minlength=10).tolist()}
-            if base is not None and c != "baseline":
-                bp = base.argmax(1)
+        acc = res.get("accuracy", {}) if res.get("accuracy", {}).get("n") == args.n_acc else {}
+        acc.update({"n": args.n_acc, "split": "t10k (held out)", "subset": f"default_rng({args.seed})",
+                    "true_counts": np.bincount(labels, minlength=10).tolist()})
+        for c in conds:                                     # one condition at a time, saved as it finishes
+            t0 = time.time()
+            scores, stats = class_scores(handle, images, {c: conds[c]})
+            np.save(OUT / f"scores_{c}_n{args.n_acc}.npy", scores[c])
+            pred = scores[c].argmax(1)
+            acc[c] = {"accuracy": float((pred == labels).mean()), "pred_counts": np.bincount(pred, minlength=10).tolist(),
+                      "seconds": round(time.time() - t0, 1)}
+            base_file = OUT / f"scores_baseline_n{args.n_acc}.npy"
+            if c != "baseline" and base_file.exists():
+                bp = np.load(base_file).argmax(1)
                 acc[c]["changed_vs_baseline"] = int((pred != bp).sum())
                 acc[c]["fixed"] = int(((pred == labels) & (bp != labels)).sum())
                 acc[c]["broken"] = int(((pred != labels) & (bp == labels)).sum())
             if stats[c]:
                 acc[c]["mean_count_per_image"] = float(np.mean(stats[c]))  # VHR heads / VAR (layer, sink) pairs
-        pred_none = sv.classify_fashion(handle.model, handle.processor, images, with_image=False)
-        acc["no_image"] = {"accuracy": float((pred_none == labels).mean())}
-        acc["true_counts"] = np.bincount(labels, minlength=10).tolist()
-        res["accuracy"] = acc
-        print(json.dumps({k: v for k, v in acc.items()}, indent=1))
-        res_file.write_text(json.dumps(res, indent=1, default=str))
+            res["accuracy"] = acc
+            print(c, json.dumps(acc[c]), flush=True)
+            res_file.write_text(json.dumps(res, indent=1, default=str))
+        if "no_image" not in acc:
+            pred_none = sv.classify_fashion(handle.model, handle.processor, images, with_image=False)
+            acc["no_image"] = {"accuracy": float((pred_none == labels).mean())}
+            res_file.write_text(json.dumps(res, indent=1, default=str))
     if "gen" in parts:
         images, labels, _ = fashion_subset("test", args.n_gen, seed=args.seed)
         t0 = time.time()
