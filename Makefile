@@ -32,7 +32,7 @@ test-fast: install
 	$(PY) -m pytest -q -ra -m "not slow"
 
 app: install
-	probe app reports
+	probe app $(REPORT) --reports-root $(dir $(REPORT))
 
 bench: install
 	$(PY) studies/capture/bench_scan.py
