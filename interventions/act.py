@@ -21,7 +21,7 @@ from torch import Tensor
 from kernels.attention import AttentionEdits
 from probe.errors import ProbeError
 
-from .base import Intervention, attach_hook, check_heads, check_layers, default_layers, head_table, parse_heads
+from .base import Intervention, attach_hook, check_heads, check_layers, head_table, parse_heads, resolve_layers
 
 
 def load_calibration(path: Union[str, Path]) -> dict:
@@ -102,11 +102,7 @@ class ACT(Intervention):
         return f"ACT(beta={self.beta}, threshold={self.threshold}, heads={heads})"
 
     def resolved_layers(self, n_layers: int) -> list[int]:
-        if self.layers is not None:
-            return self.layers
-        if self.heads is not None:
-            return sorted({l for l, _ in self.heads})
-        return default_layers(n_layers)
+        return resolve_layers(self.layers, self.heads, n_layers)
 
     def validate(self, handle) -> None:
         check_layers(handle, self.layers)

@@ -72,6 +72,15 @@ def default_layers(n_layers: int) -> list[int]:
     return list(range(2, max(2, n_layers - 1)))
 
 
+def resolve_layers(layers: Optional[Sequence[int]], heads: Optional[Sequence[tuple[int, int]]], n_layers: int) -> list[int]:
+    """The layers an intervention edits: ``layers`` if given, else the layers of ``heads``, else 2..L-2."""
+    if layers is not None:
+        return list(layers)
+    if heads is not None:
+        return sorted({l for l, _ in heads})
+    return default_layers(n_layers)
+
+
 def head_table(n_layers: int, n_heads: int, layers: Sequence[int], heads: Optional[Sequence[tuple[int, int]]]) -> torch.Tensor:
     """[L, H] bool: which heads an intervention edits (all heads of ``layers`` when heads is None)."""
     on = torch.zeros(n_layers, n_heads, dtype=torch.bool)

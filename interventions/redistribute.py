@@ -29,7 +29,7 @@ from torch import Tensor
 from kernels.attention import AttentionEdits
 from probe.errors import ProbeError
 
-from .base import Intervention, attach_hook, check_heads, check_layers, default_layers, head_table, parse_heads
+from .base import Intervention, attach_hook, check_heads, check_layers, head_table, parse_heads, resolve_layers
 
 _NEVER = 2 ** 62   # redist_from for rows that must not be edited
 
@@ -91,11 +91,7 @@ class Redistribute(Intervention):
         return f"Redistribute(sinks={self.sink_keys}, span={self.spans}, keep={self.keep}, rho={self.rho})"
 
     def resolved_layers(self, n_layers: int) -> list[int]:
-        if self.layers is not None:
-            return self.layers
-        if self.heads is not None:
-            return sorted({l for l, _ in self.heads})
-        return default_layers(n_layers)
+        return resolve_layers(self.layers, self.heads, n_layers)
 
     def validate(self, handle) -> None:
         check_layers(handle, self.layers)

@@ -28,4 +28,4 @@ def __getattr__(name):
     raise AttributeError(name)
 
 
-__all__ = ["load", "Handle", "ProbeError", "capture", "intervene", "scan", "__version__"]
+__all__ = ["load", "Handle", "ProbeError", "capture", "Recorder", "intervene", "scan", "__version__"]

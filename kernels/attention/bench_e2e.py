@@ -120,7 +120,7 @@ def bench_capture(rows: list, device: str) -> None:
             os.environ["PROBE_DISABLE_TRITON"] = "0"
             rows.append(res)
             print(json.dumps(res), flush=True)
-        del h
+        h = None  # free the model before the next shape
         torch.cuda.empty_cache()
 
 

@@ -19,7 +19,6 @@ this file would shadow the ``triton`` package).
 """
 from __future__ import annotations
 
-import math
 import os
 from typing import Optional
 

@@ -18,7 +18,6 @@ import contextlib
 import os
 from typing import Optional
 
-import torch
 from torch import Tensor
 
 from ..errors import ProbeError

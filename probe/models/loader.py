@@ -100,10 +100,8 @@ def load_gguf(path: str | Path, dtype: torch.dtype, device: str, attn: str) -> t
     digest = file_sha256(path)
     cached = cache_root() / "models" / f"{path.stem}-{digest[:12]}"
     if not (cached / "config.json").exists():
-        try:
-            import gguf  # noqa: F401
-        except ImportError as err:
-            raise ProbeError("reading .gguf files needs the gguf package", "pip install gguf") from err
+        if importlib.util.find_spec("gguf") is None:
+            raise ProbeError("reading .gguf files needs the gguf package", "pip install gguf")
         tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
         model = AutoModelForCausalLM.from_pretrained(
             path.parent, gguf_file=path.name, dtype=torch.float32,
