@@ -77,7 +77,7 @@ def class_scores(handle, images, conditions: dict, batch_size: int = 8) -> tuple
     out, stats = {}, {}
     for cond, make in conditions.items():
         rows, counts = [], []
-        if cond == "vhr":
+        if cond.startswith("vhr"):
             for img in images:
                 (v,) = make(handle, vd.encode_images(handle, [prompt], [img]))
                 with intervene(handle, v):
@@ -106,22 +106,30 @@ class _null:
         return False
 
 
-def _vhr(handle, enc):
-    v = VHR(alpha=2.0)
-    v.select(handle, enc)
-    return (v,)
+def _vhr(alpha: float = 2.0, layers=None):
+    def make(handle, enc):
+        v = VHR(alpha=alpha, layers=layers(handle.n_layers) if layers else None)
+        if enc is not None:
+            v.select(handle, enc)
+        return (v,)
+    return make
 
 
 CONDITIONS = {
     "baseline": None,
     "var_code": lambda h, e: (VAR(),),                      # keep 0.6, rho 0.5, min_mass 0.2, tau 20
     "var_paper": lambda h, e: (VAR.paper_preset(),),        # transfer 0.6 (keep 0.4), nonsink_share 0.5
-    "vhr": _vhr,                                            # alpha 2, layers 1 + last 13
+    "var_tau6": lambda h, e: (VAR(tau=6.0),),               # exploratory: tau near the image tokens' p99 phi
+    "vhr": _vhr(),                                          # alpha 2, layers 1 + last 13
+    "vhr_a1.5": _vhr(1.5),
+    "vhr_a1.25": _vhr(1.25),
+    "vhr_layer1": _vhr(2.0, lambda L: [1]),                 # Table 5-style ablations
+    "vhr_last": _vhr(2.0, lambda L: list(range(L - round(14 / 32 * L), L))),
 }
 
 
 @torch.no_grad()
-def generate_check(handle, images, labels, conditions, max_new_tokens: int = 8) -> dict:
+def generate_check(handle, images, labels, conditions: dict, max_new_tokens: int = 8) -> dict:
     """Greedy answers to GEN_QUESTION; per condition: right (names only the true class), hallucinated
     (names some other class), none (names no class)."""
     res = {}
@@ -129,8 +137,8 @@ def generate_check(handle, images, labels, conditions, max_new_tokens: int = 8) 
         rows, counts = [], {"right": 0, "hallucinated": 0, "none": 0}
         for img, y in zip(images, labels):
             enc = vd.encode_images(handle, [sv.IMAGE_TOKEN + GEN_QUESTION], [img])
-            ivs = {"baseline": (), "var_code": (VAR(),), "var_paper": (VAR.paper_preset(),),
-                   "vhr": (VHR(alpha=2.0),)}[cond]                   # VHR: heads chosen at the prefill
+            make = conditions[cond]
+            ivs = make(handle, None) if make is not None else ()   # VHR: heads chosen at the prefill
             with intervene(handle, *ivs) if ivs else _null():
                 gen = handle.model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False)
             text = handle.tokenizer.decode(gen[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
