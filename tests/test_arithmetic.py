@@ -105,7 +105,7 @@ def test_smollm2_digits_are_single_tokens(smol):
 
 
 def test_smollm2_native_matches_nnsight(smol):
-    ps = make_prompts(["+", "*"], 2, shots=4, seed=0)
+    ps = make_prompts(["+", "*"], 1, shots=4, seed=0)
     clean, cf = smol.encode([p.text for p in ps]), smol.encode([p.cf_text for p in ps])
     layers = [2, 29]
     a = A.native_patching(smol.model, clean, cf, smol.n_heads, smol.head_dim, layers=layers)
