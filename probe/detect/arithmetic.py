@@ -378,7 +378,8 @@ def ablation(handle, prompts: Sequence[ArithPrompt], heads: pd.DataFrame, ks: Se
 
 
 def attention_targets(handle, prompts: Sequence[ArithPrompt], heads: Sequence[tuple]) -> pd.DataFrame:
-    """Where ``heads`` attend from the last position ("="): mass on operand a, operator, operand b,
+    """Where ``heads`` attend from the last position ("="): mass on operand a, the operator (column
+    operator_mass), operand b,
     "=" itself, the few-shot prefix's first token (sink) and the rest of the prefix.
 
     Uses ``probe.capture(stats=("full",))`` on these short prompts. Rows: layer, head, operator, and
@@ -395,7 +396,7 @@ def attention_targets(handle, prompts: Sequence[ArithPrompt], heads: Sequence[tu
     for layer, head in heads:
         probs = rec.layer(layer).probs[:, head, -1]                         # [B, S] last query row
         S = probs.shape[-1]
-        cat = {"operand_a": probs[:, S - 4], "operator": probs[:, S - 3], "operand_b": probs[:, S - 2],
+        cat = {"operand_a": probs[:, S - 4], "operator_mass": probs[:, S - 3], "operand_b": probs[:, S - 2],
                "equals_self": probs[:, S - 1], "first_token": probs[torch.arange(len(prompts)), ks]}
         cat["prefix_other"] = probs[:, :S - 4].sum(-1) - cat["first_token"]
         for op in ["all"] + sorted(set(op_of)):
