@@ -142,11 +142,11 @@ def test_random_model_has_no_retrieval_heads(smol):
 # ---- real SmolLM2 ------------------------------------------------------------------------------
 
 def test_smollm2_finds_needle_and_masking_top_heads_hurts(smol, hay_ids):
-    samples = [build_sample(smol, NEEDLES[i], hay_ids[3000 * i:], 300, 50) for i in (2, 3)]
+    samples = [build_sample(smol, NEEDLES[2], hay_ids[6000:], 300, 50)]    # one sample keeps this test ~1 min on 2 cores
     res = R.generate(smol, samples, max_new_tokens=16, batch_size=2)
     assert all(r.recall == 1.0 for r in res), [r.answer for r in res]
     score, kept = R.head_scores(res)
-    assert kept == 2 and float(score.max()) > 0.3
+    assert kept == 1 and float(score.max()) > 0.3
     order = score.flatten().argsort(descending=True).tolist()
     top = [(i // smol.n_heads, i % smol.n_heads) for i in order[:5]]
     rand = [(i // smol.n_heads, i % smol.n_heads) for i in order[-5:]]   # five heads that never copied
