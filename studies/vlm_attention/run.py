@@ -12,8 +12,9 @@ Parts:
    Answer:", argmax; conditions baseline, VAR (code conventions: keep 0.6, rho 0.5), VAR paper preset
    (transfer 0.6 = keep 0.4, nonsink_share 0.5), VHR (alpha 2, heads chosen per image at the answer
    position), and the question without the image;
-3. captioning check: greedy answers (8 new tokens) to the same question; an answer that names a
-   Fashion-MNIST class other than the true one counts as a hallucination.
+3. captioning check: greedy answers to the trained question (8 new tokens) and to "Describe the
+   image." (14); an answer that names a Fashion-MNIST class other than the true one counts as a
+   hallucination (right / hallucinated / none).
 """
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ from probe.models import studio_vlm as sv  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results"
 QUESTION = sv.FASHION_QUESTION          # "What is this item of clothing? Answer:"
-GEN_QUESTION = "What is this item of clothing?"
+GEN_PROMPTS = {"question": (QUESTION, 8), "caption": (sv.CAPTION_QUESTION, 14)}   # the two trained prompts
 
 # class mentions in free text; "t-shirt" / "tee" are removed before "shirt" is looked for
 CLASS_PATTERNS = [
@@ -129,24 +130,27 @@ CONDITIONS = {
 
 
 @torch.no_grad()
-def generate_check(handle, images, labels, conditions: dict, max_new_tokens: int = 8) -> dict:
-    """Greedy answers to GEN_QUESTION; per condition: right (names only the true class), hallucinated
-    (names some other class), none (names no class)."""
+def generate_check(handle, images, labels, conditions: dict) -> dict:
+    """Greedy answers to the trained question (8 new tokens) and caption prompt (14); per condition
+    and prompt: right (names only the true class), hallucinated (names another class), none."""
     res = {}
-    for cond in conditions:
-        rows, counts = [], {"right": 0, "hallucinated": 0, "none": 0}
-        for img, y in zip(images, labels):
-            enc = vd.encode_images(handle, [sv.IMAGE_TOKEN + GEN_QUESTION], [img])
-            make = conditions[cond]
-            ivs = make(handle, None) if make is not None else ()   # VHR: heads chosen at the prefill
-            with intervene(handle, *ivs) if ivs else _null():
-                gen = handle.model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False)
-            text = handle.tokenizer.decode(gen[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-            named = classes_named(text)
-            kind = "hallucinated" if named - {int(y)} else ("right" if named else "none")
-            counts[kind] += 1
-            rows.append({"label": FASHION_MNIST_CLASSES[y], "answer": text, "kind": kind})
-        res[cond] = {**counts, "n": len(rows), "examples": rows}
+    for cond, make in conditions.items():
+        res[cond] = {}
+        for key, (prompt, max_new) in GEN_PROMPTS.items():
+            rows, counts = [], {"right": 0, "hallucinated": 0, "none": 0}
+            for img, y in zip(images, labels):
+                enc = vd.encode_images(handle, [sv.IMAGE_TOKEN + prompt], [img])
+                ivs = make(handle, None) if make is not None else ()   # VHR: heads chosen at the prefill
+                with intervene(handle, *ivs) if ivs else _null():
+                    gen = handle.model.generate(**enc, max_new_tokens=max_new, do_sample=False)
+                text = handle.tokenizer.decode(gen[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+                named = classes_named(text)
+                kind = "hallucinated" if named - {int(y)} else ("right" if named else "none")
+                counts[kind] += 1
+                rows.append({"label": FASHION_MNIST_CLASSES[y], "answer": text, "kind": kind})
+            res[cond][key] = {**counts, "n": len(rows), "examples": rows}
+        print(f"  {cond}: " + ", ".join(f"{k} {v['right']}/{v['hallucinated']}/{v['none']}" for k, v in res[cond].items()),
+              flush=True)
     return res
 
 
@@ -161,9 +165,11 @@ def detectors(handle, out: Path) -> dict:
     figs = out / "figures"
     figs.mkdir(exist_ok=True)
     images, names = vd.default_images()
-    for item in sorted(set(table["item"]))[: len(images)]:          # prompt 0 x every image
+    for item in (0, 6, 8):                                          # prompt 0 x Pullover, Trouser, astronaut
         name = table[table["item"] == item]["image"].iloc[0]
-        fig = vd.visual_sink_figure(table, item, images[names.index(name)])
+        img = images[names.index(name)]
+        img = img[:: max(1, img.shape[0] // 128), :: max(1, img.shape[1] // 128)]   # <= ~128 px in the HTML
+        fig = vd.visual_sink_figure(table, item, img)
         fig.write_html(figs / f"visual_sinks_item{item}_{name.split(':')[-1].replace('/', '-')}.html",
                        include_plotlyjs="cdn")
     h = det.heads
@@ -240,8 +246,6 @@ def main(argv=None):
         gen = generate_check(handle, images, labels, conds)
         gen["seconds"] = round(time.time() - t0, 1)
         res["captioning"] = gen
-        print(json.dumps({c: {k: v for k, v in g.items() if k != "examples"} if isinstance(g, dict) else g
-                          for c, g in gen.items()}, indent=1))
         res_file.write_text(json.dumps(res, indent=1, default=str))
     print(f"wrote {res_file}")
 
