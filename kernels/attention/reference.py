@@ -132,16 +132,15 @@ def attention(
         n = t1 - t0
         q_pos = q_pos_all[t0:t1]                                          # [n]
         qb = q[:, :, t0:t1].to(cdt).view(B, KV, G, n, D)
-        s = (qb @ kf.transpose(-1, -2)) * scale                          # [B, KV, G, n, S]
-        s = s.view(B, H, n, S)
+        s = (qb @ kf.transpose(-1, -2)).mul_(scale).view(B, H, n, S)   # [B, H, n, S]
         if softcap:
             s = softcap * torch.tanh(s / softcap)
         vis = visible_mask(key_start, q_pos, S, window)                  # [B, n, S]
-        s = s.masked_fill(~vis[:, None], float("-inf"))
-        lse = torch.logsumexp(s, dim=-1)                                 # [B, H, n]
+        s.masked_fill_(~vis[:, None], float("-inf"))                     # in place: s is ours
         row_ok = vis.any(-1)[:, None, :]                                 # [B, 1, n]
-        p = torch.exp(s - torch.where(row_ok, lse, torch.zeros_like(lse))[..., None])
-        p = torch.where(row_ok[..., None], p, torch.zeros_like(p))       # [B, H, n, S]
+        p = torch.softmax(s, dim=-1)                                     # [B, H, n, S]
+        if not bool(row_ok.all()):                                       # fully masked rows: NaN -> 0
+            p = p.masked_fill(~row_ok[..., None], 0.0)
         if edits is not None and edits.edits_probs:
             p = _edit_probs(p, vis, q_pos, edits)
 
@@ -155,9 +154,9 @@ def attention(
         res.out[:, t0:t1] = o.transpose(1, 2).to(q.dtype)
 
         if stats.lse:
-            res.lse[:, :, t0:t1] = torch.where(row_ok, lse, torch.full_like(lse, float("-inf")))
+            res.lse[:, :, t0:t1] = torch.logsumexp(s, dim=-1)            # -inf on fully masked rows
         if stats.entropy:
-            res.entropy[:, :, t0:t1] = -(p * torch.log(p.clamp_min(1e-30))).sum(-1)
+            res.entropy[:, :, t0:t1] = torch.special.entr(p).sum(-1)     # -sum p log p, 0 log 0 = 0
         if stats.sink_mass:
             idx = sink_pos[:, None, None, :].expand(B, H, n, -1)
             res.sink_mass[:, :, t0:t1] = p.gather(-1, idx)
