@@ -74,6 +74,7 @@ def scan(
     from .report import check_out_dir, summary_text
     from .scanner import scan as run_scan
 
+    detect = [d.strip() for item in detect for d in item.split(",") if d.strip()]   # --detect a,b == --detect a --detect b
     options = parse_options(opt, detect)
     from .backends import normalize
 

@@ -82,6 +82,7 @@ def test_bad_inputs_give_one_line_errors(tmp_path, prompt_file, tiny_dir, capsys
         (["scan", "--model", str(tiny_dir), "--prompts", str(empty), "--out", str(tmp_path / "c")], "holds no prompts"),
         (["scan", "--model", str(tiny_dir), "--prompts", str(long), "--out", str(tmp_path / "d")], "longer than the model's context"),
         (["scan", "--detect", "bogus", "--out", str(tmp_path / "e")], "unknown detector"),
+        (["scan", "--detect", "sinks,bogus", "--out", str(tmp_path / "e")], "unknown detector 'bogus'"),
         (["report", str(tmp_path / "nothing")], "no report"),
     ]
     capsys.readouterr()
