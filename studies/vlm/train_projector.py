@@ -111,7 +111,7 @@ def main(argv=None):
     cache_dir = args.cache_dir or sv.default_cache_dir()
     t_all = time.time()
 
-    text_model, tokenizer = sv.load_smollm2(cache_dir)
+    text_model, tokenizer = sv.load_smollm2()
     vlm, processor = sv.build_studio_vlm(text_model, tokenizer, projector_path=False)
     vlm.requires_grad_(False)
     proj = vlm.model.multi_modal_projector
