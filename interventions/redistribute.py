@@ -17,6 +17,13 @@ gain, eps 1e-6; tau 20, strict). ``sink_dims=None`` uses every dimension (workbe
 model's D_sink is unknown; SmolLM2's is {507}). With "auto", a row whose span holds no sink is left
 alone ("a layer without visual sinks selects nothing"). Sink sets are found once per sequence and
 reused at decode steps. All positions are token indices in the unpadded prompt (0 = first real token).
+
+Selection log (``log_selection=True``): the rule is dynamic per (layer, head, query), so how much of
+the model it touched is a measurement, not a setting. With the log on, every call also returns the
+log-sum-exp of its scores and the hook recomputes each row's pre-edit span mass m and sink share q
+from the scores of the span and sink keys only (no N x N map): ``selection`` counts, per (layer, head),
+the query rows that were eligible (after the span, head chosen) and those the rule selected;
+``selection_table()`` returns it as a tidy DataFrame and ``selected_fraction`` the overall share.
 """
 from __future__ import annotations
 
@@ -26,7 +33,8 @@ from typing import Optional, Sequence, Union
 import torch
 from torch import Tensor
 
-from kernels.attention import AttentionEdits
+from kernels.attention import AttentionEdits, StatsRequest
+from kernels.attention.api import NO_STATS, visible_mask
 from probe.errors import ProbeError
 
 from .base import Intervention, attach_hook, check_heads, check_layers, head_table, parse_heads, resolve_layers
@@ -62,7 +70,8 @@ class Redistribute(Intervention):
 
     def __init__(self, sink_keys: Union[str, Sequence[int]] = "auto", span=None, keep: Optional[float] = None,
                  rho: float = 0.5, min_mass: float = 0.2, layers: Optional[Sequence[int]] = None, heads=None,
-                 transfer: Optional[float] = None, tau: float = 20.0, sink_dims: Optional[Sequence[int]] = None):
+                 transfer: Optional[float] = None, tau: float = 20.0, sink_dims: Optional[Sequence[int]] = None,
+                 log_selection: bool = False):
         if keep is not None and transfer is not None:
             raise ProbeError("Redistribute got both keep and transfer", "give one: keep = 1 - transfer")
         keep = 0.6 if keep is None and transfer is None else (keep if keep is not None else 1.0 - float(transfer))
@@ -82,6 +91,25 @@ class Redistribute(Intervention):
         self.heads = parse_heads(heads)
         self.tau, self.sink_dims = float(tau), sink_dims
         self.found_sinks: dict[int, list] = {}
+        self.log_selection = bool(log_selection)
+        self.selection: dict[int, Tensor] = {}      # layer -> [2, H] int64 (eligible rows, selected rows)
+
+    @property
+    def selected_fraction(self) -> Optional[float]:
+        """Selected / eligible (layer, head, query) rows over everything run so far (None: no log)."""
+        if not self.selection:
+            return None
+        tot = torch.stack(list(self.selection.values())).sum((0, 2))          # [2]
+        return float(tot[1] / tot[0]) if tot[0] else 0.0
+
+    def selection_table(self):
+        """One row per (layer, head): eligible query rows, selected rows, fraction (needs log_selection)."""
+        import pandas as pd
+
+        rows = [{"layer": l, "head": h, "eligible": int(c[0, h]), "selected": int(c[1, h]),
+                 "fraction": float(c[1, h] / c[0, h]) if c[0, h] else 0.0}
+                for l, c in sorted(self.selection.items()) for h in range(c.shape[1])]
+        return pd.DataFrame(rows, columns=["layer", "head", "eligible", "selected", "fraction"])
 
     @property
     def transfer(self) -> float:
@@ -104,7 +132,7 @@ class Redistribute(Intervention):
         heads = None if self.heads is None else [(l, h) for l, h in self.heads if l in layers]
         table = head_table(handle.n_layers, handle.n_heads, layers, heads)
         hook = _RedistHook(self, table)
-        self.found_sinks = {}
+        self.found_sinks, self.selection = {}, {}
         if self.sink_keys == "auto":
             dec = handle.decoder_layers()
             for layer in layers:
@@ -171,5 +199,58 @@ class _RedistHook:
         return AttentionEdits(redist_idx=idx, redist_span=span, redist_from=frm, redist_keep=keep,
                               redist_rho=self.red.rho, redist_min_mass=self.red.min_mass)
 
+    def stats_request(self, call) -> StatsRequest:
+        return StatsRequest(lse=True) if self.red.log_selection else NO_STATS
+
     def after(self, call, result) -> None:
-        pass
+        if not self.red.log_selection:
+            return
+        idx, span, frm = self._state[call.layer]
+        keep = torch.where(self.table[call.layer], self.red.keep, 1.0).to(idx.device)   # [H]
+        counts = selection_counts(call, result.lse, idx, span, frm, keep, self.red.rho, self.red.min_mass)
+        prev = self.red.selection.get(call.layer)
+        self.red.selection[call.layer] = counts if prev is None else prev + counts
+
+
+def selection_counts(call, lse: Tensor, idx: Tensor, span: Tensor, frm: Tensor, keep: Tensor, rho: float,
+                     min_mass: float, block: int = 256) -> Tensor:
+    """Rows the Redistribute rule selects, from pre-edit scores of the span and sink keys only.
+
+    lse [B, H, T] (log-sum-exp of the call's scores), idx [B, C] sink keys (-1 unused), span [B, 2],
+    frm [B] first edited query position, keep [H]. Same rule as ``kernels.attention``: a row of a head
+    with keep < 1, at or after ``frm``, is selected iff m >= min_mass, q = mass(span & sinks) / (m + 1e-6)
+    <= rho and the span's non-sink keys have mass > 0. Returns [2, H] int64: eligible rows, selected rows.
+    """
+    q, k = call.query, call.key                                                  # [B, H, T, D], [B, KV, S, D]
+    B, H, T, D = q.shape
+    KV, S, G = k.shape[1], k.shape[2], H // k.shape[1]
+    scale = getattr(call.module, "scaling", None) or D ** -0.5
+    softcap = getattr(getattr(call.module, "config", None), "attn_logit_softcapping", None)
+    width = int((span[:, 1] - span[:, 0]).max())
+    pos = span[:, :1] + torch.arange(width, device=span.device)                   # [B, W] span keys
+    in_span = pos < span[:, 1:]
+    sink_in_span = torch.zeros_like(in_span)
+    for c in range(idx.shape[1]):                                                # C is a handful of keys
+        sink_in_span |= (pos == idx[:, c:c + 1]) & (idx[:, c:c + 1] >= 0)
+    pos = pos.clamp(max=S - 1)
+    kk = k.gather(2, pos[:, None, :, None].expand(B, KV, width, D)).float()       # [B, KV, W, D]
+    eligible = torch.zeros(H, dtype=torch.long, device=q.device)
+    selected = torch.zeros(H, dtype=torch.long, device=q.device)
+    chosen = (keep < 1)[None, :, None]                                           # [1, H, 1]
+    for t0 in range(0, T, block):
+        t1 = min(T, t0 + block)
+        q_pos = call.q_pos[t0:t1]                                                # [n]
+        qb = q[:, :, t0:t1].float().view(B, KV, G, t1 - t0, D)
+        s = (qb @ kk.transpose(-1, -2)[:, :, None]).mul_(scale).view(B, H, t1 - t0, width)  # [B, H, n, W]
+        if softcap:
+            s = softcap * torch.tanh(s / softcap)
+        vis = visible_mask(call.key_start, q_pos, S, call.window)                # [B, n, S]
+        vis = vis.gather(2, pos[:, None, :].expand(-1, t1 - t0, -1)) & in_span[:, None]  # [B, n, W]
+        p = torch.where(vis[:, None], torch.exp(s - lse[:, :, t0:t1, None].float()), 0.0)  # [B, H, n, W]
+        m = p.sum(-1)                                                            # [B, H, n]
+        on_sinks = (p * sink_in_span[:, None, None]).sum(-1)
+        rows = (q_pos[None, :] >= frm[:, None])[:, None, :] & chosen             # [B, H, n]
+        sel = rows & (m >= min_mass) & (on_sinks / (m + 1e-6) <= rho) & (m - on_sinks > 0)
+        eligible += rows.expand(B, H, -1).sum((0, 2))
+        selected += sel.sum((0, 2))
+    return torch.stack([eligible, selected]).cpu()

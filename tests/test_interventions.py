@@ -347,15 +347,23 @@ def test_redistribute_matches_reference_on_text_span(smol):
     inputs = smol.encode(PARAGRAPH)
     mods = smol.attention_modules()
     _, base = run_with_hook(smol.model, mods, inputs, full=True, layers=[layer])
-    red = Redistribute(sinks, span=span, keep=0.6, rho=0.5, min_mass=0.2, layers=[layer])
+    red = Redistribute(sinks, span=span, keep=0.6, rho=0.5, min_mass=0.2, layers=[layer], log_selection=True)
     _, got = run_with_hook(smol.model, mods, inputs, red, full=True, layers=[layer])
     A = base.probs[layer][0].double()
-    changed = 0
+    changed, picked = 0, []
     for h in range(smol.n_heads):
         ref = var_reference(A[h], sinks, span, 0.6, 0.5, 0.2)
         assert torch.allclose(got.probs[layer][0, h].double(), ref, atol=1e-5), h
         changed += int(not torch.allclose(ref, A[h]))
+        picked.append(int((~torch.isclose(ref[span[1]:], A[h, span[1]:], atol=1e-9)).any(-1).sum()))
     assert changed >= 1
+    # the selection log counts exactly the (head, query) rows the edit changed, from span/sink scores only
+    T = A.shape[-1]
+    assert red.selection[layer].tolist() == [[T - span[1]] * smol.n_heads, picked]
+    table = red.selection_table()
+    assert list(table.columns) == ["layer", "head", "eligible", "selected", "fraction"] and len(table) == smol.n_heads
+    assert red.selected_fraction == pytest.approx(sum(picked) / (smol.n_heads * (T - span[1])))
+    assert 0 < red.selected_fraction < 1
     assert red.transfer == pytest.approx(0.4)
     # "auto": SmolLM2's massive activation (dim 507) marks token 0 as a sink from layer 12 on (methods.md §9)
     auto = Redistribute("auto", span=(0, 10), layers=[14])

@@ -96,13 +96,29 @@ def active_hooks(module: torch.nn.Module) -> list:
     return list(_HOOKS.get(module, ()))
 
 
+# The last mask checked: (weakref to the mask tensor, B, T, S, window) -> key_start. Every layer of one
+# forward gets the same mask object, so the causal check (a device->host sync) runs once per forward,
+# not once per layer -- on a GPU the per-layer sync cost decode speed (host waits on each layer).
+_MASK_MEMO: list = [None, None]
+
+
 def _mask_to_key_start(mask: Optional[Tensor], B: int, T: int, S: int, window: Optional[int], device) -> Tensor:
     """Derive the first real key per row from transformers' mask and check the pattern is causal.
 
-    mask: None (pure causal) or [B, 1, T, >=S] bool (True = visible) / additive float.
+    mask: None (pure causal) or [B, 1, T, >=S] bool (True = visible) / additive float. Returns [B] long.
     """
     if mask is None:
         return torch.zeros(B, dtype=torch.long, device=device)
+    ref, key = _MASK_MEMO[0], (B, T, S, window)
+    if ref is not None and ref[0]() is mask and ref[1] == key:
+        return _MASK_MEMO[1]
+    key_start = _checked_key_start(mask, B, T, S, window, device)
+    _MASK_MEMO[0], _MASK_MEMO[1] = (weakref.ref(mask), key), key_start
+    return key_start
+
+
+def _checked_key_start(mask: Tensor, B: int, T: int, S: int, window: Optional[int], device) -> Tensor:
+    """``_mask_to_key_start`` without the memo: one device->host sync for the check."""
     m = mask[:, 0, :, :S] if mask.dim() == 4 else mask[..., :S]
     if m.dtype != torch.bool:
         m = m > torch.finfo(m.dtype).min / 2
