@@ -94,6 +94,7 @@ def main() -> None:
     ap.add_argument("--configs", default="0+256,4+252", help="sinks+window pairs, comma separated")
     ap.add_argument("--dense", action="store_true", help="also the dense (full causal attention) reference")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = leave as is)")
     ap.add_argument("--save-every", type=int, default=1000)
     ap.add_argument("--out", default=None)
@@ -102,13 +103,13 @@ def main() -> None:
     torch.manual_seed(0)
     if args.threads:
         torch.set_num_threads(args.threads)
-    h = probe.load("smollm2", device=args.device)
+    h = probe.load("smollm2", device=args.device, dtype=getattr(torch, args.dtype))
     books = [b for b in args.books.split(",") if b]
     ids = torch.stack([torch.tensor(h.tokenizer(austen(b)[: args.tokens * 8])["input_ids"][: args.tokens]) for b in books])
     ids = ids.to(h.device)                                                     # [B, N]
     print(f"{books}: {ids.shape[1]} tokens each (model context {h.context_length}) on {h.device}", flush=True)
     results = {"model": h.source, "model_hash": h.file_hash, "books": books, "tokens": ids.shape[1],
-               "context": h.context_length, "device": str(h.device), "runs": {}}
+               "context": h.context_length, "device": str(h.device), "dtype": args.dtype, "runs": {}}
     out = Path(args.out) if args.out else None
     if args.merge and out and out.exists():
         results["runs"].update(json.loads(out.read_text())["runs"])

@@ -1,0 +1,53 @@
+#!/bin/bash
+# Everything session 2 measured on the lent nvidia-h200-x2 (2 H200s), in one background job:
+#   source scripts/device_env.sh && setsid nohup bash studies/scale/device_session.sh /tmp/res &
+# Writes JSON + logs under $1 and touches $1/DONE at the end. Each step is bounded by `timeout`.
+R=${1:-/tmp/res}; mkdir -p "$R"
+BOOKS=emma,persuasion,prideprejudice,mansfieldpark
+TIMEFORMAT='wall_s %R'
+say() { echo "[$(date +%T)] $*" >> "$R/session.log"; }
+
+say "warm the model cache (GGUF -> fp32 safetensors)"
+{ time python3 -c "import probe; print(probe.load('smollm2', device='cpu').describe())"; } > "$R/warm.log" 2>&1
+
+say "1. sharded scan: one GPU, then torchrun over two"
+{ time CUDA_VISIBLE_DEVICES=0 timeout 300 python3 -m probe.cli scan --model smollm2 --n-prompts 128 \
+    --prompt-tokens 1024 --out /tmp/scan_one --overwrite --opt sinks.batch_size=8; } > "$R/scan_one.log" 2>&1
+{ time timeout 300 torchrun --nproc_per_node 2 -m probe.backends.shard --model smollm2 --n-prompts 128 \
+    --prompt-tokens 1024 --out /tmp/scan_two --overwrite --opt sinks.batch_size=8; } > "$R/scan_two.log" 2>&1
+{ time timeout 120 torchrun --nproc_per_node 2 -m probe.backends.shard --model smollm2 --n-prompts 128 \
+    --prompt-tokens 1024 --out /tmp/scan_two --overwrite --opt sinks.batch_size=8; } > "$R/scan_two_rerun.log" 2>&1
+python3 - > "$R/scan_compare.json" 2>&1 <<'PY'
+import json, pandas as pd
+a, b = pd.read_parquet("/tmp/scan_one/heads.parquet"), pd.read_parquet("/tmp/scan_two/heads.parquet")
+n = a.select_dtypes("number").columns
+m1, m2 = (json.load(open(f"/tmp/scan_{x}/manifest.json")) for x in ("one", "two"))
+print(json.dumps({"rows": [len(a), len(b)], "max_abs_diff": float((a[n] - b[n]).abs().max().max()),
+                  "same_top_sinks": a.sort_values(list(n[:1])).index.tolist() == b.sort_values(list(n[:1])).index.tolist(),
+                  "timings_one": m1.get("timings"), "timings_two": m2.get("timings")}, indent=1))
+PY
+
+say "2. device_map over both GPUs vs one GPU"
+timeout 300 python3 studies/scale/device_map_parity.py --out "$R/device_map.json" > "$R/device_map.log" 2>&1
+
+say "3. StreamingLLM past the context: 4 cache configs on GPU 1 (background), dense on GPU 0"
+for cfg in 4+1020 0+1024 4+252 0+256; do
+  CUDA_VISIBLE_DEVICES=1 timeout 1500 python3 studies/streaming/perplexity.py --device cuda --tokens 16384 \
+    --books $BOOKS --configs $cfg --save-every 1024 --out "$R/stream_$cfg.json" > "$R/stream_$cfg.log" 2>&1 &
+done
+CUDA_VISIBLE_DEVICES=0 timeout 300 python3 studies/streaming/perplexity.py --device cuda --tokens 16384 \
+  --books $BOOKS --configs "" --dense --out "$R/stream_dense.json" > "$R/stream_dense.log" 2>&1
+
+say "4. decode time per token with interventions (Llama-7B shape), GPU 0"
+CUDA_VISIBLE_DEVICES=0 timeout 420 python3 studies/capture/bench_decode_gpu.py --out "$R/decode.json" > "$R/decode.log" 2>&1
+
+say "5. ACT head search on GPU 0"
+for task in topic currencies capitals sentiment; do
+  CUDA_VISIBLE_DEVICES=0 timeout 400 python3 -m probe.cli calibrate --task $task --device cuda $(cat "studies/scale/calibrate_$task.args" 2>/dev/null) \
+    --out "$R/calibration_$task.json" > "$R/calibrate_$task.log" 2>&1
+done
+
+say "waiting for the streaming runs"
+wait
+say "done"
+touch "$R/DONE"
