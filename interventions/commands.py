@@ -123,7 +123,7 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def calibrate(
         model: str = typer.Option("smollm2", "--model", "-m", help="alias, folder, .gguf or cached hub id"),
-        task: str = typer.Option("sentiment", "--task", help="sentiment (pang_lee polarity) or capitals (analogy set, capital-world)"),
+        task: str = typer.Option("sentiment", "--task", help="sentiment (pang_lee polarity), capitals (analogy set, capital-world), currencies (analogy set, currency) or topic (mini_newsgroup: alt.atheism vs sci.space)"),
         dev_size: int = typer.Option(48, "--dev-size", help="dev examples (head search)"),
         test_size: int = typer.Option(100, "--test-size", help="held-out test examples"),
         candidates: int = typer.Option(4, "--candidates", help="heads tried one at a time (most sink mass first)"),
@@ -135,6 +135,8 @@ def register(app: typer.Typer) -> None:
         threads: int = typer.Option(0, "--threads", help="torch CPU threads (0 = leave as is; 1 is fastest on a busy 2-core box)"),
         out: Path = typer.Option(Path("act_calibration.json"), "--out", "-o", help="calibration file to write"),
         as_json: bool = typer.Option(False, "--json", help="print the record as JSON"),
+        device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N"),
+        dtype: str = typer.Option("float32", "--dtype", help="float32 (as the CPU study) or bfloat16"),
     ):
         """ACT head search on a dev split; saves heads + dev/test accuracy for `--calibration`."""
         import torch
@@ -144,9 +146,20 @@ def register(app: typer.Typer) -> None:
         from interventions.tasks import load_task
         from probe.models import load
 
+        if not (device == "cpu" or device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit())):
+            raise ProbeError(f"--device {device!r}", "use cpu, cuda or cuda:N")
+        if device.startswith("cuda"):
+            n_gpu = torch.cuda.device_count() if torch.cuda.is_available() else 0
+            if n_gpu == 0:
+                raise ProbeError(f"--device {device}: no CUDA device here (torch {torch.__version__})", "use --device cpu, or run on a machine with a GPU")
+            if ":" in device and int(device[5:]) >= n_gpu:
+                raise ProbeError(f"--device {device}: only {n_gpu} CUDA device(s)", f"use cuda:0..cuda:{n_gpu - 1}")
+        dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+        if dtype not in dtypes:
+            raise ProbeError(f"--dtype {dtype!r}", "use float32 or bfloat16")
         if threads:
             torch.set_num_threads(threads)
-        handle = load(model)
+        handle = load(model, device=device, dtype=dtypes[dtype])
         full = load_task(task, handle.tokenizer)
         dev, test = full.split(dev_size, test_size, seed)
         lay = None
@@ -161,9 +174,10 @@ def register(app: typer.Typer) -> None:
         log = (lambda s: None) if as_json else typer.echo
         rec = search(handle, dev, test, beta, threshold, candidates, lay, batch_size, log=log)
         rec["split_seed"] = seed
+        rec["device"], rec["dtype"] = str(handle.device), dtype
         rec["command"] = (f"probe calibrate --model {model} --task {task} --dev-size {dev_size} --test-size {test_size} "
                           f"--candidates {candidates} --beta {beta} --threshold {threshold}"
-                          + (f" --layers {layers}" if layers else "") + f" --seed {seed}")
+                          + (f" --layers {layers}" if layers else "") + f" --seed {seed} --device {device} --dtype {dtype}")
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(rec, indent=2))
         if as_json:

@@ -13,9 +13,9 @@ say "warm the model cache (GGUF -> fp32 safetensors)"
 say "1. sharded scan: one GPU, then torchrun over two"
 { time CUDA_VISIBLE_DEVICES=0 timeout 300 python3 -m probe.cli scan --model smollm2 --n-prompts 128 \
     --prompt-tokens 1024 --out /tmp/scan_one --overwrite --opt sinks.batch_size=8; } > "$R/scan_one.log" 2>&1
-{ time timeout 300 torchrun --nproc_per_node 2 -m probe.backends.shard --model smollm2 --n-prompts 128 \
+{ time timeout 300 python3 -m torch.distributed.run --nproc_per_node 2 -m probe.backends.shard --model smollm2 --n-prompts 128 \
     --prompt-tokens 1024 --out /tmp/scan_two --overwrite --opt sinks.batch_size=8; } > "$R/scan_two.log" 2>&1
-{ time timeout 120 torchrun --nproc_per_node 2 -m probe.backends.shard --model smollm2 --n-prompts 128 \
+{ time timeout 120 python3 -m torch.distributed.run --nproc_per_node 2 -m probe.backends.shard --model smollm2 --n-prompts 128 \
     --prompt-tokens 1024 --out /tmp/scan_two --overwrite --opt sinks.batch_size=8; } > "$R/scan_two_rerun.log" 2>&1
 python3 - > "$R/scan_compare.json" 2>&1 <<'PY'
 import json, pandas as pd
