@@ -263,6 +263,21 @@ def test_sharded_resumable_in_process(tiny_llama, tmp_path):
     pd.testing.assert_frame_equal(ref.tables["heads"], again.tables["heads"])
 
 
+def test_shard_plan_does_not_depend_on_the_rank_device(tiny_llama):
+    """Each torchrun rank holds the model on cuda:LOCAL_RANK: the plan (and shard folder) must match."""
+    from probe.backends.shard import plan_id
+
+    class OnOtherGPU(type(tiny_llama)):
+        def describe(self):
+            return {**super().describe(), "device": "cuda:1"}
+
+    other = copy.copy(tiny_llama)
+    other.__class__ = OnOtherGPU
+    args = (MORE, ("sinks",), {}, False, 2)
+    assert plan_id(tiny_llama, *args) == plan_id(other, *args)
+    assert plan_id(tiny_llama, *args) != plan_id(tiny_llama, MORE[:2], *args[1:])
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -132,7 +132,9 @@ def _zero_call(handle, request, layers_wanted, hidden_mode, attention_mask, shap
 
 # -- the scan ---------------------------------------------------------------------------------
 def plan_id(handle, prompts: Sequence[str], detect: Sequence[str], options: dict, chat_template: bool, world: int) -> str:
-    blob = json.dumps({"model": handle.describe(), "prompts": list(prompts), "detect": list(detect),
+    """Hash of what a shard depends on. Not the device: each rank holds the model on its own GPU."""
+    model = {k: v for k, v in handle.describe().items() if k != "device"}
+    blob = json.dumps({"model": model, "prompts": list(prompts), "detect": list(detect),
                        "options": options, "chat": chat_template, "world": world}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -185,7 +187,7 @@ def sharded_scan(handle, prompts: Sequence[str], *, out, detect: Sequence[str] =
         path = folder / f"rank{r}-of{world}.pt"
         if not path.exists():
             raise ProbeError(f"shard {path} is missing", "run every rank (torchrun --nproc_per_node WORLD ...)")
-        store.update({k: _from_dict(v) for k, v in torch.load(path, weights_only=False).items()})
+        store.update({k: _from_dict(v) for k, v in torch.load(path, weights_only=False, map_location="cpu").items()})
     with session(ShardSession("replay", 0, world, store)):
         report = scan(handle, prompts, detect=detect, out=out, overwrite=overwrite, chat_template=chat_template,
                       prompt_source=prompt_source, options=_copy(options))

@@ -106,7 +106,8 @@ def _approx_median(values: Tensor, n: int = 16384) -> Tensor:
 def _summarise_hidden(layer: int, x: Tensor, attention_mask: Optional[Tensor], full: bool) -> HiddenSummary:
     x = x.detach().float()                                               # [B, T, D]
     B, T, D = x.shape
-    real = attention_mask[:, -T:].bool() if attention_mask is not None else torch.ones(B, T, dtype=torch.bool, device=x.device)
+    # the mask lives where the embeddings are; with a device_map this layer may be on another device
+    real = attention_mask[:, -T:].to(x.device, torch.bool) if attention_mask is not None else torch.ones(B, T, dtype=torch.bool, device=x.device)
     a = x.abs().masked_fill(~real[..., None], 0.0)                       # [B, T, D]
     absmax, argmax_pos = a.transpose(1, 2).contiguous().max(dim=-1)      # [B, D]
     first_pos = real.float().argmax(dim=1)                               # [B]
