@@ -119,6 +119,26 @@ def run_case(h: Handle, name: str, ivs, batch: int, prompt: int, steps: int, pro
     return row
 
 
+def check_act_decode(device: str) -> dict:
+    """Kernel vs PyTorch reference for ACT's column edits at one query (the split-KV decode path)."""
+    from kernels.attention import AttentionEdits, StatsRequest
+    from kernels.attention import triton as tri
+    from kernels.attention.reference import attention as reference
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(*shape, generator=g).to(device, torch.bfloat16)
+               for shape in ((2, 32, 1, 128), (2, 8, 4096, 128), (2, 8, 4096, 128)))
+    k[:, :, 0] *= 4                                                            # a sink on key 0
+    ed = AttentionEdits(col_idx=torch.tensor([[[0, 7]] * 32] * 2, device=device),
+                        col_scale=torch.full((2, 32), 0.4, device=device))
+    kw = dict(scale=128 ** -0.5, key_start=torch.tensor([0, 9], device=device), edits=ed, stats=StatsRequest(lse=True))
+    got = tri.attention(q, k, v, **kw)
+    ref = reference(q.float(), k.float(), v.float(), **kw)
+    return {"check": "act decode kernel vs fp32 reference (bf16 inputs, GQA 32/8, S 4096)",
+            "max_err_out": float((got.out.float() - ref.out).abs().max()),
+            "max_err_lse": float((got.lse - ref.lse).abs().max())}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shape", default="llama7b", choices=sorted(SHAPES))
@@ -133,6 +153,9 @@ def main() -> None:
     h = random_model(args.shape, args.device, dtype)
     rows: list = [{"device": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",
                    "torch": torch.__version__, "shape": args.shape, "dtype": str(dtype)}]
+    if args.device.startswith("cuda"):
+        rows.append(check_act_decode(args.device))
+        print(json.dumps(rows[-1]), flush=True)
     todo = variants(h.n_layers)
     if args.only:
         todo = {k: v for k, v in todo.items() if k in args.only.split(",")}

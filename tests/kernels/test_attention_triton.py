@@ -171,6 +171,33 @@ def test_edits_parity(B, H, KV, T, S, D, dtype, window, ks, sink):
     torch.testing.assert_close(got.topk_val.cpu().double(), val, rtol=2e-3, atol=1e-5)
 
 
+@pytest.mark.parametrize("B,H,KV,S,D,dtype,window,ks,sink", [
+    (1, 4, 2, 111, 64, torch.float32, None, None, 4.0),      # GQA, strong sink: column mass near 1
+    (2, 4, 1, 63, 64, torch.bfloat16, 20, [0, 9], 0.0),      # window: some columns out of sight
+    (2, 4, 4, 63, 64, torch.float16, None, [3, 63], 0.0),    # row 1 fully masked
+    (1, 4, 2, 1000, 32, torch.float32, None, [2], 0.0),
+])
+def test_decode_act_parity(B, H, KV, S, D, dtype, window, ks, sink):
+    """ACT's column edits at a one-query step take the split-KV decode path (+ host epilogue)."""
+    tri = _tri()
+    q, k, v = _inputs(B, H, KV, 1, S, D, dtype, seed=7, sink=sink)
+    key_start = None if ks is None else torch.tensor(ks, device=DEV)
+    ed = _edits(B, H, D, S, dtype)
+    ed.head_uniform = None                                       # columns only (+ head mean / scale)
+    scale = D ** -0.5
+    got = tri.attention(q, k, v, scale=scale, key_start=key_start, window=window, edits=ed,
+                        stats=StatsRequest(lse=True))
+    exp, p, _ = _edited_expectation(q, k, v, ed, scale=scale, key_start=None if ks is None else key_start.cpu(),
+                                    window=window)
+    same = reference_attention(q, k, v, scale=scale, key_start=key_start, window=window, edits=ed,
+                               stats=StatsRequest(lse=True))
+    log = []
+    _check("out", got.out, exp, same.out, dtype, log)
+    torch.testing.assert_close(got.lse.cpu().double(), same.lse.cpu().double(), rtol=1e-4, atol=1e-4)
+    if ks is not None and ks[-1] >= S:
+        assert (got.out[-1] == 0).all() and torch.isinf(got.lse[-1]).all()
+
+
 def _var_edits(B, H, S, T, dtype):
     return AttentionEdits(
         redist_idx=torch.tensor([[0, 5, 5]] * B, device=DEV),            # repeated sink keys count once
