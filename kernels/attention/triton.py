@@ -396,15 +396,13 @@ def received_fwd_kernel(
 # ----------------------------------------------------------------------------------------------
 @triton.jit
 def decode_fwd_kernel(
-    q, k, v, po, pm, pl, key_start, cols,
+    q, k, v, po, pm, pl, key_start,
     s_qb, s_qh, s_kb, s_kh, s_ks, s_vb, s_vh, s_vs,
-    scale, scale2, softcap, window, S, chunk, NSPLIT, C,
+    scale, scale2, softcap, window, S, chunk, NSPLIT,
     H: tl.constexpr, KV: tl.constexpr, G: tl.constexpr, D: tl.constexpr, BG: tl.constexpr,
     BS: tl.constexpr, USE_WINDOW: tl.constexpr, USE_SOFTCAP: tl.constexpr,
-    PREC: tl.constexpr, UPCAST: tl.constexpr, CP: tl.constexpr, USE_COLS: tl.constexpr,
+    PREC: tl.constexpr, UPCAST: tl.constexpr,
 ):
-    # USE_COLS: keys cols[b, h, :C] (-1 unused) are left out of (max, sum, acc): the partials are
-    # then those of the non-column keys, which the host side combines with the edited columns (ACT).
     i_sp, i_bk = tl.program_id(0), tl.program_id(1)
     i_b, i_kh = (i_bk // KV).to(tl.int64), (i_bk % KV).to(tl.int64)
     o_g = tl.arange(0, BG)                                                    # [BG]
@@ -433,16 +431,8 @@ def decode_fwd_kernel(
         b_s = _dot(b_q, tl.trans(b_k), PREC, UPCAST)                # [BG, BS]
         b_s = _scores2(b_s, scale, scale2, softcap, False, USE_SOFTCAP, False)
         b_s = tl.where(m_j[None, :], b_s, NEG)
-        if USE_COLS:
-            b_in = m_j[None, :] & (o_g[:, None] >= 0)                         # [BG, BS]
-            for c in tl.static_range(CP):
-                col = tl.load(cols + (i_b * H + i_kh * G + o_g) * C + c, mask=m_g & ((o_g * 0 + c) < C), other=-1)  # [BG]
-                b_in = b_in & (o_j[None, :] != col[:, None])
-            b_s = tl.where(b_in, b_s, NEG)
         b_mn = tl.maximum(b_m, tl.max(b_s, 1))                                # [BG]
         b_p = tl.exp2(b_s - b_mn[:, None])                                    # [BG, BS]
-        if USE_COLS:
-            b_p = tl.where(b_in, b_p, 0.0)                                    # a row whose tile is all columns
         b_alpha = tl.exp2(b_m - b_mn)
         b_l = b_l * b_alpha + tl.sum(b_p, 1)
         b_acc = b_acc * b_alpha[:, None] + _dot(b_p.to(b_v.dtype), b_v, PREC, UPCAST)
@@ -471,7 +461,7 @@ def decode_combine_kernel(
     m_all = tl.max(b_m, 0)
     b_w = tl.exp2(b_m - m_all)                                                # [NSP]
     l_all = tl.sum(b_l * b_w, 0)
-    ok = ((S - 1) >= tl.load(key_start + i_b)) & (l_all > 0)             # (l_all = 0: every key was a column)
+    ok = (S - 1) >= tl.load(key_start + i_b)
     l_all = tl.where(ok, l_all, 1.0)
     b_o = tl.sum(b_po * b_w[:, None], 0) / l_all                              # [D]
     b_o = tl.where(ok, b_o, 0.0)
@@ -512,10 +502,8 @@ def _unsupported(q: Tensor, k: Tensor, v: Tensor, kw: dict) -> Optional[str]:
             return "ACT and VAR together (each alone is in the kernel)"
         if edits.redist_idx is not None and edits.redist_idx.shape[-1] > 16:
             return "more than 16 VAR sink keys"
-        decode_cols = (q.shape[2] == 1 and edits.col_idx is not None and edits.head_uniform is None
-                       and edits.redist_idx is None)                     # lse is served there (_decode_cols)
-        if edits.edits_probs and ((stats.lse and not decode_cols) or stats.entropy or stats.sink_mass
-                                  or stats.span_mass or stats.received):
+        if edits.edits_probs and (stats.lse or stats.entropy or stats.sink_mass or stats.span_mass
+                                  or stats.received):
             return "statistics of edited probabilities (only topk is served with probability edits)"
         if edits.col_idx is not None and edits.col_idx.shape[-1] > 16:
             return "more than 16 ACT columns"
@@ -693,10 +681,6 @@ def _attention(
     hscale = ed.head_scale.to(f32).contiguous() if use_hscale else dummy
     need_lse = stats.lse or stats.received
 
-    few_stats = not (stats.entropy or stats.sink_mass or stats.span_mass or stats.received or stats.topk)
-    only_cols = ed.col_idx is not None and ed.head_uniform is None and ed.redist_idx is None
-    if T == 1 and few_stats and only_cols:
-        return _decode_cols(q, k, v, res, key_start, ed, scale, scale2, cap, win, use_window, use_softcap, stats.lse, prec)
     plain = not (ed.edits_probs or stats.entropy or stats.sink_mass or stats.span_mass or stats.received)
     if T == 1 and plain:
         lse = torch.empty(B, H, 1, dtype=f32, device=dev) if stats.lse else dummy
@@ -795,65 +779,9 @@ def _sm_count(dev) -> int:
     return _SMS[key]
 
 
-def _decode_cols(q, k, v, res, key_start, ed, scale, scale2, cap, win, use_window, use_softcap, want_lse, prec):
-    """ACT at a decode step: split-KV over the non-column keys, then the columns on the host side.
-
-    Same algebra as the prefill kernel's epilogue (no 1 - m cancellation): with the non-column
-    output O_r and log-mass lse_r from the kernel and the column scores s_c, lse = logaddexp(lse_r,
-    logsumexp s_c), m = sum_c p_c, r = exp(lse_r - lse), and the edited output is
-    (1 - beta m) O_r + beta sum_c p_c v_c (unedited where r <= 1e-12). Head mean / scale after.
-    """
-    B, H, _, D = q.shape
-    KV, S = k.shape[1], k.shape[2]
-    G = H // KV
-    dev, f32 = q.device, torch.float32
-    cols = _dedup(ed.col_idx.to(dev))                                          # [B, H, C]
-    C = cols.shape[-1]
-    o_r = torch.empty(B, 1, H, D, dtype=f32, device=dev)                      # fp32: combined below
-    lse_r = torch.empty(B, H, 1, dtype=f32, device=dev)
-    dummy = _const("f", 2, dev)
-    _decode(q, k, v, o_r, lse_r, key_start, dummy, _const("i", 2, dev), dummy, scale, scale2, cap, win,
-            use_window, use_softcap, True, False, False, prec, cols=cols)
-    o_r, lse_r = o_r[:, 0], lse_r[..., 0]                                      # [B, H, D], [B, H]
-    # the column keys: gather k / v rows of each head's kv head
-    kv_of = (torch.arange(H, device=dev) // G)[None, :, None]                 # [1, H, 1]
-    rows = (kv_of * S + cols.clamp(min=0)).reshape(B, H * C, 1)               # [B, H*C, 1]
-    kc = k.reshape(B, KV * S, D).gather(1, rows.expand(-1, -1, D)).view(B, H, C, D).to(f32)
-    vc = v.reshape(B, KV * S, D).gather(1, rows.expand(-1, -1, D)).view(B, H, C, D).to(f32)
-    s_c = torch.einsum("bhd,bhcd->bhc", q[:, :, 0].to(f32), kc) * scale       # [B, H, C]
-    if use_softcap:
-        s_c = cap * torch.tanh(s_c / cap)
-    lo = key_start.view(B, 1, 1)
-    if use_window:
-        lo = torch.clamp(lo, min=S - win)
-    valid = (cols >= 0) & (cols >= lo)                                        # [B, H, C]
-    s_c = torch.where(valid, s_c, float("-inf"))
-    lse = torch.logaddexp(lse_r, torch.logsumexp(s_c, -1))                    # [B, H]
-    live = torch.isfinite(lse)
-    safe = torch.where(live, lse, torch.zeros_like(lse))
-    p_c = torch.where(valid, torch.exp(s_c - safe[..., None]), 0.0)           # [B, H, C]
-    m = p_c.sum(-1)                                                           # [B, H]
-    r = torch.where(live, torch.exp(lse_r - safe), 0.0)                       # [B, H] mass off the columns
-    o_c = torch.einsum("bhc,bhcd->bhd", p_c, vc)                              # [B, H, D]
-    beta = ed.col_scale.to(dev, f32).view(B, H, 1)
-    o = torch.where((r > 1e-12)[..., None], (1 - beta * m[..., None]) * o_r + beta * o_c, r[..., None] * o_r + o_c)
-    if ed.head_mean_on is not None and ed.head_mean is not None:
-        on = ed.head_mean_on.to(dev, torch.bool).view(1, H, 1) & live[..., None]
-        o = torch.where(on, ed.head_mean.to(dev, f32).view(1, H, D), o)
-    if ed.head_scale is not None:
-        o = o * ed.head_scale.to(dev, f32).view(1, H, 1)
-    res.out.copy_(torch.where(live[..., None], o, 0.0)[:, None].to(q.dtype))   # [B, 1, H, D]
-    if want_lse:
-        res.lse = torch.where(live, lse, float("-inf"))[..., None]
-    return res
-
-
 def _decode(q, k, v, out, lse, key_start, hmean, hmean_on, hscale, scale, scale2, cap, win,
-            use_window, use_softcap, store_lse, use_hmean, use_hscale, prec, cols=None) -> None:
-    """Split-KV decode for T == 1: partial (max, sum, acc) per key chunk, then one combine.
-
-    cols [B, H, C] (deduplicated, -1 unused): leave those keys out (out / lse are then over the rest).
-    """
+            use_window, use_softcap, store_lse, use_hmean, use_hscale, prec) -> None:
+    """Split-KV decode for T == 1: partial (max, sum, acc) per key chunk, then one combine."""
     B, H, _, D = q.shape
     KV, S = k.shape[1], k.shape[2]
     G = H // KV
@@ -872,13 +800,11 @@ def _decode(q, k, v, out, lse, key_start, hmean, hmean_on, hscale, scale, scale2
     pm = part[B * H * nsplit * D: B * H * nsplit * (D + 1)]                  # [B, H, nsplit]
     pl = part[B * H * nsplit * (D + 1):]                                     # [B, H, nsplit]
     BG = max(16, triton.next_power_of_2(G))
-    C = 0 if cols is None else cols.shape[-1]
     decode_fwd_kernel[(nsplit, B * KV)](
-        q, k, v, po, pm, pl, key_start, key_start if cols is None else cols,
+        q, k, v, po, pm, pl, key_start,
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2),
-        scale, scale2, cap, win, S, chunk, nsplit, max(C, 1),
+        scale, scale2, cap, win, S, chunk, nsplit,
         H=H, KV=KV, G=G, D=D, BG=BG, BS=BS, USE_WINDOW=use_window, USE_SOFTCAP=use_softcap, PREC=prec, UPCAST=_INTERPRET,
-        CP=max(1, triton.next_power_of_2(C)) if C else 1, USE_COLS=cols is not None,
         num_warps=4, num_stages=stages,
     )
     decode_combine_kernel[(B * H,)](

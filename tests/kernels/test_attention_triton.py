@@ -178,24 +178,21 @@ def test_edits_parity(B, H, KV, T, S, D, dtype, window, ks, sink):
     (1, 4, 2, 1000, 32, torch.float32, None, [2], 0.0),
 ])
 def test_decode_act_parity(B, H, KV, S, D, dtype, window, ks, sink):
-    """ACT's column edits at a one-query step take the split-KV decode path (+ host epilogue)."""
+    """ACT's column edits at a one-query step (what every decode step of an ACT generation runs)."""
     tri = _tri()
     q, k, v = _inputs(B, H, KV, 1, S, D, dtype, seed=7, sink=sink)
     key_start = None if ks is None else torch.tensor(ks, device=DEV)
     ed = _edits(B, H, D, S, dtype)
     ed.head_uniform = None                                       # columns only (+ head mean / scale)
     scale = D ** -0.5
-    got = tri.attention(q, k, v, scale=scale, key_start=key_start, window=window, edits=ed,
-                        stats=StatsRequest(lse=True))
+    got = tri.attention(q, k, v, scale=scale, key_start=key_start, window=window, edits=ed)
     exp, p, _ = _edited_expectation(q, k, v, ed, scale=scale, key_start=None if ks is None else key_start.cpu(),
                                     window=window)
-    same = reference_attention(q, k, v, scale=scale, key_start=key_start, window=window, edits=ed,
-                               stats=StatsRequest(lse=True))
+    same = reference_attention(q, k, v, scale=scale, key_start=key_start, window=window, edits=ed)
     log = []
     _check("out", got.out, exp, same.out, dtype, log)
-    torch.testing.assert_close(got.lse.cpu().double(), same.lse.cpu().double(), rtol=1e-4, atol=1e-4)
     if ks is not None and ks[-1] >= S:
-        assert (got.out[-1] == 0).all() and torch.isinf(got.lse[-1]).all()
+        assert (got.out[-1] == 0).all()
 
 
 def _var_edits(B, H, S, T, dtype):
