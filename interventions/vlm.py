@@ -87,18 +87,20 @@ class VAR(Redistribute):
         min_mass: minimum image mass of a selected (head, query) (0.2).
         tau: phi threshold (20, strict). sink_dims: "auto" (found from the LM) or a list of dims.
         layers: default 2..L-2. heads: optional (layer, head) restriction (the paper: all heads).
+        log_selection: count the (layer, head, query) rows the rule edits (``selection_table()``).
     After a forward, ``found_sinks[layer]`` lists each row's sink positions (visual and text) and
     ``spans`` the image spans it used.
     """
 
     def __init__(self, keep: Optional[float] = None, transfer: Optional[float] = None, rho: Optional[float] = None,
                  nonsink_share: Optional[float] = None, min_mass: float = 0.2, tau: float = 20.0,
-                 sink_dims="auto", layers: Optional[Sequence[int]] = None, heads=None):
+                 sink_dims="auto", layers: Optional[Sequence[int]] = None, heads=None, log_selection: bool = False):
         if rho is not None and nonsink_share is not None:
             raise ProbeError("VAR got both rho and nonsink_share", "give one: rho (code) = 1 - nonsink_share (paper)")
         rho = 1.0 - float(nonsink_share) if nonsink_share is not None else (0.5 if rho is None else float(rho))
         super().__init__("auto", span=(0, 1), keep=keep, rho=rho, min_mass=min_mass, layers=layers, heads=heads,
-                         transfer=transfer, tau=tau, sink_dims=None if sink_dims == "auto" else list(sink_dims))
+                         transfer=transfer, tau=tau, sink_dims=None if sink_dims == "auto" else list(sink_dims),
+                         log_selection=log_selection)
         self.sink_dims_option = sink_dims
         self.spans = None
 

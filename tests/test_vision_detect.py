@@ -170,11 +170,16 @@ def test_var_and_vhr_change_the_answer_and_leave_no_trace(tiny):
 
     enc = vd.encode_images(tiny, [vd.with_image_token(tiny, p) for p in PROMPTS[:2]], _images(2))
     before = _logits(tiny, enc)
-    var = VAR(tau=TAU, sink_dims=[D_SINK])
+    var = VAR(tau=TAU, sink_dims=[D_SINK], log_selection=True)
     with intervene(tiny, var):
         during = _logits(tiny, enc)
     # sinks per row in prompt positions: the planted visual sink, and in row 0 the text sink "what" (16)
     assert var.found_sinks[2] == [[PLANTED, 16], [PLANTED]]
+    # the selection log: some (layer, head, query) rows were edited, and logging does not change the output
+    table = var.selection_table()
+    assert 0 < var.selected_fraction <= 1 and table.selected.sum() > 0 and (table.selected <= table.eligible).all()
+    with intervene(tiny, VAR(tau=TAU, sink_dims=[D_SINK])):
+        assert torch.allclose(_logits(tiny, enc), during, atol=1e-6)
     assert var.spans == [(0, 16), (0, 16)]
     assert (during - before).abs().max() > 1e-4
     assert torch.equal(_logits(tiny, enc), before)
