@@ -20,6 +20,7 @@ this file would shadow the ``triton`` package).
 from __future__ import annotations
 
 import contextlib
+import functools
 
 import os
 from typing import Optional
@@ -598,33 +599,19 @@ def _received_count(key_start: Tensor, T: int, S: int, window: Optional[int], dt
     return cnt.to(dtype)
 
 
+def _on_q_device(fn):
+    """Launch under q's CUDA device. Triton launches on the *current* device's stream: with a model
+    spread over GPUs (device_map), a layer on cuda:1 while cuda:0 is current ran on cuda:0's stream,
+    unordered with cuda:1's work, and its statistics came back stale (found on the H200 x2)."""
+    @functools.wraps(fn)
+    def on_device(q: Tensor, k: Tensor, v: Tensor, **kw) -> AttentionResult:
+        with torch.cuda.device(q.device) if q.is_cuda else contextlib.nullcontext():   # CPU: TRITON_INTERPRET
+            return fn(q, k, v, **kw)
+    return on_device
+
+
+@_on_q_device
 def attention(
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
-    *,
-    scale: float,
-    key_start: Optional[Tensor] = None,
-    window: Optional[int] = None,
-    softcap: Optional[float] = None,
-    sink_pos: Optional[Tensor] = None,
-    spans: Optional[Tensor] = None,
-    stats: StatsRequest = NO_STATS,
-    edits: Optional[AttentionEdits] = None,
-    block_q: Optional[int] = None,
-) -> AttentionResult:
-    """``_attention`` launched on q's device (see there for the arguments).
-
-    Triton launches on the *current* CUDA device's stream. With a model spread over GPUs
-    (device_map), a layer on cuda:1 while cuda:0 is current would run on cuda:0's stream, unordered
-    with cuda:1's work: its statistics came back stale (found on the H200 x2). The guard fixes that.
-    """
-    with torch.cuda.device(q.device) if q.is_cuda else contextlib.nullcontext():   # CPU: TRITON_INTERPRET
-        return _attention(q, k, v, scale=scale, key_start=key_start, window=window, softcap=softcap,
-                          sink_pos=sink_pos, spans=spans, stats=stats, edits=edits, block_q=block_q)
-
-
-def _attention(
     q: Tensor,
     k: Tensor,
     v: Tensor,
