@@ -63,6 +63,9 @@ def generate_pair(handle, prompt: str, ivs: list, max_new_tokens: int = 32, chat
         base_ids = handle.model.generate(**enc, **gen)[0, n:]
         with intervene(handle, *ivs):
             int_logits = handle.model(**enc, use_cache=False).logits[0, -1].float()
+            logged = [iv for iv in ivs if getattr(iv, "log_selection", False)]
+            for iv in logged:
+                iv.selection = {}                      # count the generation only, not the first-step forward
             int_ids = handle.model.generate(**enc, **gen)[0, n:]
     bt, bi, bl = _top(handle, base_logits)
     it, ii, il = _top(handle, int_logits)
@@ -78,7 +81,16 @@ def generate_pair(handle, prompt: str, ivs: list, max_new_tokens: int = 32, chat
             "max_abs_logit_change": round(float(delta.abs().max()), 4),
             "top_changed": bi != ii,
         },
+        "selection": [_selection_summary(iv) for iv in logged],
     }
+
+
+def _selection_summary(iv) -> dict:
+    """Redistribute / VAR ``log=1``: eligible and selected (layer, head, query) rows over the generation."""
+    t = iv.selection_table()
+    return {"intervention": repr(iv), "eligible_rows": int(t.eligible.sum()), "selected_rows": int(t.selected.sum()),
+            "selected_fraction": iv.selected_fraction,
+            "top_heads": [f"L{r.layer}H{r.head} {r.fraction:.2f}" for r in t.nlargest(5, "selected").itertuples()]}
 
 
 def _side_by_side(a: str, b: str, width: int = 38) -> str:
@@ -119,6 +131,9 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"first step: top token {fs['baseline_top']!r} ({fs['baseline_top_logit']:.3f}) -> "
                    f"{fs['intervened_top']!r} ({fs['intervened_top_logit']:.3f}); logit change of the baseline top "
                    f"{fs['baseline_top_logit_change']:+.3f}, max |change| {fs['max_abs_logit_change']:.3f}")
+        for sel in res["selection"]:
+            typer.echo(f"{sel['intervention']}: edited {sel['selected_rows']} of {sel['eligible_rows']} eligible "
+                       f"(layer, head, query) rows ({sel['selected_fraction']:.1%}); most: {', '.join(sel['top_heads'])}")
 
     @app.command()
     def calibrate(

@@ -8,8 +8,8 @@ Forms (heads as L<layer>H<head>, several joined with ","; options as key=value j
   mask:L18H6:mode=uniform|zero|mean[,decode_only=1]
   scale:L3H2:alpha=2                HeadScale
   sinkwindow:sinks=4,window=1020    SinkWindow
-  redistribute:span=5-20[,sinks=auto|0+3,keep=0.6|transfer=0.4,rho=0.5,min_mass=0.2,layers=2-28]
-  var[:keep=0.6|transfer=0.4,rho=0.5|nonsink_share=0.5,min_mass=0.2,tau=20,preset=code|paper]   (VLMs)
+  redistribute:span=5-20[,sinks=auto|0+3,keep=0.6|transfer=0.4,rho=0.5,min_mass=0.2,layers=2-28,log=1]
+  var[:keep=0.6|transfer=0.4,rho=0.5|nonsink_share=0.5,min_mass=0.2,tau=20,preset=code|paper,log=1]   (VLMs)
   vhr[:alpha=2,layers=1+17-29]      VHR with per-sample VHD head choice (VLMs); vhr:L3H2:alpha=2 fixed heads
 """
 from __future__ import annotations
@@ -32,6 +32,14 @@ _HEADS = re.compile(r"^L\d+H\d+(,L\d+H\d+)*$", re.IGNORECASE)
 
 def _bad(spec: str, why: str) -> ProbeError:
     return ProbeError(f"bad intervention SPEC {spec!r} ({why})", "valid forms: " + "; ".join(FORMS))
+
+
+def _flag(value: str) -> bool:
+    """A SPEC boolean: 1 / true / yes (any case) -> True; 0 / false / no -> False."""
+    v = str(value).lower()
+    if v not in ("1", "true", "yes", "0", "false", "no"):
+        raise ValueError(f"{value!r} is not a flag (use 1 or 0)")
+    return v in ("1", "true", "yes")
 
 
 def _ints(text: str) -> list[int]:
@@ -77,7 +85,7 @@ def parse_spec(spec: str):
         elif name == "mask":
             if not heads:
                 raise ValueError("mask needs heads, e.g. mask:L18H6")
-            iv = HeadMask(heads, mode=opts.pop("mode", "uniform"), decode_only=opts.pop("decode_only", "0") in ("1", "true", "yes"))
+            iv = HeadMask(heads, mode=opts.pop("mode", "uniform"), decode_only=_flag(opts.pop("decode_only", "0")))
         elif name == "scale":
             if not heads:
                 raise ValueError("scale needs heads, e.g. scale:L3H2:alpha=2")
@@ -92,7 +100,7 @@ def parse_spec(spec: str):
             layers = _ints(opts.pop("layers")) if "layers" in opts else None
             iv = Redistribute("auto" if sinks == "auto" else _ints(sinks), span=(int(a), int(b)), keep=f("keep"),
                               transfer=f("transfer"), rho=f("rho", 0.5), min_mass=f("min_mass", 0.2), layers=layers,
-                              heads=heads)
+                              heads=heads, log_selection=_flag(opts.pop("log", "0")))
         elif name in ("var", "vhr"):
             from .vlm import parse_vlm_spec
 

@@ -325,9 +325,9 @@ def encode_with_image(handle, prompt: str, path, chat_template: bool = False) ->
 
 
 def parse_vlm_spec(name: str, heads, opts: dict):
-    """SPEC forms ``var[:keep=0.6|transfer=0.4,rho=0.5|nonsink_share=0.5,min_mass=0.2,tau=20,preset=paper]``
+    """SPEC forms ``var[:keep=0.6|transfer=0.4,rho=0.5|nonsink_share=0.5,min_mass=0.2,tau=20,preset=paper,log=1]``
     and ``vhr[:L3H2,...][:alpha=2,layers=1+17-29]`` (pops the options it uses from ``opts``)."""
-    from .spec import _ints
+    from .spec import _flag, _ints
 
     f = lambda k: float(opts.pop(k)) if k in opts else None  # noqa: E731
     layers = _ints(opts.pop("layers")) if "layers" in opts else None
@@ -340,6 +340,7 @@ def parse_vlm_spec(name: str, heads, opts: dict):
               if v is not None}
         if "sink_dims" in opts:
             kw["sink_dims"] = _ints(opts.pop("sink_dims"))
+        kw["log_selection"] = _flag(opts.pop("log", "0"))
         return (VAR.paper_preset if preset == "paper" else VAR)(layers=layers, heads=heads, **kw)
     if name == "vhr":
         alpha = f("alpha")

@@ -237,8 +237,11 @@ def test_parse_spec_forms_and_errors():
     w = parse_spec("sinkwindow:sinks=4,window=1020")
     assert (w.sinks, w.window) == (4, 1020)
     r = parse_spec("redistribute:span=5-20,transfer=0.6")
-    assert r.spans == [(5, 20)] and abs(r.keep - 0.4) < 1e-12
-    for bad in ("actt", "mask", "mask:L18H6:mode=blur", "scale:alpha=2", "act:beta=x", "act:gamma=1", "sinkwindow:window=0"):
+    assert r.spans == [(5, 20)] and abs(r.keep - 0.4) < 1e-12 and not r.log_selection
+    assert parse_spec("redistribute:span=5-20,sinks=0,log=1").log_selection
+    assert parse_spec("var:log=1").log_selection
+    for bad in ("actt", "mask", "mask:L18H6:mode=blur", "scale:alpha=2", "act:beta=x", "act:gamma=1", "sinkwindow:window=0",
+                "redistribute:span=5-20,log=maybe"):
         with pytest.raises(ProbeError, match="valid forms"):
             parse_spec(bad)
 
