@@ -407,3 +407,14 @@ def test_act_calibration_file_roundtrip(tiny_model, tmp_path):
     lo, hi = wilson(60, 100)
     assert 0.50 < lo < 0.60 < hi < 0.70
     assert mcnemar_exact(7, 0) == pytest.approx(2 / 2 ** 7) and mcnemar_exact(3, 3) == 1.0
+
+
+def test_generate_reports_redistribute_selection(smol):
+    from interventions.commands import generate_pair
+
+    red = parse_spec("redistribute:span=2-8,sinks=0,log=1")
+    res = generate_pair(smol, "The capital of France is Paris. The capital of Germany is", [red], max_new_tokens=3)
+    (sel,) = res["selection"]
+    assert 0 < sel["selected_rows"] <= sel["eligible_rows"] and sel["selected_fraction"] == red.selected_fraction
+    assert len(sel["top_heads"]) == 5
+    assert generate_pair(smol, "The capital of France is", [parse_spec("scale:L3H2:alpha=1")], 2)["selection"] == []
