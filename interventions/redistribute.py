@@ -195,9 +195,13 @@ class _RedistHook:
             raise ProbeError("Redistribute saw a decode step without its prompt",
                              "run the whole generation (prefill and decode) inside the intervene block")
         idx, span, frm = state
-        keep = torch.where(self.table[call.layer], self.red.keep, 1.0).to(idx.device)  # [H]
+        keep = self._keep(call.layer, idx.device)
         return AttentionEdits(redist_idx=idx, redist_span=span, redist_from=frm, redist_keep=keep,
                               redist_rho=self.red.rho, redist_min_mass=self.red.min_mass)
+
+    def _keep(self, layer: int, device) -> Tensor:
+        """[H] fraction of sink mass kept: ``keep`` in the chosen heads, 1 (no edit) elsewhere."""
+        return torch.where(self.table[layer], self.red.keep, 1.0).to(device)
 
     def stats_request(self, call) -> StatsRequest:
         return StatsRequest(lse=True) if self.red.log_selection else NO_STATS
@@ -206,7 +210,7 @@ class _RedistHook:
         if not self.red.log_selection:
             return
         idx, span, frm = self._state[call.layer]
-        keep = torch.where(self.table[call.layer], self.red.keep, 1.0).to(idx.device)   # [H]
+        keep = self._keep(call.layer, idx.device)
         counts = selection_counts(call, result.lse, idx, span, frm, keep, self.red.rho, self.red.min_mass)
         prev = self.red.selection.get(call.layer)
         self.red.selection[call.layer] = counts if prev is None else prev + counts

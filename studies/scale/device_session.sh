@@ -7,28 +7,8 @@ BOOKS=emma,persuasion,prideprejudice,mansfieldpark
 TIMEFORMAT='wall_s %R'
 say() { echo "[$(date +%T)] $*" >> "$R/session.log"; }
 
-say "warm the model cache (GGUF -> fp32 safetensors)"
-{ time python3 -c "import probe; print(probe.load('smollm2', device='cpu').describe())"; } > "$R/warm.log" 2>&1
-
-say "1. sharded scan: one GPU, then torchrun over two"
-{ time CUDA_VISIBLE_DEVICES=0 timeout 300 python3 -m probe.cli scan --model smollm2 --n-prompts 128 \
-    --prompt-tokens 1024 --out /tmp/scan_one --overwrite --opt sinks.batch_size=8; } > "$R/scan_one.log" 2>&1
-{ time timeout 300 python3 -m torch.distributed.run --nproc_per_node 2 -m probe.backends.shard --model smollm2 --n-prompts 128 \
-    --prompt-tokens 1024 --out /tmp/scan_two --overwrite --opt sinks.batch_size=8; } > "$R/scan_two.log" 2>&1
-{ time timeout 120 python3 -m torch.distributed.run --nproc_per_node 2 -m probe.backends.shard --model smollm2 --n-prompts 128 \
-    --prompt-tokens 1024 --out /tmp/scan_two --overwrite --opt sinks.batch_size=8; } > "$R/scan_two_rerun.log" 2>&1
-python3 - > "$R/scan_compare.json" 2>&1 <<'PY'
-import json, pandas as pd
-a, b = pd.read_parquet("/tmp/scan_one/heads.parquet"), pd.read_parquet("/tmp/scan_two/heads.parquet")
-n = a.select_dtypes("number").columns
-m1, m2 = (json.load(open(f"/tmp/scan_{x}/manifest.json")) for x in ("one", "two"))
-print(json.dumps({"rows": [len(a), len(b)], "max_abs_diff": float((a[n] - b[n]).abs().max().max()),
-                  "same_top_sinks": a.sort_values(list(n[:1])).index.tolist() == b.sort_values(list(n[:1])).index.tolist(),
-                  "timings_one": m1.get("timings"), "timings_two": m2.get("timings")}, indent=1))
-PY
-
-say "2. device_map over both GPUs vs one GPU"
-timeout 300 python3 studies/scale/device_map_parity.py --out "$R/device_map.json" > "$R/device_map.log" 2>&1
+say "1-2. sharded scan (one GPU vs torchrun over two, resumed rerun) and device_map parity"
+bash studies/scale/device_scan.sh "$R" > "$R/scan.log" 2>&1
 
 say "3. StreamingLLM past the context: 4 cache configs on GPU 1 (background), dense on GPU 0"
 for cfg in 4+1020 0+1024 4+252 0+256; do
