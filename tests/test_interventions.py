@@ -33,10 +33,7 @@ def tiny_model():
 def smol():
     import probe
 
-    try:
-        return probe.load("smollm2")
-    except ProbeError as err:
-        pytest.skip(f"SmolLM2 not available: {err}")
+    return probe.load("smollm2")                   # a missing model package fails loudly: no skip
 
 
 PARAGRAPH = ("The old house at the end of the lane had been empty for years. Every morning the baker walked past it, "
@@ -133,8 +130,7 @@ def test_model_bit_identical_after_exit_and_exception(tiny_model):
     with torch.no_grad(), intervene(tiny_model, *ivs):
         tiny_model(**inputs)
     assert_same(tiny_model, snap)
-    with pytest.raises(RuntimeError, match="boom"), torch.no_grad(), intervene(tiny_model, *ivs, SinkWindow(2, 4)) \
-            if False else intervene(tiny_model, *ivs):
+    with pytest.raises(RuntimeError, match="boom"), torch.no_grad(), intervene(tiny_model, *ivs):
         tiny_model(**inputs)
         raise RuntimeError("boom")
     assert_same(tiny_model, snap)

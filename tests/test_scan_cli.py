@@ -5,6 +5,7 @@ import json
 
 import pandas as pd
 import pytest
+import torch
 
 from probe.cli import main
 from probe.report import read_report
@@ -51,7 +52,9 @@ def test_scan_writes_report_that_round_trips(tmp_path, prompt_file, smollm2, cap
     assert list(tokens.columns[:6]) == ["prompt_id", "position", "token", "layer", "head", "received_mass"]
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["model"]["file_sha256"] == smollm2.file_hash and manifest["prompts"]["count"] == 2
-    assert manifest["versions"]["torch"] and manifest["timings"]["total_s"] > 0
+    timings = manifest["timings"]
+    assert manifest["versions"]["torch"] == torch.__version__
+    assert set(timings) == {"load_s", "sinks_s", "total_s"} and timings["total_s"] >= timings["sinks_s"] > 0
     assert "plotly" in (out / "report.html").read_text()[:2_000_000].lower()
     rep = read_report(out)
     pd.testing.assert_frame_equal(rep.heads, heads)

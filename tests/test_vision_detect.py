@@ -112,7 +112,8 @@ def test_visual_sink_is_the_planted_token_in_every_layer(full_run):
     assert (sinks.patch_row == PLANTED // 4).all() and (sinks.patch_col == PLANTED % 4).all()
     others = table[~table.is_visual_sink]
     assert sinks.phi.min() > TAU > others.phi.max()
-    assert sinks.phi.max() <= 8.0 + 1e-4                      # phi <= sqrt(hidden size)
+    # one dominant dim: phi -> sqrt(hidden size) = 8, the bound it can only approach (checks the rms normalisation)
+    assert (sinks.phi > 7.5).all()
     assert out.summary["visual_sinks_by_layer"] == {2: 6, 3: 6}
     heads = out.heads
     assert {"vhd", "image_attention_mass", "visual_sink_mass", "image_centric_rate"} <= set(heads.columns)

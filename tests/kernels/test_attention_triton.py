@@ -69,12 +69,15 @@ def _parity(q, k, v, stats, **kw):
         assert getattr(got, f).shape == r.shape, f
         _check(f, getattr(got, f), r, getattr(same, f), q.dtype, log)
     if stats.topk:
-        # indices agree wherever the probabilities are not tied within rounding
-        gi, ri = got.topk_idx.cpu(), ref64.topk_idx.cpu()
+        # indices agree in every row whose top-k probabilities are not tied within rounding (per row:
+        # one near-tie elsewhere must not switch the check off for the whole tensor)
+        gi, ri = got.topk_idx.cpu(), ref64.topk_idx.cpu()                   # [B, H, rows, k]
         rv = ref64.topk_val.cpu()
-        gap = (rv[..., :-1] - rv[..., 1:]).abs().min().item() if rv.shape[-1] > 1 else 1.0
-        if gap > 1e-3:
-            assert torch.equal(gi, ri)
+        tol = 1e-5 if q.dtype == torch.float32 else 1e-3
+        gap = (rv[..., :-1] - rv[..., 1:]).abs().amin(-1) if rv.shape[-1] > 1 else torch.full(rv.shape[:-1], 1.0)
+        clear = gap > tol                                                     # [B, H, rows]
+        assert torch.equal(gi[clear], ri[clear])
+        log.append(f"topk idx checked in {int(clear.sum())}/{clear.numel()} rows")
     print("; ".join(log))
     return got, ref64
 
