@@ -1,34 +1,67 @@
 """Fused attention with per-head statistics and edits.
 
-``attention`` dispatches to the Triton kernel on CUDA (when it supports the request) and to the
-PyTorch reference everywhere else; both share one signature (see ``api``).
+``attention`` dispatches to the Triton kernels (``fused``) on CUDA when they support the request
+and to the PyTorch reference (``reference``) everywhere else; both share one signature (see
+``api``). ``naive`` is the float64 softmax the tests hold both against. When a CUDA call falls back
+to the reference, a one-time warning names the reason (per reason).
+
+Layout: api.py (contract), reference.py (PyTorch), naive.py (float64 test oracle), fused.py (host
+side of the kernels), prefill_kernel.py / received_kernel.py / decode_kernel.py (Triton),
+jit_utils.py (shared Triton helpers), tiles.py (tile table per variant). Benchmarks live outside
+the package, in benchmarks/.
 """
 from __future__ import annotations
 
 import os
+import warnings
+from typing import Optional
 
 from .api import NO_STATS, AttentionEdits, AttentionResult, StatsRequest
 from .reference import attention as reference_attention
 
+_KERNELS: list = []          # [module or None, reason it is None]
+_WARNED: set = set()
+
 
 def _kernel_module():
-    """The Triton implementation, or None when Triton or a GPU is unavailable."""
+    """(the Triton host module, None) or (None, why it is unavailable)."""
     if os.environ.get("PROBE_DISABLE_TRITON") == "1":
-        return None
-    try:
-        from . import triton as tri
-    except Exception:  # triton missing or broken: the reference is always correct
-        return None
-    return tri
+        return None, "PROBE_DISABLE_TRITON=1 is set"
+    if not _KERNELS:
+        try:
+            from . import fused
+            _KERNELS[:] = [fused, None]
+        except Exception as err:  # triton missing or broken: the reference is always correct
+            _KERNELS[:] = [None, f"the Triton kernels failed to import ({type(err).__name__}: {err})"]
+    return _KERNELS[0], _KERNELS[1]
+
+
+def _warn_fallback(reason: str) -> None:
+    """Warn once per reason that a CUDA call runs the (slower, O(block_q * S) memory) reference."""
+    if reason in _WARNED:
+        return
+    _WARNED.add(reason)
+    warnings.warn(f"probe attention: the Triton kernel is not used ({reason}); running the PyTorch reference",
+                  RuntimeWarning, stacklevel=3)
+
+
+def fallback_reason(q, k, v, **kw) -> Optional[str]:
+    """Why ``attention`` would run the reference for this CUDA request (None = the Triton kernel)."""
+    tri, why = _kernel_module()
+    if tri is None:
+        return why
+    return tri.unsupported_reason(q, k, v, kw)
 
 
 def attention(q, k, v, **kw) -> AttentionResult:
     """Dispatch: Triton on CUDA when the request is supported, else the PyTorch reference."""
     if q.is_cuda:
-        tri = _kernel_module()
-        if tri is not None and tri.supports(q, k, v, **kw):
-            return tri.attention(q, k, v, **kw)
+        why = fallback_reason(q, k, v, **kw)
+        if why is None:
+            return _KERNELS[0].attention(q, k, v, **kw)
+        _warn_fallback(why)
     return reference_attention(q, k, v, **kw)
 
 
-__all__ = ["attention", "reference_attention", "StatsRequest", "AttentionEdits", "AttentionResult", "NO_STATS"]
+__all__ = ["attention", "reference_attention", "fallback_reason", "StatsRequest", "AttentionEdits",
+           "AttentionResult", "NO_STATS"]

@@ -1,7 +1,7 @@
 """PyTorch reference of the fused attention op: exact, query-blocked, the CPU path.
 
 Peak extra memory is O(B * H * block_q * S): the whole T x S map exists only when
-``stats.full`` asks for it. Same signature as the Triton kernel (``kernels.attention.triton``).
+``stats.full`` asks for it. Same signature as the Triton kernels (``kernels.attention.fused``).
 """
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ Llama-7B-shaped random model (bf16, 32 layers, 32 heads, d=128; weights do not m
 Every variant decodes from its own fresh prefill of the same prompt (prefill not timed), with
 transformers' DynamicCache (whose per-step ``torch.cat`` is part of every variant's step).
 
-    python studies/capture/bench_decode_gpu.py --out kernels/bench_decode_gpu_h200.json
+    python studies/capture/bench_decode_gpu.py --out benchmarks/results/bench_decode_gpu_h200.json
     python studies/capture/bench_decode_gpu.py --shape tiny --device cpu        # plumbing check
 """
 from __future__ import annotations
@@ -122,7 +122,7 @@ def run_case(h: Handle, name: str, ivs, batch: int, prompt: int, steps: int, pro
 def check_act_decode(device: str) -> dict:
     """Kernel vs PyTorch reference for ACT's column edits at one query (the split-KV decode path)."""
     from kernels.attention import AttentionEdits
-    from kernels.attention import triton as tri
+    from kernels.attention import fused as tri
     from kernels.attention.reference import attention as reference
 
     g = torch.Generator().manual_seed(0)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from attn_naive import head_edits, naive_out, naive_probs
+from kernels.attention.naive import head_edits, naive_out, naive_probs
 from kernels.attention import AttentionEdits, StatsRequest, reference_attention
 
 ALL = StatsRequest(lse=True, entropy=True, sink_mass=True, span_mass=True, received=True,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from attn_naive import head_edits, naive_out, naive_probs
+from kernels.attention.naive import head_edits, naive_out, naive_probs
 from kernels.attention import AttentionEdits, StatsRequest, reference_attention
 from kernels.attention.reference import _edit_probs
 
@@ -22,7 +22,7 @@ STAT_FLOOR = 2e-5
 
 
 def _tri():
-    from kernels.attention import triton as tri  # after conftest set TRITON_INTERPRET
+    from kernels.attention import fused as tri  # after conftest set TRITON_INTERPRET
     return tri
 
 
@@ -233,6 +233,66 @@ def test_var_parity(B, H, KV, T, S, D, dtype, window, ks):
     log = []
     _check("out", got.out, exp, same.out, dtype, log)
     print(log)
+
+
+@pytest.mark.parametrize("kind", ["act", "var", "uniform"])
+def test_decode_edits_run_split_kv(kind, monkeypatch):
+    """A one-query step with probability edits runs the split-KV decode kernels (never the prefill
+    kernel at T = 1), with the same parity as the prefill epilogue; columns sit in two chunks."""
+    tri = _tri()
+    B, H, KV, S, D = 2, 4, 2, 150, 32
+    q, k, v = _inputs(B, H, KV, 1, S, D, torch.bfloat16, seed=29, sink=4.0)
+    key_start = torch.tensor([0, 4], device=DEV)
+    if kind == "var":
+        ed = _var_edits(B, H, S, 1, torch.bfloat16)
+        ed.redist_from = torch.zeros(B, dtype=torch.long, device=DEV)
+        ed.redist_span = torch.tensor([[4, 100]] * B, device=DEV)
+    else:
+        ed = _edits(B, H, D, S, torch.bfloat16)
+        ed.col_idx[:, 3, 1] = 140                                     # a column in the last chunk
+        if kind == "uniform":
+            ed = AttentionEdits(head_uniform=ed.head_uniform, head_scale=ed.head_scale)
+        else:
+            ed.head_uniform = None
+
+    def no_prefill(*a, **kw):
+        raise AssertionError("the prefill kernel ran a decode step")
+    monkeypatch.setattr(tri, "_prefill", no_prefill)
+    got = tri.attention(q, k, v, scale=D ** -0.5, key_start=key_start, edits=ed)
+    exp, p, pe = _edited_expectation(q, k, v, ed, scale=D ** -0.5, key_start=key_start.cpu())
+    assert (pe - p).abs().max() > 1e-3                                 # the edit is active
+    same = reference_attention(q, k, v, scale=D ** -0.5, key_start=key_start, edits=ed)
+    log = []
+    _check("out", got.out, exp, same.out, torch.bfloat16, log)
+    print(log)
+
+
+def test_dedup_cached_per_tensor():
+    """Edit columns are deduplicated once per tensor (per sequence), and again after an in-place change."""
+    tri = _tri()
+    cols = torch.tensor([[[3, 3, 0]]], device=DEV)
+    a = tri._dedup(cols, cols.device)
+    assert a.tolist() == [[[0, 3, -1]]] and tri._dedup(cols, cols.device) is a
+    cols[0, 0, 2] = 5
+    b = tri._dedup(cols, cols.device)
+    assert b is not a and b.tolist() == [[[3, -1, 5]]]
+
+
+def test_fallback_warns_once_with_reason(monkeypatch):
+    """A CUDA request the kernel cannot serve runs the reference and says why, once per reason."""
+    import kernels.attention as ka
+    monkeypatch.setattr(ka, "_WARNED", set())
+    q, k, v = _inputs(1, 2, 1, 4, 4, 16, torch.float32)
+    assert "stats.full" in ka.fallback_reason(q, k, v, scale=0.25, stats=StatsRequest(full=True))
+    assert "float64" in ka.fallback_reason(q.double(), k.double(), v.double(), scale=0.25)
+    assert "head_dim 48" in ka.fallback_reason(*_inputs(1, 2, 1, 4, 4, 48, torch.float32), scale=0.2)
+    ka._warn_fallback("head_dim 48")
+    with pytest.warns(RuntimeWarning, match="Triton kernel is not used \\(head_dim 12\\)"):
+        ka._warn_fallback("head_dim 12")
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ka._warn_fallback("head_dim 12")                               # second time: silent
 
 
 def test_head_edits_alone_parity():

@@ -1,9 +1,9 @@
 """Benchmark of the fused attention kernels against SDPA, FlexAttention and eager capture (GPU).
 
-Run from the repository root (never as a script from this folder, where ``triton.py`` would
-shadow the Triton package):
+Run from the repository root:
 
-    python -m kernels.attention.bench --out reports/attention_bench.json
+    python -m benchmarks.bench_attention --out benchmarks/results/attention_h200.json
+    python -m benchmarks.bench_attention --tune --n 16384 --out benchmarks/results/tiles_h200.json
 
 Batch 1, causal, bf16. Shapes: Llama-7B-like (32 heads, 32 kv, d=128), SmolLM2-like (9 heads,
 3 kv, d=64). Methods (ms, TFLOP/s on the causal forward's nominal 2 * N^2 * D * H FLOPs, ratio
@@ -36,10 +36,16 @@ SHAPES = {"llama": (32, 32, 128), "smollm": (9, 3, 64)}
 GiB = 1024 ** 3
 
 
+REPEATS = [3]
+
+
 def _bench(fn, quick: bool) -> float:
-    """Median ms of fn (Triton's do_bench: warm-up, L2 flush between runs)."""
+    """Median ms over REPEATS runs of Triton's do_bench (each: warm-up, L2 flush between calls;
+    at 60-120 ms per call one do_bench is about one sample, hence the repeats)."""
     from triton.testing import do_bench
-    return float(do_bench(fn, warmup=10 if quick else 25, rep=30 if quick else 100))
+    runs = sorted(float(do_bench(fn, warmup=10 if quick else 25, rep=30 if quick else 100))
+                  for _ in range(REPEATS[0]))
+    return runs[len(runs) // 2]
 
 
 def _peak(fn) -> float:
@@ -55,7 +61,7 @@ def _methods(H, KV, D, N, args):
     """name -> (callable, nominal FLOPs) for one shape and length."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    from kernels.attention import triton as tri
+    from kernels.attention import fused as tri
     from kernels.attention.api import AttentionEdits, StatsRequest
     from kernels.attention.reference import attention as reference_attention
 
@@ -192,34 +198,37 @@ def table(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
-def tune(args) -> None:
-    """Time the forward / received kernels under candidate tile configs (prints, no file)."""
-    from kernels.attention import triton as tri
-    from kernels.attention.api import StatsRequest
+TUNE_TILES = [(128, 128, 8, 3), (128, 64, 8, 3), (128, 64, 4, 3), (64, 64, 4, 3), (64, 128, 4, 3),
+              (64, 128, 8, 3), (64, 32, 4, 3), (128, 32, 4, 4)]
+
+
+def tune(args) -> list[dict]:
+    """Time the prefill kernel of each variant (output, stats, edit) under candidate tiles."""
+    from kernels.attention import fused as tri
+    from kernels.attention.api import AttentionEdits, StatsRequest
+    rows = []
     for shape in args.shapes:
         H, KV, D = SHAPES[shape]
         N = args.n[-1]
         q = torch.randn(1, H, N, D, device="cuda", dtype=torch.bfloat16)
         k = torch.randn(1, KV, N, D, device="cuda", dtype=torch.bfloat16)
         v = torch.randn(1, KV, N, D, device="cuda", dtype=torch.bfloat16)
-        for cfg in [(128, 64, 4, 3), (128, 64, 8, 3), (128, 128, 8, 3), (128, 32, 4, 4), (64, 64, 4, 3),
-                    (128, 64, 8, 4), (128, 128, 8, 2)]:
-            tri.FWD_CONFIG[D] = cfg
-            try:
-                ms = _bench(lambda: tri.attention(q, k, v, scale=D ** -0.5), True)
-                print(json.dumps({"tune": "fwd", "shape": shape, "N": N, "cfg": cfg, "ms": ms}), flush=True)
-            except Exception as e:  # noqa: BLE001
-                print(json.dumps({"tune": "fwd", "cfg": cfg, "error": str(e)[:100]}), flush=True)
-        tri.FWD_CONFIG.pop(D, None)
-        st = StatsRequest(received=True)
-        for cfg in [(64, 128, 4, 3), (64, 128, 8, 3), (128, 64, 8, 3), (128, 128, 8, 3), (64, 64, 4, 3)]:
-            tri.RECEIVED_CONFIG[D] = cfg
-            try:
-                ms = _bench(lambda: tri.attention(q, k, v, scale=D ** -0.5, stats=st), True)
-                print(json.dumps({"tune": "fwd+received", "shape": shape, "N": N, "cfg": cfg, "ms": ms}), flush=True)
-            except Exception as e:  # noqa: BLE001
-                print(json.dumps({"tune": "received", "cfg": cfg, "error": str(e)[:100]}), flush=True)
-        tri.RECEIVED_CONFIG.pop(D, None)
+        spans = torch.tensor([[[N // 4, N // 4 + min(576, N // 4)]]], device="cuda")
+        ed = AttentionEdits(col_idx=torch.zeros(1, H, 1, dtype=torch.long, device="cuda"),
+                            col_scale=torch.full((1, H), 0.5, device="cuda"), head_scale=torch.ones(H, device="cuda"))
+        variants = {"output": {}, "stats": dict(spans=spans, stats=StatsRequest(entropy=True, sink_mass=True,
+                                                                               span_mass=True, received=True)),
+                    "edit": dict(edits=ed)}
+        for variant, kw in variants.items():
+            for cfg in TUNE_TILES:
+                row = {"tune": variant, "shape": shape, "D": D, "N": N, "cfg": list(cfg)}
+                try:
+                    row["ms"] = _bench(lambda: tri.attention(q, k, v, scale=D ** -0.5, tile=cfg, **kw), True)
+                except Exception as e:  # noqa: BLE001 - a tuning run reports what failed
+                    row["error"] = f"{type(e).__name__}: {str(e)[:100]}"
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    return rows
 
 
 def main(argv=None) -> int:
@@ -232,19 +241,19 @@ def main(argv=None) -> int:
                     help="skip eager capture when its score / probability maps exceed this")
     ap.add_argument("--quick", action="store_true", help="short timing windows")
     ap.add_argument("--tune", action="store_true", help="time tile configs instead")
+    ap.add_argument("--repeats", type=int, default=3, help="do_bench runs per number (the median is kept)")
     ap.add_argument("--out", default=None, help="write the rows as JSON here")
     args = ap.parse_args(argv)
     if not torch.cuda.is_available():
         print("bench needs CUDA", file=sys.stderr)
         return 2
-    if args.tune:
-        tune(args)
-        return 0
-    rows = run(args)
+    REPEATS[0] = args.repeats
+    rows = tune(args) if args.tune else run(args)
     meta = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
             "triton": __import__("triton").__version__, "argv": sys.argv}
-    print()
-    print(table(rows))
+    if not args.tune:
+        print()
+        print(table(rows))
     if args.out:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         with open(args.out, "w") as f:

@@ -7,8 +7,8 @@
 3. Parity on real SmolLM2 attention inputs (q/k/v of a real 512-token Austen prompt, saved on the CPU
    machine with --save): kernel stats vs the fp64 reference stats saved with them.
 
-Usage: python -m kernels.attention.bench_e2e --save .devdata/smollm2_qkv.pt   (CPU machine)
-       python -m kernels.attention.bench_e2e --qkv .devdata/smollm2_qkv.pt --out results.json   (GPU)
+Usage: python -m benchmarks.bench_attention_e2e --save .devdata/smollm2_qkv.pt   (CPU machine)
+       python -m benchmarks.bench_attention_e2e --qkv .devdata/smollm2_qkv.pt --out results.json   (GPU)
 Set PROBE_DISABLE_TRITON=1 to force the reference path (the script toggles it itself).
 """
 from __future__ import annotations

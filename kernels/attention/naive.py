@@ -1,4 +1,7 @@
-"""Naive float64 attention for the kernel tests: repeat_interleave the kv heads, one softmax."""
+"""Naive float64 attention: repeat_interleave the kv heads, one softmax over the whole map.
+
+The oracle the kernel and reference tests compare against (O(T * S) memory: small shapes only).
+"""
 from __future__ import annotations
 
 import torch

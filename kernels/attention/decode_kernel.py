@@ -1,0 +1,254 @@
+"""Split-KV decode kernels (one query per sequence, T == 1), edits included.
+
+``decode_fwd_kernel``: one program per (key chunk, batch x kv head); the G query heads of a kv head
+share every K/V load. It writes partial (max, sum, acc) per chunk and, with ACT columns / VAR sink
+keys, leaves those keys out of the accumulator (and out of a second sum, l_rest, for ACT), and
+accumulates VAR's span targets separately. The column test runs only in programs whose chunk holds
+an edited column or the VAR span (decided once per program, outside the key loop); every other
+program runs the plain loop.
+``decode_combine_kernel``: one program per (batch, head): merges the chunks, gathers the few edited
+columns from q and the final max / sum, and applies ACT / VAR / head mean / head scale exactly as
+the prefill epilogue does (no 1 - m cancellation).
+"""
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from .jit_utils import INTERPRET, LN2, NEG, dot, precision, scores2
+
+
+@triton.jit
+def _decode_step(
+    b_q, p_k, p_v, s_ks, s_vs, j0, lo, j_hi, scale, softcap, uni, p_cols, m_g,
+    b_m, b_l, b_lr, b_acc, b_acc2, b_tm, sp0, sp1,
+    SPECIAL: tl.constexpr, D: tl.constexpr, BS: tl.constexpr, BG: tl.constexpr, C: tl.constexpr,
+    USE_SOFTCAP: tl.constexpr, USE_UNIFORM: tl.constexpr, USE_LR: tl.constexpr, USE_VAR: tl.constexpr,
+    PREC: tl.constexpr, UPCAST: tl.constexpr,
+):
+    """One key block for the G heads of a kv head; SPECIAL=True where edited columns may lie."""
+    o_j = j0 + tl.arange(0, BS)                                               # [BS]
+    o_d = tl.arange(0, D)                                                     # [D]
+    m_j = (o_j < j_hi) & (o_j >= lo)
+    b_k = tl.load(p_k + o_j[:, None] * s_ks + o_d[None, :], mask=m_j[:, None], other=0.0)  # [BS, D]
+    b_v = tl.load(p_v + o_j[:, None] * s_vs + o_d[None, :], mask=m_j[:, None], other=0.0)  # [BS, D]
+    b_s = dot(b_q, tl.trans(b_k), PREC, UPCAST)                               # [BG, BS]
+    b_s = scores2(b_s, scale, softcap, uni, USE_SOFTCAP, USE_UNIFORM)
+    b_s = tl.where(m_j[None, :], b_s, NEG)
+    b_mn = tl.maximum(b_m, tl.max(b_s, 1))                                    # [BG]
+    b_p = tl.exp2(b_s - b_mn[:, None])                                        # [BG, BS]
+    b_alpha = tl.exp2(b_m - b_mn)                                             # [BG]
+    b_ls = tl.sum(b_p, 1)
+    b_l = b_l * b_alpha + b_ls
+    b_pv = b_p
+    b_lsr = b_ls
+    if SPECIAL:
+        n_c = tl.zeros([BG, BS], tl.int32)                                    # [BG, BS] edited-column hits
+        for c in tl.static_range(C):
+            col = tl.load(p_cols + c, mask=m_g, other=-1).to(tl.int32)       # [BG]
+            n_c += (o_j[None, :] == col[:, None]).to(tl.int32)
+        b_pv = tl.where(n_c > 0, 0.0, b_p)
+        b_lsr = tl.sum(b_pv, 1)
+        if USE_VAR:
+            m_tg = (o_j[None, :] >= sp0) & (o_j[None, :] < sp1) & (n_c == 0)  # [BG, BS] span targets
+            b_pt = tl.where(m_tg, b_p, 0.0)
+            b_tm = b_tm * b_alpha + tl.sum(b_pt, 1)
+            b_acc2 = b_acc2 * b_alpha[:, None] + dot(b_pt.to(b_v.dtype), b_v, PREC, UPCAST)
+    else:
+        if USE_VAR:
+            b_tm = b_tm * b_alpha
+            b_acc2 = b_acc2 * b_alpha[:, None]
+    if USE_LR:
+        b_lr = b_lr * b_alpha + b_lsr
+    b_acc = b_acc * b_alpha[:, None] + dot(b_pv.to(b_v.dtype), b_v, PREC, UPCAST)  # [BG, D]
+    return b_mn, b_l, b_lr, b_acc, b_acc2, b_tm
+
+
+@triton.heuristics({
+    "USE_WINDOW": lambda a: a["window"] > 0,
+    "USE_SOFTCAP": lambda a: a["softcap"] > 0,
+    "USE_COLS": lambda a: a["col_idx"] is not None,
+    "USE_LR": lambda a: a["plr"] is not None,
+    "USE_VAR": lambda a: a["redist_span"] is not None,
+    "USE_UNIFORM": lambda a: a["head_uniform"] is not None,
+    "CP": lambda a: max(2, triton.next_power_of_2(max(a["C"], 1))),
+    "PREC": precision,
+    "UPCAST": lambda a: INTERPRET,
+})
+@triton.jit
+def decode_fwd_kernel(
+    q, k, v, po, pm, pl, plr, po2, ptm, key_start, col_idx, head_uniform, redist_span,
+    s_qb, s_qh, s_kb, s_kh, s_ks, s_vb, s_vh, s_vs,
+    scale, softcap, window, S, chunk, NSPLIT,
+    H: tl.constexpr, KV: tl.constexpr, G: tl.constexpr, D: tl.constexpr, BG: tl.constexpr,
+    BS: tl.constexpr, C: tl.constexpr, CP: tl.constexpr,
+    USE_WINDOW: tl.constexpr, USE_SOFTCAP: tl.constexpr, USE_COLS: tl.constexpr, USE_LR: tl.constexpr,
+    USE_VAR: tl.constexpr, USE_UNIFORM: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr,
+):
+    """Partials per (b, h, chunk): pm, pl (, plr) [B, H, NSPLIT] and po (, po2) [B, H, NSPLIT, D],
+    ptm [B, H, NSPLIT], all float32. col_idx [B, H, C] deduplicated (-1 unused)."""
+    i_sp, i_bk = tl.program_id(0), tl.program_id(1)
+    i_b, i_kh = (i_bk // KV).to(tl.int64), (i_bk % KV).to(tl.int64)
+    o_g = tl.arange(0, BG)                                                    # [BG]
+    o_d = tl.arange(0, D)                                                     # [D]
+    m_g = o_g < G
+    ks = tl.load(key_start + i_b).to(tl.int32)
+    p_q = q + i_b * s_qb + (i_kh * G) * s_qh
+    b_q = tl.load(p_q + o_g[:, None] * s_qh + o_d[None, :], mask=m_g[:, None], other=0.0)  # [BG, D]
+    p_k = k + i_b * s_kb + i_kh * s_kh
+    p_v = v + i_b * s_vb + i_kh * s_vh
+    o_h = i_b * H + i_kh * G + o_g                                            # [BG] rows of [B, H]
+    pos = S - 1
+    lo = ks
+    if USE_WINDOW:
+        lo = tl.maximum(lo, pos - window + 1)
+    j_lo = tl.maximum(i_sp * chunk, lo // BS * BS)
+    j_hi = tl.minimum(i_sp * chunk + chunk, S)
+    uni = False
+    if USE_UNIFORM:
+        uni = (tl.load(head_uniform + i_kh * G + o_g, mask=m_g, other=0) != 0)[:, None]  # [BG, 1]
+    p_cols = col_idx
+    if USE_COLS:
+        p_cols = col_idx + o_h * C                                            # [BG] row starts
+    sp0, sp1 = 0, 0
+    if USE_VAR:
+        sp0 = tl.load(redist_span + i_b * 2).to(tl.int32)
+        sp1 = tl.load(redist_span + i_b * 2 + 1).to(tl.int32)
+
+    b_m = tl.full([BG], NEG, tl.float32)                                      # [BG]
+    b_l = tl.zeros([BG], tl.float32)                                          # [BG]
+    b_lr = tl.zeros([BG], tl.float32)                                         # [BG] sum without columns
+    b_acc = tl.zeros([BG, D], tl.float32)                                     # [BG, D]
+    b_acc2 = tl.zeros([BG, D], tl.float32)                                    # [BG, D] VAR targets
+    b_tm = tl.zeros([BG], tl.float32)                                         # [BG] VAR target mass
+    if USE_COLS:
+        o_c = tl.arange(0, CP)
+        b_cols = tl.load(p_cols[:, None] + o_c[None, :], mask=m_g[:, None] & (o_c < C)[None, :], other=-1)
+        n_in = tl.sum(tl.sum(((b_cols >= j_lo) & (b_cols < j_hi)).to(tl.int32), 1), 0)
+        special = n_in > 0
+        if USE_VAR:
+            special = special | ((sp0 < j_hi) & (sp1 > j_lo))
+        if special:
+            for j0 in range(j_lo, j_hi, BS):
+                b_m, b_l, b_lr, b_acc, b_acc2, b_tm = _decode_step(
+                    b_q, p_k, p_v, s_ks, s_vs, j0, lo, j_hi, scale, softcap, uni, p_cols, m_g,
+                    b_m, b_l, b_lr, b_acc, b_acc2, b_tm, sp0, sp1, True, D, BS, BG, C,
+                    USE_SOFTCAP, USE_UNIFORM, USE_LR, USE_VAR, PREC, UPCAST)
+        else:
+            for j0 in range(j_lo, j_hi, BS):
+                b_m, b_l, b_lr, b_acc, b_acc2, b_tm = _decode_step(
+                    b_q, p_k, p_v, s_ks, s_vs, j0, lo, j_hi, scale, softcap, uni, p_cols, m_g,
+                    b_m, b_l, b_lr, b_acc, b_acc2, b_tm, sp0, sp1, False, D, BS, BG, C,
+                    USE_SOFTCAP, USE_UNIFORM, USE_LR, USE_VAR, PREC, UPCAST)
+    else:
+        for j0 in range(j_lo, j_hi, BS):
+            b_m, b_l, b_lr, b_acc, b_acc2, b_tm = _decode_step(
+                b_q, p_k, p_v, s_ks, s_vs, j0, lo, j_hi, scale, softcap, uni, p_cols, m_g,
+                b_m, b_l, b_lr, b_acc, b_acc2, b_tm, sp0, sp1, False, D, BS, BG, C,
+                USE_SOFTCAP, USE_UNIFORM, USE_LR, USE_VAR, PREC, UPCAST)
+    o_p = o_h * NSPLIT + i_sp                                                 # [BG] partial rows
+    tl.store(pm + o_p, b_m, mask=m_g)
+    tl.store(pl + o_p, b_l, mask=m_g)
+    tl.store(po + o_p[:, None] * D + o_d[None, :], b_acc, mask=m_g[:, None])
+    if USE_LR:
+        tl.store(plr + o_p, b_lr, mask=m_g)
+    if USE_VAR:
+        tl.store(ptm + o_p, b_tm, mask=m_g)
+        tl.store(po2 + o_p[:, None] * D + o_d[None, :], b_acc2, mask=m_g[:, None])
+
+
+@triton.heuristics({
+    "STORE_LSE": lambda a: a["lse"] is not None,
+    "USE_WINDOW": lambda a: a["window"] > 0,
+    "USE_SOFTCAP": lambda a: a["softcap"] > 0,
+    "USE_COLS": lambda a: a["col_idx"] is not None,
+    "USE_VAR": lambda a: a["redist_span"] is not None,
+    "USE_UNIFORM": lambda a: a["head_uniform"] is not None,
+    "USE_HMEAN": lambda a: a["head_mean"] is not None,
+    "USE_HSCALE": lambda a: a["head_scale"] is not None,
+})
+@triton.jit
+def decode_combine_kernel(
+    po, pm, pl, plr, po2, ptm, o, lse, q, k, v, key_start, col_idx, col_scale, head_uniform,
+    redist_span, redist_from, redist_keep, redist_rho, redist_min_mass, head_mean, head_mean_on, head_scale,
+    s_ob, s_oh, s_qb, s_qh, s_kb, s_kh, s_ks, s_vb, s_vh, s_vs,
+    scale, softcap, window, S, NSPLIT,
+    H: tl.constexpr, G: tl.constexpr, D: tl.constexpr, NSP: tl.constexpr, C: tl.constexpr,
+    STORE_LSE: tl.constexpr, USE_WINDOW: tl.constexpr, USE_SOFTCAP: tl.constexpr, USE_COLS: tl.constexpr,
+    USE_VAR: tl.constexpr, USE_UNIFORM: tl.constexpr, USE_HMEAN: tl.constexpr, USE_HSCALE: tl.constexpr,
+):
+    """o [B, 1, H, D] (and lse [B, H, 1]) from the partials; the edit epilogue of the prefill kernel."""
+    i_bh = tl.program_id(0)
+    i_b, i_h = (i_bh // H).to(tl.int64), (i_bh % H).to(tl.int64)
+    o_n = tl.arange(0, NSP)                                                   # [NSP]
+    o_d = tl.arange(0, D)                                                     # [D]
+    m_n = o_n < NSPLIT
+    b_m = tl.load(pm + i_bh * NSPLIT + o_n, mask=m_n, other=NEG)              # [NSP]
+    b_l = tl.load(pl + i_bh * NSPLIT + o_n, mask=m_n, other=0.0)              # [NSP]
+    o_pd = (i_bh * NSPLIT + o_n)[:, None] * D + o_d[None, :]                  # [NSP, D]
+    b_po = tl.load(po + o_pd, mask=m_n[:, None], other=0.0)                   # [NSP, D]
+    m_all = tl.max(b_m, 0)
+    b_w = tl.exp2(b_m - m_all)                                                # [NSP]
+    l_all = tl.sum(b_l * b_w, 0)
+    ks = tl.load(key_start + i_b).to(tl.int32)
+    pos = S - 1
+    ok = pos >= ks
+    l_all = tl.where(ok, l_all, 1.0)
+    b_acc = tl.sum(b_po * b_w[:, None], 0)                                    # [D]
+    b_o = b_acc / l_all                                                       # [D]
+    if USE_COLS:
+        i_kh = i_h // G
+        b_q = tl.load(q + i_b * s_qb + i_h * s_qh + o_d).to(tl.float32)       # [D]
+        p_k = k + i_b * s_kb + i_kh * s_kh
+        p_v = v + i_b * s_vb + i_kh * s_vh
+        uni = False
+        if USE_UNIFORM:
+            uni = tl.load(head_uniform + i_h) != 0
+        sp0, sp1 = 0, 0
+        if USE_VAR:
+            sp0 = tl.load(redist_span + i_b * 2).to(tl.int32)
+            sp1 = tl.load(redist_span + i_b * 2 + 1).to(tl.int32)
+        b_mc = tl.sum(tl.zeros([D], tl.float32), 0)                           # column mass
+        b_msi = tl.sum(tl.zeros([D], tl.float32), 0)                          # VAR: sink mass in the span
+        b_oc = tl.zeros([D], tl.float32)                                      # [D] sum of p_c v_c
+        for c in tl.static_range(C):
+            idx = tl.load(col_idx + i_bh * C + c).to(tl.int32)
+            idx_s = tl.maximum(idx, 0)
+            b_kc = tl.load(p_k + idx_s * s_ks + o_d).to(tl.float32)          # [D]
+            s_c = scores2(tl.sum(b_q * b_kc, 0), scale, softcap, uni, USE_SOFTCAP, USE_UNIFORM)
+            vis = (idx >= 0) & (idx >= ks) & (idx <= pos)
+            if USE_WINDOW:
+                vis = vis & ((pos - idx) < window)
+            p_c = tl.where(vis, tl.exp2(s_c - m_all) / l_all, 0.0)
+            b_vc = tl.load(p_v + idx_s * s_vs + o_d).to(tl.float32)          # [D]
+            b_mc += p_c
+            b_oc += p_c * b_vc
+            if USE_VAR:
+                b_msi += tl.where((idx >= sp0) & (idx < sp1), p_c, 0.0)
+        if USE_VAR:
+            keep = tl.load(redist_keep + i_h).to(tl.float32)
+            r_from = tl.load(redist_from + i_b).to(tl.int32)
+            b_tm = tl.load(ptm + i_bh * NSPLIT + o_n, mask=m_n, other=0.0)    # [NSP]
+            b_acc2 = tl.sum(tl.load(po2 + o_pd, mask=m_n[:, None], other=0.0) * b_w[:, None], 0)  # [D]
+            den = tl.sum(b_tm * b_w, 0) / l_all                               # target mass
+            mass = den + b_msi                                                # span mass
+            sel = (pos >= r_from) & (b_msi / (mass + 1e-6) <= redist_rho) & (mass >= redist_min_mass)
+            sel = sel & (den > 0) & (keep < 1.0)
+            gain = (1.0 - keep) * b_mc / tl.where(sel, den, 1.0)
+            b_o = tl.where(sel, b_o + keep * b_oc + gain * (b_acc2 / l_all), b_o + b_oc)
+        else:
+            beta = tl.load(col_scale + i_bh).to(tl.float32)
+            b_lr = tl.load(plr + i_bh * NSPLIT + o_n, mask=m_n, other=0.0)    # [NSP]
+            l_rest = tl.sum(b_lr * b_w, 0)
+            ed = l_rest > 0
+            b_rest = b_acc / tl.where(ed, l_rest, 1.0)                        # [D]
+            b_o = tl.where(ed, (1.0 - beta * b_mc) * b_rest + beta * b_oc, b_o + b_oc)
+    b_o = tl.where(ok, b_o, 0.0)
+    if USE_HMEAN:
+        on = tl.load(head_mean_on + i_h) != 0
+        b_o = tl.where(ok & on, tl.load(head_mean + i_h * D + o_d).to(tl.float32), b_o)
+    if USE_HSCALE:
+        b_o = b_o * tl.load(head_scale + i_h).to(tl.float32)
+    tl.store(o + i_b * s_ob + i_h * s_oh + o_d, b_o.to(o.dtype.element_ty))
+    if STORE_LSE:
+        tl.store(lse + i_bh, tl.where(ok, (m_all + tl.log2(l_all)) * LN2, float("-inf")))

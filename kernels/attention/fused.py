@@ -1,0 +1,354 @@
+"""Host side of the Triton attention kernels (same signature as ``reference.attention``).
+
+Kernels (each in its own module): ``prefill_kernel.attention_fwd_kernel`` (output, statistics and
+edits in one launch), ``received_kernel.received_fwd_kernel`` (exact column sums from the
+forward's lse), ``decode_kernel`` (split-KV decode for T == 1, ACT / VAR / uniform / head edits
+included). ``unsupported_reason`` says why a request goes to the reference: stats.full, float64,
+head_dim not a power of two in 16..256, statistics other than top-k together with probability
+edits, ACT and VAR together, more than 16 ACT columns / sink keys / spans / sink positions,
+window < 1. Top-k of the last rows is taken by the reference on those few rows (exact, O(H R S)).
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import weakref
+from typing import Optional
+
+import torch
+import triton
+from torch import Tensor
+
+from . import tiles
+from .api import NO_STATS, AttentionEdits, AttentionResult, StatsRequest, check_shapes
+from .decode_kernel import decode_combine_kernel, decode_fwd_kernel
+from .jit_utils import INTERPRET
+from .prefill_kernel import attention_fwd_kernel
+from .received_kernel import received_fwd_kernel
+from .reference import attention as reference_attention
+
+_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+_MAX_LIST = 16   # ACT columns, VAR sink keys, spans, sink positions per call
+
+
+def unsupported_reason(q: Tensor, k: Tensor, v: Tensor, kw: dict) -> Optional[str]:
+    """Why the kernels do not cover this request (None = they do)."""
+    try:
+        check_shapes(q, k, v)
+    except ValueError as err:
+        return str(err)
+    if q.dtype not in _DTYPES or k.dtype != q.dtype or v.dtype != q.dtype:
+        return f"dtype {q.dtype} (kernel covers fp16 / bf16 / fp32 with equal q, k, v dtypes)"
+    if not (q.is_cuda or INTERPRET):
+        return "not on CUDA"
+    D = q.shape[-1]
+    if D not in (16, 32, 64, 128, 256):
+        return f"head_dim {D} (kernel covers 16, 32, 64, 128, 256)"
+    stats: StatsRequest = kw.get("stats", NO_STATS) or NO_STATS
+    edits: Optional[AttentionEdits] = kw.get("edits")
+    if stats.full:
+        return "stats.full (the whole map is the reference's job)"
+    window = kw.get("window")
+    if window is not None and int(window) < 1:
+        return "window < 1"
+    if edits is not None:
+        if edits.redist_idx is not None and edits.col_idx is not None:
+            return "ACT and VAR together (each alone is in the kernel)"
+        if edits.redist_idx is not None and edits.redist_idx.shape[-1] > _MAX_LIST:
+            return f"more than {_MAX_LIST} VAR sink keys"
+        if edits.edits_probs and (stats.lse or stats.entropy or stats.sink_mass or stats.span_mass
+                                  or stats.received):
+            return "statistics of edited probabilities (only topk is served with probability edits)"
+        if edits.col_idx is not None and edits.col_idx.shape[-1] > _MAX_LIST:
+            return f"more than {_MAX_LIST} ACT columns"
+    sink_pos = kw.get("sink_pos")
+    if stats.sink_mass and sink_pos is not None and sink_pos.shape[-1] > _MAX_LIST:
+        return f"more than {_MAX_LIST} sink positions"
+    spans = kw.get("spans")
+    if stats.span_mass and spans is not None and spans.shape[1] > _MAX_LIST:
+        return f"more than {_MAX_LIST} spans"
+    return None
+
+
+def supports(q: Tensor, k: Tensor, v: Tensor, **kw) -> bool:
+    """True when the Triton kernels cover this request (else the dispatcher uses the reference)."""
+    return unsupported_reason(q, k, v, kw) is None
+
+
+# ---------------------------------------------------------------------------------------------
+# per-sequence caches: edit index lists do not change between the decode steps of one sequence
+# ---------------------------------------------------------------------------------------------
+_DEDUP: dict = {}
+_DEDUP_MAX = 512
+
+
+def _dedup_raw(idx: Tensor) -> Tensor:
+    """Indices [..., C] (-1 unused) with repeats set to -1 (device ops, no sync, no recompile)."""
+    idx, _ = idx.long().sort(-1)
+    if idx.shape[-1] > 1:
+        dup = idx[..., 1:] == idx[..., :-1]
+        idx = torch.cat([idx[..., :1], torch.where(dup, torch.full_like(idx[..., 1:], -1), idx[..., 1:])], -1)
+    return idx.contiguous()
+
+
+def _dedup(idx: Tensor, dev, expand_heads: int = 0) -> Tensor:
+    """``_dedup_raw(idx)`` on dev ([B, C] -> [B, H, C] when expand_heads = H), cached on the identity
+    and version of ``idx``: a hook that hands the same column tensor to every decode step of a
+    sequence (ACT, Redistribute) pays the sort once per sequence, not once per layer and step."""
+    key = (id(idx), idx._version, str(dev), expand_heads)
+    hit = _DEDUP.get(key)
+    if hit is not None and hit[0]() is idx:
+        return hit[1]
+    out = _dedup_raw(idx.to(dev))
+    if expand_heads:
+        out = out[:, None, :].expand(out.shape[0], expand_heads, out.shape[-1]).contiguous()
+    if len(_DEDUP) >= _DEDUP_MAX:
+        _DEDUP.clear()
+    _DEDUP[key] = (weakref.ref(idx), out)
+    return out
+
+
+# Tests set this: every output buffer starts as NaN, so an element a kernel never writes fails them.
+POISON_OUTPUTS = False
+
+
+def _alloc(*shape: int, dtype, device) -> Tensor:
+    """torch.empty, NaN-filled when ``POISON_OUTPUTS`` (the kernel tests)."""
+    t = torch.empty(*shape, dtype=dtype, device=device)
+    return t.fill_(float("nan")) if POISON_OUTPUTS else t
+
+
+_CONST: dict = {}
+
+
+def _zeros_i64(n: int, dev) -> Tensor:
+    """Cached read-only int64 zeros of length n on dev (the default key_start)."""
+    key = (n, str(dev))
+    t = _CONST.get(key)
+    if t is None:
+        t = _CONST[key] = torch.zeros(n, dtype=torch.long, device=dev)
+    return t
+
+
+def _received_count(key_start: Tensor, T: int, S: int, window: Optional[int], dtype) -> Tensor:
+    """Number of this call's queries that see each key, [B, S] (closed form)."""
+    j = torch.arange(S, device=key_start.device)                              # [S]
+    first = torch.clamp(j, min=S - T)                                         # first query position >= j
+    last = torch.full_like(j, S - 1)
+    if window is not None:
+        last = torch.clamp(j + int(window) - 1, max=S - 1)
+    cnt = (last - first + 1).clamp_min(0)[None, :].expand(key_start.shape[0], S)  # [B, S]
+    cnt = torch.where(j[None, :] >= key_start[:, None], cnt, torch.zeros_like(cnt))
+    return cnt.to(dtype)
+
+
+def _on_q_device(fn):
+    """Launch under q's CUDA device. Triton launches on the *current* device's stream: with a model
+    spread over GPUs (device_map), a layer on cuda:1 while cuda:0 is current ran on cuda:0's stream,
+    unordered with cuda:1's work, and its statistics came back stale (found on the H200 x2)."""
+    @functools.wraps(fn)
+    def on_device(q: Tensor, k: Tensor, v: Tensor, **kw) -> AttentionResult:
+        with torch.cuda.device(q.device) if q.is_cuda else contextlib.nullcontext():   # CPU: TRITON_INTERPRET
+            return fn(q, k, v, **kw)
+    return on_device
+
+
+class _Edits:
+    """The kernel arguments of an ``AttentionEdits`` (None = off), on dev."""
+
+    def __init__(self, ed: Optional[AttentionEdits], B: int, H: int, dev):
+        ed = ed if ed is not None else AttentionEdits()
+        f32 = torch.float32
+        self.var = ed.redist_idx is not None
+        self.act = ed.col_idx is not None
+        self.probs = ed.edits_probs
+        self.rho, self.min_mass = float(ed.redist_rho), float(ed.redist_min_mass)
+        if self.var:  # the sink keys, per batch row, take the place of the ACT columns
+            self.cols = _dedup(ed.redist_idx, dev, expand_heads=H)
+            self.span = ed.redist_span.to(dev).long().contiguous()
+            self.frm = ed.redist_from.to(dev).long().contiguous()
+            self.keep = ed.redist_keep.to(dev).to(f32).contiguous()
+        else:
+            self.cols = _dedup(ed.col_idx, dev) if self.act else None
+            self.span = self.frm = self.keep = None
+        self.C = self.cols.shape[-1] if self.cols is not None else 0
+        self.col_scale = ed.col_scale.to(dev).to(f32).contiguous() if self.act else None
+        self.uniform = ed.head_uniform.to(dev).to(torch.int32).contiguous() if ed.head_uniform is not None else None
+        on = ed.head_mean_on is not None and ed.head_mean is not None
+        self.mean = ed.head_mean.to(dev).contiguous() if on else None
+        self.mean_on = ed.head_mean_on.to(dev).to(torch.int32).contiguous() if on else None
+        self.scale = ed.head_scale.to(dev).to(f32).contiguous() if ed.head_scale is not None else None
+
+
+@_on_q_device
+def attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    *,
+    scale: float,
+    key_start: Optional[Tensor] = None,
+    window: Optional[int] = None,
+    softcap: Optional[float] = None,
+    sink_pos: Optional[Tensor] = None,
+    spans: Optional[Tensor] = None,
+    stats: StatsRequest = NO_STATS,
+    edits: Optional[AttentionEdits] = None,
+    block_q: Optional[int] = None,
+    tile: Optional[tuple] = None,
+) -> AttentionResult:
+    """Causal GQA attention with in-launch statistics and edits, in Triton (see ``kernels.attention.api``).
+
+    Args:
+        q: [B, H, T, D]; k, v: [B, KV, S, D] (fp16 / bf16 / fp32, D in 16..256, a power of two).
+        scale, key_start [B], window, softcap, sink_pos [B, P], spans [B, NS, 2], stats, edits:
+            as in ``reference.attention``.
+        block_q: ignored (the reference's memory knob; the kernel tiles by itself).
+        tile: (BT, BS, num_warps, num_stages) override of the prefill kernel's tile (tuning runs).
+    Returns:
+        AttentionResult with out [B, T, H, D] in q's dtype; lse / entropy [B, H, T],
+        sink_mass [B, H, T, P], span_mass [B, H, T, NS], received_sum [B, H, S],
+        received_count [B, S], topk_idx / topk_val [B, H, R, k], all float32, when requested.
+    """
+    why = unsupported_reason(q, k, v, {"stats": stats, "edits": edits, "window": window,
+                                       "sink_pos": sink_pos, "spans": spans})
+    if why is not None:
+        raise NotImplementedError(f"triton attention: {why}")
+    B, H, KV, T, S, D = check_shapes(q, k, v)
+    dev = q.device
+    q, k, v = (x if x.stride(-1) == 1 else x.contiguous() for x in (q, k, v))
+    key_start = _zeros_i64(B, dev) if key_start is None else key_start.to(dev).long().contiguous()
+    win = int(window) if window is not None and int(window) < S else 0
+    common = dict(scale=float(scale), softcap=float(softcap) if softcap else 0.0, window=win)
+    ed = _Edits(edits, B, H, dev)
+
+    out = _alloc(B, T, H, D, dtype=q.dtype, device=dev)
+    res = AttentionResult(out=out)
+    if T == 1 and not (stats.entropy or stats.sink_mass or stats.span_mass or stats.received):
+        res.lse = _decode(q, k, v, out, key_start, ed, stats.lse, common)
+    else:
+        _prefill(q, k, v, out, res, key_start, ed, stats, sink_pos, spans, tile, common)
+        if stats.received:
+            res.received_sum = _received(q, k, res.extras.pop("lse_all"), key_start, common)
+            res.received_count = _received_count(key_start, T, S, window, torch.float32)
+
+    rows = min(stats.topk_rows, T) if stats.topk else 0
+    if rows:
+        # exact top-k of the last few rows (edits included) by the reference: O(H * rows * S)
+        tail = reference_attention(
+            q[:, :, T - rows:], k, v, scale=scale, key_start=key_start, window=window, softcap=softcap,
+            stats=StatsRequest(topk=stats.topk, topk_rows=rows), edits=edits)
+        res.topk_idx, res.topk_val = tail.topk_idx, tail.topk_val.to(torch.float32)
+    return res
+
+
+def _prefill(q, k, v, out, res, key_start, ed: _Edits, stats, sink_pos, spans, tile, common) -> None:
+    """One launch of the prefill kernel; fills res's lse / entropy / sink / span fields."""
+    B, H, T, D = q.shape
+    KV, S = k.shape[1], k.shape[2]
+    dev, f32 = q.device, torch.float32
+    empty = lambda *shape: _alloc(*shape, dtype=f32, device=dev)  # noqa: E731
+    need_lse = stats.lse or stats.received
+    lse = empty(B, H, T) if need_lse else None
+    ent = empty(B, H, T) if stats.entropy else None
+    if stats.sink_mass and sink_pos is None:
+        sink_pos = key_start[:, None]
+    P = sink_pos.shape[1] if stats.sink_mass else 0
+    snk = empty(B, H, T, P) if stats.sink_mass else None
+    if stats.span_mass and spans is None:
+        raise ValueError("stats.span_mass needs spans [B, NS, 2]")
+    NS = spans.shape[1] if stats.span_mass else 0
+    spm = empty(B, H, T, NS) if stats.span_mass else None
+
+    variant = ("var" if ed.var else "edit") if ed.probs else (
+        "stats" if (stats.entropy or stats.sink_mass or stats.span_mass or stats.received) else "output")
+    BT, BS, nw, ns = tiles.prefill_tile(variant, D, q.element_size(), INTERPRET, tile)
+    attention_fwd_kernel[(triton.cdiv(T, BT), B * H)](
+        q=q, k=k, v=v, o=out, lse=lse, ent=ent, spm=spm, snk=snk, key_start=key_start,
+        sink_pos=sink_pos.to(dev).long().contiguous() if stats.sink_mass else None,
+        spans=spans.to(dev).long().contiguous() if stats.span_mass else None,
+        col_idx=ed.cols, col_scale=ed.col_scale, head_uniform=ed.uniform,
+        head_mean=ed.mean, head_mean_on=ed.mean_on, head_scale=ed.scale,
+        redist_span=ed.span, redist_from=ed.frm, redist_keep=ed.keep,
+        redist_rho=ed.rho, redist_min_mass=ed.min_mass,
+        s_qb=q.stride(0), s_qh=q.stride(1), s_qt=q.stride(2),
+        s_kb=k.stride(0), s_kh=k.stride(1), s_ks=k.stride(2),
+        s_vb=v.stride(0), s_vh=v.stride(1), s_vs=v.stride(2),
+        s_ob=out.stride(0), s_ot=out.stride(1), s_oh=out.stride(2),
+        T=T, S=S, H=H, G=H // KV, D=D, BT=BT, BS=BS, NS=NS, P=P, C=ed.C,
+        num_warps=nw, num_stages=ns, **common,
+    )
+    res.lse, res.entropy, res.sink_mass, res.span_mass = (lse if stats.lse else None), ent, snk, spm
+    if stats.received:
+        res.extras["lse_all"] = lse
+
+
+def _received(q, k, lse, key_start, common) -> Tensor:
+    """Received-mass column sums [B, H, S] from the forward's lse [B, H, T]."""
+    B, H, T, D = q.shape
+    KV, S = k.shape[1], k.shape[2]
+    rsum = _alloc(B, H, S, dtype=torch.float32, device=q.device)
+    RT, RS, nw, ns = tiles.received_tile(D, q.element_size(), INTERPRET)
+    received_fwd_kernel[(triton.cdiv(S, RS), B * H)](
+        q=q, k=k, lse=lse, rsum=rsum, key_start=key_start,
+        s_qb=q.stride(0), s_qh=q.stride(1), s_qt=q.stride(2),
+        s_kb=k.stride(0), s_kh=k.stride(1), s_ks=k.stride(2),
+        T=T, S=S, H=H, G=H // KV, D=D, BT=RT, BS=RS, num_warps=nw, num_stages=ns, **common,
+    )
+    return rsum
+
+
+_SMS: dict = {}
+
+
+def _sm_count(dev) -> int:
+    """Streaming multiprocessors of dev (132 on an H200; a nominal 4 in the interpreter)."""
+    if dev.type != "cuda":
+        return 4
+    key = str(dev)
+    if key not in _SMS:
+        _SMS[key] = torch.cuda.get_device_properties(dev).multi_processor_count
+    return _SMS[key]
+
+
+def _decode(q, k, v, out, key_start, ed: _Edits, store_lse: bool, common) -> Optional[Tensor]:
+    """Split-KV decode for T == 1: partials per key chunk, then one combine with the edit epilogue.
+    Returns lse [B, H, 1] when store_lse."""
+    B, H, _, D = q.shape
+    KV, S = k.shape[1], k.shape[2]
+    G = H // KV
+    BS, nw, stages = tiles.decode_tile(D, q.element_size(), INTERPRET)
+    # one wave: a few CTAs per SM, and as many key chunks as fill those slots (decode is
+    # bandwidth-bound: every SM streams K/V for the whole launch)
+    smem = BS * D * q.element_size() * 2 * stages + 16 * D * q.element_size()
+    slots = _sm_count(q.device) * max(1, min(4, (224 * 1024) // smem))
+    nsplit = max(1, min(512, slots // (B * KV), triton.cdiv(S, BS)))
+    chunk = triton.cdiv(triton.cdiv(S, nsplit), BS) * BS
+    nsplit = triton.cdiv(S, chunk)
+    n = B * H * nsplit
+    width = D + 2 + (1 if ed.act else 0) + ((D + 1) if ed.var else 0)
+    part = _alloc(n * width, dtype=torch.float32, device=q.device)      # one allocation
+    po, pm, pl = part[: n * D], part[n * D: n * (D + 1)], part[n * (D + 1): n * (D + 2)]
+    rest = part[n * (D + 2):]
+    plr = rest[:n] if ed.act else None                                        # [B, H, nsplit]
+    po2 = rest[: n * D] if ed.var else None                                   # [B, H, nsplit, D]
+    ptm = rest[n * D: n * (D + 1)] if ed.var else None                        # [B, H, nsplit]
+    lse = _alloc(B, H, 1, dtype=torch.float32, device=q.device) if store_lse else None
+    strides = dict(s_qb=q.stride(0), s_qh=q.stride(1), s_kb=k.stride(0), s_kh=k.stride(1), s_ks=k.stride(2),
+                   s_vb=v.stride(0), s_vh=v.stride(1), s_vs=v.stride(2))
+    decode_fwd_kernel[(nsplit, B * KV)](
+        q=q, k=k, v=v, po=po, pm=pm, pl=pl, plr=plr, po2=po2, ptm=ptm, key_start=key_start,
+        col_idx=ed.cols, head_uniform=ed.uniform, redist_span=ed.span,
+        S=S, chunk=chunk, NSPLIT=nsplit, H=H, KV=KV, G=G, D=D, BG=max(16, triton.next_power_of_2(G)),
+        BS=BS, C=ed.C, num_warps=nw, num_stages=stages, **strides, **common,
+    )
+    decode_combine_kernel[(B * H,)](
+        po=po, pm=pm, pl=pl, plr=plr, po2=po2, ptm=ptm, o=out, lse=lse, q=q, k=k, v=v, key_start=key_start,
+        col_idx=ed.cols, col_scale=ed.col_scale, head_uniform=ed.uniform,
+        redist_span=ed.span, redist_from=ed.frm, redist_keep=ed.keep,
+        redist_rho=ed.rho, redist_min_mass=ed.min_mass,
+        head_mean=ed.mean, head_mean_on=ed.mean_on, head_scale=ed.scale,
+        s_ob=out.stride(0), s_oh=out.stride(2), S=S, NSPLIT=nsplit,
+        H=H, G=G, D=D, NSP=max(2, triton.next_power_of_2(nsplit)), C=ed.C, num_warps=4, **strides, **common,
+    )
+    return lse

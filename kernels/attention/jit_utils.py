@@ -1,0 +1,43 @@
+"""Triton helpers shared by the attention kernels: constants, the matmul wrapper, logits."""
+from __future__ import annotations
+
+import os
+
+import triton
+import triton.language as tl
+
+LOG2E = tl.constexpr(1.4426950408889634)
+LN2 = tl.constexpr(0.6931471805599453)
+NEG = tl.constexpr(-1.0e30)  # finite "minus infinity": keeps 0 * (s - m) NaN-free in the entropy sum
+
+INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def precision(args) -> str:
+    """``@triton.heuristics`` rule: exact fp32 products for fp32 inputs, tensor cores otherwise."""
+    return "ieee" if args["q"].element_size() == 4 else "tf32"
+
+
+@triton.jit
+def dot(a, b, PREC: tl.constexpr, UPCAST: tl.constexpr):
+    """a @ b with fp32 accumulation; UPCAST (interpreter only, whose bf16 dot is wrong) multiplies
+    in fp32, which is exact for fp16 / bf16 products, so the numerics match the tensor cores'."""
+    if UPCAST:
+        return tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="ieee")
+    else:
+        return tl.dot(a, b, input_precision=PREC)
+
+
+@triton.jit
+def scores2(b_s, scale, softcap, uni, USE_SOFTCAP: tl.constexpr, USE_UNIFORM: tl.constexpr):
+    """Raw q.k -> base-2 logits (scale, optional softcap, optional uniform-head zeroing)."""
+    if USE_SOFTCAP:
+        b_x = b_s * (scale / softcap)
+        b_e = tl.exp2(tl.abs(b_x) * (-2.0 * LOG2E))
+        b_th = (1.0 - b_e) / (1.0 + b_e)
+        b_s = tl.where(b_x < 0, -b_th, b_th) * (softcap * LOG2E)
+    else:
+        b_s = b_s * (scale * LOG2E)
+    if USE_UNIFORM:
+        b_s = tl.where(uni, 0.0, b_s)
+    return b_s

@@ -1,0 +1,277 @@
+"""Prefill kernel: FlashAttention-style forward with in-launch statistics and edits.
+
+``attention_fwd_kernel`` runs an online softmax over key blocks (causal / sliding-window /
+left-padding block skipping, GQA) and, on request, lse, entropy, span mass (in the key loop), sink
+mass and ACT column edits (gathered in the epilogue from the final max / sum), VAR redistribution
+(span-target accumulator in the key loop, sink keys in the epilogue), uniform heads, head mean /
+scale. Every optional input is a pointer that is ``None`` when off; ``@triton.heuristics`` turns
+that into the kernel's ``USE_*`` switches, so a launch passes only what it uses, by keyword.
+"""
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from .jit_utils import INTERPRET, LN2, NEG, dot, precision, scores2
+
+
+@triton.jit
+def _fwd_step(
+    b_q, p_k, p_v, s_ks, s_vs, j0, p_pos, ks, S, window, scale, softcap, uni,
+    b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_cols, p_spans, b_acc2, b_tm, sp0, sp1,
+    MASK: tl.constexpr, D: tl.constexpr, BS: tl.constexpr, NS: tl.constexpr, NSP: tl.constexpr,
+    USE_WINDOW: tl.constexpr, USE_SOFTCAP: tl.constexpr, USE_UNIFORM: tl.constexpr,
+    USE_ENTROPY: tl.constexpr, USE_SPAN: tl.constexpr, USE_COLS: tl.constexpr,
+    USE_VAR: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr,
+):
+    """One key block of the online softmax; MASK=False for blocks every query fully sees."""
+    o_j = j0 + tl.arange(0, BS)                                               # [BS]
+    o_d = tl.arange(0, D)                                                     # [D]
+    if MASK:
+        m_j = o_j < S
+        b_k = tl.load(p_k + o_j[:, None] * s_ks + o_d[None, :], mask=m_j[:, None], other=0.0)  # [BS, D]
+        b_v = tl.load(p_v + o_j[:, None] * s_vs + o_d[None, :], mask=m_j[:, None], other=0.0)  # [BS, D]
+    else:
+        b_k = tl.load(p_k + o_j[:, None] * s_ks + o_d[None, :])               # [BS, D]
+        b_v = tl.load(p_v + o_j[:, None] * s_vs + o_d[None, :])               # [BS, D]
+    b_s = dot(b_q, tl.trans(b_k), PREC, UPCAST)                               # [BT, BS]
+    b_s = scores2(b_s, scale, softcap, uni, USE_SOFTCAP, USE_UNIFORM)
+    if MASK:
+        m_s = (o_j[None, :] <= p_pos[:, None]) & (o_j[None, :] >= ks)         # [BT, BS]
+        if USE_WINDOW:
+            m_s = m_s & ((p_pos[:, None] - o_j[None, :]) < window)
+        b_s = tl.where(m_s, b_s, NEG)
+    b_mn = tl.maximum(b_m, tl.max(b_s, 1))                                    # [BT]
+    b_p = tl.exp2(b_s - b_mn[:, None])                                        # [BT, BS]
+    b_alpha = tl.exp2(b_m - b_mn)                                             # [BT]
+    if USE_ENTROPY:
+        # running sum of p~ * (s - m), re-based on the new max like the accumulator
+        b_ent = b_alpha * (b_ent - (b_mn - b_m) * b_l) + tl.sum(b_p * (b_s - b_mn[:, None]), 1)
+    if USE_SPAN:
+        b_spm = b_spm * b_alpha[:, None]                                      # [BT, NSP]
+        for i in tl.static_range(NS):
+            s0 = tl.load(p_spans + 2 * i).to(tl.int32)
+            s1 = tl.load(p_spans + 2 * i + 1).to(tl.int32)
+            if (s0 < j0 + BS) & (s1 > j0):
+                m_in = (o_j >= s0) & (o_j < s1)                               # [BS]
+                b_c = tl.sum(tl.where(m_in[None, :], b_p, 0.0), 1)            # [BT]
+                b_spm += tl.where(tl.arange(0, NSP)[None, :] == i, b_c[:, None], 0.0)
+    b_ls = tl.sum(b_p, 1)                                                     # [BT]
+    b_l = b_l * b_alpha + b_ls
+    b_acc = b_acc * b_alpha[:, None]
+    b_pv = b_p
+    if USE_COLS:
+        # edited columns are kept out of the accumulator and out of l_rest; the epilogue adds
+        # them back scaled. Only blocks holding one of them pay for the masking.
+        b_lsr = b_ls
+        hit = tl.sum(((b_cols >= j0) & (b_cols < j0 + BS)).to(tl.int32), 0) > 0
+        if hit:
+            m_c = tl.sum((o_j[:, None] == b_cols[None, :]).to(tl.int32), 1) > 0  # [BS]
+            b_pv = tl.where(m_c[None, :], 0.0, b_p)
+            b_lsr = tl.sum(b_pv, 1)
+        b_lr = b_lr * b_alpha + b_lsr
+    if USE_VAR:
+        # VAR: mass and partial output of the span's non-sink keys (the redistribution targets)
+        b_acc2 = b_acc2 * b_alpha[:, None]
+        b_tm = b_tm * b_alpha
+        if (sp0 < j0 + BS) & (sp1 > j0):
+            m_snk = tl.sum((o_j[:, None] == b_cols[None, :]).to(tl.int32), 1) > 0  # [BS]
+            m_tg = (o_j >= sp0) & (o_j < sp1) & (m_snk == 0)                 # [BS]
+            b_pt = tl.where(m_tg[None, :], b_p, 0.0)                          # [BT, BS]
+            b_tm += tl.sum(b_pt, 1)
+            b_acc2 += dot(b_pt.to(b_v.dtype), b_v, PREC, UPCAST)
+    b_acc += dot(b_pv.to(b_v.dtype), b_v, PREC, UPCAST)                      # [BT, D]
+    return b_mn, b_l, b_lr, b_acc, b_ent, b_spm, b_acc2, b_tm
+
+
+@triton.jit
+def _gather_col(
+    b_q, p_k, p_v, s_ks, s_vs, idx, p_pos, ks, window, scale, softcap, uni, b_m, b_l,
+    D: tl.constexpr, LOAD_V: tl.constexpr, USE_WINDOW: tl.constexpr, USE_SOFTCAP: tl.constexpr,
+    USE_UNIFORM: tl.constexpr,
+):
+    """Probability of key ``idx`` for every query of the block (from the final max and sum)."""
+    o_d = tl.arange(0, D)                                                     # [D]
+    idx_s = tl.maximum(idx, 0)
+    b_k = tl.load(p_k + idx_s * s_ks + o_d).to(tl.float32)                    # [D]
+    b_s = tl.sum(b_q.to(tl.float32) * b_k[None, :], 1)                        # [BT]
+    b_s = scores2(b_s, scale, softcap, uni, USE_SOFTCAP, USE_UNIFORM)
+    m_vis = (idx >= 0) & (idx >= ks) & (idx <= p_pos)                         # [BT]
+    if USE_WINDOW:
+        m_vis = m_vis & ((p_pos - idx) < window)
+    b_p = tl.where(m_vis, tl.exp2(b_s - b_m) / b_l, 0.0)                      # [BT]
+    if LOAD_V:
+        b_v = tl.load(p_v + idx_s * s_vs + o_d).to(tl.float32)                # [D]
+    else:
+        b_v = b_k
+    return b_p, b_v
+
+
+@triton.heuristics({
+    "USE_WINDOW": lambda a: a["window"] > 0,
+    "USE_SOFTCAP": lambda a: a["softcap"] > 0,
+    "STORE_LSE": lambda a: a["lse"] is not None,
+    "USE_ENTROPY": lambda a: a["ent"] is not None,
+    "USE_SPAN": lambda a: a["spm"] is not None,
+    "USE_SINK": lambda a: a["snk"] is not None,
+    "USE_VAR": lambda a: a["redist_span"] is not None,
+    "USE_COLS": lambda a: a["col_idx"] is not None,
+    "USE_UNIFORM": lambda a: a["head_uniform"] is not None,
+    "USE_HMEAN": lambda a: a["head_mean"] is not None,
+    "USE_HSCALE": lambda a: a["head_scale"] is not None,
+    "NSP": lambda a: max(2, triton.next_power_of_2(max(a["NS"], 1))),
+    "CP": lambda a: max(2, triton.next_power_of_2(max(a["C"], 1))),
+    "PREC": precision,
+    "UPCAST": lambda a: INTERPRET,
+})
+@triton.jit
+def attention_fwd_kernel(
+    q, k, v, o, lse, ent, spm, snk,
+    key_start, sink_pos, spans, col_idx, col_scale, head_uniform, head_mean, head_mean_on, head_scale,
+    redist_span, redist_from, redist_keep, redist_rho, redist_min_mass,
+    s_qb, s_qh, s_qt, s_kb, s_kh, s_ks, s_vb, s_vh, s_vs, s_ob, s_ot, s_oh,
+    scale, softcap, window, T, S,
+    H: tl.constexpr, G: tl.constexpr, D: tl.constexpr, BT: tl.constexpr, BS: tl.constexpr,
+    NS: tl.constexpr, NSP: tl.constexpr, P: tl.constexpr, C: tl.constexpr, CP: tl.constexpr,
+    USE_WINDOW: tl.constexpr, USE_SOFTCAP: tl.constexpr, STORE_LSE: tl.constexpr,
+    USE_ENTROPY: tl.constexpr, USE_SPAN: tl.constexpr, USE_SINK: tl.constexpr,
+    USE_COLS: tl.constexpr, USE_UNIFORM: tl.constexpr, USE_HMEAN: tl.constexpr,
+    USE_HSCALE: tl.constexpr, USE_VAR: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr,
+):
+    """One program per (query block, batch x head). Pointers: q [B, H, T, D], k / v [B, KV, S, D],
+    o [B, T, H, D]; lse / ent [B, H, T], spm [B, H, T, NS], snk [B, H, T, P] (float32, None = off);
+    col_idx [B, H, C] deduplicated ACT columns or VAR sink keys (-1 unused)."""
+    i_t, i_bh = tl.program_id(0), tl.program_id(1)
+    i_b, i_h = (i_bh // H).to(tl.int64), (i_bh % H).to(tl.int64)
+    i_kh = i_h // G
+    o_t = i_t * BT + tl.arange(0, BT)                                         # [BT]
+    o_d = tl.arange(0, D)                                                     # [D]
+    m_t = o_t < T
+    p_pos = S - T + o_t                                                       # [BT] absolute positions
+    ks = tl.load(key_start + i_b).to(tl.int32)
+
+    p_q = q + i_b * s_qb + i_h * s_qh
+    p_k = k + i_b * s_kb + i_kh * s_kh
+    p_v = v + i_b * s_vb + i_kh * s_vh
+    b_q = tl.load(p_q + o_t[:, None] * s_qt + o_d[None, :], mask=m_t[:, None], other=0.0)  # [BT, D]
+
+    uni = False
+    if USE_UNIFORM:
+        uni = tl.load(head_uniform + i_h) != 0
+    b_cols = tl.full([CP], -1, tl.int32)                                      # [CP]
+    if USE_COLS:
+        b_cols = tl.load(col_idx + (i_b * H + i_h) * C + tl.arange(0, CP),
+                         mask=tl.arange(0, CP) < C, other=-1).to(tl.int32)
+    p_spans = spans
+    if USE_SPAN:
+        p_spans = spans + i_b * NS * 2
+
+    b_m = tl.full([BT], NEG, tl.float32)                                      # [BT]
+    b_l = tl.zeros([BT], tl.float32)                                          # [BT]
+    b_lr = tl.zeros([BT], tl.float32)                                         # [BT] sum without ACT columns
+    b_ent = tl.zeros([BT], tl.float32)                                        # [BT]
+    b_spm = tl.zeros([BT, NSP], tl.float32)                                   # [BT, NSP]
+    b_acc = tl.zeros([BT, D], tl.float32)                                     # [BT, D]
+    b_acc2 = tl.zeros([BT, D], tl.float32)                                    # [BT, D] VAR targets
+    b_tm = tl.zeros([BT], tl.float32)                                         # [BT] VAR target mass
+    sp0, sp1 = 0, 0
+    if USE_VAR:
+        sp0 = tl.load(redist_span + i_b * 2).to(tl.int32)
+        sp1 = tl.load(redist_span + i_b * 2 + 1).to(tl.int32)
+
+    # key range of this query block, and its fully visible middle part [j_a, j_b)
+    pos0 = S - T + i_t * BT
+    hi = tl.minimum(pos0 + BT, S)
+    lo_req = ks
+    j_a = (ks + BS - 1) // BS * BS
+    if USE_WINDOW:
+        lo_req = tl.maximum(ks, pos0 - window + 1)
+        j_a = tl.maximum(j_a, (tl.maximum(hi - window, 0) + BS - 1) // BS * BS)
+    lo = lo_req // BS * BS
+    j_b = (pos0 + 1) // BS * BS
+    j_a = tl.minimum(tl.maximum(j_a, lo), hi)
+    j_b = tl.minimum(tl.maximum(j_b, j_a), hi)
+
+    for j0 in range(lo, j_a, BS):
+        b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_acc2, b_tm = _fwd_step(
+            b_q, p_k, p_v, s_ks, s_vs, j0, p_pos, ks, S, window, scale, softcap, uni,
+            b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_cols, p_spans, b_acc2, b_tm, sp0, sp1, True, D, BS, NS, NSP,
+            USE_WINDOW, USE_SOFTCAP, USE_UNIFORM, USE_ENTROPY, USE_SPAN, USE_COLS, USE_VAR, PREC, UPCAST)
+    for j0 in range(j_a, j_b, BS):
+        b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_acc2, b_tm = _fwd_step(
+            b_q, p_k, p_v, s_ks, s_vs, j0, p_pos, ks, S, window, scale, softcap, uni,
+            b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_cols, p_spans, b_acc2, b_tm, sp0, sp1, False, D, BS, NS, NSP,
+            USE_WINDOW, USE_SOFTCAP, USE_UNIFORM, USE_ENTROPY, USE_SPAN, USE_COLS, USE_VAR, PREC, UPCAST)
+    for j0 in range(j_b, hi, BS):
+        b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_acc2, b_tm = _fwd_step(
+            b_q, p_k, p_v, s_ks, s_vs, j0, p_pos, ks, S, window, scale, softcap, uni,
+            b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_cols, p_spans, b_acc2, b_tm, sp0, sp1, True, D, BS, NS, NSP,
+            USE_WINDOW, USE_SOFTCAP, USE_UNIFORM, USE_ENTROPY, USE_SPAN, USE_COLS, USE_VAR, PREC, UPCAST)
+
+    # epilogue: a row sees a key iff its position is past the padding (the window holds itself)
+    m_ok = m_t & (p_pos >= ks)                                                # [BT]
+    b_l = tl.where(m_ok, b_l, 1.0)
+    b_o = b_acc / b_l[:, None]                                                # [BT, D]
+    if USE_COLS:
+        if USE_VAR:
+            keep = tl.load(redist_keep + i_h).to(tl.float32)
+            r_from = tl.load(redist_from + i_b).to(tl.int32)
+            b_ms = tl.zeros([BT], tl.float32)                                 # [BT] sink mass
+            b_msi = tl.zeros([BT], tl.float32)                                # [BT] sink mass in the span
+            b_os = tl.zeros([BT, D], tl.float32)                              # [BT, D] sinks' p v
+            for c in tl.static_range(C):
+                idx = tl.load(col_idx + (i_b * H + i_h) * C + c).to(tl.int32)
+                b_pc, b_vc = _gather_col(b_q, p_k, p_v, s_ks, s_vs, idx, p_pos, ks, window, scale,
+                                         softcap, uni, b_m, b_l, D, True, USE_WINDOW, USE_SOFTCAP, USE_UNIFORM)
+                b_ms += b_pc
+                b_msi += tl.where((idx >= sp0) & (idx < sp1), b_pc, 0.0)
+                b_os += b_pc[:, None] * b_vc[None, :]
+            b_den = b_tm / b_l                                                # [BT] target mass
+            b_mass = b_den + b_msi                                            # [BT] span mass
+            b_qs = b_msi / (b_mass + 1e-6)
+            m_sel = (p_pos >= r_from) & (b_qs <= redist_rho) & (b_mass >= redist_min_mass) & (b_den > 0)
+            m_sel = m_sel & ((tl.zeros([BT], tl.float32) + keep) < 1.0)
+            b_gain = (1.0 - keep) * b_ms / tl.where(m_sel, b_den, 1.0)        # [BT]
+            b_o = tl.where(m_sel[:, None], b_o + keep * b_os + b_gain[:, None] * (b_acc2 / b_l[:, None]), b_o + b_os)
+        else:
+            beta = tl.load(col_scale + i_b * H + i_h).to(tl.float32)
+            b_mc = tl.zeros([BT], tl.float32)                                 # [BT]
+            b_oc = tl.zeros([BT, D], tl.float32)                              # [BT, D]
+            for c in tl.static_range(C):
+                idx = tl.load(col_idx + (i_b * H + i_h) * C + c).to(tl.int32)
+                b_pc, b_vc = _gather_col(b_q, p_k, p_v, s_ks, s_vs, idx, p_pos, ks, window, scale,
+                                         softcap, uni, b_m, b_l, D, True, USE_WINDOW, USE_SOFTCAP, USE_UNIFORM)
+                b_mc += b_pc
+                b_oc += b_pc[:, None] * b_vc[None, :]
+            # rows with visible keys outside C: p' = beta p on C, (1 - beta m) p / (1 - m) elsewhere, and
+            # sum_{j not in C} p_j v_j / (1 - m) = acc / l_rest, with no cancellation when m is near 1
+            m_ed = b_lr > 0
+            b_rest = b_acc / tl.where(m_ed, b_lr, 1.0)[:, None]               # [BT, D]
+            b_o = tl.where(m_ed[:, None], (1.0 - beta * b_mc)[:, None] * b_rest + beta * b_oc, b_o + b_oc)
+    b_o = tl.where(m_ok[:, None], b_o, 0.0)
+    if USE_HMEAN:
+        on = tl.load(head_mean_on + i_h) != 0
+        b_hm = tl.load(head_mean + i_h * D + o_d).to(tl.float32)              # [D]
+        b_o = tl.where(m_ok[:, None] & on, b_hm[None, :], b_o)
+    if USE_HSCALE:
+        b_o = b_o * tl.load(head_scale + i_h).to(tl.float32)
+    p_o = o + i_b * s_ob + i_h * s_oh + o_t[:, None] * s_ot + o_d[None, :]
+    tl.store(p_o, b_o.to(o.dtype.element_ty), mask=m_t[:, None])
+
+    o_row = (i_b * H + i_h) * T + o_t                                         # [BT] row of [B, H, T]
+    if STORE_LSE:
+        b_lse = tl.where(m_ok, (b_m + tl.log2(b_l)) * LN2, float("-inf"))
+        tl.store(lse + o_row, b_lse, mask=m_t)
+    if USE_ENTROPY:
+        b_h = tl.where(m_ok, (tl.log2(b_l) - b_ent / b_l) * LN2, 0.0)
+        tl.store(ent + o_row, b_h, mask=m_t)
+    if USE_SPAN:
+        o_ns = tl.arange(0, NSP)
+        b_sm = tl.where(m_ok[:, None], b_spm / b_l[:, None], 0.0)             # [BT, NSP]
+        tl.store(spm + o_row[:, None] * NS + o_ns[None, :], b_sm, mask=m_t[:, None] & (o_ns[None, :] < NS))
+    if USE_SINK:
+        for c in tl.static_range(P):
+            idx = tl.load(sink_pos + i_b * P + c).to(tl.int32)
+            b_pc, b_vc = _gather_col(b_q, p_k, p_v, s_ks, s_vs, idx, p_pos, ks, window, scale,
+                                     softcap, uni, b_m, b_l, D, False, USE_WINDOW, USE_SOFTCAP, USE_UNIFORM)
+            tl.store(snk + o_row * P + c, tl.where(m_ok, b_pc, 0.0), mask=m_t)

@@ -1,0 +1,60 @@
+"""Tile tables of the attention kernels, one per variant: (BT, BS, num_warps, num_stages).
+
+BT query rows x BS keys per program step. Keys are head_dim buckets (<= 64, <= 128, <= 256) for
+2-byte inputs on an H100 / H200-class GPU; fp32 inputs take smaller tiles, and the interpreter
+the smallest. Each entry names where it comes from (a tuning run recorded in
+kernels/BENCHMARKS.md, or "carried": the shared table the variant had before it got its own).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+# variant -> {head_dim bucket: (BT, BS, num_warps, num_stages)}
+PREFILL_TILES: dict = {
+    # output only (and output edits): H200 tune at 16K: d64 0.83 ms vs 0.93 for (128, 64, 4, 3);
+    # d128 4.27 ms vs 4.61 for (128, 64, 8, 3)
+    "output": {64: (64, 64, 4, 3), 128: (128, 128, 8, 3), 256: (64, 32, 4, 2)},
+    "stats": {64: (64, 64, 4, 3), 128: (128, 128, 8, 3), 256: (64, 32, 4, 2)},     # carried
+    "edit": {64: (64, 64, 4, 3), 128: (128, 128, 8, 3), 256: (64, 32, 4, 2)},      # carried
+    "var": {64: (64, 64, 4, 3), 128: (64, 128, 8, 3), 256: (32, 32, 4, 2)},        # two [BT, D] accumulators
+}
+RECEIVED_TILES: dict = {64: (64, 128, 4, 3), 128: (64, 128, 4, 3), 256: (32, 64, 4, 2)}
+# decode: (BS, num_warps, num_stages); one wave of programs, bandwidth-bound
+DECODE_TILES: dict = {64: (64, 4, 2), 128: (64, 4, 2), 256: (32, 4, 2)}
+
+INTERPRET_TILE = (32, 32, 4, 1)
+
+
+def _bucket(D: int) -> int:
+    return 64 if D <= 64 else (128 if D <= 128 else 256)
+
+
+def prefill_tile(variant: str, D: int, itemsize: int, interpret: bool,
+                 override: Optional[tuple] = None) -> tuple[int, int, int, int]:
+    """(BT, BS, num_warps, num_stages) of the prefill kernel for one variant."""
+    if interpret:
+        return INTERPRET_TILE
+    cfg = override or PREFILL_TILES[variant][_bucket(D)]
+    if itemsize == 4:
+        cfg = (min(cfg[0], 64), min(cfg[1], 32), cfg[2], 2)
+    return cfg
+
+
+def received_tile(D: int, itemsize: int, interpret: bool) -> tuple[int, int, int, int]:
+    """(BT, BS, num_warps, num_stages) of the received-mass kernel (keys stay in registers)."""
+    if interpret:
+        return INTERPRET_TILE
+    cfg = RECEIVED_TILES[_bucket(D)]
+    if itemsize == 4:
+        cfg = (min(cfg[0], 32), min(cfg[1], 64), cfg[2], 2)
+    return cfg
+
+
+def decode_tile(D: int, itemsize: int, interpret: bool) -> tuple[int, int, int]:
+    """(BS, num_warps, num_stages) of the split-KV decode kernel."""
+    if interpret:
+        return 32, 4, 1
+    cfg = DECODE_TILES[_bucket(D)]
+    if itemsize == 4:
+        cfg = (32,) + cfg[1:]
+    return cfg
