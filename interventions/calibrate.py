@@ -11,7 +11,6 @@
 """
 from __future__ import annotations
 
-import math
 import time
 from typing import Callable, Optional, Sequence
 
@@ -25,24 +24,21 @@ from .core import intervene
 from .tasks import Task
 
 
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """Wilson score interval for k successes out of n."""
+def wilson(k: int, n: int) -> tuple[float, float]:
+    """Wilson 95% interval for k successes out of n (``probe.stats.wilson_interval``); (0, 1) when n = 0."""
+    from probe.stats import wilson_interval
+
     if n == 0:
         return 0.0, 1.0
-    p = k / n
-    d = 1 + z * z / n
-    c = (p + z * z / (2 * n)) / d
-    r = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    return max(0.0, c - r), min(1.0, c + r)
+    ci = wilson_interval(k, n)
+    return ci.low, ci.high
 
 
 def mcnemar_exact(b: int, c: int) -> float:
-    """Two-sided exact McNemar p-value from the discordant counts b, c (paired test of two classifiers)."""
-    n = b + c
-    if n == 0:
-        return 1.0
-    tail = sum(math.comb(n, i) for i in range(min(b, c) + 1)) / 2 ** n
-    return min(1.0, 2 * tail)
+    """Two-sided exact McNemar p-value from the discordant counts b, c (``probe.stats.mcnemar_exact``)."""
+    from probe.stats import mcnemar_exact as exact
+
+    return exact([True] * b + [False] * c, [False] * b + [True] * c).p_value
 
 
 def label_ids(handle, task: Task) -> list[int]:
@@ -52,16 +48,21 @@ def label_ids(handle, task: Task) -> list[int]:
     return ids
 
 
-def predict(handle, task: Task, interventions: Sequence = (), batch_size: int = 32) -> torch.Tensor:
-    """Predicted label index per prompt [N] (argmax of the label tokens' next-token logits)."""
+def label_logits(handle, task: Task, interventions: Sequence = (), batch_size: int = 32) -> torch.Tensor:
+    """Next-token logits of the K label words' first tokens at the last position: [N, K] float32 on CPU."""
     cols = torch.tensor(label_ids(handle, task))
-    preds = []
+    out = []
     with torch.no_grad(), intervene(handle, *interventions):
         for i in range(0, len(task.prompts), batch_size):
             enc = handle.encode(task.prompts[i:i + batch_size])
             logits = handle.model(**enc, use_cache=False, logits_to_keep=1).logits[:, -1]      # [b, V]
-            preds.append(logits[:, cols.to(logits.device)].argmax(-1).cpu())
-    return torch.cat(preds)
+            out.append(logits[:, cols.to(logits.device)].float().cpu())
+    return torch.cat(out)
+
+
+def predict(handle, task: Task, interventions: Sequence = (), batch_size: int = 32) -> torch.Tensor:
+    """Predicted label index per prompt [N] (argmax of the label tokens' next-token logits)."""
+    return label_logits(handle, task, interventions, batch_size).argmax(-1)
 
 
 def accuracy(handle, task: Task, interventions: Sequence = (), batch_size: int = 32) -> float:
@@ -151,10 +152,14 @@ def rank_candidates(handle, task: Task, threshold: float, layers: Optional[Seque
     return [(x, float(score[x])) for x in ranked if score[x] > 0]
 
 
-def search(handle, dev: Task, test: Task, beta: float = 0.4, threshold: float = 0.1, candidates: int = 6,
+def search(handle, dev: Task, test: Optional[Task], beta: float = 0.4, threshold: float = 0.1, candidates: int = 6,
            layers: Optional[Sequence[int]] = None, batch_size: int = 32,
            log: Callable[[str], None] = print) -> dict:
-    """Run the head search; returns the calibration record (see module doc)."""
+    """Run the head search; returns the calibration record (see module doc). The settings are recorded under
+    ``preregistered`` (fixed before the test split is scored); ``test=None`` skips the held-out step.
+    The test record holds accuracy with Wilson intervals, exact McNemar and, for baseline and ACT,
+    ``probe.stats.label_metrics`` (balanced accuracy, AUC for two labels, log-loss, per-label fractions)."""
+    from probe import stats
     t0 = time.time()
     prefix = PrefixCache(handle, dev, batch_size)
     base_dev = float((prefix.baseline == torch.tensor(dev.gold)).float().mean())
@@ -172,20 +177,28 @@ def search(handle, dev: Task, test: Task, beta: float = 0.4, threshold: float = 
         best = max((t for t in tried if t["dev_acc"] > base_dev), key=lambda t: t["dev_acc"])
         log(f"accepted set {len(accepted)} heads together: dev {together:.3f}")
         heads, dev_act = (accepted, together) if together >= best["dev_acc"] else ([tuple(best["head"])], best["dev_acc"])
-    n = len(test.prompts)
-    gold = torch.tensor(test.gold)
-    base_pred = predict(handle, test, (), batch_size)
-    act_pred = predict(handle, test, (ACT(beta, threshold, heads=heads),), batch_size) if heads else base_pred
-    kb, ka = int((base_pred == gold).sum()), int((act_pred == gold).sum())
-    only_act = int(((act_pred == gold) & (base_pred != gold)).sum())
-    only_base = int(((base_pred == gold) & (act_pred != gold)).sum())
-    log(f"test baseline {kb / n:.3f} -> ACT {ka / n:.3f} (n={n}; ACT-only right {only_act}, baseline-only right {only_base})")
-    return {
+    rec = {
         "model": handle.source, "model_hash": handle.file_hash, "task": dev.name, "threshold": threshold, "beta": beta,
+        "preregistered": {"beta": beta, "threshold": threshold, "candidates": candidates,
+                          "layers": None if layers is None else list(layers), "dev_n": len(dev.prompts),
+                          "test_n": None if test is None else len(test.prompts),
+                          "rule": "keep heads that raise dev accuracy; the accepted set if >= the best single head"},
         "heads": [list(h) for h in heads], "candidates": tried,
         "dev": {"n": len(dev.prompts), "baseline": base_dev, "act": dev_act},
-        "test": {"n": n, "baseline": kb / n, "act": ka / n, "baseline_ci95": wilson(kb, n), "act_ci95": wilson(ka, n),
-                 "act_only_right": only_act, "baseline_only_right": only_base,
-                 "mcnemar_p": mcnemar_exact(only_act, only_base)},
-        "seconds": round(time.time() - t0, 1),
     }
+    if test is not None:
+        n = len(test.prompts)
+        gold = torch.tensor(test.gold)
+        base_logits = label_logits(handle, test, (), batch_size)                               # [n, K]
+        act_logits = label_logits(handle, test, (ACT(beta, threshold, heads=heads),), batch_size) if heads else base_logits
+        base_pred, act_pred = base_logits.argmax(-1), act_logits.argmax(-1)
+        kb, ka = int((base_pred == gold).sum()), int((act_pred == gold).sum())
+        mc = stats.mcnemar_exact((act_pred == gold).numpy(), (base_pred == gold).numpy())
+        m_base = stats.label_metrics(test.gold, base_logits.numpy(), test.labels)
+        m_act = stats.label_metrics(test.gold, act_logits.numpy(), test.labels)
+        log(f"test baseline {kb / n:.3f} -> ACT {ka / n:.3f} (n={n}; ACT-only right {mc.only_a}, baseline-only right {mc.only_b})")
+        rec["test"] = {"n": n, "baseline": kb / n, "act": ka / n, "baseline_ci95": wilson(kb, n), "act_ci95": wilson(ka, n),
+                       "act_only_right": mc.only_a, "baseline_only_right": mc.only_b, "mcnemar_p": mc.p_value,
+                       "baseline_metrics": m_base, "act_metrics": m_act}
+    rec["seconds"] = round(time.time() - t0, 1)
+    return rec

@@ -198,4 +198,10 @@ def register(app: typer.Typer) -> None:
         if as_json:
             typer.echo(json.dumps(rec))
         else:
+            for name in ("baseline", "act"):
+                m = rec["test"][f"{name}_metrics"]
+                fracs = ", ".join(f"{k[10:]} {v:.2f}" for k, v in m.items() if k.startswith("frac_pred_"))
+                typer.echo(f"test {name}: accuracy {m['accuracy']:.3f}, balanced {m['balanced_accuracy']:.3f}, "
+                           f"AUC {m['auc']:.3f}, log-loss {m['log_loss']:.3f}, "
+                           + (f"predicted {fracs}" if fracs else f"most-predicted label share {m['max_frac_pred']:.2f}"))
             typer.echo(f"wrote {out}: heads {['L%dH%d' % tuple(h) for h in rec['heads']]}")

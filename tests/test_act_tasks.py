@@ -137,3 +137,19 @@ def test_calibrate_cli_on_tiny_model(tiny_llama, tmp_path, capsys):
     rec = json.loads(out.read_text())
     assert rec["task"] == "currencies" and rec["device"] == "cpu" and rec["dtype"] == "float32"
     assert rec["dev"]["n"] == 8 and rec["test"]["n"] == 8 and "--device cpu" in rec["command"]
+    assert rec["preregistered"]["candidates"] == 2 and rec["preregistered"]["layers"] == [1]
+    m = rec["test"]["baseline_metrics"]
+    assert m["n"] == 8 and m["accuracy"] == pytest.approx(rec["test"]["baseline"])
+    printed = capsys.readouterr().out
+    assert "test baseline: accuracy" in printed and "log-loss" in printed and "most-predicted label share" in printed
+    # a two-label task: AUC and the fraction predicted per label are reported
+    with pytest.raises(SystemExit) as exc:
+        main(["calibrate", "--model", str(folder), "--task", "sentiment", "--dev-size", "6", "--test-size", "10",
+              "--candidates", "1", "--layers", "1", "--out", str(out)])
+        raise SystemExit(0)
+    assert exc.value.code == 0, capsys.readouterr().err
+    m = json.loads(out.read_text())["test"]["act_metrics"]
+    assert 0.0 <= m["auc"] <= 1.0 and m["frac_pred_negative"] + m["frac_pred_positive"] == pytest.approx(1.0)
+    assert m["n_negative_as_negative"] + m["n_negative_as_positive"] + m["n_positive_as_negative"] \
+        + m["n_positive_as_positive"] == 10
+    assert "predicted negative" in capsys.readouterr().out
