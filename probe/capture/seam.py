@@ -51,6 +51,8 @@ class AttentionCall:
     query: Optional[Tensor] = None   # [B, H, T, D] the layer's inputs (references, not copies)
     key: Optional[Tensor] = None     # [B, KV, S, D]
     value: Optional[Tensor] = None   # [B, KV, S, D]
+    scale: Optional[float] = None    # multiplier of q.k the call uses
+    softcap: Optional[float] = None  # logit soft-capping (Gemma-2 style), None = off
 
     @property
     def is_prefill(self) -> bool:
@@ -203,6 +205,7 @@ def probe_attention(module, query, key, value, attention_mask, dropout=0.0, scal
     call = AttentionCall(int(module.layer_idx), module, B, H, KV, T, S, D, key_start, window,
                          torch.arange(S - T, S, device=query.device), idx, query, key, value)
     scale = scaling if scaling is not None else D ** -0.5
+    call.scale, call.softcap = scale, softcap
     common = dict(scale=scale, key_start=key_start, window=window, softcap=softcap)
 
     pre = None

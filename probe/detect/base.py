@@ -35,6 +35,9 @@ DETECTORS: dict[str, str] = {
     "vision": "probe.detect.vision:run",
     "vhd": "probe.detect.vision:run_vhd",
     "visual-sinks": "probe.detect.vision:run_visual_sinks",
+    "previous-token": "probe.detect.classic:run_previous_token",
+    "duplicate-token": "probe.detect.classic:run_duplicate_token",
+    "induction": "probe.detect.classic:run_induction",
 }
 
 

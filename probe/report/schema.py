@@ -32,4 +32,7 @@ HEAD_SCORES = {
     "retrieval_score": "Wu et al. copy-paste retrieval score",
     "arithmetic_effect": "normalized logit-difference change when patching the head (Zhang et al.)",
     "vhd": "vision-aware head divergence (He et al.)",
+    "previous_token_score": "attention to the previous token (TransformerLens detect_head, 'mul')",
+    "duplicate_token_score": "attention to earlier copies of the current token (detect_head, 'mul')",
+    "induction_score": "attention to the token after an earlier copy, repeated random tokens (detect_head, 'mul')",
 }
