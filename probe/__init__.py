@@ -25,7 +25,15 @@ def __getattr__(name):
         from .scanner import scan
 
         return scan
+    if name == "open_report":
+        from .report import read_report
+
+        return read_report
+    if name == "plot":
+        import importlib
+
+        return importlib.import_module(".plot", __name__)
     raise AttributeError(name)
 
 
-__all__ = ["load", "Handle", "ProbeError", "capture", "Recorder", "intervene", "scan", "__version__"]
+__all__ = ["load", "Handle", "ProbeError", "capture", "Recorder", "intervene", "scan", "open_report", "plot", "__version__"]

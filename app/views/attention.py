@@ -4,14 +4,12 @@ from __future__ import annotations
 import plotly.graph_objects as go
 import streamlit as st
 
+from probe.plot import attention_map_figure
+
 from .. import live
 from .common import get_model
 
 DEFAULT_PROMPT = "The capital of France is Paris. The capital of Italy is Rome. The capital of Spain is"
-
-
-def _labels(tokens: list) -> list[str]:
-    return [f"{i}:{t!r}" for i, t in enumerate(tokens)]
 
 
 def render(model_name: str, layer: int, head: int) -> None:
@@ -28,13 +26,8 @@ def render(model_name: str, layer: int, head: int) -> None:
     if not result:
         return
     name, ha = result
-    labels = _labels(ha.tokens)
     if ha.full:
-        fig = go.Figure(go.Heatmap(z=ha.probs, x=labels, y=labels[len(labels) - ha.probs.shape[0]:],
-                                   colorscale="Viridis", colorbar=dict(title="p"),
-                                   hovertemplate="query %{y}<br>key %{x}<br>p=%{z:.3f}<extra></extra>"))
-        fig.update_layout(title=f"{name} L{ha.layer}H{ha.head}: attention map (query × key)", height=600,
-                          yaxis=dict(autorange="reversed"), xaxis=dict(tickangle=-60), margin=dict(l=40, r=20, t=50, b=30))
+        fig = attention_map_figure(ha.tokens, ha.probs, f"{name} L{ha.layer}H{ha.head}: attention map (query × key)")
         st.plotly_chart(fig, key="attn_map", width="stretch")
     else:
         st.info(f"{len(ha.tokens)} tokens: too long for a full map; showing the received-mass profile.")

@@ -1,9 +1,9 @@
 """Compare two reports side by side: one score's heatmaps and, when the shapes match, their difference."""
 from __future__ import annotations
 
-import plotly.graph_objects as go
 import streamlit as st
 
+from probe.plot import difference_figure
 from probe.report import heatmap, score_columns
 
 from .. import reports
@@ -12,16 +12,7 @@ from .heads import titled
 
 
 def _diff_figure(a, b, column: str):
-    ga = a.heads.pivot(index="layer", columns="head", values=column).sort_index()
-    gb = b.heads.pivot(index="layer", columns="head", values=column).sort_index()
-    d = gb - ga
-    top = float(abs(d.values).max()) or 1.0
-    fig = go.Figure(go.Heatmap(z=d.values, x=[f"H{h}" for h in d.columns], y=[f"L{l}" for l in d.index],
-                               colorscale="RdBu", zmid=0, zmin=-top, zmax=top, colorbar=dict(title="B − A"),
-                               hovertemplate="%{y}%{x}<br>B − A=%{z:.3f}<extra></extra>"))
-    fig.update_layout(title=f"{column}: B − A", height=max(300, 18 * len(d)), yaxis=dict(autorange="reversed"),
-                      margin=dict(l=40, r=20, t=50, b=30))
-    return fig
+    return difference_figure(a.heads, b.heads, column, ("A", "B"))
 
 
 def render(paths: list[str], current: str | None) -> None:

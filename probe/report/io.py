@@ -17,7 +17,12 @@ from .schema import HEADS, HTML, MANIFEST, REQUIRED_COLUMNS, SCHEMA_VERSION
 
 @dataclass
 class Report:
-    """A head report in memory: the tables (name -> DataFrame; "heads" always present) + manifest."""
+    """A head report in memory: the tables (name -> DataFrame; "heads" always present) + manifest.
+
+    Every table is also an attribute: ``report.heads``, ``report.tokens``, ``report.massive``,
+    ``report.arithmetic``, ... (``report.table(name)`` returns None for a table the report lacks).
+    In Jupyter a report renders as a summary (model, prompts, detectors, top heads per score, tables).
+    """
 
     tables: dict
     manifest: dict
@@ -30,6 +35,28 @@ class Report:
 
     def table(self, name: str) -> Optional[pd.DataFrame]:
         return self.tables.get(name)
+
+    def __getattr__(self, name: str) -> pd.DataFrame:
+        tables = self.__dict__.get("tables") or {}
+        if not name.startswith("_") and name in tables:
+            return tables[name]
+        raise AttributeError(f"report has no table or attribute {name!r} (tables: {', '.join(sorted(tables))})")
+
+    def __dir__(self):
+        return sorted({*super().__dir__(), *(self.__dict__.get("tables") or {})})
+
+    def __repr__(self) -> str:
+        model = self.manifest.get("model", {})
+        tables = ", ".join(f"{k}[{len(v)}]" for k, v in self.tables.items())
+        where = f" at {self.path}" if self.path else ""
+        return (f"Report({model.get('source')}, {model.get('n_layers')}x{model.get('n_heads')} heads, "
+                f"{self.manifest.get('prompts', {}).get('count')} prompts, detectors "
+                f"{','.join(self.manifest.get('detectors', []))}; tables {tables}{where})")
+
+    def _repr_html_(self) -> str:
+        from .render import summary_html
+
+        return summary_html(self)
 
 
 def check_out_dir(out: Path, overwrite: bool) -> None:

@@ -62,6 +62,36 @@ def to_html(report: Report) -> str:
             + head + summary + "".join(parts) + mtable + "</body></html>")
 
 
+def top_heads(heads: pd.DataFrame, column: str, n: int = 5) -> list[tuple[str, float]]:
+    """[("L18H8", 0.998), ...]: the ``n`` heads with the largest ``column``."""
+    return [(f"L{int(r.layer)}H{int(r.head)}", float(getattr(r, column))) for r in heads.nlargest(n, column).itertuples()]
+
+
+def summary_html(report: Report, top: int = 5) -> str:
+    """A compact HTML card for Jupyter: model, prompts, detectors, top heads per score, the tables."""
+    esc = htmllib.escape
+    m = report.manifest
+    model, prompts = m.get("model", {}), m.get("prompts", {})
+    rows = []
+    for col in score_columns(report.heads):
+        tops = ", ".join(f"{name} <b>{value:.3f}</b>" for name, value in top_heads(report.heads, col, top))
+        rows.append(f"<tr><td style='text-align:left' title='{esc(HEAD_SCORES.get(col, ''))}'><code>{esc(col)}</code></td>"
+                    f"<td style='text-align:left'>{tops}</td></tr>")
+    tables = []
+    for name, df in report.tables.items():
+        where = f" — {esc(str(report.path / (name + '.parquet')))}" if report.path else ""
+        tables.append(f"<li><code>report.{esc(name)}</code>: {len(df)} rows x {len(df.columns)} columns{where}</li>")
+    total = m.get("timings", {}).get("total_s")
+    return ("<div style='font-family:sans-serif;font-size:13px'>"
+            f"<b>probe report</b>{' at <code>' + esc(str(report.path)) + '</code>' if report.path else ''}<br>"
+            f"model <b>{esc(str(model.get('source')))}</b> ({model.get('n_layers')} layers x {model.get('n_heads')} heads, "
+            f"{model.get('n_kv_heads')} kv heads); {prompts.get('count')} prompts ({esc(str(prompts.get('source')))}); "
+            f"detectors <b>{esc(', '.join(m.get('detectors', [])))}</b>"
+            f"{'; scan %.1f s' % total if isinstance(total, (int, float)) else ''}"
+            f"<table><tr><th style='text-align:left'>score</th><th style='text-align:left'>top {top} heads</th></tr>"
+            + "".join(rows) + "</table><ul>" + "".join(tables) + "</ul></div>")
+
+
 def summary_text(report: Report, top: int = 5) -> str:
     """A terminal summary: the model, each score's top heads, the detectors' headline numbers."""
     m = report.manifest
@@ -72,8 +102,7 @@ def summary_text(report: Report, top: int = 5) -> str:
              f"scan {m.get('timings', {}).get('total_s', float('nan')):.1f} s"]
     heads = report.heads
     for col in score_columns(heads):
-        best = heads.nlargest(top, col)
-        tops = ", ".join(f"L{r.layer}H{r.head}={getattr(r, col):.3f}" for r in best.itertuples())
+        tops = ", ".join(f"{name}={value:.3f}" for name, value in top_heads(heads, col, top))
         lines.append(f"{col:>18}: mean {heads[col].mean():.3f}; top {tops}")
     for det, summ in m.get("summary", {}).items():
         for k, v in summ.items():
