@@ -16,6 +16,7 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
+from probe.capture.taps import TapSet
 from probe.errors import ProbeError
 
 from .act import ACT, sink_columns
@@ -80,27 +81,20 @@ class PrefixCache:
         self.handle, self.task, self.cols = handle, task, torch.tensor(label_ids(handle, task))
         self.hidden: list[list[torch.Tensor]] = []
         self.kwargs: list[dict] = []
-        layers = handle.decoder_layers()
         preds = []
         with torch.no_grad():
             for i in range(0, len(task.prompts), batch_size):
-                store: list = [None] * len(layers)
+                store: list = [None] * handle.n_layers
                 kw: dict = {}
 
-                def make(l):
-                    def hook(module, args, kwargs):
-                        store[l] = (args[0] if args else kwargs["hidden_states"]).detach()
-                        if l == 0:
-                            kw.update({k: v for k, v in kwargs.items() if k != "hidden_states"})
-                    return hook
+                def keep(x, ctx):                                                  # x [B, T, d]
+                    store[ctx.layer] = x.detach()
+                    if ctx.layer == 0:
+                        kw.update({k: v for k, v in ctx.layer_kwargs.items() if k != "hidden_states"})
 
-                handles = [layer.register_forward_pre_hook(make(l), with_kwargs=True) for l, layer in enumerate(layers)]
-                try:
+                with TapSet(handle, reads={"resid_pre": keep}):
                     enc = handle.encode(task.prompts[i:i + batch_size])
                     logits = handle.model(**enc, use_cache=False, logits_to_keep=1).logits[:, -1]
-                finally:
-                    for h in handles:
-                        h.remove()
                 preds.append(logits[:, self.cols.to(logits.device)].argmax(-1).cpu())
                 self.hidden.append(store)
                 self.kwargs.append(kw)

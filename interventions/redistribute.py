@@ -134,10 +134,7 @@ class Redistribute(Intervention):
         hook = _RedistHook(self, table)
         self.found_sinks, self.selection = {}, {}
         if self.sink_keys == "auto":
-            dec = handle.decoder_layers()
-            for layer in layers:
-                h = dec[layer].register_forward_pre_hook(hook.residual_hook(layer), with_kwargs=True)
-                stack.callback(h.remove)
+            stack.enter_context(hook.residual_taps(handle, layers))
         attach_hook(handle, layers, hook, stack)
 
 
@@ -148,11 +145,14 @@ class _RedistHook:
         self._phi: dict[int, Tensor] = {}           # layer -> [B, T] of the latest call
         self._state: dict[int, tuple] = {}          # layer -> (idx [B, C], span [B, 2], from [B])
 
-    def residual_hook(self, layer: int):
-        def hook(module, args, kwargs):
-            x = args[0] if args else kwargs["hidden_states"]
-            self._phi[layer] = massive_phi(x, self.red.sink_dims)
-        return hook
+    def residual_taps(self, handle, layers):
+        """TapSet computing phi [B, T] from the residual stream entering each of ``layers``."""
+        from probe.capture.taps import TapSet, tap_name
+
+        return TapSet(handle, reads=[(tap_name(l, "resid_pre"), self._on_resid) for l in layers])
+
+    def _on_resid(self, x: Tensor, ctx) -> None:
+        self._phi[ctx.layer] = massive_phi(x, self.red.sink_dims)                 # [B, T]
 
     def _spans(self, B: int) -> list:
         spans = self.red.spans

@@ -209,8 +209,9 @@ class SinkWindow(Intervention):
             self.convert(cache, n_layers, inv_freq)
             return args, kwargs
 
-        h = decoder.register_forward_pre_hook(pre_hook, with_kwargs=True)
-        stack.callback(h.remove)
+        from probe.capture.taps import ModuleHooks
+
+        stack.enter_context(ModuleHooks()).pre(decoder, pre_hook, with_kwargs=True)
 
     def convert(self, cache, n_layers: int, inv_freq: Tensor):
         """Turn a transformers ``DynamicCache`` into a StreamingLLM cache in place (idempotent)."""

@@ -32,6 +32,7 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor
 
+from probe.capture.taps import ModuleHooks
 from probe.errors import ProbeError
 
 from .base import Intervention, attach_hook, check_heads, check_layers, head_table, parse_heads
@@ -138,17 +139,13 @@ class VAR(Redistribute):
             elif self.spans is None or ids.shape[1] > 1 and _no_cache(kwargs):
                 raise ProbeError("VAR saw a prompt without an image", "put one image in every prompt")
 
-        h = handle.model.register_forward_pre_hook(pre, with_kwargs=True)
-        stack.callback(h.remove)
+        stack.enter_context(ModuleHooks()).pre(handle.model, pre, with_kwargs=True)
         # Redistribute.install with a hook that follows ``cache.batch_repeat_interleave`` (class scoring)
         layers = self.resolved_layers(handle.n_layers)
         heads = None if self.heads is None else [(l, hd) for l, hd in self.heads if l in layers]
         hook = _RepeatingRedistHook(self, head_table(handle.n_layers, handle.n_heads, layers, heads))
         self.found_sinks = {}
-        dec = handle.decoder_layers()
-        for layer in layers:
-            r = dec[layer].register_forward_pre_hook(hook.residual_hook(layer), with_kwargs=True)
-            stack.callback(r.remove)
+        stack.enter_context(hook.residual_taps(handle, layers))
         attach_hook(handle, layers, hook, stack)
 
 
@@ -296,8 +293,7 @@ class VHR(Intervention):
                     self._auto_running = False
                 self._set_scales(handle.n_heads)
 
-            h = handle.model.register_forward_pre_hook(pre, with_kwargs=True)
-            stack.callback(h.remove)
+            stack.enter_context(ModuleHooks()).pre(handle.model, pre, with_kwargs=True)
 
 
 def encode_with_image(handle, prompt: str, path, chat_template: bool = False) -> dict:

@@ -33,7 +33,12 @@ def __getattr__(name):
         import importlib
 
         return importlib.import_module(".plot", __name__)
+    if name in ("cache", "taps", "ActivationCache"):
+        from .capture import taps as _taps
+
+        return getattr(_taps, name)
     raise AttributeError(name)
 
 
-__all__ = ["load", "Handle", "ProbeError", "capture", "Recorder", "intervene", "scan", "open_report", "plot", "__version__"]
+__all__ = ["load", "Handle", "ProbeError", "capture", "Recorder", "intervene", "scan", "open_report", "plot", "cache",
+           "taps", "ActivationCache", "__version__"]

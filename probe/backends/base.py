@@ -108,11 +108,11 @@ def _head_scale_table(handle, head_scale) -> Optional[dict]:
 @contextlib.contextmanager
 def guarded(rec: BackendRecorder, model):
     """Make direct calls of the HF ``model`` inside the block raise (they would bypass the backend)."""
-    hook = model.register_forward_pre_hook(rec._guard, with_kwargs=True)
-    try:
+    from ..capture.taps import ModuleHooks
+
+    with ModuleHooks() as hooks:
+        hooks.pre(model, rec._guard, with_kwargs=True)
         yield rec
-    finally:
-        hook.remove()
 
 
 def make_request(stats, topk: int, topk_rows: int, hidden: Optional[str]):

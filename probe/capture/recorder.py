@@ -12,6 +12,7 @@ from kernels.attention import AttentionResult, StatsRequest
 
 from ..errors import ProbeError
 from . import seam
+from .taps import TapSet, tap_name
 
 STAT_NAMES = ("received", "sink", "entropy", "lse", "spans", "topk", "full")
 
@@ -131,7 +132,6 @@ class Recorder:
         self._spans = spans
         self._sink_pos = sink_pos
         self.calls: list[CallRecord] = []
-        self._attention_mask: Optional[Tensor] = None
 
     # -- what the caller can change between forward calls --------------------------------------
     def set_spans(self, spans: Optional[Tensor]) -> None:
@@ -186,15 +186,11 @@ class Recorder:
 
     def _on_forward(self, module, args, kwargs):
         self.calls.append(CallRecord(len(self.calls)))
-        self._attention_mask = kwargs.get("attention_mask")
 
-    def _on_layer(self, layer: int):
-        def hook(module, args, kwargs):
-            if not self._wants(layer):
-                return
-            x = args[0] if args else kwargs.get("hidden_states")
-            self._current().hidden[layer] = _summarise_hidden(layer, x, self._attention_mask, self.hidden_mode == "full")
-        return hook
+    def _on_resid_pre(self, x: Tensor, ctx) -> None:
+        """Tap callback (``blocks.{l}.resid_pre``): x [B, T, d] -> the layer's HiddenSummary."""
+        self._current().hidden[ctx.layer] = _summarise_hidden(ctx.layer, x, ctx.attention_mask,
+                                                              self.hidden_mode == "full")
 
 
 def _as_handle_model(model_or_handle):
@@ -256,27 +252,13 @@ def capture(model_or_handle, stats=("received", "sink", "entropy"), *, layers: O
     modules = attention_modules_of(model_or_handle)
     rec = Recorder(request, layers, hidden, spans, sink_pos)
     rec.run = model  # the same ``rec.run(**inputs)`` call as the hook backends
-    handles = [model.register_forward_pre_hook(rec._on_forward, with_kwargs=True)]
-    try:
-        if hidden:
-            for i, attn in enumerate(modules):
-                layer_module = _parent_layer(model, attn)
-                handles.append(layer_module.register_forward_pre_hook(rec._on_layer(i), with_kwargs=True))
-        with seam.use_seam(model):
+    wanted = range(len(modules)) if layers is None else layers
+    reads = [(tap_name(i, "resid_pre"), rec._on_resid_pre) for i in wanted] if hidden else []
+    with TapSet(model_or_handle, reads=reads, on_call=rec._on_forward), seam.use_seam(model):
+        for m in modules:
+            seam.attach(m, rec)
+        try:
+            yield rec
+        finally:
             for m in modules:
-                seam.attach(m, rec)
-            try:
-                yield rec
-            finally:
-                for m in modules:
-                    seam.detach(m, rec)
-    finally:
-        for h in handles:
-            h.remove()
-
-
-def _parent_layer(model, attn_module):
-    for layer in model.get_decoder().layers:
-        if getattr(layer, "self_attn", None) is attn_module:
-            return layer
-    raise ProbeError("could not find the decoder layer of an attention module", "report this model class")
+                seam.detach(m, rec)

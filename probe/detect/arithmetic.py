@@ -6,8 +6,8 @@ For a clean prompt X_r ("…a op b=") and its counterfactual X_c, at the last po
   from the X_c run into the X_r run, everything downstream recomputed;
   effect = (LD_r - LD_patched) / (LD_r - LD_c)  over the prompt set's mean LDs
   (0 = no change, 1 = the patched run is as counterfactual as X_c itself).
-Two implementations that must agree: probe's own hooks (``native_patching``: forward pre-hooks on
-``self_attn.o_proj`` and forward hooks on ``mlp``, owned by a context manager) and nnsight 0.8
+Two implementations that must agree: probe's named taps (``native_patching``: edits on the ``z``
+and ``mlp_out`` taps, owned by a context manager) and nnsight 0.8
 (``nnsight_patching``). Every (layer, head) and MLP is patched in one forward per layer by
 stacking (H + 1) copies of the batch, copy g patching head g (copy H the MLP).
 """
@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from ..capture.taps import TapSet, tap_name
 from ..data.arithmetic import OPERATORS, ArithPrompt, check_single_tokens, digit_token_ids, make_prompts
 from ..errors import ProbeError
 from .base import DetectorOutput, head_frame
@@ -46,64 +47,45 @@ def record_last(model):
     Yields a dict filled by the forward: {"z": {layer: [B, H*Dh]}, "mlp": {layer: [B, d]}}.
     """
     store: dict = {"z": {}, "mlp": {}}
-    handles = []
 
-    def pre(layer):
-        def hook(module, args):
-            store["z"][layer] = args[0][:, -1].detach().clone()            # [B, H*Dh]
-        return hook
+    def z(x, ctx):                                                          # x [B, T, H, Dh]
+        store["z"][ctx.layer] = x[:, -1].reshape(x.shape[0], -1).detach().clone()   # [B, H*Dh]
 
-    def post(layer):
-        def hook(module, args, output):
-            store["mlp"][layer] = output[:, -1].detach().clone()           # [B, d]
-        return hook
+    def mlp(x, ctx):                                                        # x [B, T, d]
+        store["mlp"][ctx.layer] = x[:, -1].detach().clone()                 # [B, d]
 
-    try:
-        for i, layer in enumerate(_layers(model)):
-            handles.append(layer.self_attn.o_proj.register_forward_pre_hook(pre(i)))
-            handles.append(layer.mlp.register_forward_hook(post(i)))
+    with TapSet(model, reads={"z": z, "mlp_out": mlp}):
         yield store
-    finally:
-        for h in handles:
-            h.remove()
 
 
 @contextlib.contextmanager
 def patch_last(model, head_dim: int, heads: Optional[dict] = None, mlps: Optional[dict] = None):
-    """Overwrite activations at the last position while the block runs; hooks removed on exit.
+    """Overwrite activations at the last position while the block runs; taps removed on exit.
 
     heads: {layer: (sel [B] long, src [B, H*Dh])}: row b gets head sel[b]'s slice from src[b]
         (sel[b] = -1 leaves row b alone).
     mlps: {layer: (rows [B] bool, src [B, d])}: rows where True take src as the MLP output.
     """
-    handles = []
-
-    def pre(sel, src):
-        def hook(module, args):
-            x = args[0].clone()                                            # [B, T, H*Dh]
+    def z_edit(sel, src):
+        def fn(x, ctx):                                                     # x [B, T, H, Dh]
+            x = x.clone()
             for b in (sel >= 0).nonzero().flatten().tolist():
                 h = int(sel[b])
-                x[b, -1, h * head_dim:(h + 1) * head_dim] = src[b, h * head_dim:(h + 1) * head_dim]
-            return (x,) + tuple(args[1:])
-        return hook
+                x[b, -1, h] = src[b, h * head_dim:(h + 1) * head_dim]
+            return x
+        return fn
 
-    def post(rows, src):
-        def hook(module, args, output):
-            out = output.clone()                                           # [B, T, d]
+    def mlp_edit(rows, src):
+        def fn(x, ctx):                                                     # x [B, T, d]
+            out = x.clone()
             out[rows, -1] = src[rows].to(out.dtype)
             return out
-        return hook
+        return fn
 
-    layers = _layers(model)
-    try:
-        for layer, (sel, src) in (heads or {}).items():
-            handles.append(layers[layer].self_attn.o_proj.register_forward_pre_hook(pre(sel, src)))
-        for layer, (rows, src) in (mlps or {}).items():
-            handles.append(layers[layer].mlp.register_forward_hook(post(rows, src)))
+    edits = [(tap_name(l, "z"), z_edit(sel, src)) for l, (sel, src) in (heads or {}).items()]
+    edits += [(tap_name(l, "mlp_out"), mlp_edit(rows, src)) for l, (rows, src) in (mlps or {}).items()]
+    with TapSet(model, edits=edits):
         yield
-    finally:
-        for h in handles:
-            h.remove()
 
 
 def _last_logits(model, ids: Tensor, mask: Tensor) -> Tensor:

@@ -134,48 +134,32 @@ def image_span_tensor(handle, input_ids: Tensor) -> Tensor:
 
 
 class HeadOutputTap:
-    """Forward pre-hooks on each layer's ``o_proj``: read (and optionally edit) the head outputs.
+    """Reads (and optionally edits) the head outputs through the ``z`` tap (``o_proj``'s input).
 
     ``last[l]`` holds the head outputs of the latest call at the last position, [B, H, Dh] (float32,
     CPU). ``edit(layer, x)`` with x [B, T, H, Dh] may return a replacement (VHR's in-forward scaling).
     Use through ``head_outputs``; nothing stays attached after the context.
     """
 
-    def __init__(self, n_heads: int, edit: Optional[Callable[[int, Tensor], Optional[Tensor]]] = None):
-        self.n_heads = n_heads
+    def __init__(self, edit: Optional[Callable[[int, Tensor], Optional[Tensor]]] = None):
         self.edit = edit
         self.last: dict[int, Tensor] = {}
 
-    def hook(self, layer: int):
-        def pre(module, args):
-            x = args[0]                                                   # [B, T, H * Dh]
-            B, T, HD = x.shape
-            heads = x.view(B, T, self.n_heads, HD // self.n_heads)        # [B, T, H, Dh]
-            self.last[layer] = heads[:, -1].detach().float().cpu()        # [B, H, Dh]
-            if self.edit is not None:
-                new = self.edit(layer, heads)
-                if new is not None:
-                    return (new.reshape(B, T, HD),) + tuple(args[1:])
-            return None
-        return pre
+    def __call__(self, heads: Tensor, ctx) -> Optional[Tensor]:
+        """z-tap edit: heads [B, T, H, Dh] -> replacement or None."""
+        self.last[ctx.layer] = heads[:, -1].detach().float().cpu()               # [B, H, Dh]
+        return None if self.edit is None else self.edit(ctx.layer, heads)
 
 
 @contextlib.contextmanager
 def head_outputs(handle, layers: Optional[Sequence[int]] = None, edit=None) -> Iterator[HeadOutputTap]:
     """Tap the head outputs (before o_proj) of ``layers`` (default all) for the block's forwards."""
-    tap = HeadOutputTap(handle.n_heads, edit)
-    mods = handle.attention_modules()
-    hooks = []
-    try:
-        for layer in (range(len(mods)) if layers is None else layers):
-            o_proj = getattr(mods[layer], "o_proj", None)
-            if o_proj is None:
-                raise ProbeError(f"layer {layer}'s attention has no o_proj", "VHD needs Llama-style attention modules")
-            hooks.append(o_proj.register_forward_pre_hook(tap.hook(layer)))
+    from ..capture.taps import TapSet, tap_name
+
+    tap = HeadOutputTap(edit)
+    wanted = range(handle.n_layers) if layers is None else layers
+    with TapSet(handle, edits=[(tap_name(l, "z"), tap) for l in wanted]):
         yield tap
-    finally:
-        for h in hooks:
-            h.remove()
 
 
 def vhd_scores(with_image: Tensor, without_image: Tensor) -> tuple[Tensor, Tensor]:
