@@ -37,8 +37,12 @@ def __getattr__(name):
         from .capture import taps as _taps
 
         return getattr(_taps, name)
+    if name == "patch":
+        from .patching import patch
+
+        return patch
     raise AttributeError(name)
 
 
 __all__ = ["load", "Handle", "ProbeError", "capture", "Recorder", "intervene", "scan", "open_report", "plot", "cache",
-           "taps", "ActivationCache", "__version__"]
+           "taps", "ActivationCache", "patch", "__version__"]

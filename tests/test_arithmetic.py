@@ -116,3 +116,21 @@ def test_smollm2_native_matches_nnsight(smol):
     lds = A.logit_diffs(a, torch.tensor([digits[p.answer] for p in ps]), torch.tensor([digits[p.cf_answer] for p in ps]))
     # patching the last layer's MLP from the counterfactual moves the logit difference towards it
     assert float(lds["mlp"][1].mean()) < float(lds["clean"].mean())
+
+
+def test_detector_lds_come_from_probe_patch():
+    """The detector's per-prompt logit differences (through ``probe.patch``) equal the logits path's."""
+    from probe.models import Handle
+
+    model = _tiny()
+    clean, cf = _pair()
+    correct, counter = torch.tensor([3, 5, 7]), torch.tensor([4, 6, 8])
+    lds = A._patch_lds(Handle(model, None, "tiny", "object"), clean, cf, correct, counter)
+    ref = A.logit_diffs(A.native_patching(model, clean, cf, 4, 16), correct, counter)
+    for k in ("clean", "cf", "heads", "mlp"):
+        torch.testing.assert_close(lds[k], ref[k], rtol=0, atol=1e-5)
+
+
+def test_detector_runs_on_a_tiny_model(tiny_llama):
+    out = A.run(tiny_llama, n=2, operators=["+"], shots=1, only_correct=False)
+    assert out.heads["arithmetic_effect"].notna().all() and len(out.tables["arithmetic"]) == 2

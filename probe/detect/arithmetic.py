@@ -6,8 +6,8 @@ For a clean prompt X_r ("…a op b=") and its counterfactual X_c, at the last po
   from the X_c run into the X_r run, everything downstream recomputed;
   effect = (LD_r - LD_patched) / (LD_r - LD_c)  over the prompt set's mean LDs
   (0 = no change, 1 = the patched run is as counterfactual as X_c itself).
-Two implementations that must agree: probe's named taps (``native_patching``: edits on the ``z``
-and ``mlp_out`` taps, owned by a context manager) and nnsight 0.8
+Two implementations that must agree: ``probe.patching`` (``native_patching``: edits on the named
+``z`` and ``mlp_out`` taps, owned by a context manager) and nnsight 0.8
 (``nnsight_patching``). Every (layer, head) and MLP is patched in one forward per layer by
 stacking (H + 1) copies of the batch, copy g patching head g (copy H the MLP).
 """
@@ -22,7 +22,6 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from ..capture.taps import TapSet, tap_name
 from ..data.arithmetic import OPERATORS, ArithPrompt, check_single_tokens, digit_token_ids, make_prompts
 from ..errors import ProbeError
 from .base import DetectorOutput, head_frame
@@ -31,106 +30,36 @@ DEFAULTS = dict(operators=list(OPERATORS), n=16, shots=4, counterfactual="operan
                 only_correct=True, top_k=10)
 
 
-# ---- probe's own hooks ---------------------------------------------------------------------
-
-def _layers(model) -> list:
-    try:
-        return list(model.get_decoder().layers)
-    except AttributeError as err:
-        raise ProbeError(f"unsupported architecture {type(model).__name__}", "patching needs decoder .layers with self_attn.o_proj and mlp") from err
-
-
-@contextlib.contextmanager
-def record_last(model):
-    """Record, at the last position, each layer's head outputs (o_proj input) and MLP output.
-
-    Yields a dict filled by the forward: {"z": {layer: [B, H*Dh]}, "mlp": {layer: [B, d]}}.
-    """
-    store: dict = {"z": {}, "mlp": {}}
-
-    def z(x, ctx):                                                          # x [B, T, H, Dh]
-        store["z"][ctx.layer] = x[:, -1].reshape(x.shape[0], -1).detach().clone()   # [B, H*Dh]
-
-    def mlp(x, ctx):                                                        # x [B, T, d]
-        store["mlp"][ctx.layer] = x[:, -1].detach().clone()                 # [B, d]
-
-    with TapSet(model, reads={"z": z, "mlp_out": mlp}):
-        yield store
-
-
-@contextlib.contextmanager
-def patch_last(model, head_dim: int, heads: Optional[dict] = None, mlps: Optional[dict] = None):
-    """Overwrite activations at the last position while the block runs; taps removed on exit.
-
-    heads: {layer: (sel [B] long, src [B, H*Dh])}: row b gets head sel[b]'s slice from src[b]
-        (sel[b] = -1 leaves row b alone).
-    mlps: {layer: (rows [B] bool, src [B, d])}: rows where True take src as the MLP output.
-    """
-    def z_edit(sel, src):
-        def fn(x, ctx):                                                     # x [B, T, H, Dh]
-            x = x.clone()
-            for b in (sel >= 0).nonzero().flatten().tolist():
-                h = int(sel[b])
-                x[b, -1, h] = src[b, h * head_dim:(h + 1) * head_dim]
-            return x
-        return fn
-
-    def mlp_edit(rows, src):
-        def fn(x, ctx):                                                     # x [B, T, d]
-            out = x.clone()
-            out[rows, -1] = src[rows].to(out.dtype)
-            return out
-        return fn
-
-    edits = [(tap_name(l, "z"), z_edit(sel, src)) for l, (sel, src) in (heads or {}).items()]
-    edits += [(tap_name(l, "mlp_out"), mlp_edit(rows, src)) for l, (rows, src) in (mlps or {}).items()]
-    with TapSet(model, edits=edits):
-        yield
-
+# ---- probe's own patching (probe.patching) ----------------------------------------------------
 
 def _last_logits(model, ids: Tensor, mask: Tensor) -> Tensor:
     """Logits at the last position [B, V]."""
     return model(input_ids=ids, attention_mask=mask, use_cache=False, logits_to_keep=1).logits[:, -1].float()
 
 
+def _variants(n_layers: int, n_heads: int, layers: Sequence[int]) -> list:
+    """Per layer: every head's z at the last position, then the MLP output there (H + 1 variants)."""
+    from ..patching import variants_for
+
+    return [v for l in layers for v in variants_for(n_layers, n_heads, ["z", "mlp_out"], [l], [(-1,)])]
+
+
 def native_patching(model, clean: dict, cf: dict, n_heads: int, head_dim: int,
                     layers: Optional[Sequence[int]] = None) -> dict:
-    """Patch every head and MLP of ``layers`` from the counterfactual into the clean run (own hooks).
+    """Patch every head and MLP of ``layers`` from the counterfactual into the clean run (``probe.patching``).
 
     clean, cf: {"input_ids": [B, T], "attention_mask": [B, T]} of equal shapes.
     Returns {"clean": [B, V], "cf": [B, V], "heads": [L', H, B, V] logits, "mlp": [L', B, V]} on CPU —
     callers reduce V right away (see ``patching_logit_diffs``).
     """
-    return _patch_all(lambda ids, mask, l, src_z, src_m, B: _native_layer(model, ids, mask, l, src_z, src_m, B, n_heads, head_dim),
-                      model, clean, cf, layers)
+    from ..patching import patched_runs
 
-
-def _native_layer(model, ids, mask, layer, src_z, src_m, B, H, Dh) -> Tensor:
-    G = H + 1
-    sel = torch.arange(G, device=ids.device).repeat_interleave(B)            # [G*B] head per copy, H = MLP copy
-    head_sel = torch.where(sel < H, sel, torch.full_like(sel, -1))
-    z = src_z.repeat(G, 1)                                                 # [G*B, H*Dh]
-    m = src_m.repeat(G, 1)                                                 # [G*B, d]
-    with patch_last(model, Dh, heads={layer: (head_sel, z)}, mlps={layer: (sel == H, m)}):
-        return _last_logits(model, ids.repeat(G, 1), mask.repeat(G, 1))     # [G*B, V]
-
-
-def _patch_all(layer_fn, model, clean, cf, layers) -> dict:
-    L = len(_layers(model))
-    layers = list(range(L)) if layers is None else list(layers)
-    with torch.no_grad():
-        with record_last(model) as src:
-            cf_logits = _last_logits(model, cf["input_ids"], cf["attention_mask"])
-        clean_logits = _last_logits(model, clean["input_ids"], clean["attention_mask"])
-        B = clean["input_ids"].shape[0]
-        heads, mlps = [], []
-        for layer in layers:
-            out = layer_fn(clean["input_ids"], clean["attention_mask"], layer, src["z"][layer], src["mlp"][layer], B)
-            G = out.shape[0] // B
-            out = out.reshape(G, B, -1)                                        # [H+1, B, V]
-            heads.append(out[:-1].cpu())
-            mlps.append(out[-1].cpu())
-    return {"clean": clean_logits.cpu(), "cf": cf_logits.cpu(), "heads": torch.stack(heads), "mlp": torch.stack(mlps),
+    n_layers = len(model.get_decoder().layers)
+    layers = list(range(n_layers)) if layers is None else list(layers)
+    B = clean["input_ids"].shape[0]
+    out = patched_runs(model, cf, clean, _variants(n_layers, n_heads, layers), max_rows=(n_heads + 1) * B)
+    per_layer = out["patched"].reshape(len(layers), n_heads + 1, B, -1)          # [L', H+1, B, V]
+    return {"clean": out["corrupt"], "cf": out["clean"], "heads": per_layer[:, :-1], "mlp": per_layer[:, -1],
             "layers": layers}
 
 
@@ -239,15 +168,14 @@ def patch_prompts(handle, prompts: Sequence[ArithPrompt], batch_size: int = 8, b
         if clean["input_ids"].shape != cf["input_ids"].shape:
             raise ProbeError("clean and counterfactual prompts tokenize to different lengths",
                              "use single-token operands (digits) so positions line up")
-        if backend == "nnsight":
-            out = nnsight_patching(lm, clean, cf, handle.n_layers, handle.n_heads, handle.head_dim)
-        else:
-            out = native_patching(handle.model, clean, cf, handle.n_heads, handle.head_dim)
         correct = torch.tensor([digits[p.answer] for p in chunk])
         counter = torch.tensor([digits[p.cf_answer] for p in chunk])
-        lds = logit_diffs(out, correct, counter)
-        lds["pred"] = out["clean"].argmax(-1)
-        lds["cf_pred"] = out["cf"].argmax(-1)
+        if backend == "nnsight":
+            out = nnsight_patching(lm, clean, cf, handle.n_layers, handle.n_heads, handle.head_dim)
+            lds = logit_diffs(out, correct, counter)
+            lds["pred"], lds["cf_pred"] = out["clean"].argmax(-1), out["cf"].argmax(-1)
+        else:
+            lds = _patch_lds(handle, clean, cf, correct, counter)
         lds["correct"], lds["counter"] = correct, counter
         parts.append(lds)
         if progress:
@@ -255,6 +183,19 @@ def patch_prompts(handle, prompts: Sequence[ArithPrompt], batch_size: int = 8, b
     cat = {k: torch.cat([p[k] for p in parts], dim=-1) for k in ("clean", "cf", "heads", "mlp", "pred", "cf_pred",
                                                                    "correct", "counter")}
     return cat
+
+
+def _patch_lds(handle, clean: dict, cf: dict, correct: Tensor, counter: Tensor) -> dict:
+    """``probe.patch`` (cf into clean, last position, heads and MLPs) as the LD dict of ``logit_diffs``."""
+    from ..patching import patch
+
+    L, H = handle.n_layers, handle.n_heads
+    res = patch(handle, cf, clean, metric="logit_diff", answer=correct, other=counter, sites=["z", "mlp_out"],
+                positions="last", batch_size=clean["input_ids"].shape[0], max_rows=(H + 1) * clean["input_ids"].shape[0],
+                n_boot=1)
+    B = correct.shape[0]
+    return {"clean": res.corrupt, "cf": res.clean, "heads": res.values[:L * H].reshape(L, H, B),
+            "mlp": res.values[L * H:], "pred": res.corrupt_top, "cf_pred": res.clean_top}
 
 
 def run(handle, prompts: Optional[list] = None, *, chat_template: bool = False,
