@@ -217,18 +217,10 @@ class PatchResult:
 
     @property
     def figure(self):
-        """plotly heatmap of the normalized effect: layer x head (z) or layer x position / site."""
-        import plotly.graph_objects as go
+        """plotly heatmap of the normalized effect (``probe.plot.patching``): layer x head (z) or layer x site / position."""
+        from .plot import patching
 
-        t = self.table.copy()
-        t["column"] = [(f"H{int(h)}" if h >= 0 else s) + ("" if p == "all" else f" @{p}")
-                       for s, h, p in zip(t["site"], t["head"], t["position"])]
-        grid = t.pivot_table(index="layer", columns="column", values="normalized_effect", sort=False)
-        fig = go.Figure(go.Heatmap(z=grid.values, x=list(grid.columns), y=list(grid.index), colorscale="RdBu",
-                                   zmid=0, colorbar=dict(title="normalized effect")))
-        fig.update_layout(title=f"activation patching ({self.metric}; clean into corrupt)",
-                          xaxis_title="head / site @ position", yaxis_title="layer", yaxis_autorange="reversed")
-        return fig
+        return patching(self)
 
     def __iter__(self):
         return iter((self.table, self.figure))
