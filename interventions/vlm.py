@@ -220,11 +220,13 @@ class VHR(Intervention):
 
         Args:
             inputs: processor output for ONE prompt with its image: input_ids [1, T], attention_mask,
-                pixel_values [1, 3, S, S] (or ``mm_encoder_outputs``, as ``generate`` passes them).
+                pixel_values (or ``mm_encoder_outputs``, as ``generate`` passes them) and the family's
+                image geometry (image_sizes, image_grid_thw, mm_token_type_ids) when it has one.
         Returns:
             the chosen (layer, head) pairs; ``self.vhd`` / ``self.ta`` [L, H] (0 outside the layers).
         """
         from probe.detect.vision import _pad_id, drop_image_tokens, head_outputs, vhd_scores, vhr_select
+        from probe.models.vlm_layouts import image_kwargs, uses_mrope
 
         ids, mask = inputs["input_ids"], inputs.get("attention_mask")
         if ids.shape[0] != 1:
@@ -236,6 +238,10 @@ class VHR(Intervention):
         both_ids = torch.cat([pad(ids, _pad_id(handle)), pad(txt["input_ids"], _pad_id(handle))])   # [2, T]
         both_mask = torch.cat([pad(mask, 0), pad(txt["attention_mask"], 0)])                           # [2, T]
         pos = (both_mask.cumsum(-1) - 1).clamp_min(0)                                                  # [2, T]
+        extra = {"position_ids": pos}
+        if uses_mrope(handle.model):      # 3-D positions: the model derives them from the ids and the mask
+            extra = {"mm_token_type_ids": (both_ids == handle.image_token_id).long()} \
+                if "mm_token_type_ids" in inputs else {}
         layers = set(self.resolved_layers(handle.n_layers))
         L, H = handle.n_layers, handle.n_heads
         vhd, ta = torch.zeros(L, H), torch.zeros(L, H)
@@ -254,8 +260,8 @@ class VHR(Intervention):
         self._busy = True
         try:
             with head_outputs(handle, sorted(layers), edit=edit):
-                image = {k: inputs[k] for k in ("pixel_values", "mm_encoder_outputs") if inputs.get(k) is not None}
-                handle.model(input_ids=both_ids, attention_mask=both_mask, position_ids=pos, use_cache=False, **image)
+                handle.model(input_ids=both_ids, attention_mask=both_mask, use_cache=False, **extra,
+                             **image_kwargs(inputs))
         finally:
             self._busy = False
         self.vhd, self.ta, self.heads = vhd, ta, sorted(chosen)
@@ -276,6 +282,7 @@ class VHR(Intervention):
         self._set_scales(handle.n_heads)
         attach_hook(handle, layers, _ScaleHook(self._scales), stack)
         if self.fixed is None and not self._explicit:   # auto: select on every prefill with an image
+            from probe.models.vlm_layouts import image_kwargs
             self.heads = None
             self._scales.clear()
 
@@ -283,8 +290,10 @@ class VHR(Intervention):
                 mm = kwargs.get("mm_encoder_outputs") or {}
                 if self._busy or (kwargs.get("pixel_values") is None and mm.get("image") is None):
                     return
-                inputs = {"input_ids": _input_ids(args, kwargs), "attention_mask": kwargs.get("attention_mask"),
-                          "pixel_values": kwargs.get("pixel_values"), "mm_encoder_outputs": mm or None}
+                inputs = {**image_kwargs(kwargs), "input_ids": _input_ids(args, kwargs),
+                          "attention_mask": kwargs.get("attention_mask"), "mm_encoder_outputs": mm or None}
+                if kwargs.get("mm_token_type_ids") is not None:
+                    inputs["mm_token_type_ids"] = kwargs["mm_token_type_ids"]
                 self._scales.clear()
                 self._auto_running = True
                 try:

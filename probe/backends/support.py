@@ -104,6 +104,49 @@ def check(handle, backend: str, needs: Iterable[str] = ("stats",)) -> None:
                              f"{fix} (see `probe support {handle.source}`)")
 
 
+TESTED = "plumbing-tested on a tiny random-init {cls} (random weights: proves the layout runs, not what the model does)"
+
+
+def vision_rows(handle) -> list[dict]:
+    """For a VLM: one row per vision tool (image_spans, vhd, visual-sinks, var, vhr) on the native
+    backend, {"tool", "ok", "why"}; [] for a text-only model."""
+    from ..models.vlm_layouts import family_of
+
+    if not _is_vlm(handle):
+        return []
+    family = family_of(handle.model)
+    basis = (f"{family.name}: " + TESTED.format(cls=family.hf_class)) if family else \
+        f"{type(handle.model).__name__} is not a tested family: works if the image is one run of placeholder tokens"
+    has_token = handle.image_token_id is not None and handle.processor is not None
+    try:
+        o_proj = all(hasattr(m, "o_proj") for m in handle.attention_modules())
+    except ProbeError:
+        o_proj = False
+    no_token = "no image token id / processor found in the checkpoint"
+    rows = [
+        ("image_spans", has_token, basis if has_token else no_token),
+        ("visual-sinks", has_token, "phi of image tokens per layer (native seam)" if has_token else no_token),
+        ("vhd", has_token and o_proj, "head outputs before o_proj, with vs without the image" if o_proj
+         else "attention modules have no o_proj"),
+        ("var", has_token, "Redistribute inside the image span found from input_ids" if has_token else no_token),
+        ("vhr", has_token and o_proj, "VHD-chosen heads scaled at generate time" if o_proj else "attention modules have no o_proj"),
+    ]
+    return [{"tool": t, "ok": bool(ok), "why": why} for t, ok, why in rows]
+
+
+def families_text() -> str:
+    """The VLM families probe knows: class, vision tower, image-token layout, positions, notes."""
+    from ..models.vlm_layouts import FAMILIES
+
+    lines = ["VLM families (tests/test_vlm_families.py runs each through scan --detect vhd,visual-sinks,",
+             "generate -i var / -i vhr and the app on a tiny random-init checkpoint: plumbing tests with",
+             "random weights, they prove a real checkpoint of the class runs, not what it does):", ""]
+    for f in FAMILIES:
+        lines += [f"{f.name:16} {f.hf_class}", f"{'':16} tower: {f.tower}", f"{'':16} image tokens: {f.image_tokens}",
+                  f"{'':16} positions: {f.positions}" + (f"; {f.notes}" if f.notes else ""), ""]
+    return "\n".join(lines).rstrip()
+
+
 def render(handle) -> str:
     """The support table as text: capabilities down, backends across."""
     rows = table(handle)
@@ -116,4 +159,8 @@ def render(handle) -> str:
     for r in rows:
         if r["capability"] in ("stats", "long_prompts", "remote") or not r["ok"]:
             lines.append(f"  {r['backend']:17} {r['capability']:14} {r['why']}")
+    vision = vision_rows(handle)
+    if vision:
+        lines += ["", "vision tools (native backend):"]
+        lines += [f"  {r['tool']:14} {'yes' if r['ok'] else 'no ':4} {r['why']}" for r in vision]
     return "\n".join(lines)

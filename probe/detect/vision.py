@@ -77,10 +77,21 @@ def default_images(n_fashion: int = 8, seed: int = 0, photos: str | Sequence[str
     return images, names
 
 
-def with_image_token(handle, prompt: str, chat_template: bool = False) -> str:
-    """The prompt with the processor's image token in front if it has none (image-first layout)."""
+def image_placeholder(handle) -> str:
+    """The text one image stands for in a prompt: the processor's image token, bracketed by the vision
+    start / end tokens where the model has them (Qwen2-VL family: <|vision_start|><|image_pad|><|vision_end|>)."""
     tok = handle.processor.image_token
-    text = prompt if tok in prompt else tok + prompt
+    cfg = handle.model.config
+    start, end = getattr(cfg, "vision_start_token_id", None), getattr(cfg, "vision_end_token_id", None)
+    if start is None or end is None:
+        return tok
+    name = handle.tokenizer.convert_ids_to_tokens
+    return f"{name(int(start))}{tok}{name(int(end))}"
+
+
+def with_image_token(handle, prompt: str, chat_template: bool = False) -> str:
+    """The prompt with the image placeholder in front if it has no image token (image-first layout)."""
+    text = prompt if handle.processor.image_token in prompt else image_placeholder(handle) + prompt
     return handle.format_prompt(text, chat_template) if chat_template else text
 
 
@@ -90,13 +101,15 @@ def encode_images(handle, texts: Sequence[str], images: Sequence) -> dict:
     Args:
         texts: B prompts, each with exactly one image token. images: B images (uint8 arrays or PIL).
     Returns:
-        {"input_ids" [B, T], "attention_mask" [B, T], "pixel_values" [B, 3, S, S]}.
+        {"input_ids" [B, T], "attention_mask" [B, T], "pixel_values" [B, 3, S, S], plus what the family's
+        processor adds and the model takes: image_sizes (LLaVA-NeXT / OneVision), image_grid_thw (Qwen2.5-VL)}.
     """
     from ..models.studio_vlm import _as_pil
+    from ..models.vlm_layouts import model_inputs
 
     enc = handle.processor(text=list(texts), images=_as_pil(list(images)), return_tensors="pt", padding=True,
                            padding_side="left")
-    return {k: v.to(handle.device) for k, v in enc.items() if k in ("input_ids", "attention_mask", "pixel_values")}
+    return {k: v.to(handle.device) for k, v in model_inputs(handle.model, dict(enc)).items()}
 
 
 def drop_image_tokens(input_ids: Tensor, attention_mask: Tensor, image_token_id: int, pad_id: int) -> dict:
@@ -228,11 +241,16 @@ def phi(x: Tensor, dims: Sequence[int]) -> Tensor:
 
 
 @torch.no_grad()
-def vision_token_norms(model, pixel_values: Tensor) -> Tensor:
+def vision_token_norms(model, pixel_values: Tensor) -> Optional[Tensor]:
     """L2 norm of each image feature the LLaVA projector receives (the vision tower's own high-norm
-    tokens, cf. ViT registers): pixel_values [B, 3, S, S] -> [B, N_img]."""
+    tokens, cf. ViT registers): pixel_values [B, 3, S, S] -> [B, N_img].
+
+    None for layouts where the projector's inputs are not one patch grid per image (LLaVA-NeXT /
+    OneVision tiles, Qwen2-VL's merged patches): the table then holds NaN."""
     from ..models.studio_vlm import vision_features
 
+    if pixel_values.dim() != 4 or not hasattr(model.config, "vision_feature_layer"):
+        return None
     return vision_features(model, pixel_values).float().norm(dim=-1).cpu()  # [B, N_img]
 
 
@@ -373,7 +391,7 @@ def _sink_stats(handle, rec, spans, norms, sink_dims, layers, tau, rho, min_mass
                 rows.append((prompt_idx[item], item, names[item], layer, k, sb + k - int(key_start[b]),
                              k // side if side else -1, k % side if side else -1, float(ph[b, sb + k]),
                              float(raw[k]), sink_dims[int(which[k])], bool(is_sink[k]), float(recv[k]),
-                             float(norms[b, k]) if k < norms.shape[1] else float("nan")))
+                             float(norms[b, k]) if norms is not None and k < norms.shape[1] else float("nan")))
 
 
 def _sink_summary(table: pd.DataFrame, sink_dims, tau, centric_layers: Tensor, layers) -> dict:

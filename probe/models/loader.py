@@ -116,7 +116,9 @@ def load_gguf(path: str | Path, dtype: torch.dtype, device: str, attn: str) -> t
 
 
 def _load_folder_or_hub(name: str, dtype: torch.dtype, device: str, attn: str, local_only: bool, **hf_kwargs):
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText, AutoTokenizer
+
+    from .processors import load_processor
 
     config = AutoConfig.from_pretrained(name, local_files_only=local_only)
     is_vlm = hasattr(config, "vision_config") and hasattr(config, "text_config")
@@ -124,7 +126,7 @@ def _load_folder_or_hub(name: str, dtype: torch.dtype, device: str, attn: str, l
     model = cls.from_pretrained(name, dtype=dtype, attn_implementation=attn, local_files_only=local_only, **hf_kwargs)
     if "device_map" not in hf_kwargs:
         model = model.to(device)
-    processor = AutoProcessor.from_pretrained(name, local_files_only=local_only) if is_vlm else None
+    processor = load_processor(name, local_only) if is_vlm else None
     tok = processor.tokenizer if processor is not None else AutoTokenizer.from_pretrained(name, local_files_only=local_only)
     return model.eval(), tok, processor
 
