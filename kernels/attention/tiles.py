@@ -11,12 +11,16 @@ from typing import Optional
 
 # variant -> {head_dim bucket: (BT, BS, num_warps, num_stages)}
 PREFILL_TILES: dict = {
-    # output only (and output edits): H200 tune at 16K: d64 0.83 ms vs 0.93 for (128, 64, 4, 3);
-    # d128 4.27 ms vs 4.61 for (128, 64, 8, 3)
+    # output only (and output edits): H200 tune at 16K (session 2): d64 0.83 ms vs 0.93 for (128, 64, 4, 3);
+    # d128 4.27 ms vs 4.61 for (128, 64, 8, 3). Session 3's sweep (benchmarks/results/tiles_h200.json,
+    # 16K, one do_bench each) kept both: d64 0.831 ms, d128 4.297 ms.
     "output": {64: (64, 64, 4, 3), 128: (128, 128, 8, 3), 256: (64, 32, 4, 2)},
-    "stats": {64: (64, 64, 4, 3), 128: (128, 128, 8, 3), 256: (64, 32, 4, 2)},     # carried
-    "edit": {64: (64, 64, 4, 3), 128: (128, 128, 8, 3), 256: (64, 32, 4, 2)},      # carried
-    "var": {64: (64, 64, 4, 3), 128: (64, 128, 8, 3), 256: (32, 32, 4, 2)},        # two [BT, D] accumulators
+    # statistics: tiles_h200.json: d64 1.554 ms vs 1.703 for the output tile; d128 7.309 vs 7.393
+    "stats": {64: (64, 128, 4, 3), 128: (64, 64, 4, 3), 256: (64, 32, 4, 2)},
+    # probability edits (ACT): tiles_h200.json: d64 0.896 ms vs 1.051; d128 kept (4.902 ms, the best)
+    "edit": {64: (64, 128, 4, 3), 128: (128, 128, 8, 3), 256: (64, 32, 4, 2)},
+    # VAR: two [BT, D] accumulators (not tuned)
+    "var": {64: (64, 64, 4, 3), 128: (64, 128, 8, 3), 256: (32, 32, 4, 2)},
 }
 RECEIVED_TILES: dict = {64: (64, 128, 4, 3), 128: (64, 128, 4, 3), 256: (32, 64, 4, 2)}
 # decode: (BS, num_warps, num_stages); one wave of programs, bandwidth-bound

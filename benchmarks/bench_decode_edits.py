@@ -1,0 +1,127 @@
+"""GPU time of one decode step's attention with probability edits (ACT, VAR, uniform head), per layer.
+
+One query over S cached keys, bf16, random tensors of a model's attention shape. Each variant is
+captured in a CUDA graph and replayed (``triton.testing.do_bench_cudagraph``), so the numbers are
+device time including every small host-issued op around the kernels, without Python launch cost;
+median of --repeats runs. Variants:
+    sdpa            F.scaled_dot_product_attention (the unmodified model's decode attention)
+    ours            split-KV decode, no edit
+    act             ACT columns (key 0 and two more per head, beta 0.4, every head): split-KV decode
+    act_prefill     the same through the prefill kernel at T = 1 (the path before session 3)
+    var             Redistribute (sinks {0}, span [1, 33), keep 0.5 on every head): split-KV decode
+    var_prefill     the same through the prefill kernel at T = 1
+    uniform         HeadMask uniform on one head: split-KV decode
+Per-token estimate: the recorded unmodified per-token device time of the whole 32-layer Llama-7B
+shape (benchmarks/results/bench_decode_gpu_h200.json) plus 32 x (variant - sdpa) per layer.
+
+    python -m benchmarks.bench_decode_edits --out benchmarks/results/decode_edits_h200.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import torch
+import torch.nn.functional as F
+
+CASES = [("llama", 32, 32, 128, 1, 4096), ("llama", 32, 32, 128, 16, 2048), ("smollm", 9, 3, 64, 1, 4096)]
+BASELINE = os.path.join(os.path.dirname(__file__), "results", "bench_decode_gpu_h200.json")
+
+
+def _variants(H, KV, D, B, S):
+    from kernels.attention import fused as tri
+    from kernels.attention.api import AttentionEdits, AttentionResult
+
+    dev = "cuda"
+    g = torch.Generator(device=dev).manual_seed(0)
+    q = torch.randn(B, H, 1, D, device=dev, dtype=torch.bfloat16, generator=g)
+    k = torch.randn(B, KV, S, D, device=dev, dtype=torch.bfloat16, generator=g)
+    v = torch.randn(B, KV, S, D, device=dev, dtype=torch.bfloat16, generator=g)
+    scale = D ** -0.5
+    cols = torch.tensor([0, 7, S // 2], device=dev).expand(B, H, 3).contiguous()
+    act = AttentionEdits(col_idx=cols, col_scale=torch.full((B, H), 0.4, device=dev))
+    var = AttentionEdits(redist_idx=torch.zeros(B, 1, dtype=torch.long, device=dev),
+                         redist_span=torch.tensor([[1, 33]] * B, device=dev),
+                         redist_from=torch.zeros(B, dtype=torch.long, device=dev),
+                         redist_keep=torch.full((H,), 0.5, device=dev))
+    uni = AttentionEdits(head_uniform=torch.arange(H, device=dev) == 3)
+
+    def prefill_path(ed):
+        def run():
+            out = torch.empty(B, 1, H, D, dtype=q.dtype, device=dev)
+            tri._prefill(q, k, v, out, AttentionResult(out=out), tri._zeros_i64(B, q.device),
+                         tri._Edits(ed, B, H, q.device), tri.NO_STATS, None, None, None,
+                         dict(scale=scale, softcap=0.0, window=0))
+        return run
+
+    return {
+        "sdpa": lambda: F.scaled_dot_product_attention(q, k, v, scale=scale, enable_gqa=KV != H),
+        "ours": lambda: tri.attention(q, k, v, scale=scale),
+        "act": lambda: tri.attention(q, k, v, scale=scale, edits=act),
+        "act_prefill": prefill_path(act),
+        "var": lambda: tri.attention(q, k, v, scale=scale, edits=var),
+        "var_prefill": prefill_path(var),
+        "uniform": lambda: tri.attention(q, k, v, scale=scale, edits=uni),
+    }
+
+
+def _baseline() -> dict:
+    """(B, S) -> recorded unmodified per-token device ms of the 32-layer Llama-7B shape, if present."""
+    try:
+        with open(BASELINE) as f:
+            data = json.load(f)
+    except OSError:
+        return {}
+    out = {}
+    for r in (data["rows"] if isinstance(data, dict) else data):
+        if isinstance(r, dict) and r.get("variant") in ("unmodified", "none", "sdpa") and "device_ms" in r:
+            out[(r.get("batch"), r.get("prompt"))] = r["device_ms"]
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args(argv)
+    if not torch.cuda.is_available():
+        print("needs CUDA", file=sys.stderr)
+        return 2
+    from triton.testing import do_bench_cudagraph
+    rows = []
+    for shape, H, KV, D, B, S in CASES:
+        base = None
+        for name, fn in _variants(H, KV, D, B, S).items():
+            row = {"shape": shape, "H": H, "KV": KV, "D": D, "B": B, "S": S, "variant": name}
+            try:
+                fn()
+                torch.cuda.synchronize()
+                runs = sorted(float(do_bench_cudagraph(fn, rep=50)) for _ in range(args.repeats))
+                row["ms"] = runs[len(runs) // 2]
+                row["runs_ms"] = runs
+            except Exception as e:  # noqa: BLE001 - a benchmark reports what failed
+                row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}"
+            if name == "sdpa" and "ms" in row:
+                base = row["ms"]
+            if base and "ms" in row:
+                row["x_sdpa"] = row["ms"] / base
+                row["extra_us_per_layer"] = (row["ms"] - base) * 1e3
+                tok = _baseline().get((B, S)) if shape == "llama" else None
+                if tok:  # 32 layers of the Llama-7B shape, each paying the per-layer difference
+                    row["token_x_est"] = (tok + 32 * (row["ms"] - base)) / tok
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    meta = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
+            "triton": __import__("triton").__version__, "argv": sys.argv, "baseline_file": BASELINE,
+            "baseline_token_ms": {f"{b}x{s}": ms for (b, s), ms in _baseline().items()}}
+    if args.out:
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        with open(args.out, "w") as f:
+            json.dump({"meta": meta, "rows": rows}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
