@@ -22,9 +22,10 @@ import torch
 from torch import Tensor
 
 from kernels.attention import AttentionEdits, AttentionResult, StatsRequest, attention
-from kernels.attention.api import NO_STATS, visible_mask
+from kernels.attention.api import NO_STATS
 
 from ..errors import ProbeError
+from .causal_mask import CompactCausalMask, compact_mask, rows_match
 
 ATTN_NAME = "probe"
 
@@ -107,10 +108,17 @@ _MASK_MEMO: list = [None, None]
 def _mask_to_key_start(mask: Optional[Tensor], B: int, T: int, S: int, window: Optional[int], device) -> Tensor:
     """Derive the first real key per row from transformers' mask and check the pattern is causal.
 
-    mask: None (pure causal) or [B, 1, T, >=S] bool (True = visible) / additive float. Returns [B] long.
+    mask: None (pure causal), a ``CompactCausalMask`` (the seam's own mask function), or
+    [B, 1, T, >=S] bool (True = visible) / additive float. Returns [B] long.
     """
     if mask is None:
         return torch.zeros(B, dtype=torch.long, device=device)
+    if isinstance(mask, CompactCausalMask):
+        if (mask.q_length, mask.kv_length, mask.window) == (T, S, window):
+            return mask.key_start
+        mask = mask.dense()
+        if mask is None:
+            return torch.zeros(B, dtype=torch.long, device=device)
     ref, key = _MASK_MEMO[0], (B, T, S, window)
     if ref is not None and ref[0]() is mask and ref[1] == key:
         return _MASK_MEMO[1]
@@ -127,10 +135,7 @@ def _checked_key_start(mask: Tensor, B: int, T: int, S: int, window: Optional[in
     m = m.expand(B, T, S)
     cols = m.any(dim=1)                                                   # [B, S]
     key_start = torch.where(cols.any(-1), cols.float().argmax(-1), torch.full((B,), S, device=device))
-    q_pos = torch.arange(S - T, S, device=device)
-    expect = visible_mask(key_start, q_pos, S, window)                    # [B, T, S]
-    rows = expect.any(-1, keepdim=True)                                   # compare rows that see something
-    if not torch.equal(expect & rows, m & rows):
+    if not rows_match(lambda t0, t1: m[:, t0:t1], key_start, T, S, window):  # row blocks: no N x N temporaries
         raise ProbeError(
             "this model's attention mask is not causal with left padding (e.g. bidirectional or packed sequences)",
             "probe's capture supports causal decoders; use left padding and one sequence per row",
@@ -194,6 +199,8 @@ def probe_attention(module, query, key, value, attention_mask, dropout=0.0, scal
     if not hooks:
         from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
+        if isinstance(attention_mask, CompactCausalMask):
+            attention_mask = attention_mask.dense()
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       sliding_window=sliding_window, softcap=softcap, **kwargs)
     B, H, T, D = query.shape
@@ -226,10 +233,9 @@ def probe_attention(module, query, key, value, attention_mask, dropout=0.0, scal
 
 
 def _probe_mask(*args, **kwargs):
-    """Mask function for the "probe" implementation: SDPA's (bool [B, 1, T, S], or None when purely causal)."""
-    from transformers.masking_utils import sdpa_mask
-
-    return sdpa_mask(*args, **kwargs)
+    """Mask function for the "probe" implementation: a ``CompactCausalMask`` (key_start, window) for
+    causal / sliding-window / left-padded patterns, else SDPA's (bool [B, 1, T, S] or None)."""
+    return compact_mask(*args, **kwargs)
 
 
 def register() -> None:
