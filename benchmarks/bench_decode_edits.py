@@ -3,7 +3,8 @@
 One query over S cached keys, bf16, random tensors of a model's attention shape. Each variant is
 captured in a CUDA graph and replayed (``triton.testing.do_bench_cudagraph``), so the numbers are
 device time including every small host-issued op around the kernels, without Python launch cost;
-median of --repeats runs. Variants:
+median of --repeats runs. ``eager_ms``: the same call launched from Python each time (do_bench),
+i.e. host-bound when the launch path costs more than the GPU work. Variants:
     sdpa            F.scaled_dot_product_attention (the unmodified model's decode attention)
     ours            split-KV decode, no edit
     act             ACT columns (key 0 and two more per head, beta 0.4, every head): split-KV decode
@@ -84,14 +85,17 @@ def _baseline() -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--shapes", nargs="+", default=["llama", "smollm"])
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     if not torch.cuda.is_available():
         print("needs CUDA", file=sys.stderr)
         return 2
-    from triton.testing import do_bench_cudagraph
+    from triton.testing import do_bench, do_bench_cudagraph
     rows = []
     for shape, H, KV, D, B, S in CASES:
+        if shape not in args.shapes:
+            continue
         base = None
         for name, fn in _variants(H, KV, D, B, S).items():
             row = {"shape": shape, "H": H, "KV": KV, "D": D, "B": B, "S": S, "variant": name}
@@ -101,6 +105,8 @@ def main(argv=None) -> int:
                 runs = sorted(float(do_bench_cudagraph(fn, rep=50)) for _ in range(args.repeats))
                 row["ms"] = runs[len(runs) // 2]
                 row["runs_ms"] = runs
+                eager = sorted(float(do_bench(fn, rep=50)) for _ in range(args.repeats))
+                row["eager_ms"] = eager[len(eager) // 2]        # with Python launch cost (no graph)
             except Exception as e:  # noqa: BLE001 - a benchmark reports what failed
                 row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}"
             if name == "sdpa" and "ms" in row:

@@ -20,9 +20,9 @@ from .jit_utils import INTERPRET, LN2, NEG, dot, precision, scores2
 
 @triton.jit
 def _decode_step(
-    b_q, p_k, p_v, s_ks, s_vs, j0, lo, j_hi, scale, softcap, uni, b_cols,
+    b_q, p_k, p_v, s_ks, s_vs, j0, lo, j_hi, scale, softcap, uni, p_cols, m_g,
     b_m, b_l, b_lr, b_acc, b_acc2, b_tm, sp0, sp1,
-    SPECIAL: tl.constexpr, D: tl.constexpr, BS: tl.constexpr,
+    SPECIAL: tl.constexpr, D: tl.constexpr, BS: tl.constexpr, BG: tl.constexpr, C: tl.constexpr,
     USE_SOFTCAP: tl.constexpr, USE_UNIFORM: tl.constexpr, USE_LR: tl.constexpr, USE_VAR: tl.constexpr,
     PREC: tl.constexpr, UPCAST: tl.constexpr,
 ):
@@ -43,8 +43,10 @@ def _decode_step(
     b_pv = b_p
     b_lsr = b_ls
     if SPECIAL:
-        # [BG, BS] edited-column hits, from the columns held in registers (b_cols [BG, CP], -1 unused)
-        n_c = tl.sum((o_j[None, :, None] == b_cols[:, None, :]).to(tl.int32), 2)
+        n_c = tl.zeros([BG, BS], tl.int32)                                    # [BG, BS] edited-column hits
+        for c in tl.static_range(C):
+            col = tl.load(p_cols + c, mask=m_g, other=-1).to(tl.int32)       # [BG]
+            n_c += (o_j[None, :] == col[:, None]).to(tl.int32)
         b_pv = tl.where(n_c > 0, 0.0, b_p)
         b_lsr = tl.sum(b_pv, 1)
         if USE_VAR:
@@ -105,11 +107,9 @@ def decode_fwd_kernel(
     uni = False
     if USE_UNIFORM:
         uni = (tl.load(head_uniform + i_kh * G + o_g, mask=m_g, other=0) != 0)[:, None]  # [BG, 1]
-    o_c = tl.arange(0, CP)                                                    # [CP]
-    b_cols = tl.full([BG, CP], -1, tl.int32)                                  # [BG, CP] edited columns
+    p_cols = col_idx
     if USE_COLS:
-        b_cols = tl.load(col_idx + o_h[:, None] * C + o_c[None, :], mask=m_g[:, None] & (o_c < C)[None, :],
-                         other=-1).to(tl.int32)
+        p_cols = col_idx + o_h * C                                            # [BG] row starts
     sp0, sp1 = 0, 0
     if USE_VAR:
         sp0 = tl.load(redist_span + i_b * 2).to(tl.int32)
@@ -122,6 +122,8 @@ def decode_fwd_kernel(
     b_acc2 = tl.zeros([BG, D], tl.float32)                                    # [BG, D] VAR targets
     b_tm = tl.zeros([BG], tl.float32)                                         # [BG] VAR target mass
     if USE_COLS:
+        o_c = tl.arange(0, CP)
+        b_cols = tl.load(p_cols[:, None] + o_c[None, :], mask=m_g[:, None] & (o_c < C)[None, :], other=-1)
         n_in = tl.sum(tl.sum(((b_cols >= j_lo) & (b_cols < j_hi)).to(tl.int32), 1), 0)
         special = n_in > 0
         if USE_VAR:
@@ -129,20 +131,20 @@ def decode_fwd_kernel(
         if special:
             for j0 in range(j_lo, j_hi, BS):
                 b_m, b_l, b_lr, b_acc, b_acc2, b_tm = _decode_step(
-                    b_q, p_k, p_v, s_ks, s_vs, j0, lo, j_hi, scale, softcap, uni, b_cols,
-                    b_m, b_l, b_lr, b_acc, b_acc2, b_tm, sp0, sp1, True, D, BS,
+                    b_q, p_k, p_v, s_ks, s_vs, j0, lo, j_hi, scale, softcap, uni, p_cols, m_g,
+                    b_m, b_l, b_lr, b_acc, b_acc2, b_tm, sp0, sp1, True, D, BS, BG, C,
                     USE_SOFTCAP, USE_UNIFORM, USE_LR, USE_VAR, PREC, UPCAST)
         else:
             for j0 in range(j_lo, j_hi, BS):
                 b_m, b_l, b_lr, b_acc, b_acc2, b_tm = _decode_step(
-                    b_q, p_k, p_v, s_ks, s_vs, j0, lo, j_hi, scale, softcap, uni, b_cols,
-                    b_m, b_l, b_lr, b_acc, b_acc2, b_tm, sp0, sp1, False, D, BS,
+                    b_q, p_k, p_v, s_ks, s_vs, j0, lo, j_hi, scale, softcap, uni, p_cols, m_g,
+                    b_m, b_l, b_lr, b_acc, b_acc2, b_tm, sp0, sp1, False, D, BS, BG, C,
                     USE_SOFTCAP, USE_UNIFORM, USE_LR, USE_VAR, PREC, UPCAST)
     else:
         for j0 in range(j_lo, j_hi, BS):
             b_m, b_l, b_lr, b_acc, b_acc2, b_tm = _decode_step(
-                b_q, p_k, p_v, s_ks, s_vs, j0, lo, j_hi, scale, softcap, uni, b_cols,
-                b_m, b_l, b_lr, b_acc, b_acc2, b_tm, sp0, sp1, False, D, BS,
+                b_q, p_k, p_v, s_ks, s_vs, j0, lo, j_hi, scale, softcap, uni, p_cols, m_g,
+                b_m, b_l, b_lr, b_acc, b_acc2, b_tm, sp0, sp1, False, D, BS, BG, C,
                 USE_SOFTCAP, USE_UNIFORM, USE_LR, USE_VAR, PREC, UPCAST)
     o_p = o_h * NSPLIT + i_sp                                                 # [BG] partial rows
     tl.store(pm + o_p, b_m, mask=m_g)

@@ -252,7 +252,7 @@ def _prefill(q, k, v, out, res, key_start, ed: _Edits, stats, sink_pos, spans, t
     lse = empty(B, H, T) if need_lse else None
     ent = empty(B, H, T) if stats.entropy else None
     if stats.sink_mass and sink_pos is None:
-        sink_pos = key_start[:, None]
+        sink_pos = key_start.clamp(max=S - 1)[:, None]                       # a fully padded row reports 0
     P = sink_pos.shape[1] if stats.sink_mass else 0
     snk = empty(B, H, T, P) if stats.sink_mass else None
     if stats.span_mass and spans is None:

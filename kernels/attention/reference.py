@@ -98,7 +98,7 @@ def attention(
     cdt = torch.float64 if q.dtype == torch.float64 else torch.float32
     key_start = torch.zeros(B, dtype=torch.long, device=dev) if key_start is None else key_start.to(dev).long()
     if stats.sink_mass and sink_pos is None:
-        sink_pos = key_start[:, None]
+        sink_pos = key_start.clamp(max=S - 1)[:, None]                  # a fully padded row reports 0
     bq = block_q or default_block_q(B, H, T, S)
     q_pos_all = torch.arange(S - T, S, device=dev)                       # [T]
 

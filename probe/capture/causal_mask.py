@@ -61,10 +61,10 @@ def _left_padding_start(attention_mask: Optional[Tensor], B: int, kv_length: int
     """[B] first real key from transformers' 2-D padding mask, or None when it is not left padding."""
     if attention_mask is None:
         return torch.zeros(B, dtype=torch.long, device=device)
-    from transformers.masking_utils import prepare_padding_mask
-
-    pad = prepare_padding_mask(attention_mask, kv_length, kv_offset)[:, kv_offset: kv_offset + kv_length]
-    pad = pad.to(device).bool()                                            # [B, S]
+    pad = attention_mask.to(device).bool()                                 # [B, >= kv_offset + S] (keys past it: 0)
+    if pad.shape[-1] < kv_offset + kv_length:
+        pad = torch.nn.functional.pad(pad, (0, kv_offset + kv_length - pad.shape[-1]))
+    pad = pad[:, kv_offset: kv_offset + kv_length]                         # [B, S]
     j = torch.arange(kv_length, device=device)
     key_start = torch.where(pad.any(-1), pad.long().argmax(-1), torch.full((B,), kv_length, device=device))
     if not torch.equal(pad, j[None, :] >= key_start[:, None]):
@@ -101,6 +101,7 @@ def compact_mask(batch_size: int, q_length: int, kv_length: int, q_offset=0, kv_
         m = torch.as_tensor(mask_function(b, h, qi, kv), device=device)
         return m.expand(batch_size, 1, t1 - t0, kv_length)[:, 0] & (kv[0, 0] - kv_offset >= key_start[:, None, None])
 
-    if not rows_match(rows, key_start, q_length, kv_length, window):
+    known = mask_function is causal_mask_function and window is None and q_offset - kv_offset == kv_length - q_length
+    if not known and not rows_match(rows, key_start, q_length, kv_length, window):   # plain causal needs no check
         return dense()
     return CompactCausalMask(key_start, window, q_length, kv_length, dense)

@@ -295,6 +295,14 @@ def test_fallback_warns_once_with_reason(monkeypatch):
         ka._warn_fallback("head_dim 12")                               # second time: silent
 
 
+def test_default_sink_of_a_fully_padded_row():
+    """key_start = S (a row of nothing but padding): the default sink key is clamped, its mass is 0."""
+    q, k, v = _inputs(2, 4, 2, 9, 9, 32, torch.float32, seed=31)
+    got, _ = _parity(q, k, v, StatsRequest(lse=True, sink_mass=True), scale=32 ** -0.5,
+                     key_start=torch.tensor([0, 9], device=DEV))
+    assert (got.sink_mass[1] == 0).all() and (got.sink_mass[0] > 0).all()
+
+
 def test_head_edits_alone_parity():
     q, k, v = _inputs(2, 4, 2, 33, 50, 64, torch.bfloat16, seed=7)
     ed = _edits(2, 4, 64, 50, torch.bfloat16)
