@@ -109,3 +109,33 @@ def test_seam_takes_the_compact_mask(tiny_gemma3, monkeypatch):
     real = enc["attention_mask"].bool()
     assert seen and set(seen) == {"CompactCausalMask"}
     assert (ours - plain)[real].abs().max() < 1e-4
+
+
+def test_generate_with_sliding_cache_offsets():
+    """Greedy generate past the window of a sliding-window model with a left-padded row: the masks of the
+    decode steps (sliding cache: kv_offset > 0) stay compact and the tokens equal plain SDPA's."""
+    import probe
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    cfg = Gemma3TextConfig(vocab_size=300, hidden_size=64, intermediate_size=128, num_hidden_layers=4,
+                           num_attention_heads=4, num_key_value_heads=1, head_dim=32, sliding_window=5,
+                           layer_types=["sliding_attention", "sliding_attention", "full_attention", "sliding_attention"],
+                           max_position_embeddings=512, attn_implementation="sdpa")
+    torch.manual_seed(0)
+    model = Gemma3ForCausalLM(cfg).eval()
+    ids = torch.randint(0, 300, (2, 12))
+    mask = torch.ones(2, 12, dtype=torch.long)
+    mask[1, :4] = 0
+    seen = []
+
+    def spy(*a, **kw):
+        m = compact_mask(*a, **kw)
+        seen.append((type(m).__name__, kw.get("kv_offset", 0)))
+        return m
+    with torch.no_grad():
+        plain = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=8, do_sample=False)
+        with pytest.MonkeyPatch.context() as mp, probe.capture(model, stats=("received", "entropy")):
+            mp.setattr(seam, "compact_mask", spy)
+            ours = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=8, do_sample=False)
+    assert torch.equal(plain, ours)
+    assert {k for k, _ in seen} == {"CompactCausalMask"} and max(off for _, off in seen) > 0
