@@ -265,3 +265,18 @@ def test_image_only_processor_keeps_the_stock_behaviour(folders):
                return_tensors="pt")
     assert int((enc["input_ids"] == proc.image_token_id).sum()) == int(enc["image_grid_thw"].prod()) // 4
     assert np.isfinite(enc["pixel_values"].numpy()).all()
+
+
+def test_qwen_grid_of_a_non_square_image(handles):
+    """Qwen2.5-VL keeps the aspect ratio: a 112 x 56 image is 4 x 2 merged tokens; the planted white
+    block at merged row 2, column 1 must come out as the visual sink at that grid cell."""
+    h = handles["qwen2.5-vl"]
+    im = np.zeros((112, 56, 3), dtype=np.uint8)
+    im[56:84, 28:56] = 255
+    out = vd.run_visual_sinks(h, ["what is this ?"], images=[im], tau=vf.TAU)
+    table = out.tables["visual_tokens"]
+    assert len(table) == 2 * 8 and table.patch_row.max() == 3 and table.patch_col.max() == 1
+    sinks = table[table.is_visual_sink]
+    assert set(zip(sinks.patch_row, sinks.patch_col)) == {(2, 1)} and set(sinks.image_pos) == {5}
+    fig = vd.visual_sink_figure(table, 0)
+    assert np.asarray(fig.data[0].z).shape == (4, 2)

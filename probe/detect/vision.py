@@ -282,6 +282,22 @@ def _grid(n: int) -> int:
     return side if side * side == n else 0
 
 
+def grid_widths(handle, enc: dict, n_tokens: Sequence[int]) -> list[int]:
+    """Patch-grid width of each row's image span (0 when the span is not one row-major grid).
+
+    Qwen2-VL family: from ``image_grid_thw`` (t, h, w patches, merged spatial_merge_size^2 -> 1);
+    otherwise a square span (LLaVA-1.5: 24 x 24). LLaVA-NeXT / OneVision spans (tiles + newlines): 0.
+    """
+    thw = enc.get("image_grid_thw")
+    if thw is not None:
+        merge = int(getattr(handle.model.config.vision_config, "spatial_merge_size", 1))
+        out = []
+        for (t, h, w), n in zip(thw.tolist(), n_tokens):
+            out.append(w // merge if t * h * w == n * merge * merge else 0)
+        return out
+    return [_grid(n) for n in n_tokens]
+
+
 @torch.no_grad()
 def analyse(handle, prompts: Sequence[str], *, want_vhd: bool = True, want_sinks: bool = True,
             progress: Optional[Callable[[int], None]] = None, **options) -> DetectorOutput:
@@ -328,8 +344,9 @@ def analyse(handle, prompts: Sequence[str], *, want_vhd: bool = True, want_sinks
             vhd[sl], ta[sl] = vhd_scores(o_img, o_txt)
         if want_sinks:
             norms = vision_token_norms(handle.model, enc["pixel_values"])  # [B, N_img]
+            widths = grid_widths(handle, enc, (spans[:, 0, 1] - spans[:, 0, 0]).tolist())
             _sink_stats(handle, rec, spans, norms, sink_dims, layers, tau, rho, min_mass, start,
-                        img_mass, sink_mass, centric, rows, names, prompt_idx)
+                        img_mass, sink_mass, centric, rows, names, prompt_idx, widths)
         if progress:
             progress(sl.stop - sl.start)
 
@@ -362,7 +379,7 @@ def analyse(handle, prompts: Sequence[str], *, want_vhd: bool = True, want_sinks
 
 
 def _sink_stats(handle, rec, spans, norms, sink_dims, layers, tau, rho, min_mass, start,
-                img_mass, sink_mass, centric, rows, names, prompt_idx) -> None:
+                img_mass, sink_mass, centric, rows, names, prompt_idx, widths=None) -> None:
     """Per layer: phi of image tokens, visual sinks, last-query masses and the image-centric rule."""
     B = spans.shape[0]
     s, e = spans[:, 0, 0], spans[:, 0, 1]                                   # [B]
@@ -385,7 +402,7 @@ def _sink_stats(handle, rec, spans, norms, sink_dims, layers, tau, rho, min_mass
             if layer not in layers:
                 continue
             recv = st.received_mean[b, :, sb:eb].mean(0)                    # [N] mean over heads
-            side = _grid(eb - sb)
+            side = widths[b] if widths is not None else _grid(eb - sb)
             raw, which = x[b, sb:eb][:, sink_dims].abs().max(-1)            # [N], [N] (dim giving phi)
             for k in range(eb - sb):
                 rows.append((prompt_idx[item], item, names[item], layer, k, sb + k - int(key_start[b]),
@@ -449,11 +466,11 @@ def visual_sink_figure(table: pd.DataFrame, item: int = 0, image: Optional[np.nd
 
     t = table[table["item"] == item]
     if not len(t) or (t["patch_row"] < 0).any():
-        raise ProbeError(f"item {item} has no square patch grid in the table", "pick an item of a square image grid")
-    side = int(t["patch_row"].max()) + 1
-    count = np.zeros((side, side))
-    phimax = np.zeros((side, side))
-    norm = np.zeros((side, side))
+        raise ProbeError(f"item {item} has no patch grid in the table (tiled layout)", "pick an item with a patch grid")
+    grid = (int(t["patch_row"].max()) + 1, int(t["patch_col"].max()) + 1)   # rows x columns (Qwen2-VL: any shape)
+    count = np.zeros(grid)
+    phimax = np.zeros(grid)
+    norm = np.zeros(grid)
     for r in t.itertuples():
         count[r.patch_row, r.patch_col] += int(r.is_visual_sink)
         phimax[r.patch_row, r.patch_col] = max(phimax[r.patch_row, r.patch_col], r.phi)
