@@ -45,7 +45,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("app")
     def run_app(
-        report: Optional[Path] = typer.Argument(None, help="a report directory to open, or a folder of reports to list"),
+        report: Optional[Path] = typer.Argument(None, metavar="DIR", help="a report directory to open, or a folder of reports to list"),
         port: int = typer.Option(8501, "--port", help="port on 127.0.0.1"),
         reports_root: Path = typer.Option(Path("reports"), "--reports-root", help="folder whose report directories the page lists"),
         model: Optional[str] = typer.Option(None, "--model", help="model for the live views (default: the report's, else smollm2)"),

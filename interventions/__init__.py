@@ -2,18 +2,23 @@
 SinkWindow (StreamingLLM), composed by ``intervene`` (order documented in ``interventions.core``).
 
     import probe
-    from interventions import intervene, ACT, HeadMask
+    from interventions import intervene, ACT, HeadMask      # or: from probe import intervene, ACT, HeadMask
     h = probe.load("smollm2")
     with intervene(h, ACT(beta=0.4), HeadMask("L18H6", mode="zero")):
         h.model.generate(**h.encode("The capital of France is"), max_new_tokens=8)
+
+Names load on first use, so ``probe --help`` (which registers ``interventions.commands``) stays light.
 """
-from .act import ACT
-from .core import intervene
-from .mask import HeadMask
-from .redistribute import Redistribute
-from .scale import HeadScale
-from .sinkwindow import SinkWindow
-from .spec import parse_spec
-from .vlm import VAR, VHR
+_LAZY = {"ACT": "act", "intervene": "core", "HeadMask": "mask", "Redistribute": "redistribute", "HeadScale": "scale",
+         "SinkWindow": "sinkwindow", "parse_spec": "spec", "VAR": "vlm", "VHR": "vlm"}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = ["intervene", "ACT", "HeadMask", "HeadScale", "Redistribute", "SinkWindow", "parse_spec", "VAR", "VHR"]

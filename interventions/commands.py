@@ -12,6 +12,7 @@ from typing import List, Optional
 
 import typer
 
+from probe.devices import DEFAULT_DEVICE, DEVICE_HELP
 from probe.errors import ProbeError
 
 
@@ -107,7 +108,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def generate(
-        prompt: str = typer.Argument(..., help="the prompt text"),
+        prompt: str = typer.Argument(..., metavar="PROMPT", help="the prompt text"),
         model: str = typer.Option("smollm2", "--model", "-m", help="alias, folder, .gguf or cached hub id"),
         max_new_tokens: int = typer.Option(32, "--max-new-tokens", "-n", help="greedy tokens to generate"),
         intervention: List[str] = typer.Option([], "--intervention", "-i", help="SPEC, repeatable: act, act:beta=0.4,threshold=0.1, mask:L18H6[:mode=uniform|zero|mean], scale:L3H2:alpha=2, sinkwindow:sinks=4,window=1020, redistribute:span=5-20, var, vhr (VLMs, with --image)"),
@@ -115,11 +116,31 @@ def register(app: typer.Typer) -> None:
         chat_template: bool = typer.Option(False, "--chat-template", help="wrap the prompt in the model's chat template"),
         as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
         image: Optional[Path] = typer.Option(None, "--image", help="image file for a VLM (e.g. studio-vlm); the image goes first unless the prompt has the image token"),
+        device: str = typer.Option(DEFAULT_DEVICE, "--device", help=DEVICE_HELP),
     ):
         """Generate with and without interventions; show both and the first step's top-token logit change."""
+        from interventions.spec import check_against, parse_spec
+        from probe.devices import resolve_device
         from probe.models import load
+        from probe.models.facts import model_facts
 
-        handle = load(model)
+        # checks that need no weights: SPECs against the config, files, counts, device
+        if max_new_tokens < 1:
+            raise ProbeError(f"--max-new-tokens {max_new_tokens}: must be at least 1", "pass --max-new-tokens 1 or more")
+        if not prompt.strip():
+            raise ProbeError("the prompt is empty", "give the prompt text as the last argument")
+        if calibration is not None and not calibration.is_file():
+            raise ProbeError(f"calibration file {calibration} does not exist", "run `probe calibrate --out FILE` first")
+        if not intervention and calibration is None:
+            raise ProbeError("no intervention given", "add --intervention SPEC (e.g. act, mask:L18H6) or --calibration FILE")
+        if image is not None and not image.is_file():
+            raise ProbeError(f"image file {image} does not exist", "check the --image path")
+        device = resolve_device(device)
+        facts = model_facts(model)
+        check_against([parse_spec(s) for s in intervention], facts)
+        if image is not None and not facts.is_vlm:
+            raise ProbeError(f"--image needs a vision-language model; {model} is text-only", "use --model studio-vlm")
+        handle = load(model, device=device)
         ivs = build_interventions(handle, intervention, calibration, prompt)
         res = generate_pair(handle, prompt, ivs, max_new_tokens, chat_template, image)
         if as_json:
@@ -150,7 +171,7 @@ def register(app: typer.Typer) -> None:
         threads: int = typer.Option(0, "--threads", help="torch CPU threads (0 = leave as is; 1 is fastest on a busy 2-core box)"),
         out: Path = typer.Option(Path("act_calibration.json"), "--out", "-o", help="calibration file to write"),
         as_json: bool = typer.Option(False, "--json", help="print the record as JSON"),
-        device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N"),
+        device: str = typer.Option(DEFAULT_DEVICE, "--device", help=DEVICE_HELP),
         dtype: str = typer.Option("float32", "--dtype", help="float32 (as the CPU study) or bfloat16"),
     ):
         """ACT head search on a dev split; saves heads + dev/test accuracy for `--calibration`."""
@@ -158,25 +179,24 @@ def register(app: typer.Typer) -> None:
 
         from interventions.calibrate import search
         from interventions.spec import _ints
-        from interventions.tasks import load_task
+        from interventions.tasks import TASKS, load_task
+        from probe.devices import resolve_device
         from probe.models import load
+        from probe.models.facts import model_facts
 
-        if not (device == "cpu" or device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit())):
-            raise ProbeError(f"--device {device!r}", "use cpu, cuda or cuda:N")
-        if device.startswith("cuda"):
-            n_gpu = torch.cuda.device_count() if torch.cuda.is_available() else 0
-            if n_gpu == 0:
-                raise ProbeError(f"--device {device}: no CUDA device here (torch {torch.__version__})", "use --device cpu, or run on a machine with a GPU")
-            if ":" in device and int(device[5:]) >= n_gpu:
-                raise ProbeError(f"--device {device}: only {n_gpu} CUDA device(s)", f"use cuda:0..cuda:{n_gpu - 1}")
+        if task not in TASKS:
+            raise ProbeError(f"unknown task {task!r}", f"choose from {', '.join(TASKS)}")
+        for flag, value in (("--dev-size", dev_size), ("--test-size", test_size), ("--candidates", candidates),
+                            ("--batch-size", batch_size)):
+            if value < 1:
+                raise ProbeError(f"{flag} {value}: must be at least 1", f"pass {flag} 1 or more")
+        if out.exists() and out.is_dir():
+            raise ProbeError(f"--out {out} is a folder", "give a file path for the calibration JSON")
+        device = resolve_device(device)
+        facts = model_facts(model)
         dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16}
         if dtype not in dtypes:
             raise ProbeError(f"--dtype {dtype!r}", "use float32 or bfloat16")
-        if threads:
-            torch.set_num_threads(threads)
-        handle = load(model, device=device, dtype=dtypes[dtype])
-        full = load_task(task, handle.tokenizer)
-        dev, test = full.split(dev_size, test_size, seed)
         lay = None
         if layers:
             try:
@@ -184,8 +204,12 @@ def register(app: typer.Typer) -> None:
             except ValueError as err:
                 raise ProbeError(f"--layers {layers!r}", "write e.g. 2-28 or 12,16,20") from err
             for l in lay:
-                if not 0 <= l < handle.n_layers:
-                    raise ProbeError(f"no layer {l} in {handle.source}", f"layers are 0..{handle.n_layers - 1}")
+                facts.check_layer(l)
+        if threads:
+            torch.set_num_threads(threads)
+        handle = load(model, device=device, dtype=dtypes[dtype])
+        full = load_task(task, handle.tokenizer)
+        dev, test = full.split(dev_size, test_size, seed)
         log = (lambda s: None) if as_json else typer.echo
         rec = search(handle, dev, test, beta, threshold, candidates, lay, batch_size, log=log)
         rec["split_seed"] = seed

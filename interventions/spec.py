@@ -18,12 +18,8 @@ import re
 
 from probe.errors import ProbeError
 
-from .act import ACT
-from .mask import HeadMask
-from .redistribute import Redistribute
-from .scale import HeadScale
-from .sinkwindow import SinkWindow
-
+NAMES = ("act", "mask", "scale", "sinkwindow", "redistribute", "var", "vhr")
+VLM_ONLY = ("var",)          # vhr without fixed heads needs a VLM too (checked in check_against)
 FORMS = ("act", "act:beta=0.4,threshold=0.1", "mask:L18H6", "mask:L18H6:mode=uniform|zero|mean",
          "scale:L3H2:alpha=2", "sinkwindow:sinks=4,window=1020", "redistribute:span=5-20,keep=0.6", "var:keep=0.6",
          "vhr:alpha=2")
@@ -69,8 +65,17 @@ def _options(text: str) -> dict[str, str]:
 
 def parse_spec(spec: str):
     """One SPEC string -> an intervention object (see the module doc for the forms)."""
+    from .act import ACT
+    from .mask import HeadMask
+    from .redistribute import Redistribute
+    from .scale import HeadScale
+    from .sinkwindow import SinkWindow
+
     parts = [p for p in str(spec).strip().split(":")]
-    name = parts[0].lower()
+    name = parts[0].strip().lower()
+    if name not in NAMES:
+        raise ProbeError(f"unknown intervention {name!r} in SPEC {spec!r}", f"choose from {', '.join(NAMES)} "
+                         f"(forms: {'; '.join(FORMS)})")
     heads, opts = None, {}
     try:
         for part in parts[1:]:
@@ -114,3 +119,19 @@ def parse_spec(spec: str):
     if opts:
         raise _bad(spec, f"unknown option(s) {sorted(opts)} for {name}")
     return iv
+
+
+def check_against(ivs, facts) -> None:
+    """Check parsed interventions against a model's facts (``probe.models.model_facts``: layer and
+    head counts, VLM or not) before its weights load; the same ProbeErrors ``intervene`` raises."""
+    for iv in ivs:
+        kind = type(iv).__name__
+        for layer in getattr(iv, "layers", None) or ():
+            facts.check_layer(int(layer))
+        for attr in ("heads", "fixed"):
+            for layer, head in getattr(iv, attr, None) or ():
+                facts.check_head(int(layer), int(head))
+        needs_vlm = kind == "VAR" or (kind == "VHR" and getattr(iv, "fixed", None) is None)
+        if needs_vlm and not facts.is_vlm:
+            raise ProbeError(f"{kind} needs a vision-language model; {facts.source} is text-only",
+                             "load a LLaVA-style VLM (--model studio-vlm), or give VHR fixed heads (vhr:L3H2)")

@@ -31,12 +31,13 @@ def test_first_token_sinks_by_layer(sinks):
 
 def test_sink_rate_metric(sinks):
     heads = sinks.heads
-    assert 40 < sinks.summary["sink_rate_percent"] < 90
-    assert sinks.summary["sink_rate_percent"] == pytest.approx(heads.sink_rate.mean())   # summary = mean over heads
+    assert 0.40 < sinks.summary["sink_rate"] < 0.90                 # a fraction (0-1), as the heads column
+    assert sinks.summary["sink_rate"] == pytest.approx(heads.sink_rate.mean())   # summary = mean over heads
+    assert set(heads.sink_rate.unique()) <= {0.0, 0.25, 0.5, 0.75, 1.0}          # fraction of 4 prompts
     # per head it follows the sink mass: heads sinking on every prompt carry far more key-0 mass than never-sinking ones
-    always, never = heads[heads.sink_rate == 100.0], heads[heads.sink_rate == 0.0]
+    always, never = heads[heads.sink_rate == 1.0], heads[heads.sink_rate == 0.0]
     assert len(always) and len(never) and always.key0_mass.min() > never.key0_mass.max()
-    assert heads[heads.layer <= 1].sink_rate.mean() < 25 < heads[heads.layer >= 12].sink_rate.mean()
+    assert heads[heads.layer <= 1].sink_rate.mean() < 0.25 < heads[heads.layer >= 12].sink_rate.mean()
 
 
 def test_hidden_sinks_at_non_zero_positions(sinks):

@@ -25,6 +25,7 @@ import contextvars
 import hashlib
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
@@ -40,9 +41,10 @@ _SESSION: contextvars.ContextVar = contextvars.ContextVar("probe_shard_session",
 class ShardSession:
     """mode "record" (compute batches k with k % world == rank) or "replay" (answer from ``store``)."""
 
-    def __init__(self, mode: str, rank: int = 0, world: int = 1, store: Optional[dict] = None):
+    def __init__(self, mode: str, rank: int = 0, world: int = 1, store: Optional[dict] = None, on_compute=None):
         self.mode, self.rank, self.world = mode, rank, world
         self.store: dict = store if store is not None else {}
+        self.on_compute = on_compute      # called (key, CallRecord) after each batch computed here (checkpoints)
         self.batch = 0
         self.computed = 0
 
@@ -94,6 +96,8 @@ class ShardRecorder(Recorder):
                     rec.run(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
                 self.sess.store[key] = rec.calls[-1]
                 self.sess.computed += 1
+                if self.sess.on_compute is not None:
+                    self.sess.on_compute(key, rec.calls[-1])
             call = self.sess.store[key]
         else:
             call = _zero_call(self.handle, self.request, self.layers_wanted, self.hidden_mode, attention_mask,
@@ -171,12 +175,28 @@ def sharded_scan(handle, prompts: Sequence[str], *, out, detect: Sequence[str] =
     mine = folder / f"rank{rank}-of{world}.pt"
     computed = 0
     if not mine.exists():
-        sess = ShardSession("record", rank, world)
+        partial = folder / f"rank{rank}-of{world}.partial"     # per-batch progress: a killed rank resumes here
+        partial.mkdir(exist_ok=True)
+        store = {}
+        for f in partial.glob("*.pt"):
+            try:
+                store[f.stem] = _from_dict(torch.load(f, weights_only=True, map_location="cpu"))
+            except Exception:
+                f.unlink(missing_ok=True)
+
+        def keep(key, call):
+            tmp = partial / f".{key}.tmp{os.getpid()}"
+            torch.save(_to_dict(call), tmp)
+            os.replace(tmp, partial / f"{key}.pt")
+
+        sess = ShardSession("record", rank, world, store=store, on_compute=keep)
         with session(sess):
-            scan(handle, prompts, detect=detect, out=None, chat_template=chat_template, options=_copy(options))
+            scan(handle, prompts, detect=detect, out=None, chat_template=chat_template, options=_copy(options),
+                 resume=False)
         tmp = mine.with_suffix(f".tmp{os.getpid()}")
         torch.save({k: _to_dict(c) for k, c in sess.store.items() if _owned(sess, k)}, tmp)
         os.replace(tmp, mine)
+        shutil.rmtree(partial, ignore_errors=True)
         computed = sess.computed
     if barrier:
         _barrier(world)
@@ -190,7 +210,7 @@ def sharded_scan(handle, prompts: Sequence[str], *, out, detect: Sequence[str] =
         store.update({k: _from_dict(v) for k, v in torch.load(path, weights_only=False, map_location="cpu").items()})
     with session(ShardSession("replay", 0, world, store)):
         report = scan(handle, prompts, detect=detect, out=out, overwrite=overwrite, chat_template=chat_template,
-                      prompt_source=prompt_source, options=_copy(options))
+                      prompt_source=prompt_source, options=_copy(options), resume=False)
     return report, computed
 
 
@@ -211,24 +231,21 @@ def _from_dict(d: dict) -> CallRecord:
                       {l: HiddenSummary(**s) for l, s in d["hidden"].items()})
 
 
-def cli_scan(*, model: str, detect, out: Path, prompts, n_prompts: int, prompt_tokens: int, chat_template: bool,
-             options: dict, overwrite: bool, device: Optional[str]) -> None:
-    """``probe scan --shard-by-rank``: load on this rank's device, scan the shard, merge on rank 0."""
+def cli_scan(*, model: str, detect, out: Path, inputs_for, chat_template: bool, options: dict, overwrite: bool,
+             device: str) -> None:
+    """``probe scan --shard-by-rank``: load on this rank's device, scan the shard, merge on rank 0.
+
+    ``inputs_for(handle)`` -> ({detector: prompts}, {detector: source}) (the CLI's defaults)."""
     import typer
 
-    from ..data.prompts import default_prompts, load_prompts
     from ..models import load
     from ..report import summary_text
 
     rank, world = rank_world()
-    if device is None and torch.cuda.is_available():
+    if device == "cuda" and torch.cuda.is_available():
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
     handle = load(model, device=device)
-    if prompts is not None:
-        texts, source = load_prompts(prompts), str(prompts)
-    else:
-        texts = default_prompts(handle.tokenizer, n_prompts, prompt_tokens)
-        source = f"austen:prideprejudice {n_prompts}x{prompt_tokens} tokens"
+    texts, source = inputs_for(handle)
     report, computed = sharded_scan(handle, texts, out=out, detect=detect, options=options, chat_template=chat_template,
                                     overwrite=overwrite, prompt_source=source)
     typer.echo(f"rank {rank}/{world}: {computed} batch forwards run now", err=True)

@@ -145,11 +145,19 @@ class Recorder:
     # -- reading ------------------------------------------------------------------------------
     def layer(self, layer: int, call: int = 0) -> LayerStats:
         """Statistics of ``layer`` in forward call ``call`` (0 = the first, -1 = the last)."""
+        if not self.calls:
+            raise ProbeError("nothing captured yet", "run a forward inside the capture context")
         try:
-            return self.calls[call].layers[layer]
-        except (IndexError, KeyError) as err:
-            raise ProbeError(f"no capture for layer {layer} in call {call}",
-                             "run a forward inside the capture context; check the layers= filter") from err
+            record = self.calls[call]
+        except IndexError as err:
+            raise ProbeError(f"no forward call {call}: {len(self.calls)} call(s) captured",
+                             f"calls are 0..{len(self.calls) - 1} (or -1 for the last)") from err
+        if layer not in record.layers:
+            have = sorted(record.layers)
+            where = f"layers are {have[0]}..{have[-1]}" if have == list(range(have[0], have[-1] + 1)) else f"layers {have}"
+            raise ProbeError(f"no capture for layer {layer} in call {call}", f"captured {where}"
+                             + ("; check the layers= filter" if have else ""))
+        return record.layers[layer]
 
     def hidden(self, layer: int, call: int = 0) -> HiddenSummary:
         return self.calls[call].hidden[layer]

@@ -26,28 +26,47 @@ def load_prompts(path: str | Path, field: str = "text") -> list[str]:
     if path.suffix == ".txt":
         prompts = [p.strip() for p in path.read_text().split("\n\n")]
     else:
-        import datasets
-
+        kind = None if path.is_dir() else {".jsonl": "jsonl", ".json": "json", ".parquet": "parquet", ".csv": "csv"}.get(path.suffix)
+        if kind is None and not path.is_dir():
+            raise ProbeError(f"unsupported prompt file type {path.suffix or '(none)'}",
+                             "use .txt (blank-line separated), .jsonl, .json, .parquet, .csv or a saved dataset folder")
         try:
-            if path.is_dir():
-                ds = datasets.load_from_disk(str(path))
-                if isinstance(ds, datasets.DatasetDict):
-                    ds = ds[next(iter(ds))]
-            else:
-                kind = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}.get(path.suffix)
-                if kind is None:
-                    raise ProbeError(f"unsupported prompt file type {path.suffix}",
-                                     "use .txt (blank-line separated), .jsonl, .json, .parquet, .csv or a saved dataset folder")
-                ds = datasets.load_dataset(kind, data_files=str(path), split="train")
+            columns, values = _read_table(path, kind, field)
         except ProbeError:
             raise
         except Exception as err:
             raise ProbeError(f"cannot read prompts from {path} ({type(err).__name__}: {str(err)[:120]})",
                              "check the file's format") from err
-        if field not in ds.column_names:
-            raise ProbeError(f"{path} has no '{field}' field (fields: {ds.column_names})", f"add a '{field}' field")
-        prompts = [str(x).strip() for x in ds[field]]
+        if values is None:
+            raise ProbeError(f"{path} has no '{field}' field (fields: {columns})", f"add a '{field}' field")
+        prompts = [str(x).strip() for x in values]
     prompts = [p for p in prompts if p]
     if not prompts:
         raise ProbeError(f"prompt file {path} holds no prompts", "put at least one non-empty prompt in it")
     return prompts
+
+
+def _read_table(path: Path, kind, field: str):
+    """(column names, values of ``field`` or None): files through pandas (no cache, no progress bar),
+    saved dataset folders through ``datasets``."""
+    if kind is None:
+        import datasets
+
+        ds = datasets.load_from_disk(str(path))
+        if isinstance(ds, datasets.DatasetDict):
+            ds = ds[next(iter(ds))]
+        return ds.column_names, (ds[field] if field in ds.column_names else None)
+    import pandas as pd
+
+    if kind == "jsonl":
+        df = pd.read_json(path, lines=True)
+    elif kind == "json":
+        try:
+            df = pd.read_json(path)
+        except ValueError:
+            df = pd.read_json(path, lines=True)
+    elif kind == "parquet":
+        df = pd.read_parquet(path)
+    else:
+        df = pd.read_csv(path)
+    return list(df.columns), (df[field].tolist() if field in df.columns else None)

@@ -78,6 +78,8 @@ def paragraphs(text: str, min_chars: int = 200) -> list[str]:
 def chunks_of_tokens(text: str, tokenizer, n_chunks: int, n_tokens: int) -> list[str]:
     """``n_chunks`` consecutive passages of about ``n_tokens`` tokens each, cut at paragraph ends
     where possible (then trimmed to ``n_tokens`` tokens exactly)."""
+    if n_chunks < 1 or n_tokens < 1:
+        raise ProbeError(f"{n_chunks} passages of {n_tokens} tokens asked for", "ask for at least 1 passage of 1 token or more")
     out: list[str] = []
     buf: list[str] = []
     count = 0
@@ -90,4 +92,5 @@ def chunks_of_tokens(text: str, tokenizer, n_chunks: int, n_tokens: int) -> list
             buf, count = [], 0
             if len(out) == n_chunks:
                 return out
-    raise ProbeError(f"text too short for {n_chunks} chunks of {n_tokens} tokens", "ask for fewer or shorter prompts")
+    raise ProbeError(f"the text holds only {len(out)} passages of {n_tokens} tokens, {n_chunks} asked for",
+                     "ask for fewer or shorter prompts (--n-prompts, --prompt-tokens)")

@@ -14,6 +14,7 @@ from typing import Callable
 import pandas as pd
 
 from ..errors import ProbeError
+from .registry import DETECTORS, SPECS, spec  # noqa: F401  (re-exported)
 
 
 @dataclass
@@ -27,25 +28,9 @@ class DetectorOutput:
     summary: dict = field(default_factory=dict)
 
 
-# name -> "module:function"; modules are imported only when the detector is asked for.
-DETECTORS: dict[str, str] = {
-    "sinks": "probe.detect.sinks:run",
-    "retrieval": "probe.detect.retrieval:run",
-    "arithmetic": "probe.detect.arithmetic:run",
-    "vision": "probe.detect.vision:run",
-    "vhd": "probe.detect.vision:run_vhd",
-    "visual-sinks": "probe.detect.vision:run_visual_sinks",
-    "previous-token": "probe.detect.classic:run_previous_token",
-    "duplicate-token": "probe.detect.classic:run_duplicate_token",
-    "induction": "probe.detect.classic:run_induction",
-}
-
-
 def get_detector(name: str) -> Callable[..., DetectorOutput]:
     """The run function of detector ``name``; ProbeError for unknown or unavailable ones."""
-    if name not in DETECTORS:
-        raise ProbeError(f"unknown detector '{name}'", f"choose from {', '.join(DETECTORS)}")
-    module, func = DETECTORS[name].split(":")
+    module, func = spec(name).target.split(":")
     try:
         return getattr(importlib.import_module(module), func)
     except ModuleNotFoundError as err:

@@ -127,7 +127,7 @@ def run(handle, prompts: list[str], *, chat_template: bool = False, progress: Op
     heads = head_frame(L, H, handle.n_kv_heads)
     flat = lambda t: t.reshape(-1).numpy()  # noqa: E731  [L, H] -> rows in (layer, head) order
     heads["key0_mass"] = flat(key0.mean(0))
-    heads["sink_rate"] = flat((key0 > opts["eps"]).float().mean(0) * 100)
+    heads["sink_rate"] = flat((key0 > opts["eps"]).float().mean(0))            # fraction of prompts, 0-1
     heads["hidden_sink_mass"] = flat(hidden_max.mean(0))
     heads["hidden_sink_count"] = flat(hidden_count.mean(0))
     heads["entropy"] = flat(entropy.mean(0))
@@ -137,7 +137,7 @@ def run(handle, prompts: list[str], *, chat_template: bool = False, progress: Op
                   .head(10).reset_index().to_dict("records")) if len(tokens) else []
     summary = {
         "sink_rate_eps": opts["eps"],
-        "sink_rate_percent": float((key0 > opts["eps"]).float().mean() * 100),
+        "sink_rate": float((key0 > opts["eps"]).float().mean()),                 # fraction of (prompt, head) pairs
         "mean_key0_mass": float(key0.mean()),
         "hidden_sink_rows": len(tokens),
         "top_hidden_sink_tokens": top_tokens,

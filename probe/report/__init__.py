@@ -1,7 +1,15 @@
-"""Head reports: schema, atomic writing, validated reading, rendering."""
-from .io import Report, check_out_dir, read_report, write_report
-from .render import heatmap, score_columns, summary_text, to_html, top_tokens_figure
-from .schema import HEAD_SCORES, SCHEMA_VERSION
+"""Head reports: schema, atomic writing, validated reading, rendering (loaded on first use)."""
+_LAZY = {"Report": "io", "read_report": "io", "write_report": "io", "check_out_dir": "io",
+         "to_html": "render", "summary_text": "render", "heatmap": "render", "score_columns": "render",
+         "top_tokens_figure": "render", "HEAD_SCORES": "schema", "SCHEMA_VERSION": "schema"}
 
-__all__ = ["Report", "read_report", "write_report", "check_out_dir", "to_html", "summary_text", "heatmap",
-           "score_columns", "top_tokens_figure", "HEAD_SCORES", "SCHEMA_VERSION"]
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = list(_LAZY)

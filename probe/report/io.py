@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -12,6 +11,7 @@ from typing import Optional
 import pandas as pd
 
 from ..errors import ProbeError
+from .outdir import check_out_dir  # noqa: F401  (re-exported)
 from .schema import HEADS, HTML, MANIFEST, REQUIRED_COLUMNS, SCHEMA_VERSION
 
 
@@ -59,13 +59,26 @@ class Report:
         return summary_html(self)
 
 
-def check_out_dir(out: Path, overwrite: bool) -> None:
-    """Refuse to scan into an existing report unless ``overwrite``; refuse non-report folders."""
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise ProbeError(f"{out} already holds files", "pass --overwrite or choose another --out")
-        if not (out / MANIFEST).exists():
-            raise ProbeError(f"{out} is not a probe report (no {MANIFEST}); refusing to overwrite it", "choose another --out")
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temporaries(out: Path) -> list[Path]:
+    """Remove ``.<out>.tmp<pid>`` / ``.<out>.old<pid>`` folders that a killed writer left (its pid is gone)."""
+    removed = []
+    for kind in ("tmp", "old"):
+        for path in out.parent.glob(f".{out.name}.{kind}*"):
+            pid = path.name.rsplit(f".{kind}", 1)[-1]
+            if pid.isdigit() and not _alive(int(pid)):
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(path)
+    return removed
 
 
 def write_report(report: Report, out: str | Path, overwrite: bool = False) -> Path:
@@ -77,7 +90,10 @@ def write_report(report: Report, out: str | Path, overwrite: bool = False) -> Pa
     out = Path(out)
     check_out_dir(out, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    remove_stale_temporaries(out)
+    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
     tmp.chmod(0o755)
     try:
         for name, df in report.tables.items():

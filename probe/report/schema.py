@@ -10,7 +10,7 @@ A report is a directory:
 """
 from __future__ import annotations
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2   # 2: sink_rate is a fraction (0-1), was a percentage
 MANIFEST = "manifest.json"
 HEADS = "heads.parquet"
 HTML = "report.html"
@@ -25,7 +25,7 @@ REQUIRED_COLUMNS = {
 # and the app). A column name means the same thing everywhere.
 HEAD_SCORES = {
     "key0_mass": "mean attention the first real token receives from the queries that see it (s_0)",
-    "sink_rate": "% of prompts where s_0 > eps (Gu et al. sink metric per head)",
+    "sink_rate": "fraction (0-1) of prompts where s_0 > eps (Gu et al. sink metric per head)",
     "hidden_sink_mass": "mean over prompts of the largest s_j at a later key (ACT hidden sink)",
     "hidden_sink_count": "mean number of later keys with s_j above the ACT threshold",
     "entropy": "mean attention entropy over real queries (nats)",
