@@ -173,9 +173,7 @@ class ABResult:
 
 
 def _greedy(handle, enc: dict, max_new_tokens: int) -> list[int]:
-    tok = handle.tokenizer
-    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    out = handle.model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad)
+    out = handle.model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=handle.pad_id)
     return out[0, enc["input_ids"].shape[1]:].tolist()
 
 

@@ -58,7 +58,7 @@ def generate_pair(handle, prompt: str, ivs: list, max_new_tokens: int = 32, chat
            else handle.encode(prompt, chat_template=chat_template))
     n = enc["input_ids"].shape[1]
     gen = dict(max_new_tokens=max_new_tokens, do_sample=False,
-               pad_token_id=handle.tokenizer.pad_token_id or handle.tokenizer.eos_token_id)
+               pad_token_id=handle.pad_id)
     with torch.no_grad():
         base_logits = handle.model(**enc, use_cache=False).logits[0, -1].float()              # [V]
         base_ids = handle.model.generate(**enc, **gen)[0, n:]

@@ -60,11 +60,16 @@ def intervene(handle_or_model, *interventions) -> Iterator[Intervened]:
     """
     handle, model = as_handle(handle_or_model)
     items = ordered(interventions)
-    kinds = {type(iv).__name__ for iv in items}
-    if "SinkWindow" in kinds and kinds & {"ACT", "Redistribute"}:
-        raise ProbeError("SinkWindow cannot be combined with ACT or Redistribute (their sink positions go stale "
+    from .act import ACT
+    from .redistribute import Redistribute
+    from .sinkwindow import SinkWindow
+
+    windows = [iv for iv in items if isinstance(iv, SinkWindow)]
+    stale = [iv for iv in items if isinstance(iv, (ACT, Redistribute))]   # subclasses too (VAR is a Redistribute)
+    if windows and stale:
+        raise ProbeError(f"SinkWindow cannot be combined with {type(stale[0]).__name__} (its sink positions go stale "
                          "when the cache is re-indexed)", "combine SinkWindow with HeadMask / HeadScale only")
-    if sum(type(iv).__name__ == "SinkWindow" for iv in items) > 1:
+    if len(windows) > 1:
         raise ProbeError("two SinkWindow interventions", "give one")
     for iv in items:
         iv.validate(handle)

@@ -111,9 +111,11 @@ class Checkpoint:
 
 
 def open_checkpoint(out: Optional[Path], handle, prompts, detect, options, chat_template: bool, resume: bool):
-    """A Checkpoint for a scan into ``out`` (None without ``out``); ``resume=False`` starts afresh."""
+    """A Checkpoint for a scan into ``out``; None without ``out`` or with ``resume=False`` (which also
+    drops what an earlier killed run left)."""
     if out is None:
         return None
     if not resume:
         shutil.rmtree(partial_root(out), ignore_errors=True)
+        return None
     return Checkpoint(Path(out), plan_id(handle, prompts, detect, options, chat_template))

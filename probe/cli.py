@@ -133,11 +133,11 @@ def scan(
     options = parse_options(opt, detect)
     check_positive("--n-prompts", n_prompts)
     check_positive("--prompt-tokens", prompt_tokens)
-    backend = backend.strip().lower().replace("_", "-")
+    given, backend = backend, backend.strip().lower().replace("_", "-")
     if backend in ("transformerlens", "tl"):
         backend = "transformer-lens"
     if backend not in ("native", "transformer-lens", "nnsight"):
-        raise ProbeError(f"--backend {backend!r}", "use native, transformer-lens or nnsight")
+        raise ProbeError(f"unknown backend '{given}'", "choose from native, transformer-lens, nnsight")
     if remote and backend != "nnsight":
         raise ProbeError("--remote runs through nnsight (NDIF)", "add --backend nnsight")
     for d in detect:  # only detectors that honour a backend get it (the others would ignore or refuse it)
@@ -262,6 +262,11 @@ def quiet_libraries() -> None:
                        ("HF_DATASETS_DISABLE_PROGRESS_BARS", "1"), ("TRANSFORMERS_VERBOSITY", "error"),
                        ("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1"), ("TQDM_DISABLE", "1")):
         os.environ.setdefault(var, value)
+    if "transformers" in sys.modules:      # already imported (a notebook, a test): switch it off directly
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=UserWarning, module="transformers")
 

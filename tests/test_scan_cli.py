@@ -112,7 +112,8 @@ def test_corrupt_and_old_reports_are_refused(tmp_path, prompt_file, tiny_dir, ca
 
 
 def test_interrupted_write_leaves_nothing(tmp_path, tiny_llama, monkeypatch):
-    """A scan killed while writing leaves neither a report directory nor temp files behind."""
+    """A scan killed while writing leaves neither a report directory nor temp files behind (resume off:
+    with it on, the finished work is kept on purpose, see test_cli_hardening's SIGKILL test)."""
     from probe.scanner import scan
 
     calls = {"n": 0}
@@ -126,5 +127,5 @@ def test_interrupted_write_leaves_nothing(tmp_path, tiny_llama, monkeypatch):
 
     monkeypatch.setattr(pd.DataFrame, "to_parquet", dies_on_second_table)
     with pytest.raises(KeyboardInterrupt):
-        scan(tiny_llama, ["A short prompt about the weather today."], out=tmp_path / "rep")
+        scan(tiny_llama, ["A short prompt about the weather today."], out=tmp_path / "rep", resume=False)
     assert list(tmp_path.iterdir()) == []

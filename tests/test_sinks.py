@@ -1,4 +1,4 @@
-"""Sink detectors on real SmolLM2 show what is known about it (../shared/methods.md §9).
+"""Sink detectors on real SmolLM2 show what is known about it (docs/methods.md §9).
 
 Each check is a fact about the model, so a detector swapped for a random one fails it:
 random key-0 mass would not be near 0 in layers 0-1 and high in layers >= 12, a random hidden-sink

@@ -71,11 +71,6 @@ def _answer_steps(tokenizer, new_ids: Sequence[int]) -> tuple[str, int]:
     return text.strip(), n
 
 
-def _pad_id(tokenizer) -> int:
-    pad = tokenizer.pad_token_id
-    return pad if pad is not None else (tokenizer.eos_token_id or 0)
-
-
 def generate(handle, samples: Sequence[NIAHSample], max_new_tokens: int = 24, *, score: bool = True,
              batch_size: int = 4, progress: Optional[Callable[[int], None]] = None) -> list[SampleResult]:
     """Greedy-decode every sample; with ``score`` also accumulate each head's copy events.
@@ -89,10 +84,10 @@ def generate(handle, samples: Sequence[NIAHSample], max_new_tokens: int = 24, *,
     out: list[SampleResult] = []
     for i in range(0, len(samples), batch_size):
         chunk = list(samples[i:i + batch_size])
-        ids, mask, pads = _pad_batch(chunk, _pad_id(tok), handle.device)
+        ids, mask, pads = _pad_batch(chunk, handle.pad_id, handle.device)
         W = ids.shape[1]
         gen_kwargs = dict(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
-                          pad_token_id=_pad_id(tok))
+                          pad_token_id=handle.pad_id)
         with torch.no_grad():
             if score:
                 with capture(handle, stats=("topk",), topk=1, topk_rows=1) as rec:

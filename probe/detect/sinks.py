@@ -1,6 +1,6 @@
 """Attention-sink detectors: first-token sinks, hidden sinks (ACT) and massive activations.
 
-Definitions (../shared/methods.md §1, §6, §8):
+Definitions (docs/methods.md §1, §6, §8):
   s_j = (1 / N_j) sum_{i sees j} A[i, j]  — mean attention key j receives from the queries that see it.
   key-0 importance = s at the first real token; sink rate (Gu et al.) = % of prompts with s_0 > eps.
   hidden sinks (ACT) = keys after the first whose s_j > threshold (0.1); only keys seen by at least

@@ -74,6 +74,16 @@ class Handle:
         }
 
     @property
+    def pad_id(self) -> int:
+        """The token id used for left padding: the tokenizer's pad id (0 is a valid id), else EOS, else 0."""
+        tok = self.tokenizer
+        pad = getattr(tok, "pad_token_id", None)
+        if pad is not None:
+            return int(pad)
+        eos = getattr(tok, "eos_token_id", None)
+        return int(eos) if eos is not None else 0
+
+    @property
     def has_chat_template(self) -> bool:
         return bool(getattr(self.tokenizer, "chat_template", None))
 
@@ -148,9 +158,7 @@ class Handle:
                 )
             rows.append(ids)
         width = max(len(r) for r in rows)
-        pad = self.tokenizer.pad_token_id
-        pad = pad if pad is not None else (self.tokenizer.eos_token_id or 0)
-        input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(rows), width), dtype=torch.long)
         for b, r in enumerate(rows):
             input_ids[b, width - len(r):] = torch.tensor(r, dtype=torch.long)
