@@ -29,7 +29,7 @@ CASES = [
     (["nosuchcommand"], "no such command 'nosuchcommand'"),
     (["report", "{d}/nothing"], "no report at"),
     (["report", "{d}/folder"], "is not a probe report"),
-    (["scan", "--detect", "bogus"], "unknown detector 'bogus' — choose from sinks, retrieval, arithmetic, vision, vhd, visual-sinks"),
+    (["scan", "--detect", "bogus"], "unknown detector 'bogus' — choose from sinks, retrieval, arithmetic, vision, vhd, visual-sinks, previous-token"),
     (["scan", "--detect", "sinks,bogus"], "unknown detector 'bogus'"),
     (["scan", "--opt", "bogus=1"], "unknown option 'bogus' for detector(s) sinks — valid options:"),
     (["scan", "--detect", "retrieval", "--opt", "retrieval.bogus=1"], "unknown option 'bogus' for detector 'retrieval'"),
