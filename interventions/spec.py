@@ -74,8 +74,8 @@ def parse_spec(spec: str):
     parts = [p for p in str(spec).strip().split(":")]
     name = parts[0].strip().lower()
     if name not in NAMES:
-        raise ProbeError(f"unknown intervention {name!r} in SPEC {spec!r}", f"choose from {', '.join(NAMES)} "
-                         f"(forms: {'; '.join(FORMS)})")
+        raise ProbeError(f"unknown intervention {name!r} in SPEC {spec!r}", f"choose from {', '.join(NAMES)}; "
+                         f"valid forms: {'; '.join(FORMS)}")
     heads, opts = None, {}
     try:
         for part in parts[1:]:
