@@ -100,12 +100,13 @@ class PrefixCache:
                 self.kwargs.append(kw)
         self.baseline = torch.cat(preds)
 
-    def predict_from(self, layer: int, interventions: Sequence) -> torch.Tensor:
-        """Predictions [N] with ``interventions`` active, recomputing layers ``layer``..L-1 only."""
+    def logits_from(self, layer: int, interventions: Sequence) -> torch.Tensor:
+        """Label logits [N, K] with ``interventions`` active, recomputing layers ``layer``..L-1 only
+        (equal to ``label_logits`` on the full forward: tests/test_act_tasks.py)."""
         model = self.handle.model
         decoder = model.get_decoder()
         layers = self.handle.decoder_layers()
-        preds = []
+        out = []
         with torch.no_grad(), intervene(self.handle, *interventions):
             for store, kw in zip(self.hidden, self.kwargs):
                 x = store[layer]                                                   # [B, T, d]
@@ -113,8 +114,12 @@ class PrefixCache:
                     x = lyr(x, **kw)
                     x = x[0] if isinstance(x, tuple) else x
                 logits = model.lm_head(decoder.norm(x[:, -1:]))[:, -1]             # [B, V]
-                preds.append(logits[:, self.cols.to(logits.device)].argmax(-1).cpu())
-        return torch.cat(preds)
+                out.append(logits[:, self.cols.to(logits.device)].float().cpu())
+        return torch.cat(out)
+
+    def predict_from(self, layer: int, interventions: Sequence) -> torch.Tensor:
+        """Predictions [N] with ``interventions`` active, recomputing layers ``layer``..L-1 only."""
+        return self.logits_from(layer, interventions).argmax(-1)
 
     def accuracy_from(self, layer: int, interventions: Sequence) -> float:
         return float((self.predict_from(layer, interventions) == torch.tensor(self.task.gold)).float().mean())

@@ -1,16 +1,22 @@
 #!/usr/bin/env bash
-# The three re-run studies on the lent GPU, one command (studies/scale/README.md has the recipe
-# for bringing SmolLM2 over). Run from the repository root after `source scripts/device_env.sh`; a folder
-# `texts/` beside the code (austen/*.txt and gensim/{questions-words.txt,pang_lee_polarity.cor,mini_newsgroup})
-# is copied into the probe cache because the GPU machine has neither Debian's janeaustenr nor gensim.
-# Writes $OUT/{act,arithmetic,retrieval}/ and $OUT/<study>.log; a failing study does not stop the others.
+# The three re-run studies on the lent GPU in one command, in parallel (one small model each; the H200
+# has room). studies/scale/README.md has the recipe for bringing SmolLM2 over. Run from the repository
+# root after `source scripts/device_env.sh`. A folder `texts/` beside the code (austen/*.txt and
+# gensim/{questions-words.txt,pang_lee_polarity.cor,mini_newsgroup}) is copied into the probe cache: the
+# GPU machine has neither Debian's janeaustenr nor gensim. The outputs are packed into one archive,
+# $OUT/studies.tar.gz (the transfer back drops files past a count limit); a failing study does not stop
+# the others. The wheel folder's huggingface_hub 2.x needs httpx2, which the machine lacks: the machine's
+# own huggingface_hub (>= 1.31, what transformers 5.24 asks for) is used instead.
 set -u
 OUT=${OUT:-out}
-mkdir -p "$PROBE_CACHE/texts" "$OUT"
+rm -rf /tmp/site/huggingface_hub /tmp/site/huggingface_hub-*
+mkdir -p "$PROBE_CACHE/texts" "$OUT/studies"
 [ -d texts ] && cp -rn texts/* "$PROBE_CACHE/texts/"
+pack() { tar czf "$OUT/studies.tar.gz" -C "$OUT" studies; }
 for study in ${STUDIES:-act arithmetic retrieval}; do
-  start=$(date +%s)
-  python3 "studies/$study/run.py" --device cuda --out "$OUT/$study" ${QUICK:+--quick} > "$OUT/$study.log" 2>&1
-  echo "$study: rc=$? $(( $(date +%s) - start )) s"
-  tail -3 "$OUT/$study.log"
+  python3 "studies/$study/run.py" --device cuda --out "$OUT/studies/$study" ${QUICK:+--quick} \
+      > "$OUT/studies/$study.log" 2>&1 &
 done
+while [ -n "$(jobs -r)" ]; do sleep 10; pack; done
+pack
+tail -n 3 "$OUT"/studies/*.log

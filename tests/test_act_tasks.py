@@ -153,3 +153,25 @@ def test_calibrate_cli_on_tiny_model(tiny_llama, tmp_path, capsys):
     assert m["n_negative_as_negative"] + m["n_negative_as_positive"] + m["n_positive_as_negative"] \
         + m["n_positive_as_positive"] == 10
     assert "predicted negative" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_prefix_cache_matches_the_full_forward(smollm2):
+    """The search's speed-up: ACT on a head of layer l recomputes only layers l..L-1 from the cached
+    residual stream; its label logits must equal the full forward's (and starting later must not)."""
+    from interventions import ACT
+    from interventions.calibrate import PrefixCache, label_logits
+    from interventions.tasks import Task, sentiment
+
+    full = sentiment()
+    task = Task(full.name, full.prompts[:6], full.gold[:6], full.labels)
+    cache = PrefixCache(smollm2, task, batch_size=3)
+    plain = label_logits(smollm2, task, (), batch_size=3)                          # [6, 2]
+    assert torch.equal(cache.baseline, plain.argmax(-1))
+    torch.testing.assert_close(cache.logits_from(0, ()), plain, rtol=0, atol=1e-4)
+    act = (ACT(0.4, 0.1, heads=[(10, 2), (11, 4)]),)
+    with_act = label_logits(smollm2, task, act, batch_size=3)
+    assert (with_act - plain).abs().max() > 1e-2                                   # ACT moves the logits
+    torch.testing.assert_close(cache.logits_from(10, act), with_act, rtol=0, atol=1e-4)
+    skipped = cache.logits_from(11, act)                                           # layer 10's edit left out
+    assert (skipped - with_act).abs().max() > 1e-3

@@ -1,28 +1,74 @@
-"""Plot patching effects and the ablation from the CSVs run.py wrote (plotly HTML; no kaleido needed).
+"""Arithmetic study tables: the README's generated blocks from heads.csv, ablation.csv, comparisons.csv,
+attention.csv (and ablation_h200.csv when present).
 
-PYTHONPATH=. python studies/arithmetic/report.py  ->  studies/arithmetic/{effects.html, ablation.html}
+    PYTHONPATH=. python studies/arithmetic/report.py       # after run.py (which writes ablation/comparisons)
 """
+from __future__ import annotations
+
+import sys
 from pathlib import Path
 
 import pandas as pd
-import plotly.express as px
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tables import ci, main_for, markdown_table, num, pval  # noqa: E402
 
 HERE = Path(__file__).parent
+OPS = {"+": "add", "-": "sub", "*": "mul", "/": "div"}
 
 
-def main() -> None:
-    heads = pd.read_csv(HERE / "heads.csv")
-    grid = heads.pivot(index="layer", columns="head", values="arithmetic_effect")
-    px.imshow(grid, color_continuous_scale="RdBu_r", color_continuous_midpoint=0, origin="lower", aspect="auto",
-              title="SmolLM2-135M: normalized patching effect per head (operand counterfactual)").write_html(
-        HERE / "effects.html", include_plotlyjs="cdn")
-    abl = pd.read_csv(HERE / "ablation.csv")
-    agg = abl.groupby(["kind", "k"]).accuracy.agg(["mean", "min", "max", "size"]).reset_index()
-    px.bar(agg[agg.kind != "none"], x="k", y="mean", color="kind", barmode="group",
-           title=f"accuracy with k heads mean-ablated (unablated {abl[abl.kind == 'none'].accuracy.iloc[0]:.3f})").write_html(
-        HERE / "ablation.html", include_plotlyjs="cdn")
-    print(agg.to_string(index=False))
+def _ablation_rows(abl: pd.DataFrame) -> list[list]:
+    """none, then per k: top-k and its layer-matched random draws (mean and range over draws)."""
+    rows = []
+    keys = [("none", 0)] + [(kind, k) for k in sorted(abl[abl.kind == "top"].k.unique()) for kind in ("top", "layer_matched")]
+    for kind, k in keys:
+        g = abl[(abl.kind == kind) & (abl.k == k)]
+        if not len(g):
+            continue
+        allop = g[g.operator == "all"]
+        if kind == "layer_matched":
+            label = f"layer-matched random ({allop.draw.nunique()} draws)"
+            acc = f"{allop.acc_estimate.mean():.3f} (range {allop.acc_estimate.min():.3f}–{allop.acc_estimate.max():.3f})"
+            per_op = [num(g[g.operator == op].acc_estimate.mean()) for op in OPS]
+        else:
+            r = allop.iloc[0]
+            label = "none" if kind == "none" else f"top-{k} by patching effect"
+            acc = ci(r.acc_estimate, r.acc_low, r.acc_high)
+            per_op = [num(g[g.operator == op].acc_estimate.iloc[0]) if (g.operator == op).any() else "–" for op in OPS]
+        rows.append([label, int(k), int(allop.n.iloc[0]), acc, *per_op])
+    return rows
+
+
+def tables(folder: Path = HERE) -> dict[str, str]:
+    heads = pd.read_csv(folder / "heads.csv").sort_values("arithmetic_effect", ascending=False)
+    abl = pd.read_csv(folder / "ablation.csv")
+    comp = pd.read_csv(folder / "comparisons.csv")
+    att = pd.read_csv(folder / "attention.csv")
+    n_by_op = abl[(abl.kind == "none")].set_index("operator").n
+    out = {}
+    out["arith_heads"] = markdown_table(
+        ["head", "effect (all ops)", "add", "sub", "mul", "div"],
+        [[f"L{int(r.layer)}H{int(r['head'])}", num(r.arithmetic_effect)] +
+         [num(r[f"arithmetic_effect_{n}"]) for n in OPS.values()] for _, r in heads.head(10).iterrows()])
+    out["arith_ablation"] = markdown_table(
+        ["ablated (mean ablation)", "k", "n", "accuracy, all ops [95% CI]"] +
+        [f"{n} (n={int(n_by_op.get(op, 0))})" for op, n in OPS.items()], _ablation_rows(abl))
+    out["arith_comparisons"] = markdown_table(
+        ["comparison", "effect", "estimate [95% CI]", "test", "p", "p (Holm)"],
+        [[r.comparison, "accuracy drop" if "none" in r.comparison else "drop minus mean random drop",
+          ci(r.effect, r.low, r.high) if pd.notna(r.low) else num(r.effect), r.test, pval(r.p), pval(r.p_holm)]
+         for r in comp.itertuples()])
+    a = att[att.operator == "all"]
+    out["arith_attention"] = markdown_table(
+        ["head", "operand a", "operator", "operand b", '"="', "first token", "rest of prefix"],
+        [[f"L{int(r.layer)}H{int(r['head'])}", *(num(r[c], 2) for c in ("operand_a", "operator_mass", "operand_b",
+                                                                          "equals_self", "first_token", "prefix_other"))]
+         for _, r in a.iterrows()])
+    if (folder / "ablation_h200.csv").exists():
+        out["arith_h200"] = markdown_table(["ablated (mean ablation)", "k", "n", "accuracy, all ops [95% CI]", *OPS.values()],
+                                           _ablation_rows(pd.read_csv(folder / "ablation_h200.csv")))
+    return out
 
 
 if __name__ == "__main__":
-    main()
+    main_for(HERE, tables)

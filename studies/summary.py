@@ -1,0 +1,151 @@
+"""The top-level README's results table: one row per study, generated from the studies' result files.
+
+    PYTHONPATH=. python studies/summary.py          # rewrites the <!-- table:studies --> block of README.md
+
+Each row is computed by a function below from files a study's script wrote. A study folder may also
+provide its own row: a ``summary_row(folder) -> dict(study=..., result=..., interval=...)`` function in
+its ``report.py`` (used when present, e.g. studies/headkv, studies/vlm_attention). A study whose files are
+missing gets a row that says so instead of a number. tests/test_study_tables.py checks the committed
+README against this function.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from tables import ci, markdown_table, pval, write_blocks  # noqa: E402
+
+HERE = Path(__file__).parent
+ROOT = HERE.parent
+
+
+def _act(folder: Path) -> dict:
+    comp = pd.read_csv(folder / "comparisons.csv")
+    m = pd.read_csv(folder / "metrics.csv")
+    parts, ivs = [], []
+    for task, c in comp.groupby("task", sort=False):
+        s = c[(c.comparison == "searched vs baseline") & (c.effect == "accuracy gain")].iloc[0]
+        a = c[(c.comparison == "all vs baseline") & (c.effect == "accuracy gain")].iloc[0]
+        r = c[c.comparison == "searched vs same-layer random"]
+        n = int(m[(m.task == task) & (m.condition == "baseline")].n.iloc[0])
+        parts.append(f"{task} (n = {n}, 3 disjoint test folds): searched heads {s.estimate:+.3f} accuracy "
+                     f"(Holm p {pval(s.p_holm)}), ACT on all heads {a.estimate:+.3f} (Holm p {pval(a.p_holm)})"
+                     + (f", searched vs same-layer random heads: rank p {pval(r.p.iloc[0])}" if len(r) else ""))
+        ivs.append(f"{task}: searched {ci(s.estimate, s.low, s.high)}, all {ci(a.estimate, a.low, a.high)}")
+    return dict(study="ACT head search (`probe calibrate`), pre-registered re-run", result="; ".join(parts)
+                + ". Other tasks not re-run (see README)", interval="; ".join(ivs))
+
+
+def _arithmetic(folder: Path) -> dict:
+    comp = pd.read_csv(folder / "comparisons.csv")
+    abl = pd.read_csv(folder / "ablation.csv")
+    base = abl[(abl.kind == "none") & (abl.operator == "all")].iloc[0]
+    parts, ivs = [], []
+    for k in sorted(comp.k.unique()):
+        top = abl[(abl.kind == "top") & (abl.k == k) & (abl.operator == "all")].iloc[0]
+        rnd = abl[(abl.kind == "layer_matched") & (abl.k == k) & (abl.operator == "all")]
+        c = comp[(comp.k == k) & comp.comparison.str.endswith("vs none")].iloc[0]
+        cr = comp[(comp.k == k) & comp.comparison.str.contains("random")].iloc[0]
+        parts.append(f"top-{k} heads mean-ablated: {base.acc_estimate:.3f} → {top.acc_estimate:.3f} (Holm p {pval(c.p_holm)}); "
+                     f"{rnd.draw.nunique()} layer-matched random sets {rnd.acc_estimate.min():.3f}–{rnd.acc_estimate.max():.3f} "
+                     f"(rank p {pval(cr.p)}, Holm {pval(cr.p_holm)})")
+        ivs.append(f"top-{k} drop {ci(c.effect, c.low, c.high)}")
+    return dict(study=f"arithmetic heads, SmolLM2 (single-digit, {int(base.n)} held-out triples)",
+                result="; ".join(parts), interval="; ".join(ivs))
+
+
+def _retrieval(folder: Path) -> dict:
+    h = pd.read_csv(folder / "heads.csv").sort_values("retrieval_score", ascending=False)
+    res = (f"detection: {int(h.retrieval_head.sum())} of {len(h)} heads score > 0.1 "
+           f"(top {', '.join(f'L{int(r.layer)}H{int(r.head)}' for r in h.head(3).itertuples())}); ")
+    if (folder / "comparisons.csv").exists():
+        c = pd.read_csv(folder / "comparisons.csv")
+        res += "; ".join(f"{int(r.length)} tokens, {r.comparison}, {r.metric}: {r.estimate:+.3f} (Holm p {pval(r.p_holm)})"
+                         for r in c.itertuples())
+        iv = "see README"
+    else:
+        res += "masking with layer- and sink-matched controls not completed; the earlier masking numbers are withdrawn"
+        iv = "–"
+    return dict(study="retrieval heads, SmolLM2 (NIAH on *Emma*)", result=res, interval=iv)
+
+
+def _streaming(folder: Path) -> dict:
+    d = json.loads((folder / "results_16k_h200.json").read_text())
+    runs = d["runs"]
+    res = ", ".join(f"{k} {v['ppl_past_context']:.1f}" for k, v in runs.items())
+    iv = "; ".join(f"{k} {min(v['ppl_per_book']):.1f}–{max(v['ppl_per_book']):.1f}" for k, v in runs.items())
+    return dict(study=f"StreamingLLM, SmolLM2, {len(d['books'])} Austen novels × {d['tokens']} tokens",
+                result=f"perplexity past the {d['context']}-token context (sinks+window): {res}",
+                interval=f"range of whole-run perplexity over the {len(d['books'])} books: {iv}")
+
+
+def _vlm(folder: Path) -> dict:
+    from probe import stats
+
+    e = json.loads((folder / "results" / "eval.json").read_text())
+    n = e["n"]
+    w, wo = (stats.wilson_interval(round(e[k]["accuracy"] * n), n) for k in ("image", "no_image"))
+    return dict(study="studio-vlm (DINOv2 ViT-S/14 + SmolLM2 + trained projector), Fashion-MNIST",
+                result=f"{n} test-split images: {w.estimate:.3f} with the image, {wo.estimate:.3f} without (chance "
+                       f"{e['chance']}). Not a clean held-out number: this set was used to choose the projector's stage 2",
+                interval=f"{w.fmt()} / {wo.fmt()} (Wilson)")
+
+
+def _vlm_attention(folder: Path) -> dict:
+    from probe import stats
+
+    a = json.loads((folder / "results" / "results_acc300.json").read_text())["accuracy"]
+    n = a["n"]
+    rows = {k: stats.wilson_interval(round(a[k]["accuracy"] * n), n) for k in ("baseline", "var_code", "vhr")}
+    return dict(study="VAR / VHR on studio-vlm (Fashion-MNIST)",
+                result=f"VAR is a no-op ({a['var_code']['changed_vs_baseline']} of {n} answers change: "
+                       f"{rows['var_code'].estimate:.3f} = baseline {rows['baseline'].estimate:.3f}); VHR hurts: "
+                       f"{rows['vhr'].estimate:.3f} ({a['vhr']['broken']} answers broken, {a['vhr']['fixed']} fixed)",
+                interval=f"baseline {rows['baseline'].fmt()}, VHR {rows['vhr'].fmt()} (Wilson)")
+
+
+BUILTIN = {"act": _act, "arithmetic": _arithmetic, "retrieval": _retrieval, "streaming": _streaming, "vlm": _vlm,
+           "vlm_attention": _vlm_attention}
+ORDER = ("act", "arithmetic", "retrieval", "streaming", "vlm", "vlm_attention", "headkv")
+
+
+def _own_row(folder: Path):
+    rep = folder / "report.py"
+    if not rep.exists():
+        return None
+    spec = importlib.util.spec_from_file_location(f"_study_{folder.name}", rep)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return getattr(mod, "summary_row", None)
+
+
+def rows(root: Path = HERE) -> list[list[str]]:
+    out = []
+    names = [n for n in ORDER if (root / n).is_dir()] + sorted(
+        p.name for p in root.iterdir() if p.is_dir() and p.name not in ORDER and (p / "README.md").exists()
+        and _own_row(p) is not None)
+    for name in names:
+        folder = root / name
+        fn = _own_row(folder) or BUILTIN.get(name)
+        if fn is None:
+            continue
+        try:
+            r = fn(folder)
+        except (FileNotFoundError, KeyError, IndexError) as err:
+            r = dict(study=name, result=f"result files missing or incomplete ({type(err).__name__}: {err})", interval="–")
+        out.append([r["study"], r["result"], r["interval"], f"[`studies/{name}/`](studies/{name}/README.md)"])
+    return out
+
+
+def table(root: Path = HERE) -> str:
+    return markdown_table(["study", "result", "interval (95% unless noted)", "where"], rows(root))
+
+
+if __name__ == "__main__":
+    write_blocks(ROOT / "README.md", {"studies": table()})
+    print("README.md: regenerated the studies table")
