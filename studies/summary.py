@@ -109,9 +109,17 @@ def _vlm_attention(folder: Path) -> dict:
                 interval=f"baseline {rows['baseline'].fmt()}, VHR {rows['vhr'].fmt()} (Wilson)")
 
 
+def _classic_heads(folder: Path) -> dict:
+    d = json.loads((folder / "tl_agreement.json").read_text())
+    parts = [f"{a['detector']}{' (excl. BOS)' if a.get('exclude_bos') else ''} {a['max_abs_diff']:.1e}" for a in d["agreement"]]
+    return dict(study="classic head detectors (previous-token, duplicate-token, induction) vs TransformerLens",
+                result="largest absolute score difference per head vs TransformerLens detect_head on SmolLM2: " + ", ".join(parts),
+                interval="– (exact agreement check)")
+
+
 BUILTIN = {"act": _act, "arithmetic": _arithmetic, "retrieval": _retrieval, "streaming": _streaming, "vlm": _vlm,
-           "vlm_attention": _vlm_attention}
-ORDER = ("act", "arithmetic", "retrieval", "streaming", "vlm", "vlm_attention", "headkv")
+           "vlm_attention": _vlm_attention, "classic_heads": _classic_heads}
+ORDER = ("act", "arithmetic", "retrieval", "streaming", "vlm", "vlm_attention", "classic_heads", "headkv")
 
 
 def _own_row(folder: Path):
