@@ -93,13 +93,14 @@ def _group_edits(variants: Sequence[Variant], source: dict, B: int) -> list:
 
 
 def patched_runs(handle, clean: dict, corrupt: dict, variants: Sequence[Variant],
-                 reduce: Callable[[Tensor], Tensor] = lambda logits: logits, max_rows: int = 128) -> dict:
+                 reduce: Callable[[Tensor, Tensor], Tensor] = lambda logits, clean: logits, max_rows: int = 128) -> dict:
     """Run ``corrupt`` once per variant with that site taken from ``clean``; no grad, no KV cache.
 
     Args:
         clean, corrupt: encoded inputs of the same shape and attention mask ({"input_ids": [B, T], ...}).
         variants: what to patch (``variants_for``).
-        reduce: maps last-position logits [n, V] to what is kept per row (default: the logits).
+        reduce: ``reduce(logits [n, V], clean_logits [n, V])`` -> what is kept per row (default: the
+            logits); clean_logits are the clean run's, repeated to match the rows.
         max_rows: rows per stacked forward (variants per forward = max(1, max_rows // B)).
     Returns:
         {"clean": reduce(clean logits) [B, ...], "corrupt": [B, ...], "patched": [len(variants), B, ...]} on CPU.
@@ -115,8 +116,9 @@ def patched_runs(handle, clean: dict, corrupt: dict, variants: Sequence[Variant]
     names = sorted({tap_name(v.layer, v.site) for v in variants})
     with torch.no_grad():
         with taps(handle, names) as source:
-            clean_out = reduce(_last_logits(model, clean)).cpu()
-        corrupt_out = reduce(_last_logits(model, corrupt)).cpu()
+            clean_logits = _last_logits(model, clean)                              # [B, V]
+        clean_out = reduce(clean_logits, clean_logits).cpu()
+        corrupt_out = reduce(_last_logits(model, corrupt), clean_logits).cpu()
         src = {n: source[n] for n in names}
         per = max(1, max_rows // B)
         patched = []
@@ -125,7 +127,7 @@ def patched_runs(handle, clean: dict, corrupt: dict, variants: Sequence[Variant]
             G = len(group)
             big = {k: v.repeat(G, *([1] * (v.dim() - 1))) if isinstance(v, Tensor) else v for k, v in corrupt.items()}
             with TapSet(handle, edits=_group_edits(group, src, B)):
-                out = reduce(_last_logits(model, big)).cpu()                    # [G*B, ...]
+                out = reduce(_last_logits(model, big), clean_logits.repeat(G, 1)).cpu()   # [G*B, ...]
             patched.append(out.reshape(G, B, *out.shape[1:]))
     return {"clean": clean_out, "corrupt": corrupt_out,
             "patched": torch.cat(patched) if patched else torch.empty(0, B)}
@@ -226,7 +228,7 @@ class PatchResult:
         return iter((self.table, self.figure))
 
 
-def _encode_all(handle, prompts, chat_template: bool) -> list[str] | dict:
+def _as_list(prompts) -> list[str] | dict:
     if isinstance(prompts, dict):
         return prompts
     return [prompts] if isinstance(prompts, str) else list(prompts)
@@ -299,7 +301,7 @@ def patch(handle, clean, corrupt, *, metric: Union[str, Callable] = "logit_diff"
     for l in layers:
         if not 0 <= l < handle.n_layers:
             raise ProbeError(f"no layer {l}", f"layers are 0..{handle.n_layers - 1}")
-    clean, corrupt = _encode_all(handle, clean, chat_template), _encode_all(handle, corrupt, chat_template)
+    clean, corrupt = _as_list(clean), _as_list(corrupt)
     batches = list(_batches(handle, clean, corrupt, batch_size, chat_template))
     N = int(batches[-1][0][-1]) + 1 if batches else 0
     if N == 0:
@@ -314,10 +316,9 @@ def patch(handle, clean, corrupt, *, metric: Union[str, Callable] = "logit_diff"
 
     vals, cl, co, cl_top, co_top = [], [], [], [], []
     for idx, c_enc, x_enc in batches:
-        with torch.no_grad():
-            c_logits = _last_logits(model, c_enc)                                  # [b, V]
-        reduce = lambda lg: torch.stack([fn(lg, c_logits.to(lg.device).repeat(lg.shape[0] // len(idx), 1), idx.repeat(lg.shape[0] // len(idx))),  # noqa: E731
-                                         lg.argmax(-1).float()], -1)              # [n, 2]: metric, top token
+        def reduce(lg, cl, idx=idx):                                           # -> [n, 2]: metric, top token
+            return torch.stack([fn(lg, cl, idx.repeat(lg.shape[0] // len(idx))), lg.argmax(-1).float()], -1)
+
         out = patched_runs(handle, c_enc, x_enc, variants, reduce, max_rows)
         vals.append(out["patched"][..., 0])                                         # [V, b]
         cl.append(out["clean"][:, 0])

@@ -83,14 +83,21 @@ def fact(smollm2):
 
 
 def test_smollm2_known_fact_whole_residual_at_last_layer(fact):
-    """Patching the whole residual stream entering the last layer restores the clean logit
-    difference (to float rounding of a larger batch); the unpatched corrupt run gives the corrupt one."""
+    """Patching the whole residual stream entering the last layer restores the clean logit difference
+    exactly; patching nothing (a site taken from the corrupt run itself) gives the corrupt one exactly.
+    ``max_rows=1``: one variant per forward, so patched and unpatched runs have the same batch shape
+    (stacking copies changes float rounding, ~1e-5 here)."""
     h = fact
-    res = probe.patch(h, [CLEAN], [CORRUPT], answer=" Paris", other=" Rome", sites="resid_pre",
-                      layers=[h.n_layers - 1], n_boot=10)
+    last = [h.n_layers - 1]
+    res = probe.patch(h, [CLEAN], [CORRUPT], answer=" Paris", other=" Rome", sites="resid_pre", layers=last,
+                      n_boot=10, max_rows=1)
     assert float(res.clean[0]) > 2 and float(res.corrupt[0]) < -2               # the model knows both facts
-    assert float(res.values[0, 0]) == pytest.approx(float(res.clean[0]), abs=1e-4)
-    assert float(res.table.normalized_effect[0]) == pytest.approx(1.0, abs=1e-4)
+    assert float(res.values[0, 0]) == float(res.clean[0])
+    assert float(res.table.normalized_effect[0]) == 1.0
+    same = probe.patch(h, [CORRUPT], [CORRUPT], answer=" Paris", other=" Rome", sites=["resid_pre", "attn_out", "z"],
+                       layers=last, n_boot=10, max_rows=1)
+    assert torch.equal(same.values[:, 0], same.corrupt.expand(len(same.variants)))
+    assert float(same.corrupt[0]) == float(res.corrupt[0])
     with torch.no_grad():
         logits = h.model(**h.encode(CORRUPT)).logits[0, -1]
     paris, rome = (h.tokenizer.encode(t, add_special_tokens=False)[0] for t in (" Paris", " Rome"))
@@ -103,13 +110,13 @@ def test_smollm2_positions_that_share_a_token_do_nothing_at_layer_0(fact):
     h = fact
     a, b = (h.encode(t)["input_ids"][0] for t in (CLEAN, CORRUPT))
     res = probe.patch(h, CLEAN, CORRUPT, answer=" Paris", other=" Rome", sites="resid_pre", positions="each",
-                      layers=[0], n_boot=10)
+                      layers=[0], n_boot=10, max_rows=1)
     T = a.shape[0]
     same = {p - T for p in range(T) if a[p] == b[p]}
     assert same and len(same) < T
     for row, val in zip(res.table.itertuples(), res.values[:, 0]):
         if int(row.position) in same:
-            assert float(val) == pytest.approx(float(res.corrupt[0]), abs=1e-4)
+            assert float(val) == float(res.corrupt[0])
     moved = [abs(float(v - res.corrupt[0])) for r, v in zip(res.table.itertuples(), res.values[:, 0]) if int(r.position) not in same]
     assert max(moved) > 1.0
 
