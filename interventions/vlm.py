@@ -16,7 +16,7 @@ VAR = ``Redistribute`` with the paper's selection, found on every prefill that h
 
 VHR = HeadScale(alpha = 2) on heads chosen by VHD at the first generated token, per sample:
   one extra forward on the batch [prompt with image, same prompt without the image tokens]; layer by
-  layer (an o_proj pre-hook), VHD and TA of the layer's heads at the last prompt position give the
+  layer (an edit on the named ``z`` tap, o_proj's input), VHD and TA of the layer's heads at the last prompt position give the
   heads (outlier removal, then above-median: ``probe.detect.vision.vhr_select``) and those heads are
   scaled by alpha in that same forward, so later layers see the reinforced ones (the paper's layer-
   by-layer reading; the no-image row is reinforced too, flagged UNVERIFIED in methods.md). The
