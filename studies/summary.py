@@ -37,8 +37,9 @@ def _act(folder: Path) -> dict:
                      f"(Holm p {pval(s.p_holm)}), ACT on all heads {a.estimate:+.3f} (Holm p {pval(a.p_holm)})"
                      + (f", searched vs same-layer random heads: rank p {pval(r.p.iloc[0])}" if len(r) else ""))
         ivs.append(f"{task}: searched {ci(s.estimate, s.low, s.high)}, all {ci(a.estimate, a.low, a.high)}")
+    missing = [t for t in ("sentiment", "topic", "capitals", "currencies") if t not in set(comp.task)]
     return dict(study="ACT head search (`probe calibrate`), pre-registered re-run", result="; ".join(parts)
-                + ". Other tasks not re-run (see README)", interval="; ".join(ivs))
+                + (f". Not re-run: {', '.join(missing)} (see README)" if missing else ""), interval="; ".join(ivs))
 
 
 def _arithmetic(folder: Path) -> dict:
