@@ -1,5 +1,5 @@
 """Training-free interventions at generate time: ACT, HeadMask, HeadScale (VHR), Redistribute (VAR),
-SinkWindow (StreamingLLM), composed by ``intervene`` (order documented in ``interventions.core``).
+SinkWindow (StreamingLLM), HeadwiseKV (head-wise KV cache), composed by ``intervene`` (order documented in ``interventions.core``).
 
     import probe
     from interventions import intervene, ACT, HeadMask      # or: from probe import intervene, ACT, HeadMask
@@ -10,7 +10,7 @@ SinkWindow (StreamingLLM), composed by ``intervene`` (order documented in ``inte
 Names load on first use, so ``probe --help`` (which registers ``interventions.commands``) stays light.
 """
 _LAZY = {"ACT": "act", "intervene": "core", "HeadMask": "mask", "Redistribute": "redistribute", "HeadScale": "scale",
-         "SinkWindow": "sinkwindow", "parse_spec": "spec", "VAR": "vlm", "VHR": "vlm"}
+         "SinkWindow": "sinkwindow", "HeadwiseKV": "headkv", "parse_spec": "spec", "VAR": "vlm", "VHR": "vlm"}
 
 
 def __getattr__(name):
@@ -21,4 +21,4 @@ def __getattr__(name):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["intervene", "ACT", "HeadMask", "HeadScale", "Redistribute", "SinkWindow", "parse_spec", "VAR", "VHR"]
+__all__ = ["intervene", "ACT", "HeadMask", "HeadScale", "Redistribute", "SinkWindow", "HeadwiseKV", "parse_spec", "VAR", "VHR"]

@@ -11,6 +11,8 @@ Forms (heads as L<layer>H<head>, several joined with ","; options as key=value j
   redistribute:span=5-20[,sinks=auto|0+3,keep=0.6|transfer=0.4,rho=0.5,min_mass=0.2,layers=2-28,log=1]
   var[:keep=0.6|transfer=0.4,rho=0.5|nonsink_share=0.5,min_mass=0.2,tau=20,preset=code|paper,log=1]   (VLMs)
   vhr[:alpha=2,layers=1+17-29]      VHR with per-sample VHD head choice (VLMs); vhr:L3H2:alpha=2 fixed heads
+  headkv:report=DIR,full=0.25,sinks=4,window=256[,column=retrieval_score,select=top|bottom|random|random-layers,
+         seed=0,pool=max|mean]      HeadwiseKV (full KV cache for chosen heads); headkv:heads=L18H7+L17H3,window=256
 """
 from __future__ import annotations
 
@@ -18,11 +20,11 @@ import re
 
 from probe.errors import ProbeError
 
-NAMES = ("act", "mask", "scale", "sinkwindow", "redistribute", "var", "vhr")
+NAMES = ("act", "mask", "scale", "sinkwindow", "redistribute", "var", "vhr", "headkv")
 VLM_ONLY = ("var",)          # vhr without fixed heads needs a VLM too (checked in check_against)
 FORMS = ("act", "act:beta=0.4,threshold=0.1", "mask:L18H6", "mask:L18H6:mode=uniform|zero|mean",
          "scale:L3H2:alpha=2", "sinkwindow:sinks=4,window=1020", "redistribute:span=5-20,keep=0.6", "var:keep=0.6",
-         "vhr:alpha=2")
+         "vhr:alpha=2", "headkv:report=DIR,full=0.25,sinks=4,window=256", "headkv:heads=L18H7+L17H3")
 _HEADS = re.compile(r"^L\d+H\d+(,L\d+H\d+)*$", re.IGNORECASE)
 
 
@@ -66,6 +68,7 @@ def _options(text: str) -> dict[str, str]:
 def parse_spec(spec: str):
     """One SPEC string -> an intervention object (see the module doc for the forms)."""
     from .act import ACT
+    from .headkv import HeadwiseKV
     from .mask import HeadMask
     from .redistribute import Redistribute
     from .scale import HeadScale
@@ -106,6 +109,11 @@ def parse_spec(spec: str):
             iv = Redistribute("auto" if sinks == "auto" else _ints(sinks), span=(int(a), int(b)), keep=f("keep"),
                               transfer=f("transfer"), rho=f("rho", 0.5), min_mass=f("min_mass", 0.2), layers=layers,
                               heads=heads, log_selection=_flag(opts.pop("log", "0")))
+        elif name == "headkv":
+            listed = opts.pop("heads").replace("+", ",") if "heads" in opts else None
+            iv = HeadwiseKV(heads or listed, report=opts.pop("report", None), column=opts.pop("column", "retrieval_score"),
+                            full=opts.pop("full", "0.25"), select=opts.pop("select", "top"), seed=int(f("seed", 0)),
+                            pool=opts.pop("pool", "max"), sinks=int(f("sinks", 4)), window=int(f("window", 256)))
         elif name in ("var", "vhr"):
             from .vlm import parse_vlm_spec
 

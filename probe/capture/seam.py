@@ -11,6 +11,8 @@ Hooks attach per attention module (``attach`` / ``detach``). For each call the s
      for a plain received-mass pre-pass first with ``needs_received``),
   3. runs ``kernels.attention.attention`` (Triton on CUDA, PyTorch reference elsewhere),
   4. hands the result to every hook (``after``) and returns the output to the model.
+A hook with an ``attend`` method computes the layer's output itself (HeadwiseKV, whose KV heads
+have different cache lengths); it must be the layer's only hook.
 """
 from __future__ import annotations
 
@@ -74,6 +76,8 @@ class SeamHook(Protocol):
     def spans(self, call: AttentionCall) -> Optional[Tensor]: ...
 
     def after(self, call: AttentionCall, result: AttentionResult) -> None: ...
+
+    def attend(self, call: AttentionCall, common: dict) -> Tensor: ...   # optional: compute the layer's output [B, T, H, D] itself
 
 
 _HOOKS: "weakref.WeakKeyDictionary[torch.nn.Module, list]" = weakref.WeakKeyDictionary()
@@ -214,6 +218,14 @@ def probe_attention(module, query, key, value, attention_mask, dropout=0.0, scal
     scale = scaling if scaling is not None else D ** -0.5
     call.scale, call.softcap = scale, softcap
     common = dict(scale=scale, key_start=key_start, window=window, softcap=softcap)
+    attend = [h for h in hooks if hasattr(h, "attend")]
+    if attend:      # a hook that computes the attention itself (HeadwiseKV: per-KV-head cache lengths)
+        if len(hooks) > 1:
+            raise ProbeError(f"{type(attend[0]).__name__} computes layer {call.layer}'s attention itself and cannot "
+                             "share it with other probe hooks", "apply HeadwiseKV without capture or other interventions")
+        out = attend[0].attend(call, common)
+        attend[0].after(call, None)
+        return out, None
 
     pre = None
     if any(getattr(h, "needs_received", lambda c: False)(call) for h in hooks):

@@ -1,0 +1,250 @@
+"""HeadwiseKV: plumbing on tiny random Llamas (fp64), the phenomenon on real SmolLM2."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
+
+from interventions import HeadMask, HeadwiseKV, SinkWindow, intervene, parse_spec
+from interventions.headkv_cache import HeadwiseCache, HeadwiseLayer, kv_bytes, stream_lengths
+from interventions.headkv_export import read_duo_tsv, write_duo_tsv
+from interventions.headkv_select import budget_count, pool_kv, random_plan, top_plan
+from probe.capture import seam
+from probe.errors import ProbeError
+
+
+def tiny(layers: int = 2, seed: int = 0) -> LlamaForCausalLM:
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=97, hidden_size=96, intermediate_size=128, num_hidden_layers=layers,
+                      num_attention_heads=6, num_key_value_heads=3, max_position_embeddings=512, rope_theta=100.0,
+                      pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    return LlamaForCausalLM(cfg).eval().to(torch.float64)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny()
+
+
+def plan_of(rows) -> torch.Tensor:
+    return torch.tensor(rows, dtype=torch.bool)
+
+
+MIXED = [[True, False, False], [False, False, True]]          # [L=2, KV=3]
+
+
+def snapshot(m):
+    hooks = [(len(x._forward_hooks), len(x._forward_pre_hooks)) for x in m.modules()]
+    return {k: v.clone() for k, v in m.state_dict().items()}, m.config.to_dict(), hooks, m.config._attn_implementation
+
+
+def assert_same(m, snap):
+    state, cfg, hooks, impl = snap
+    assert all(torch.equal(state[k], v) for k, v in m.state_dict().items())
+    assert m.config.to_dict() == cfg and m.config._attn_implementation == impl
+    assert [(len(x._forward_hooks), len(x._forward_pre_hooks)) for x in m.modules()] == hooks
+    assert not any(seam.active_hooks(x.self_attn) for x in m.model.layers)
+
+
+def stream_steps(m, ids, iv, first: int = 1):
+    """Logits [N - first + 1, V]: the first ``first`` tokens in one call, then one token per call."""
+    out = []
+    with torch.no_grad(), intervene(m, iv):
+        res = m(input_ids=ids[:, :first], use_cache=True)
+        cache, out = res.cache, [res.logits[0]]
+        for t in range(first, ids.shape[1]):
+            res = m(input_ids=ids[:, t:t + 1], cache=cache, use_cache=True)
+            cache = res.cache
+            out.append(res.logits[0])
+    return torch.cat(out), cache
+
+
+# ---- (a) every head full == the unmodified model --------------------------------------------------
+
+def test_all_full_equals_unmodified(model):
+    ids = torch.randint(3, 97, (2, 40))
+    iv = HeadwiseKV(plan=torch.ones(2, 3, dtype=torch.bool), sinks=2, window=4)
+    with torch.no_grad():
+        base = model(input_ids=ids, use_cache=False).logits
+        base_gen = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=12,
+                                  do_sample=False, pad_token_id=0, return_dict_in_generate=True)
+        with intervene(model, iv):
+            ours = model(input_ids=ids, use_cache=False).logits
+            gen = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=12,
+                                 do_sample=False, pad_token_id=0, return_dict_in_generate=True)
+    assert torch.allclose(ours, base, atol=1e-10, rtol=0)
+    assert torch.equal(gen.sequences, base_gen.sequences)
+    assert all(isinstance(layer, HeadwiseLayer) for layer in gen.cache.layers)
+    assert kv_bytes(gen.cache) == kv_bytes(base_gen.cache)
+
+
+# ---- (b) no head full == SinkWindow everywhere --------------------------------------------------
+
+def test_no_full_head_equals_sinkwindow_token_by_token(model):
+    """One 40-token prefill under HeadwiseKV == SinkWindow fed one token at a time (StreamingLLM)."""
+    ids = torch.randint(3, 97, (1, 40))
+    k, W = 3, 8
+    ref, _ = stream_steps(model, ids, SinkWindow(k, W))
+    with torch.no_grad(), intervene(model, HeadwiseKV(plan=torch.zeros(2, 3, dtype=torch.bool), sinks=k, window=W)):
+        prefill = model(input_ids=ids, use_cache=False).logits[0]
+    assert torch.allclose(prefill, ref, atol=1e-9, rtol=0)
+    stepped, cache = stream_steps(model, ids, HeadwiseKV(plan=torch.zeros(2, 3, dtype=torch.bool), sinks=k, window=W))
+    assert torch.allclose(stepped, ref, atol=1e-9, rtol=0)
+    with torch.no_grad():
+        dense = model(input_ids=ids, use_cache=False).logits[0]
+    assert not torch.allclose(prefill[k + W:], dense[k + W:], atol=1e-3)          # the policy did something
+
+
+def test_no_full_head_generate_equals_sinkwindow(model):
+    ids = torch.randint(3, 97, (2, 6))
+    gen = dict(attention_mask=torch.ones_like(ids), max_new_tokens=16, do_sample=False, pad_token_id=0,
+               output_scores=True, return_dict_in_generate=True)
+    with torch.no_grad(), intervene(model, SinkWindow(2, 7)):
+        ref = model.generate(input_ids=ids, **gen)
+    with torch.no_grad(), intervene(model, HeadwiseKV(plan=torch.zeros(2, 3, dtype=torch.bool), sinks=2, window=7)):
+        ours = model.generate(input_ids=ids, **gen)
+    assert torch.equal(ours.sequences, ref.sequences)
+    assert torch.allclose(torch.stack(ours.scores), torch.stack(ref.scores), atol=1e-9, rtol=0)
+
+
+# ---- mixed plans: prefill == token-by-token; (c) the streaming cache stays bounded -----------------
+
+def test_mixed_prefill_equals_token_by_token_and_cache_is_bounded(model):
+    ids = torch.randint(3, 97, (1, 37))
+    k, W = 2, 5
+    iv = lambda: HeadwiseKV(plan=plan_of(MIXED), sinks=k, window=W)  # noqa: E731
+    with torch.no_grad(), intervene(model, iv()):
+        res = model(input_ids=ids[:, :30], use_cache=True)
+        cache, logits = res.cache, [res.logits[0]]
+        assert stream_lengths(cache) == [k + W, k + W]                 # compacted right after the prompt
+        for t in range(30, 37):
+            res = model(input_ids=ids[:, t:t + 1], cache=cache, use_cache=True)
+            logits.append(res.logits[0])
+            for layer, row in zip(cache.layers, MIXED):
+                assert layer.stream.keys.shape[1:3] == (row.count(False), k + W)   # never more than sinks + window
+                assert layer.keys.shape[1:3] == (row.count(True), t + 1)          # full heads grow
+    prefill = torch.cat(logits)
+    stepped, _ = stream_steps(model, ids, iv())
+    assert torch.allclose(prefill, stepped, atol=1e-9, rtol=0)
+    full = HeadwiseKV(plan=torch.ones(2, 3, dtype=torch.bool))
+    none = HeadwiseKV(plan=torch.zeros(2, 3, dtype=torch.bool), sinks=k, window=W)
+    with torch.no_grad():
+        others = []
+        for other in (full, none):
+            with intervene(model, other):
+                others.append(model(input_ids=ids, use_cache=False).logits[0])
+    assert all(not torch.allclose(prefill[-5:], o[-5:], atol=1e-4) for o in others)
+
+
+def test_cache_bytes_match_the_policy(model):
+    ids = torch.randint(3, 97, (1, 50))
+    iv = HeadwiseKV(plan=plan_of(MIXED), sinks=2, window=5)
+    with torch.no_grad(), intervene(model, iv):
+        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=10, do_sample=False,
+                             pad_token_id=0, return_dict_in_generate=True)
+    n = out.cache.get_seq_length()
+    assert n == 59
+    per_entry = 2 * 16 * 8                                               # key + value, head_dim 16, fp64
+    assert kv_bytes(out.cache) == per_entry * (2 * n + 4 * 7)
+    h = type("H", (), {"head_dim": 16})()
+    assert iv.kv_bytes_per_token(h, torch.float64, n) * n == pytest.approx(kv_bytes(out.cache))
+    own = HeadwiseCache(plan_of(MIXED), 2, 5, model.model.rotary_emb.inv_freq)
+    with torch.no_grad(), intervene(model, iv):
+        model(input_ids=ids, cache=own, use_cache=True)
+    assert own.kv_bytes() == per_entry * (2 * 50 + 4 * 7)
+
+
+# ---- (d) bit-identical model after exit; errors ----------------------------------------------------
+
+def test_model_bit_identical_after_exit_and_errors(model):
+    snap = snapshot(model)
+    ids = torch.randint(3, 97, (1, 12))
+    with pytest.raises(RuntimeError, match="boom"), torch.no_grad(), intervene(model, HeadwiseKV(plan=plan_of(MIXED))):
+        model(input_ids=ids)
+        raise RuntimeError("boom")
+    assert_same(model, snap)
+    padded = {"input_ids": torch.tensor([[0, 5, 6], [7, 8, 9]]), "attention_mask": torch.tensor([[0, 1, 1], [1, 1, 1]])}
+    with pytest.raises(ProbeError, match="padded"), intervene(model, HeadwiseKV(plan=plan_of(MIXED))):
+        model(**padded)
+    with pytest.raises(ProbeError, match="apply it alone"), intervene(model, HeadwiseKV(plan=plan_of(MIXED)), HeadMask("L0H1")):
+        pass
+    with pytest.raises(ProbeError, match="shape"), intervene(model, HeadwiseKV(plan=torch.ones(3, 3, dtype=torch.bool))):
+        pass
+    with pytest.raises(ProbeError, match="needs a head choice"):
+        HeadwiseKV()
+    assert_same(model, snap)
+
+
+# ---- head choice, SPEC, export -------------------------------------------------------------------
+
+def test_selection_pools_query_heads_and_matches_budgets():
+    scores = torch.tensor([[0.9, 0.0, 0.1, 0.2, 0.0, 0.0], [0.0, 0.5, 0.3, 0.3, 0.0, 0.05]], dtype=torch.float64)
+    kv = pool_kv(scores, 3)                                              # G = 2 query heads per KV head
+    assert kv.tolist() == [[0.9, 0.2, 0.0], [0.5, 0.3, 0.05]]
+    assert pool_kv(scores, 3, "mean")[0].tolist() == pytest.approx([0.45, 0.15, 0.0])
+    assert top_plan(kv, 2).tolist() == [[True, False, False], [True, False, False]]
+    assert top_plan(kv, 2, lowest=True).tolist() == [[False, False, True], [False, False, True]]
+    assert budget_count("0.25", 90) == 22 and budget_count("11", 90) == 11 and budget_count(0.5, 6) == 3
+    with pytest.raises(ProbeError, match="outside"):
+        budget_count("1.5", 90)
+    draws = [random_plan(30, 3, 11, seed) for seed in range(5)]
+    assert all(int(d.sum()) == 11 for d in draws) and torch.equal(draws[0], random_plan(30, 3, 11, 0))
+    assert len({tuple(d.flatten().tolist()) for d in draws}) == 5
+    like = top_plan(kv, 3)
+    matched = random_plan(2, 3, 3, 1, like=like)
+    assert matched.sum(-1).tolist() == like.sum(-1).tolist()
+
+
+def test_report_choice_spec_and_duo_export(model, tmp_path):
+    table = pd.DataFrame({"layer": [0] * 6 + [1] * 6, "head": list(range(6)) * 2,
+                          "retrieval_score": [0, 0, 0, 0, 0.7, 0.1, 0.2, 0, 0, 0, 0, 0.05],
+                          "key0_mass": [0.9, 0.8, 0.1, 0.2, 0.5, 0.5, 0.3, 0.3, 0.95, 0.9, 0.4, 0.2]})
+    csv = tmp_path / "heads.csv"
+    table.to_csv(csv, index=False)
+    iv = parse_spec(f"headkv:report={csv},full=2,sinks=2,window=16")
+    assert isinstance(iv, HeadwiseKV) and (iv.sinks, iv.window) == (2, 16)
+    with intervene(model, iv):
+        pass
+    assert iv.plan.tolist() == [[False, False, True], [True, False, False]]
+    low = parse_spec(f"headkv:report={csv},column=key0_mass,select=bottom,full=0.34")
+    assert low.resolve(_handle(model)).tolist() == [[False, True, False], [False, False, True]]
+    listed = parse_spec("headkv:heads=L1H5,L0H2,window=8")
+    assert listed.resolve(_handle(model)).tolist() == [[False, True, False], [False, False, True]]
+    rnd = parse_spec("headkv:select=random,full=3,seed=4")
+    assert int(rnd.resolve(_handle(model)).sum()) == 3
+    with pytest.raises(ProbeError, match="no column"):
+        parse_spec(f"headkv:report={csv},column=nope").resolve(_handle(model))
+    out = write_duo_tsv(iv, tmp_path / "duo")
+    plan, sinks, window = read_duo_tsv(out)
+    assert torch.equal(plan, iv.plan) and (sinks, window) == (2, 16)
+    assert (out / "full_attention_heads.tsv").read_text().splitlines()[0].split("\t") == ["0", "0", "1"]
+    assert json.loads((out / "config.json").read_text()) == {"sink_size": 2, "recent_size": 16}
+    tidy = pd.read_csv(out / "heads.tsv", sep="\t")
+    assert list(tidy.columns[:4]) == ["layer", "kv_head", "query_heads", "full"] and tidy.full.sum() == 2
+
+
+def _handle(m):
+    from interventions.base import as_handle
+
+    return as_handle(m)[0]
+
+
+# ---- real SmolLM2: retrieval heads keep a needle that StreamingLLM loses -----------------------------
+
+@pytest.mark.slow
+def test_smollm2_retrieval_heads_keep_the_needle(smollm2):
+    """A needle 1000 tokens back: full attention and the probe-chosen retrieval KV heads (25 %) copy its
+    answer; StreamingLLM everywhere (window 128) cannot see it. Teacher-forced answer tokens."""
+    from studies.headkv.niah import answer_sample, score_sample
+
+    sample = answer_sample(smollm2, needle=2, length=1200, depth=20.0)
+    report = Path(__file__).resolve().parents[1] / "studies" / "retrieval" / "heads.csv"
+    policies = {"full": None, "streaming": HeadwiseKV(plan=torch.zeros(30, 3, dtype=torch.bool), sinks=4, window=128),
+                "retrieval": HeadwiseKV(report=report, full=0.25, sinks=4, window=128)}
+    acc = {name: score_sample(smollm2, sample, iv)["answer_acc"] for name, iv in policies.items()}
+    assert acc["full"] == 1.0 and acc["retrieval"] == 1.0
+    assert acc["streaming"] < 0.5
