@@ -239,12 +239,12 @@ def _handle(m):
 def test_smollm2_retrieval_heads_keep_the_needle(smollm2):
     """A needle 1000 tokens back: full attention and the probe-chosen retrieval KV heads (25 %) copy its
     answer; StreamingLLM everywhere (window 128) cannot see it. Teacher-forced answer tokens."""
-    from studies.headkv.niah import answer_sample, score_sample
+    from interventions.headkv_niah import answer_sample, score_sample
 
     sample = answer_sample(smollm2, needle=2, length=1200, depth=20.0)
     report = Path(__file__).resolve().parents[1] / "studies" / "retrieval" / "heads.csv"
     policies = {"full": None, "streaming": HeadwiseKV(plan=torch.zeros(30, 3, dtype=torch.bool), sinks=4, window=128),
                 "retrieval": HeadwiseKV(report=report, full=0.25, sinks=4, window=128)}
-    acc = {name: score_sample(smollm2, sample, iv)["answer_acc"] for name, iv in policies.items()}
+    acc = {name: score_sample(smollm2, sample, iv)["acc"] for name, iv in policies.items()}
     assert acc["full"] == 1.0 and acc["retrieval"] == 1.0
     assert acc["streaming"] < 0.5

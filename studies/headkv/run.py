@@ -1,0 +1,217 @@
+"""HeadwiseKV on SmolLM2: needle recall, perplexity, KV memory and decode speed per cache policy.
+
+Policies (fixed before any measurement; budgets count KV heads, 90 on SmolLM2 = 30 layers x 3):
+  full                          the unmodified model (dense cache, SDPA)
+  streaming  W                  StreamingLLM everywhere: every KV head keeps 4 sinks + the last W tokens
+  retrieval  b, W               HeadwiseKV: the KV heads of probe's retrieval heads (studies/retrieval/heads.csv,
+                                max over each KV head's query heads) keep everything, budget b
+  sinkmass   b, W               the KV heads whose query heads put the least mass on the first token
+                                (studies/headkv/sinks_heads.csv, min over the group) keep everything
+  random     b, W, draw 0..4    b KV heads drawn uniformly (seeded)
+  random-layers b, W, draw 0..4 as many per layer as the retrieval choice, drawn within each layer
+
+Needles: probe's 4 needles in Persuasion (not the Emma haystack the retrieval heads were found on), at
+depths 10/30/70/90 % (detection used 0/50/100) and lengths 1024/2048/4096/8000 tokens; teacher-forced
+(``interventions.headkv_niah``). Perplexity: the first 8000 tokens of four other Austen novels, one
+forward per book and policy. Memory / speed: an 8000-token prompt, then 128 greedy decode steps.
+
+    PYTHONPATH=. python studies/headkv/run.py --device cuda --out studies/headkv/results   # the H200 run
+    PYTHONPATH=. python studies/headkv/run.py --lengths 512 --depths 50 --needles 2 --budgets 0.25 --draws 1 \
+        --ppl-tokens 512 --decode-prompt 512 --decode-steps 4 --out /tmp/hk                 # a CPU smoke run
+Writes niah_items.csv, ppl_items.csv, decode.csv (appended policy by policy) and run.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import probe  # noqa: E402
+from interventions import HeadwiseKV, intervene  # noqa: E402
+from interventions.headkv_cache import kv_bytes  # noqa: E402
+from interventions.headkv_niah import answer_sample, score_sample  # noqa: E402
+from probe.data.niah import haystack_text  # noqa: E402
+from probe.data.texts import austen  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+RETRIEVAL = HERE.parent / "retrieval" / "heads.csv"
+SINKS = HERE / "sinks_heads.csv"
+PPL_BOOKS = ("prideprejudice", "mansfieldpark", "sensesensibility", "northangerabbey")
+
+
+def policies(budgets, windows, draws, sinks=4):
+    """[(name, budget, window, draw, factory)] in run order (the chosen policies first, then the random
+    draws draw-major, so a run cut short still has whole draws); factory() -> intervention or None."""
+    out = [("full", 1.0, 0, -1, lambda: None)]
+    for W in windows:
+        out.append(("streaming", 0.0, W, -1, lambda W=W: HeadwiseKV(select="random", full=0, sinks=sinks, window=W)))
+        for b in budgets:
+            out.append(("retrieval", b, W, -1, lambda b=b, W=W: HeadwiseKV(report=RETRIEVAL, full=b, sinks=sinks, window=W)))
+            out.append(("sinkmass", b, W, -1, lambda b=b, W=W: HeadwiseKV(report=SINKS, column="key0_mass", select="bottom",
+                                                                         full=b, sinks=sinks, window=W)))
+        for d in range(draws):
+            for b in budgets:
+                out.append(("random", b, W, d, lambda b=b, W=W, d=d: HeadwiseKV(select="random", full=b, seed=d,
+                                                                                sinks=sinks, window=W)))
+        for d in range(draws):
+            for b in budgets:
+                out.append(("random-layers", b, W, d, lambda b=b, W=W, d=d: HeadwiseKV(
+                    report=RETRIEVAL, select="random-layers", full=b, seed=d, sinks=sinks, window=W)))
+    return out
+
+
+def append_csv(path: Path, rows: list[dict]) -> None:
+    import pandas as pd
+
+    pd.DataFrame(rows).to_csv(path, mode="a", header=not path.exists(), index=False)
+
+
+def decode_run(h, ids, iv, steps: int) -> dict:
+    """Prefill ``ids`` [1, N], then ``steps`` greedy decode steps: time, cache bytes, peak memory."""
+    model, cuda = h.model, ids.is_cuda
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    ctx = intervene(h, iv) if iv is not None else torch.inference_mode()
+    with torch.inference_mode(), ctx:
+        if cuda:
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated() if cuda else 0
+        sync()
+        t0 = time.perf_counter()
+        out = model(input_ids=ids, use_cache=True, logits_to_keep=1)
+        sync()
+        t_prefill = time.perf_counter() - t0
+        peak_prefill = (torch.cuda.max_memory_allocated() - base) if cuda else 0
+        cache, tok = out.cache, out.logits[:, -1].argmax(-1, keepdim=True)
+        cache_after_prefill = kv_bytes(cache)
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
+        sync()
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            out = model(input_ids=tok, cache=cache, use_cache=True)
+            tok = out.logits[:, -1].argmax(-1, keepdim=True)
+        sync()
+        t_decode = time.perf_counter() - t0
+        peak_decode = (torch.cuda.max_memory_allocated() - base) if cuda else 0
+        n = cache.get_seq_length()
+        return {"prompt_tokens": ids.shape[1], "decode_steps": steps, "prefill_s": t_prefill, "decode_s": t_decode,
+                "decode_tok_s": steps / t_decode, "kv_bytes_after_prefill": cache_after_prefill,
+                "kv_bytes": kv_bytes(cache), "kv_bytes_per_token": kv_bytes(cache) / n, "seq_len": n,
+                "peak_prefill_bytes": peak_prefill, "peak_decode_bytes": peak_decode}
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--lengths", default="1024,2048,4096,8000")
+    ap.add_argument("--depths", default="10,30,70,90")
+    ap.add_argument("--needles", default="0,1,2,3")
+    ap.add_argument("--budgets", default="0.125,0.25,0.5")
+    ap.add_argument("--windows", default="256")
+    ap.add_argument("--draws", type=int, default=5)
+    ap.add_argument("--ppl-tokens", type=int, default=8000)
+    ap.add_argument("--decode-prompt", type=int, default=8000)
+    ap.add_argument("--decode-steps", type=int, default=128)
+    ap.add_argument("--decode-budgets", default="0.125,0.25,0.5", help="retrieval budgets measured for memory / speed")
+    ap.add_argument("--parts", default="decode,niah,ppl", help="which measurements, in order")
+    ap.add_argument("--only", default="", help="comma list of policy names to run (default: all)")
+    ap.add_argument("--max-seconds", type=float, default=1e9, help="stop starting new policies after this")
+    ap.add_argument("--niah-share", type=float, default=0.7, help="NIAH stops starting policies at this share of --max-seconds")
+    ap.add_argument("--ppl-draws", type=int, default=5, help="random draws also measured for perplexity")
+    args = ap.parse_args(argv)
+    t_start = time.perf_counter()
+    args.out.mkdir(parents=True, exist_ok=True)
+    ints = lambda s: [int(x) for x in s.split(",") if x]  # noqa: E731
+    h = probe.load("smollm2", device=args.device)
+    t_load = time.perf_counter() - t_start
+    t_start = time.perf_counter()                    # --max-seconds counts from here
+    dev = h.model.device
+    tok = h.tokenizer
+    plan = policies([float(b) for b in args.budgets.split(",")], ints(args.windows), args.draws)
+    if args.only:
+        plan = [p for p in plan if p[0] in args.only.split(",")]
+    meta = {"args": {k: str(v) for k, v in vars(args).items()}, "dtype": str(h.model.dtype),
+            "device": torch.cuda.get_device_name() if dev.type == "cuda" else "cpu", "timings": {"load_s": t_load}}
+
+    def over(share: float = 1.0) -> bool:
+        return time.perf_counter() - t_start > share * args.max_seconds
+
+    if "decode" in args.parts:
+        t0 = time.perf_counter()
+        ids = torch.tensor([tok(haystack_text("austen:emma"), add_special_tokens=False)["input_ids"][:args.decode_prompt]], device=dev)
+        chosen = [p for p in plan if p[0] in ("full", "streaming", "retrieval") and p[2] in (0, ints(args.windows)[0])
+                  and p[1] in (0.0, 1.0, *[float(b) for b in args.decode_budgets.split(",")])]
+        chosen.insert(1, ("full-headwise", 1.0, ints(args.windows)[0], -1,
+                          lambda: HeadwiseKV(plan=torch.ones(h.n_layers, h.n_kv_heads, dtype=torch.bool))))
+        decode_run(h, ids[:, :256], None, 2)                     # warm-up (kernels compiled once)
+        for name, b, W, d, make in chosen:
+            iv = make()
+            if iv is not None:
+                decode_run(h, ids[:, :300], iv, 2)               # warm-up of this policy's kernels
+            row = {"policy": name, "budget": b, "window": W, **decode_run(h, ids, iv, args.decode_steps)}
+            row["full_kv_heads"] = int(iv.plan.sum()) if iv is not None else h.n_layers * h.n_kv_heads
+            append_csv(args.out / "decode.csv", [row])
+            print(f"decode {name} b={b} W={W}: {row['decode_tok_s']:.1f} tok/s, {row['kv_bytes'] / 2**20:.1f} MiB KV", flush=True)
+        meta["timings"]["decode_s"] = time.perf_counter() - t0
+
+    if "niah" in args.parts:
+        t0 = time.perf_counter()
+        hay = tok(haystack_text("austen:persuasion"), add_special_tokens=False)["input_ids"]
+        samples = [answer_sample(h, n, L, d, hay_ids=hay, offset=2000 * n)
+                   for n in ints(args.needles) for L in ints(args.lengths) for d in ints(args.depths)]
+        for name, b, W, d, make in plan:
+            if over(args.niah_share):
+                print(f"time limit: stopped before niah {name} b={b} W={W} d={d}", flush=True)
+                break
+            iv = make()
+            rows = []
+            for i, s in enumerate(samples):
+                r = score_sample(h, s, iv)
+                rows.append({"policy": name, "budget": b, "window": W, "draw": d, "item": i, "needle": s.needle,
+                             "length": s.length, "depth": s.depth, "actual_depth": round(s.actual_depth, 2),
+                             "full_kv_heads": int(iv.plan.sum()) if iv is not None else h.n_layers * h.n_kv_heads,
+                             "heads": " ".join(iv.summary()["heads"]) if iv is not None and i == 0 else "", **r})
+            append_csv(args.out / "niah_items.csv", rows)
+            print(f"niah {name} b={b} W={W} d={d}: exact {sum(r['exact'] for r in rows) / len(rows):.3f}", flush=True)
+        meta["timings"]["niah_s"] = time.perf_counter() - t0
+
+    if "ppl" in args.parts:
+        t0 = time.perf_counter()
+        books = {b: torch.tensor([tok(austen(b), add_special_tokens=False)["input_ids"][:args.ppl_tokens]], device=dev)
+                 for b in PPL_BOOKS}
+        for name, b, W, d, make in plan:
+            if d >= args.ppl_draws:
+                continue
+            if over():
+                print(f"time limit: stopped before ppl {name} b={b} W={W} d={d}", flush=True)
+                break
+            iv = make()
+            rows = []
+            for book, ids in books.items():
+                ctx = intervene(h, iv) if iv is not None else torch.inference_mode()
+                with torch.inference_mode(), ctx:
+                    logits = h.model(input_ids=ids, use_cache=False).logits[0, :-1].float()
+                nll = F.cross_entropy(logits, ids[0, 1:], reduction="none")          # [N - 1]
+                for start in range(0, nll.numel(), 1024):
+                    part = nll[start:start + 1024]
+                    rows.append({"policy": name, "budget": b, "window": W, "draw": d, "book": book, "from_token": start + 1,
+                                 "tokens": part.numel(), "nll_sum": float(part.sum())})
+                del logits
+            append_csv(args.out / "ppl_items.csv", rows)
+            print(f"ppl {name} b={b} W={W} d={d} done", flush=True)
+        meta["timings"]["ppl_s"] = time.perf_counter() - t0
+    meta["timings"]["total_s"] = time.perf_counter() - t_start
+    (args.out / "run.json").write_text(json.dumps(meta, indent=1))
+
+
+if __name__ == "__main__":
+    main()
