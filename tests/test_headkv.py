@@ -248,3 +248,15 @@ def test_smollm2_retrieval_heads_keep_the_needle(smollm2):
     acc = {name: score_sample(smollm2, sample, iv)["acc"] for name, iv in policies.items()}
     assert acc["full"] == 1.0 and acc["retrieval"] == 1.0
     assert acc["streaming"] < 0.5
+
+
+@pytest.mark.slow
+def test_probe_generate_runs_headkv_spec(smollm2):
+    """`probe generate -i headkv:...` path: the CLI's generate_pair with a parsed SPEC on real SmolLM2."""
+    from interventions.commands import generate_pair
+
+    report = Path(__file__).resolve().parents[1] / "studies" / "retrieval" / "heads.csv"
+    iv = parse_spec(f"headkv:report={report},full=0.25,sinks=4,window=8")
+    res = generate_pair(smollm2, "The capital of France is Paris. The capital of Italy is", [iv], max_new_tokens=4)
+    assert res["interventions"] == [repr(iv)] and res["intervened"]
+    assert iv.summary()["full_kv_heads"] == 22

@@ -117,14 +117,17 @@ def ppl_table(ppl: pd.DataFrame) -> tuple[list[str], list]:
 
 def decode_table(dec: pd.DataFrame) -> tuple[list[str], list]:
     full = dec[dec.policy == "full"].iloc[0]
+    gpu = bool(dec.peak_decode_bytes.max() > 0)
     out = [f"KV cache and decode speed: {int(full.prompt_tokens)}-token prompt + {int(full.decode_steps)} greedy steps, "
-           "batch 1 (KV bytes counted from the cache tensors after the last step; peak = CUDA allocator peak during "
-           "decode above the weights).", "",
+           f"batch 1, {'H200' if gpu else 'shared 2-core CPU (speed indicative only; no allocator peak)'}, fp32. KV bytes "
+           "are counted from the cache tensors after the last step; `full-headwise` = HeadwiseKV with every head "
+           "full (the seam path's own cost).", "",
            "| policy | window | KV heads full | KV cache | bytes / token | vs full | peak decode memory | decode tok/s | prefill s |",
            "|---|---|---|---|---|---|---|---|---|"]
     for r in dec.itertuples():
         out.append(f"| {r.policy} | {r.window or '-'} | {r.budget:.1%} ({r.full_kv_heads}) | {r.kv_bytes / 2**20:.1f} MiB | "
-                   f"{r.kv_bytes_per_token:,.0f} | {r.kv_bytes / full.kv_bytes:.1%} | {r.peak_decode_bytes / 2**20:.0f} MiB | "
+                   f"{r.kv_bytes_per_token:,.0f} | {r.kv_bytes / full.kv_bytes:.1%} | "
+                   f"{f'{r.peak_decode_bytes / 2**20:.0f} MiB' if gpu else 'n/a'} | "
                    f"{r.decode_tok_s:.1f} | {r.prefill_s:.3f} |")
     return out, dec.to_dict("records")
 
@@ -133,6 +136,7 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--results", type=Path, default=HERE / "results")
     ap.add_argument("--readme", type=Path, default=HERE / "README.md")
+    ap.add_argument("--decode", type=Path, default=None, help="folder with decode.csv (default: --results)")
     args = ap.parse_args(argv)
     lines, summary = [], {}
     if (args.results / "niah_items.csv").exists():
@@ -142,8 +146,9 @@ def main(argv=None) -> None:
     if (args.results / "ppl_items.csv").exists():
         part, summary["ppl"] = ppl_table(pd.read_csv(args.results / "ppl_items.csv"))
         lines += part + [""]
-    if (args.results / "decode.csv").exists():
-        part, summary["decode"] = decode_table(pd.read_csv(args.results / "decode.csv"))
+    dec = (args.decode or args.results) / "decode.csv"
+    if dec.exists():
+        part, summary["decode"] = decode_table(pd.read_csv(dec))
         lines += part + [""]
     (args.results / "summary.json").write_text(json.dumps(summary, indent=1, default=float))
     text = args.readme.read_text() if args.readme.exists() else f"{BEGIN}\n{END}\n"

@@ -121,6 +121,7 @@ def main(argv=None) -> None:
     ap.add_argument("--ppl-tokens", type=int, default=8000)
     ap.add_argument("--decode-prompt", type=int, default=8000)
     ap.add_argument("--decode-steps", type=int, default=128)
+    ap.add_argument("--decode-headwise-full", type=int, default=1, help="also time HeadwiseKV with every head full")
     ap.add_argument("--decode-budgets", default="0.125,0.25,0.5", help="retrieval budgets measured for memory / speed")
     ap.add_argument("--parts", default="decode,niah,ppl", help="which measurements, in order")
     ap.add_argument("--only", default="", help="comma list of policy names to run (default: all)")
@@ -150,8 +151,9 @@ def main(argv=None) -> None:
         ids = torch.tensor([tok(haystack_text("austen:emma"), add_special_tokens=False)["input_ids"][:args.decode_prompt]], device=dev)
         chosen = [p for p in plan if p[0] in ("full", "streaming", "retrieval") and p[2] in (0, ints(args.windows)[0])
                   and p[1] in (0.0, 1.0, *[float(b) for b in args.decode_budgets.split(",")])]
-        chosen.insert(1, ("full-headwise", 1.0, ints(args.windows)[0], -1,
-                          lambda: HeadwiseKV(plan=torch.ones(h.n_layers, h.n_kv_heads, dtype=torch.bool))))
+        if args.decode_headwise_full:
+            chosen.insert(1, ("full-headwise", 1.0, ints(args.windows)[0], -1,
+                              lambda: HeadwiseKV(plan=torch.ones(h.n_layers, h.n_kv_heads, dtype=torch.bool))))
         decode_run(h, ids[:, :256], None, 2)                     # warm-up (kernels compiled once)
         for name, b, W, d, make in chosen:
             iv = make()
