@@ -132,6 +132,20 @@ def decode_table(dec: pd.DataFrame) -> tuple[list[str], list]:
     return out, dec.to_dict("records")
 
 
+def memory_table(mem: pd.DataFrame) -> tuple[list[str], list]:
+    n = int(mem.tokens.iloc[0])
+    out = [f"KV-cache storage after an 8000-token prompt + 64 decode steps ({n} tokens, batch 1), summed over the "
+           "tensors the cache objects hold (`memory.py`: a transformers DynamicCache for full attention, HeadwiseCache "
+           "for the rest, SmolLM2's shape, window 256 + 4 sinks). The KV heads chosen do not change the bytes, only "
+           "their number does.", "",
+           "| policy | KV heads full | dtype | KV cache | bytes / token | vs full |", "|---|---|---|---|---|---|"]
+    for r in mem.itertuples():
+        nfull = 90 if r.policy == "full" else int(r.full_kv_heads)
+        out.append(f"| {r.policy} | {r.budget:.1%} ({nfull}) | {r.dtype} | {r.kv_bytes / 2**20:.1f} MiB | "
+                   f"{r.bytes_per_token:,.0f} | {r.vs_full:.1%} |")
+    return out, mem.to_dict("records")
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--results", type=Path, default=HERE / "results")
@@ -145,6 +159,9 @@ def main(argv=None) -> None:
         summary.update(s)
     if (args.results / "ppl_items.csv").exists():
         part, summary["ppl"] = ppl_table(pd.read_csv(args.results / "ppl_items.csv"))
+        lines += part + [""]
+    if (args.results / "memory.csv").exists():
+        part, summary["memory"] = memory_table(pd.read_csv(args.results / "memory.csv"))
         lines += part + [""]
     dec = (args.decode or args.results) / "decode.csv"
     if dec.exists():
