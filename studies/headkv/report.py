@@ -151,10 +151,12 @@ def main(argv=None) -> None:
     ap.add_argument("--results", type=Path, default=HERE / "results")
     ap.add_argument("--readme", type=Path, default=HERE / "README.md")
     ap.add_argument("--decode", type=Path, default=None, help="folder with decode.csv (default: --results)")
+    ap.add_argument("--extra", type=Path, action="append", default=[], help="more result folders (same prompts) to merge")
     args = ap.parse_args(argv)
     lines, summary = [], {}
-    if (args.results / "niah_items.csv").exists():
-        part, s = niah_tables(pd.read_csv(args.results / "niah_items.csv"))
+    niah = [pd.read_csv(d / "niah_items.csv") for d in [args.results, *args.extra] if (d / "niah_items.csv").exists()]
+    if niah:
+        part, s = niah_tables(pd.concat(niah, ignore_index=True))
         lines += part + [""]
         summary.update(s)
     if (args.results / "ppl_items.csv").exists():
