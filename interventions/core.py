@@ -71,7 +71,7 @@ def intervene(handle_or_model, *interventions) -> Iterator[Intervened]:
                          "when the cache is re-indexed)", "combine SinkWindow with HeadMask / HeadScale only")
     if len(windows) > 1:
         raise ProbeError("two SinkWindow interventions", "give one")
-    if "HeadwiseKV" in kinds and len(items) > 1:
+    if any(type(iv).__name__ == "HeadwiseKV" for iv in items) and len(items) > 1:
         raise ProbeError("HeadwiseKV computes the attention itself and owns the KV cache", "apply it alone")
     for iv in items:
         iv.validate(handle)
