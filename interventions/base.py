@@ -14,18 +14,10 @@ from typing import Iterable, Optional, Sequence, Union
 import torch
 
 from probe.errors import ProbeError
+from probe.models.handle import as_handle  # noqa: F401  (the one as_handle; re-exported)
 
 HeadSpec = Union[str, tuple, list]
 _HEAD_RE = re.compile(r"^L(\d+)H(\d+)$", re.IGNORECASE)
-
-
-def as_handle(handle_or_model):
-    """(Handle, model) for a probe Handle or a bare Hugging Face model."""
-    from probe.models import Handle
-
-    if isinstance(handle_or_model, Handle):
-        return handle_or_model, handle_or_model.model
-    return Handle(handle_or_model, None, type(handle_or_model).__name__, "object"), handle_or_model
 
 
 def parse_head(head: HeadSpec) -> tuple[int, int]:

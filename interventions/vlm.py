@@ -34,6 +34,7 @@ from torch import Tensor
 
 from probe.capture.taps import ModuleHooks
 from probe.errors import ProbeError
+from probe.models.padding import first_real_index
 
 from .base import Intervention, attach_hook, check_heads, check_layers, head_table, parse_heads
 from .redistribute import Redistribute, _RedistHook
@@ -75,7 +76,7 @@ def image_spans_unpadded(handle, input_ids: Tensor, attention_mask: Optional[Ten
     if attention_mask is None:
         pads = [0] * len(spans)
     else:
-        pads = (attention_mask.cpu() == 0).long().cumprod(-1).sum(-1).tolist()   # [B] left pads
+        pads = first_real_index(attention_mask.cpu()).tolist()   # [B] left pads
     return [(s[0][0] - p, s[0][1] - p) for s, p in zip(spans, pads)]
 
 
@@ -144,7 +145,7 @@ class VAR(Redistribute):
         layers = self.resolved_layers(handle.n_layers)
         heads = None if self.heads is None else [(l, hd) for l, hd in self.heads if l in layers]
         hook = _RepeatingRedistHook(self, head_table(handle.n_layers, handle.n_heads, layers, heads))
-        self.found_sinks = {}
+        self.found_sinks, self.selection = {}, {}       # per block, as Redistribute.install
         stack.enter_context(hook.residual_taps(handle, layers))
         attach_hook(handle, layers, hook, stack)
 
@@ -225,17 +226,17 @@ class VHR(Intervention):
         Returns:
             the chosen (layer, head) pairs; ``self.vhd`` / ``self.ta`` [L, H] (0 outside the layers).
         """
-        from probe.detect.vision import _pad_id, drop_image_tokens, head_outputs, vhd_scores, vhr_select
+        from probe.detect.vision import drop_image_tokens, head_outputs, vhd_scores, vhr_select
         from probe.models.vlm_layouts import image_kwargs, uses_mrope
 
         ids, mask = inputs["input_ids"], inputs.get("attention_mask")
         if ids.shape[0] != 1:
             raise ProbeError(f"VHR selects heads per sample; got a batch of {ids.shape[0]}", "select one sample at a time")
         mask = torch.ones_like(ids) if mask is None else mask
-        txt = drop_image_tokens(ids, mask, handle.image_token_id, _pad_id(handle))
+        txt = drop_image_tokens(ids, mask, handle.image_token_id, handle.pad_id)
         T = max(ids.shape[1], txt["input_ids"].shape[1])
         pad = lambda t, v: torch.nn.functional.pad(t, (T - t.shape[1], 0), value=v)  # noqa: E731 left pad
-        both_ids = torch.cat([pad(ids, _pad_id(handle)), pad(txt["input_ids"], _pad_id(handle))])   # [2, T]
+        both_ids = torch.cat([pad(ids, handle.pad_id), pad(txt["input_ids"], handle.pad_id)])   # [2, T]
         both_mask = torch.cat([pad(mask, 0), pad(txt["attention_mask"], 0)])                           # [2, T]
         pos = (both_mask.cumsum(-1) - 1).clamp_min(0)                                                  # [2, T]
         extra = {"position_ids": pos}

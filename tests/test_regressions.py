@@ -7,7 +7,7 @@ import torch
 from interventions import VAR, HeadMask, Redistribute, SinkWindow, intervene
 from probe import ProbeError
 from probe.models import Handle
-from test_vlm import _tiny_tokenizer
+from test_vlm import _tiny_tokenizer, tiny  # noqa: F401  (tiny: the LLaVA fixture)
 
 
 def test_sinkwindow_is_refused_with_subclasses_of_act_and_redistribute(tiny_llama):
@@ -34,3 +34,36 @@ def test_pad_id_zero_is_a_pad_id():
     assert handle.pad_id == 0
     enc = handle.encode(["what is this ?", "cat"])
     assert enc["input_ids"][1, :3].tolist() == [0, 0, 0] and enc["attention_mask"][1, :3].tolist() == [0, 0, 0]
+
+
+def test_var_selection_log_restarts_in_each_block(tiny):
+    """VAR.install copied Redistribute.install without the selection reset: counts accumulated over blocks."""
+    import numpy as np
+
+    from test_vlm import IMAGE
+
+    model, proc = tiny
+    handle = Handle(model, proc.tokenizer, "tiny-llava", "object", processor=proc)
+    image = np.random.default_rng(0).integers(0, 256, size=(28, 28, 3), dtype=np.uint8)
+    enc = proc(text=[f"{IMAGE} what is this ?"], images=[image], return_tensors="pt")
+    var = VAR(sink_dims=[0, 1], layers=[0, 1], tau=0.0, rho=1.0, min_mass=0.0, log_selection=True)
+    counts = []
+    for _ in range(2):
+        with torch.no_grad(), intervene(handle, var):
+            model(**enc, use_cache=False)
+        counts.append(var.selection_table()[["eligible", "selected"]].to_numpy().copy())
+    assert counts[0].sum() > 0                      # the log counted something
+    assert (counts[1] == counts[0]).all()           # the second block starts from zero
+
+
+def test_first_real_index_is_the_one_left_padding_helper():
+    from probe.backends.reduce import key_start_from_mask
+    from probe.models.padding import first_real_index
+
+    mask = torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1], [0, 0, 0, 0]])
+    assert first_real_index(mask).tolist() == [2, 0, 4]
+    assert key_start_from_mask(mask, 3, 4).tolist() == [2, 0, 4]
+    from interventions.base import as_handle as from_interventions
+    from probe.models.handle import as_handle
+
+    assert from_interventions is as_handle                     # one as_handle

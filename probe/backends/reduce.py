@@ -23,6 +23,7 @@ from kernels.attention import AttentionResult, StatsRequest, reference_attention
 from ..capture.recorder import Recorder, _summarise_hidden
 from ..capture.seam import AttentionCall
 from ..errors import ProbeError
+from ..models.padding import first_real_index
 
 _TINY = 1e-300  # log(0) stand-in: exp(log(1e-300)) underflows back to ~0 in the softmax
 
@@ -32,7 +33,7 @@ def key_start_from_mask(attention_mask: Optional[Tensor], B: int, S: int) -> Ten
     if attention_mask is None:
         return torch.zeros(B, dtype=torch.long)
     m = attention_mask[:, -S:].bool().cpu()
-    key_start = torch.where(m.any(-1), m.float().argmax(-1), torch.full((B,), S)).long()
+    key_start = first_real_index(m)
     expect = torch.arange(S)[None, :] >= key_start[:, None]
     if not torch.equal(expect, m):
         raise ProbeError("the attention mask is not left padding (a gap or right padding in a row)",

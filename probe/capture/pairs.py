@@ -24,7 +24,8 @@ from torch import Tensor
 from kernels.attention import StatsRequest
 
 from . import seam
-from .recorder import _as_handle_model, attention_modules_of
+from ..models.handle import as_handle
+from .recorder import attention_modules_of
 
 _CHUNK = 4096   # pairs per batched dot product (memory H x chunk x D)
 
@@ -145,7 +146,7 @@ def capture_pairs(model_or_handle, q_idx: Tensor, k_idx: Tensor, *, layers: Opti
         PairRecorder; after one forward inside the block, ``rec.mass[layer]`` is [B, H, P].
         On exit, even after an exception, the model is exactly as before.
     """
-    _, handle_model = _as_handle_model(model_or_handle)
+    _, handle_model = as_handle(model_or_handle)
     modules = attention_modules_of(model_or_handle)
     rec = PairRecorder(q_idx, k_idx, layers, restrict)
     with seam.use_seam(handle_model):

@@ -11,6 +11,8 @@ from torch import Tensor
 from kernels.attention import AttentionResult, StatsRequest
 
 from ..errors import ProbeError
+from ..models.handle import as_handle
+from ..models.padding import first_real_index
 from . import seam
 from .taps import TapSet, tap_name
 
@@ -111,7 +113,7 @@ def _summarise_hidden(layer: int, x: Tensor, attention_mask: Optional[Tensor], f
     real = attention_mask[:, -T:].to(x.device, torch.bool) if attention_mask is not None else torch.ones(B, T, dtype=torch.bool, device=x.device)
     a = x.abs().masked_fill(~real[..., None], 0.0)                       # [B, T, D]
     absmax, argmax_pos = a.transpose(1, 2).contiguous().max(dim=-1)      # [B, D]
-    first_pos = real.float().argmax(dim=1)                               # [B]
+    first_pos = first_real_index(real).masked_fill(~real.any(1), 0)      # [B] (an all-padding row reads position 0)
     first = x[torch.arange(B), first_pos]                                # [B, D]
     med = torch.stack([_approx_median(a[b][real[b]]) for b in range(B)])  # [B]
     token_max, token_dim = a.max(dim=-1)                                 # [B, T]
@@ -201,22 +203,10 @@ class Recorder:
                                                               self.hidden_mode == "full")
 
 
-def _as_handle_model(model_or_handle):
-    from ..models import Handle
-
-    if isinstance(model_or_handle, Handle):
-        return model_or_handle, model_or_handle.model
-    return None, model_or_handle
-
-
 def attention_modules_of(model_or_handle) -> list:
     """Attention modules of a Handle or a bare HF model, in layer order."""
-    handle, model = _as_handle_model(model_or_handle)
-    if handle is not None:
-        return handle.attention_modules()
-    from ..models import Handle
-
-    return Handle(model, None, "model", "object").attention_modules()
+    handle, _ = as_handle(model_or_handle)
+    return handle.attention_modules()
 
 
 @contextlib.contextmanager
@@ -256,7 +246,7 @@ def capture(model_or_handle, stats=("received", "sink", "entropy"), *, layers: O
     request = stats_request(stats, topk, topk_rows)
     if hidden not in (None, "summary", "full"):
         raise ProbeError(f"hidden={hidden!r}", "use hidden=None, 'summary' or 'full'")
-    _, model = _as_handle_model(model_or_handle)
+    _, model = as_handle(model_or_handle)
     modules = attention_modules_of(model_or_handle)
     rec = Recorder(request, layers, hidden, spans, sink_pos)
     rec.run = model  # the same ``rec.run(**inputs)`` call as the hook backends

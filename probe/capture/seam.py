@@ -27,6 +27,7 @@ from kernels.attention import AttentionEdits, AttentionResult, StatsRequest, att
 from kernels.attention.api import NO_STATS
 
 from ..errors import ProbeError
+from ..models.padding import first_real_index
 from .causal_mask import CompactCausalMask, compact_mask, rows_match
 
 ATTN_NAME = "probe"
@@ -138,7 +139,7 @@ def _checked_key_start(mask: Tensor, B: int, T: int, S: int, window: Optional[in
         m = m > torch.finfo(m.dtype).min / 2
     m = m.expand(B, T, S)
     cols = m.any(dim=1)                                                   # [B, S]
-    key_start = torch.where(cols.any(-1), cols.float().argmax(-1), torch.full((B,), S, device=device))
+    key_start = first_real_index(cols)
     if not rows_match(lambda t0, t1: m[:, t0:t1], key_start, T, S, window):  # row blocks: no N x N temporaries
         raise ProbeError(
             "this model's attention mask is not causal with left padding (e.g. bidirectional or packed sequences)",

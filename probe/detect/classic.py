@@ -82,8 +82,8 @@ def head_scores(handle, sequences: Sequence, kind: str, *, exclude_bos: bool = F
         raise ProbeError("a sequence shorter than 2 tokens cannot be scored", "give sequences of at least 2 tokens")
     L, H = handle.n_layers, handle.n_heads
     out = torch.zeros(len(seqs), L, H)
-    pad = getattr(handle.tokenizer, "pad_token_id", None)
-    if pad is None or pad >= int(handle.text_config.vocab_size):
+    pad = handle.pad_id
+    if pad >= int(handle.text_config.vocab_size):
         pad = 0                                       # any id the embedding has: padded keys are masked
     device = next(handle.model.parameters()).device
     for b0 in range(0, len(seqs), batch_size):

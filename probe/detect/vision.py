@@ -1,6 +1,6 @@
 """Vision detectors on LLaVA-layout VLMs: visual sinks (VAR) and vision-aware heads (VHD).
 
-Definitions (../shared/methods.md §2, §3, §8; x^(l) = residual stream entering decoder layer l):
+Definitions (docs/methods.md §2, §3, §8; x^(l) = residual stream entering decoder layer l):
   sink dims D_sink: found automatically from the LM's massive activations on the first token of the
     text-only prompts (``probe.detect.sinks``' accumulator: dims whose first-token |x| is >= 100 x the
     median |x| in at least half of the layers from 2 on).
@@ -31,6 +31,7 @@ from torch import Tensor
 
 from ..capture import capture
 from ..errors import ProbeError
+from ..models.padding import first_real_index
 from .base import DetectorOutput, head_frame
 from .sinks import DEFAULTS as SINK_DEFAULTS
 from .sinks import _MassiveAccumulator
@@ -125,11 +126,6 @@ def drop_image_tokens(input_ids: Tensor, attention_mask: Tensor, image_token_id:
         ids[b, width - len(r):] = r
         mask[b, width - len(r):] = 1
     return {"input_ids": ids, "attention_mask": mask}
-
-
-def _pad_id(handle) -> int:
-    tok = handle.tokenizer
-    return tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
 
 
 def image_span_tensor(handle, input_ids: Tensor) -> Tensor:
@@ -227,7 +223,7 @@ def find_sink_dims(handle, texts: Sequence[str] = SINK_DIM_TEXTS, relative_ratio
 
 
 def _key_start(enc: dict) -> Tensor:
-    return enc["attention_mask"].cpu().float().argmax(-1)  # [B]
+    return first_real_index(enc["attention_mask"].cpu())  # [B]
 
 
 def phi(x: Tensor, dims: Sequence[int]) -> Tensor:
@@ -337,7 +333,7 @@ def analyse(handle, prompts: Sequence[str], *, want_vhd: bool = True, want_sinks
             handle.model(**enc, use_cache=False)
         o_img = torch.stack([tap.last[l] for l in range(L)], 1)           # [B, L, H, Dh]
         if want_vhd:
-            txt = drop_image_tokens(enc["input_ids"], enc["attention_mask"], handle.image_token_id, _pad_id(handle))
+            txt = drop_image_tokens(enc["input_ids"], enc["attention_mask"], handle.image_token_id, handle.pad_id)
             with head_outputs(handle) as tap_t:
                 handle.model(**txt, use_cache=False)
             o_txt = torch.stack([tap_t.last[l] for l in range(L)], 1)     # [B, L, H, Dh]

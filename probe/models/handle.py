@@ -205,3 +205,10 @@ class Handle:
             "device": str(self.device),
             "dtype": str(self.dtype).replace("torch.", ""),
         }
+
+
+def as_handle(handle_or_model) -> tuple["Handle", Any]:
+    """(Handle, model) for a probe Handle or a bare Hugging Face model (wrapped without a tokenizer)."""
+    if isinstance(handle_or_model, Handle):
+        return handle_or_model, handle_or_model.model
+    return Handle(handle_or_model, None, type(handle_or_model).__name__, "object"), handle_or_model
