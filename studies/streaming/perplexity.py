@@ -13,7 +13,7 @@ the model never saw in training, which is the failure StreamingLLM is about.
         --configs 4+1020 --dense --out $OUT/long_4+1020.json                   # GPU, 2x the context
 
 Outputs: a JSON of summaries (overall, last 1000 tokens, tokens past the context, per-1024-token
-buckets) and, next to it, ``<out>.nll.pt`` with the per-token NLL [books, tokens - 1] of every run.
+buckets) and, next to it, ``<out>.nll.safetensors`` with the per-token NLL [books, tokens - 1] of every run.
 Partial results are written every ``--save-every`` tokens, so a run cut short still reports.
 """
 from __future__ import annotations
@@ -118,7 +118,9 @@ def main() -> None:
     def save() -> None:
         if out:
             out.write_text(json.dumps(results, indent=2))
-            torch.save({k: v.cpu() for k, v in curves.items()}, str(out) + ".nll.pt")
+            from safetensors.torch import save_file
+
+            save_file({k: v.cpu().contiguous() for k, v in curves.items()}, str(out) + ".nll.safetensors")
 
     for cfg in [c for c in args.configs.split(",") if c]:
         sinks, window = (int(x) for x in cfg.split("+"))
