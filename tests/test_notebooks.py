@@ -24,13 +24,13 @@ def test_there_are_notebooks_and_they_are_stored_without_outputs():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_notebook_runs_without_error(path, tmp_path):
+def test_notebook_runs_without_error(path, tmp_path, monkeypatch):
     import nbformat
     from nbclient import NotebookClient
 
     book = nbformat.read(path, as_version=4)
     env_path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-    os.environ["PYTHONPATH"] = env_path          # the kernel imports this checkout's probe
+    monkeypatch.setenv("PYTHONPATH", env_path)   # the kernel imports this checkout's probe
     client = NotebookClient(book, timeout=900, kernel_name="python3",
                             resources={"metadata": {"path": str(path.parent)}})
     client.execute()                             # raises CellExecutionError on the first failing cell
