@@ -5,13 +5,15 @@
 Targets (issue #13): ``probe --help`` under 1 s, ``probe report DIR`` under 2 s on a 2-core CPU
 machine. Measured here, never asserted in tests (timings depend on the machine's load). Each
 command runs ``--repeat`` times in a fresh process; the median and min are recorded with the
-machine's load average so a busy machine's numbers can be read as such.
+machine's load average and the CPU seconds each process used (user + system, which a busy
+machine inflates far less than wall time).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -34,15 +36,19 @@ def cli_env() -> dict:
 
 
 def time_command(argv: list[str], repeat: int) -> dict:
-    walls = []
+    walls, cpus = [], []
     for _ in range(repeat):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t = time.perf_counter()
         r = subprocess.run([*probe_command(), *argv], capture_output=True, text=True, env=cli_env())
         walls.append(time.perf_counter() - t)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpus.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)   # load-independent
         if r.returncode != 0:
             raise SystemExit(f"probe {' '.join(argv)} failed: {r.stderr[-500:]}")
     return {"command": "probe " + " ".join(argv), "median_s": round(statistics.median(walls), 3),
-            "min_s": round(min(walls), 3), "runs": [round(w, 3) for w in walls]}
+            "min_s": round(min(walls), 3), "runs": [round(w, 3) for w in walls],
+            "cpu_s_median": round(statistics.median(cpus), 3)}
 
 
 def small_report(folder: Path) -> Path:
@@ -92,7 +98,8 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     for r in rows:
-        print(f"{r['command'][:60]:60} median {r['median_s']:.2f} s  min {r['min_s']:.2f} s")
+        print(f"{r['command'][:60]:60} wall median {r['median_s']:.2f} s, min {r['min_s']:.2f} s; "
+              f"CPU {r['cpu_s_median']:.2f} s")
     print(f"load average {result['load_average_1m']} on {result['cpus']} cpus -> {args.out}")
 
 
