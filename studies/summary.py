@@ -118,8 +118,22 @@ def _classic_heads(folder: Path) -> dict:
                 interval="– (exact agreement check)")
 
 
+def _headkv(folder: Path) -> dict:
+    """Row from studies/headkv/results/summary.json (written by its report.py): NIAH exact-match per policy."""
+    d = json.loads((folder / "results" / "summary.json").read_text())
+    pols = [r for r in d.get("niah", []) if "policy" in r and "exact" in r]
+    if not pols:
+        raise KeyError("no NIAH policy rows in results/summary.json")
+    res = "; ".join(f"window {r['window']}, budget {r['budget']:g}: {r['policy']} {r['exact']:.2f}" for r in pols)
+    tests = [t for t in d.get("draws_tests", []) if "p_holm" in t]
+    iv = "; ".join(f"{t['policy']} vs {t['against']} (W {t['window']}, budget {t['budget']:g}): Holm p {pval(t['p_holm'])}"
+                   for t in tests) or "see README"
+    return dict(study="head-wise KV cache (retrieval heads full, the rest StreamingLLM)",
+                result=f"NIAH exact match: {res}", interval=iv)
+
+
 BUILTIN = {"act": _act, "arithmetic": _arithmetic, "retrieval": _retrieval, "streaming": _streaming, "vlm": _vlm,
-           "vlm_attention": _vlm_attention, "classic_heads": _classic_heads}
+           "vlm_attention": _vlm_attention, "classic_heads": _classic_heads, "headkv": _headkv}
 ORDER = ("act", "arithmetic", "retrieval", "streaming", "vlm", "vlm_attention", "classic_heads", "headkv")
 
 
