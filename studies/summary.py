@@ -159,8 +159,10 @@ def rows(root: Path = HERE) -> list[list[str]]:
             continue
         try:
             r = fn(folder)
-        except (FileNotFoundError, KeyError, IndexError) as err:
-            r = dict(study=name, result=f"result files missing or incomplete ({type(err).__name__}: {err})", interval="–")
+        except FileNotFoundError as err:                     # no machine-specific path in the README
+            r = dict(study=name, result=f"result file `{Path(err.filename).name}` not committed yet", interval="–")
+        except (KeyError, IndexError) as err:
+            r = dict(study=name, result=f"result files incomplete ({type(err).__name__}: {err})", interval="–")
         out.append([r["study"], r["result"], r["interval"], f"[`studies/{name}/`](studies/{name}/README.md)"])
     return out
 
