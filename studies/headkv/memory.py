@@ -3,7 +3,7 @@
 A transformers ``DynamicCache`` (full attention) and ``HeadwiseCache`` s with SmolLM2-135M's shape
 (30 layers x 3 KV heads x head_dim 64) are filled exactly as a generate call fills them: one
 8000-token prefill per layer (``update``, then ``compact`` as HeadwiseKV's attention hook does),
-then 64 single-token decode steps. K/V values are random (storage does not depend on them). Bytes
+then 4 single-token decode steps. K/V values are random (storage does not depend on them). Bytes
 are summed over the tensors the caches hold afterwards, for fp32 (what the CPU study runs) and
 bf16 (a usual GPU deployment).
 
@@ -25,7 +25,7 @@ from transformers import DynamicCache  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 L, H, KV, D, THETA = 30, 9, 3, 64, 100000.0          # SmolLM2-135M-Instruct
-PROMPT, STEPS, SINKS, WINDOW = 8000, 64, 4, 256
+PROMPT, STEPS, SINKS, WINDOW = 8000, 4, 4, 256
 
 
 class _Shape:

@@ -29,13 +29,31 @@ def _ci(iv) -> str:
     return f"[{iv.low:.2f}, {iv.high:.2f}]"
 
 
+KEY = ["needle", "length", "depth"]
+
+
+def common_prompts(items: pd.DataFrame) -> pd.DataFrame:
+    """Only the prompts every measured policy (policy, budget, window, draw) saw; ``item`` renumbered by prompt."""
+    runs = items.groupby(["policy", "budget", "window", "draw"])
+    keys = None
+    for _, g in runs:
+        k = set(map(tuple, g[KEY].values.tolist()))
+        keys = k if keys is None else keys & k
+    keep = items[[tuple(r) in keys for r in items[KEY].values.tolist()]].copy()
+    order = {k: i for i, k in enumerate(sorted(keys))}
+    keep["item"] = [order[tuple(r)] for r in keep[KEY].values.tolist()]
+    return keep
+
+
 def niah_tables(items: pd.DataFrame) -> tuple[list[str], dict]:
     out, summary = [], {"niah": []}
+    items = common_prompts(items)
     n_items = items["item"].nunique()
     full = items[items.policy == "full"].sort_values("item")
-    out.append(f"Needle recall (exact = every answer token is the greedy argmax; {n_items} prompts: "
-               f"{items.needle.nunique()} needles x lengths {sorted(items.length.unique().tolist())[:1]}..{items.length.max()} "
-               f"x {items.depth.nunique()} depths). Wilson 95 % intervals; random rows: mean over draws, [min, max] of the draws.")
+    out.append(f"Needle recall on the {n_items} prompts every policy saw (needles {sorted(items.needle.unique().tolist())}, "
+               f"{items.length.min()}-{items.length.max()} tokens, depths {sorted(items.depth.unique().tolist())} %). "
+               "exact = every answer token is the greedy argmax; Wilson 95 % intervals; random rows: mean over draws, "
+               "[min, max] of the draws.")
     pvals, tests = [], []
     for W in sorted(items.loc[items.window > 0, "window"].unique()):
         out += ["", f"**window {W}** (4 sink tokens + the last {W}; full = the unmodified model: exact "
@@ -84,13 +102,13 @@ def niah_tables(items: pd.DataFrame) -> tuple[list[str], dict]:
         out += ["", f"p: (1 + #draws with recall >= the policy's) / (1 + #draws), against uniform random / layer-matched "
                 f"random draws; the smallest attainable is {1 / (1 + items[items.policy == 'random'].draw.nunique()):.3f}. "
                 f"Holm-adjusted over the {len(pvals)} comparisons: see summary.json."]
-    out += ["", "Recall by prompt length (exact; budget 25 % where present):", ""]
+    out += ["", "Exact recall by needle (budget 25 % where present; random: mean over draws):", ""]
     b25 = items[(items.budget.sub(0.25).abs() < 1e-9) | items.policy.isin(["full", "streaming"])]
     W0 = sorted(items.loc[items.window > 0, "window"].unique())[0] if (items.window > 0).any() else 0
     b25 = b25[(b25.window == W0) | (b25.policy == "full")]
-    piv = b25.groupby(["policy", "length"]).exact.mean().unstack("length")
+    piv = b25.groupby(["policy", "needle"]).exact.mean().unstack("needle")
     lengths = list(piv.columns)
-    out += ["| policy | " + " | ".join(str(int(L)) for L in lengths) + " |", "|---|" + "---|" * len(lengths)]
+    out += ["| policy | " + " | ".join(f"needle {int(L)}" for L in lengths) + " |", "|---|" + "---|" * len(lengths)]
     for name in ["full", "streaming", "retrieval", "sinkmass", "random", "random-layers"]:
         if name in piv.index:
             out.append(f"| {name} | " + " | ".join(f"{piv.loc[name, L]:.2f}" for L in lengths) + " |")
@@ -134,7 +152,7 @@ def decode_table(dec: pd.DataFrame) -> tuple[list[str], list]:
 
 def memory_table(mem: pd.DataFrame) -> tuple[list[str], list]:
     n = int(mem.tokens.iloc[0])
-    out = [f"KV-cache storage after an 8000-token prompt + 64 decode steps ({n} tokens, batch 1), summed over the "
+    out = [f"KV-cache storage after an 8000-token prompt + 4 decode steps ({n} tokens, batch 1), summed over the "
            "tensors the cache objects hold (`memory.py`: a transformers DynamicCache for full attention, HeadwiseCache "
            "for the rest, SmolLM2's shape, window 256 + 4 sinks). The KV heads chosen do not change the bytes, only "
            "their number does.", "",
