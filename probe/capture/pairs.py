@@ -149,14 +149,8 @@ def capture_pairs(model_or_handle, q_idx: Tensor, k_idx: Tensor, *, layers: Opti
     _, handle_model = as_handle(model_or_handle)
     modules = attention_modules_of(model_or_handle)
     rec = PairRecorder(q_idx, k_idx, layers, restrict)
-    with seam.use_seam(handle_model):
-        for m in modules:
-            seam.attach(m, rec)
-        try:
-            yield rec
-        finally:
-            for m in modules:
-                seam.detach(m, rec)
+    with seam.use_seam(handle_model), seam.attached(modules, rec):
+        yield rec
 
 
 def full_pair_probs(probs: Tensor, q_idx: Tensor, k_idx: Tensor, T: int, S: int) -> Tensor:

@@ -252,11 +252,6 @@ def capture(model_or_handle, stats=("received", "sink", "entropy"), *, layers: O
     rec.run = model  # the same ``rec.run(**inputs)`` call as the hook backends
     wanted = range(len(modules)) if layers is None else layers
     reads = [(tap_name(i, "resid_pre"), rec._on_resid_pre) for i in wanted] if hidden else []
-    with TapSet(model_or_handle, reads=reads, on_call=rec._on_forward), seam.use_seam(model):
-        for m in modules:
-            seam.attach(m, rec)
-        try:
-            yield rec
-        finally:
-            for m in modules:
-                seam.detach(m, rec)
+    with TapSet(model_or_handle, reads=reads, on_call=rec._on_forward), seam.use_seam(model), \
+            seam.attached(modules, rec):
+        yield rec

@@ -16,6 +16,7 @@ have different cache lengths); it must be the layer's only hook.
 """
 from __future__ import annotations
 
+import contextlib
 import weakref
 from dataclasses import dataclass, replace
 from typing import Optional, Protocol
@@ -98,6 +99,19 @@ def detach(module: torch.nn.Module, hook) -> None:
     if not hooks:
         _HOOKS.pop(module, None)
         _CALL_INDEX.pop(module, None)
+
+
+@contextlib.contextmanager
+def attached(modules, hook):
+    """Route every module of ``modules`` through ``hook`` for a ``with`` block; detached on exit, also on error."""
+    modules = list(modules)
+    for m in modules:
+        attach(m, hook)
+    try:
+        yield hook
+    finally:
+        for m in modules:
+            detach(m, hook)
 
 
 def active_hooks(module: torch.nn.Module) -> list:
