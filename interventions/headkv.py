@@ -40,7 +40,7 @@ from .headkv_attend import headwise_attention
 from .headkv_cache import HeadwiseLayer, convert
 from .headkv_select import (SELECTIONS, budget_count, head_scores, heads_plan, plan_heads, pool_kv, random_plan,
                             read_head_table, top_plan)
-from .sinkwindow import SinkWindow
+from .sinkwindow import SinkWindow, install_cache_hook
 
 
 class HeadwiseKV(Intervention):
@@ -145,26 +145,10 @@ class HeadwiseKV(Intervention):
         inv_freq = decoder.rotary_emb.inv_freq.detach().float().cpu().clone()
         hook = _HeadwiseHook(self, self.plan, inv_freq)
 
-        def pre_hook(module, args, kwargs):
-            mask = kwargs.get("attention_mask")
-            if mask is not None and mask.dim() == 2 and not bool(mask.all()):
-                raise ProbeError("HeadwiseKV does not support padded batches", "run one prompt (or equal-length prompts) per call")
-            key = "cache" if "cache" in kwargs else "past_key_values"
-            cache = kwargs.get(key)
-            if cache is None:
-                use = kwargs.get("use_cache")
-                if use is False or (use is None and not module.config.use_cache):
-                    hook.cache = None
-                    return None
-                from transformers import DynamicCache
+        def on_cache(cache) -> None:
+            hook.cache = None if cache is None else convert(cache, self.plan, self.sinks, self.window, inv_freq)
 
-                cache = DynamicCache(config=module.config)
-                kwargs["cache"] = cache
-            hook.cache = convert(cache, self.plan, self.sinks, self.window, inv_freq)
-            return args, kwargs
-
-        h = decoder.register_forward_pre_hook(pre_hook, with_kwargs=True)
-        stack.callback(h.remove)
+        install_cache_hook(decoder, stack, "HeadwiseKV", on_cache)
         stack.callback(setattr, hook, "cache", None)
         attach_hook(handle, range(handle.n_layers), hook, stack)
 

@@ -193,25 +193,11 @@ class SinkWindow(Intervention):
         inv_freq = decoder.rotary_emb.inv_freq.detach().float().cpu().clone()
         n_layers = handle.n_layers
 
-        def pre_hook(module, args, kwargs):
-            mask = kwargs.get("attention_mask")
-            if mask is not None and mask.dim() == 2 and not bool(mask.all()):
-                raise ProbeError("SinkWindow does not support padded batches", "run one prompt (or equal-length prompts) per call")
-            key = "cache" if "cache" in kwargs else "past_key_values"
-            cache = kwargs.get(key)
-            if cache is None:
-                if kwargs.get("use_cache") is False or (kwargs.get("use_cache") is None and not module.config.use_cache):
-                    return None
-                from transformers import DynamicCache
+        def on_cache(cache) -> None:
+            if cache is not None:
+                self.convert(cache, n_layers, inv_freq)
 
-                cache = DynamicCache(config=module.config)
-                kwargs["cache"] = cache
-            self.convert(cache, n_layers, inv_freq)
-            return args, kwargs
-
-        from probe.capture.taps import ModuleHooks
-
-        stack.enter_context(ModuleHooks()).pre(decoder, pre_hook, with_kwargs=True)
+        install_cache_hook(decoder, stack, "SinkWindow", on_cache)
 
     def convert(self, cache, n_layers: int, inv_freq: Tensor):
         """Turn a transformers ``DynamicCache`` into a StreamingLLM cache in place (idempotent)."""
@@ -230,3 +216,30 @@ class SinkWindow(Intervention):
             new.trim()
             layers[i] = new
         return cache
+
+
+def install_cache_hook(decoder: torch.nn.Module, stack: contextlib.ExitStack, who: str, on_cache) -> None:
+    """Pre-hook on ``decoder`` owned by ``stack``: refuse padded batches, make sure the call has a KV cache
+    (a fresh ``DynamicCache`` when generate passes none) and hand it to ``on_cache(cache)`` before the
+    forward; ``on_cache(None)`` when the call runs without a cache (``use_cache=False``)."""
+    from probe.capture.taps import ModuleHooks
+
+    def pre_hook(module, args, kwargs):
+        mask = kwargs.get("attention_mask")
+        if mask is not None and mask.dim() == 2 and not bool(mask.all()):
+            raise ProbeError(f"{who} does not support padded batches", "run one prompt (or equal-length prompts) per call")
+        key = "cache" if "cache" in kwargs else "past_key_values"
+        cache = kwargs.get(key)
+        if cache is None:
+            use = kwargs.get("use_cache")
+            if use is False or (use is None and not module.config.use_cache):
+                on_cache(None)
+                return None
+            from transformers import DynamicCache
+
+            cache = DynamicCache(config=module.config)
+            kwargs["cache"] = cache
+        on_cache(cache)
+        return args, kwargs
+
+    stack.enter_context(ModuleHooks()).pre(decoder, pre_hook, with_kwargs=True)
