@@ -39,11 +39,10 @@ if NO_CUDA:
 @pytest.mark.parametrize("argv,message", CASES, ids=[" ".join(a) for a, _ in CASES])
 def test_bad_input_is_one_line_and_exit_2(argv, message, files):
     argv = [a.replace("{d}", str(files)) for a in argv]
-    start = time.perf_counter()
     result = run_probe(*argv, timeout=120)
     line = one_line_error(result)
     assert message.replace("{d}", str(files)) in line
-    assert "loading" not in result.stderr and time.perf_counter() - start < 120   # (no model was loaded)
+    assert "loading" not in result.stderr                                         # no model was loaded
     assert not any((files / f"o{i}").exists() for i in range(1, 8))
 
 
@@ -173,8 +172,9 @@ def test_sigkilled_scan_leaves_no_report_and_resumes(tiny_dir, tmp_path):
     proc = subprocess.Popen([*probe_command(), *map(str, argv)], env=cli_env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     partial = tmp_path / ".rep.partial"
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
+    for _ in range(15000):                                          # poll every 20 ms, give up after ~5 min
+        if proc.poll() is not None:
+            break
         done = list(partial.glob("*/batches/*.pt"))
         if len(done) >= 3:
             break
