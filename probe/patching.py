@@ -105,9 +105,9 @@ def patched_runs(handle, clean: dict, corrupt: dict, variants: Sequence[Variant]
     Returns:
         {"clean": reduce(clean logits) [B, ...], "corrupt": [B, ...], "patched": [len(variants), B, ...]} on CPU.
     """
-    from .capture.taps import _handle_and_model
+    from .models.handle import as_handle
 
-    handle, model = _handle_and_model(handle)
+    handle, model = as_handle(handle)
     if clean["input_ids"].shape != corrupt["input_ids"].shape or not torch.equal(
             clean.get("attention_mask", torch.ones(1)), corrupt.get("attention_mask", torch.ones(1))):
         raise ProbeError("clean and corrupt prompts tokenize to different lengths",
@@ -290,9 +290,9 @@ def patch(handle, clean, corrupt, *, metric: Union[str, Callable] = "logit_diff"
     Returns:
         PatchResult (``table, fig = probe.patch(...)``).
     """
-    from .capture.taps import _handle_and_model
+    from .models.handle import as_handle
 
-    handle, model = _handle_and_model(handle)
+    handle, model = as_handle(handle)
     sites = [sites] if isinstance(sites, str) else list(sites)
     bad = [s for s in sites if s not in PATCH_SITES]
     if bad:

@@ -228,10 +228,9 @@ def probe_attention(module, query, key, value, attention_mask, dropout=0.0, scal
     key_start = _mask_to_key_start(attention_mask, B, T, S, window, query.device)
     idx = _CALL_INDEX.get(module, 0)
     _CALL_INDEX[module] = idx + 1
-    call = AttentionCall(int(module.layer_idx), module, B, H, KV, T, S, D, key_start, window,
-                         torch.arange(S - T, S, device=query.device), idx, query, key, value)
     scale = scaling if scaling is not None else D ** -0.5
-    call.scale, call.softcap = scale, softcap
+    call = AttentionCall(int(module.layer_idx), module, B, H, KV, T, S, D, key_start, window,
+                         torch.arange(S - T, S, device=query.device), idx, query, key, value, scale, softcap)
     common = dict(scale=scale, key_start=key_start, window=window, softcap=softcap)
     attend = [h for h in hooks if hasattr(h, "attend")]
     if attend:      # a hook that computes the attention itself (HeadwiseKV: per-KV-head cache lengths)

@@ -53,6 +53,7 @@ from kernels.attention import StatsRequest
 from kernels.attention.api import NO_STATS
 
 from ..errors import ProbeError
+from ..models.handle import as_handle
 
 SITES = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out", "z", "q", "k", "v", "pattern")
 SEAM_SITES = ("q", "k", "v", "pattern")
@@ -140,14 +141,6 @@ class TapContext:
 
 # ---- the engine ------------------------------------------------------------------------------------
 
-def _handle_and_model(handle_or_model):
-    from ..models import Handle
-
-    if isinstance(handle_or_model, Handle):
-        return handle_or_model, handle_or_model.model
-    return Handle(handle_or_model, None, type(handle_or_model).__name__, "object"), handle_or_model
-
-
 def _as_pairs(spec) -> list[tuple[str, TapFn]]:
     if spec is None:
         return []
@@ -181,7 +174,7 @@ class TapSet:
     """
 
     def __init__(self, handle_or_model, reads=None, edits=None, on_call=None):
-        self.handle, self.model = _handle_and_model(handle_or_model)
+        self.handle, self.model = as_handle(handle_or_model)
         self.n_layers = len(self.handle.decoder_layers())
         self.fns: dict[tuple[int, str], list] = {}
         for items, is_edit in ((_as_pairs(edits), True), (_as_pairs(reads), False)):
@@ -436,7 +429,7 @@ def taps(handle_or_model, names: Union[None, str, Sequence[str]] = (), edits=Non
             h.model.generate(**h.encode("The capital of France is"), max_new_tokens=4)
         cache.steps("blocks.5.z")   # [B, T, H, D] per call
     """
-    handle, _ = _handle_and_model(handle_or_model)
+    handle, _ = as_handle(handle_or_model)
     out = ActivationCache(handle.n_layers, cpu)
     with TapSet(handle, reads=[(n, out._store) for n in _names(names)], edits=edits):
         yield out
@@ -456,7 +449,7 @@ def cache(handle_or_model, inputs, names: Union[None, str, Sequence[str]] = None
         ActivationCache; ``cache["blocks.5.z"]`` is [B, T, H, D]. Works inside ``probe.capture`` /
         ``intervene`` blocks (their statistics and edits apply to this forward too).
     """
-    handle, model = _handle_and_model(handle_or_model)
+    handle, model = as_handle(handle_or_model)
     if isinstance(inputs, (str, list, tuple)):
         if handle.tokenizer is None:
             raise ProbeError("text inputs need a tokenizer", "pass a probe Handle or encoded inputs (input_ids, attention_mask)")
