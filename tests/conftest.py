@@ -47,3 +47,14 @@ def tiny_gemma3(smollm2):
                            layer_types=["sliding_attention", "sliding_attention", "full_attention", "sliding_attention"],
                            max_position_embeddings=512, attn_implementation="sdpa")
     return _tiny(smollm2.tokenizer, cfg, Gemma3ForCausalLM, "tiny-gemma3")
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory, tiny_llama):
+    """The tiny Llama saved as a local HF folder with a 64-token context (for console-script tests)."""
+    path = tmp_path_factory.mktemp("tiny") / "model"
+    tiny_llama.model.config.max_position_embeddings = 64
+    tiny_llama.model.save_pretrained(path)
+    tiny_llama.model.config.max_position_embeddings = 512
+    tiny_llama.tokenizer.save_pretrained(path)
+    return path

@@ -118,17 +118,6 @@ def test_convenience_imports():
 
 # ---- real runs on a tiny model folder ---------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory, tiny_llama):
-    """The tiny Llama saved as a local HF folder with a 64-token context."""
-    path = tmp_path_factory.mktemp("tiny") / "model"
-    tiny_llama.model.config.max_position_embeddings = 64
-    tiny_llama.model.save_pretrained(path)
-    tiny_llama.model.config.max_position_embeddings = 512
-    tiny_llama.tokenizer.save_pretrained(path)
-    return path
-
-
 @pytest.mark.slow
 def test_errors_that_need_the_model_and_report_refusals(tiny_dir, files, tmp_path):
     long = tmp_path / "long.txt"

@@ -28,17 +28,6 @@ def prompt_file(tmp_path_factory):
     return path
 
 
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory, tiny_llama):
-    """A tiny Llama saved as a local HF folder with a 64-token context."""
-    path = tmp_path_factory.mktemp("tiny") / "model"
-    tiny_llama.model.config.max_position_embeddings = 64
-    tiny_llama.model.save_pretrained(path)
-    tiny_llama.model.config.max_position_embeddings = 512
-    tiny_llama.tokenizer.save_pretrained(path)
-    return path
-
-
 def test_scan_writes_report_that_round_trips(tmp_path, prompt_file, smollm2, capsys):
     out = tmp_path / "rep"
     code, stdout, _ = run_cli(["scan", "--model", "smollm2", "--prompts", str(prompt_file), "--out", str(out)], capsys)
