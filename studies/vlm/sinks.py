@@ -31,6 +31,8 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from probe.data.images import fashion_subset  # noqa: E402
+import probe  # noqa: E402
+from probe.data import fashion  # noqa: E402
 from probe.models import studio_vlm as sv  # noqa: E402
 
 TAU = 20.0
@@ -124,12 +126,14 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     images, labels, _ = fashion_subset("test", 500, seed=0)
     images = images[: args.n]
-    vlm, processor = sv.load_studio_vlm(projector_path=args.projector, attn_implementation="eager")
+    handle = probe.load("studio-vlm", device="cpu", dtype=torch.float32, attn_implementation="eager")
+    vlm, processor = handle.model, handle.processor
+    sv.load_projector(vlm, args.projector)
 
     res = {"tau": TAU}
     runs = {
-        "image_first": sv.fashion_prompt(),
-        "text_prefix": "<|im_start|>user\n" + sv.fashion_prompt(),
+        "image_first": fashion.fashion_prompt(),
+        "text_prefix": "<|im_start|>user\n" + fashion.fashion_prompt(),
     }
     hs = {}
     for name, prompt in runs.items():

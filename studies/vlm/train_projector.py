@@ -37,7 +37,10 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from probe.data.images import FASHION_MNIST_CLASSES, fashion_subset  # noqa: E402
+import probe  # noqa: E402
+from probe.data import fashion  # noqa: E402
 from probe.models import studio_vlm as sv  # noqa: E402
+from probe.models.cache import cache_root  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -81,10 +84,10 @@ def task_tokens(processor, eos_id: int):
     n_img = n_img * n_img
     def prompt_ids(question: str) -> list[int]:
         return tok(sv.IMAGE_TOKEN * n_img + question, add_special_tokens=False).input_ids
-    q_ids = prompt_ids(sv.FASHION_QUESTION)
-    c_ids = prompt_ids(sv.CAPTION_QUESTION)
+    q_ids = prompt_ids(fashion.FASHION_QUESTION)
+    c_ids = prompt_ids(fashion.CAPTION_QUESTION)
     q_ans = [tok(" " + c, add_special_tokens=False).input_ids + [eos_id] for c in FASHION_MNIST_CLASSES]
-    c_ans = [tok(sv.fashion_caption(i), add_special_tokens=False).input_ids + [eos_id] for i in range(10)]
+    c_ans = [tok(fashion.fashion_caption(i), add_special_tokens=False).input_ids + [eos_id] for i in range(10)]
     return (q_ids, q_ans), (c_ids, c_ans)
 
 
@@ -108,11 +111,11 @@ def make_batch(items, pad_id: int):
 def main(argv=None):
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    cache_dir = args.cache_dir or sv.default_cache_dir()
+    cache_dir = args.cache_dir or cache_root()
     t_all = time.time()
 
-    text_model, tokenizer = sv.load_smollm2()
-    vlm, processor = sv.build_studio_vlm(text_model, tokenizer, projector_path=False)
+    lm = probe.load("smollm2", device="cpu", dtype=torch.float32)
+    vlm, processor = sv.build_studio_vlm(lm.model, lm.tokenizer, projector_path=False)
     vlm.requires_grad_(False)
     proj = vlm.model.multi_modal_projector
     torch.manual_seed(args.seed)
@@ -176,7 +179,7 @@ def main(argv=None):
             "vision_feature_layer": -1,
             "vision_feature_select_strategy": "default",
             "image_token": sv.IMAGE_TOKEN,
-            "prompts": [sv.FASHION_QUESTION, sv.CAPTION_QUESTION],
+            "prompts": [fashion.FASHION_QUESTION, fashion.CAPTION_QUESTION],
             "caption_frac": args.caption_frac,
             "steps": args.steps,
             "batch": args.batch,

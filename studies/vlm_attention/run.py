@@ -38,11 +38,12 @@ import probe  # noqa: E402
 from interventions import VAR, VHR, intervene  # noqa: E402
 from probe.data.images import FASHION_MNIST_CLASSES, fashion_subset  # noqa: E402
 from probe.detect import vision as vd  # noqa: E402
+from probe.data import fashion  # noqa: E402
 from probe.models import studio_vlm as sv  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results"
-QUESTION = sv.FASHION_QUESTION          # "What is this item of clothing? Answer:"
-GEN_PROMPTS = {"question": (QUESTION, 8), "caption": (sv.CAPTION_QUESTION, 14)}   # the two trained prompts
+QUESTION = fashion.FASHION_QUESTION          # "What is this item of clothing? Answer:"
+GEN_PROMPTS = {"question": (QUESTION, 8), "caption": (fashion.CAPTION_QUESTION, 14)}   # the two trained prompts
 
 # class mentions in free text; "t-shirt" / "tee" are removed before "shirt" is looked for
 CLASS_PATTERNS = [
@@ -74,7 +75,7 @@ def class_scores(handle, images, conditions: dict, batch_size: int = 8) -> tuple
     cache); VHR's heads are chosen per image on the prompt (the answer position), so it runs batch 1.
     Returns ({condition: float [N, 10]}, {condition: per-image counts (VHR heads / VAR sink entries)}).
     """
-    prompt = sv.fashion_prompt()
+    prompt = fashion.fashion_prompt()
     out, stats = {}, {}
     for cond, make in conditions.items():
         rows, counts = [], []
@@ -155,7 +156,7 @@ def generate_check(handle, images, labels, conditions: dict) -> dict:
 
 
 def detectors(handle, out: Path) -> dict:
-    prompts = [QUESTION, sv.CAPTION_QUESTION]
+    prompts = [QUESTION, fashion.CAPTION_QUESTION]
     t0 = time.time()
     det = vd.run(handle, prompts)
     secs = time.time() - t0
@@ -237,7 +238,7 @@ def main(argv=None):
             print(c, json.dumps(acc[c]), flush=True)
             res_file.write_text(json.dumps(res, indent=1, default=str))
         if "no_image" not in acc:
-            pred_none = sv.classify_fashion(handle.model, handle.processor, images, with_image=False)
+            pred_none = fashion.classify_fashion(handle.model, handle.processor, images, with_image=False)
             acc["no_image"] = {"accuracy": float((pred_none == labels).mean())}
             res_file.write_text(json.dumps(res, indent=1, default=str))
     if "gen" in parts:
