@@ -35,21 +35,12 @@ from torch import Tensor
 
 from kernels.attention import AttentionEdits, StatsRequest
 from kernels.attention.api import NO_STATS, visible_mask
+from probe.capture.massive import massive_phi
 from probe.errors import ProbeError
 
 from .base import Intervention, attach_hook, check_heads, check_layers, head_table, parse_heads, resolve_layers
 
 _NEVER = 2 ** 62   # redist_from for rows that must not be edited
-
-
-def massive_phi(x: Tensor, dims: Optional[Sequence[int]] = None) -> Tensor:
-    """phi(x_j) = max_{d in dims} |x_j[d] / rms(x_j)|: x [B, T, D] -> [B, T]."""
-    x = x.float()
-    rms = x.pow(2).mean(-1, keepdim=True).add(1e-6).sqrt()                    # [B, T, 1]
-    z = (x / rms).abs()                                                       # [B, T, D]
-    if dims is not None:
-        z = z[..., list(dims)]
-    return z.amax(-1)
 
 
 class Redistribute(Intervention):

@@ -115,8 +115,6 @@ def parse_spec(spec: str):
                             full=opts.pop("full", "0.25"), select=opts.pop("select", "top"), seed=int(f("seed", 0)),
                             pool=opts.pop("pool", "max"), sinks=int(f("sinks", 4)), window=int(f("window", 256)))
         elif name in ("var", "vhr"):
-            from .vlm import parse_vlm_spec
-
             iv = parse_vlm_spec(name, heads, opts)
         else:
             raise ValueError(f"unknown intervention {name!r}")
@@ -143,3 +141,27 @@ def check_against(ivs, facts) -> None:
         if needs_vlm and not facts.is_vlm:
             raise ProbeError(f"{kind} needs a vision-language model; {facts.source} is text-only",
                              "load a LLaVA-style VLM (--model studio-vlm), or give VHR fixed heads (vhr:L3H2)")
+
+
+def parse_vlm_spec(name: str, heads, opts: dict):
+    """SPEC forms ``var[:keep=0.6|transfer=0.4,rho=0.5|nonsink_share=0.5,min_mass=0.2,tau=20,preset=paper,log=1]``
+    and ``vhr[:L3H2,...][:alpha=2,layers=1+17-29]`` (pops the options it uses from ``opts``)."""
+    from .vlm import VAR, VHR
+
+    f = lambda k: float(opts.pop(k)) if k in opts else None  # noqa: E731
+    layers = _ints(opts.pop("layers")) if "layers" in opts else None
+    if name == "var":
+        preset = opts.pop("preset", "code")
+        if preset not in ("code", "paper"):
+            raise ValueError("var preset is code or paper")
+        kw = {k: v for k, v in dict(keep=f("keep"), transfer=f("transfer"), rho=f("rho"),
+                                    nonsink_share=f("nonsink_share"), min_mass=f("min_mass"), tau=f("tau")).items()
+              if v is not None}
+        if "sink_dims" in opts:
+            kw["sink_dims"] = _ints(opts.pop("sink_dims"))
+        kw["log_selection"] = _flag(opts.pop("log", "0"))
+        return (VAR.paper_preset if preset == "paper" else VAR)(layers=layers, heads=heads, **kw)
+    if name == "vhr":
+        alpha = f("alpha")
+        return VHR(alpha=2.0 if alpha is None else alpha, layers=layers, heads=heads)
+    raise ValueError(f"unknown VLM intervention {name!r}")

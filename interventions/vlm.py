@@ -3,7 +3,7 @@
 VAR = ``Redistribute`` with the paper's selection, found on every prefill that holds an image:
   sinks: phi(x_j) = max_{d in D_sink} |x_j[d] / rms(x_j)| > tau (20) on the residual stream entering
   each layer; D_sink found automatically from the LM's first-token massive activations
-  (``probe.detect.vision.find_sink_dims``), or given. Span = the image tokens of each row (found from
+  (``probe.capture.massive.find_sink_dims``), or given. Span = the image tokens of each row (found from
   ``input_ids`` at the prefill). Head/query selection (dynamic, inside the attention op): visual mass
   m >= min_mass (0.2) and sink share q <= rho (0.5). Layers 2..L-2.
   Conventions, both exposed (methods.md §2 flags them):
@@ -17,7 +17,7 @@ VAR = ``Redistribute`` with the paper's selection, found on every prefill that h
 VHR = HeadScale(alpha = 2) on heads chosen by VHD at the first generated token, per sample:
   one extra forward on the batch [prompt with image, same prompt without the image tokens]; layer by
   layer (an edit on the named ``z`` tap, o_proj's input), VHD and TA of the layer's heads at the last prompt position give the
-  heads (outlier removal, then above-median: ``probe.detect.vision.vhr_select``) and those heads are
+  heads (outlier removal, then above-median: ``probe.capture.head_outputs.vhr_select``) and those heads are
   scaled by alpha in that same forward, so later layers see the reinforced ones (the paper's layer-
   by-layer reading; the no-image row is reinforced too, flagged UNVERIFIED in methods.md). The
   chosen heads then stay fixed for the whole generation and all positions are scaled (KV-consistent).
@@ -32,9 +32,12 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor
 
+from probe.capture.head_outputs import head_outputs, vhd_scores, vhr_layers, vhr_select
+from probe.capture.massive import find_sink_dims
 from probe.capture.taps import ModuleHooks
 from probe.errors import ProbeError
 from probe.models.padding import first_real_index
+from probe.models.vlm_inputs import drop_image_tokens, encode_images, with_image_token
 
 from .base import Intervention, attach_hook, check_heads, check_layers, head_table, parse_heads
 from .redistribute import Redistribute, _RedistHook
@@ -45,8 +48,6 @@ _SINK_DIMS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()   # model 
 
 def sink_dims_of(handle) -> list[int]:
     """D_sink of a handle's LM (first-token massive activations), cached per model object."""
-    from probe.detect.vision import find_sink_dims
-
     model = handle.model
     if model not in _SINK_DIMS:
         with torch.no_grad():
@@ -204,8 +205,6 @@ class VHR(Intervention):
         return f"VHR(alpha={self.alpha:g}, layers={self.layers or 'default'}, heads={heads})"
 
     def resolved_layers(self, n_layers: int) -> list[int]:
-        from probe.detect.vision import vhr_layers
-
         return self.layers if self.layers is not None else vhr_layers(n_layers)
 
     def validate(self, handle) -> None:
@@ -226,7 +225,6 @@ class VHR(Intervention):
         Returns:
             the chosen (layer, head) pairs; ``self.vhd`` / ``self.ta`` [L, H] (0 outside the layers).
         """
-        from probe.detect.vision import drop_image_tokens, head_outputs, vhd_scores, vhr_select
         from probe.models.vlm_layouts import image_kwargs, uses_mrope
 
         ids, mask = inputs["input_ids"], inputs.get("attention_mask")
@@ -313,8 +311,6 @@ def encode_with_image(handle, prompt: str, path, chat_template: bool = False) ->
     """
     from pathlib import Path
 
-    from probe.detect.vision import encode_images, with_image_token
-
     if handle.processor is None or handle.image_token_id is None:
         raise ProbeError(f"--image needs a vision-language model; {handle.source} has none",
                          "use --model studio-vlm (or a LLaVA folder), or drop --image")
@@ -328,27 +324,3 @@ def encode_with_image(handle, prompt: str, path, chat_template: bool = False) ->
     except (UnidentifiedImageError, OSError) as err:
         raise ProbeError(f"cannot read {path} as an image ({err})", "give a PNG or JPEG file") from err
     return encode_images(handle, [with_image_token(handle, prompt, chat_template)], [img])
-
-
-def parse_vlm_spec(name: str, heads, opts: dict):
-    """SPEC forms ``var[:keep=0.6|transfer=0.4,rho=0.5|nonsink_share=0.5,min_mass=0.2,tau=20,preset=paper,log=1]``
-    and ``vhr[:L3H2,...][:alpha=2,layers=1+17-29]`` (pops the options it uses from ``opts``)."""
-    from .spec import _flag, _ints
-
-    f = lambda k: float(opts.pop(k)) if k in opts else None  # noqa: E731
-    layers = _ints(opts.pop("layers")) if "layers" in opts else None
-    if name == "var":
-        preset = opts.pop("preset", "code")
-        if preset not in ("code", "paper"):
-            raise ValueError("var preset is code or paper")
-        kw = {k: v for k, v in dict(keep=f("keep"), transfer=f("transfer"), rho=f("rho"),
-                                    nonsink_share=f("nonsink_share"), min_mass=f("min_mass"), tau=f("tau")).items()
-              if v is not None}
-        if "sink_dims" in opts:
-            kw["sink_dims"] = _ints(opts.pop("sink_dims"))
-        kw["log_selection"] = _flag(opts.pop("log", "0"))
-        return (VAR.paper_preset if preset == "paper" else VAR)(layers=layers, heads=heads, **kw)
-    if name == "vhr":
-        alpha = f("alpha")
-        return VHR(alpha=2.0 if alpha is None else alpha, layers=layers, heads=heads)
-    raise ValueError(f"unknown VLM intervention {name!r}")

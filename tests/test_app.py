@@ -294,9 +294,10 @@ def test_probe_app_command_line(root, tmp_path, capsys):
 @pytest.fixture(scope="module")
 def arith_report(tmp_path_factory, tiny_folder):
     """A real sinks + arithmetic scan of the tiny model, plus a real head-ablation curve (top-K vs random-K
-    mean-ablated heads, ``probe.detect.arithmetic.ablation``) stored as an extra table."""
+    mean-ablated heads, ``probe.causal.arithmetic.ablation``) stored as an extra table."""
     import probe
-    from probe.detect.arithmetic import ablation, make_prompts
+    from probe.causal.arithmetic import ablation
+    from probe.data.arithmetic import make_prompts
     from probe.report import Report, write_report
     from probe.scanner import scan
 

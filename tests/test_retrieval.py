@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from probe.data.niah import NEEDLES, Needle, NIAHSample, build_sample, haystack_text, rouge1_recall, sentence_starts
+from probe.causal import retrieval as causal
 from probe.detect import retrieval as R
 from probe.models import Handle
 
@@ -152,6 +153,6 @@ def test_smollm2_finds_needle_and_masking_top_heads_hurts(smol, hay_ids):
     # control: the five lowest-scoring heads (they never copied). Not a random or layer-matched control;
     # studies/retrieval draws those.
     never_copied = [(i // smol.n_heads, i % smol.n_heads) for i in order[-5:]]
-    masked_top = R.niah_recall(smol, samples, top, max_new_tokens=16, batch_size=2)
-    masked_never = R.niah_recall(smol, samples, never_copied, max_new_tokens=16, batch_size=2)
+    masked_top = causal.niah_recall(smol, samples, top, max_new_tokens=16, batch_size=2)
+    masked_never = causal.niah_recall(smol, samples, never_copied, max_new_tokens=16, batch_size=2)
     assert sum(masked_top) < sum(masked_never), (masked_top, masked_never)

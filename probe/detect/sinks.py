@@ -12,17 +12,16 @@ Definitions (docs/methods.md §1, §6, §8):
 """
 from __future__ import annotations
 
-from collections import Counter, defaultdict
 from typing import Callable, Optional
 
 import pandas as pd
 import torch
 
 from ..capture import capture
+from ..capture.massive import MASSIVE_DEFAULTS, MassiveAccumulator
 from .base import DetectorOutput, head_frame
 
-DEFAULTS = dict(eps=0.3, hidden_threshold=0.1, min_queries=8, massive_abs=100.0, massive_ratio=1000.0,
-                relative_ratio=100.0, batch_size=4)
+DEFAULTS = dict(eps=0.3, hidden_threshold=0.1, min_queries=8, **MASSIVE_DEFAULTS, batch_size=4)
 
 
 def _batches(prompts: list[str], tokenizer, batch_size: int) -> list[list[int]]:
@@ -30,49 +29,6 @@ def _batches(prompts: list[str], tokenizer, batch_size: int) -> list[list[int]]:
     lengths = [len(tokenizer(p)["input_ids"]) for p in prompts]
     order = sorted(range(len(prompts)), key=lambda i: lengths[i])
     return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-
-
-class _MassiveAccumulator:
-    """Per layer and dim: max |x|, max ratio to the median, first-token ratio, top tokens."""
-
-    def __init__(self, n_layers: int, dim: int, relative_ratio: float):
-        self.max_value = torch.zeros(n_layers, dim)
-        self.max_ratio = torch.zeros(n_layers, dim)
-        self.first_ratio_sum = torch.zeros(n_layers, dim)
-        self.n = 0
-        self.rel = relative_ratio
-        self.tokens: dict = defaultdict(Counter)   # (layer, dim) -> Counter(token)
-
-    def update(self, rec, strings: list[list[str]], key_start: torch.Tensor, n_layers: int) -> None:
-        for layer in range(n_layers):
-            hs = rec.hidden(layer)
-            med = hs.median_abs.clamp_min(1e-6)[:, None]                  # [B, 1]
-            self.max_value[layer] = torch.maximum(self.max_value[layer], hs.absmax.max(0).values)
-            self.max_ratio[layer] = torch.maximum(self.max_ratio[layer], (hs.absmax / med).max(0).values)
-            self.first_ratio_sum[layer] += (hs.first.abs() / med).sum(0)
-            ratio = hs.token_max / med                                     # [B, T]
-            for b, pos in (ratio >= self.rel).nonzero().tolist():
-                if pos >= key_start[b]:
-                    self.tokens[(layer, int(hs.token_dim[b, pos]))][strings[b][pos]] += 1
-        self.n += len(strings)
-
-    def frame(self, massive_abs: float, massive_ratio: float) -> tuple[pd.DataFrame, list[int]]:
-        first = self.first_ratio_sum / max(self.n, 1)                      # [L, D]
-        sun = (self.max_value > massive_abs) & (self.max_ratio > massive_ratio)
-        keep = sun | (self.max_ratio >= self.rel)
-        L = first.shape[0]
-        fires_first = (first >= self.rel) & keep
-        late = fires_first[2:] if L > 2 else fires_first
-        sink_dims = sorted(int(d) for d in (late.float().mean(0) >= 0.5).nonzero().flatten())
-        rows = []
-        for layer, dim in keep.nonzero().tolist():
-            top = self.tokens.get((layer, dim), Counter()).most_common(5)
-            rows.append(dict(layer=layer, dim=dim, max_value=float(self.max_value[layer, dim]),
-                             max_ratio=float(self.max_ratio[layer, dim]), first_token_ratio=float(first[layer, dim]),
-                             sun_criterion=bool(sun[layer, dim]), sink_dim=dim in sink_dims,
-                             top_tokens=", ".join(f"{t!r}x{c}" for t, c in top)))
-        cols = ["layer", "dim", "max_value", "max_ratio", "first_token_ratio", "sun_criterion", "sink_dim", "top_tokens"]
-        return pd.DataFrame(rows, columns=cols), sink_dims
 
 
 def run(handle, prompts: list[str], *, chat_template: bool = False, progress: Optional[Callable[[int], None]] = None,
@@ -92,7 +48,7 @@ def run(handle, prompts: list[str], *, chat_template: bool = False, progress: Op
     hidden_count = torch.zeros(P, L, H)
     entropy = torch.zeros(P, L, H)
     token_rows: list[tuple] = []
-    massive = _MassiveAccumulator(L, handle.hidden_size, opts["relative_ratio"])
+    massive = MassiveAccumulator(L, handle.hidden_size, opts["relative_ratio"])
 
     for batch in _batches(prompts, handle.tokenizer, opts["batch_size"]):
         enc = handle.encode([prompts[i] for i in batch], chat_template=chat_template)

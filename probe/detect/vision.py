@@ -2,8 +2,8 @@
 
 Definitions (docs/methods.md §2, §3, §8; x^(l) = residual stream entering decoder layer l):
   sink dims D_sink: found automatically from the LM's massive activations on the first token of the
-    text-only prompts (``probe.detect.sinks``' accumulator: dims whose first-token |x| is >= 100 x the
-    median |x| in at least half of the layers from 2 on).
+    text-only prompts (``probe.capture.massive.find_sink_dims``: dims whose first-token |x| is >= 100 x
+    the median |x| in at least half of the layers from 2 on).
   phi(x_j) = max_{d in D_sink} |x_j[d] / rms(x_j)|, rms without gain, eps 1e-6. phi <= sqrt(D) always
     (SmolLM2-135M: D = 576, sqrt = 24, so tau = 20 means one dim holds >= 69% of the token's energy).
   visual sinks of layer l = image tokens with phi > tau (strict; tau = 20), layers >= 2.
@@ -17,12 +17,15 @@ Definitions (docs/methods.md §2, §3, §8; x^(l) = residual stream entering dec
 Registry names: "vhd" (``run_vhd``), "visual-sinks" (``run_visual_sinks``), "vision" (``run``: both).
 Prompts are questions; each is paired with images (default: Fashion-MNIST test images + scikit-image
 photos). A prompt without the processor's image token gets it in front (studio-vlm's trained layout).
+What VHR (``interventions.vlm``) shares with these detectors lives below both: the head-output tap and
+the VHD / VHR scores in ``probe.capture.head_outputs``, sink dims and phi in ``probe.capture.massive``,
+the image inputs in ``probe.models.vlm_inputs`` (all re-exported here).
 """
 from __future__ import annotations
 
 import contextlib
 import math
-from typing import Callable, Iterator, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -30,16 +33,14 @@ import torch
 from torch import Tensor
 
 from ..capture import capture
+from ..capture.head_outputs import HeadOutputTap, head_outputs, vhd_scores, vhr_layers, vhr_select  # noqa: F401
+from ..capture.massive import SINK_DIM_TEXTS, find_sink_dims, massive_phi  # noqa: F401
 from ..errors import ProbeError
-from ..models.padding import first_real_index
+from ..models.vlm_inputs import drop_image_tokens, encode_images, image_placeholder, with_image_token  # noqa: F401
 from .base import DetectorOutput, head_frame
-from .sinks import DEFAULTS as SINK_DEFAULTS
-from .sinks import _MassiveAccumulator
 
 DEFAULTS = dict(tau=20.0, rho=0.5, min_mass=0.2, batch_size=4, n_fashion=8, fashion_seed=0,
                 photos="astronaut,camera,coffee,chelsea", pairing="product", min_layer=2)
-SINK_DIM_TEXTS = ("What is this item of clothing? Answer:", "Describe the image.",
-                  "The quick brown fox jumps over the lazy dog.", "Is there a person in this picture?")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -78,56 +79,6 @@ def default_images(n_fashion: int = 8, seed: int = 0, photos: str | Sequence[str
     return images, names
 
 
-def image_placeholder(handle) -> str:
-    """The text one image stands for in a prompt: the processor's image token, bracketed by the vision
-    start / end tokens where the model has them (Qwen2-VL family: <|vision_start|><|image_pad|><|vision_end|>)."""
-    tok = handle.processor.image_token
-    cfg = handle.model.config
-    start, end = getattr(cfg, "vision_start_token_id", None), getattr(cfg, "vision_end_token_id", None)
-    if start is None or end is None:
-        return tok
-    name = handle.tokenizer.convert_ids_to_tokens
-    return f"{name(int(start))}{tok}{name(int(end))}"
-
-
-def with_image_token(handle, prompt: str, chat_template: bool = False) -> str:
-    """The prompt with the image placeholder in front if it has no image token (image-first layout)."""
-    text = prompt if handle.processor.image_token in prompt else image_placeholder(handle) + prompt
-    return handle.format_prompt(text, chat_template) if chat_template else text
-
-
-def encode_images(handle, texts: Sequence[str], images: Sequence) -> dict:
-    """Processor batch with left padding, on the model's device.
-
-    Args:
-        texts: B prompts, each with exactly one image token. images: B images (uint8 arrays or PIL).
-    Returns:
-        {"input_ids" [B, T], "attention_mask" [B, T], "pixel_values" [B, 3, S, S], plus what the family's
-        processor adds and the model takes: image_sizes (LLaVA-NeXT / OneVision), image_grid_thw (Qwen2.5-VL)}.
-    """
-    from ..models.vlm_inputs import as_pil
-    from ..models.vlm_layouts import model_inputs
-
-    enc = handle.processor(text=list(texts), images=as_pil(list(images)), return_tensors="pt", padding=True,
-                           padding_side="left")
-    return {k: v.to(handle.device) for k, v in model_inputs(handle.model, dict(enc)).items()}
-
-
-def drop_image_tokens(input_ids: Tensor, attention_mask: Tensor, image_token_id: int, pad_id: int) -> dict:
-    """The same prompts with every image token removed, re-left-padded (the "without image" run).
-
-    input_ids, attention_mask [B, T] (left padded) -> {"input_ids" [B, T'], "attention_mask" [B, T']}.
-    """
-    rows = [ids[(m.bool()) & (ids != image_token_id)] for ids, m in zip(input_ids, attention_mask)]
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=input_ids.dtype, device=input_ids.device)  # [B, T']
-    mask = torch.zeros_like(ids)                                                                     # [B, T']
-    for b, r in enumerate(rows):
-        ids[b, width - len(r):] = r
-        mask[b, width - len(r):] = 1
-    return {"input_ids": ids, "attention_mask": mask}
-
-
 def image_span_tensor(handle, input_ids: Tensor) -> Tensor:
     """The one image span per row as [B, 1, 2] (start, end) absolute positions; ProbeError otherwise."""
     spans = handle.image_spans(input_ids.cpu())
@@ -138,98 +89,12 @@ def image_span_tensor(handle, input_ids: Tensor) -> Tensor:
 
 
 # ---------------------------------------------------------------------------------------------
-# head outputs before o_proj
-# ---------------------------------------------------------------------------------------------
-
-
-class HeadOutputTap:
-    """Reads (and optionally edits) the head outputs through the ``z`` tap (``o_proj``'s input).
-
-    ``last[l]`` holds the head outputs of the latest call at the last position, [B, H, Dh] (float32,
-    CPU). ``edit(layer, x)`` with x [B, T, H, Dh] may return a replacement (VHR's in-forward scaling).
-    Use through ``head_outputs``; nothing stays attached after the context.
-    """
-
-    def __init__(self, edit: Optional[Callable[[int, Tensor], Optional[Tensor]]] = None):
-        self.edit = edit
-        self.last: dict[int, Tensor] = {}
-
-    def __call__(self, heads: Tensor, ctx) -> Optional[Tensor]:
-        """z-tap edit: heads [B, T, H, Dh] -> replacement or None."""
-        self.last[ctx.layer] = heads[:, -1].detach().float().cpu()               # [B, H, Dh]
-        return None if self.edit is None else self.edit(ctx.layer, heads)
-
-
-@contextlib.contextmanager
-def head_outputs(handle, layers: Optional[Sequence[int]] = None, edit=None) -> Iterator[HeadOutputTap]:
-    """Tap the head outputs (before o_proj) of ``layers`` (default all) for the block's forwards."""
-    from ..capture.taps import TapSet, tap_name
-
-    tap = HeadOutputTap(edit)
-    wanted = range(handle.n_layers) if layers is None else layers
-    with TapSet(handle, edits=[(tap_name(l, "z"), tap) for l in wanted]):
-        yield tap
-
-
-def vhd_scores(with_image: Tensor, without_image: Tensor) -> tuple[Tensor, Tensor]:
-    """VHD = ||o_img - o_txt||_2 and TA = ||o_txt||^2 per head: [..., H, Dh] x 2 -> ([..., H], [..., H])."""
-    vhd = (with_image.float() - without_image.float()).norm(dim=-1)     # [..., H]
-    ta = without_image.float().pow(2).sum(-1)                           # [..., H]
-    return vhd, ta
-
-
-def vhr_select(vhd: Tensor, ta: Tensor, outlier_removal: bool = True) -> Tensor:
-    """VHR's head choice per layer (Eqs. 6-7): [..., H] VHD and TA -> [..., H] bool.
-
-    Outliers (VHD > mean + std and TA > mean + std of their layer, std unbiased) get VHD 0, then a
-    head is kept iff its VHD > the layer's median (torch's lower median for even H).
-    """
-    v = vhd.float().clone()
-    if outlier_removal:
-        out = (v > v.mean(-1, keepdim=True) + v.std(-1, keepdim=True)) & \
-              (ta > ta.mean(-1, keepdim=True) + ta.std(-1, keepdim=True))  # [..., H]
-        v = v.masked_fill(out, 0.0)
-    med = v.median(-1, keepdim=True).values                                  # [..., 1]
-    return v > med
-
-
-def vhr_layers(n_layers: int) -> list[int]:
-    """VHR's layers adapted to depth: layer 1 plus the last round(14/32 * L) (32 layers: 1, 18..31)."""
-    k = int(round(14 / 32 * n_layers))
-    return sorted({1, *range(n_layers - k, n_layers)} & set(range(n_layers)))
-
-
-# ---------------------------------------------------------------------------------------------
 # sink dims, phi, vision-tower norms
 # ---------------------------------------------------------------------------------------------
 
 
-@torch.no_grad()
-def find_sink_dims(handle, texts: Sequence[str] = SINK_DIM_TEXTS, relative_ratio: float = SINK_DEFAULTS["relative_ratio"],
-                   massive_abs: float = SINK_DEFAULTS["massive_abs"], massive_ratio: float = SINK_DEFAULTS["massive_ratio"]
-                   ) -> tuple[list[int], pd.DataFrame]:
-    """D_sink of the LM from text-only prompts (massive activations on the first token, ``sinks.py``).
-
-    Returns (sorted dims, the massive-activation frame of ``probe.detect.sinks``).
-    """
-    acc = _MassiveAccumulator(handle.n_layers, handle.hidden_size, relative_ratio)
-    enc = handle.encode(list(texts))
-    with capture(handle, stats=(), hidden="summary") as rec:
-        handle.model(**enc, use_cache=False)
-    strings = [handle.token_strings(r) for r in enc["input_ids"].cpu()]
-    acc.update(rec, strings, _key_start(enc), handle.n_layers)
-    frame, dims = acc.frame(massive_abs, massive_ratio)
-    return dims, frame
-
-
-def _key_start(enc: dict) -> Tensor:
-    return first_real_index(enc["attention_mask"].cpu())  # [B]
-
-
 def phi(x: Tensor, dims: Sequence[int]) -> Tensor:
     """phi(x_j) = max_{d in dims} |x_j[d] / rms(x_j)| (VAR, same function as ``Redistribute``): [..., D] -> [...]."""
-    from interventions.redistribute import massive_phi
-
     if not dims:
         raise ProbeError("no sink dims: phi needs D_sink", "pass sink_dims=... or check the model has massive activations")
     shape = x.shape[:-1]

@@ -35,6 +35,7 @@ import torch
 import probe
 from probe.data.prompts import default_prompts
 from probe.detect import get_detector
+from probe.causal import retrieval as causal
 from probe.detect import retrieval as R
 
 OUT = Path(__file__).parent
@@ -129,7 +130,7 @@ def main() -> None:
         opts = {**R.DEFAULTS, "lengths": [length], "depths": s["eval_depths"], "needles": s["needles"]}
         evals = R.build_samples(h, opts, chat_template=h.has_chat_template)
         for kind, d, hs in sets:
-            rec = R.niah_recall(h, evals, hs, max_new_tokens=s["max_new_tokens"], batch_size=args.batch_size)
+            rec = causal.niah_recall(h, evals, hs, max_new_tokens=s["max_new_tokens"], batch_size=args.batch_size)
             nll = continuation_nll(h, nll_ids, s["nll_prefix"], hs)
             conds.append(dict(length=length, condition=kind, draw=d, heads=head_list(hs),
                               key0_mass_mean=float(np.mean([key0[x] for x in hs])) if hs else np.nan))
