@@ -81,8 +81,10 @@ def where_answer(scene: Scene, cell: int) -> str:
 
 
 def compose(items: np.ndarray, labels: np.ndarray, rng: np.random.Generator, theme_p: float = 0.8,
-            n_objects: Sequence[int] = (1, 2, 3)) -> Scene:
-    """One scene from a pool of Fashion-MNIST items (uint8 [N, 28, 28]) and labels [N]."""
+            n_objects: Sequence[int] = (1, 2, 3), by_class: dict | None = None) -> Scene:
+    """One scene from a pool of Fashion-MNIST items (uint8 [N, 28, 28]) and labels [N].
+
+    ``by_class``: {class: row indices of ``labels`` == class}, precomputed (the same scene, faster)."""
     theme = list(THEMES)[rng.choice(len(THEMES), p=THEME_WEIGHTS)]
     k = int(rng.choice(n_objects))
     classes: list[int] = []
@@ -96,7 +98,7 @@ def compose(items: np.ndarray, labels: np.ndarray, rng: np.random.Generator, the
     image = np.zeros((CANVAS, CANVAS), dtype=np.uint8)
     objects, sources = [], []
     for c, cell in zip(classes, cells):
-        rows = np.flatnonzero(labels == c)
+        rows = by_class[c] if by_class is not None else np.flatnonzero(labels == c)
         src = int(rows[rng.integers(len(rows))])
         big = items[src].repeat(2, 0).repeat(2, 1)                           # [56, 56]
         dy, dx = rng.integers(-4, 5, size=2)
@@ -112,7 +114,8 @@ def compose(items: np.ndarray, labels: np.ndarray, rng: np.random.Generator, the
 def make_scenes(items: np.ndarray, labels: np.ndarray, n: int, seed: int, theme_p: float = 0.8) -> list[Scene]:
     """n scenes, reproducible from ``seed``."""
     rng = np.random.default_rng(seed)
-    return [compose(items, labels, rng, theme_p) for _ in range(n)]
+    by_class = {c: np.flatnonzero(labels == c) for c in range(10)}
+    return [compose(items, labels, rng, theme_p, by_class=by_class) for _ in range(n)]
 
 
 def statistics(scenes: Sequence[Scene]) -> tuple[np.ndarray, np.ndarray]:

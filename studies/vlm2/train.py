@@ -76,13 +76,31 @@ def pools(path: Path | None = None) -> dict[str, np.ndarray]:
     return {"train_x": x[pick], "train_y": y[pick], "test_x": xt[tpick], "test_y": yt[tpick]}
 
 
+def pixel_values(images) -> torch.Tensor:
+    """The studio-vlm2 processor's pixel_values for 112x112 uint8 grayscale scenes, computed directly:
+    gray / 255 copied to RGB, ImageNet-normalised (no resize at 112 px): [N, 112, 112] -> [N, 3, 112, 112].
+    ``features`` and the benchmark check it against the processor on the first images."""
+    x = torch.from_numpy(np.stack([np.asarray(im) for im in images])).float() / 255          # [N, 112, 112]
+    mean = torch.tensor(sv.IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(sv.IMAGENET_STD).view(1, 3, 1, 1)
+    return (x[:, None].expand(-1, 3, -1, -1) - mean) / std
+
+
+def check_pixel_values(processor, images) -> None:
+    """``pixel_values`` equals the processor's output (raises otherwise)."""
+    ref = processor.image_processor(images=sv._as_pil(list(images)), return_tensors="pt")["pixel_values"]
+    got = pixel_values(images)
+    if ref.shape != got.shape or float((ref - got).abs().max()) > 1e-5:
+        raise RuntimeError("pixel_values differs from the processor's output")
+
+
 @torch.no_grad()
 def features(vlm, processor, scenes, device, chunk: int = 256) -> torch.Tensor:
     """Frozen vision features [N, 64, 384] (fp16) of the scenes, through the LLaVA selection."""
+    check_pixel_values(processor, [x.image for x in scenes[:4]])
     out = []
     for s in range(0, len(scenes), chunk):
-        pil = sv._as_pil([x.image for x in scenes[s:s + chunk]])
-        pix = processor.image_processor(images=pil, return_tensors="pt")["pixel_values"].to(device)
+        pix = pixel_values([x.image for x in scenes[s:s + chunk]]).to(device)
         out.append(sv.vision_features(vlm, pix).half())
     return torch.cat(out)
 
@@ -104,7 +122,14 @@ def training_item(scene, rng, tok, eos: int) -> tuple[str, list[int]]:
     return prompt, tok(answer, add_special_tokens=False).input_ids + [eos]
 
 
-def train(vlm, processor, feats, scenes, args, log) -> dict:
+def train(vlm, processor, feats, scenes, args, log, snapshots: tuple = ()) -> dict:
+    """Train the projector (the only part with gradients) on ``scenes`` with precomputed ``feats``.
+
+    With ``args.max_train_seconds`` the step count is fixed once, after ``args.timing_steps`` timed
+    steps (before warm-up ends): steps = min(args.steps, budget / seconds per step), and the linear
+    decay is laid out for that count, so the schedule always completes. ``snapshots``: steps after
+    which a copy of the projector is kept (fp16, CPU) in the result's "snapshots".
+    """
     tok = processor.tokenizer
     eos = tok.convert_tokens_to_ids("<|im_end|>")
     n_img = feats.shape[1]
@@ -112,12 +137,17 @@ def train(vlm, processor, feats, scenes, args, log) -> dict:
     embed, lm, proj = vlm.get_input_embeddings(), vlm.model.language_model, vlm.model.multi_modal_projector
     prompt_cache: dict[str, list[int]] = {}
     opt = torch.optim.AdamW(proj.parameters(), lr=args.lr, weight_decay=0.0)
+    plan = {"steps": args.steps}
     decay = lambda s: (s + 1) / args.warmup if s < args.warmup else \
-        max(0.05, 1 - (s - args.warmup) / max(1, args.steps - args.warmup) * 0.95)  # noqa: E731
+        max(0.05, 1 - (s - args.warmup) / max(1, plan["steps"] - args.warmup) * 0.95)  # noqa: E731
     sched = torch.optim.lr_scheduler.LambdaLR(opt, decay)
     rng = np.random.default_rng(args.seed)
-    losses, t0 = [], time.time()
-    for step in range(args.steps):
+    timing_steps = int(getattr(args, "timing_steps", 20))
+    losses, kept, t0, t_timing = [], {}, time.time(), None
+    step = 0
+    while step < plan["steps"]:
+        if step == 2:
+            t_timing = time.time()                                                # after CUDA warm-up
         pick = rng.integers(len(scenes), size=args.batch)                      # [B]
         items = []
         for i in pick:
@@ -147,13 +177,44 @@ def train(vlm, processor, feats, scenes, args, log) -> dict:
         opt.step()
         sched.step()
         losses.append(loss.item())
-        if (step + 1) % 100 == 0 or step == 0:
-            log(f"step {step + 1:5d}  loss(last 100) {np.mean(losses[-100:]):.3f}  {time.time() - t0:.0f} s")
-        if args.max_train_seconds and time.time() - t0 > args.max_train_seconds:
-            log(f"time limit: stopped after {step + 1} steps")
+        step += 1
+        if step in snapshots:
+            kept[step] = {k: v.detach().half().cpu().clone() for k, v in proj.state_dict().items()}
+        if args.max_train_seconds and step == 2 + timing_steps and t_timing is not None:
+            per_step = (time.time() - t_timing) / timing_steps
+            fit = int((args.max_train_seconds - (time.time() - t0)) / per_step) + step
+            plan["steps"] = max(step + 1, min(args.steps, fit))
+            log(f"timing: {per_step * 1000:.1f} ms/step -> {plan['steps']} steps planned "
+                f"(cap {args.steps}, budget {args.max_train_seconds:.0f} s)")
+        if step % 100 == 0 or step == 1:
+            log(f"step {step:5d}  loss(last 100) {np.mean(losses[-100:]):.3f}  {time.time() - t0:.0f} s")
+        if args.max_train_seconds and time.time() - t0 > 1.15 * args.max_train_seconds:
+            log(f"hard time limit: stopped after {step} steps")
             break
-    return {"seconds": round(time.time() - t0, 1), "steps_run": len(losses), "first100": float(np.mean(losses[:100])),
-            "last100": float(np.mean(losses[-100:])), "losses_every_10": [round(float(x), 4) for x in losses[::10]]}
+    return {"seconds": round(time.time() - t0, 1), "steps_run": len(losses), "steps_planned": plan["steps"],
+            "first100": float(np.mean(losses[:100])), "last100": float(np.mean(losses[-100:])),
+            "losses_every_10": [round(float(x), 4) for x in losses[::10]], "snapshots": kept}
+
+
+def projector_metadata(args, result: dict, feat_secs: float, proj) -> dict:
+    """The recipe, cost and loss stored in the projector file's metadata."""
+    return {
+        "model": "studio-vlm2 projector (LLaVA-1.5 MLP, linear_1 384->576, GELU, linear_2 576->576)",
+        "recipe": {
+            "data": f"probe.data.scenes: {args.n_train} scenes (seed {args.seed}) from a seeded pool of "
+                    f"{TRAIN_POOL} Fashion-MNIST train images (default_rng({TRAIN_POOL_SEED}))",
+            "image_size": sv.IMAGE_SIZE_V2, "image_tokens": (sv.IMAGE_SIZE_V2 // sv.PATCH_SIZE) ** 2,
+            "vision_feature_layer": -1, "vision_feature_select_strategy": "default", "image_token": sv.IMAGE_TOKEN,
+            "task_mix": TASK_MIX, "prompts": [sc.CAPTION_PROMPT, sc.EXISTS_PROMPT, sc.WHERE_PROMPT],
+            "steps": result["steps_run"], "steps_cap": args.steps, "batch": args.batch, "lr": args.lr, "warmup": args.warmup,
+            "optimizer": "AdamW wd 0, linear decay to 5%", "seed": args.seed, "dtype": "float32",
+        },
+        "cost": {"device": torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor(),
+                 "feature_seconds": round(feat_secs, 1), "train_seconds": result["seconds"],
+                 "trainable_params": sum(x.numel() for x in proj.parameters())},
+        "loss": {k: result[k] for k in ("first100", "last100")},
+        "versions": {"torch": torch.__version__, "transformers": __import__("transformers").__version__},
+    }
 
 
 def encode(processor, texts, images, device):
@@ -235,23 +296,7 @@ def main(argv=None):
         result = train(vlm, processor, feats, train_scenes, args, log)
         proj.requires_grad_(False)
         del feats
-        meta = {
-            "model": "studio-vlm2 projector (LLaVA-1.5 MLP, linear_1 384->576, GELU, linear_2 576->576)",
-            "recipe": {
-                "data": f"probe.data.scenes: {args.n_train} scenes (seed {args.seed}) from a seeded pool of "
-                        f"{TRAIN_POOL} Fashion-MNIST train images (default_rng({TRAIN_POOL_SEED}))",
-                "image_size": sv.IMAGE_SIZE_V2, "image_tokens": (sv.IMAGE_SIZE_V2 // sv.PATCH_SIZE) ** 2,
-                "vision_feature_layer": -1, "vision_feature_select_strategy": "default", "image_token": sv.IMAGE_TOKEN,
-                "task_mix": TASK_MIX, "prompts": [sc.CAPTION_PROMPT, sc.EXISTS_PROMPT, sc.WHERE_PROMPT],
-                "steps": result["steps_run"], "steps_planned": args.steps, "batch": args.batch, "lr": args.lr, "warmup": args.warmup,
-                "optimizer": "AdamW wd 0, linear decay to 5%", "seed": args.seed, "dtype": "float32",
-            },
-            "cost": {"device": torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor(),
-                     "feature_seconds": round(feat_secs, 1), "train_seconds": result["seconds"],
-                     "trainable_params": sum(x.numel() for x in proj.parameters())},
-            "loss": {k: result[k] for k in ("first100", "last100")},
-            "versions": {"torch": torch.__version__, "transformers": __import__("transformers").__version__},
-        }
+        meta = projector_metadata(args, result, feat_secs, proj)
         sv.save_projector(vlm, recipe_path, meta)
         (args.out / "train_losses.json").write_text(json.dumps(result["losses_every_10"]))
         log(f"saved {recipe_path}")

@@ -1,0 +1,305 @@
+"""studio-vlm2 on one GPU call: train the projector, then the benchmark, the phenomena and the interventions.
+
+    python studies/vlm2/device_run.py --dinov2 carry/dinov2_fp16.safetensors --pools carry/pools.npz \\
+        --work /tmp/vlm2 --out "$OUT" --deadline 420                                   # the device run
+    python studies/vlm2/device_run.py ... --device cpu --quick --work /tmp/q --out /tmp/q_out   # CPU dry run
+
+Everything follows ``studies/vlm2/settings.json`` (pre-registered; ``--quick`` shrinks sizes only).
+Each stage writes its files into ``--work`` and then re-packs ``--out``:
+  OUT/studio_vlm2_projector.safetensors   (as soon as training ends)
+  OUT/vlm2_results.tar.gz                 (every per-item and summary file so far)
+  OUT/log.txt
+so a kill keeps the projector and whatever was evaluated. Stages that do not fit ``--deadline`` seconds
+(counted from the start) are skipped and listed in ``stages.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tarfile
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+T_START = time.time()
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parents[1]))
+sys.path.insert(0, str(HERE))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+import conditions as cn  # noqa: E402
+import phenomena as ph  # noqa: E402
+import train as tr  # noqa: E402
+from probe.data import scenes as sc  # noqa: E402
+from probe.models import studio_vlm as sv  # noqa: E402
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--settings", type=Path, default=HERE / "settings.json")
+    ap.add_argument("--dinov2", type=Path, required=True)
+    ap.add_argument("--pools", type=Path, required=True)
+    ap.add_argument("--work", type=Path, required=True)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--deadline", type=float, default=420.0, help="seconds from start; later stages are skipped")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--quick", action="store_true", help="tiny sizes for a CPU dry run (numbers meaningless)")
+    return ap.parse_args(argv)
+
+
+def quick(settings: dict) -> dict:
+    s = json.loads(json.dumps(settings))
+    s["train"].update(n_train=64, steps_cap=3, batch=2, max_train_seconds=None, snapshots=[1, 2])
+    s["benchmark"].update(n_test=4, pope_batch=8, n_caption=3, caption_batch=2, caption_tokens=4)
+    s["phenomena"].update(n_scenes=2, batch=2, snapshot_scenes=1)
+    s["random_controls"].update(draws=2, caption_draws=1, match=["vhr_a2"])
+    keep = ("baseline", "no_image", "var_code", "vhr_a2", "vhr_a2_last")          # one of each code path
+    s["conditions"] = {k: v for k, v in s["conditions"].items() if k in keep}
+    s["caption_conditions"] = ["baseline", "var_code", "vhr_a2"]
+    return s
+
+
+class Run:
+    def __init__(self, args):
+        self.args = args
+        self.work, self.out = args.work, args.out
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.logf = open(self.work / "log.txt", "a")
+        self.stages: dict = {}
+
+    def log(self, msg: str) -> None:
+        line = f"[{time.time() - T_START:6.1f} s] {msg}"
+        print(line, flush=True)
+        self.logf.write(line + "\n")
+        self.logf.flush()
+
+    def left(self) -> float:
+        return self.args.deadline - (time.time() - T_START)
+
+    def stage(self, name: str, need: float, fn, *a, **kw):
+        """Run ``fn`` if ``need`` seconds are left; record its time or why it was skipped; then pack."""
+        if self.left() < need:
+            self.stages[name] = {"status": "skipped (time)", "left_s": round(self.left(), 1)}
+            self.log(f"skip {name}: {self.left():.0f} s left, needs ~{need:.0f}")
+            return None
+        t0 = time.time()
+        try:
+            res = fn(*a, **kw)
+            self.stages[name] = {"status": "done", "seconds": round(time.time() - t0, 1)}
+        except Exception as err:                 # keep going: one failed stage must not lose the others
+            import traceback
+
+            self.stages[name] = {"status": f"failed: {type(err).__name__}: {err}"[:300]}
+            self.log(f"FAILED {name}: {traceback.format_exc()[-1500:]}")
+            res = None
+        self.log(f"{name}: {self.stages[name]}")
+        self.pack()
+        return res
+
+    def write_json(self, name: str, obj) -> None:
+        (self.work / name).write_text(json.dumps(obj, indent=1, default=str))
+
+    def append_jsonl(self, name: str, rows: list[dict]) -> None:
+        with open(self.work / name, "a") as f:
+            for r in rows:
+                f.write(json.dumps(r) + "\n")
+
+    def pack(self) -> None:
+        self.write_json("stages.json", self.stages)
+        tmp = self.out / "vlm2_results.tar.gz.tmp"
+        with tarfile.open(tmp, "w:gz") as tar:
+            for p in sorted(self.work.rglob("*")):
+                if p.is_file():
+                    tar.add(p, arcname=str(p.relative_to(self.work)))
+        os.replace(tmp, self.out / "vlm2_results.tar.gz")
+        shutil.copyfile(self.work / "log.txt", self.out / "log.txt")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    settings = json.loads(args.settings.read_text())
+    if args.quick:
+        settings = quick(settings)
+    run = Run(args)
+    run.write_json("settings_used.json", {**settings, "quick": args.quick, "device": args.device,
+                                          "deadline_s": args.deadline})
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    if args.device.startswith("cuda"):
+        run.log(f"device {torch.cuda.get_device_name()}, torch {torch.__version__}")
+    import probe
+
+    T, B, P = settings["train"], settings["benchmark"], settings["phenomena"]
+    lm = probe.load("smollm2", device=args.device, dtype=torch.float32)
+    vision = sv.load_dinov2(args.dinov2)
+    vlm, processor = sv.build_studio_vlm(lm.model, lm.tokenizer, projector_path=False, vision_model=vision,
+                                         image_size=sv.IMAGE_SIZE_V2)
+    vlm.requires_grad_(False)
+    proj = vlm.model.multi_modal_projector
+    pools = tr.pools(args.pools)
+    train_scenes = sc.make_scenes(pools["train_x"], pools["train_y"], T["n_train"], T["seed"])
+    freq, co = sc.statistics(train_scenes)
+    tests = tr.test_scenes(pools, B["n_test"])
+    questions = sc.pope_questions(tests, freq, co, B["pope_seed"])
+    unique = sorted({(q["scene"], q["cls"]): q for split in questions.values() for q in split}.values(),
+                    key=lambda q: (q["scene"], q["cls"]))
+    unique = [{k: q[k] for k in ("scene", "cls", "noun", "answer")} for q in unique]
+    run.write_json("questions.json", {"splits": {k: [[q["scene"], q["cls"], q["answer"]] for q in v]
+                                                 for k, v in questions.items()},
+                                      "train_frequency": freq.tolist(), "train_cooccurrence": co.tolist()})
+    run.log(f"loaded; {len(train_scenes)} train scenes, {len(tests)} test scenes, {len(unique)} unique POPE questions")
+
+    # -- 1. train ------------------------------------------------------------------------------------
+    def fit():
+        targs = SimpleNamespace(steps=T["steps_cap"], batch=T["batch"], lr=T["lr"], warmup=T["warmup"], seed=T["seed"],
+                                max_train_seconds=T["max_train_seconds"], timing_steps=T["timing_steps"],
+                                device=args.device, n_train=T["n_train"])
+        t0 = time.time()
+        feats = tr.features(vlm, processor, train_scenes, args.device)               # [N, 64, 384]
+        feat_secs = time.time() - t0
+        run.log(f"features {tuple(feats.shape)} in {feat_secs:.1f} s")
+        torch.manual_seed(T["seed"])
+        proj.linear_1.reset_parameters()
+        proj.linear_2.reset_parameters()
+        proj.requires_grad_(True)
+        result = tr.train(vlm, processor, feats, train_scenes, targs, run.log, snapshots=tuple(T["snapshots"]))
+        proj.requires_grad_(False)
+        del feats
+        meta = tr.projector_metadata(targs, result, feat_secs, proj)
+        meta["recipe"]["steps_rule"] = T["rule"]
+        path = run.work / "studio_vlm2_projector.safetensors"
+        sv.save_projector(vlm, path, meta)
+        shutil.copyfile(path, run.out / "studio_vlm2_projector.safetensors")
+        from safetensors.torch import save_file
+
+        for step, sd in result.pop("snapshots").items():
+            save_file(sd, str(run.work / f"snapshot_step{step}.safetensors"))
+        run.write_json("train.json", {k: v for k, v in result.items()})
+        return result
+
+    if run.stage("train", 0, fit) is None:
+        run.log("training failed: stopping")
+        return
+    vlm.eval()
+    handle = cn.make_handle(vlm, processor)
+    runner = cn.Runner(handle, tests, seed=settings["random_controls"]["seed"])
+    conds = settings["conditions"]
+    summary: dict = {"pope": {}, "captions": {}}
+
+    def pope(name, cond):
+        rows, stats = runner.pope(name, cond, unique, batch=B["pope_batch"])
+        run.append_jsonl("pope_items.jsonl", rows)
+        summary["pope"][name] = stats
+        acc = np.mean([r["pred"] == r["answer"] for r in rows])
+        run.log(f"  POPE {name}: accuracy over unique questions {acc:.3f} {stats}")
+        run.write_json("conditions_summary.json", summary)
+
+    def captions(name, cond):
+        rows, stats = runner.captions(name, cond, B["n_caption"], batch=B["caption_batch"],
+                                      max_new_tokens=B["caption_tokens"])
+        run.append_jsonl("captions.jsonl", rows)
+        summary["captions"][name] = stats
+        m = sc.chair([r["caption"] for r in rows], tests[:len(rows)])
+        run.log(f"  captions {name}: CHAIR_i {m['chair_i']:.3f} CHAIR_s {m['chair_s']:.3f}; e.g. {rows[0]['caption']!r}")
+        run.write_json("conditions_summary.json", summary)
+
+    # -- 2. baseline benchmark -----------------------------------------------------------------------
+    run.stage("pope:baseline", 10, pope, "baseline", conds["baseline"])
+    run.stage("pope:no_image", 5, pope, "no_image", conds["no_image"])
+    run.stage("captions:baseline", 10, captions, "baseline", conds["baseline"])
+
+    # -- 3. phenomena on v2 ---------------------------------------------------------------------------
+    pscenes = tests[:P["n_scenes"]]
+    pimages = [s.image for s in pscenes]
+    pnames = [f"test_scene:{i}" for i in range(len(pscenes))]
+
+    def phenomena_v2():
+        out = ph.detect(handle, P["prompts"], pimages, pnames, batch_size=P["batch"])
+        out.heads.to_csv(run.work / "heads_v2.csv", index=False)
+        out.tables["visual_tokens"].to_csv(run.work / "visual_tokens_v2.csv.gz", index=False)
+        summ = ph.sink_summary(out)
+        summ["massive_landing"] = ph.massive_landing(handle, P["prompts"], pimages, out.settings["sink_dims"],
+                                                     batch_size=P["batch"])
+        run.write_json("phenomena_v2.json", summ)
+        run.log(f"  v2 sinks: phi quantiles {summ['phi_quantiles_p50_p90_p99_max']}, visual sink rows "
+                f"{summ['visual_sink_rows']}, argmax roles {summ['massive_landing']['argmax_role_all_layers']}")
+        return summ
+
+    run.stage("phenomena:v2", 20, phenomena_v2)
+
+    def parity():
+        res = cn.check_vhr_parity(handle, tests, unique[:8 if not args.quick else 2])
+        run.write_json("vhr_parity.json", res)
+        run.log(f"  VHR parity vs interventions.VHR: {res}")
+
+    run.stage("vhr_parity", 15, parity)
+
+    # -- 4. interventions -------------------------------------------------------------------------------
+    for name in [n for n in ("var_code", "var_paper") if n in conds]:
+        run.stage(f"pope:{name}", 15, pope, name, conds[name])
+        run.stage(f"captions:{name}", 20, captions, name, conds[name])
+    vhr_names = [n for n, c in conds.items() if c["method"] == "vhr"]
+    for name in vhr_names:
+        run.stage(f"pope:{name}", 10, pope, name, conds[name])
+    for name in vhr_names:
+        if name in settings["caption_conditions"]:
+            run.stage(f"captions:{name}", 15, captions, name, conds[name])
+    R = settings["random_controls"]
+    for draw in range(R["draws"]):
+        for match in R["match"]:
+            if f"pope:{match}" in run.stages and run.stages[f"pope:{match}"]["status"] == "done":
+                c = {"method": "random", "match": match, "alpha": conds[match]["alpha"],
+                     "layers": conds[match]["layers"], "draw": draw, "seed": R["seed"]}
+                run.stage(f"pope:random_{match}_d{draw}", 8, pope, f"random_{match}_d{draw}", c)
+    for draw in range(R["caption_draws"]):
+        for match in R["match"]:
+            if run.stages.get(f"captions:{match}", {}).get("status") == "done":
+                c = {"method": "random", "match": match, "alpha": conds[match]["alpha"],
+                     "layers": conds[match]["layers"], "draw": draw, "seed": R["seed"]}
+                run.stage(f"captions:random_{match}_d{draw}", 12, captions, f"random_{match}_d{draw}", c)
+
+    # -- 5. a projector with visual sinks? early snapshots --------------------------------------------
+    def snapshots():
+        from safetensors.torch import load_file
+
+        final = {k: v.clone() for k, v in proj.state_dict().items()}
+        n = P["snapshot_scenes"]
+        found = {}
+        try:
+            for step in T["snapshots"]:
+                proj.load_state_dict({k: v.float() for k, v in
+                                      load_file(str(run.work / f"snapshot_step{step}.safetensors")).items()})
+                out = ph.detect(handle, P["prompts"], pimages[:n], pnames[:n], batch_size=P["batch"])
+                found[step] = ph.sink_summary(out)
+                run.log(f"  snapshot {step}: visual sinks per item-layer {found[step]['visual_sinks_per_item_layer_mean']},"
+                        f" phi max {found[step]['phi_quantiles_p50_p90_p99_max'][-1]}")
+            run.write_json("phenomena_snapshots.json", found)
+            best = max(found, key=lambda s: found[s]["visual_sinks_per_item_layer_mean"])
+            if found[best]["visual_sinks_per_item_layer_mean"] > 0 and run.left() > 30:
+                proj.load_state_dict({k: v.float() for k, v in
+                                      load_file(str(run.work / f"snapshot_step{best}.safetensors")).items()})
+                vr = cn.Runner(handle, tests)
+                for name in [n for n in ("baseline", "var_code", "var_paper") if n in conds]:
+                    if run.left() < 10:
+                        break
+                    rows, stats = vr.pope(f"snap{best}_{name}", conds[name], unique, batch=B["pope_batch"])
+                    run.append_jsonl("pope_items.jsonl", rows)
+                    summary["pope"][f"snap{best}_{name}"] = stats
+                    run.log(f"  snapshot {best} POPE {name}: {np.mean([r['pred'] == r['answer'] for r in rows]):.3f} {stats}")
+                run.write_json("conditions_summary.json", summary)
+        finally:
+            proj.load_state_dict(final)
+
+    run.stage("snapshots", 20, snapshots)
+    run.log(f"done; total {time.time() - T_START:.1f} s")
+    run.pack()
+
+
+if __name__ == "__main__":
+    main()
