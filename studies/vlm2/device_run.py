@@ -72,6 +72,7 @@ class Run:
         self.out.mkdir(parents=True, exist_ok=True)
         self.logf = open(self.work / "log.txt", "a")
         self.stages: dict = {}
+        self.last_pack = 0.0
 
     def log(self, msg: str) -> None:
         line = f"[{time.time() - T_START:6.1f} s] {msg}"
@@ -99,7 +100,7 @@ class Run:
             self.log(f"FAILED {name}: {traceback.format_exc()[-1500:]}")
             res = None
         self.log(f"{name}: {self.stages[name]}")
-        self.pack()
+        self.pack(force=name == "train")
         return res
 
     def write_json(self, name: str, obj) -> None:
@@ -110,10 +111,14 @@ class Run:
             for r in rows:
                 f.write(json.dumps(r) + "\n")
 
-    def pack(self) -> None:
+    def pack(self, force: bool = False) -> None:
+        """Re-pack OUT (at most every 20 s unless forced: a kill loses at most the last 20 s of stages)."""
         self.write_json("stages.json", self.stages)
+        if not force and time.time() - self.last_pack < 20:
+            return
+        self.last_pack = time.time()
         tmp = self.out / "vlm2_results.tar.gz.tmp"
-        with tarfile.open(tmp, "w:gz") as tar:
+        with tarfile.open(tmp, "w:gz", compresslevel=3) as tar:
             for p in sorted(self.work.rglob("*")):
                 if p.is_file():
                     tar.add(p, arcname=str(p.relative_to(self.work)))
@@ -233,6 +238,22 @@ def main(argv=None):
 
     run.stage("phenomena:v2", 20, phenomena_v2)
 
+    def phenomena_v1():
+        """v1 (56 px, 16 tokens, the shipped Fashion-MNIST projector) on single test items, same tower / LM."""
+        v1, proc1 = sv.build_studio_vlm(lm.model, lm.tokenizer, projector_path=sv.PROJECTOR_ASSET, vision_model=vision)
+        h1 = cn.make_handle(v1.eval(), proc1, "studio-vlm")
+        items = list(pools["test_x"][:P["n_scenes"]])
+        prompts = [sv.FASHION_QUESTION, sv.CAPTION_QUESTION]
+        out = ph.detect(h1, prompts, items, [f"test_item:{i}" for i in range(len(items))], batch_size=P["batch"])
+        summ = ph.sink_summary(out)
+        summ["prompts"] = prompts
+        summ["massive_landing"] = ph.massive_landing(h1, prompts, items, out.settings["sink_dims"], batch_size=P["batch"])
+        run.write_json("phenomena_v1.json", summ)
+        run.log(f"  v1 sinks: phi quantiles {summ['phi_quantiles_p50_p90_p99_max']}, argmax roles "
+                f"{summ['massive_landing']['argmax_role_all_layers']}")
+
+    run.stage("phenomena:v1", 15, phenomena_v1)
+
     def parity():
         res = cn.check_vhr_parity(handle, tests, unique[:8 if not args.quick else 2])
         run.write_json("vhr_parity.json", res)
@@ -298,7 +319,7 @@ def main(argv=None):
 
     run.stage("snapshots", 20, snapshots)
     run.log(f"done; total {time.time() - T_START:.1f} s")
-    run.pack()
+    run.pack(force=True)
 
 
 if __name__ == "__main__":
