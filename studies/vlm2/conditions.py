@@ -25,7 +25,8 @@ import torch
 from interventions import VAR, VHR, intervene
 from probe.capture.taps import TapSet, tap_name
 from probe.data import scenes as sc
-from probe.detect.vision import drop_image_tokens, vhd_scores, vhr_layers, vhr_select
+from probe.capture.head_outputs import vhd_scores, vhr_layers, vhr_select
+from probe.models.vlm_inputs import drop_image_tokens
 
 
 def make_handle(vlm, processor, name: str = "studio-vlm2"):
@@ -133,7 +134,7 @@ def _var_counts(var: VAR, B: int) -> tuple[list[int], list[int]]:
 
 
 def _encode(handle, texts, images):
-    from probe.detect.vision import encode_images
+    from probe.models.vlm_inputs import encode_images
 
     if images is None:
         return handle.processor(text=list(texts), return_tensors="pt", padding=True, padding_side="left").to(handle.device)

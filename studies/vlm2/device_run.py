@@ -35,6 +35,7 @@ import torch  # noqa: E402
 import conditions as cn  # noqa: E402
 import phenomena as ph  # noqa: E402
 import train as tr  # noqa: E402
+from probe.data import fashion  # noqa: E402
 from probe.data import scenes as sc  # noqa: E402
 from probe.models import studio_vlm as sv  # noqa: E402
 
@@ -243,7 +244,7 @@ def main(argv=None):
         v1, proc1 = sv.build_studio_vlm(lm.model, lm.tokenizer, projector_path=sv.PROJECTOR_ASSET, vision_model=vision)
         h1 = cn.make_handle(v1.eval(), proc1, "studio-vlm")
         items = list(pools["test_x"][:P["n_scenes"]])
-        prompts = [sv.FASHION_QUESTION, sv.CAPTION_QUESTION]
+        prompts = [fashion.FASHION_QUESTION, fashion.CAPTION_QUESTION]
         out = ph.detect(h1, prompts, items, [f"test_item:{i}" for i in range(len(items))], batch_size=P["batch"])
         summ = ph.sink_summary(out)
         summ["prompts"] = prompts

@@ -37,6 +37,7 @@ sys.path.insert(0, str(REPO))
 
 from probe.data import scenes as sc  # noqa: E402
 from probe.models import studio_vlm as sv  # noqa: E402
+from probe.models.vlm_inputs import as_pil  # noqa: E402
 
 TASK_MIX = {"caption": 0.4, "exists": 0.4, "where": 0.2}
 TRAIN_POOL, TRAIN_POOL_SEED = 8000, 0
@@ -88,7 +89,7 @@ def pixel_values(images) -> torch.Tensor:
 
 def check_pixel_values(processor, images) -> None:
     """``pixel_values`` equals the processor's output (raises otherwise)."""
-    ref = processor.image_processor(images=sv._as_pil(list(images)), return_tensors="pt")["pixel_values"]
+    ref = processor.image_processor(images=as_pil(list(images)), return_tensors="pt")["pixel_values"]
     got = pixel_values(images)
     if ref.shape != got.shape or float((ref - got).abs().max()) > 1e-5:
         raise RuntimeError("pixel_values differs from the processor's output")
@@ -218,7 +219,7 @@ def projector_metadata(args, result: dict, feat_secs: float, proj) -> dict:
 
 
 def encode(processor, texts, images, device):
-    enc = processor(text=list(texts), images=sv._as_pil(list(images)) if images is not None else None,
+    enc = processor(text=list(texts), images=as_pil(list(images)) if images is not None else None,
                     return_tensors="pt", padding=True, padding_side="left")
     return {k: v.to(device) for k, v in enc.items() if k in ("input_ids", "attention_mask", "pixel_values")}
 
