@@ -8,7 +8,7 @@ Layout, next to the report folder ``out`` (hidden, removed when the report is wr
 ``plan`` hashes what the results depend on (model, dtype, device, prompts, detectors, options,
 chat template), so a changed setting never reuses stale work; folders of other plans are removed.
 Every file is written to a temporary name and renamed, so a SIGKILL leaves whole files or none.
-Capture batches are replayed through the shard session (``probe.backends.shard``) with one rank:
+Capture batches are replayed through a ``probe.capture.replay`` session with one rank:
 the detector runs unchanged, and batches already on disk are answered without a forward.
 """
 from __future__ import annotations
@@ -58,12 +58,12 @@ class Checkpoint:
         """{batch key: CallRecord} of every batch already on disk (unreadable files are dropped)."""
         import torch
 
-        from .backends.shard import _from_dict
+        from .capture.replay import call_from_dict
 
         store = {}
         for f in (self.folder / "batches").glob("*.pt"):
             try:
-                store[f.stem] = _from_dict(torch.load(f, weights_only=True, map_location="cpu"))
+                store[f.stem] = call_from_dict(torch.load(f, weights_only=True, map_location="cpu"))
             except Exception:
                 f.unlink(missing_ok=True)
         self.reused_batches = len(store)
@@ -72,9 +72,9 @@ class Checkpoint:
     def save_batch(self, key: str, call) -> None:
         import torch
 
-        from .backends.shard import _to_dict
+        from .capture.replay import call_to_dict
 
-        _atomic_write(self.folder / "batches" / f"{key}.pt", lambda p: torch.save(_to_dict(call), p))
+        _atomic_write(self.folder / "batches" / f"{key}.pt", lambda p: torch.save(call_to_dict(call), p))
 
     # -- finished detectors -------------------------------------------------------------------
     def load_detector(self, name: str):

@@ -119,7 +119,7 @@ def scan(
     device: str = typer.Option(DEFAULT_DEVICE, "--device", help=DEVICE_HELP),
     backend: str = typer.Option("native", "--backend", help="capture through: native (probe's seam), transformer-lens, nnsight (sinks only)"),
     remote: bool = typer.Option(False, "--remote", help="run on NDIF through nnsight (needs network + NDIF API key)"),
-    shard_by_rank: bool = typer.Option(False, "--shard-by-rank", help="torchrun: this rank scans its shard; rank 0 merges (probe/backends/README.md)"),
+    shard_by_rank: bool = typer.Option(False, "--shard-by-rank", help="under torchrun: this rank captures its share of the batches, rank 0 merges (probe/backends/README.md)"),
     resume: bool = typer.Option(True, "--resume/--no-resume", help="reuse what a killed scan of the same settings finished (kept next to --out until the report is written)"),
 ):
     """Scan a model's heads and write heads.parquet, tokens.parquet, massive.parquet, manifest.json, report.html."""
@@ -174,11 +174,15 @@ def scan(
                 ins[d], src[d] = [], "built by the detector"
         return ins, src
 
-    if shard_by_rank:
-        from .backends.shard import cli_scan
+    shard = None
+    if shard_by_rank:   # torchrun: RANK / WORLD_SIZE name this process's shard, LOCAL_RANK its GPU
+        import os
 
-        return cli_scan(model=model, detect=detect, out=out, inputs_for=inputs_for, chat_template=chat_template,
-                        options=options, overwrite=overwrite, device=device)
+        from .sharding import Shard
+
+        shard = Shard.from_env()
+        if device == "cuda":
+            device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
     from .models import load
 
     handle = load(model, device=device)
@@ -188,9 +192,14 @@ def scan(
 
     plan_defaults(handle, detect, options, log=lambda s: typer.echo(s, err=True))
     report = run_scan(handle, ins, detect=detect, out=out, overwrite=overwrite, chat_template=chat_template,
-                      prompt_source=src, options=options, progress=True, resume=resume)
+                      prompt_source=src, options=options, progress=shard is None, resume=resume, shard=shard)
+    if shard is not None:
+        typer.echo(f"rank {shard.rank}/{shard.world}: {shard.computed} batch forwards run now", err=True)
+        if report is None:
+            return
     typer.echo(summary_text(report))
-    typer.echo(f"wrote {report.path}/ (open {report.path}/report.html)")
+    merged = f"merged {shard.world} shards" if shard is not None else f"open {report.path}/report.html"
+    typer.echo(f"wrote {report.path}/ ({merged})")
 
 
 @app.command()

@@ -7,13 +7,16 @@ import sys
 import time
 from importlib import metadata
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 import pandas as pd
 
 from .detect import get_detector, head_frame
 from .errors import ProbeError
 from .report import Report, check_out_dir, to_html, write_report
+
+if TYPE_CHECKING:
+    from .sharding import Shard
 
 VERSIONED = ("probe-workbench", "torch", "transformers", "triton", "pandas", "pyarrow", "plotly", "gguf",
              "transformer-lens", "nnsight", "datasets")
@@ -44,7 +47,8 @@ def _describe_inputs(prompts: Sequence[str], source: str, chat_template: bool) -
 
 def scan(handle, prompts, *, detect: Sequence[str] = ("sinks",), out: Optional[str | Path] = None,
          overwrite: bool = False, chat_template: bool = False, prompt_source="given",
-         options: Optional[dict] = None, progress: bool = False, resume: bool = True) -> Report:
+         options: Optional[dict] = None, progress: bool = False, resume: bool = True,
+         shard: Optional["Shard"] = None) -> Optional[Report]:
     """Run each detector on its prompts and build (and, with ``out``, write) the report.
 
     Args:
@@ -58,9 +62,14 @@ def scan(handle, prompts, *, detect: Sequence[str] = ("sinks",), out: Optional[s
         options: {detector: {option: value}} passed to each detector.
         resume: with ``out``: keep each finished capture batch and detector next to ``out`` and
             reuse what a killed run of the same plan left (``probe.checkpoint``).
+        shard: the sharded strategy (``probe.sharding.Shard(rank, world)``): this process captures its
+            share of the batches into ``<out>.shards/``; rank 0 merges all shards into the report.
     Returns:
-        Report with tables {"heads", ...} and the manifest.
+        Report with tables {"heads", ...} and the manifest (None on a shard of rank > 0).
     """
+    if shard is not None:
+        return _scan_sharded(handle, prompts, shard, detect=detect, out=out, overwrite=overwrite,
+                             chat_template=chat_template, prompt_source=prompt_source, options=options)
     from .checkpoint import open_checkpoint
     from .detect.registry import OWN, spec
 
@@ -133,9 +142,40 @@ def scan(handle, prompts, *, detect: Sequence[str] = ("sinks",), out: Optional[s
 
 def _native_capture(handle) -> bool:
     """Batch checkpoints replay native captures; hook backends and shard sessions manage their own."""
-    from .backends.shard import active
+    from .capture.replay import active
 
     return active() is None and not (getattr(handle, "extra", None) or {}).get("backend")
+
+
+def _scan_sharded(handle, prompts, shard, *, detect, out, overwrite, chat_template, prompt_source, options):
+    """``scan`` with the ``Shard`` strategy (``probe.sharding``): record this rank's batches, then merge on rank 0."""
+    from .capture.replay import ReplaySession, session
+    from .sharding import ShardFiles, plan_id
+
+    if out is None:
+        raise ProbeError("a sharded scan needs an output folder", "give out=DIR (--out DIR)")
+    detect = list(detect)
+    inputs = {d: list(p) for d, p in _per_detector(prompts, detect).items()}
+    options = options or {}
+    files = ShardFiles(out, plan_id(handle, inputs, detect, options, chat_template, shard.world), shard)
+    shard.computed = 0
+    if not files.done():
+        sess = ReplaySession("record", shard.rank, shard.world, store=files.load_partial(), on_compute=files.keep)
+        with session(sess):
+            scan(handle, inputs, detect=detect, out=None, chat_template=chat_template, options=_copy(options),
+                 resume=False)
+        files.finish(sess.store)
+        shard.computed = sess.computed
+    shard.wait()
+    if shard.rank != 0:
+        return None
+    with session(ReplaySession("replay", 0, shard.world, files.merged())):
+        return scan(handle, inputs, detect=detect, out=out, overwrite=overwrite, chat_template=chat_template,
+                    prompt_source=prompt_source, options=_copy(options), resume=False)
+
+
+def _copy(options: dict) -> dict:
+    return {k: dict(v) for k, v in options.items()}
 
 
 class _batch_checkpoints:
@@ -151,11 +191,11 @@ class _batch_checkpoints:
     def __enter__(self):
         if self.ckpt is None or self.name not in self.RESUMABLE:
             return self
-        from .backends.shard import ShardSession, session
+        from .capture.replay import ReplaySession, session
 
         store = self.ckpt.load_batches()
         self.resumed["batches"] += self.ckpt.reused_batches
-        self.ctx = session(ShardSession("record", 0, 1, store=store, on_compute=self.ckpt.save_batch))
+        self.ctx = session(ReplaySession("record", 0, 1, store=store, on_compute=self.ckpt.save_batch))
         self.ctx.__enter__()
         return self
 

@@ -18,7 +18,7 @@ import torch
 
 import probe
 from probe.backends import support_table
-from probe.backends.shard import sharded_scan
+from probe.sharding import Shard
 from probe.errors import ProbeError
 
 PROMPTS = ["It is a truth universally acknowledged, that a single man", "My dear Mr. Bennet, said his lady"]
@@ -252,20 +252,20 @@ def test_device_map_capture(tiny_llama, tiny_folder, tmp_path):
 def test_sharded_resumable_in_process(tiny_llama, tmp_path):
     opts = {"sinks": {"batch_size": 2, "min_queries": 2}}
     ref = probe.scan(tiny_llama, MORE, options=copy.deepcopy(opts))
-    _, computed1 = sharded_scan(tiny_llama, MORE, out=tmp_path / "rep", options=opts, rank=1, world=2, barrier=False)
-    report, computed0 = sharded_scan(tiny_llama, MORE, out=tmp_path / "rep", options=opts, rank=0, world=2, barrier=False)
-    assert (computed0, computed1) == (2, 1)   # 3 batches of 2: batches 0, 2 on rank 0; batch 1 on rank 1
+    rank1, rank0 = Shard(1, 2, barrier=False), Shard(0, 2, barrier=False)
+    assert probe.scan(tiny_llama, MORE, out=tmp_path / "rep", options=opts, shard=rank1) is None
+    report = probe.scan(tiny_llama, MORE, out=tmp_path / "rep", options=opts, shard=rank0)
+    assert (rank0.computed, rank1.computed) == (2, 1)   # 3 batches of 2: batches 0, 2 on rank 0; batch 1 on rank 1
     for t in ("heads", "tokens", "massive"):
         pd.testing.assert_frame_equal(ref.tables[t], report.tables[t])
-    again, recomputed = sharded_scan(tiny_llama, MORE, out=tmp_path / "rep", options=opts, rank=0, world=2,
-                                     barrier=False, overwrite=True)
-    assert recomputed == 0   # resumable: a finished shard is not recomputed
+    again = probe.scan(tiny_llama, MORE, out=tmp_path / "rep", options=opts, overwrite=True, shard=rank0)
+    assert rank0.computed == 0   # resumable: a finished shard is not recomputed
     pd.testing.assert_frame_equal(ref.tables["heads"], again.tables["heads"])
 
 
 def test_shard_plan_does_not_depend_on_the_rank_device(tiny_llama):
     """Each torchrun rank holds the model on cuda:LOCAL_RANK: the plan (and shard folder) must match."""
-    from probe.backends.shard import plan_id
+    from probe.sharding import plan_id
 
     class OnOtherGPU(type(tiny_llama)):
         def describe(self):
@@ -291,7 +291,7 @@ def test_sharded_scan_two_gloo_processes(tiny_llama, tiny_folder, tmp_path):
     out = tmp_path / "sharded"
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", PROBE_DISABLE_TRITON="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
-           "-m", "probe.backends.shard", "--model", str(tiny_folder), "--prompts", str(prompts), "--out", str(out),
+           "-m", "probe", "scan", "--shard-by-rank", "--model", str(tiny_folder), "--prompts", str(prompts), "--out", str(out),
            "--device", "cpu", "--opt", "sinks.batch_size=2", "--opt", "sinks.min_queries=2"]
     run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert run.returncode == 0, run.stderr[-3000:]

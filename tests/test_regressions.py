@@ -71,7 +71,8 @@ def test_first_real_index_is_the_one_left_padding_helper():
 
 def test_sharded_rank_killed_mid_way_resumes_per_batch(tiny_llama, tmp_path, monkeypatch):
     """A rank interrupted after two saved batches recomputes only the batches it had not saved."""
-    from probe.backends import shard
+    import probe
+    from probe.sharding import Shard
 
     prompts = [f"Prompt number {i} about the weather and the sea." for i in range(8)]
     opts = {"sinks": {"batch_size": 1}}
@@ -86,12 +87,12 @@ def test_sharded_rank_killed_mid_way_resumes_per_batch(tiny_llama, tmp_path, mon
 
     monkeypatch.setattr(torch, "save", dies_on_third_batch)
     with pytest.raises(KeyboardInterrupt):
-        shard.sharded_scan(tiny_llama, prompts, out=tmp_path / "rep", options=opts, rank=1, world=2, barrier=False)
+        probe.scan(tiny_llama, prompts, out=tmp_path / "rep", options=opts, shard=Shard(1, 2, barrier=False))
     monkeypatch.setattr(torch, "save", real_save)
     kept = list((tmp_path / "rep.shards").glob("*/rank1-of2.partial/*.pt"))
     assert len(kept) == 2
-    _, computed = shard.sharded_scan(tiny_llama, prompts, out=tmp_path / "rep", options=opts, rank=1, world=2,
-                                     barrier=False)
-    assert computed == 4 - 2                       # rank 1 owns batches 1, 3, 5, 7; two were on disk
+    rank1 = Shard(1, 2, barrier=False)
+    probe.scan(tiny_llama, prompts, out=tmp_path / "rep", options=opts, shard=rank1)
+    assert rank1.computed == 4 - 2                       # rank 1 owns batches 1, 3, 5, 7; two were on disk
     assert not list((tmp_path / "rep.shards").glob("*/rank1-of2.partial"))
     assert list((tmp_path / "rep.shards").glob("*/rank1-of2.pt"))

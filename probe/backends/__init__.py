@@ -1,4 +1,4 @@
-"""Hook backends (TransformerLens, nnsight) behind the same ``probe.capture`` and scan, plus scale-out.
+"""Hook backends (TransformerLens, nnsight) behind the same ``probe.capture`` and scan.
 
 Same statistics, three ways (see README.md in this folder for when to use which)::
 
@@ -69,18 +69,15 @@ def resolve(obj, backend: Optional[str]) -> tuple[object, str]:
     if kind is not None:
         obj = wrap(obj)
     own = obj.extra.get("backend") if isinstance(obj, Handle) else None
-    from .shard import active
-
     if backend is None:
-        backend = own or "native"
-        return obj, (f"shard:{backend}" if active() is not None else backend)
+        return obj, own or "native"
     if own == "transformer-lens" and backend != "transformer-lens":
         raise ProbeError(f"this model is held by a TransformerBridge, whose attention replaces the HF modules; "
                          f"backend {backend} cannot see it", "use backend='transformer-lens' for a bridge")
     if backend != "native" and not isinstance(obj, Handle):
         raise ProbeError(f"backend {backend} needs the tokenizer and model facts of a Handle",
                          "pass probe.load(...) or probe.backends.wrap(obj), not a bare HF model")
-    return obj, (f"shard:{backend}" if active() is not None else backend)
+    return obj, backend
 
 
 @contextlib.contextmanager
@@ -97,14 +94,6 @@ def capture(handle, backend: str, stats=("received", "sink", "entropy"), *, laye
     from .support import check
 
     request = make_request(stats, topk, topk_rows, hidden)
-    if backend.startswith("shard:"):  # inside a sharded scan: record / replay this call (probe.backends.shard)
-        from .shard import ShardRecorder, active
-
-        inner = backend.split(":", 1)[1]
-        kw = dict(stats=request, layers=layers, hidden=hidden, **({"head_scale": head_scale} if head_scale else {}),
-                  **({"remote": remote} if remote else {}))
-        yield ShardRecorder(active(), handle, inner, kw, request, layers, hidden, spans, sink_pos)
-        return
     backend = normalize(backend)
     if request.lse:
         raise ProbeError(f"backend {backend} cannot capture 'lse': it sees post-softmax maps, not the scores",

@@ -230,11 +230,19 @@ def capture(model_or_handle, stats=("received", "sink", "entropy"), *, layers: O
         **backend_options: hook backends only: ``head_scale`` {(layer, head): factor}, ``remote``.
     Yields:
         Recorder (``rec.run(**inputs)`` runs one forward on every backend). On exit, even after an
-        exception, the model is exactly as before.
+        exception, the model is exactly as before. Inside a scan's record / replay session
+        (``probe.capture.replay``: resume, sharding) a ``ReplayRecorder`` whose ``rec.run`` answers
+        batches already captured from the session's store. ``native_capture`` is the seam path alone.
     """
     from .. import backends
+    from .replay import active
 
     model_or_handle, backend = backends.resolve(model_or_handle, backend)
+    sess = active()
+    if sess is not None:        # inside a resumable or sharded scan: record / replay this block's batches
+        yield _replay_recorder(sess, model_or_handle, backend, stats, layers, hidden, spans, sink_pos, topk, topk_rows,
+                               backend_options)
+        return
     if backend != "native":
         with backends.capture(model_or_handle, backend, stats, layers=layers, hidden=hidden, spans=spans,
                               sink_pos=sink_pos, topk=topk, topk_rows=topk_rows, **backend_options) as rec:
@@ -243,6 +251,16 @@ def capture(model_or_handle, stats=("received", "sink", "entropy"), *, layers: O
     if backend_options:
         raise ProbeError(f"{sorted(backend_options)} need a hook backend",
                          "intervene natively with probe.intervene, or pass backend='nnsight' / 'transformer-lens'")
+    with native_capture(model_or_handle, stats, layers=layers, hidden=hidden, spans=spans, sink_pos=sink_pos,
+                        topk=topk, topk_rows=topk_rows) as rec:
+        yield rec
+
+
+@contextlib.contextmanager
+def native_capture(model_or_handle, stats=("received", "sink", "entropy"), *, layers: Optional[Sequence[int]] = None,
+                   hidden: Optional[str] = None, spans: Optional[Tensor] = None, sink_pos: Optional[Tensor] = None,
+                   topk: int = 0, topk_rows: int = 1):
+    """``capture`` through probe's own seam only (same arguments, no backend choice, no replay)."""
     request = stats_request(stats, topk, topk_rows)
     if hidden not in (None, "summary", "full"):
         raise ProbeError(f"hidden={hidden!r}", "use hidden=None, 'summary' or 'full'")
@@ -255,3 +273,21 @@ def capture(model_or_handle, stats=("received", "sink", "entropy"), *, layers: O
     with TapSet(model_or_handle, reads=reads, on_call=rec._on_forward), seam.use_seam(model), \
             seam.attached(modules, rec):
         yield rec
+
+
+def _replay_recorder(sess, handle, backend: str, stats, layers, hidden, spans, sink_pos, topk, topk_rows,
+                     backend_options: dict):
+    """The ``ReplayRecorder`` a capture block gets inside a session; its live batches run through ``capture``
+    with the same arguments (on ``backend``) outside the session."""
+    from .replay import ReplayRecorder, session
+
+    request = stats_request(stats, topk, topk_rows)
+
+    def compute(**inputs) -> CallRecord:
+        with session(None), capture(handle, request, layers=layers, hidden=hidden, spans=rec._spans,
+                                    sink_pos=rec._sink_pos, backend=backend, **backend_options) as live:
+            live.run(**inputs)
+        return live.calls[-1]
+
+    rec = ReplayRecorder(sess, handle, compute, backend, request, layers, hidden, spans, sink_pos)
+    return rec

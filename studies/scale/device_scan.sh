@@ -6,7 +6,7 @@ ARGS="--model smollm2 --n-prompts 128 --prompt-tokens 1024 --overwrite --opt sin
 python3 -c "import probe; probe.load('smollm2', device='cpu')" > "$R/warm.log" 2>&1
 { time CUDA_VISIBLE_DEVICES=0 timeout 200 python3 -m probe.cli scan $ARGS --out /tmp/scan_one; } > "$R/scan_one.log" 2>&1
 for f in scan_two scan_two_rerun; do
-  { time timeout 150 python3 -m torch.distributed.run --nproc_per_node 2 -m probe.backends.shard $ARGS --out /tmp/scan_two; } > "$R/$f.log" 2>&1
+  { time timeout 150 python3 -m torch.distributed.run --nproc_per_node 2 -m probe scan --shard-by-rank $ARGS --out /tmp/scan_two; } > "$R/$f.log" 2>&1
 done
 python3 - > "$R/scan_compare.json" 2>&1 <<'PY'
 import json, pandas as pd
