@@ -19,14 +19,38 @@ from .jit_utils import INTERPRET, LN2, NEG, dot, precision, scores2
 
 
 @triton.jit
+def _decode_special(
+    b_p, b_v, o_j, p_cols, m_g, b_alpha, b_tm, b_acc2, sp0, sp1,
+    BS: tl.constexpr, BG: tl.constexpr, C: tl.constexpr, USE_VAR: tl.constexpr,
+    PREC: tl.constexpr, UPCAST: tl.constexpr,
+):
+    """A block that may hold edited columns: their probabilities out of P.V and l_rest, and VAR's
+    span targets accumulated. Returns (p for P.V, its row sums, VAR target mass, VAR accumulator)."""
+    n_c = tl.zeros([BG, BS], tl.int32)                                        # [BG, BS] edited-column hits
+    for c in tl.static_range(C):
+        col = tl.load(p_cols + c, mask=m_g, other=-1).to(tl.int32)           # [BG]
+        n_c += (o_j[None, :] == col[:, None]).to(tl.int32)
+    b_pv = tl.where(n_c > 0, 0.0, b_p)
+    b_lsr = tl.sum(b_pv, 1)
+    if USE_VAR:
+        m_tg = (o_j[None, :] >= sp0) & (o_j[None, :] < sp1) & (n_c == 0)      # [BG, BS] span targets
+        b_pt = tl.where(m_tg, b_p, 0.0)
+        b_tm = b_tm * b_alpha + tl.sum(b_pt, 1)
+        b_acc2 = b_acc2 * b_alpha[:, None] + dot(b_pt.to(b_v.dtype), b_v, PREC, UPCAST)
+    return b_pv, b_lsr, b_tm, b_acc2
+
+
+@triton.jit
 def _decode_step(
-    b_q, p_k, p_v, s_ks, s_vs, j0, lo, j_hi, scale, softcap, uni, p_cols, m_g,
+    b_q, p_k, p_v, s_ks, s_vs, j0, lo, j_hi, scale, softcap, uni, p_cols, b_cols, m_g,
     b_m, b_l, b_lr, b_acc, b_acc2, b_tm, sp0, sp1,
     SPECIAL: tl.constexpr, D: tl.constexpr, BS: tl.constexpr, BG: tl.constexpr, C: tl.constexpr,
     USE_SOFTCAP: tl.constexpr, USE_UNIFORM: tl.constexpr, USE_LR: tl.constexpr, USE_VAR: tl.constexpr,
     PREC: tl.constexpr, UPCAST: tl.constexpr,
 ):
-    """One key block for the G heads of a kv head; SPECIAL=True where edited columns may lie."""
+    """One key block for the G heads of a kv head. SPECIAL: 0 = no edited column or VAR span key in
+    this block, 1 = mask the columns (and accumulate VAR's targets) in every block, 2 = test each
+    block (b_cols [BG, CP], the span) and mask only blocks that hold one."""
     o_j = j0 + tl.arange(0, BS)                                               # [BS]
     o_d = tl.arange(0, D)                                                     # [D]
     m_j = (o_j < j_hi) & (o_j >= lo)
@@ -42,18 +66,20 @@ def _decode_step(
     b_l = b_l * b_alpha + b_ls
     b_pv = b_p
     b_lsr = b_ls
-    if SPECIAL:
-        n_c = tl.zeros([BG, BS], tl.int32)                                    # [BG, BS] edited-column hits
-        for c in tl.static_range(C):
-            col = tl.load(p_cols + c, mask=m_g, other=-1).to(tl.int32)       # [BG]
-            n_c += (o_j[None, :] == col[:, None]).to(tl.int32)
-        b_pv = tl.where(n_c > 0, 0.0, b_p)
-        b_lsr = tl.sum(b_pv, 1)
+    if SPECIAL == 1:
+        b_pv, b_lsr, b_tm, b_acc2 = _decode_special(b_p, b_v, o_j, p_cols, m_g, b_alpha, b_tm, b_acc2, sp0, sp1,
+                                                    BS, BG, C, USE_VAR, PREC, UPCAST)
+    elif SPECIAL == 2:
+        hit = tl.sum(tl.sum(((b_cols >= j0) & (b_cols < j0 + BS)).to(tl.int32), 1), 0) > 0
         if USE_VAR:
-            m_tg = (o_j[None, :] >= sp0) & (o_j[None, :] < sp1) & (n_c == 0)  # [BG, BS] span targets
-            b_pt = tl.where(m_tg, b_p, 0.0)
-            b_tm = b_tm * b_alpha + tl.sum(b_pt, 1)
-            b_acc2 = b_acc2 * b_alpha[:, None] + dot(b_pt.to(b_v.dtype), b_v, PREC, UPCAST)
+            hit = hit | ((sp0 < j0 + BS) & (sp1 > j0))
+        if hit:
+            b_pv, b_lsr, b_tm, b_acc2 = _decode_special(b_p, b_v, o_j, p_cols, m_g, b_alpha, b_tm, b_acc2,
+                                                        sp0, sp1, BS, BG, C, USE_VAR, PREC, UPCAST)
+        else:
+            if USE_VAR:
+                b_tm = b_tm * b_alpha
+                b_acc2 = b_acc2 * b_alpha[:, None]
     else:
         if USE_VAR:
             b_tm = b_tm * b_alpha
@@ -83,10 +109,13 @@ def decode_fwd_kernel(
     H: tl.constexpr, KV: tl.constexpr, G: tl.constexpr, D: tl.constexpr, BG: tl.constexpr,
     BS: tl.constexpr, C: tl.constexpr, CP: tl.constexpr,
     USE_WINDOW: tl.constexpr, USE_SOFTCAP: tl.constexpr, USE_COLS: tl.constexpr, USE_LR: tl.constexpr,
-    USE_VAR: tl.constexpr, USE_UNIFORM: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr,
+    USE_VAR: tl.constexpr, USE_UNIFORM: tl.constexpr, BLOCK_TEST: tl.constexpr,
+    PREC: tl.constexpr, UPCAST: tl.constexpr,
 ):
     """Partials per (b, h, chunk): pm, pl (, plr) [B, H, NSPLIT] and po (, po2) [B, H, NSPLIT, D],
-    ptm [B, H, NSPLIT], all float32. col_idx [B, H, C] deduplicated (-1 unused)."""
+    ptm [B, H, NSPLIT], all float32. col_idx [B, H, C] deduplicated (-1 unused). BLOCK_TEST: in a
+    chunk that holds an edited column (or VAR's span), test each key block and mask only those that
+    hold one (else every block of that chunk is masked)."""
     i_sp, i_bk = tl.program_id(0), tl.program_id(1)
     i_b, i_kh = (i_bk // KV).to(tl.int64), (i_bk % KV).to(tl.int64)
     o_g = tl.arange(0, BG)                                                    # [BG]
@@ -121,30 +150,39 @@ def decode_fwd_kernel(
     b_acc = tl.zeros([BG, D], tl.float32)                                     # [BG, D]
     b_acc2 = tl.zeros([BG, D], tl.float32)                                    # [BG, D] VAR targets
     b_tm = tl.zeros([BG], tl.float32)                                         # [BG] VAR target mass
+    b_cols = tl.full([BG, CP], -1, tl.int32)                                  # [BG, CP]
     if USE_COLS:
         o_c = tl.arange(0, CP)
-        b_cols = tl.load(p_cols[:, None] + o_c[None, :], mask=m_g[:, None] & (o_c < C)[None, :], other=-1)
+        b_cols = tl.load(p_cols[:, None] + o_c[None, :], mask=m_g[:, None] & (o_c < C)[None, :],
+                         other=-1).to(tl.int32)
         n_in = tl.sum(tl.sum(((b_cols >= j_lo) & (b_cols < j_hi)).to(tl.int32), 1), 0)
         special = n_in > 0
         if USE_VAR:
             special = special | ((sp0 < j_hi) & (sp1 > j_lo))
         if special:
-            for j0 in range(j_lo, j_hi, BS):
-                b_m, b_l, b_lr, b_acc, b_acc2, b_tm = _decode_step(
-                    b_q, p_k, p_v, s_ks, s_vs, j0, lo, j_hi, scale, softcap, uni, p_cols, m_g,
-                    b_m, b_l, b_lr, b_acc, b_acc2, b_tm, sp0, sp1, True, D, BS, BG, C,
-                    USE_SOFTCAP, USE_UNIFORM, USE_LR, USE_VAR, PREC, UPCAST)
+            if BLOCK_TEST:
+                for j0 in range(j_lo, j_hi, BS):
+                    b_m, b_l, b_lr, b_acc, b_acc2, b_tm = _decode_step(
+                        b_q, p_k, p_v, s_ks, s_vs, j0, lo, j_hi, scale, softcap, uni, p_cols, b_cols, m_g,
+                        b_m, b_l, b_lr, b_acc, b_acc2, b_tm, sp0, sp1, 2, D, BS, BG, C,
+                        USE_SOFTCAP, USE_UNIFORM, USE_LR, USE_VAR, PREC, UPCAST)
+            else:
+                for j0 in range(j_lo, j_hi, BS):
+                    b_m, b_l, b_lr, b_acc, b_acc2, b_tm = _decode_step(
+                        b_q, p_k, p_v, s_ks, s_vs, j0, lo, j_hi, scale, softcap, uni, p_cols, b_cols, m_g,
+                        b_m, b_l, b_lr, b_acc, b_acc2, b_tm, sp0, sp1, 1, D, BS, BG, C,
+                        USE_SOFTCAP, USE_UNIFORM, USE_LR, USE_VAR, PREC, UPCAST)
         else:
             for j0 in range(j_lo, j_hi, BS):
                 b_m, b_l, b_lr, b_acc, b_acc2, b_tm = _decode_step(
-                    b_q, p_k, p_v, s_ks, s_vs, j0, lo, j_hi, scale, softcap, uni, p_cols, m_g,
-                    b_m, b_l, b_lr, b_acc, b_acc2, b_tm, sp0, sp1, False, D, BS, BG, C,
+                    b_q, p_k, p_v, s_ks, s_vs, j0, lo, j_hi, scale, softcap, uni, p_cols, b_cols, m_g,
+                    b_m, b_l, b_lr, b_acc, b_acc2, b_tm, sp0, sp1, 0, D, BS, BG, C,
                     USE_SOFTCAP, USE_UNIFORM, USE_LR, USE_VAR, PREC, UPCAST)
     else:
         for j0 in range(j_lo, j_hi, BS):
             b_m, b_l, b_lr, b_acc, b_acc2, b_tm = _decode_step(
-                b_q, p_k, p_v, s_ks, s_vs, j0, lo, j_hi, scale, softcap, uni, p_cols, m_g,
-                b_m, b_l, b_lr, b_acc, b_acc2, b_tm, sp0, sp1, False, D, BS, BG, C,
+                b_q, p_k, p_v, s_ks, s_vs, j0, lo, j_hi, scale, softcap, uni, p_cols, b_cols, m_g,
+                b_m, b_l, b_lr, b_acc, b_acc2, b_tm, sp0, sp1, 0, D, BS, BG, C,
                 USE_SOFTCAP, USE_UNIFORM, USE_LR, USE_VAR, PREC, UPCAST)
     o_p = o_h * NSPLIT + i_sp                                                 # [BG] partial rows
     tl.store(pm + o_p, b_m, mask=m_g)

@@ -196,6 +196,7 @@ def attention(
     edits: Optional[AttentionEdits] = None,
     block_q: Optional[int] = None,
     tile: Optional[tuple] = None,
+    opts: Optional[dict] = None,
 ) -> AttentionResult:
     """Causal GQA attention with in-launch statistics and edits, in Triton (see ``kernels.attention.api``).
 
@@ -205,6 +206,9 @@ def attention(
             as in ``reference.attention``.
         block_q: ignored (the reference's memory knob; the kernel tiles by itself).
         tile: (BT, BS, num_warps, num_stages) override of the prefill kernel's tile (tuning runs).
+        opts: overrides of the recorded tables (tuning runs and tests): "tile" (as ``tile``), "rtile"
+            (the received-mass kernel's tile), the prefill switches "seg" / "span_post" / "reload_q" /
+            "tma" (see ``tiles.PREFILL_SWITCHES``), the decode switch "block_test".
     Returns:
         AttentionResult with out [B, T, H, D] in q's dtype; lse / entropy [B, H, T],
         sink_mass [B, H, T, P], span_mass [B, H, T, NS], received_sum [B, H, S],
@@ -221,15 +225,18 @@ def attention(
     win = int(window) if window is not None and int(window) < S else 0
     common = dict(scale=float(scale), softcap=float(softcap) if softcap else 0.0, window=win)
     ed = _Edits(edits, B, H, dev)
+    opts = dict(opts or {})
+    if tile is not None:
+        opts["tile"] = tile
 
     out = _alloc(B, T, H, D, dtype=q.dtype, device=dev)
     res = AttentionResult(out=out)
     if T == 1 and not (stats.entropy or stats.sink_mass or stats.span_mass or stats.received):
-        res.lse = _decode(q, k, v, out, key_start, ed, stats.lse, common)
+        res.lse = _decode(q, k, v, out, key_start, ed, stats.lse, common, opts)
     else:
-        _prefill(q, k, v, out, res, key_start, ed, stats, sink_pos, spans, tile, common)
+        _prefill(q, k, v, out, res, key_start, ed, stats, sink_pos, spans, opts, common)
         if stats.received:
-            res.received_sum = _received(q, k, res.extras.pop("lse_all"), key_start, common)
+            res.received_sum = _received(q, k, res.extras.pop("lse_all"), key_start, common, opts.get("rtile"))
             res.received_count = _received_count(key_start, T, S, window, torch.float32)
 
     rows = min(stats.topk_rows, T) if stats.topk else 0
@@ -242,7 +249,22 @@ def attention(
     return res
 
 
-def _prefill(q, k, v, out, res, key_start, ed: _Edits, stats, sink_pos, spans, tile, common) -> None:
+def _rows_descriptor(x: Tensor, block_rows: int):
+    """A TMA tensor descriptor over x [B, KV, S, D] viewed as [B * KV * S, D] with [block_rows, D]
+    blocks, or None when that view does not exist (the kernel then uses pointer loads)."""
+    B, KV, S, D = x.shape
+    if not (x.stride(3) == 1 and x.stride(1) == S * x.stride(2) and x.stride(0) == KV * x.stride(1)):
+        return None
+    if (x.stride(2) * x.element_size()) % 16 or x.data_ptr() % 16 or D * x.element_size() < 16:
+        return None
+    try:
+        from triton.tools.tensor_descriptor import TensorDescriptor
+    except ImportError:
+        return None
+    return TensorDescriptor(x, shape=[B * KV * S, D], strides=[x.stride(2), 1], block_shape=[block_rows, D])
+
+
+def _prefill(q, k, v, out, res, key_start, ed: _Edits, stats, sink_pos, spans, opts, common) -> None:
     """One launch of the prefill kernel; fills res's lse / entropy / sink / span fields."""
     B, H, T, D = q.shape
     KV, S = k.shape[1], k.shape[2]
@@ -262,9 +284,15 @@ def _prefill(q, k, v, out, res, key_start, ed: _Edits, stats, sink_pos, spans, t
 
     variant = ("var" if ed.var else "edit") if ed.probs else (
         "stats" if (stats.entropy or stats.sink_mass or stats.span_mass or stats.received) else "output")
-    BT, BS, nw, ns = tiles.prefill_tile(variant, D, q.element_size(), INTERPRET, tile)
+    BT, BS, nw, ns = tiles.prefill_tile(variant, D, q.element_size(), INTERPRET, opts.get("tile"))
+    sw = tiles.prefill_switches(variant, D, opts)
+    kd = vd = None
+    if sw["tma"]:
+        kd, vd = _rows_descriptor(k, BS), _rows_descriptor(v, BS)
+        if kd is None or vd is None:
+            kd = vd = None
     attention_fwd_kernel[(triton.cdiv(T, BT), B * H)](
-        q=q, k=k, v=v, o=out, lse=lse, ent=ent, spm=spm, snk=snk, key_start=key_start,
+        q=q, k=k, v=v, kd=kd, vd=vd, o=out, lse=lse, ent=ent, spm=spm, snk=snk, key_start=key_start,
         sink_pos=sink_pos.to(dev).long().contiguous() if stats.sink_mass else None,
         spans=spans.to(dev).long().contiguous() if stats.span_mass else None,
         col_idx=ed.cols, col_scale=ed.col_scale, head_uniform=ed.uniform,
@@ -276,6 +304,7 @@ def _prefill(q, k, v, out, res, key_start, ed: _Edits, stats, sink_pos, spans, t
         s_vb=v.stride(0), s_vh=v.stride(1), s_vs=v.stride(2),
         s_ob=out.stride(0), s_ot=out.stride(1), s_oh=out.stride(2),
         T=T, S=S, H=H, G=H // KV, D=D, BT=BT, BS=BS, NS=NS, P=P, C=ed.C,
+        SEG=sw["seg"], SPAN_POST=sw["span_post"], RELOAD_Q=sw["reload_q"],
         num_warps=nw, num_stages=ns, **common,
     )
     res.lse, res.entropy, res.sink_mass, res.span_mass = (lse if stats.lse else None), ent, snk, spm
@@ -283,12 +312,12 @@ def _prefill(q, k, v, out, res, key_start, ed: _Edits, stats, sink_pos, spans, t
         res.extras["lse_all"] = lse
 
 
-def _received(q, k, lse, key_start, common) -> Tensor:
+def _received(q, k, lse, key_start, common, tile: Optional[tuple] = None) -> Tensor:
     """Received-mass column sums [B, H, S] from the forward's lse [B, H, T]."""
     B, H, T, D = q.shape
     KV, S = k.shape[1], k.shape[2]
     rsum = _alloc(B, H, S, dtype=torch.float32, device=q.device)
-    RT, RS, nw, ns = tiles.received_tile(D, q.element_size(), INTERPRET)
+    RT, RS, nw, ns = tiles.received_tile(D, q.element_size(), INTERPRET, tile)
     received_fwd_kernel[(triton.cdiv(S, RS), B * H)](
         q=q, k=k, lse=lse, rsum=rsum, key_start=key_start,
         s_qb=q.stride(0), s_qh=q.stride(1), s_qt=q.stride(2),
@@ -311,7 +340,7 @@ def _sm_count(dev) -> int:
     return _SMS[key]
 
 
-def _decode(q, k, v, out, key_start, ed: _Edits, store_lse: bool, common) -> Optional[Tensor]:
+def _decode(q, k, v, out, key_start, ed: _Edits, store_lse: bool, common, opts: Optional[dict] = None) -> Optional[Tensor]:
     """Split-KV decode for T == 1: partials per key chunk, then one combine with the edit epilogue.
     Returns lse [B, H, 1] when store_lse."""
     B, H, _, D = q.shape
@@ -340,7 +369,8 @@ def _decode(q, k, v, out, key_start, ed: _Edits, store_lse: bool, common) -> Opt
         q=q, k=k, v=v, po=po, pm=pm, pl=pl, plr=plr, po2=po2, ptm=ptm, key_start=key_start,
         col_idx=ed.cols, head_uniform=ed.uniform, redist_span=ed.span,
         S=S, chunk=chunk, NSPLIT=nsplit, H=H, KV=KV, G=G, D=D, BG=max(16, triton.next_power_of_2(G)),
-        BS=BS, C=ed.C, num_warps=nw, num_stages=stages, **strides, **common,
+        BS=BS, C=ed.C, BLOCK_TEST=bool((opts or {}).get("block_test", tiles.DECODE_SWITCHES["block_test"])),
+        num_warps=nw, num_stages=stages, **strides, **common,
     )
     decode_combine_kernel[(B * H,)](
         po=po, pm=pm, pl=pl, plr=plr, po2=po2, ptm=ptm, o=out, lse=lse, q=q, k=k, v=v, key_start=key_start,

@@ -17,17 +17,26 @@ from .jit_utils import INTERPRET, LN2, NEG, dot, precision, scores2
 
 @triton.jit
 def _fwd_step(
-    b_q, p_k, p_v, s_ks, s_vs, j0, p_pos, ks, S, window, scale, softcap, uni,
+    b_q, p_k, p_v, kd, vd, row0, s_ks, s_vs, j0, p_pos, ks, S, window, scale, softcap, uni,
     b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_cols, p_spans, b_acc2, b_tm, sp0, sp1,
     MASK: tl.constexpr, D: tl.constexpr, BS: tl.constexpr, NS: tl.constexpr, NSP: tl.constexpr,
     USE_WINDOW: tl.constexpr, USE_SOFTCAP: tl.constexpr, USE_UNIFORM: tl.constexpr,
-    USE_ENTROPY: tl.constexpr, USE_SPAN: tl.constexpr, USE_COLS: tl.constexpr,
-    USE_VAR: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr,
+    USE_ENTROPY: tl.constexpr, USE_SPAN: tl.constexpr, USE_COLS: tl.constexpr, COLMODE: tl.constexpr,
+    USE_VAR: tl.constexpr, USE_TMA: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr,
 ):
-    """One key block of the online softmax; MASK=False for blocks every query fully sees."""
+    """One key block of the online softmax; MASK=False for blocks every query fully sees.
+
+    USE_SPAN: span mass accumulated here (off when the span post-pass computes it). COLMODE (with
+    USE_COLS): 0 = a block known to hold no edited column (only l_rest is kept), 1 = test the block
+    for a column at run time, 2 = a block known to hold one (mask the columns). USE_TMA: K / V come
+    from tensor descriptors kd / vd over the [rows, D] view, this (batch, kv head)'s keys at row0."""
     o_j = j0 + tl.arange(0, BS)                                               # [BS]
     o_d = tl.arange(0, D)                                                     # [D]
-    if MASK:
+    if USE_TMA:
+        # rows past S belong to the next head (or are zero-filled past the end): masked below
+        b_k = kd.load([row0 + j0, 0])                                         # [BS, D]
+        b_v = vd.load([row0 + j0, 0])                                         # [BS, D]
+    elif MASK:
         m_j = o_j < S
         b_k = tl.load(p_k + o_j[:, None] * s_ks + o_d[None, :], mask=m_j[:, None], other=0.0)  # [BS, D]
         b_v = tl.load(p_v + o_j[:, None] * s_vs + o_d[None, :], mask=m_j[:, None], other=0.0)  # [BS, D]
@@ -64,8 +73,13 @@ def _fwd_step(
         # edited columns are kept out of the accumulator and out of l_rest; the epilogue adds
         # them back scaled. Only blocks holding one of them pay for the masking.
         b_lsr = b_ls
-        hit = tl.sum(((b_cols >= j0) & (b_cols < j0 + BS)).to(tl.int32), 0) > 0
-        if hit:
+        if COLMODE == 1:
+            hit = tl.sum(((b_cols >= j0) & (b_cols < j0 + BS)).to(tl.int32), 0) > 0
+            if hit:
+                m_c = tl.sum((o_j[:, None] == b_cols[None, :]).to(tl.int32), 1) > 0  # [BS]
+                b_pv = tl.where(m_c[None, :], 0.0, b_p)
+                b_lsr = tl.sum(b_pv, 1)
+        elif COLMODE == 2:
             m_c = tl.sum((o_j[:, None] == b_cols[None, :]).to(tl.int32), 1) > 0  # [BS]
             b_pv = tl.where(m_c[None, :], 0.0, b_p)
             b_lsr = tl.sum(b_pv, 1)
@@ -107,6 +121,31 @@ def _gather_col(
     return b_p, b_v
 
 
+@triton.jit
+def _span_mass(
+    b_q, p_k, s_ks, s0, s1, lo_req, hi, p_pos, ks, S, window, scale, softcap, uni, b_m,
+    D: tl.constexpr, BS: tl.constexpr, USE_WINDOW: tl.constexpr, USE_SOFTCAP: tl.constexpr,
+    USE_UNIFORM: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr,
+):
+    """Unnormalized mass sum_{j in [s0, s1)} exp2(s_j - m) per query row [BT], from the final max m,
+    over only the key blocks of [s0, s1) that this query block can see."""
+    o_d = tl.arange(0, D)                                                     # [D]
+    a0 = tl.maximum(s0, lo_req)
+    a1 = tl.minimum(s1, hi)
+    b_c = tl.zeros_like(b_m)                                                  # [BT]
+    for j0 in range(a0 // BS * BS, a1, BS):
+        o_j = j0 + tl.arange(0, BS)                                           # [BS]
+        b_k = tl.load(p_k + o_j[:, None] * s_ks + o_d[None, :], mask=(o_j < S)[:, None], other=0.0)  # [BS, D]
+        b_s = dot(b_q, tl.trans(b_k), PREC, UPCAST)                           # [BT, BS]
+        b_s = scores2(b_s, scale, softcap, uni, USE_SOFTCAP, USE_UNIFORM)
+        m_s = (o_j[None, :] <= p_pos[:, None]) & (o_j[None, :] >= ks)         # [BT, BS]
+        m_s = m_s & ((o_j >= s0) & (o_j < s1))[None, :]
+        if USE_WINDOW:
+            m_s = m_s & ((p_pos[:, None] - o_j[None, :]) < window)
+        b_c += tl.sum(tl.where(m_s, tl.exp2(b_s - b_m[:, None]), 0.0), 1)
+    return b_c
+
+
 @triton.heuristics({
     "USE_WINDOW": lambda a: a["window"] > 0,
     "USE_SOFTCAP": lambda a: a["softcap"] > 0,
@@ -119,6 +158,9 @@ def _gather_col(
     "USE_UNIFORM": lambda a: a["head_uniform"] is not None,
     "USE_HMEAN": lambda a: a["head_mean"] is not None,
     "USE_HSCALE": lambda a: a["head_scale"] is not None,
+    "USE_TMA": lambda a: a["kd"] is not None,
+    "LOOP_SPAN": lambda a: a["spm"] is not None and not a["SPAN_POST"],
+    "SEG_ON": lambda a: bool(a["SEG"]) and a["col_idx"] is not None and a["redist_span"] is None,
     "NSP": lambda a: max(2, triton.next_power_of_2(max(a["NS"], 1))),
     "CP": lambda a: max(2, triton.next_power_of_2(max(a["C"], 1))),
     "PREC": precision,
@@ -126,7 +168,7 @@ def _gather_col(
 })
 @triton.jit
 def attention_fwd_kernel(
-    q, k, v, o, lse, ent, spm, snk,
+    q, k, v, kd, vd, o, lse, ent, spm, snk,
     key_start, sink_pos, spans, col_idx, col_scale, head_uniform, head_mean, head_mean_on, head_scale,
     redist_span, redist_from, redist_keep, redist_rho, redist_min_mass,
     s_qb, s_qh, s_qt, s_kb, s_kh, s_ks, s_vb, s_vh, s_vs, s_ob, s_ot, s_oh,
@@ -136,11 +178,19 @@ def attention_fwd_kernel(
     USE_WINDOW: tl.constexpr, USE_SOFTCAP: tl.constexpr, STORE_LSE: tl.constexpr,
     USE_ENTROPY: tl.constexpr, USE_SPAN: tl.constexpr, USE_SINK: tl.constexpr,
     USE_COLS: tl.constexpr, USE_UNIFORM: tl.constexpr, USE_HMEAN: tl.constexpr,
-    USE_HSCALE: tl.constexpr, USE_VAR: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr,
+    USE_HSCALE: tl.constexpr, USE_VAR: tl.constexpr, USE_TMA: tl.constexpr,
+    SEG: tl.constexpr, SPAN_POST: tl.constexpr, RELOAD_Q: tl.constexpr,
+    LOOP_SPAN: tl.constexpr, SEG_ON: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr,
 ):
     """One program per (query block, batch x head). Pointers: q [B, H, T, D], k / v [B, KV, S, D],
     o [B, T, H, D]; lse / ent [B, H, T], spm [B, H, T, NS], snk [B, H, T, P] (float32, None = off);
-    col_idx [B, H, C] deduplicated ACT columns or VAR sink keys (-1 unused)."""
+    col_idx [B, H, C] deduplicated ACT columns or VAR sink keys, ascending, -1 for unused slots.
+    kd / vd: tensor descriptors over k / v viewed as [B * KV * S, D] (None = pointer loads).
+
+    Variant switches (the tile table picks them per variant): SEG (ACT) runs the fully visible key
+    range as plain segments between the blocks that hold an edited column (one pass over the sorted
+    column list; no per-block test); SPAN_POST computes span mass after the key loop, over only the
+    spans' key blocks, from the final max and sum; RELOAD_Q re-loads q for the epilogue's gathers."""
     i_t, i_bh = tl.program_id(0), tl.program_id(1)
     i_b, i_h = (i_bh // H).to(tl.int64), (i_bh % H).to(tl.int64)
     i_kh = i_h // G
@@ -149,6 +199,7 @@ def attention_fwd_kernel(
     m_t = o_t < T
     p_pos = S - T + o_t                                                       # [BT] absolute positions
     ks = tl.load(key_start + i_b).to(tl.int32)
+    row0 = ((i_b * (H // G) + i_kh) * S).to(tl.int32)                         # first row of kd / vd
 
     p_q = q + i_b * s_qb + i_h * s_qh
     p_k = k + i_b * s_kb + i_kh * s_kh
@@ -194,19 +245,65 @@ def attention_fwd_kernel(
 
     for j0 in range(lo, j_a, BS):
         b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_acc2, b_tm = _fwd_step(
-            b_q, p_k, p_v, s_ks, s_vs, j0, p_pos, ks, S, window, scale, softcap, uni,
+            b_q, p_k, p_v, kd, vd, row0, s_ks, s_vs, j0, p_pos, ks, S, window, scale, softcap, uni,
             b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_cols, p_spans, b_acc2, b_tm, sp0, sp1, True, D, BS, NS, NSP,
-            USE_WINDOW, USE_SOFTCAP, USE_UNIFORM, USE_ENTROPY, USE_SPAN, USE_COLS, USE_VAR, PREC, UPCAST)
-    for j0 in range(j_a, j_b, BS):
-        b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_acc2, b_tm = _fwd_step(
-            b_q, p_k, p_v, s_ks, s_vs, j0, p_pos, ks, S, window, scale, softcap, uni,
-            b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_cols, p_spans, b_acc2, b_tm, sp0, sp1, False, D, BS, NS, NSP,
-            USE_WINDOW, USE_SOFTCAP, USE_UNIFORM, USE_ENTROPY, USE_SPAN, USE_COLS, USE_VAR, PREC, UPCAST)
+            USE_WINDOW, USE_SOFTCAP, USE_UNIFORM, USE_ENTROPY, LOOP_SPAN, USE_COLS, 1, USE_VAR, USE_TMA,
+            PREC, UPCAST)
+    if SEG_ON:
+        # the sorted column list splits [j_a, j_b) into plain segments and the blocks holding a
+        # column (a repeat, -1 or an out-of-range column adds an empty segment and no block)
+        p_c = col_idx + (i_b * H + i_h) * C
+        cur = j_a
+        for c in range(0, C):
+            idx = tl.load(p_c + c).to(tl.int32)
+            blk = tl.maximum(idx, 0) // BS * BS
+            ok = (idx >= 0) & (blk >= cur) & (blk < j_b)
+            e = tl.where(ok, blk, cur)
+            for j0 in range(cur, e, BS):
+                b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_acc2, b_tm = _fwd_step(
+                    b_q, p_k, p_v, kd, vd, row0, s_ks, s_vs, j0, p_pos, ks, S, window, scale, softcap, uni,
+                    b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_cols, p_spans, b_acc2, b_tm, sp0, sp1, False, D, BS, NS, NSP,
+                    USE_WINDOW, USE_SOFTCAP, USE_UNIFORM, USE_ENTROPY, LOOP_SPAN, USE_COLS, 0, USE_VAR, USE_TMA,
+                    PREC, UPCAST)
+            for j0 in range(e, tl.where(ok, e + BS, e), BS):
+                b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_acc2, b_tm = _fwd_step(
+                    b_q, p_k, p_v, kd, vd, row0, s_ks, s_vs, j0, p_pos, ks, S, window, scale, softcap, uni,
+                    b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_cols, p_spans, b_acc2, b_tm, sp0, sp1, False, D, BS, NS, NSP,
+                    USE_WINDOW, USE_SOFTCAP, USE_UNIFORM, USE_ENTROPY, LOOP_SPAN, USE_COLS, 2, USE_VAR, USE_TMA,
+                    PREC, UPCAST)
+            cur = tl.where(ok, e + BS, cur)
+        for j0 in range(cur, j_b, BS):
+            b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_acc2, b_tm = _fwd_step(
+                b_q, p_k, p_v, kd, vd, row0, s_ks, s_vs, j0, p_pos, ks, S, window, scale, softcap, uni,
+                b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_cols, p_spans, b_acc2, b_tm, sp0, sp1, False, D, BS, NS, NSP,
+                USE_WINDOW, USE_SOFTCAP, USE_UNIFORM, USE_ENTROPY, LOOP_SPAN, USE_COLS, 0, USE_VAR, USE_TMA,
+                PREC, UPCAST)
+    else:
+        for j0 in range(j_a, j_b, BS):
+            b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_acc2, b_tm = _fwd_step(
+                b_q, p_k, p_v, kd, vd, row0, s_ks, s_vs, j0, p_pos, ks, S, window, scale, softcap, uni,
+                b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_cols, p_spans, b_acc2, b_tm, sp0, sp1, False, D, BS, NS, NSP,
+                USE_WINDOW, USE_SOFTCAP, USE_UNIFORM, USE_ENTROPY, LOOP_SPAN, USE_COLS, 1, USE_VAR, USE_TMA,
+                PREC, UPCAST)
     for j0 in range(j_b, hi, BS):
         b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_acc2, b_tm = _fwd_step(
-            b_q, p_k, p_v, s_ks, s_vs, j0, p_pos, ks, S, window, scale, softcap, uni,
+            b_q, p_k, p_v, kd, vd, row0, s_ks, s_vs, j0, p_pos, ks, S, window, scale, softcap, uni,
             b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_cols, p_spans, b_acc2, b_tm, sp0, sp1, True, D, BS, NS, NSP,
-            USE_WINDOW, USE_SOFTCAP, USE_UNIFORM, USE_ENTROPY, USE_SPAN, USE_COLS, USE_VAR, PREC, UPCAST)
+            USE_WINDOW, USE_SOFTCAP, USE_UNIFORM, USE_ENTROPY, LOOP_SPAN, USE_COLS, 1, USE_VAR, USE_TMA,
+            PREC, UPCAST)
+
+    b_qe = b_q                                                                # [BT, D] q of the epilogue
+    if RELOAD_Q:
+        b_qe = tl.load(p_q + o_t[:, None] * s_qt + o_d[None, :], mask=m_t[:, None], other=0.0)
+    if USE_SPAN:
+        if SPAN_POST:
+            # span post-pass: only the spans' key blocks, exp2 against the final max
+            for i in tl.static_range(NS):
+                s0 = tl.load(p_spans + 2 * i).to(tl.int32)
+                s1 = tl.load(p_spans + 2 * i + 1).to(tl.int32)
+                b_c = _span_mass(b_qe, p_k, s_ks, s0, s1, lo_req, hi, p_pos, ks, S, window, scale, softcap,
+                                 uni, b_m, D, BS, USE_WINDOW, USE_SOFTCAP, USE_UNIFORM, PREC, UPCAST)
+                b_spm += tl.where(tl.arange(0, NSP)[None, :] == i, b_c[:, None], 0.0)
 
     # epilogue: a row sees a key iff its position is past the padding (the window holds itself)
     m_ok = m_t & (p_pos >= ks)                                                # [BT]
@@ -221,7 +318,7 @@ def attention_fwd_kernel(
             b_os = tl.zeros([BT, D], tl.float32)                              # [BT, D] sinks' p v
             for c in tl.static_range(C):
                 idx = tl.load(col_idx + (i_b * H + i_h) * C + c).to(tl.int32)
-                b_pc, b_vc = _gather_col(b_q, p_k, p_v, s_ks, s_vs, idx, p_pos, ks, window, scale,
+                b_pc, b_vc = _gather_col(b_qe, p_k, p_v, s_ks, s_vs, idx, p_pos, ks, window, scale,
                                          softcap, uni, b_m, b_l, D, True, USE_WINDOW, USE_SOFTCAP, USE_UNIFORM)
                 b_ms += b_pc
                 b_msi += tl.where((idx >= sp0) & (idx < sp1), b_pc, 0.0)
@@ -239,7 +336,7 @@ def attention_fwd_kernel(
             b_oc = tl.zeros([BT, D], tl.float32)                              # [BT, D]
             for c in tl.static_range(C):
                 idx = tl.load(col_idx + (i_b * H + i_h) * C + c).to(tl.int32)
-                b_pc, b_vc = _gather_col(b_q, p_k, p_v, s_ks, s_vs, idx, p_pos, ks, window, scale,
+                b_pc, b_vc = _gather_col(b_qe, p_k, p_v, s_ks, s_vs, idx, p_pos, ks, window, scale,
                                          softcap, uni, b_m, b_l, D, True, USE_WINDOW, USE_SOFTCAP, USE_UNIFORM)
                 b_mc += b_pc
                 b_oc += b_pc[:, None] * b_vc[None, :]
@@ -272,6 +369,6 @@ def attention_fwd_kernel(
     if USE_SINK:
         for c in tl.static_range(P):
             idx = tl.load(sink_pos + i_b * P + c).to(tl.int32)
-            b_pc, b_vc = _gather_col(b_q, p_k, p_v, s_ks, s_vs, idx, p_pos, ks, window, scale,
+            b_pc, b_vc = _gather_col(b_qe, p_k, p_v, s_ks, s_vs, idx, p_pos, ks, window, scale,
                                      softcap, uni, b_m, b_l, D, False, USE_WINDOW, USE_SOFTCAP, USE_UNIFORM)
             tl.store(snk + o_row * P + c, tl.where(m_ok, b_pc, 0.0), mask=m_t)

@@ -22,9 +22,21 @@ PREFILL_TILES: dict = {
     # VAR: two [BT, D] accumulators (not tuned)
     "var": {64: (64, 64, 4, 3), 128: (64, 128, 8, 3), 256: (32, 32, 4, 2)},
 }
+# variant -> {head_dim bucket: kernel switches} (prefill_kernel.attention_fwd_kernel's SEG, SPAN_POST,
+# RELOAD_Q; "tma": K / V through tensor descriptors where the layout allows it)
+_OFF = {"seg": False, "span_post": False, "reload_q": False, "tma": False}
+PREFILL_SWITCHES: dict = {
+    "output": {64: dict(_OFF), 128: dict(_OFF), 256: dict(_OFF)},
+    "stats": {64: dict(_OFF), 128: dict(_OFF), 256: dict(_OFF)},
+    "edit": {64: dict(_OFF), 128: dict(_OFF), 256: dict(_OFF)},
+    "var": {64: dict(_OFF), 128: dict(_OFF), 256: dict(_OFF)},
+}
 RECEIVED_TILES: dict = {64: (64, 128, 4, 3), 128: (64, 128, 4, 3), 256: (32, 64, 4, 2)}
 # decode: (BS, num_warps, num_stages); one wave of programs, bandwidth-bound
 DECODE_TILES: dict = {64: (64, 4, 2), 128: (64, 4, 2), 256: (32, 4, 2)}
+# decode_fwd_kernel's BLOCK_TEST: in a chunk holding an edited column, mask only its blocks that hold one
+DECODE_SWITCHES: dict = {"block_test": False}
+SWITCH_NAMES = ("seg", "span_post", "reload_q", "tma")
 
 INTERPRET_TILE = (32, 32, 4, 1)
 
@@ -44,11 +56,22 @@ def prefill_tile(variant: str, D: int, itemsize: int, interpret: bool,
     return cfg
 
 
-def received_tile(D: int, itemsize: int, interpret: bool) -> tuple[int, int, int, int]:
+def prefill_switches(variant: str, D: int, override: Optional[dict] = None) -> dict:
+    """The prefill kernel's switches for one variant ({"seg", "span_post", "reload_q", "tma"}: bool),
+    with the keys of ``override`` that name a switch taking precedence."""
+    sw = dict(PREFILL_SWITCHES[variant][_bucket(D)])
+    for name in SWITCH_NAMES:
+        if override and name in override:
+            sw[name] = bool(override[name])
+    return sw
+
+
+def received_tile(D: int, itemsize: int, interpret: bool,
+                  override: Optional[tuple] = None) -> tuple[int, int, int, int]:
     """(BT, BS, num_warps, num_stages) of the received-mass kernel (keys stay in registers)."""
     if interpret:
         return INTERPRET_TILE
-    cfg = RECEIVED_TILES[_bucket(D)]
+    cfg = override or RECEIVED_TILES[_bucket(D)]
     if itemsize == 4:
         cfg = (min(cfg[0], 32), min(cfg[1], 64), cfg[2], 2)
     return cfg

@@ -54,10 +54,10 @@ def _check(name, got, ref64, ref_same, dtype, log):
     assert e_k <= 4 * e_r + floor, f"{name}: kernel error {e_k:.3e} > 4 x reference {e_r:.3e} + {floor:.1e}"
 
 
-def _parity(q, k, v, stats, **kw):
+def _parity(q, k, v, stats, opts=None, **kw):
     tri = _tri()
     assert tri.supports(q, k, v, stats=stats, **kw)
-    got = tri.attention(q, k, v, stats=stats, **kw)
+    got = tri.attention(q, k, v, stats=stats, opts=opts, **kw)
     ref64 = reference_attention(q.double(), k.double(), v.double(), stats=stats, **kw)
     same = reference_attention(q, k, v, stats=stats, **kw)
     log = []
@@ -267,6 +267,51 @@ def test_decode_edits_run_split_kv(kind, monkeypatch):
     print(log)
 
 
+SWITCHES = [{"seg": True}, {"span_post": True, "reload_q": True},
+            {"seg": True, "span_post": True, "reload_q": True, "tma": True}]
+
+
+@pytest.mark.parametrize("opts", SWITCHES)
+def test_prefill_switches_parity(opts):
+    """Every prefill variant switch (tuning picks them per variant) keeps the float64 parity:
+    statistics (span mass in the post-pass), and ACT columns in several key blocks (segments)."""
+    B, H, KV, T, S, D = 1, 4, 2, 40, 110, 32
+    q, k, v = _inputs(B, H, KV, T, S, D, torch.bfloat16, seed=37, sink=3.0)
+    key_start = torch.tensor([9], device=DEV)
+    spans = torch.tensor([[[0, 1], [20, 75], [100, 110]]] * B, device=DEV)
+    _parity(q, k, v, StatsRequest(lse=True, entropy=True, sink_mass=True, span_mass=True), scale=D ** -0.5,
+            key_start=key_start, window=70 if opts.get("tma") else None, spans=spans, opts=opts)
+    ed = _edits(B, H, D, S, torch.bfloat16)
+    ed.col_idx[:, 0] = torch.tensor([70, 33, 40])                    # columns in two middle blocks, unsorted
+    ed.col_idx[:, 3] = torch.tensor([0, 1, S - 1])
+    ed.head_uniform = None
+    got = _tri().attention(q, k, v, scale=D ** -0.5, key_start=key_start, edits=ed, opts=opts)
+    exp, p, pe = _edited_expectation(q, k, v, ed, scale=D ** -0.5, key_start=key_start.cpu())
+    same = reference_attention(q, k, v, scale=D ** -0.5, key_start=key_start, edits=ed)
+    _check("out", got.out, exp, same.out, torch.bfloat16, [])
+
+
+@pytest.mark.parametrize("kind", ["act", "var"])
+def test_decode_block_test_parity(kind):
+    """The decode switch that masks only the key blocks holding an edited column (or VAR's span)."""
+    B, H, KV, S, D = 2, 4, 2, 150, 32
+    q, k, v = _inputs(B, H, KV, 1, S, D, torch.float16, seed=41, sink=4.0)
+    key_start = torch.tensor([0, 4], device=DEV)
+    if kind == "var":
+        ed = _var_edits(B, H, S, 1, torch.float16)
+        ed.redist_from = torch.zeros(B, dtype=torch.long, device=DEV)
+        ed.redist_span = torch.tensor([[40, 100]] * B, device=DEV)
+    else:
+        ed = _edits(B, H, D, S, torch.float16)
+        ed.col_idx[:, 3, 1] = 140
+        ed.head_uniform = None
+    got = _tri().attention(q, k, v, scale=D ** -0.5, key_start=key_start, edits=ed, opts={"block_test": True})
+    exp, p, pe = _edited_expectation(q, k, v, ed, scale=D ** -0.5, key_start=key_start.cpu())
+    assert (pe - p).abs().max() > 1e-3
+    same = reference_attention(q, k, v, scale=D ** -0.5, key_start=key_start, edits=ed)
+    _check("out", got.out, exp, same.out, torch.float16, [])
+
+
 def test_dedup_cached_per_tensor():
     """Edit columns are deduplicated once per tensor (per sequence), and again after an in-place change."""
     tri = _tri()
@@ -375,6 +420,37 @@ def test_edits_parity_gpu_and_no_recompile():
     ed.col_idx[0, 1, 1] = 17
     tri.attention(q, k, v, scale=D ** -0.5, edits=ed)
     assert sum(len(c[0]) for c in caches.values()) == n
+
+
+@gpu
+@pytest.mark.gpu
+@pytest.mark.parametrize("D", [64, 128])
+@pytest.mark.parametrize("opts", SWITCHES)
+def test_prefill_switches_parity_gpu(D, opts):
+    B, H, KV, T, S = 1, 4, 2, 1000, 1500
+    q, k, v = _inputs(B, H, KV, T, S, D, torch.bfloat16, seed=43, sink=4.0)
+    spans = torch.tensor([[[0, 1], [300, 876], [1400, 1500]]], device=DEV)
+    _parity(q, k, v, ALL, scale=D ** -0.5, key_start=torch.tensor([3], device=DEV), spans=spans,
+            sink_pos=torch.tensor([[0, 700]], device=DEV), opts=opts)
+    ed = _edits(B, H, D, S, torch.bfloat16)
+    ed.col_idx[0, 0] = torch.tensor([900, 0, 700])
+    got = _tri().attention(q, k, v, scale=D ** -0.5, edits=ed, opts=opts)
+    exp, _, _ = _edited_expectation(q, k, v, ed, scale=D ** -0.5)
+    same = reference_attention(q, k, v, scale=D ** -0.5, edits=ed)
+    _check("out", got.out, exp, same.out, torch.bfloat16, [])
+
+
+@gpu
+@pytest.mark.gpu
+def test_decode_block_test_gpu():
+    B, H, KV, S, D = 16, 32, 32, 2048, 128
+    q, k, v = _inputs(B, H, KV, 1, S, D, torch.bfloat16, seed=47, sink=4.0)
+    cols = torch.tensor([0, 7, S // 2], device=DEV).expand(B, H, 3).contiguous()
+    ed = AttentionEdits(col_idx=cols, col_scale=torch.full((B, H), 0.4, device=DEV))
+    got = _tri().attention(q, k, v, scale=D ** -0.5, edits=ed, opts={"block_test": True})
+    exp, _, _ = _edited_expectation(q, k, v, ed, scale=D ** -0.5)
+    same = reference_attention(q, k, v, scale=D ** -0.5, edits=ed)
+    _check("out", got.out, exp, same.out, torch.bfloat16, [])
 
 
 @gpu
