@@ -1,11 +1,13 @@
 """Prefill kernel: FlashAttention-style forward with in-launch statistics and edits.
 
 ``attention_fwd_kernel`` runs an online softmax over key blocks (causal / sliding-window /
-left-padding block skipping, GQA) and, on request, lse, entropy, span mass (in the key loop), sink
-mass and ACT column edits (gathered in the epilogue from the final max / sum), VAR redistribution
-(span-target accumulator in the key loop, sink keys in the epilogue), uniform heads, head mean /
-scale. Every optional input is a pointer that is ``None`` when off; ``@triton.heuristics`` turns
-that into the kernel's ``USE_*`` switches, so a launch passes only what it uses, by keyword.
+left-padding block skipping, GQA) and, on request, lse, entropy, span mass (in the key loop, or in
+a post-pass over only the spans' key blocks), sink mass and ACT column edits (gathered in the
+epilogue from the final max / sum), VAR redistribution (span-target accumulator in the key loop,
+sink keys in the epilogue), uniform heads, head mean / scale. Every optional input is a pointer
+that is ``None`` when off; ``@triton.heuristics`` turns that into the kernel's ``USE_*`` switches,
+so a launch passes only what it uses, by keyword. The variant switches (SEG, SPAN_POST, RELOAD_Q,
+TMA loads) are chosen per variant by ``tiles.PREFILL_SWITCHES``.
 """
 from __future__ import annotations
 

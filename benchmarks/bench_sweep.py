@@ -1,0 +1,444 @@
+"""One-call measurement sweep of the attention kernels' variants and tiles against cuDNN SDPA (GPU).
+
+Every candidate (a tile and the kernel switches of ``kernels.attention.tiles``) of each variant is
+timed at N = 65,536 for the Llama-7B shape (32 / 32 heads, d 128) and the SmolLM2 shape (9 / 3
+heads, d 64), bf16, causal, batch 1, random tensors; then the best candidate of each variant and the
+recorded defaults are timed again as the headline, against SDPA measured in the same run; then one
+decode step with ACT / VAR edits (per layer, CUDA-graph replay) at batch 1 and 16.
+
+Variants: ``output`` (output only), ``edit`` (ACT on key 0, beta 0.5, every head, + head scale),
+``stats_fwd`` (the prefill kernel with lse, entropy, key-0 mass and one 576-key span mass),
+``received`` (the received-mass pass alone, from that lse), ``stats`` (the whole statistics call:
+``stats_fwd`` + ``received``), ``var`` (VAR: sink key 0, span [1, 33), keep 0.5).
+
+Timing: the sweep takes the median of 5 calls, each timed by CUDA events after an L2 flush (after
+one warm-up call); the headline takes the median of ``--repeats`` runs of ``triton.testing.do_bench``
+(decode: ``do_bench_cudagraph``). Peak memory: ``torch.cuda.max_memory_allocated`` over one call.
+
+Compilation dominates a sweep, so ``--precompile I/N`` runs the I-th of N shares of every candidate
+once (same shapes, so the same specializations) to fill Triton's on-disk cache, in N processes
+before the timed run (``benchmarks/device_sweep.sh``). ``--dry`` runs the whole plan on the CPU
+under TRITON_INTERPRET=1 at a tiny N (plumbing check; its times mean nothing).
+
+    python -m benchmarks.bench_sweep --out benchmarks/results/sweep_h200.json
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import statistics
+import sys
+import time
+
+SHAPES = {"llama": (32, 32, 128), "smollm": (9, 3, 64)}
+DRY = {"shapes": {"llama": (2, 2, 128), "smollm": (3, 1, 64)}, "max_tiles": 1, "calls": 1}
+N_DEFAULT = 65536
+GiB = 1024 ** 3
+OFF = {"seg": False, "span_post": False, "reload_q": False, "tma": False}
+
+# candidate tiles (BT, BS, num_warps, num_stages) per variant and head_dim; the first is the recorded default
+TILES = {
+    128: {"output": [(128, 128, 8, 3), (128, 64, 8, 3), (128, 128, 8, 2), (64, 128, 4, 3), (128, 64, 4, 3)],
+          "edit": [(128, 128, 8, 3), (64, 64, 4, 3), (128, 64, 8, 3), (64, 128, 4, 3)],
+          "stats_fwd": [(64, 64, 4, 3), (128, 128, 8, 3), (128, 64, 8, 3), (64, 128, 4, 3)],
+          "received": [(64, 128, 4, 3), (128, 128, 8, 3), (64, 64, 4, 3), (128, 64, 8, 3), (64, 128, 8, 3),
+                       (64, 128, 4, 2)]},
+    64: {"output": [(64, 64, 4, 3), (64, 128, 4, 3), (128, 64, 4, 3), (128, 128, 8, 3), (128, 64, 8, 3)],
+         "edit": [(64, 128, 4, 3), (64, 64, 4, 3), (128, 64, 4, 3), (128, 128, 8, 3)],
+         "stats_fwd": [(64, 128, 4, 3), (128, 128, 8, 3), (64, 64, 4, 3), (128, 64, 4, 3)],
+         "received": [(64, 128, 4, 3), (128, 128, 8, 3), (64, 64, 4, 3), (128, 64, 8, 3), (64, 128, 8, 3),
+                      (64, 128, 4, 2)]},
+}
+# switch sets per variant; the first is "all off" (the kernel before this sweep)
+SWITCH_SETS = {
+    "output": [{}, {"tma": True}],
+    "edit": [{}, {"seg": True}, {"seg": True, "reload_q": True}, {"seg": True, "reload_q": True, "tma": True}],
+    "stats_fwd": [{}, {"span_post": True}, {"span_post": True, "reload_q": True},
+                  {"span_post": True, "reload_q": True, "tma": True}],
+    "received": [{}],
+}
+DECODE_CASES = [("llama", 32, 32, 128, 1, 4096), ("llama", 32, 32, 128, 16, 2048), ("smollm", 9, 3, 64, 1, 4096)]
+BASELINE = os.path.join(os.path.dirname(__file__), "results", "bench_decode_gpu_h200.json")
+
+
+def candidates(D: int) -> list[tuple[str, dict]]:
+    """[(variant, opts)] of the sweep for one head_dim, in a fixed order (shared by the precompile):
+    every variant's switch sets on its first tile, then on its second tile, ... (a sweep cut short
+    by its time budget loses the last tiles, not a whole variant)."""
+    out = []
+    n_tiles = max(len(t) for t in TILES[D].values())
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        n_tiles = DRY["max_tiles"]
+    for ti in range(n_tiles):
+        for variant, tiles in TILES[D].items():
+            if ti < len(tiles):
+                for sw in SWITCH_SETS[variant]:
+                    key = "rtile" if variant == "received" else "tile"
+                    out.append((variant, {key: tuple(tiles[ti]), **OFF, **sw}))
+    return out
+
+
+class Case:
+    """Inputs and call builders of one shape at one length."""
+
+    def __init__(self, shape: str, N: int, dev: str):
+        import torch
+        from kernels.attention.api import AttentionEdits, StatsRequest
+        H, KV, D = SHAPES[shape]
+        self.shape, self.N, self.H, self.KV, self.D, self.dev = shape, N, H, KV, D, dev
+        g = torch.Generator(device=dev).manual_seed(0)
+        mk = lambda n: torch.randn(1, n, N, D, device=dev, dtype=torch.bfloat16, generator=g)  # noqa: E731
+        self.q, self.k, self.v = mk(H), mk(KV), mk(KV)
+        self.scale = D ** -0.5
+        self.spans = torch.tensor([[[N // 4, N // 4 + min(576, N // 4)]]], device=dev)
+        self.fwd_stats = StatsRequest(lse=True, entropy=True, sink_mass=True, span_mass=True)
+        self.full_stats = StatsRequest(entropy=True, sink_mass=True, span_mass=True, received=True)
+        self.act = AttentionEdits(col_idx=torch.zeros(1, H, 1, dtype=torch.long, device=dev),
+                                  col_scale=torch.full((1, H), 0.5, device=dev), head_scale=torch.ones(H, device=dev))
+        self.var = AttentionEdits(redist_idx=torch.zeros(1, 1, dtype=torch.long, device=dev),
+                                  redist_span=torch.tensor([[1, 33]], device=dev),
+                                  redist_from=torch.zeros(1, dtype=torch.long, device=dev),
+                                  redist_keep=torch.full((H,), 0.5, device=dev))
+        self._lse = None
+        self.io_gib = (2 * self.q.numel() + self.k.numel() + self.v.numel()) * 2 / GiB
+
+    def sdpa(self):
+        import torch.nn.functional as F
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+        backends = [SDPBackend.CUDNN_ATTENTION] if self.dev == "cuda" else [SDPBackend.MATH]
+        q, k, v = self.q, self.k, self.v
+
+        def run():
+            with sdpa_kernel(backends):
+                return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scale,
+                                                      enable_gqa=self.KV != self.H)
+        return run
+
+    def call(self, variant: str, opts: dict):
+        """A zero-argument callable running one variant with these overrides."""
+        from kernels.attention import fused as tri
+        q, k, v, s = self.q, self.k, self.v, self.scale
+        if variant == "output":
+            return lambda: tri.attention(q, k, v, scale=s, opts=opts)
+        if variant == "edit":
+            return lambda: tri.attention(q, k, v, scale=s, edits=self.act, opts=opts)
+        if variant == "var":
+            return lambda: tri.attention(q, k, v, scale=s, edits=self.var, opts=opts)
+        if variant == "stats_fwd":
+            return lambda: tri.attention(q, k, v, scale=s, spans=self.spans, stats=self.fwd_stats, opts=opts)
+        if variant == "stats":
+            return lambda: tri.attention(q, k, v, scale=s, spans=self.spans, stats=self.full_stats, opts=opts)
+        if variant == "received":
+            if self._lse is None:
+                self._lse = tri.attention(q, k, v, scale=s, stats=self.fwd_stats, spans=self.spans).lse
+            ks = tri._zeros_i64(1, q.device)
+            common = dict(scale=s, softcap=0.0, window=0)
+            return lambda: tri._received(q, k, self._lse, ks, common, opts.get("rtile"))
+        raise ValueError(variant)
+
+
+# ------------------------------------------------------------------------------------------ timing
+class Clock:
+    """CUDA-event timing with an L2 flush (GPU) or perf_counter (the --dry CPU run)."""
+
+    def __init__(self, cuda: bool):
+        import torch
+        self.cuda = cuda
+        self.flush = torch.empty(256 * 2 ** 20, dtype=torch.int8, device="cuda") if cuda else None
+
+    def sync(self):
+        import torch
+        if self.cuda:
+            torch.cuda.synchronize()
+
+    def calls(self, fn, n: int) -> list[float]:
+        """ms of n calls, each after an L2 flush (one warm-up call first)."""
+        import torch
+        fn()
+        self.sync()
+        out = []
+        for _ in range(n):
+            if self.cuda:
+                self.flush.zero_()
+                a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                a.record()
+                fn()
+                b.record()
+                b.synchronize()
+                out.append(a.elapsed_time(b))
+            else:
+                t0 = time.perf_counter()
+                fn()
+                out.append((time.perf_counter() - t0) * 1e3)
+        return out
+
+    def do_bench(self, fn, repeats: int) -> list[float]:
+        if not self.cuda:
+            return self.calls(fn, repeats)
+        from triton.testing import do_bench
+        return [float(do_bench(fn, warmup=25, rep=100)) for _ in range(repeats)]
+
+    def graph(self, fn, repeats: int) -> list[float]:
+        if not self.cuda:
+            return self.calls(fn, repeats)
+        from triton.testing import do_bench_cudagraph
+        return [float(do_bench_cudagraph(fn, rep=20)) for _ in range(repeats)]
+
+    def peak(self, fn) -> float:
+        import torch
+        if not self.cuda:
+            return float("nan")
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        fn()
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() / GiB
+
+
+class Run:
+    """Rows, the deadline, and the JSON file rewritten after every row (a kill keeps what was done)."""
+
+    def __init__(self, args, meta: dict):
+        self.rows, self.args, self.meta = [], args, meta
+        self.t_end = time.time() + args.budget_s
+
+    def left(self) -> float:
+        return self.t_end - time.time()
+
+    def add(self, row: dict) -> None:
+        self.rows.append(row)
+        print(json.dumps(row), flush=True)
+        if self.args.out:
+            tmp = self.args.out + ".tmp"
+            with open(tmp, "w") as f:
+                json.dump({"meta": self.meta, "rows": self.rows}, f, indent=1)
+            os.replace(tmp, self.args.out)
+
+
+def _jsonable(opts: dict) -> dict:
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in opts.items()}
+
+
+def _try(run: Run, row: dict, work) -> dict:
+    try:
+        row.update(work())
+    except Exception as e:  # noqa: BLE001 - a sweep reports what failed and goes on
+        row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+    run.add(row)
+    return row
+
+
+def sweep(run: Run, clock: Clock, case: Case, reserve_s: float) -> dict:
+    """Time every candidate; returns {variant: best row}."""
+    best = {}
+    for variant, opts in candidates(case.D):
+        if run.left() < reserve_s:
+            run.add({"kind": "sweep", "shape": case.shape, "variant": variant, "opts": _jsonable(opts),
+                     "skipped": "time budget"})
+            continue
+        fn = case.call(variant, opts)
+
+        def work():
+            t0 = time.time()
+            ms = clock.calls(fn, 5 if clock.cuda else DRY["calls"])
+            return {"ms": statistics.median(ms), "calls_ms": ms, "s": round(time.time() - t0, 2)}
+        row = _try(run, {"kind": "sweep", "shape": case.shape, "N": case.N, "variant": variant,
+                         "opts": _jsonable(opts)}, work)
+        if "ms" in row and (variant not in best or row["ms"] < best[variant]["ms"]):
+            best[variant] = row
+    return best
+
+
+def headline(run: Run, clock: Clock, case: Case, name: str, variant: str, opts: dict, base_ms) -> dict:
+    fn = case.sdpa() if variant == "sdpa" else case.call(variant, opts)
+
+    def work():
+        runs = clock.do_bench(fn, run.args.repeats)
+        out = {"ms": statistics.median(runs), "runs_ms": runs, "peak_gib": clock.peak(fn), "io_gib": case.io_gib}
+        if base_ms:
+            out["x_sdpa"] = out["ms"] / base_ms
+        return out
+    return _try(run, {"kind": "headline", "shape": case.shape, "N": case.N, "method": name, "variant": variant,
+                      "opts": _jsonable(opts)}, work)
+
+
+def _opts_of(row: dict) -> dict:
+    return {k: (tuple(v) if isinstance(v, list) else v) for k, v in row["opts"].items()}
+
+
+def prefill_shape(run: Run, clock: Clock, shape: str, N: int, dev: str) -> None:
+    import torch
+    case = Case(shape, N, dev)
+    base = headline(run, clock, case, "sdpa", "sdpa", {}, None).get("ms")
+    D = case.D
+    # the recorded defaults before this sweep (all switches off), in the same run
+    old = {"output": {"tile": TILES[D]["output"][0], **OFF}, "edit": {"tile": TILES[D]["edit"][0], **OFF},
+           "stats": {"tile": TILES[D]["stats_fwd"][0], "rtile": TILES[D]["received"][0], **OFF}}
+    for v, o in old.items():
+        headline(run, clock, case, f"{v}_before", v, o, base)
+    headline(run, clock, case, "var_default", "var", {}, base)
+    best = sweep(run, clock, case, reserve_s=run.args.reserve_s)
+    win = {}
+    if "output" in best:
+        win["output"] = _opts_of(best["output"])
+    if "edit" in best:
+        win["edit"] = _opts_of(best["edit"])
+    if "stats_fwd" in best:
+        win["stats"] = dict(_opts_of(best["stats_fwd"]))
+        if "received" in best:
+            win["stats"]["rtile"] = _opts_of(best["received"])["rtile"]
+    for v, o in win.items():
+        headline(run, clock, case, f"{v}_best", v, o, base)
+    headline(run, clock, case, "sdpa_again", "sdpa", {}, base)
+    del case
+    gc.collect()
+    if dev == "cuda":
+        torch.cuda.empty_cache()
+
+
+def _baseline() -> dict:
+    try:
+        with open(BASELINE) as f:
+            data = json.load(f)
+    except OSError:
+        return {}
+    rows = data["rows"] if isinstance(data, dict) else data
+    return {(r.get("batch"), r.get("prompt")): r["device_ms"] for r in rows
+            if isinstance(r, dict) and r.get("variant") in ("unmodified", "none", "sdpa") and "device_ms" in r}
+
+
+def decode_variants(shape: str, H: int, KV: int, D: int, B: int, S: int, dev: str) -> dict:
+    """name -> zero-argument callable of one decode step (one query over S keys) at this shape."""
+    import torch
+    import torch.nn.functional as F
+    from kernels.attention import fused as tri
+    from kernels.attention.api import AttentionEdits
+    g = torch.Generator(device=dev).manual_seed(0)
+    q = torch.randn(B, H, 1, D, device=dev, dtype=torch.bfloat16, generator=g)
+    k = torch.randn(B, KV, S, D, device=dev, dtype=torch.bfloat16, generator=g)
+    v = torch.randn(B, KV, S, D, device=dev, dtype=torch.bfloat16, generator=g)
+    sc = D ** -0.5
+    cols = torch.tensor([0, 7, S // 2], device=dev).expand(B, H, 3).contiguous()
+    act = AttentionEdits(col_idx=cols, col_scale=torch.full((B, H), 0.4, device=dev))
+    var = AttentionEdits(redist_idx=torch.zeros(B, 1, dtype=torch.long, device=dev),
+                         redist_span=torch.tensor([[1, 33]] * B, device=dev),
+                         redist_from=torch.zeros(B, dtype=torch.long, device=dev),
+                         redist_keep=torch.full((H,), 0.5, device=dev))
+    return {
+        "sdpa": lambda: F.scaled_dot_product_attention(q, k, v, scale=sc, enable_gqa=KV != H),
+        "ours": lambda: tri.attention(q, k, v, scale=sc),
+        "act": lambda: tri.attention(q, k, v, scale=sc, edits=act, opts={"block_test": False}),
+        "act_block_test": lambda: tri.attention(q, k, v, scale=sc, edits=act, opts={"block_test": True}),
+        "var": lambda: tri.attention(q, k, v, scale=sc, edits=var, opts={"block_test": False}),
+        "var_block_test": lambda: tri.attention(q, k, v, scale=sc, edits=var, opts={"block_test": True}),
+    }
+
+
+def decode_cases(run: Run, clock: Clock, dev: str, small: bool) -> None:
+    base_tok = _baseline()
+    for shape, H, KV, D, B, S in DECODE_CASES:
+        S = 96 if small else S
+        base = None
+        for name, fn in decode_variants(shape, H, KV, D, B, S, dev).items():
+            if run.left() < 3:
+                run.add({"kind": "decode", "shape": shape, "B": B, "S": S, "variant": name, "skipped": "time budget"})
+                continue
+
+            def work():
+                runs = clock.graph(fn, run.args.repeats)
+                return {"ms": statistics.median(runs), "runs_ms": runs}
+            row = {"kind": "decode", "shape": shape, "H": H, "KV": KV, "D": D, "B": B, "S": S, "variant": name}
+            try:
+                row.update(work())
+            except Exception as e:  # noqa: BLE001 - a sweep reports what failed and goes on
+                row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+            if name == "sdpa":
+                base = row.get("ms")
+            elif base and "ms" in row:
+                row["x_sdpa"] = row["ms"] / base
+                tok = base_tok.get((B, S)) if shape == "llama" else None
+                if tok:  # 32 layers of the Llama-7B shape, each paying the per-layer difference
+                    row["token_x_est"] = (tok + 32 * (row["ms"] - base)) / tok
+            run.add(row)
+
+
+def precompile(share: str, N: int, dev: str) -> int:
+    """Run every I-th of N candidates once (fills Triton's cache for the timed process)."""
+    i, n = (int(x) for x in share.split("/"))
+    jobs = [(s, v, o) for s in SHAPES for v, o in candidates(SHAPES[s][2])]
+    jobs += [(s, v, {}) for s in SHAPES for v in ("var", "stats")]
+    jobs += [("decode", j, name) for j in range(len(DECODE_CASES))
+             for name in ("ours", "act", "act_block_test", "var", "var_block_test")]
+    mine = jobs[i::n]
+    cases = {}
+    t0 = time.time()
+    for shape, variant, opts in mine:
+        if shape == "decode":
+            c = DECODE_CASES[variant]
+            try:
+                decode_variants(*c, dev)[opts]()
+                print(f"ok decode {c} {opts}", flush=True)
+            except Exception as e:  # noqa: BLE001
+                print(f"FAIL decode {c} {opts}: {type(e).__name__}: {str(e)[:300]}", flush=True)
+            continue
+        if shape not in cases:
+            cases.clear()
+            cases[shape] = Case(shape, N, dev)
+        t = time.time()
+        try:
+            cases[shape].call(variant, opts)()
+            if dev == "cuda":
+                import torch
+                torch.cuda.synchronize()
+            print(f"ok {shape} {variant} {_jsonable(opts)} {time.time() - t:.1f}s", flush=True)
+        except Exception as e:  # noqa: BLE001 - the timed run reports it again
+            print(f"FAIL {shape} {variant} {_jsonable(opts)}: {type(e).__name__}: {str(e)[:300]}", flush=True)
+    print(f"share {share}: {len(mine)} candidates in {time.time() - t0:.1f}s", flush=True)
+    return 0
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--n", type=int, default=N_DEFAULT)
+    ap.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
+    ap.add_argument("--repeats", type=int, default=3, help="do_bench runs per headline number (median kept)")
+    ap.add_argument("--budget-s", type=float, default=150.0, help="stop starting new sweep candidates after this")
+    ap.add_argument("--reserve-s", type=float, default=35.0, help="seconds kept for headlines and decode")
+    ap.add_argument("--precompile", default=None, metavar="I/N")
+    ap.add_argument("--pytest-log", default=None, help="the GPU test run's output (its summary goes in meta)")
+    ap.add_argument("--dry", action="store_true", help="CPU plumbing check under TRITON_INTERPRET=1, tiny N")
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args(argv)
+    if args.dry:
+        os.environ["TRITON_INTERPRET"] = "1"
+        args.n = min(args.n, 96)
+        SHAPES.update(DRY["shapes"])
+        DECODE_CASES[:] = [(s, *DRY["shapes"][s], min(B, 2), S) for s, _, _, _, B, S in DECODE_CASES]
+    import torch
+    cuda = torch.cuda.is_available() and not args.dry
+    if not cuda and not args.dry:
+        print("bench_sweep needs CUDA (or --dry)", file=sys.stderr)
+        return 2
+    dev = "cuda" if cuda else "cpu"
+    if args.precompile:
+        return precompile(args.precompile, args.n, dev)
+    import triton
+    meta = {"device": torch.cuda.get_device_name() if cuda else "cpu (dry run)", "torch": torch.__version__,
+            "triton": triton.__version__, "argv": sys.argv, "N": args.n, "repeats": args.repeats,
+            "baseline_file": BASELINE}
+    if args.pytest_log and os.path.exists(args.pytest_log):
+        with open(args.pytest_log) as f:
+            tail = [ln.strip() for ln in f.read().splitlines() if ln.strip()]
+        meta["pytest_tail"] = tail[-3:]
+    run = Run(args, meta)
+    clock = Clock(cuda)
+    decode_cases(run, clock, dev, small=args.dry)
+    for shape in sorted(args.shapes, key=lambda s: s != "smollm"):     # the small shape first
+        prefill_shape(run, clock, shape, args.n, dev)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

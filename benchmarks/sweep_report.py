@@ -1,0 +1,165 @@
+"""Markdown tables (and the winners' tile table) from the JSON that ``benchmarks.bench_sweep`` wrote.
+
+    python -m benchmarks.sweep_report benchmarks/results/sweep_h200.json            # tables for BENCHMARKS.md
+    python -m benchmarks.sweep_report benchmarks/results/sweep_h200.json --winners  # the tile table to record
+
+Targets (issue #15, N = 65,536, × cuDNN SDPA in the same run): output only ≤ 1.12, ACT edit ≤ 1.15,
+full statistics ≤ 1.7; decode step with ACT / VAR ≤ 1.05 per token (Llama shape, batch 1 and 16).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from collections import defaultdict
+
+TARGETS = {"output": 1.12, "edit": 1.15, "stats": 1.7}
+DECODE_TARGET = 1.05
+D_OF = {"llama": 128, "smollm": 64}
+
+
+def _sw(opts: dict) -> str:
+    on = [k for k in ("seg", "span_post", "reload_q", "tma") if opts.get(k)]
+    return "+".join(on) if on else "none"
+
+
+def _tile(opts: dict) -> str:
+    parts = []
+    if "tile" in opts:
+        parts.append("(" + ", ".join(str(x) for x in opts["tile"]) + ")")
+    if "rtile" in opts:
+        parts.append("received (" + ", ".join(str(x) for x in opts["rtile"]) + ")")
+    return " ".join(parts) if parts else "recorded"
+
+
+def headline(rows) -> str:
+    out = ["| shape | method | tile (BT, BS, warps, stages) | switches | ms (median of 3 do_bench) | × SDPA | "
+           "peak GiB | inputs+out GiB |", "|---|---|---|---|---:|---:|---:|---:|"]
+    for r in rows:
+        if r.get("kind") != "headline":
+            continue
+        if "ms" not in r:
+            out.append(f"| {r['shape']} | {r['method']} | | | {r.get('error', r.get('skipped', ''))} | | | |")
+            continue
+        x = f"{r['x_sdpa']:.3f}" if "x_sdpa" in r else "1.000"
+        out.append(f"| {r['shape']} | {r['method']} | {_tile(r['opts'])} | {_sw(r['opts'])} | {r['ms']:.3f} | {x} | "
+                   f"{r['peak_gib']:.3f} | {r['io_gib']:.3f} |")
+    return "\n".join(out)
+
+
+def sweep(rows) -> str:
+    """Every sweep candidate, grouped by shape and variant, fastest first."""
+    groups = defaultdict(list)
+    for r in rows:
+        if r.get("kind") == "sweep":
+            groups[(r["shape"], r["variant"])].append(r)
+    out = ["| shape | variant | tile | switches | ms (median of 5) |", "|---|---|---|---|---:|"]
+    for (shape, variant), rs in groups.items():
+        rs = sorted(rs, key=lambda r: r.get("ms", float("inf")))
+        for r in rs:
+            val = f"{r['ms']:.3f}" if "ms" in r else r.get("error", r.get("skipped", ""))
+            out.append(f"| {shape} | {variant} | {_tile(r['opts'])} | {_sw(r['opts'])} | {val} |")
+    return "\n".join(out)
+
+
+def decode(rows) -> str:
+    out = ["| shape | batch x keys | variant | µs per layer (median of 3) | × SDPA | est. per token × unmodified |",
+           "|---|---|---|---:|---:|---:|"]
+    for r in rows:
+        if r.get("kind") != "decode":
+            continue
+        if "ms" not in r:
+            out.append(f"| {r['shape']} | {r['B']} x {r['S']} | {r['variant']} | {r.get('error', r.get('skipped', ''))} | | |")
+            continue
+        tok = f"{r['token_x_est']:.3f}" if "token_x_est" in r else ""
+        x = f"{r['x_sdpa']:.2f}" if "x_sdpa" in r else "1.00"
+        out.append(f"| {r['shape']} | {r['B']} x {r['S']} | {r['variant']} | {r['ms'] * 1e3:.1f} | {x} | {tok} |")
+    return "\n".join(out)
+
+
+def _best_headline(rows, shape, variant):
+    """The faster of the before / best headline rows of a variant (what the recorded table now gives)."""
+    rs = [r for r in rows if r.get("kind") == "headline" and r["shape"] == shape and r["variant"] == variant
+          and "ms" in r and r["method"] in (f"{variant}_before", f"{variant}_best")]
+    return min(rs, key=lambda r: r["ms"]) if rs else None
+
+
+def targets(rows) -> str:
+    out = ["| target | Llama-7B shape | SmolLM2 shape | verdict |", "|---|---|---|---|"]
+    for variant, bound in TARGETS.items():
+        cells, met = [], []
+        for shape in ("llama", "smollm"):
+            r = _best_headline(rows, shape, variant)
+            if r is None or "x_sdpa" not in r:
+                cells.append("not measured")
+                met.append(False)
+                continue
+            cells.append(f"{r['x_sdpa']:.3f}× ({r['ms']:.2f} ms)")
+            met.append(r["x_sdpa"] <= bound)
+        verdict = "met" if all(met) else ("met on " + ", ".join(s for s, m in zip(("Llama", "SmolLM2"), met) if m)
+                                          if any(met) else "missed")
+        out.append(f"| {variant} ≤ {bound}× | {cells[0]} | {cells[1]} | {verdict} |")
+    for B in (1, 16):
+        rs = [r for r in rows if r.get("kind") == "decode" and r["shape"] == "llama" and r["B"] == B
+              and "token_x_est" in r and r["variant"] in ("act", "act_block_test", "var", "var_block_test")]
+        if not rs:
+            out.append(f"| decode ACT / VAR, batch {B} ≤ {DECODE_TARGET}× per token | not measured | | |")
+            continue
+        best = {}
+        for r in rs:
+            kind = r["variant"].split("_")[0]
+            if kind not in best or r["token_x_est"] < best[kind]["token_x_est"]:
+                best[kind] = r
+        cell = ", ".join(f"{k.upper()} {r['token_x_est']:.3f}× ({r['variant']})" for k, r in best.items())
+        ok = all(r["token_x_est"] <= DECODE_TARGET for r in best.values())
+        out.append(f"| decode ACT / VAR, batch {B} ≤ {DECODE_TARGET}× per token | {cell} | (Llama shape only) | "
+                   f"{'met' if ok else 'missed'} |")
+    return "\n".join(out)
+
+
+def winners(rows) -> dict:
+    """{variant: {head_dim: opts}} of the fastest headline per variant and shape."""
+    out = defaultdict(dict)
+    for shape, D in D_OF.items():
+        for variant in TARGETS:
+            r = _best_headline(rows, shape, variant)
+            if r is not None:
+                out[variant][D] = {"from": r["method"], "ms": round(r["ms"], 3), **r["opts"]}
+    dec = {}
+    for B in (1, 16):
+        for kind in ("act", "var"):
+            rs = {r["variant"]: r["ms"] for r in rows if r.get("kind") == "decode" and r["shape"] == "llama"
+                  and r["B"] == B and "ms" in r and r["variant"] in (kind, kind + "_block_test")}
+            if len(rs) == 2:
+                dec[f"{kind}_b{B}"] = {"block_test_us": round(rs[kind + "_block_test"] * 1e3, 1),
+                                       "masked_chunks_us": round(rs[kind] * 1e3, 1)}
+    out["decode"] = dec
+    return dict(out)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("file")
+    ap.add_argument("--winners", action="store_true")
+    args = ap.parse_args(argv)
+    with open(args.file) as f:
+        data = json.load(f)
+    rows = data["rows"]
+    if args.winners:
+        print(json.dumps(winners(rows), indent=1))
+        return 0
+    meta = data["meta"]
+    print(f"Device: {meta.get('device')}, torch {meta.get('torch')}, Triton {meta.get('triton')}, N = {meta.get('N')}; "
+          f"GPU kernel tests in the same call: {' '.join(meta.get('pytest_tail', ['not recorded'])[-2:])}")
+    print("\n### Targets\n")
+    print(targets(rows))
+    print("\n### Headline (prefill, batch 1, causal, bf16)\n")
+    print(headline(rows))
+    print("\n### Decode step with edits, per layer (CUDA-graph replay)\n")
+    print(decode(rows))
+    print("\n### Every sweep candidate\n")
+    print(sweep(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
