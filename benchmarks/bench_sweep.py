@@ -36,7 +36,7 @@ SHAPES = {"llama": (32, 32, 128), "smollm": (9, 3, 64)}
 DRY = {"shapes": {"llama": (2, 2, 128), "smollm": (3, 1, 64)}, "max_tiles": 1, "calls": 1}
 N_DEFAULT = 65536
 GiB = 1024 ** 3
-OFF = {"seg": False, "span_post": False, "reload_q": False, "tma": False}
+OFF = {"seg": False, "span_post": False, "reload_q": False, "tma": False, "fma": False}
 
 # candidate tiles (BT, BS, num_warps, num_stages) per variant and head_dim; the first is the recorded default
 TILES = {
@@ -53,10 +53,12 @@ TILES = {
 }
 # switch sets per variant; the first is "all off" (the kernel before this sweep)
 SWITCH_SETS = {
-    "output": [{}, {"tma": True}],
-    "edit": [{}, {"seg": True}, {"seg": True, "reload_q": True}, {"seg": True, "reload_q": True, "tma": True}],
+    "output": [{}, {"tma": True}, {"fma": True}, {"fma": True, "tma": True}],
+    "edit": [{}, {"seg": True}, {"seg": True, "reload_q": True}, {"seg": True, "reload_q": True, "fma": True},
+             {"seg": True, "reload_q": True, "fma": True, "tma": True}],
     "stats_fwd": [{}, {"span_post": True}, {"span_post": True, "reload_q": True},
-                  {"span_post": True, "reload_q": True, "tma": True}],
+                  {"span_post": True, "reload_q": True, "fma": True},
+                  {"span_post": True, "reload_q": True, "fma": True, "tma": True}],
     "received": [{}],
 }
 DECODE_CASES = [("llama", 32, 32, 128, 1, 4096), ("llama", 32, 32, 128, 16, 2048), ("smollm", 9, 3, 64, 1, 4096)]
@@ -347,6 +349,8 @@ def decode_cases(run: Run, clock: Clock, dev: str, small: bool) -> None:
                 continue
 
             def work():
+                fn()                                    # compile / fill the per-sequence caches outside capture
+                clock.sync()
                 runs = clock.graph(fn, run.args.repeats)
                 return {"ms": statistics.median(runs), "runs_ms": runs}
             row = {"kind": "decode", "shape": shape, "H": H, "KV": KV, "D": D, "B": B, "S": S, "variant": name}

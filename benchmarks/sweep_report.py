@@ -18,7 +18,7 @@ D_OF = {"llama": 128, "smollm": 64}
 
 
 def _sw(opts: dict) -> str:
-    on = [k for k in ("seg", "span_post", "reload_q", "tma") if opts.get(k)]
+    on = [k for k in ("seg", "span_post", "reload_q", "tma", "fma") if opts.get(k)]
     return "+".join(on) if on else "none"
 
 

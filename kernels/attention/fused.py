@@ -208,7 +208,7 @@ def attention(
         tile: (BT, BS, num_warps, num_stages) override of the prefill kernel's tile (tuning runs).
         opts: overrides of the recorded tables (tuning runs and tests): "tile" (as ``tile``), "rtile"
             (the received-mass kernel's tile), the prefill switches "seg" / "span_post" / "reload_q" /
-            "tma" (see ``tiles.PREFILL_SWITCHES``), the decode switch "block_test".
+            "tma" / "fma" (see ``tiles.PREFILL_SWITCHES``), the decode switch "block_test".
     Returns:
         AttentionResult with out [B, T, H, D] in q's dtype; lse / entropy [B, H, T],
         sink_mass [B, H, T, P], span_mass [B, H, T, NS], received_sum [B, H, S],
@@ -304,7 +304,7 @@ def _prefill(q, k, v, out, res, key_start, ed: _Edits, stats, sink_pos, spans, o
         s_vb=v.stride(0), s_vh=v.stride(1), s_vs=v.stride(2),
         s_ob=out.stride(0), s_ot=out.stride(1), s_oh=out.stride(2),
         T=T, S=S, H=H, G=H // KV, D=D, BT=BT, BS=BS, NS=NS, P=P, C=ed.C,
-        SEG=sw["seg"], SPAN_POST=sw["span_post"], RELOAD_Q=sw["reload_q"],
+        SEG=sw["seg"], SPAN_POST=sw["span_post"], RELOAD_Q=sw["reload_q"], FMA=sw["fma"],
         num_warps=nw, num_stages=ns, **common,
     )
     res.lse, res.entropy, res.sink_mass, res.span_mass = (lse if stats.lse else None), ent, snk, spm

@@ -29,6 +29,15 @@ def dot(a, b, PREC: tl.constexpr, UPCAST: tl.constexpr):
 
 
 @triton.jit
+def dot_acc(a, b, acc, PREC: tl.constexpr, UPCAST: tl.constexpr):
+    """acc + a @ b with the addition done by the MMA (fp32 accumulator); UPCAST as in ``dot``."""
+    if UPCAST:
+        return tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision="ieee")
+    else:
+        return tl.dot(a, b, acc, input_precision=PREC)
+
+
+@triton.jit
 def scores2(b_s, scale, softcap, uni, USE_SOFTCAP: tl.constexpr, USE_UNIFORM: tl.constexpr):
     """Raw q.k -> base-2 logits (scale, optional softcap, optional uniform-head zeroing)."""
     if USE_SOFTCAP:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .jit_utils import INTERPRET, LN2, NEG, dot, precision, scores2
+from .jit_utils import INTERPRET, LN2, LOG2E, NEG, dot, dot_acc, precision, scores2
 
 
 @triton.jit
@@ -24,13 +24,15 @@ def _fwd_step(
     MASK: tl.constexpr, D: tl.constexpr, BS: tl.constexpr, NS: tl.constexpr, NSP: tl.constexpr,
     USE_WINDOW: tl.constexpr, USE_SOFTCAP: tl.constexpr, USE_UNIFORM: tl.constexpr,
     USE_ENTROPY: tl.constexpr, USE_SPAN: tl.constexpr, USE_COLS: tl.constexpr, COLMODE: tl.constexpr,
-    USE_VAR: tl.constexpr, USE_TMA: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr,
+    USE_VAR: tl.constexpr, USE_TMA: tl.constexpr, FMA: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr,
 ):
     """One key block of the online softmax; MASK=False for blocks every query fully sees.
 
     USE_SPAN: span mass accumulated here (off when the span post-pass computes it). COLMODE (with
     USE_COLS): 0 = a block known to hold no edited column (only l_rest is kept), 1 = test the block
-    for a column at run time, 2 = a block known to hold one (mask the columns). USE_TMA: K / V come
+    for a column at run time, 2 = a block known to hold one (mask the columns). FMA: the row max of the
+    raw scores, one fused multiply-add per score for the base-2 logit, P.V accumulated into the
+    running output by the MMA (no softcap). USE_TMA: K / V come
     from tensor descriptors kd / vd over the [rows, D] view, this (batch, kv head)'s keys at row0."""
     o_j = j0 + tl.arange(0, BS)                                               # [BS]
     o_d = tl.arange(0, D)                                                     # [D]
@@ -46,18 +48,32 @@ def _fwd_step(
         b_k = tl.load(p_k + o_j[:, None] * s_ks + o_d[None, :])               # [BS, D]
         b_v = tl.load(p_v + o_j[:, None] * s_vs + o_d[None, :])               # [BS, D]
     b_s = dot(b_q, tl.trans(b_k), PREC, UPCAST)                               # [BT, BS]
-    b_s = scores2(b_s, scale, softcap, uni, USE_SOFTCAP, USE_UNIFORM)
-    if MASK:
-        m_s = (o_j[None, :] <= p_pos[:, None]) & (o_j[None, :] >= ks)         # [BT, BS]
-        if USE_WINDOW:
-            m_s = m_s & ((p_pos[:, None] - o_j[None, :]) < window)
-        b_s = tl.where(m_s, b_s, NEG)
-    b_mn = tl.maximum(b_m, tl.max(b_s, 1))                                    # [BT]
-    b_p = tl.exp2(b_s - b_mn[:, None])                                        # [BT, BS]
+    if FMA and not USE_SOFTCAP:
+        # the max of the raw scores, scaled once per row; then one FMA per score: s * c - m
+        if USE_UNIFORM:
+            b_s = tl.where(uni, 0.0, b_s)
+        if MASK:
+            m_s = (o_j[None, :] <= p_pos[:, None]) & (o_j[None, :] >= ks)     # [BT, BS]
+            if USE_WINDOW:
+                m_s = m_s & ((p_pos[:, None] - o_j[None, :]) < window)
+            b_s = tl.where(m_s, b_s, NEG)
+        c2 = scale * LOG2E
+        b_mn = tl.maximum(b_m, tl.max(b_s, 1) * c2)                           # [BT]
+        b_x = b_s * c2 - b_mn[:, None]                                        # [BT, BS]
+    else:
+        b_s = scores2(b_s, scale, softcap, uni, USE_SOFTCAP, USE_UNIFORM)
+        if MASK:
+            m_s = (o_j[None, :] <= p_pos[:, None]) & (o_j[None, :] >= ks)     # [BT, BS]
+            if USE_WINDOW:
+                m_s = m_s & ((p_pos[:, None] - o_j[None, :]) < window)
+            b_s = tl.where(m_s, b_s, NEG)
+        b_mn = tl.maximum(b_m, tl.max(b_s, 1))                                # [BT]
+        b_x = b_s - b_mn[:, None]                                             # [BT, BS]
+    b_p = tl.exp2(b_x)                                                        # [BT, BS]
     b_alpha = tl.exp2(b_m - b_mn)                                             # [BT]
     if USE_ENTROPY:
         # running sum of p~ * (s - m), re-based on the new max like the accumulator
-        b_ent = b_alpha * (b_ent - (b_mn - b_m) * b_l) + tl.sum(b_p * (b_s - b_mn[:, None]), 1)
+        b_ent = b_alpha * (b_ent - (b_mn - b_m) * b_l) + tl.sum(b_p * b_x, 1)
     if USE_SPAN:
         b_spm = b_spm * b_alpha[:, None]                                      # [BT, NSP]
         for i in tl.static_range(NS):
@@ -96,7 +112,10 @@ def _fwd_step(
             b_pt = tl.where(m_tg[None, :], b_p, 0.0)                          # [BT, BS]
             b_tm += tl.sum(b_pt, 1)
             b_acc2 += dot(b_pt.to(b_v.dtype), b_v, PREC, UPCAST)
-    b_acc += dot(b_pv.to(b_v.dtype), b_v, PREC, UPCAST)                      # [BT, D]
+    if FMA:
+        b_acc = dot_acc(b_pv.to(b_v.dtype), b_v, b_acc, PREC, UPCAST)          # [BT, D], accumulated in the MMA
+    else:
+        b_acc += dot(b_pv.to(b_v.dtype), b_v, PREC, UPCAST)                  # [BT, D]
     return b_mn, b_l, b_lr, b_acc, b_ent, b_spm, b_acc2, b_tm
 
 
@@ -181,7 +200,7 @@ def attention_fwd_kernel(
     USE_ENTROPY: tl.constexpr, USE_SPAN: tl.constexpr, USE_SINK: tl.constexpr,
     USE_COLS: tl.constexpr, USE_UNIFORM: tl.constexpr, USE_HMEAN: tl.constexpr,
     USE_HSCALE: tl.constexpr, USE_VAR: tl.constexpr, USE_TMA: tl.constexpr,
-    SEG: tl.constexpr, SPAN_POST: tl.constexpr, RELOAD_Q: tl.constexpr,
+    SEG: tl.constexpr, SPAN_POST: tl.constexpr, RELOAD_Q: tl.constexpr, FMA: tl.constexpr,
     LOOP_SPAN: tl.constexpr, SEG_ON: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr,
 ):
     """One program per (query block, batch x head). Pointers: q [B, H, T, D], k / v [B, KV, S, D],
@@ -192,7 +211,8 @@ def attention_fwd_kernel(
     Variant switches (the tile table picks them per variant): SEG (ACT) runs the fully visible key
     range as plain segments between the blocks that hold an edited column (one pass over the sorted
     column list; no per-block test); SPAN_POST computes span mass after the key loop, over only the
-    spans' key blocks, from the final max and sum; RELOAD_Q re-loads q for the epilogue's gathers."""
+    spans' key blocks, from the final max and sum; RELOAD_Q re-loads q for the epilogue's gathers;
+    FMA folds the logit scale into one multiply-add per score and accumulates P.V in the MMA."""
     i_t, i_bh = tl.program_id(0), tl.program_id(1)
     i_b, i_h = (i_bh // H).to(tl.int64), (i_bh % H).to(tl.int64)
     i_kh = i_h // G
@@ -250,7 +270,7 @@ def attention_fwd_kernel(
             b_q, p_k, p_v, kd, vd, row0, s_ks, s_vs, j0, p_pos, ks, S, window, scale, softcap, uni,
             b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_cols, p_spans, b_acc2, b_tm, sp0, sp1, True, D, BS, NS, NSP,
             USE_WINDOW, USE_SOFTCAP, USE_UNIFORM, USE_ENTROPY, LOOP_SPAN, USE_COLS, 1, USE_VAR, USE_TMA,
-            PREC, UPCAST)
+            FMA, PREC, UPCAST)
     if SEG_ON:
         # the sorted column list splits [j_a, j_b) into plain segments and the blocks holding a
         # column (a repeat, -1 or an out-of-range column adds an empty segment and no block)
@@ -266,33 +286,33 @@ def attention_fwd_kernel(
                     b_q, p_k, p_v, kd, vd, row0, s_ks, s_vs, j0, p_pos, ks, S, window, scale, softcap, uni,
                     b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_cols, p_spans, b_acc2, b_tm, sp0, sp1, False, D, BS, NS, NSP,
                     USE_WINDOW, USE_SOFTCAP, USE_UNIFORM, USE_ENTROPY, LOOP_SPAN, USE_COLS, 0, USE_VAR, USE_TMA,
-                    PREC, UPCAST)
+                    FMA, PREC, UPCAST)
             for j0 in range(e, tl.where(ok, e + BS, e), BS):
                 b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_acc2, b_tm = _fwd_step(
                     b_q, p_k, p_v, kd, vd, row0, s_ks, s_vs, j0, p_pos, ks, S, window, scale, softcap, uni,
                     b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_cols, p_spans, b_acc2, b_tm, sp0, sp1, False, D, BS, NS, NSP,
                     USE_WINDOW, USE_SOFTCAP, USE_UNIFORM, USE_ENTROPY, LOOP_SPAN, USE_COLS, 2, USE_VAR, USE_TMA,
-                    PREC, UPCAST)
+                    FMA, PREC, UPCAST)
             cur = tl.where(ok, e + BS, cur)
         for j0 in range(cur, j_b, BS):
             b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_acc2, b_tm = _fwd_step(
                 b_q, p_k, p_v, kd, vd, row0, s_ks, s_vs, j0, p_pos, ks, S, window, scale, softcap, uni,
                 b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_cols, p_spans, b_acc2, b_tm, sp0, sp1, False, D, BS, NS, NSP,
                 USE_WINDOW, USE_SOFTCAP, USE_UNIFORM, USE_ENTROPY, LOOP_SPAN, USE_COLS, 0, USE_VAR, USE_TMA,
-                PREC, UPCAST)
+                FMA, PREC, UPCAST)
     else:
         for j0 in range(j_a, j_b, BS):
             b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_acc2, b_tm = _fwd_step(
                 b_q, p_k, p_v, kd, vd, row0, s_ks, s_vs, j0, p_pos, ks, S, window, scale, softcap, uni,
                 b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_cols, p_spans, b_acc2, b_tm, sp0, sp1, False, D, BS, NS, NSP,
                 USE_WINDOW, USE_SOFTCAP, USE_UNIFORM, USE_ENTROPY, LOOP_SPAN, USE_COLS, 1, USE_VAR, USE_TMA,
-                PREC, UPCAST)
+                FMA, PREC, UPCAST)
     for j0 in range(j_b, hi, BS):
         b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_acc2, b_tm = _fwd_step(
             b_q, p_k, p_v, kd, vd, row0, s_ks, s_vs, j0, p_pos, ks, S, window, scale, softcap, uni,
             b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_cols, p_spans, b_acc2, b_tm, sp0, sp1, True, D, BS, NS, NSP,
             USE_WINDOW, USE_SOFTCAP, USE_UNIFORM, USE_ENTROPY, LOOP_SPAN, USE_COLS, 1, USE_VAR, USE_TMA,
-            PREC, UPCAST)
+            FMA, PREC, UPCAST)
 
     b_qe = b_q                                                                # [BT, D] q of the epilogue
     if RELOAD_Q:

@@ -23,8 +23,8 @@ PREFILL_TILES: dict = {
     "var": {64: (64, 64, 4, 3), 128: (64, 128, 8, 3), 256: (32, 32, 4, 2)},
 }
 # variant -> {head_dim bucket: kernel switches} (prefill_kernel.attention_fwd_kernel's SEG, SPAN_POST,
-# RELOAD_Q; "tma": K / V through tensor descriptors where the layout allows it)
-_OFF = {"seg": False, "span_post": False, "reload_q": False, "tma": False}
+# RELOAD_Q, FMA; "tma": K / V through tensor descriptors where the layout allows it)
+_OFF = {"seg": False, "span_post": False, "reload_q": False, "tma": False, "fma": False}
 PREFILL_SWITCHES: dict = {
     "output": {64: dict(_OFF), 128: dict(_OFF), 256: dict(_OFF)},
     "stats": {64: dict(_OFF), 128: dict(_OFF), 256: dict(_OFF)},
@@ -36,7 +36,7 @@ RECEIVED_TILES: dict = {64: (64, 128, 4, 3), 128: (64, 128, 4, 3), 256: (32, 64,
 DECODE_TILES: dict = {64: (64, 4, 2), 128: (64, 4, 2), 256: (32, 4, 2)}
 # decode_fwd_kernel's BLOCK_TEST: in a chunk holding an edited column, mask only its blocks that hold one
 DECODE_SWITCHES: dict = {"block_test": False}
-SWITCH_NAMES = ("seg", "span_post", "reload_q", "tma")
+SWITCH_NAMES = ("seg", "span_post", "reload_q", "tma", "fma")
 
 INTERPRET_TILE = (32, 32, 4, 1)
 
@@ -57,7 +57,7 @@ def prefill_tile(variant: str, D: int, itemsize: int, interpret: bool,
 
 
 def prefill_switches(variant: str, D: int, override: Optional[dict] = None) -> dict:
-    """The prefill kernel's switches for one variant ({"seg", "span_post", "reload_q", "tma"}: bool),
+    """The prefill kernel's switches for one variant ({"seg", "span_post", "reload_q", "tma", "fma"}: bool),
     with the keys of ``override`` that name a switch taking precedence."""
     sw = dict(PREFILL_SWITCHES[variant][_bucket(D)])
     for name in SWITCH_NAMES:

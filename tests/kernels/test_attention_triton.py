@@ -268,7 +268,7 @@ def test_decode_edits_run_split_kv(kind, monkeypatch):
 
 
 SWITCHES = [{"seg": True}, {"span_post": True, "reload_q": True},
-            {"seg": True, "span_post": True, "reload_q": True, "tma": True}]
+            {"seg": True, "span_post": True, "reload_q": True, "tma": True, "fma": True}]
 
 
 @pytest.mark.parametrize("opts", SWITCHES)
@@ -284,7 +284,6 @@ def test_prefill_switches_parity(opts):
     ed = _edits(B, H, D, S, torch.bfloat16)
     ed.col_idx[:, 0] = torch.tensor([70, 33, 40])                    # columns in two middle blocks, unsorted
     ed.col_idx[:, 3] = torch.tensor([0, 1, S - 1])
-    ed.head_uniform = None
     got = _tri().attention(q, k, v, scale=D ** -0.5, key_start=key_start, edits=ed, opts=opts)
     exp, p, pe = _edited_expectation(q, k, v, ed, scale=D ** -0.5, key_start=key_start.cpu())
     same = reference_attention(q, k, v, scale=D ** -0.5, key_start=key_start, edits=ed)
