@@ -254,6 +254,11 @@ def sweep(run: Run, clock: Clock, case: Case, reserve_s: float) -> dict:
 
 
 def headline(run: Run, clock: Clock, case: Case, name: str, variant: str, opts: dict, base_ms) -> dict:
+    if run.left() < -run.args.grace_s:                  # past the budget and its grace: stop for good
+        row = {"kind": "headline", "shape": case.shape, "method": name, "variant": variant,
+               "opts": _jsonable(opts), "skipped": "time budget"}
+        run.add(row)
+        return row
     fn = case.sdpa() if variant == "sdpa" else case.call(variant, opts)
 
     def work():
@@ -410,6 +415,7 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=3, help="do_bench runs per headline number (median kept)")
     ap.add_argument("--budget-s", type=float, default=150.0, help="stop starting new sweep candidates after this")
     ap.add_argument("--reserve-s", type=float, default=35.0, help="seconds kept for headlines and decode")
+    ap.add_argument("--grace-s", type=float, default=15.0, help="headlines still run this long past the budget")
     ap.add_argument("--precompile", default=None, metavar="I/N")
     ap.add_argument("--pytest-log", default=None, help="the GPU test run's output (its summary goes in meta)")
     ap.add_argument("--dry", action="store_true", help="CPU plumbing check under TRITON_INTERPRET=1, tiny N")
