@@ -42,7 +42,10 @@ def test_launch_guard_enters_q_device_on_cpu(monkeypatch):
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
+@pytest.mark.skipif(torch.cuda.device_count() < 2,
+                    reason="needs two CUDA devices in one process (a layer on cuda:1 while cuda:0 is current); "
+                           "not run yet: the two-GPU machines were withheld. The CPU guard test above covers "
+                           "the launch-under-q's-device wrapper")
 def test_layer_on_cuda1_while_cuda0_is_current_matches_the_reference():
     """The two-GPU regression: statistics of a launch on cuda:1 with cuda:0 current equal the CPU reference."""
     torch.manual_seed(0)
