@@ -16,9 +16,22 @@ rm -rf /tmp/site/huggingface_hub /tmp/site/huggingface_hub-*
 mkdir -p "$PROBE_CACHE/texts" "$OUT/studies"
 [ -d texts ] && cp -rn texts/* "$PROBE_CACHE/texts/"
 pack() { tar czf "$OUT/studies.tar.gz" -C "$OUT" studies; }
+# Per-study arguments. ACT: only the tasks still missing (ACT_TASKS), appended to the committed
+# items.parquet/settings.json, which are copied into its output folder first. Retrieval: one batch of
+# 16 NIAH samples per decode loop (the 16 held-out-depth samples of a length; a run-time setting, not a
+# study setting). Each study is stopped after STUDY_SECONDS so the last pack still happens; the scripts
+# write their files after every task / condition, so a stopped study still returns what it finished.
+study_args() {
+  case $1 in
+    act) mkdir -p "$OUT/studies/act"; cp studies/act/items.parquet studies/act/settings.json "$OUT/studies/act/"
+         echo "--append --tasks ${ACT_TASKS:-topic,currencies}" ;;
+    retrieval) echo "--batch-size 16" ;;
+  esac
+}
 for study in ${STUDIES:-act arithmetic retrieval}; do
-  python3 "studies/$study/run.py" --device cuda --out "$OUT/studies/$study" ${QUICK:+--quick} \
-      > "$OUT/studies/$study.log" 2>&1 &
+  extra=$(study_args "$study")
+  timeout "${STUDY_SECONDS:-255}" python3 "studies/$study/run.py" --device "${DEVICE:-cuda}" \
+      --out "$OUT/studies/$study" ${QUICK:+--quick} $extra > "$OUT/studies/$study.log" 2>&1 &
 done
 while [ -n "$(jobs -r)" ]; do sleep 10; pack; done
 pack

@@ -67,9 +67,15 @@ def random_same_layers(heads: list, n_heads: int, rng: random.Random) -> list:
     return pick
 
 
-def run_task(h, name: str, out: Path, log, batch_size: int) -> list[dict]:
+QUICK = dict(items=24, dev=8, draws=2, candidates=2)   # --quick: checks the plumbing, numbers mean nothing
+
+
+def run_task(h, name: str, out: Path, log, batch_size: int, quick: bool = False) -> list[dict]:
     s = SETTINGS[name]
     task = load_task(name, h.tokenizer)
+    if quick:
+        s = {**s, **QUICK}
+        task = subset(task, list(range(min(QUICK["items"], len(task.prompts)))))
     rows = []
     for f, test_idx in enumerate(folds(len(task.prompts), s["folds"], s["split_seed"])):
         rest = sorted(set(range(len(task.prompts))) - set(test_idx))
@@ -106,6 +112,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--out", default=str(OUT))
     ap.add_argument("--append", action="store_true", help="keep the other tasks already in --out (one task per run)")
+    ap.add_argument("--quick", action="store_true", help="tiny settings: checks the plumbing, numbers mean nothing")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -124,7 +131,7 @@ def main() -> None:
     run = {"command": "PYTHONPATH=. python " + " ".join(sys.argv), "device": args.device, "tasks_completed": []}
     settings = {"tasks": SETTINGS, "model": h.source, "model_hash": h.file_hash, "runs": runs + [run]}
     for name in tasks:
-        rows += run_task(h, name, out, log, args.batch_size)
+        rows += run_task(h, name, out, log, args.batch_size, args.quick)
         pd.DataFrame(rows).to_parquet(out / "items.parquet", index=False)              # after every task
         run["tasks_completed"].append(name)
         run["seconds"] = round(time.time() - t0, 1)

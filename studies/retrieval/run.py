@@ -138,10 +138,10 @@ def main() -> None:
                            recall=r) for i, (e, r) in enumerate(zip(evals, rec))]
             nll_rows += [dict(length=length, condition=kind, draw=d, passage=i, nll=float(x)) for i, x in enumerate(nll)]
             log(f"length {length} {kind} {d}: recall {np.mean(rec):.3f}, nll {np.mean(nll):.3f}")
-        pd.concat(det_rows).to_csv(out / "samples.csv", index=False)                   # after every length
-        pd.DataFrame(items).to_csv(out / "eval_items.csv", index=False)
-        pd.DataFrame(nll_rows).to_csv(out / "nll_items.csv", index=False)
-        pd.DataFrame(conds).to_csv(out / "conditions.csv", index=False)
+            pd.concat(det_rows).to_csv(out / "samples.csv", index=False)               # after every condition
+            pd.DataFrame(items).to_csv(out / "eval_items.csv", index=False)
+            pd.DataFrame(nll_rows).to_csv(out / "nll_items.csv", index=False)
+            pd.DataFrame(conds).to_csv(out / "conditions.csv", index=False)
     (out / "settings.json").write_text(json.dumps(
         {**s, "model": h.source, "model_hash": h.file_hash, "device": args.device,
          "command": "PYTHONPATH=. python " + " ".join(sys.argv), "seconds": round(time.time() - t0, 1)}, indent=1))
