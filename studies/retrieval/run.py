@@ -50,7 +50,7 @@ def head_list(hs) -> str:
 
 def control_sets(top: list, order: list, key0: dict, n_heads: int, s: dict, seed: int) -> dict:
     """{"layer_matched": [draws x K heads], "sink_matched": [...]} drawn outside the top ``exclude_top``."""
-    excluded = set(order[:s["exclude_top"]])
+    excluded = set(order[:s["exclude_top"]]) | set(top)
     rng = random.Random(seed)
     out = {"layer_matched": [], "sink_matched": []}
     candidates = [hd for hd in key0 if hd not in excluded]
@@ -58,6 +58,10 @@ def control_sets(top: list, order: list, key0: dict, n_heads: int, s: dict, seed
         lm, sm = [], []
         for l, h in top:
             pool = [(l, x) for x in range(n_heads) if (l, x) not in excluded and (l, x) not in lm]
+            # a layer whose every head is among the top ``exclude_top``: fall back to its heads outside the
+            # masked top K, then to any unmasked head (only degenerate rankings; conditions.csv lists every set)
+            pool = pool or [(l, x) for x in range(n_heads) if (l, x) not in top and (l, x) not in lm]
+            pool = pool or [c for c in key0 if c not in top and c not in lm]
             lm.append(rng.choice(pool))
             near = sorted((c for c in candidates if c not in sm), key=lambda c: abs(key0[c] - key0[(l, h)]))
             sm.append(rng.choice(near[:s["sink_pool"]]))
