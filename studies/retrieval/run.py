@@ -105,6 +105,13 @@ def main() -> None:
     log = lambda m: print(f"[{time.time() - t0:7.1f}s] {m}", flush=True)  # noqa: E731
     h = probe.load(args.model, device=args.device, dtype=torch.float32)
 
+    def write_settings(**extra) -> None:           # at the start (a stopped run keeps it) and at the end
+        (out / "settings.json").write_text(json.dumps(
+            {**s, "model": h.source, "model_hash": h.file_hash, "device": args.device,
+             "command": "PYTHONPATH=. python " + " ".join(sys.argv), **extra}, indent=1))
+
+    write_settings(seconds=None)
+
     sinks = get_detector("sinks")(h, default_prompts(h.tokenizer, n=s["sink_prompts"], tokens=s["sink_tokens"]),
                                   batch_size=8)
     sinks.heads[["layer", "head", "key0_mass"]].to_csv(out / "sink_mass.csv", index=False)
@@ -146,9 +153,7 @@ def main() -> None:
             pd.DataFrame(items).to_csv(out / "eval_items.csv", index=False)
             pd.DataFrame(nll_rows).to_csv(out / "nll_items.csv", index=False)
             pd.DataFrame(conds).to_csv(out / "conditions.csv", index=False)
-    (out / "settings.json").write_text(json.dumps(
-        {**s, "model": h.source, "model_hash": h.file_hash, "device": args.device,
-         "command": "PYTHONPATH=. python " + " ".join(sys.argv), "seconds": round(time.time() - t0, 1)}, indent=1))
+    write_settings(seconds=round(time.time() - t0, 1))
     log("done")
 
 
