@@ -64,11 +64,27 @@ def _retrieval(folder: Path) -> dict:
     h = pd.read_csv(folder / "heads.csv").sort_values("retrieval_score", ascending=False)
     res = (f"detection: {int(h.retrieval_head.sum())} of {len(h)} heads score > 0.1 "
            f"(top {', '.join(f'L{int(r.layer)}H{int(r.head)}' for r in h.head(3).itertuples())}); ")
-    if (folder / "comparisons.csv").exists():
-        c = pd.read_csv(folder / "comparisons.csv")
-        res += "; ".join(f"{int(r.length)} tokens, {r.comparison}, {r.metric}: {r.estimate:+.3f} (Holm p {pval(r.p_holm)})"
-                         for r in c.itertuples())
-        iv = "see README"
+    if (folder / "comparisons.csv").exists() and (folder / "masking.csv").exists():
+        c, m = pd.read_csv(folder / "comparisons.csv"), pd.read_csv(folder / "masking.csv")
+        parts, ivs, specific = [], [], True
+        for length, g in m.groupby("length"):
+            row = {r.condition: r for r in g.itertuples()}
+            ctrl = g[g.condition.isin(["layer_matched", "sink_matched"])]
+            # specific: recall below every control draw, ordinary-text NLL no worse than the controls' mean
+            specific &= bool(row["top"].recall < ctrl.recall_min.min() and row["top"].nll <= ctrl.nll.mean())
+            vs_none = c[(c.length == length) & (c.comparison == "top-5 vs none")].set_index("metric")
+            ranks = c[(c.length == length) & c.comparison.str.contains("random") & (c.metric == "recall drop")]
+            parts.append(f"{length} tokens: top-5 masked, NIAH recall {row['none'].recall:.3f} → {row['top'].recall:.3f} "
+                         f"(Holm p {pval(vs_none.loc['recall drop'].p_holm)}); {int(ctrl.draws.sum())} layer-/sink-matched "
+                         f"draws {ctrl.recall_min.min():.3f}–{ctrl.recall_max.max():.3f} (rank p "
+                         f"{pval(ranks.p.max())}, Holm {pval(ranks.p_holm.max())}); ordinary-text NLL "
+                         f"{row['none'].nll:.3f} → {row['top'].nll:.3f}, controls {ctrl.nll_min.min():.3f}–{ctrl.nll_max.max():.3f}")
+            d = vs_none.loc["recall drop"]
+            ivs.append(f"{length}: recall drop {ci(d.estimate, d.low, d.high)}")
+        n = vs_none.loc["NLL increase"]
+        res += "; ".join(parts) + (". Verdict: specific to retrieval (recall below every control draw, NLL no worse "
+                                   "than the controls' mean)" if specific else ". Verdict: not specific to retrieval")
+        iv = "; ".join(ivs) + f"; NLL increase {ci(n.estimate, n.low, n.high)}"
     else:
         res += "masking with layer- and sink-matched controls not completed; the earlier masking numbers are withdrawn"
         iv = "–"

@@ -29,6 +29,7 @@ def summarize(folder: Path = HERE) -> None:
     """eval_items.csv + nll_items.csv -> masking.csv (per length x condition) and comparisons.csv."""
     rec = pd.read_csv(folder / "eval_items.csv")
     nll = pd.read_csv(folder / "nll_items.csv")
+    sets = pd.read_csv(folder / "conditions.csv")                     # heads and their mean sink mass per set
     rows, comps = [], []
     for length in sorted(rec.length.unique()):
         r, n = rec[rec.length == length], nll[nll.length == length]
@@ -46,7 +47,8 @@ def summarize(folder: Path = HERE) -> None:
                              recall_high=ri.high if ri else np.nan, recall_min=min(x.mean() for x in recs),
                              recall_max=max(x.mean() for x in recs), nll=float(np.mean([x.mean() for x in nlls])),
                              nll_low=ni.low if ni else np.nan, nll_high=ni.high if ni else np.nan,
-                             nll_min=min(x.mean() for x in nlls), nll_max=max(x.mean() for x in nlls)))
+                             nll_min=min(x.mean() for x in nlls), nll_max=max(x.mean() for x in nlls),
+                             key0_mass=sets[(sets.length == length) & (sets.condition == cond)].key0_mass_mean.mean()))
         base_r, top_r = vec(r, "none", 0, "recall"), vec(r, "top", 0, "recall")
         base_n, top_n = vec(n, "none", 0, "nll"), vec(n, "top", 0, "nll")
         for metric, b, t in (("recall drop", base_r, top_r), ("NLL increase", top_n, base_n)):
@@ -61,7 +63,8 @@ def summarize(folder: Path = HERE) -> None:
                                       ("NLL increase", top_n.mean() - base_n.mean(), nups)):
                 comps.append(dict(length=length, comparison=f"top-5 vs {ctrl.replace('_', '-')} random", metric=metric,
                                   estimate=obs - float(np.mean(null)), low=np.nan, high=np.nan,
-                                  test=f"rank among {len(null)} draws", p=stats.draws_p_value(obs, null)))
+                                  test=f"rank among {len(null)} draws", p=stats.draws_p_value(obs, null),
+                                  detail=f"top-5 {obs:.3f}; draws {min(null):.3f}..{max(null):.3f}"))
     comp = pd.DataFrame(comps)
     comp["p_holm"] = stats.holm(comp.p.to_numpy())
     pd.DataFrame(rows).to_csv(folder / "masking.csv", index=False)
@@ -74,7 +77,8 @@ def _head(r) -> str:
 
 def tables(folder: Path = HERE) -> dict[str, str]:
     out = {}
-    files = sorted(folder.glob("heads_*.csv")) or [folder / "heads.csv"]
+    per_length = sorted(folder.glob("heads_*.csv"), key=lambda f: int(f.stem.split("_")[1]))   # the masking run
+    files = [f for f in [folder / "heads.csv"] if f.exists()] + per_length
     rows = []
     for f in files:
         h = pd.read_csv(f).sort_values("retrieval_score", ascending=False)
@@ -86,7 +90,7 @@ def tables(folder: Path = HERE) -> dict[str, str]:
     if (folder / "sink_mass.csv").exists():
         sink = pd.read_csv(folder / "sink_mass.csv")
         sink["sink_rank"] = sink.key0_mass.rank(ascending=False, method="min").astype(int)
-        h = pd.read_csv(files[0]).sort_values("retrieval_score", ascending=False).head(10)
+        h = pd.read_csv((per_length or files)[0]).sort_values("retrieval_score", ascending=False).head(10)
         h = h.drop(columns=[c for c in ("key0_mass",) if c in h]).merge(sink, on=["layer", "head"])
         out["retrieval_sinks"] = markdown_table(
             ["retrieval head", "retrieval score", "first-token sink mass", f"sink rank (of {len(sink)})"],
@@ -94,17 +98,19 @@ def tables(folder: Path = HERE) -> dict[str, str]:
     if (folder / "masking.csv").exists():
         m = pd.read_csv(folder / "masking.csv")
         out["retrieval_masking"] = markdown_table(
-            ["haystack", "masked", "draws", "samples", "NIAH recall [95% CI] / mean (range) over draws",
-             "continuation NLL [95% CI] / mean (range)"],
+            ["haystack", "masked", "draws", "samples", "masked heads' first-token sink mass (mean)",
+             "NIAH recall [95% CI] / mean (range) over draws", "continuation NLL [95% CI] / mean (range)"],
             [[int(r.length), r.condition.replace("_", "-"), int(r.draws), int(r.samples),
+              num(r.key0_mass) if pd.notna(r.key0_mass) else "–",
               ci(r.recall, r.recall_low, r.recall_high) if r.draws == 1 else f"{r.recall:.3f} ({r.recall_min:.3f}–{r.recall_max:.3f})",
               ci(r.nll, r.nll_low, r.nll_high) if r.draws == 1 else f"{r.nll:.3f} ({r.nll_min:.3f}–{r.nll_max:.3f})"]
              for r in m.itertuples()])
         c = pd.read_csv(folder / "comparisons.csv")
         out["retrieval_comparisons"] = markdown_table(
-            ["haystack", "comparison", "metric", "estimate [95% CI]", "test", "p", "p (Holm)"],
+            ["haystack", "comparison", "metric", "estimate [95% CI]", "test", "p", "p (Holm)", "detail"],
             [[int(r.length), r.comparison, r.metric, ci(r.estimate, r.low, r.high) if pd.notna(r.low) else num(r.estimate),
-              r.test, pval(r.p), pval(r.p_holm)] for r in c.itertuples()])
+              r.test, pval(r.p), pval(r.p_holm), r.detail if isinstance(r.detail, str) else ""]
+             for r in c.itertuples()])
     return out
 
 

@@ -15,7 +15,7 @@ Control task: next-token NLL on 32 continuation tokens of ordinary text (Austen'
 the haystack book) fed one token per step after an unmasked 256-token prefill, under the same masks
 (the same decode-only regime).
 
-Writes: heads_<length>.csv (score per head), samples.csv (detection samples), sink_mass.csv,
+Writes: heads_<length>.csv (score per head), detect_samples.csv (detection samples), sink_mass.csv,
 eval_items.csv (per length x condition x draw x sample: recall), nll_items.csv (per length x
 condition x draw x passage: mean NLL), conditions.csv (heads per condition), settings.json.
 """
@@ -149,7 +149,7 @@ def main() -> None:
                            recall=r) for i, (e, r) in enumerate(zip(evals, rec))]
             nll_rows += [dict(length=length, condition=kind, draw=d, passage=i, nll=float(x)) for i, x in enumerate(nll)]
             log(f"length {length} {kind} {d}: recall {np.mean(rec):.3f}, nll {np.mean(nll):.3f}")
-            pd.concat(det_rows).to_csv(out / "samples.csv", index=False)               # after every condition
+            pd.concat(det_rows).to_csv(out / "detect_samples.csv", index=False)               # after every condition
             pd.DataFrame(items).to_csv(out / "eval_items.csv", index=False)
             pd.DataFrame(nll_rows).to_csv(out / "nll_items.csv", index=False)
             pd.DataFrame(conds).to_csv(out / "conditions.csv", index=False)
