@@ -47,8 +47,11 @@ PPL_BOOKS = ("prideprejudice", "mansfieldpark", "sensesensibility", "northangera
 
 
 def policies(budgets, windows, draws, sinks=4):
-    """[(name, budget, window, draw, factory)] in run order (the chosen policies first, then the random
-    draws draw-major, so a run cut short still has whole draws); factory() -> intervention or None."""
+    """[(name, budget, window, draw, factory)] in run order; factory() -> intervention or None.
+
+    Priority order, so a run cut short by its time budget keeps the most useful part: full attention,
+    then per window the chosen policies (streaming, retrieval, sinkmass at every budget), then the
+    random draws draw-major (first window, then the others), then the layer-matched random draws."""
     out = [("full", 1.0, 0, -1, lambda: None)]
     for W in windows:
         out.append(("streaming", 0.0, W, -1, lambda W=W: HeadwiseKV(select="random", full=0, sinks=sinks, window=W)))
@@ -56,10 +59,12 @@ def policies(budgets, windows, draws, sinks=4):
             out.append(("retrieval", b, W, -1, lambda b=b, W=W: HeadwiseKV(report=RETRIEVAL, full=b, sinks=sinks, window=W)))
             out.append(("sinkmass", b, W, -1, lambda b=b, W=W: HeadwiseKV(report=SINKS, column="key0_mass", select="bottom",
                                                                          full=b, sinks=sinks, window=W)))
+    for W in windows:
         for d in range(draws):
             for b in budgets:
                 out.append(("random", b, W, d, lambda b=b, W=W, d=d: HeadwiseKV(select="random", full=b, seed=d,
                                                                                 sinks=sinks, window=W)))
+    for W in windows:
         for d in range(draws):
             for b in budgets:
                 out.append(("random-layers", b, W, d, lambda b=b, W=W, d=d: HeadwiseKV(
@@ -116,35 +121,48 @@ def main(argv=None) -> None:
     ap.add_argument("--depths", default="10,30,70,90")
     ap.add_argument("--needles", default="0,1,2,3")
     ap.add_argument("--budgets", default="0.125,0.25,0.5")
-    ap.add_argument("--windows", default="256")
+    ap.add_argument("--windows", default="256,1024")
     ap.add_argument("--draws", type=int, default=5)
     ap.add_argument("--ppl-tokens", type=int, default=8000)
     ap.add_argument("--decode-prompt", type=int, default=8000)
     ap.add_argument("--decode-steps", type=int, default=128)
     ap.add_argument("--decode-headwise-full", type=int, default=1, help="also time HeadwiseKV with every head full")
     ap.add_argument("--decode-budgets", default="0.125,0.25,0.5", help="retrieval budgets measured for memory / speed")
-    ap.add_argument("--parts", default="decode,niah,ppl", help="which measurements, in order")
+    ap.add_argument("--parts", default="parity,decode,niah,ppl", help="which measurements, in order")
     ap.add_argument("--only", default="", help="comma list of policy names to run (default: all)")
-    ap.add_argument("--max-seconds", type=float, default=1e9, help="stop starting new policies after this")
+    ap.add_argument("--max-seconds", type=float, default=1e9,
+                    help="stop starting new policies this many seconds after the script started (load included)")
     ap.add_argument("--niah-share", type=float, default=0.7, help="NIAH stops starting policies at this share of --max-seconds")
     ap.add_argument("--ppl-draws", type=int, default=5, help="random draws also measured for perplexity")
     args = ap.parse_args(argv)
-    t_start = time.perf_counter()
+    t_start = time.perf_counter()                    # --max-seconds counts from here
     args.out.mkdir(parents=True, exist_ok=True)
     ints = lambda s: [int(x) for x in s.split(",") if x]  # noqa: E731
+    parity = None
+    if "parity" in args.parts:                       # the CUDA path against the float64 CPU reference first
+        from parity import check
+
+        parity = check(args.device)
+        (args.out / "parity.json").write_text(json.dumps(parity, indent=1))
+        if not parity["ok"]:
+            sys.exit("HeadwiseKV parity failed on " + args.device + ": see parity.json; the study did not run")
+    t_load0 = time.perf_counter()
     h = probe.load("smollm2", device=args.device)
-    t_load = time.perf_counter() - t_start
-    t_start = time.perf_counter()                    # --max-seconds counts from here
+    t_load = time.perf_counter() - t_load0
     dev = h.model.device
     tok = h.tokenizer
     plan = policies([float(b) for b in args.budgets.split(",")], ints(args.windows), args.draws)
     if args.only:
         plan = [p for p in plan if p[0] in args.only.split(",")]
     meta = {"args": {k: str(v) for k, v in vars(args).items()}, "dtype": str(h.model.dtype),
-            "device": torch.cuda.get_device_name() if dev.type == "cuda" else "cpu", "timings": {"load_s": t_load}}
+            "device": torch.cuda.get_device_name() if dev.type == "cuda" else "cpu", "timings": {"load_s": t_load}, "parity": parity}
 
     def over(share: float = 1.0) -> bool:
         return time.perf_counter() - t_start > share * args.max_seconds
+
+    def save_meta() -> None:                          # after every part, so a killed run still says what ran
+        meta["timings"]["total_s"] = time.perf_counter() - t_start
+        (args.out / "run.json").write_text(json.dumps(meta, indent=1))
 
     if "decode" in args.parts:
         t0 = time.perf_counter()
@@ -156,6 +174,9 @@ def main(argv=None) -> None:
                               lambda: HeadwiseKV(plan=torch.ones(h.n_layers, h.n_kv_heads, dtype=torch.bool))))
         decode_run(h, ids[:, :256], None, 2)                     # warm-up (kernels compiled once)
         for name, b, W, d, make in chosen:
+            if over(0.3):
+                print(f"time limit: stopped before decode {name} b={b}", flush=True)
+                break
             iv = make()
             if iv is not None:
                 decode_run(h, ids[:, :300], iv, 2)               # warm-up of this policy's kernels
@@ -164,6 +185,7 @@ def main(argv=None) -> None:
             append_csv(args.out / "decode.csv", [row])
             print(f"decode {name} b={b} W={W}: {row['decode_tok_s']:.1f} tok/s, {row['kv_bytes'] / 2**20:.1f} MiB KV", flush=True)
         meta["timings"]["decode_s"] = time.perf_counter() - t0
+        save_meta()
 
     if "niah" in args.parts:
         t0 = time.perf_counter()
@@ -185,6 +207,7 @@ def main(argv=None) -> None:
             append_csv(args.out / "niah_items.csv", rows)
             print(f"niah {name} b={b} W={W} d={d}: exact {sum(r['exact'] for r in rows) / len(rows):.3f}", flush=True)
         meta["timings"]["niah_s"] = time.perf_counter() - t0
+        save_meta()
 
     if "ppl" in args.parts:
         t0 = time.perf_counter()
@@ -211,8 +234,7 @@ def main(argv=None) -> None:
             append_csv(args.out / "ppl_items.csv", rows)
             print(f"ppl {name} b={b} W={W} d={d} done", flush=True)
         meta["timings"]["ppl_s"] = time.perf_counter() - t0
-    meta["timings"]["total_s"] = time.perf_counter() - t_start
-    (args.out / "run.json").write_text(json.dumps(meta, indent=1))
+    save_meta()
 
 
 if __name__ == "__main__":
