@@ -260,3 +260,13 @@ def test_probe_generate_runs_headkv_spec(smollm2):
     res = generate_pair(smollm2, "The capital of France is Paris. The capital of Italy is", [iv], max_new_tokens=4)
     assert res["interventions"] == [repr(iv)] and res["intervened"]
     assert iv.summary()["full_kv_heads"] == 22
+
+
+def test_probe_generate_console_script_runs_headkv(tiny_dir):
+    """The real `probe generate -i headkv:...` command on a tiny Llama: exit 0, the policy named in its output."""
+    from clirun import run_probe
+
+    res = run_probe("generate", "--model", tiny_dir, "--device", "cpu", "--max-new-tokens", "3",
+                    "-i", "headkv:heads=L1H0,sinks=2,window=4", "one two three four five six seven eight nine ten")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "HeadwiseKV" in res.stdout + res.stderr and "Traceback" not in res.stderr

@@ -1,12 +1,21 @@
-"""Tables for studies/headkv/README.md from the run's CSVs (every number in the README comes from here).
+"""Tables for studies/headkv/README.md from the H200 run's files in results/ (every number in the README comes from here).
 
-    PYTHONPATH=. python studies/headkv/report.py [--results studies/headkv/results]
-Rewrites the part of README.md between the ``<!-- tables:begin -->`` / ``<!-- tables:end -->`` markers
-and writes summary.json (the same numbers, machine-readable).
+    PYTHONPATH=. python studies/headkv/report.py
+Rewrites the README's ``<!-- table:headkv_* -->`` blocks (``studies/tables.py``) and writes results/summary.json.
+``tables(folder)`` is what tests/test_study_tables.py recomputes; ``summary_row(folder)`` is this study's row in the
+top-level README.
+
+Analysis (fixed before the H200 run; README "Settings"): needle recall on the prompts every measured policy saw.
+Per window and budget, retrieval-head selection is compared with
+  * uniform random KV heads and layer-matched random KV heads: effect = exact recall minus the mean over the draws,
+    95 % paired bootstrap interval over prompts, two-sided sign-flip permutation p over prompts (prompt
+    variation), plus how many single draws reach the retrieval choice's recall (head-choice variation);
+  * the lowest-first-token-sink-mass heads: effect = the recall difference, paired bootstrap interval, exact McNemar p.
+All p-values are Holm-adjusted together. "Beats" = Holm p < 0.05, the interval above 0, and no random draw at or
+above the retrieval choice.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -16,189 +25,239 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from probe.stats import bootstrap_interval, draws_p_value, holm, mcnemar_exact, wilson_interval  # noqa: E402
+from probe.stats import (bootstrap_interval, holm, mcnemar_exact, paired_bootstrap, paired_permutation,  # noqa: E402
+                         wilson_interval)
+from tables import ci, main_for, markdown_table, num, pval  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-BEGIN, END = "<!-- tables:begin -->", "<!-- tables:end -->"
+KEY = ["needle", "length", "depth"]
+RUN = ["policy", "budget", "window", "draw"]
 CHOSEN = ("retrieval", "sinkmass")
 RANDOM = ("random", "random-layers")
-
-
-def _ci(iv) -> str:
-    return f"[{iv.low:.2f}, {iv.high:.2f}]"
-
-
-KEY = ["needle", "length", "depth"]
+LABEL = {"full": "full attention", "streaming": "StreamingLLM everywhere", "retrieval": "retrieval heads (probe)",
+         "sinkmass": "lowest first-token sink mass", "random": "random KV heads",
+         "random-layers": "random, same layers as retrieval", "full-headwise": "HeadwiseKV, every head full"}
+KV_HEADS = 90                                         # SmolLM2-135M: 30 layers x 3 KV heads
 
 
 def common_prompts(items: pd.DataFrame) -> pd.DataFrame:
-    """Only the prompts every measured policy (policy, budget, window, draw) saw; ``item`` renumbered by prompt."""
-    runs = items.groupby(["policy", "budget", "window", "draw"])
+    """Only the prompts every measured run (policy, budget, window, draw) saw; ``item`` renumbered by prompt."""
     keys = None
-    for _, g in runs:
+    for _, g in items.groupby(RUN):
         k = set(map(tuple, g[KEY].values.tolist()))
         keys = k if keys is None else keys & k
     keep = items[[tuple(r) in keys for r in items[KEY].values.tolist()]].copy()
     order = {k: i for i, k in enumerate(sorted(keys))}
     keep["item"] = [order[tuple(r)] for r in keep[KEY].values.tolist()]
-    return keep
+    return keep.sort_values(RUN + ["item"])
 
 
-def niah_tables(items: pd.DataFrame) -> tuple[list[str], dict]:
-    out, summary = [], {"niah": []}
-    items = common_prompts(items)
-    n_items = items["item"].nunique()
-    full = items[items.policy == "full"].sort_values("item")
-    out.append(f"Needle recall on the {n_items} prompts every policy saw (needles {sorted(items.needle.unique().tolist())}, "
-               f"{items.length.min()}-{items.length.max()} tokens, depths {sorted(items.depth.unique().tolist())} %). "
-               "exact = every answer token is the greedy argmax; Wilson 95 % intervals; random rows: mean over draws, "
-               "[min, max] of the draws.")
-    pvals, tests = [], []
+def _budget(b: float) -> str:
+    return "100 %" if b >= 1 else f"{b:.1%} ({round(b * KV_HEADS) if b else 0})".replace("%", " %")
+
+
+def _wilson(x: pd.Series) -> str:
+    iv = wilson_interval(int(x.sum()), len(x))
+    return ci(iv.estimate, iv.low, iv.high, 2)
+
+
+def _per_item(rows: pd.DataFrame) -> np.ndarray:
+    """[items] exact recall per prompt (mean over draws for random policies)."""
+    return rows.groupby("item").exact.mean().sort_index().values.astype(float)
+
+
+def niah_rows(items: pd.DataFrame) -> list[list]:
+    rows = []
+    full = items[items.policy == "full"]
+    if len(full):
+        rows.append(["–", LABEL["full"], "100 %", _wilson(full.exact), num(full["first"].mean(), 2), num(full.nll.mean(), 2), ""])
     for W in sorted(items.loc[items.window > 0, "window"].unique()):
-        out += ["", f"**window {W}** (4 sink tokens + the last {W}; full = the unmodified model: exact "
-                f"{full.exact.mean():.3f} {_ci(wilson_interval(int(full.exact.sum()), len(full)))})", "",
-                "| policy | KV heads full | exact recall | first answer token | mean NLL (nats) | vs random draws (p) |",
-                "|---|---|---|---|---|---|"]
         sub = items[items.window == W]
-        stream = sub[sub.policy == "streaming"]
-        if len(stream):
-            out.append(f"| StreamingLLM everywhere | 0 % | {stream.exact.mean():.3f} {_ci(wilson_interval(int(stream.exact.sum()), len(stream)))} "
-                       f"| {stream['first'].mean():.3f} | {stream.nll.mean():.2f} | |")
+        st = sub[sub.policy == "streaming"]
+        if len(st):
+            rows.append([int(W), LABEL["streaming"], _budget(0), _wilson(st.exact), num(st["first"].mean(), 2), num(st.nll.mean(), 2), ""])
         for b in sorted(sub.loc[sub.budget.between(0.01, 0.99), "budget"].unique()):
             at = sub[sub.budget == b]
-            nfull = int(at.full_kv_heads.iloc[0])
-            draws = {name: at[at.policy == name].groupby("draw").exact.mean() for name in RANDOM}
             for name in CHOSEN + RANDOM:
-                rows = at[at.policy == name]
-                if not len(rows):
+                r = at[at.policy == name]
+                if not len(r):
                     continue
-                if name in CHOSEN:
-                    ex = _ci(wilson_interval(int(rows.exact.sum()), len(rows)))
-                    cell = []
-                    for against in RANDOM:
-                        if len(draws[against]):
-                            p = draws_p_value(rows.exact.mean(), draws[against].values)
-                            pvals.append(p)
-                            tests.append((W, b, name, against))
-                            cell.append(f"{against}: {p:.3f}")
-                    cell = "; ".join(cell) or "no random draws measured"
-                    label = {"retrieval": "retrieval heads (probe)", "sinkmass": "lowest first-token sink mass"}[name]
+                if name in RANDOM:
+                    d = r.groupby("draw").exact.mean()
+                    rows.append([int(W), LABEL[name], _budget(b), f"{d.mean():.2f} (draws {d.min():.2f}–{d.max():.2f})",
+                                 num(r["first"].mean(), 2), num(r.nll.mean(), 2), f"{len(d)} draws"])
                 else:
-                    d = draws[name]
-                    ex = f"[{d.min():.2f}, {d.max():.2f}] ({len(d)} draws)"
-                    cell, label = "", {"random": "random KV heads", "random-layers": "random, same layers as retrieval"}[name]
-                out.append(f"| {label} | {b:.1%} ({nfull}) | {rows.exact.mean():.3f} {ex} | {rows['first'].mean():.3f} "
-                           f"| {rows.nll.mean():.2f} | {cell} |")
-                summary["niah"].append({"window": int(W), "budget": float(b), "policy": name, "exact": float(rows.exact.mean()),
-                                        "first": float(rows["first"].mean()), "nll": float(rows.nll.mean())})
-            ret, snk = at[at.policy == "retrieval"].sort_values("item"), at[at.policy == "sinkmass"].sort_values("item")
-            if len(ret) and len(snk):
-                m = mcnemar_exact(ret.exact.values, snk.exact.values)
-                summary["niah"].append({"window": int(W), "budget": float(b), "test": "retrieval vs sinkmass McNemar",
-                                        "p": float(m.p_value)})
-                out.append(f"| *retrieval vs sink-mass, same prompts (exact McNemar)* | | p = {m.p_value:.3g} | | | |")
-    if not pvals:
-        out += ["", "No random-head draws finished in this session, so retrieval-head selection was not compared "
-                "with random heads."]
-    if pvals:
-        adj = holm(pvals)
-        summary["draws_tests"] = [{"window": int(W), "budget": float(b), "policy": n, "against": a, "p": float(p), "p_holm": float(q)}
-                                  for (W, b, n, a), p, q in zip(tests, pvals, adj)]
-        out += ["", f"p: (1 + #draws with recall >= the policy's) / (1 + #draws), against uniform random / layer-matched "
-                f"random draws; the smallest attainable is {1 / (1 + items[items.policy == 'random'].draw.nunique()):.3f}. "
-                f"Holm-adjusted over the {len(pvals)} comparisons: see summary.json."]
-    out += ["", "Exact recall by needle (budget 25 % where present; random: mean over draws):", ""]
-    b25 = items[(items.budget.sub(0.25).abs() < 1e-9) | items.policy.isin(["full", "streaming"])]
-    W0 = sorted(items.loc[items.window > 0, "window"].unique())[0] if (items.window > 0).any() else 0
-    b25 = b25[(b25.window == W0) | (b25.policy == "full")]
-    piv = b25.groupby(["policy", "needle"]).exact.mean().unstack("needle")
-    lengths = list(piv.columns)
-    out += ["| policy | " + " | ".join(f"needle {int(L)}" for L in lengths) + " |", "|---|" + "---|" * len(lengths)]
-    for name in ["full", "streaming", "retrieval", "sinkmass", "random", "random-layers"]:
-        if name in piv.index:
-            out.append(f"| {name} | " + " | ".join(f"{piv.loc[name, L]:.2f}" for L in lengths) + " |")
-    return out, summary
+                    rows.append([int(W), LABEL[name], _budget(b), _wilson(r.exact), num(r["first"].mean(), 2),
+                                 num(r.nll.mean(), 2), ""])
+    return rows
 
 
-def ppl_table(ppl: pd.DataFrame) -> tuple[list[str], list]:
-    out, summary = [], []
-    ppl = ppl.copy()
-    key = ["policy", "budget", "window"]
-    out += ["Perplexity on the first 8000 tokens of four Austen novels (one forward per book; 95 % bootstrap "
-            "interval over the 1024-token chunks; random: mean over draws).", "",
-            "| policy | window | KV heads full | perplexity | tokens 4097+ |", "|---|---|---|---|---|"]
-    for (name, b, W), g in ppl.groupby(key, sort=False):
+def comparisons(items: pd.DataFrame) -> pd.DataFrame:
+    """One row per pre-registered comparison (retrieval vs random / random-layers / sinkmass), Holm over all."""
+    out = []
+    for (W, b), at in items[items.policy.isin(CHOSEN + RANDOM) & items.budget.between(0.01, 0.99)].groupby(["window", "budget"]):
+        ret = at[at.policy == "retrieval"]
+        if not len(ret):
+            continue
+        r = _per_item(ret)
+        for other in RANDOM + ("sinkmass",):
+            o_rows = at[at.policy == other]
+            if not len(o_rows):
+                continue
+            o = _per_item(o_rows)
+            iv = paired_bootstrap(lambda a, c: a.mean() - c.mean(), r, o)
+            row = {"window": int(W), "budget": float(b), "comparison": f"retrieval vs {other}", "effect": iv.estimate,
+                   "low": iv.low, "high": iv.high, "n_prompts": len(r)}
+            if other in RANDOM:
+                d = o_rows.groupby("draw").exact.mean()
+                row.update(test="sign-flip permutation over prompts", p=paired_permutation(r, o),
+                           draws=len(d), draws_at_or_above=int((d >= r.mean()).sum()))
+            else:
+                m = mcnemar_exact(r.astype(bool), o.astype(bool))
+                row.update(test=f"exact McNemar ({m.only_a} vs {m.only_b} discordant)", p=m.p_value, draws=0,
+                           draws_at_or_above=0)
+            out.append(row)
+    df = pd.DataFrame(out)
+    if len(df):
+        df["p_holm"] = holm(df.p.values)
+        df["beats"] = (df.p_holm < 0.05) & (df.low > 0) & (df.draws_at_or_above == 0)
+    return df
+
+
+def by_length_depth(items: pd.DataFrame) -> tuple[list[str], list[list]]:
+    lengths = sorted(items.length_bin.unique())
+    depths = sorted(items.depth.unique())
+    header = ["window", "policy", "KV heads full"] + [f"~{L} tok" for L in lengths] + [f"depth {d:g} %" for d in depths]
+    rows = []
+    order = [(0, 1.0, "full")] + [(W, b, name) for W in sorted(items.loc[items.window > 0, "window"].unique())
+                                  for b, name in [(0.0, "streaming")] + [(0.25, n) for n in CHOSEN + RANDOM]]
+    for W, b, name in order:
+        g = items[(items.window == W) & ((items.budget - b).abs() < 1e-9) & (items.policy == name)]
+        if not len(g):
+            continue
+        rows.append([int(W) if W else "–", LABEL[name], _budget(b)] +
+                    [num(g[g.length_bin == L].exact.mean(), 2) for L in lengths] +
+                    [num(g[g.depth == d].exact.mean(), 2) for d in depths])
+    return header, rows
+
+
+def ppl_rows(ppl: pd.DataFrame) -> tuple[list[list], list[dict]]:
+    rows, summary = [], []
+    for (name, b, W), g in ppl.groupby(["policy", "budget", "window"], sort=False):
         chunk = g.groupby(["book", "from_token", "draw"]).agg(nll=("nll_sum", "sum"), n=("tokens", "sum")).reset_index()
-        total = math.exp(chunk.nll.sum() / chunk.n.sum())
-        late = chunk[chunk.from_token > 4096]
+        per_draw = chunk.groupby("draw").apply(lambda c: math.exp(c.nll.sum() / c.n.sum()), include_groups=False)
+        pooled = chunk.groupby(["book", "from_token"]).agg(nll=("nll", "mean"), n=("n", "mean")).reset_index()
+        total = math.exp(pooled.nll.sum() / pooled.n.sum())
+        late = pooled[pooled.from_token > 4096]
         late_ppl = math.exp(late.nll.sum() / late.n.sum()) if len(late) else float("nan")
-        iv = bootstrap_interval((chunk.nll / chunk.n).values, statistic=np.mean)
-        out.append(f"| {name} | {W or '-'} | {b:.1%} | {total:.2f} [{math.exp(iv.low):.2f}, {math.exp(iv.high):.2f}] | {late_ppl:.2f} |")
-        summary.append({"policy": name, "budget": float(b), "window": int(W), "ppl": total, "ppl_after_4096": late_ppl})
-    return out, summary
+        iv = bootstrap_interval((pooled.nll / pooled.n).values, statistic=np.mean)
+        draws = f"{len(per_draw)} draws: {per_draw.min():.2f}–{per_draw.max():.2f}" if name in RANDOM else ""
+        rows.append([int(W) if W else "–", LABEL[name], _budget(b), ci(total, math.exp(iv.low), math.exp(iv.high), 2),
+                     num(late_ppl, 2), draws])
+        summary.append({"policy": name, "budget": float(b), "window": int(W), "ppl": total, "ppl_after_4096": late_ppl,
+                        "draws": int(len(per_draw))})
+    return rows, summary
 
 
-def decode_table(dec: pd.DataFrame) -> tuple[list[str], list]:
+def decode_rows(dec: pd.DataFrame) -> list[list]:
     full = dec[dec.policy == "full"].iloc[0]
-    gpu = bool(dec.peak_decode_bytes.max() > 0)
-    out = [f"KV cache and decode speed: {int(full.prompt_tokens)}-token prompt + {int(full.decode_steps)} greedy steps, "
-           f"batch 1, {'H200' if gpu else 'shared 2-core CPU (speed indicative only; no allocator peak)'}, fp32. KV bytes "
-           "are counted from the cache tensors after the last step; `full-headwise` = HeadwiseKV with every head "
-           "full (the seam path's own cost).", "",
-           "| policy | window | KV heads full | KV cache | bytes / token | vs full | peak decode memory | decode tok/s | prefill s |",
-           "|---|---|---|---|---|---|---|---|---|"]
-    for r in dec.itertuples():
-        out.append(f"| {r.policy} | {r.window or '-'} | {r.budget:.1%} ({r.full_kv_heads}) | {r.kv_bytes / 2**20:.1f} MiB | "
-                   f"{r.kv_bytes_per_token:,.0f} | {r.kv_bytes / full.kv_bytes:.1%} | "
-                   f"{f'{r.peak_decode_bytes / 2**20:.0f} MiB' if gpu else 'n/a'} | "
-                   f"{r.decode_tok_s:.1f} | {r.prefill_s:.3f} |")
-    return out, dec.to_dict("records")
+    return [[LABEL.get(r.policy, r.policy), r.window or "–", _budget(r.budget), int(r.seq_len),
+             f"{r.kv_bytes / 2**20:.1f} MiB", f"{r.kv_bytes_per_token:,.0f}", f"{r.kv_bytes / full.kv_bytes:.1%}",
+             f"{r.peak_decode_bytes / 2**20:.0f} MiB", f"{r.decode_tok_s:.1f}", f"{r.prefill_s:.3f}"]
+            for r in dec.itertuples()]
 
 
-def memory_table(mem: pd.DataFrame) -> tuple[list[str], list]:
-    n = int(mem.tokens.iloc[0])
-    out = [f"KV-cache storage after an 8000-token prompt + 4 decode steps ({n} tokens, batch 1), summed over the "
-           "tensors the cache objects hold (`memory.py`: a transformers DynamicCache for full attention, HeadwiseCache "
-           "for the rest, SmolLM2's shape, window 256 + 4 sinks). The KV heads chosen do not change the bytes, only "
-           "their number does.", "",
-           "| policy | KV heads full | dtype | KV cache | bytes / token | vs full |", "|---|---|---|---|---|---|"]
-    for r in mem.itertuples():
-        nfull = 90 if r.policy == "full" else int(r.full_kv_heads)
-        out.append(f"| {r.policy} | {r.budget:.1%} ({nfull}) | {r.dtype} | {r.kv_bytes / 2**20:.1f} MiB | "
-                   f"{r.bytes_per_token:,.0f} | {r.vs_full:.1%} |")
-    return out, mem.to_dict("records")
+def _load(folder: Path):
+    res = folder / "results"
+    items = pd.read_csv(res / "niah_items.csv")
+    items = common_prompts(items)
+    items["length_bin"] = items.length.round(-3).astype(int).clip(lower=1000)
+    return res, items
 
 
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--results", type=Path, default=HERE / "results")
-    ap.add_argument("--readme", type=Path, default=HERE / "README.md")
-    ap.add_argument("--decode", type=Path, default=None, help="folder with decode.csv (default: --results)")
-    ap.add_argument("--extra", type=Path, action="append", default=[], help="more result folders (same prompts) to merge")
-    args = ap.parse_args(argv)
-    lines, summary = [], {}
-    niah = [pd.read_csv(d / "niah_items.csv") for d in [args.results, *args.extra] if (d / "niah_items.csv").exists()]
-    if niah:
-        part, s = niah_tables(pd.concat(niah, ignore_index=True))
-        lines += part + [""]
-        summary.update(s)
-    if (args.results / "ppl_items.csv").exists():
-        part, summary["ppl"] = ppl_table(pd.read_csv(args.results / "ppl_items.csv"))
-        lines += part + [""]
-    if (args.results / "memory.csv").exists():
-        part, summary["memory"] = memory_table(pd.read_csv(args.results / "memory.csv"))
-        lines += part + [""]
-    dec = (args.decode or args.results) / "decode.csv"
-    if dec.exists():
-        part, summary["decode"] = decode_table(pd.read_csv(dec))
-        lines += part + [""]
-    (args.results / "summary.json").write_text(json.dumps(summary, indent=1, default=float))
-    text = args.readme.read_text() if args.readme.exists() else f"{BEGIN}\n{END}\n"
-    head, _, rest = text.partition(BEGIN)
-    _, _, tail = rest.partition(END)
-    args.readme.write_text(head + BEGIN + "\n" + "\n".join(lines) + "\n" + END + tail)
-    print("\n".join(lines))
+def tables(folder: Path = HERE) -> dict[str, str]:
+    res, items = _load(folder)
+    out = {}
+    par = json.loads((res / "parity.json").read_text())
+    out["headkv_parity"] = markdown_table(
+        ["check (tiny random Llama, head_dim 64, GQA 6/3, 301 tokens, sinks 4 + window 64)", "max |Δ logit|"],
+        [["every KV head full (device fp32) vs the unmodified model (CPU fp64)", f"{par['all_full_vs_unmodified']:.1e}"],
+         ["no KV head full, one prefill (device fp32) vs SinkWindow token by token (CPU fp64)",
+          f"{par['none_full_prefill_vs_sinkwindow_steps']:.1e}"],
+         ["mixed plan, 280-token prefill + 21 decode steps: device fp32 vs CPU fp64",
+          f"{par['mixed_prefill_decode_vs_cpu_fp64']:.1e}"],
+         ["(scale) full attention vs StreamingLLM, CPU fp64", f"{par['dense_vs_streaming_gap']:.2f}"],
+         ["Triton fallback warnings", "; ".join(par["fallback_warnings"]) or "none"]])
+    n = items["item"].nunique()
+    out["headkv_niah"] = (f"{n} prompts (needles {', '.join(map(str, sorted(items.needle.unique())))}; "
+                          f"{items.length.min()}–{items.length.max()} tokens; depths "
+                          f"{', '.join(f'{d:g}' for d in sorted(items.depth.unique()))} %), the same for every policy.\n\n" +
+                          markdown_table(["window", "policy", "KV heads full", "exact recall [Wilson 95 %]",
+                                          "first answer token", "answer NLL (nats)", "random"], niah_rows(items)))
+    comp = comparisons(items)
+    out["headkv_tests"] = markdown_table(
+        ["window", "KV heads full", "comparison", "Δ exact recall [95 % paired bootstrap]", "test", "p", "p (Holm)",
+         "random draws ≥ retrieval", "beats"],
+        [[r.window, _budget(r.budget), r.comparison, ci(r.effect, r.low, r.high, 2), r.test, pval(r.p), pval(r.p_holm),
+          f"{r.draws_at_or_above} of {r.draws}" if r.draws else "–", "yes" if r.beats else "no"]
+         for r in comp.itertuples()]) if len(comp) else "No comparison could be made (no retrieval run).\n"
+    header, rows = by_length_depth(items)
+    out["headkv_niah_length"] = markdown_table(header, rows)
+    if (res / "ppl_items.csv").exists():
+        prow, _ = ppl_rows(pd.read_csv(res / "ppl_items.csv"))
+        out["headkv_ppl"] = markdown_table(["window", "policy", "KV heads full", "perplexity, tokens 2–8000 [95 % bootstrap]",
+                                            "perplexity, tokens 4097–8000", "random draws"], prow)
+    if (res / "decode.csv").exists():
+        out["headkv_decode"] = markdown_table(["policy", "window", "KV heads full", "tokens in cache", "KV cache",
+                                               "bytes / token", "vs full", "peak decode memory", "decode tok/s",
+                                               "prefill s"], decode_rows(pd.read_csv(res / "decode.csv")))
+    return out
+
+
+def summary(folder: Path = HERE) -> dict:
+    res, items = _load(folder)
+    comp = comparisons(items)
+    s = {"niah": [{"window": int(W), "budget": float(b), "policy": p, "exact": float(g.exact.mean()), "n": int(len(g))}
+                  for (p, b, W), g in items.groupby(["policy", "budget", "window"], sort=False)],
+         "tests": comp.to_dict("records")}
+    if (res / "ppl_items.csv").exists():
+        s["ppl"] = ppl_rows(pd.read_csv(res / "ppl_items.csv"))[1]
+    if (res / "decode.csv").exists():
+        s["decode"] = pd.read_csv(res / "decode.csv").to_dict("records")
+    return s
+
+
+def summary_row(folder: Path = HERE) -> dict:
+    """This study's row in the top-level README (from results/, the H200 run)."""
+    res, items = _load(folder)
+    comp = comparisons(items)
+    dec = pd.read_csv(res / "decode.csv")
+    full = dec[dec.policy == "full"].iloc[0]
+    parts = []
+    for b in (0.25,):
+        for W in sorted(items.loc[items.window > 0, "window"].unique()):
+            at = items[(items.window == W) & ((items.budget - b).abs() < 1e-9)]
+            rnd = at[at.policy == "random"].groupby("draw").exact.mean()
+            cell = ", ".join(f"{p} {at[at.policy == p].exact.mean():.2f}" for p in ("retrieval", "sinkmass") if (at.policy == p).any())
+            if len(rnd):
+                cell += f", random {rnd.mean():.2f} ({len(rnd)} draws)"
+            parts.append(f"window {int(W)}, 25 % of KV heads full: {cell}")
+    h = dec[(dec.policy == "retrieval") & ((dec.budget - 0.25).abs() < 1e-9)]
+    mem = (f"; KV cache at {int(full.seq_len)} tokens with 25 % of KV heads full: {h.kv_bytes.iloc[0] / full.kv_bytes:.3f} "
+           f"of full attention's, decode {h.decode_tok_s.iloc[0]:.0f} vs {full.decode_tok_s:.0f} tok/s") if len(h) else ""
+    tests = comp[(comp.budget - 0.25).abs() < 1e-9] if len(comp) else comp
+    iv = "; ".join(f"W{r.window} {r.comparison}: Δ {ci(r.effect, r.low, r.high, 2)}, p (Holm) {pval(r.p_holm)}"
+                   for r in tests.itertuples()) or "–"
+    return dict(study="head-wise KV cache (retrieval heads full, the rest StreamingLLM), H200",
+                result=f"NIAH exact recall (full attention {items[items.policy == 'full'].exact.mean():.2f}): "
+                       + "; ".join(parts) + mem, interval=iv)
+
+
+def main() -> None:
+    main_for(HERE, tables)
+    (HERE / "results" / "summary.json").write_text(json.dumps(summary(HERE), indent=1, default=float))
 
 
 if __name__ == "__main__":
