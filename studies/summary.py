@@ -134,27 +134,8 @@ def _classic_heads(folder: Path) -> dict:
                 interval="– (exact agreement check)")
 
 
-def _headkv(folder: Path) -> dict:
-    """Row from studies/headkv/results/summary.json (the GPU run), else results_cpu/ (the CPU pilot)."""
-    gpu = (folder / "results" / "summary.json").exists()
-    d = json.loads((folder / ("results" if gpu else "results_cpu") / "summary.json").read_text())
-    pols = [r for r in d.get("niah", []) if "policy" in r and "exact" in r]
-    if not pols:
-        raise KeyError("no NIAH policy rows in summary.json")
-    res = "; ".join(f"window {r['window']}, budget {r['budget']:g}: {r['policy']} {r['exact']:.2f}" for r in pols)
-    mem = [m for m in d.get("memory", []) if m.get("policy") == "headwise" and m.get("budget") == 0.25]
-    if mem:
-        res += f"; KV cache at {mem[0]['tokens']} tokens with 25 % of KV heads full: {mem[0]['vs_full']:.3f} of full attention's"
-    tests = [t for t in d.get("draws_tests", []) + d.get("niah", []) if "p_holm" in t or "test" in t]
-    iv = "; ".join(f"{t.get('test') or (t['policy'] + ' vs ' + t['against'])}: p {pval(t.get('p_holm', t.get('p')))}"
-                   for t in tests) or "see README"
-    scope = "" if gpu else " — CPU pilot only (GPU run not made)"
-    return dict(study=f"head-wise KV cache (retrieval heads full, the rest StreamingLLM){scope}",
-                result=f"NIAH exact match: {res}", interval=iv)
-
-
 BUILTIN = {"act": _act, "arithmetic": _arithmetic, "retrieval": _retrieval, "streaming": _streaming, "vlm": _vlm,
-           "vlm_attention": _vlm_attention, "classic_heads": _classic_heads, "headkv": _headkv}
+           "vlm_attention": _vlm_attention, "classic_heads": _classic_heads}
 ORDER = ("act", "arithmetic", "retrieval", "streaming", "vlm", "vlm_attention", "classic_heads", "headkv")
 
 
