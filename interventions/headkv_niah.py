@@ -59,13 +59,45 @@ def score_sample(handle, sample: AnswerSample, policy=None) -> dict:
     """One forward of the sample under ``policy`` (an intervention, or None = unmodified): answer metrics."""
     from .core import intervene
 
-    ids = torch.tensor([sample.input_ids], device=handle.model.device)
+    model = handle if isinstance(handle, torch.nn.Module) else handle.model
+    ids = torch.tensor([sample.input_ids], device=model.device)
     a, b = sample.answer
     ctx = intervene(handle, policy) if policy is not None else contextlib.nullcontext()
     with torch.inference_mode(), ctx:
-        logits = handle.model(input_ids=ids, use_cache=False, logits_to_keep=ids.shape[1] - a + 1).logits[0]
+        logits = model(input_ids=ids, use_cache=False, logits_to_keep=ids.shape[1] - a + 1).logits[0]
     pred = logits[:-1].float()                                   # [b - a, V]: position a-1 .. b-2 predict a .. b-1
     target = ids[0, a:b]
     hit = pred.argmax(-1) == target
     return {"exact": bool(hit.all()), "first": bool(hit[0]), "acc": float(hit.float().mean()),
             "nll": float(F.cross_entropy(pred, target))}
+
+
+def score_batch(handle, samples: list, policy=None, pad_id: int = 0) -> list[dict]:
+    """``score_sample`` for several samples in one forward (the same metrics, one dict per sample).
+
+    Rows are right-padded to the longest sample with ``pad_id``; under causal attention (full heads)
+    and StreamingLLM's sinks + window (streaming heads) a position never sees a later one, so the
+    padding changes no scored logit and no attention mask is needed (none may be: HeadwiseKV takes
+    unpadded rows from position 0).
+    """
+    from .core import intervene
+
+    model = handle if isinstance(handle, torch.nn.Module) else handle.model
+    n = max(len(s.input_ids) for s in samples)
+    ids = torch.full((len(samples), n), int(pad_id), dtype=torch.long)
+    for i, s in enumerate(samples):
+        ids[i, :len(s.input_ids)] = torch.tensor(s.input_ids)
+    ids = ids.to(model.device)
+    first = min(s.answer[0] for s in samples) - 1                 # the earliest predicting position
+    ctx = intervene(handle, policy) if policy is not None else contextlib.nullcontext()
+    with torch.inference_mode(), ctx:
+        logits = model(input_ids=ids, use_cache=False, logits_to_keep=n - first).logits   # [B, n - first, V]
+    out = []
+    for i, s in enumerate(samples):
+        a, b = s.answer
+        pred = logits[i, a - 1 - first:b - 1 - first].float()   # [b - a, V]: positions a-1 .. b-2
+        target = ids[i, a:b]
+        hit = pred.argmax(-1) == target
+        out.append({"exact": bool(hit.all()), "first": bool(hit[0]), "acc": float(hit.float().mean()),
+                    "nll": float(F.cross_entropy(pred, target))})
+    return out

@@ -270,3 +270,21 @@ def test_probe_generate_console_script_runs_headkv(tiny_dir):
                     "-i", "headkv:heads=L1H0,sinks=2,window=4", "one two three four five six seven eight nine ten")
     assert res.returncode == 0, res.stderr[-2000:]
     assert "HeadwiseKV" in res.stdout + res.stderr and "Traceback" not in res.stderr
+
+
+def test_batched_needle_scoring_equals_one_sample_at_a_time(model):
+    """score_batch (right-padded rows, one forward) == score_sample per sample, under a mixed HeadwiseKV plan."""
+    from interventions.headkv_niah import AnswerSample, score_batch, score_sample
+
+    g = torch.Generator().manual_seed(3)
+    samples = []
+    for n in (31, 40, 37):                                                   # the answer ends each sample
+        ids = torch.randint(3, 97, (n,), generator=g).tolist()
+        samples.append(AnswerSample(ids, (n - 3, n), 0, n, 50.0, 50.0, (2, 5)))
+    iv = HeadwiseKV(plan=plan_of(MIXED), sinks=2, window=5)
+    one = [score_sample(model, s, iv) for s in samples]
+    many = score_batch(model, samples, iv, pad_id=0)
+    for x, y in zip(one, many):
+        assert x["exact"] == y["exact"] and x["first"] == y["first"] and x["acc"] == y["acc"]
+        assert abs(x["nll"] - y["nll"]) < 1e-9
+    assert len({round(x["nll"], 6) for x in one}) == 3                       # three different samples
