@@ -143,12 +143,31 @@ def by_length_depth(items: pd.DataFrame) -> tuple[list[str], list[list]]:
     return header, rows
 
 
+def _ppl_chunks(g: pd.DataFrame) -> pd.DataFrame:
+    """[book, from_token] -> nll (mean over draws), n: one row per 1024-token chunk."""
+    chunk = g.groupby(["book", "from_token", "draw"]).agg(nll=("nll_sum", "sum"), n=("tokens", "sum")).reset_index()
+    return chunk.groupby(["book", "from_token"]).agg(nll=("nll", "mean"), n=("n", "mean")).sort_index().reset_index()
+
+
+def _ordered(df: pd.DataFrame):
+    """(window, budget, policy, rows) in reading order: full; per window streaming, then per budget the policies."""
+    yield 0, 1.0, "full", df[df.policy == "full"]
+    for W in sorted(df.loc[df.window > 0, "window"].unique()):
+        sub = df[df.window == W]
+        yield W, 0.0, "streaming", sub[sub.policy == "streaming"]
+        for b in sorted(sub.loc[sub.budget.between(0.01, 0.99), "budget"].unique()):
+            for name in CHOSEN + RANDOM:
+                yield W, b, name, sub[((sub.budget - b).abs() < 1e-9) & (sub.policy == name)]
+
+
 def ppl_rows(ppl: pd.DataFrame) -> tuple[list[list], list[dict]]:
     rows, summary = [], []
-    for (name, b, W), g in ppl.groupby(["policy", "budget", "window"], sort=False):
+    for W, b, name, g in _ordered(ppl):
+        if not len(g):
+            continue
         chunk = g.groupby(["book", "from_token", "draw"]).agg(nll=("nll_sum", "sum"), n=("tokens", "sum")).reset_index()
         per_draw = chunk.groupby("draw").apply(lambda c: math.exp(c.nll.sum() / c.n.sum()), include_groups=False)
-        pooled = chunk.groupby(["book", "from_token"]).agg(nll=("nll", "mean"), n=("n", "mean")).reset_index()
+        pooled = _ppl_chunks(g)
         total = math.exp(pooled.nll.sum() / pooled.n.sum())
         late = pooled[pooled.from_token > 4096]
         late_ppl = math.exp(late.nll.sum() / late.n.sum()) if len(late) else float("nan")
@@ -161,6 +180,34 @@ def ppl_rows(ppl: pd.DataFrame) -> tuple[list[list], list[dict]]:
     return rows, summary
 
 
+def ppl_comparisons(ppl: pd.DataFrame) -> list[list]:
+    """Exploratory (not pre-registered): retrieval's mean NLL per token minus the other policy's, paired over the
+    1024-token chunks (random: mean over draws); paired bootstrap interval, sign-flip p, Holm over the rows."""
+    rows, ps = [], []
+    for (W, b), at in ppl[ppl.budget.between(0.01, 0.99)].groupby(["window", "budget"]):
+        ret = at[at.policy == "retrieval"]
+        if not len(ret):
+            continue
+        r = _ppl_chunks(ret)
+        for other in RANDOM + ("sinkmass",):
+            o_rows = at[at.policy == other]
+            if not len(o_rows):
+                continue
+            o = _ppl_chunks(o_rows)
+            x, y = (r.nll / r.n).values, (o.nll / o.n).values
+            iv = paired_bootstrap(lambda u, v: u.mean() - v.mean(), x, y)
+            p = paired_permutation(x, y)
+            ps.append(p)
+            below = ""
+            if other in RANDOM:
+                per_draw = o_rows.groupby("draw").apply(lambda c: c.nll_sum.sum() / c.tokens.sum(), include_groups=False)
+                below = f"{int((per_draw <= r.nll.sum() / r.n.sum()).sum())} of {len(per_draw)}"
+            rows.append([int(W), _budget(b), f"retrieval vs {other}", ci(iv.estimate, iv.low, iv.high, 3), pval(p), below])
+    for row, q in zip(rows, holm(ps) if ps else []):
+        row.insert(5, pval(q))
+    return rows
+
+
 def decode_rows(dec: pd.DataFrame) -> list[list]:
     full = dec[dec.policy == "full"].iloc[0]
     return [[LABEL.get(r.policy, r.policy), r.window or "–", _budget(r.budget), int(r.seq_len),
@@ -169,16 +216,37 @@ def decode_rows(dec: pd.DataFrame) -> list[list]:
             for r in dec.itertuples()]
 
 
-def _load(folder: Path):
-    res = folder / "results"
-    items = pd.read_csv(res / "niah_items.csv")
-    items = common_prompts(items)
+def _niah_items(path: Path) -> pd.DataFrame:
+    items = common_prompts(pd.read_csv(path))
     items["length_bin"] = items.length.round(-3).astype(int).clip(lower=1000)
-    return res, items
+    return items
+
+
+def _load(folder: Path):
+    """(results/ = the first H200 call, results_b/ = the second if present, NIAH items of the primary run).
+
+    The second call re-ran NIAH for every policy with 16 prompts per forward (the random draws did not fit in
+    the first); when it is there its NIAH rows are primary and the first call's are the batching check."""
+    res, res_b = folder / "results", folder / "results_b"
+    primary = res_b if (res_b / "niah_items.csv").exists() else res
+    return res, res_b, _niah_items(primary / "niah_items.csv")
+
+
+def batch_check(res: Path, res_b: Path) -> list[list]:
+    """Per policy run in both calls: exact recall one prompt per forward vs 16 per forward, and agreement."""
+    one = pd.read_csv(res / "niah_items.csv")
+    many = pd.read_csv(res_b / "niah_items.csv")
+    m = one.merge(many, on=RUN + KEY, suffixes=("_1", "_16"))
+    rows = []
+    for (name, b, W, d), g in m.groupby(RUN, sort=False):
+        rows.append([int(W) if W else "–", LABEL[name], _budget(b), len(g), num(g.exact_1.mean(), 3),
+                     num(g.exact_16.mean(), 3), f"{(g.exact_1 == g.exact_16).mean():.3f}",
+                     f"{(g.nll_1 - g.nll_16).abs().max():.3f}"])
+    return rows
 
 
 def tables(folder: Path = HERE) -> dict[str, str]:
-    res, items = _load(folder)
+    res, res_b, items = _load(folder)
     out = {}
     par = json.loads((res / "parity.json").read_text())
     out["headkv_parity"] = markdown_table(
@@ -209,31 +277,41 @@ def tables(folder: Path = HERE) -> dict[str, str]:
         prow, _ = ppl_rows(pd.read_csv(res / "ppl_items.csv"))
         out["headkv_ppl"] = markdown_table(["window", "policy", "KV heads full", "perplexity, tokens 2–8000 [95 % bootstrap]",
                                             "perplexity, tokens 4097–8000", "random draws"], prow)
-    if (res / "decode.csv").exists():
+        out["headkv_ppl_tests"] = markdown_table(
+            ["window", "KV heads full", "comparison", "Δ NLL / token (nats) [95 % paired bootstrap over chunks]",
+             "p (sign-flip)", "p (Holm)", "random draws with NLL ≤ retrieval's"],
+            ppl_comparisons(pd.read_csv(res / "ppl_items.csv")))
+    if (res_b / "niah_items.csv").exists():
+        out["headkv_batch_check"] = markdown_table(
+            ["window", "policy", "KV heads full", "prompts", "exact recall, 1 per forward (call 1)",
+             "exact recall, 16 per forward (call 2)", "same exact outcome", "max |Δ answer NLL|"], batch_check(res, res_b))
+    dec = res_b / "decode.csv" if (res_b / "decode.csv").exists() else res / "decode.csv"
+    if dec.exists():
         out["headkv_decode"] = markdown_table(["policy", "window", "KV heads full", "tokens in cache", "KV cache",
                                                "bytes / token", "vs full", "peak decode memory", "decode tok/s",
-                                               "prefill s"], decode_rows(pd.read_csv(res / "decode.csv")))
+                                               "prefill s"], decode_rows(pd.read_csv(dec)))
     return out
 
 
 def summary(folder: Path = HERE) -> dict:
-    res, items = _load(folder)
+    res, res_b, items = _load(folder)
     comp = comparisons(items)
     s = {"niah": [{"window": int(W), "budget": float(b), "policy": p, "exact": float(g.exact.mean()), "n": int(len(g))}
                   for (p, b, W), g in items.groupby(["policy", "budget", "window"], sort=False)],
          "tests": comp.to_dict("records")}
     if (res / "ppl_items.csv").exists():
         s["ppl"] = ppl_rows(pd.read_csv(res / "ppl_items.csv"))[1]
-    if (res / "decode.csv").exists():
-        s["decode"] = pd.read_csv(res / "decode.csv").to_dict("records")
+    dec = res_b / "decode.csv" if (res_b / "decode.csv").exists() else res / "decode.csv"
+    if dec.exists():
+        s["decode"] = pd.read_csv(dec).to_dict("records")
     return s
 
 
 def summary_row(folder: Path = HERE) -> dict:
     """This study's row in the top-level README (from results/, the H200 run)."""
-    res, items = _load(folder)
+    res, res_b, items = _load(folder)
     comp = comparisons(items)
-    dec = pd.read_csv(res / "decode.csv")
+    dec = pd.read_csv(res_b / "decode.csv" if (res_b / "decode.csv").exists() else res / "decode.csv")
     full = dec[dec.policy == "full"].iloc[0]
     parts = []
     for b in (0.25,):
