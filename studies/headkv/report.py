@@ -245,6 +245,44 @@ def batch_check(res: Path, res_b: Path) -> list[list]:
     return rows
 
 
+def _where(rows: pd.DataFrame) -> str:
+    return ", ".join(f"window {r.window} / {_budget(r.budget)}" for r in rows.itertuples()) or "nowhere"
+
+
+def verdict(items: pd.DataFrame, comp: pd.DataFrame, ppl: pd.DataFrame, dec: pd.DataFrame, dec_call: str) -> str:
+    """The README's verdict, as bullet points computed from the same files as the tables."""
+    out = []
+    for other, label in (("random", "uniform random KV heads"), ("random-layers", "layer-matched random KV heads"),
+                         ("sinkmass", "the lowest-first-token-sink-mass KV heads")):
+        c = comp[comp.comparison == f"retrieval vs {other}"] if len(comp) else comp
+        if not len(c):
+            out.append(f"- **Needle recall, retrieval heads vs {label}: not measured** (no {other} NIAH run finished).")
+            continue
+        out.append(f"- **Needle recall, retrieval heads vs {label}** (same memory, pre-registered criterion): beats at "
+                   f"{_where(c[c.beats])}; does not at {_where(c[~c.beats])}.")
+    full = items[items.policy == "full"].exact.mean()
+    for W in sorted(items.loc[items.window > 0, "window"].unique()):
+        r = items[(items.window == W) & (items.policy == "retrieval")].groupby("budget").exact.mean()
+        st = items[(items.window == W) & (items.policy == "streaming")].exact.mean()
+        out.append(f"- **Recall cost, window {int(W)}:** full attention {full:.2f}; StreamingLLM everywhere {st:.2f}; "
+                   "retrieval heads full " + ", ".join(f"{_budget(b)} {v:.2f}" for b, v in r.items()) + ".")
+    pc = [row for row in ppl_comparisons(ppl) if row[2] != "retrieval vs sinkmass"]
+    wins = sum(1 for row in pc if row[-1].startswith("0 of"))
+    out.append(f"- **Perplexity (exploratory, not pre-registered):** retrieval heads' NLL is below every random draw in "
+               f"{wins} of {len(pc)} (window, budget, random kind) settings; see the perplexity comparisons.")
+    f = dec[dec.policy == "full"].iloc[0]
+    parts = []
+    for name, b in (("retrieval", 0.125), ("retrieval", 0.25), ("retrieval", 0.5), ("streaming", 0.0)):
+        r = dec[(dec.policy == name) & ((dec.budget - b).abs() < 1e-9)]
+        if len(r):
+            r = r.iloc[0]
+            parts.append(f"{LABEL[name]} {_budget(b)}: {r.kv_bytes / f.kv_bytes:.3f} of full attention's KV bytes "
+                         f"({r.kv_bytes / 2**20:.1f} vs {f.kv_bytes / 2**20:.1f} MiB), {r.decode_tok_s:.1f} vs "
+                         f"{f.decode_tok_s:.1f} decode tok/s")
+    out.append(f"- **Memory and speed at {int(f.seq_len)} tokens (H200, bf16, batch 1, {dec_call}):** " + "; ".join(parts) + ".")
+    return "\n".join(out) + "\n"
+
+
 def tables(folder: Path = HERE) -> dict[str, str]:
     res, res_b, items = _load(folder)
     out = {}
@@ -286,6 +324,9 @@ def tables(folder: Path = HERE) -> dict[str, str]:
             ["window", "policy", "KV heads full", "prompts", "exact recall, 1 per forward (call 1)",
              "exact recall, 16 per forward (call 2)", "same exact outcome", "max |Δ answer NLL|"], batch_check(res, res_b))
     dec = res_b / "decode.csv" if (res_b / "decode.csv").exists() else res / "decode.csv"
+    out["headkv_verdict"] = verdict(items, comp, pd.read_csv(res / "ppl_items.csv"), pd.read_csv(dec),
+                                    "second call, kernels compiled before timing" if dec.parent == res_b
+                                    else "first call: the timed steps include Triton compiles")
     if dec.exists():
         out["headkv_decode"] = markdown_table(["policy", "window", "KV heads full", "tokens in cache", "KV cache",
                                                "bytes / token", "vs full", "peak decode memory", "decode tok/s",
