@@ -121,10 +121,13 @@ class ACT(Intervention):
 
 
 class _ACTHook:
+    """Finds each layer's sinks at the prefill and builds its edit there; every decode step of that
+    sequence gets the same ``AttentionEdits`` object (no tensor work per step)."""
+
     def __init__(self, act: ACT, table: Tensor):
         self.act = act
         self.table = table                      # [L, H] bool
-        self._cols: dict[int, Tensor] = {}      # layer -> col_idx [B, H, C] (absolute positions)
+        self._edits: dict[int, AttentionEdits] = {}   # layer -> col_idx [B, H, C] (absolute positions), col_scale [B, H]
 
     def needs_received(self, call) -> bool:
         return call.T == call.S                 # a new sequence: find the sinks on its prompt
@@ -136,16 +139,16 @@ class _ACTHook:
             if self.act.alpha is not None:
                 thr = self.act.alpha / (call.S - call.key_start).clamp_min(1).to(s.dtype)  # [B]
             cols, dropped = sink_columns(s, call.key_start, thr, self.table[call.layer].to(s.device))
-            self._cols[call.layer] = cols
+            scale = torch.full((call.B, call.H), self.act.beta, device=cols.device)      # [B, H]
+            self._edits[call.layer] = AttentionEdits(col_idx=cols, col_scale=scale)
             rel = lambda x: torch.where(x >= 0, x - call.key_start.view(-1, *[1] * (x.dim() - 1)), x)  # noqa: E731
             self.act.dropped[call.layer] = rel(dropped).cpu()
             self.act.sinks[call.layer] = rel(cols).cpu()
-        cols = self._cols.get(call.layer)
-        if cols is None or cols.shape[0] != call.B:
+        edits = self._edits.get(call.layer)
+        if edits is None or edits.col_idx.shape[0] != call.B:
             raise ProbeError("ACT saw a decode step without its prompt",
                              "run the whole generation (prefill and decode) inside the intervene block")
-        scale = torch.full((call.B, call.H), self.act.beta, device=cols.device)          # [B, H]
-        return AttentionEdits(col_idx=cols, col_scale=scale)
+        return edits
 
     def after(self, call, result) -> None:
         pass

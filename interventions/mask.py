@@ -110,10 +110,11 @@ class _MaskHook:
     def edits(self, call, pre) -> Optional[AttentionEdits]:
         if call.layer not in self.per_layer or (self.mask.decode_only and call.T != 1):
             return None
-        key = (call.layer, call.q_pos.device)
-        if key not in self._cache:
-            self._cache[key] = self._build(call.layer, call.q_pos.device)
-        return self._cache[key]
+        key = (call.layer, call.device)
+        hit = self._cache.get(key)
+        if hit is None:                                  # once per layer and device, then the same object
+            hit = self._cache[key] = self._build(call.layer, call.device)
+        return hit
 
     def _build(self, layer: int, device) -> AttentionEdits:
         on = torch.zeros(self.H, dtype=torch.bool, device=device)                # [H]

@@ -133,8 +133,10 @@ class _RedistHook:
     def __init__(self, red: Redistribute, table: Tensor):
         self.red = red
         self.table = table                          # [L, H] bool
-        self._phi: dict[int, Tensor] = {}           # layer -> [B, T] of the latest call
+        self._resid: dict[int, Tensor] = {}         # layer -> residual entering it [B, T, d] (latest call; a reference)
         self._state: dict[int, tuple] = {}          # layer -> (idx [B, C], span [B, 2], from [B])
+        self._edits: dict[int, tuple] = {}          # layer -> (the state it was built from, AttentionEdits)
+        self._keeps: dict = {}                      # (layer, device) -> keep [H]
 
     def residual_taps(self, handle, layers):
         """TapSet computing phi [B, T] from the residual stream entering each of ``layers``."""
@@ -143,7 +145,7 @@ class _RedistHook:
         return TapSet(handle, reads=[(tap_name(l, "resid_pre"), self._on_resid) for l in layers])
 
     def _on_resid(self, x: Tensor, ctx) -> None:
-        self._phi[ctx.layer] = massive_phi(x, self.red.sink_dims)                 # [B, T]
+        self._resid[ctx.layer] = x        # phi is computed at the prefill only (decode steps reuse the sink set)
 
     def _spans(self, B: int) -> list:
         spans = self.red.spans
@@ -154,13 +156,13 @@ class _RedistHook:
         return spans
 
     def _prefill(self, call) -> tuple:
-        dev, ks = call.q_pos.device, call.key_start
+        dev, ks = call.device, call.key_start
         span = torch.tensor(self._spans(call.B), device=dev) + ks[:, None]         # [B, 2] absolute
         if span.max() > call.S:
             raise ProbeError(f"Redistribute span {self.red.spans} runs past the prompt", "check the span positions")
         frm = span[:, 1].clone()                                                  # [B] rows after the span
         if self.red.sink_keys == "auto":
-            phi = self._phi[call.layer].to(dev)                                   # [B, S]
+            phi = massive_phi(self._resid.pop(call.layer), self.red.sink_dims).to(dev)  # [B, S]
             j = torch.arange(call.S, device=dev)
             sink = (phi > self.red.tau) & (j[None] >= ks[:, None])                # [B, S]
             in_span = sink & (j[None] >= span[:, :1]) & (j[None] < span[:, 1:])
@@ -185,14 +187,21 @@ class _RedistHook:
         if state is None or state[0].shape[0] != call.B:
             raise ProbeError("Redistribute saw a decode step without its prompt",
                              "run the whole generation (prefill and decode) inside the intervene block")
-        idx, span, frm = state
-        keep = self._keep(call.layer, idx.device)
-        return AttentionEdits(redist_idx=idx, redist_span=span, redist_from=frm, redist_keep=keep,
-                              redist_rho=self.red.rho, redist_min_mass=self.red.min_mass)
+        built = self._edits.get(call.layer)
+        if built is None or built[0] is not state:       # once per sequence; decode steps reuse the object
+            idx, span, frm = state
+            edits = AttentionEdits(redist_idx=idx, redist_span=span, redist_from=frm,
+                                   redist_keep=self._keep(call.layer, idx.device),
+                                   redist_rho=self.red.rho, redist_min_mass=self.red.min_mass)
+            built = self._edits[call.layer] = (state, edits)
+        return built[1]
 
     def _keep(self, layer: int, device) -> Tensor:
         """[H] fraction of sink mass kept: ``keep`` in the chosen heads, 1 (no edit) elsewhere."""
-        return torch.where(self.table[layer], self.red.keep, 1.0).to(device)
+        key = (layer, device)
+        if key not in self._keeps:
+            self._keeps[key] = torch.where(self.table[layer], self.red.keep, 1.0).to(device)
+        return self._keeps[key]
 
     def stats_request(self, call) -> StatsRequest:
         return StatsRequest(lse=True) if self.red.log_selection else NO_STATS

@@ -42,12 +42,21 @@ class HeadScale(Intervention):
 
 
 class _ScaleHook:
+    """Hands each layer's edit, built once per device, to every call; layers whose scales are all 1 get none."""
+
     def __init__(self, scales: dict):
-        self.scales = scales
+        self.scales = {l: s for l, s in scales.items() if not bool((s == 1).all())}   # [H] per layer
+        self._edits: dict = {}
 
     def edits(self, call, pre) -> Optional[AttentionEdits]:
-        s = self.scales.get(call.layer)
-        return None if s is None else AttentionEdits(head_scale=s.to(call.q_pos.device))
+        key = (call.layer, call.device)
+        hit = self._edits.get(key)
+        if hit is None:
+            s = self.scales.get(call.layer)
+            if s is None:
+                return None
+            hit = self._edits[key] = AttentionEdits(head_scale=s.to(call.device))
+        return hit
 
     def after(self, call, result) -> None:
         pass

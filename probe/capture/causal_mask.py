@@ -6,11 +6,19 @@ the seam then checked it with several more N x N temporaries. Here, when the req
 is causal (optionally sliding-window) with left padding -- checked exactly, row block by row
 block, in O(block x S) memory -- the mask function returns a ``CompactCausalMask`` holding only
 the first real key per row and the window; every other pattern (bidirectional, packed, chunked,
-vmap-only, tensor offsets) gets SDPA's dense mask as before, which the seam refuses as today.
+vmap-only) gets SDPA's dense mask as before, which the seam refuses as today.
+
+Per forward the mask function costs one device->host read (the left-padding check and whether any
+row is padded, read together); a layer that falls through to SDPA asks for the dense mask, which is
+built at most once per forward and shared by every such layer (None, SDPA's own causal path, when no
+row is padded and the pattern is plain causal with T == 1 or T == S). A static cache (transformers'
+``cache_implementation="static"``) hands a tensor ``q_offset`` and a ``kv_length`` of the whole
+pre-allocated cache: only the first ``kv_valid = q_offset + q_length`` keys exist, and the seam
+slices keys and values to them before the kernel.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 import torch
@@ -28,8 +36,10 @@ _CHECK_ELEMENTS_CUDA = 1 << 24
 class CompactCausalMask:
     """Causal (+ sliding window) attention with left padding, without the N x N mask.
 
-    key_start [B] int64: first real key of each row (S = no real key); window: W or None.
-    ``dense()`` builds SDPA's boolean mask [B, 1, T, S] (for modules that fall through to SDPA).
+    key_start [B] int64: first real key of each row (S = no real key); window: W or None;
+    kv_valid: keys that exist (a static cache's filled prefix; = kv_length otherwise).
+    ``dense()`` is SDPA's mask [B, 1, T, kv_length] or None (for modules that fall through to SDPA),
+    built on the first call and shared by every later one.
     """
 
     key_start: Tensor
@@ -37,9 +47,24 @@ class CompactCausalMask:
     q_length: int
     kv_length: int
     build_dense: Callable[[], Optional[Tensor]]
+    kv_valid: Optional[int] = None
+    _memo: dict = field(default_factory=dict, repr=False)
+
+    ndim = 4    # transformers treats a mask that is not 2-D as prepared (generate builds it ahead with a static cache)
+
+    @property
+    def shape(self) -> tuple:
+        return (self.key_start.shape[0], 1, self.q_length, self.kv_length)
+
+    @property
+    def n_keys(self) -> int:
+        """Keys the attention sees: the static cache's filled prefix, else kv_length."""
+        return self.kv_length if self.kv_valid is None else self.kv_valid
 
     def dense(self) -> Optional[Tensor]:
-        return self.build_dense()
+        if "dense" not in self._memo:
+            self._memo["dense"] = self.build_dense()
+        return self._memo["dense"]
 
 
 def rows_match(rows: Callable[[int, int], Tensor], key_start: Tensor, T: int, S: int,
@@ -60,19 +85,22 @@ def rows_match(rows: Callable[[int, int], Tensor], key_start: Tensor, T: int, S:
 
 
 def _left_padding_start(attention_mask: Optional[Tensor], B: int, kv_length: int, kv_offset: int,
-                        device) -> Optional[Tensor]:
-    """[B] first real key from transformers' 2-D padding mask, or None when it is not left padding."""
+                        device) -> tuple[Optional[Tensor], bool]:
+    """([B] first real key, whether no row is padded) from transformers' 2-D padding mask; (None, False)
+    when it is not left padding. One device->host read for both answers."""
     if attention_mask is None:
-        return torch.zeros(B, dtype=torch.long, device=device)
+        return torch.zeros(B, dtype=torch.long, device=device), True
     pad = attention_mask.to(device).bool()                                 # [B, >= kv_offset + S] (keys past it: 0)
     if pad.shape[-1] < kv_offset + kv_length:
         pad = torch.nn.functional.pad(pad, (0, kv_offset + kv_length - pad.shape[-1]))
     pad = pad[:, kv_offset: kv_offset + kv_length]                         # [B, S]
     j = torch.arange(kv_length, device=device)
     key_start = torch.where(pad.any(-1), pad.long().argmax(-1), torch.full((B,), kv_length, device=device))
-    if not torch.equal(pad, j[None, :] >= key_start[:, None]):
-        return None
-    return key_start.long()
+    left = (pad == (j[None, :] >= key_start[:, None])).all()
+    left, unpadded = torch.stack([left, (key_start == 0).all()]).tolist()   # the one sync
+    if not left:
+        return None, False
+    return key_start.long(), bool(unpadded)
 
 
 def compact_mask(batch_size: int, q_length: int, kv_length: int, q_offset=0, kv_offset=0,
@@ -83,28 +111,41 @@ def compact_mask(batch_size: int, q_length: int, kv_length: int, q_offset=0, kv_
     (+ window ``local_size``) with left padding, else SDPA's mask (same arguments as ``sdpa_mask``)."""
     from transformers.masking_utils import causal_mask_function, sdpa_mask
 
+    if isinstance(attention_mask, CompactCausalMask):      # built ahead by generate (static cache): already final
+        return attention_mask
     mask_function = mask_function or causal_mask_function
     args = dict(batch_size=batch_size, q_length=q_length, kv_length=kv_length, q_offset=q_offset,
                 kv_offset=kv_offset, mask_function=mask_function, attention_mask=attention_mask,
                 local_size=local_size, allow_is_causal_skip=allow_is_causal_skip,
                 allow_is_bidirectional_skip=allow_is_bidirectional_skip, use_vmap=use_vmap, device=device, **kwargs)
     dense = lambda: sdpa_mask(**args)  # noqa: E731
-    if use_vmap or not isinstance(q_offset, int) or not isinstance(kv_offset, int):
+    if use_vmap or not isinstance(kv_offset, int) or torch.compiler.is_compiling():   # no value reads under compile
         return dense()
-    key_start = _left_padding_start(attention_mask, batch_size, kv_length, kv_offset, device)
+    kv_valid = None
+    if not isinstance(q_offset, int):          # a static cache: q_offset is a tensor, kv_length the whole cache
+        if kv_offset != 0:
+            return dense()
+        q_offset = args["q_offset"] = int(q_offset)   # read now: the cache advances it in place during the forward
+    if kv_offset == 0 and q_offset + q_length < kv_length:                 # keys past the last query were never written
+        kv_valid = q_offset + q_length
+    n_keys = kv_length if kv_valid is None else kv_valid
+    key_start, unpadded = _left_padding_start(attention_mask, batch_size, n_keys, kv_offset, device)
     if key_start is None:
         return dense()
     window = int(local_size) if local_size is not None else None
-    b = torch.arange(batch_size, device=device)[:, None, None, None]       # [B, 1, 1, 1]
-    h = torch.zeros(1, dtype=torch.long, device=device)[None, :, None, None]
-    kv = (torch.arange(kv_length, device=device) + kv_offset)[None, None, None, :]
+    known = mask_function is causal_mask_function and window is None and q_offset - kv_offset == n_keys - q_length
+    if not known:                                                          # plain causal needs no check
+        b = torch.arange(batch_size, device=device)[:, None, None, None]   # [B, 1, 1, 1]
+        h = torch.zeros(1, dtype=torch.long, device=device)[None, :, None, None]
+        kv = (torch.arange(n_keys, device=device) + kv_offset)[None, None, None, :]
 
-    def rows(t0: int, t1: int) -> Tensor:                                  # [B, n, S] the asked pattern
-        qi = (torch.arange(t0, t1, device=device) + q_offset)[None, None, :, None]
-        m = torch.as_tensor(mask_function(b, h, qi, kv), device=device)
-        return m.expand(batch_size, 1, t1 - t0, kv_length)[:, 0] & (kv[0, 0] - kv_offset >= key_start[:, None, None])
+        def rows(t0: int, t1: int) -> Tensor:                              # [B, n, S] the asked pattern
+            qi = (torch.arange(t0, t1, device=device) + q_offset)[None, None, :, None]
+            m = torch.as_tensor(mask_function(b, h, qi, kv), device=device)
+            return m.expand(batch_size, 1, t1 - t0, n_keys)[:, 0] & (kv[0, 0] - kv_offset >= key_start[:, None, None])
 
-    known = mask_function is causal_mask_function and window is None and q_offset - kv_offset == kv_length - q_length
-    if not known and not rows_match(rows, key_start, q_length, kv_length, window):   # plain causal needs no check
-        return dense()
-    return CompactCausalMask(key_start, window, q_length, kv_length, dense)
+        if not rows_match(rows, key_start, q_length, n_keys, window):
+            return dense()
+    if known and unpadded and allow_is_causal_skip and kv_valid is None and q_length in (1, kv_length):
+        dense = lambda: None  # noqa: E731  (what sdpa_mask returns here: SDPA's own causal path, no read)
+    return CompactCausalMask(key_start, window, q_length, kv_length, dense, kv_valid)

@@ -172,10 +172,10 @@ class Recorder:
         return self.request if self._wants(call.layer) else StatsRequest()
 
     def sink_pos(self, call):
-        return None if self._sink_pos is None else self._sink_pos.to(call.q_pos.device)
+        return None if self._sink_pos is None else self._sink_pos.to(call.device)
 
     def spans(self, call):
-        return None if self._spans is None else self._spans.to(call.q_pos.device)
+        return None if self._spans is None else self._spans.to(call.device)
 
     def after(self, call: seam.AttentionCall, result: AttentionResult) -> None:
         if not self._wants(call.layer):

@@ -6,11 +6,16 @@ while a probe context manager has switched that model's ``attn_implementation`` 
 VLM's vision tower) fall through to SDPA.
 
 Hooks attach per attention module (``attach`` / ``detach``). For each call the seam:
-  1. turns transformers' mask into (key_start, window) and checks it is causal + left padding,
+  1. turns transformers' mask into (key_start, window) and checks it is causal + left padding
+     (a static cache's keys are sliced to the filled prefix),
   2. asks hooks for statistics (``stats_request``) and edits (``edits``; an ACT-like hook may ask
      for a plain received-mass pre-pass first with ``needs_received``),
-  3. runs ``kernels.attention.attention`` (Triton on CUDA, PyTorch reference elsewhere),
+  3. runs ``kernels.attention.attention`` (Triton on CUDA, PyTorch reference elsewhere) -- or,
+     when no statistic and no probability edit is asked for, SDPA followed by the output edits
+     (head mean / scale) as in-place ops: the same attention with the host cost of the unmodified model,
   4. hands the result to every hook (``after``) and returns the output to the model.
+The decode path reads no tensor value on the host: hooks build their edit tensors once per
+sequence (at the prefill) and hand the same objects to every decode step.
 A hook with an ``attend`` method computes the layer's output itself (HeadwiseKV, whose KV heads
 have different cache lengths); it must be the layer's only hook.
 """
@@ -38,7 +43,8 @@ ATTN_NAME = "probe"
 class AttentionCall:
     """What a hook knows about one attention call of one layer.
 
-    key_start: [B] first real key per row; q_pos: [T] absolute query positions (S - T + t).
+    key_start: [B] first real key per row; q_pos: [T] absolute query positions (S - T + t), built on
+    first use (most calls never need it).
     """
 
     layer: int
@@ -51,7 +57,7 @@ class AttentionCall:
     D: int
     key_start: Tensor
     window: Optional[int]
-    q_pos: Tensor
+    q_positions: Optional[Tensor] = None
     call_index: int = 0
     query: Optional[Tensor] = None   # [B, H, T, D] the layer's inputs (references, not copies)
     key: Optional[Tensor] = None     # [B, KV, S, D]
@@ -62,6 +68,17 @@ class AttentionCall:
     @property
     def is_prefill(self) -> bool:
         return self.T > 1
+
+    @property
+    def device(self) -> torch.device:
+        return self.key_start.device
+
+    @property
+    def q_pos(self) -> Tensor:
+        """[T] absolute query positions S - T .. S - 1 (on the call's device)."""
+        if self.q_positions is None:
+            self.q_positions = torch.arange(self.S - self.T, self.S, device=self.key_start.device)
+        return self.q_positions
 
 
 class SeamHook(Protocol):
@@ -133,7 +150,7 @@ def _mask_to_key_start(mask: Optional[Tensor], B: int, T: int, S: int, window: O
     if mask is None:
         return torch.zeros(B, dtype=torch.long, device=device)
     if isinstance(mask, CompactCausalMask):
-        if (mask.q_length, mask.kv_length, mask.window) == (T, S, window):
+        if (mask.q_length, mask.n_keys, mask.window) == (T, S, window):
             return mask.key_start
         mask = mask.dense()
         if mask is None:
@@ -163,6 +180,9 @@ def _checked_key_start(mask: Tensor, B: int, T: int, S: int, window: Optional[in
 
 
 def _merge_stats(reqs: list[StatsRequest]) -> StatsRequest:
+    reqs = [r for r in reqs if r is not NO_STATS]
+    if len(reqs) <= 1:
+        return reqs[0] if reqs else NO_STATS
     out = NO_STATS
     for r in reqs:
         out = StatsRequest(
@@ -211,17 +231,41 @@ def _first(hooks, method: str, call):
     return None
 
 
+def _sdpa(module, query, key, value, attention_mask, **kwargs) -> Tensor:
+    """transformers' SDPA attention -> [B, T, H, D] (a compact mask becomes its dense form, built once
+    per forward; keys sliced to a static cache's prefix get the matching slice of the mask)."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    if isinstance(attention_mask, CompactCausalMask):
+        attention_mask = attention_mask.dense()
+    if attention_mask is not None and attention_mask.shape[-1] > key.shape[2]:
+        attention_mask = attention_mask[..., :key.shape[2]]
+    return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)[0]
+
+
+def _output_edits(out: Tensor, edits: Optional[AttentionEdits]) -> Tensor:
+    """Head mean / scale edits on the head outputs out [B, T, H, D] (in place; kernel order: mean, then scale)."""
+    if edits is None:
+        return out
+    if edits.head_mean_on is not None and edits.head_mean is not None:
+        on = edits.head_mean_on.to(out.device)[:, None]                            # [H, 1]
+        out.copy_(torch.where(on, edits.head_mean.to(out.device), out))
+    if edits.head_scale is not None:
+        out.mul_(edits.head_scale.to(out.device)[:, None])                        # [H, 1], computed in fp32
+    return out
+
+
 def probe_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, sliding_window=None,
                     softcap=None, **kwargs):
     """transformers attention function: q [B, H, T, D], k/v [B, KV, S, D] -> ([B, T, H, D], None)."""
-    hooks = active_hooks(module)
+    hooks = _HOOKS.get(module)
     if not hooks:
-        from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
-        if isinstance(attention_mask, CompactCausalMask):
-            attention_mask = attention_mask.dense()
-        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
-                                      sliding_window=sliding_window, softcap=softcap, **kwargs)
+        return _sdpa(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                     sliding_window=sliding_window, softcap=softcap, **kwargs), None
+    hooks = list(hooks)
+    if isinstance(attention_mask, CompactCausalMask) and attention_mask.kv_valid is not None:
+        n = attention_mask.kv_valid                                                # static cache: the filled keys
+        key, value = key[:, :, :n], value[:, :, :n]
     B, H, T, D = query.shape
     KV, S = key.shape[1], key.shape[2]
     window = sliding_window or getattr(module, "sliding_window", None)
@@ -229,8 +273,8 @@ def probe_attention(module, query, key, value, attention_mask, dropout=0.0, scal
     idx = _CALL_INDEX.get(module, 0)
     _CALL_INDEX[module] = idx + 1
     scale = scaling if scaling is not None else D ** -0.5
-    call = AttentionCall(int(module.layer_idx), module, B, H, KV, T, S, D, key_start, window,
-                         torch.arange(S - T, S, device=query.device), idx, query, key, value, scale, softcap)
+    call = AttentionCall(int(module.layer_idx), module, B, H, KV, T, S, D, key_start, window, None, idx,
+                         query, key, value, scale, softcap)
     common = dict(scale=scale, key_start=key_start, window=window, softcap=softcap)
     attend = [h for h in hooks if hasattr(h, "attend")]
     if attend:      # a hook that computes the attention itself (HeadwiseKV: per-KV-head cache lengths)
@@ -250,9 +294,14 @@ def probe_attention(module, query, key, value, attention_mask, dropout=0.0, scal
         if fn is not None:
             edits = merge_edits(edits, fn(call, pre))
     request = _merge_stats([h.stats_request(call) for h in hooks if hasattr(h, "stats_request")])
-    result = attention(query, key, value, sink_pos=_first(hooks, "sink_pos", call),
-                       spans=_first(hooks, "spans", call) if request.span_mass else None,
-                       stats=request, edits=edits, **common)
+    if (request is NO_STATS or not request.any) and (edits is None or not edits.edits_probs) and softcap is None:
+        # nothing to measure, no probability edit: SDPA + the output edits, at the unmodified model's host cost
+        out = _sdpa(module, query, key, value, attention_mask, dropout=dropout, scaling=scale, **kwargs)
+        result = AttentionResult(out=_output_edits(out, edits))
+    else:
+        result = attention(query, key, value, sink_pos=_first(hooks, "sink_pos", call),
+                           spans=_first(hooks, "spans", call) if request.span_mass else None,
+                           stats=request, edits=edits, **common)
     for h in hooks:
         h.after(call, result)
     return result.out, None
