@@ -1,0 +1,444 @@
+"""What users feel, end to end: ``generate`` tokens/s through the seam, and sink-scan capture wall time and
+peak memory against the N x N alternatives.
+
+Part ``gen`` (issue #15, "wall-clock generate speed"): plain HF ``generate`` (SDPA, no probe) vs the same
+call inside ``intervene`` with
+    seam_noop   HeadScale(alpha=1) on every head of every layer (the seam on every layer, no edit)
+    scale1_onehead  HeadScale(alpha=1) on one head (L4H7; the issue's "no-op HeadScale" measurement)
+    headscale   HeadScale x2 on head 0 of every layer
+    headmask    HeadMask uniform on one head (L4H7)
+    act         ACT default (layers 2..L-2, every head)
+    var         Redistribute (VAR) sink key 0 -> span [1, 1024) of the prompt, layers 2..L-2
+on a random-init Llama-7B-shaped model (8 of its 32 layers, bf16, built on the device), a PROMPT-token
+random prompt, NEW greedy tokens, batch 1 and 16; median of --repeats runs after one warm-up run, the
+variants interleaved per repeat. ``tokens_per_s`` = NEW / wall (per sequence; the prefill included).
+``syncs_per_step``: synchronising CUDA calls per decode step (torch.cuda.set_sync_debug_mode) over a
+short generate, minus nothing (HF's generate itself syncs once per step).
+
+Part ``table`` ("the end-to-end GPU table"): ``probe scan``'s sink capture (received + entropy per head,
+hidden-state summaries; ``probe.capture(..., backend=...)`` + ``rec.run``) with the native backend, the
+nnsight backend (when importable), the TransformerLens backend (when importable), plain eager
+``output_attentions=True`` (+ the same two statistics reduced from the returned maps) and a plain SDPA
+forward (no statistics) for scale. Wall seconds (median of --repeats after a warm-up) and peak
+``torch.cuda.max_memory_allocated`` minus the memory held before the call. Out-of-memory and refused rows
+are recorded as such. SmolLM2 (real weights) at 1K/4K/8K, the random Llama-7B shape at 16K/64K.
+
+Part ``static``: ``generate(..., cache_implementation="static")`` plain vs inside the seam (tokens equal to
+the dynamic-cache run?) and tokens/s; ``--compile`` lets transformers auto-compile (CUDA) instead of
+``disable_compile=True``.
+
+Every row is appended to --out as soon as it is measured (a killed run keeps what it had).
+
+    python -m benchmarks.bench_e2e_table --out $OUT/e2e.json --budget 220            # the device call
+    python -m benchmarks.bench_e2e_table --device cpu --quick --out /tmp/e2e_cpu.json  # CPU dry run / CPU table
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+import time
+import warnings
+
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+VARIANTS = ("plain", "seam_noop", "scale1_onehead", "headscale", "headmask", "act", "var")
+T0 = time.time()
+
+
+class Out:
+    """Rows appended to a JSON file after every measurement."""
+
+    def __init__(self, path: str, meta: dict):
+        self.path, self.doc = path, {"meta": meta, "rows": []}
+        self.flush()
+
+    def add(self, row: dict) -> None:
+        row["t"] = round(time.time() - T0, 1)
+        self.doc["rows"].append(row)
+        print(json.dumps(row), flush=True)
+        self.flush()
+
+    def flush(self) -> None:
+        tmp = self.path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(self.doc, f, indent=1)
+        os.replace(tmp, self.path)
+
+
+def left(budget: float) -> float:
+    return budget - (time.time() - T0)
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def llama(device: str, quick: bool):
+    """Random-init Llama-7B shape, 8 of 32 layers, bf16 on CUDA (fp32 tiny dims with --quick on CPU)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from probe.models import Handle
+
+    if quick:
+        cfg = LlamaConfig(vocab_size=512, hidden_size=128, intermediate_size=256, num_hidden_layers=8,
+                          num_attention_heads=8, num_key_value_heads=8, max_position_embeddings=70000)
+    else:
+        cfg = LlamaConfig(vocab_size=32000, hidden_size=4096, intermediate_size=11008, num_hidden_layers=8,
+                          num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=70000)
+    cfg._attn_implementation = "sdpa"
+    torch.manual_seed(0)
+    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    prev = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device):
+            model = LlamaForCausalLM(cfg).eval()
+    finally:
+        torch.set_default_dtype(prev)
+    model.generation_config.pad_token_id = 0
+    model.generation_config.eos_token_id = None
+    return Handle(model, _word_tokenizer(), "llama7b-shape-8layers", "object")
+
+
+def _word_tokenizer():
+    """A one-word tokenizer object: the nnsight backend wants one; the rows feed token ids directly."""
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
+    return PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel({"<unk>": 0}, unk_token="<unk>")),
+                                   unk_token="<unk>", pad_token="<unk>")
+
+
+def interventions_for(name: str, handle, prompt: int):
+    from interventions import ACT, HeadMask, HeadScale, Redistribute
+
+    L, H = handle.n_layers, handle.n_heads
+    return {
+        "plain": None,
+        "seam_noop": [HeadScale([(l, h) for l in range(L) for h in range(H)], alpha=1.0)],
+        "scale1_onehead": [HeadScale([(min(4, L - 1), min(7, H - 1))], alpha=1.0)],
+        "headscale": [HeadScale([(l, 0) for l in range(L)], alpha=2.0)],
+        "headmask": [HeadMask([(min(4, L - 1), min(7, H - 1))], mode="uniform")],
+        "act": [ACT()],
+        "var": [Redistribute(sink_keys=[0], span=(1, min(1024, prompt)))],
+    }[name]
+
+
+def _ctx(handle, ivs):
+    from interventions import intervene
+
+    return contextlib.nullcontext() if ivs is None else intervene(handle, *ivs)
+
+
+def part_gen(out: Out, handle, device: str, batches, prompt: int, new: int, repeats: int, budget: float,
+             variants=VARIANTS) -> None:
+    model = handle.model
+    vocab = model.config.vocab_size
+    for B in batches:
+        g = torch.Generator().manual_seed(B)
+        ids = torch.randint(3, vocab, (B, prompt), generator=g).to(device)
+        am = torch.ones_like(ids)
+        kw = dict(max_new_tokens=new, min_new_tokens=new, do_sample=False)
+        ivs = {v: interventions_for(v, handle, prompt) for v in variants}
+        results = {v: [] for v in variants}
+        tokens = {}
+
+        def run(v, n=new):
+            with torch.no_grad(), _ctx(handle, ivs[v]):
+                sync(device)
+                t = time.perf_counter()
+                o = model.generate(input_ids=ids, attention_mask=am, **{**kw, "max_new_tokens": n, "min_new_tokens": n})
+                sync(device)
+                return time.perf_counter() - t, o
+
+        for v in variants:                                   # warm-up: Triton JIT, cuDNN plans, allocator
+            if left(budget) < 30:
+                break
+            try:
+                _, o = run(v)
+                tokens[v] = o[:, prompt:].cpu()
+            except Exception as err:  # noqa: BLE001 - a benchmark records what failed
+                results[v] = None
+                out.add({"part": "gen", "batch": B, "variant": v, "error": f"{type(err).__name__}: {str(err)[:200]}"})
+        for r in range(repeats):
+            for v in variants:
+                if results[v] is None or left(budget) < 20:
+                    continue
+                results[v].append(run(v)[0])
+        base = None
+        for v in variants:
+            runs = sorted(results[v] or [])
+            if not runs:
+                continue
+            med = runs[len(runs) // 2]
+            tps = new / med
+            base = tps if v == "plain" else base
+            row = {"part": "gen", "batch": B, "prompt": prompt, "new_tokens": new, "variant": v,
+                   "wall_s_runs": [round(x, 4) for x in runs], "tokens_per_s": round(tps, 2),
+                   "tokens_per_s_all_rows": round(tps * B, 1),
+                   "x_slower": round(base / tps, 3) if base else None,
+                   "same_tokens_as_plain": bool(torch.equal(tokens[v], tokens["plain"])) if v in tokens and "plain" in tokens else None}
+            if B == 1:
+                row.update(sync_count(run, v, device))
+            out.add(row)
+
+
+def sync_count(run, v: str, device: str) -> dict:
+    """Synchronising CUDA calls per decode step: (syncs of a 9-token generate - a 1-token one) / 8."""
+    if not device.startswith("cuda"):
+        return {}
+    counts = []
+    for n in (1, 9):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                run(v, n)
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+        counts.append(sum("synchroniz" in str(w.message) for w in caught))
+    return {"syncs_prefill_call": counts[0], "syncs_per_step": round((counts[1] - counts[0]) / 8, 2)}
+
+
+# ---------------------------------------------------------------- the end-to-end table
+def _peak(device: str):
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+        return torch.cuda.memory_allocated()
+    return 0
+
+
+def _peak_gib(device: str, before: int):
+    if device.startswith("cuda"):
+        return round((torch.cuda.max_memory_allocated() - before) / 2**30, 3)
+    return None
+
+
+def _eager_stats(handle, enc):
+    """Plain transformers: eager attention, output_attentions=True, the same two statistics from the maps."""
+    model = handle.model
+    prev = model.config._attn_implementation
+    model.set_attn_implementation("eager")
+    try:
+        o = model(**enc, output_attentions=True, use_cache=False)
+        stats = []
+        for a in o.attentions:                                   # [B, H, T, S] each, all held by the output
+            p = a.float()
+            stats.append((p.sum(2), -(p * p.clamp_min(1e-30).log()).sum(-1)))   # received sum [B, H, S], entropy [B, H, T]
+        return stats
+    finally:
+        model.set_attn_implementation(prev)
+
+
+def _method(name: str, handle, enc):
+    import probe
+
+    if name == "sdpa_forward":
+        return lambda: handle.model(**enc, use_cache=False)
+    if name == "eager_output_attentions":
+        return lambda: _eager_stats(handle, enc)
+    backend = {"native": "native", "nnsight": "nnsight", "transformer_lens": "transformer-lens"}[name]
+
+    def cap():
+        with probe.capture(handle, stats=("received", "entropy"), hidden="summary", backend=backend) as rec:
+            rec.run(**enc, use_cache=False)
+        return rec
+    return cap
+
+
+def _available(name: str, random_init: bool = False) -> str | None:
+    """None when the backend's package imports, else why not."""
+    if name == "transformer_lens" and random_init:
+        return "not run: TransformerLens bridges a model by its hub config name (a random-init model has none)"
+    mod = {"nnsight": "nnsight", "transformer_lens": "transformer_lens.model_bridge"}.get(name)
+    if mod is None:
+        return None
+    try:
+        __import__(mod)
+        return None
+    except Exception as err:  # noqa: BLE001
+        return f"not importable here ({type(err).__name__}: {str(err)[:120]})"
+
+
+def part_table(out: Out, handle, model_name: str, sizes, methods, device: str, repeats: int, budget: float,
+               ids_source=None) -> None:
+    vocab = handle.model.config.vocab_size
+    for N in sizes:
+        if ids_source is not None and ids_source.numel() >= N:
+            ids = ids_source[:N][None].long().to(device)
+        else:
+            ids = torch.randint(3, vocab, (1, N), generator=torch.Generator().manual_seed(N)).to(device)
+        enc = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+        for m in methods:
+            row = {"part": "table", "model": model_name, "tokens": N, "method": m}
+            why = _available(m, random_init=ids_source is None)
+            if why:
+                out.add({**row, "status": why})
+                continue
+            if left(budget) < 15:
+                out.add({**row, "status": "skipped: out of time budget"})
+                continue
+            fn = _method(m, handle, enc)
+            runs, status, peak = [], "ok", None
+            try:
+                with torch.no_grad():
+                    before = _peak(device)
+                    fn()                                           # warm-up (JIT, allocator); its peak is recorded
+                    sync(device)
+                    peak = _peak_gib(device, before)
+                    for _ in range(repeats):
+                        if left(budget) < 10:
+                            break
+                        t = time.perf_counter()
+                        fn()
+                        sync(device)
+                        runs.append(time.perf_counter() - t)
+            except torch.OutOfMemoryError:
+                status = "out of memory"
+            except Exception as err:  # noqa: BLE001 - refused / failed rows are results too
+                msg = f"{type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}"
+                status = "out of memory" if "out of memory" in msg.lower() else msg
+            finally:
+                fn = None
+                if device.startswith("cuda"):
+                    torch.cuda.empty_cache()
+            runs.sort()
+            out.add({**row, "status": status, "wall_s": round(runs[len(runs) // 2], 4) if runs else None,
+                     "wall_s_runs": [round(x, 4) for x in runs], "peak_gib_over_weights": peak if status == "ok" else None})
+
+
+# ---------------------------------------------------------------- static cache
+def part_static(out: Out, handle, device: str, prompt: int, new: int, compile_: bool) -> None:
+    model = handle.model
+    ids = torch.randint(3, model.config.vocab_size, (1, prompt), generator=torch.Generator().manual_seed(7)).to(device)
+    am = torch.ones_like(ids)
+    kw = dict(max_new_tokens=new, min_new_tokens=new, do_sample=False)
+    ref = {}
+    for v in ("plain", "seam_noop", "act"):
+        ivs = interventions_for(v, handle, prompt)
+        row = {"part": "static", "variant": v, "compile": compile_, "prompt": prompt, "new_tokens": new}
+        try:
+            with torch.no_grad(), _ctx(handle, ivs):
+                dyn = model.generate(input_ids=ids, attention_mask=am, **kw)
+            walls = []
+            for _ in range(3):
+                with torch.no_grad(), _ctx(handle, ivs):
+                    sync(device)
+                    t = time.perf_counter()
+                    st = model.generate(input_ids=ids, attention_mask=am, cache_implementation="static",
+                                        disable_compile=not compile_, **kw)
+                    sync(device)
+                    walls.append(time.perf_counter() - t)
+            ref[v] = st
+            walls.sort()
+            row.update(status="ok", same_tokens_as_dynamic=bool(torch.equal(dyn, st)),
+                       wall_s_runs=[round(x, 4) for x in walls], tokens_per_s=round(new / walls[1], 2))
+        except Exception as err:  # noqa: BLE001
+            row.update(status=f"{type(err).__name__}: {str(err).splitlines()[0][:240] if str(err) else ''}")
+        out.add(row)
+
+
+def _run_old(out: Out, args) -> None:
+    """Part gen on the code before this change (same script, the old packages first on the path)."""
+    import subprocess
+
+    path = os.path.join(os.path.dirname(os.path.abspath(args.out)), "e2e_old.json")
+    cmd = [sys.executable, os.path.abspath(__file__), "--parts", "gen", "--batches", "1", "--variants", args.old_variants,
+           "--out", path, "--device", args.device, "--prompt", str(args.prompt), "--new", str(args.new),
+           "--repeats", str(args.repeats), "--budget", str(max(10.0, left(args.budget) - 12))]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.path.abspath(args.old), os.environ.get("PYTHONPATH", "")])}
+    try:
+        rc = subprocess.run(cmd + (["--quick"] if args.quick else []), env=env, timeout=max(10.0, left(args.budget) - 2)).returncode
+    except subprocess.TimeoutExpired:
+        rc = "timeout"
+    out.add({"part": "old", "code": os.path.abspath(args.old), "rc": rc, "file": path})
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--quick", action="store_true", help="tiny sizes (CPU dry run)")
+    ap.add_argument("--parts", default="gen,table,static")
+    ap.add_argument("--budget", type=float, default=220.0, help="seconds; stages stop starting work past it")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--prompt", type=int, default=4096)
+    ap.add_argument("--new", type=int, default=64)
+    ap.add_argument("--batches", default="1,16")
+    ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--old", default=None, help="a folder with main's code before this change: rerun part gen "
+                    "(batch 1, --old-variants) there in a subprocess with the budget left, into OUT's folder")
+    ap.add_argument("--old-variants", default="plain,scale1_onehead,headmask,act")
+    ap.add_argument("--llama-sizes", default="16384,65536")
+    ap.add_argument("--smollm-sizes", default="1024,4096,8192")
+    ap.add_argument("--methods", default="native,sdpa_forward,eager_output_attentions,nnsight,transformer_lens")
+    ap.add_argument("--smollm-ids", default=None, help="a .pt file of real token ids (1-D) for the SmolLM2 rows")
+    ap.add_argument("--compile", action="store_true", help="static part: let transformers compile")
+    ap.add_argument("--make-ids", action="store_true",
+                    help="write --smollm-ids from Pride and Prejudice (8192 SmolLM2 tokens; needs janeaustenr) and exit")
+    args = ap.parse_args(argv)
+    if args.make_ids:
+        import probe
+        from probe.data.texts import austen
+        tok = probe.load("smollm2", device="cpu").tokenizer
+        ids = tok(austen("prideprejudice")[:200000], return_tensors="pt")["input_ids"][0][:8192].to(torch.int32)
+        torch.save(ids.clone(), args.smollm_ids)
+        return 0
+    if args.quick:   # CPU dry run: the same code paths at toy sizes
+        args.prompt, args.new, args.batches, args.repeats = min(args.prompt, 64), min(args.new, 8), "1,2", 1
+        args.llama_sizes = args.llama_sizes and "256"
+    os.environ.setdefault("PROBE_MAX_MAP_BYTES", str(1 << 40))      # measure the hook backends, don't refuse them
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    parts = args.parts.split(",")
+    meta = {"argv": sys.argv, "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",
+            "torch": torch.__version__, "transformers": __import__("transformers").__version__,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    try:
+        meta["triton"] = __import__("triton").__version__
+    except Exception:  # noqa: BLE001
+        meta["triton"] = None
+    out = Out(args.out, meta)
+    methods = args.methods.split(",")
+    h = None
+    if "gen" in parts or ("table" in parts and args.llama_sizes):
+        h = llama(args.device, args.quick)
+        out.add({"part": "load", "model": "llama7b-shape-8layers", "seconds": round(time.time() - T0, 1)})
+        if "gen" in parts:
+            part_gen(out, h, args.device, [int(b) for b in args.batches.split(",")], args.prompt, args.new,
+                     args.repeats, args.budget, args.variants.split(","))
+        if "table" in parts and args.llama_sizes:
+            part_table(out, h, "llama7b-shape-8layers (random init)", [int(n) for n in args.llama_sizes.split(",")],
+                       methods, args.device, args.repeats, args.budget)
+        h = None
+        if args.device.startswith("cuda"):
+            torch.cuda.empty_cache()
+    if "table" in parts and args.smollm_sizes and left(args.budget) > 30:
+        import probe
+
+        t = time.time()
+        s = probe.load("smollm2", device=args.device, dtype=torch.bfloat16 if args.device.startswith("cuda") else None)
+        out.add({"part": "load", "model": "smollm2", "seconds": round(time.time() - t, 1)})
+        ids = torch.load(args.smollm_ids) if args.smollm_ids else None
+        part_table(out, s, "SmolLM2-135M-Instruct", [int(n) for n in args.smollm_sizes.split(",")], methods,
+                   args.device, args.repeats, args.budget, ids_source=ids)
+        h = s
+    if "static" in parts and left(args.budget) > 25:
+        h = h or llama(args.device, args.quick)
+        h.model.generation_config.pad_token_id = 0
+        part_static(out, h, args.device, min(args.prompt, 1024), 32, args.compile)
+    if args.old and left(args.budget) > 30:
+        _run_old(out, args)
+    out.doc["meta"]["finished_s"] = round(time.time() - T0, 1)
+    out.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
