@@ -148,4 +148,6 @@ def compact_mask(batch_size: int, q_length: int, kv_length: int, q_offset=0, kv_
             return dense()
     if known and unpadded and allow_is_causal_skip and kv_valid is None and q_length in (1, kv_length):
         dense = lambda: None  # noqa: E731  (what sdpa_mask returns here: SDPA's own causal path, no read)
+    elif not unpadded:
+        args["allow_is_causal_skip"] = False   # padded rows: SDPA's skip test could only say no, after a host read
     return CompactCausalMask(key_start, window, q_length, kv_length, dense, kv_valid)

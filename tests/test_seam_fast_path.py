@@ -1,0 +1,158 @@
+"""The seam's host path at generate time: static cache, the SDPA + output-edit path, no host reads per
+decode step, the dense fallthrough mask built once per forward (issue #15, wall-clock generate speed)."""
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from interventions import ACT, HeadMask, HeadScale, Redistribute, intervene
+from kernels.attention import AttentionEdits, reference_attention
+from probe.capture import seam
+from probe.capture.causal_mask import CompactCausalMask, compact_mask
+
+HOST_READS = {"aten._local_scalar_dense.default", "aten.equal.default", "aten.is_nonzero.default"}
+
+
+class HostReads(TorchDispatchMode):
+    """Counts ops that hand a tensor's value to Python (a device->host sync on a GPU)."""
+
+    def __init__(self):
+        super().__init__()
+        self.n = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.n += str(func) in HOST_READS
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """A random-init 4-layer Llama, GQA 4/2, fp32."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from probe.models import Handle
+
+    cfg = LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=4, num_attention_heads=4,
+                      num_key_value_heads=2, max_position_embeddings=256, attn_implementation="sdpa")
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(cfg).eval()
+    model.generation_config.pad_token_id = 0
+    return Handle(model, None, "tiny", "object")
+
+
+def _batch():
+    ids = torch.randint(3, 128, (2, 12), generator=torch.Generator().manual_seed(1))
+    am = torch.ones_like(ids)
+    am[1, :4] = 0                                                                      # left padding
+    return ids, am
+
+
+INTERVENTIONS = {
+    "scale": lambda: [HeadScale([(1, 1), (2, 0)], alpha=2.0)],
+    "mask_uniform": lambda: [HeadMask([(1, 3)])],
+    "act": lambda: [ACT(threshold=0.05)],
+    "var": lambda: [Redistribute(sink_keys=[0], span=(1, 5))],
+}
+
+
+@pytest.mark.parametrize("name", list(INTERVENTIONS))
+def test_static_cache_generates_what_the_dynamic_cache_does(tiny, name):
+    ids, am = _batch()
+    kw = dict(input_ids=ids, attention_mask=am, max_new_tokens=6, min_new_tokens=6, do_sample=False)
+    with torch.no_grad():
+        with intervene(tiny, *INTERVENTIONS[name]()):
+            dynamic = tiny.model.generate(**kw)
+        with intervene(tiny, *INTERVENTIONS[name]()):
+            static = tiny.model.generate(cache_implementation="static", **kw)
+        plain = tiny.model.generate(**kw)
+    assert torch.equal(static, dynamic)
+    if name == "scale":
+        assert not torch.equal(dynamic, plain)                                         # the edit did something
+
+
+class _Grab:
+    """A seam hook asking only for output edits; keeps each call's inputs and output."""
+
+    def __init__(self, edits):
+        self._edits, self.calls = edits, []
+
+    def edits(self, call, pre):
+        return self._edits
+
+    def after(self, call, result):
+        self.calls.append((call.query, call.key, call.value, call.key_start, call.scale, result.out.clone()))
+
+
+@pytest.mark.parametrize("kind", ["scale", "mean", "mean_and_scale", "none"])
+def test_output_edits_through_sdpa_equal_the_reference(tiny, kind):
+    """No statistic and no probability edit: SDPA + in-place head edits equals the reference op with the edits,
+    at the padded prefill and at the decode steps."""
+    H, D = tiny.n_heads, tiny.head_dim
+    g = torch.Generator().manual_seed(2)
+    edits = AttentionEdits(
+        head_scale=torch.tensor([1.0, 2.0, 0.0, 0.5]) if "scale" in kind else None,
+        head_mean=torch.randn(H, D, generator=g) if "mean" in kind else None,
+        head_mean_on=torch.tensor([False, True, False, True]) if "mean" in kind else None)
+    grab = _Grab(None if kind == "none" else edits)
+    ids, am = _batch()
+    with torch.no_grad(), seam.use_seam(tiny.model), seam.attached(tiny.attention_modules()[1:3], grab):
+        tiny.model.generate(input_ids=ids, attention_mask=am, max_new_tokens=3, min_new_tokens=3, do_sample=False)
+    assert len(grab.calls) == 2 * 3                                                     # two layers x (prefill + 2 steps)
+    for q, k, v, key_start, scale, out in grab.calls:
+        ref = reference_attention(q, k, v, scale=scale, key_start=key_start,
+                                  edits=None if kind == "none" else edits).out          # [B, T, H, D]
+        real = torch.arange(k.shape[2] - q.shape[2], k.shape[2])[None, :] >= key_start[:, None]   # [B, T] rows with a key
+        torch.testing.assert_close(out[real], ref[real], atol=2e-5, rtol=1e-5)
+
+
+def _reads_per_step(tiny, ivs) -> float:
+    """Host reads per decode step of a padded batch's generate (3 new tokens minus 1)."""
+    ids, am = _batch()
+
+    def reads(n: int) -> int:
+        with torch.no_grad(), (intervene(tiny, *ivs) if ivs else contextlib.nullcontext()):
+            with HostReads() as mode:
+                tiny.model.generate(input_ids=ids, attention_mask=am, max_new_tokens=n, min_new_tokens=n, do_sample=False)
+        return mode.n
+
+    return (reads(3) - reads(1)) / 2
+
+
+@pytest.fixture(scope="module")
+def plain_reads(tiny):
+    return _reads_per_step(tiny, None)
+
+
+@pytest.mark.parametrize("name", ["one_layer_noop", *INTERVENTIONS])
+def test_decode_steps_read_no_more_tensor_values_than_the_plain_model(tiny, plain_reads, name):
+    """Host reads (item / bool / equal: device syncs on a GPU) per decode step are at most the plain
+    model's (its generate loop and SDPA's mask check; the seam's mask function reads once per forward
+    instead): hooks build their edits at the prefill, layers falling through to SDPA share one mask."""
+    ivs = [HeadScale([(2, 1)], alpha=1.0)] if name == "one_layer_noop" else INTERVENTIONS[name]()
+    assert plain_reads >= 1
+    assert _reads_per_step(tiny, ivs) <= plain_reads
+
+
+def test_fallthrough_mask_is_built_once_per_forward():
+    pad = torch.arange(9)[None, :] >= torch.tensor([[0], [3]])                           # [2, 9] left padding
+    m = compact_mask(batch_size=2, q_length=9, kv_length=9, attention_mask=pad)
+    assert isinstance(m, CompactCausalMask)
+    first = m.dense()
+    assert first is not None and m.dense() is first
+
+
+def test_unpadded_causal_fallthrough_needs_no_mask():
+    """No padding, plain causal, T == S: the fallthrough gets None (SDPA's own causal path) without building one."""
+    m = compact_mask(batch_size=2, q_length=9, kv_length=9, attention_mask=torch.ones(2, 9, dtype=torch.bool))
+    assert isinstance(m, CompactCausalMask) and m.dense() is None
+
+
+def test_static_cache_mask_covers_only_the_written_keys():
+    """A static cache hands q_offset as a tensor and kv_length = the whole cache: only q_offset + T keys exist."""
+    pad = torch.arange(6)[None, :] >= torch.tensor([[0], [2]])                           # [2, 6] written so far
+    m = compact_mask(batch_size=2, q_length=1, kv_length=32, q_offset=torch.tensor(5), attention_mask=pad)
+    assert isinstance(m, CompactCausalMask)
+    assert m.kv_valid == 6 and m.n_keys == 6 and m.key_start.tolist() == [0, 2]
