@@ -13,6 +13,6 @@ if ls wheels/*.whl >/dev/null 2>&1; then
   export PYTHONPATH="$PYTHONPATH:/tmp/e2e_site"       # the device's own packages first
 fi
 nvidia-smi --query-gpu=name,clocks.sm,memory.used --format=csv,noheader
-timeout 232 python3 -m benchmarks.bench_e2e_table --out "$OUT/e2e_h200.json" --budget 212 \
+timeout 226 python3 -m benchmarks.bench_e2e_table --out "$OUT/e2e_h200.json" --budget 205 \
     --smollm-ids data/smollm2_austen_8192.pt $( [ -d old ] && echo --old old ) 2>&1 | tee "$OUT/e2e_log.txt" | grep -v "^{" | tail -40
 echo "rc=${PIPESTATUS[0]}"
