@@ -54,6 +54,7 @@ class Out:
 
     def __init__(self, path: str, meta: dict):
         self.path, self.doc = path, {"meta": meta, "rows": []}
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         self.flush()
 
     def add(self, row: dict) -> None:
@@ -423,12 +424,16 @@ def main(argv=None) -> int:
         import probe
 
         t = time.time()
-        s = probe.load("smollm2", device=args.device, dtype=torch.bfloat16 if args.device.startswith("cuda") else None)
-        out.add({"part": "load", "model": "smollm2", "seconds": round(time.time() - t, 1)})
-        ids = torch.load(args.smollm_ids) if args.smollm_ids else None
-        part_table(out, s, "SmolLM2-135M-Instruct", [int(n) for n in args.smollm_sizes.split(",")], methods,
-                   args.device, args.repeats, args.budget, ids_source=ids)
-        h = s
+        try:
+            s = probe.load("smollm2", device=args.device, dtype=torch.bfloat16 if args.device.startswith("cuda") else None)
+        except Exception as err:  # noqa: BLE001 - e.g. the weights are not on this machine: record, go on
+            out.add({"part": "load", "model": "smollm2", "error": f"{type(err).__name__}: {str(err)[:200]}"})
+        else:
+            out.add({"part": "load", "model": "smollm2", "seconds": round(time.time() - t, 1)})
+            ids = torch.load(args.smollm_ids) if args.smollm_ids else None
+            part_table(out, s, "SmolLM2-135M-Instruct", [int(n) for n in args.smollm_sizes.split(",")], methods,
+                       args.device, args.repeats, args.budget, ids_source=ids)
+            h = s
     if "static" in parts and left(args.budget) > 25:
         h = h or llama(args.device, args.quick)
         h.model.generation_config.pad_token_id = 0
