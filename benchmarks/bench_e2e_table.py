@@ -400,7 +400,8 @@ def main(argv=None) -> int:
     parts = args.parts.split(",")
     meta = {"argv": sys.argv, "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",
             "torch": torch.__version__, "transformers": __import__("transformers").__version__,
-            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "loadavg_start": os.getloadavg(),
+            "cpu_count": os.cpu_count()}
     try:
         meta["triton"] = __import__("triton").__version__
     except Exception:  # noqa: BLE001
@@ -441,6 +442,7 @@ def main(argv=None) -> int:
     if args.old and left(args.budget) > 30:
         _run_old(out, args)
     out.doc["meta"]["finished_s"] = round(time.time() - T0, 1)
+    out.doc["meta"]["loadavg_end"] = os.getloadavg()
     out.flush()
     return 0
 
