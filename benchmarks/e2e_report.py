@@ -1,0 +1,160 @@
+"""Tables of the end-to-end benchmark (``benchmarks/bench_e2e_table.py``) for kernels/BENCHMARKS.md and the
+README's headline line, computed only from the JSON files that script wrote.
+
+Blocks (``<!-- table:NAME -->`` ... ``<!-- /table:NAME -->``):
+  kernels/BENCHMARKS.md: e2e-generate, e2e-capture, e2e-static, e2e-capture-cpu
+  README.md:             e2e-headline
+``tests/test_study_tables.py`` recomputes them and fails when a committed file drifts from its results.
+
+    PYTHONPATH=. python benchmarks/e2e_report.py        # rewrite the blocks from benchmarks/results/
+"""
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+GPU, OLD, CPU = "e2e_h200.json", "e2e_old_h200.json", "e2e_cpu.json"
+_BLOCK = re.compile(r"<!-- table:(?P<name>[\w.-]+) -->\n(?P<body>.*?)<!-- /table:(?P=name) -->", re.S)
+
+LABELS = {
+    "plain": "plain `generate` (SDPA, no probe)",
+    "seam_noop": "seam on every layer, no edit (HeadScale α=1, every head)",
+    "scale1_onehead": "HeadScale α=1 on one head (L4H7)",
+    "headscale": "HeadScale ×2, head 0 of every layer",
+    "headmask": "HeadMask uniform, one head (L4H7)",
+    "act": "ACT (layers 2..6, every head)",
+    "var": "VAR: Redistribute key 0 → span [1, 1024), layers 2..6",
+}
+METHODS = [("native", "probe native"), ("nnsight", "nnsight backend"), ("transformer_lens", "TransformerLens backend"),
+           ("eager_output_attentions", "eager `output_attentions=True`"), ("sdpa_forward", "plain SDPA forward (no statistics)")]
+
+
+def _load(folder: Path, name: str) -> dict:
+    p = Path(folder) / name
+    return json.loads(p.read_text()) if p.exists() else {"meta": {}, "rows": []}
+
+
+def _md(header, rows) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]) + "\n"
+
+
+def _gen_rows(doc: dict) -> dict:
+    return {(r["batch"], r["variant"]): r for r in doc["rows"] if r.get("part") == "gen" and "tokens_per_s" in r}
+
+
+def generate_table(folder: Path) -> str:
+    new, old = _gen_rows(_load(folder, GPU)), _gen_rows(_load(folder, OLD))
+    variants = [v for v in LABELS if any(k[1] == v for k in new)]
+    rows = []
+    for v in variants:
+        cells = [LABELS[v]]
+        for B in (1, 16):
+            r = new.get((B, v))
+            cells += [f"{r['tokens_per_s']:.1f}", f"{r['x_slower']:.3f}"] if r else ["–", "–"]
+        r = new.get((1, v))
+        cells.append(f"{r['syncs_per_step']:.2f}" if r and "syncs_per_step" in r else "–")
+        o = old.get((1, v))
+        cells += [f"{o['tokens_per_s']:.1f} ({o['x_slower']:.3f})" if o else "–",
+                  f"{o['syncs_per_step']:.2f}" if o and "syncs_per_step" in o else "–"]
+        rows.append(cells)
+    return _md(["variant", "batch 1 tok/s", "× plain", "batch 16 tok/s per row", "× plain", "syncs / step (b1)",
+                "before (main): b1 tok/s (× plain)", "before: syncs / step"], rows)
+
+
+def _cell(r: dict) -> str:
+    if r is None:
+        return "–"
+    st = r.get("status", "")
+    if st == "ok":
+        peak = r.get("peak_gib_over_weights")
+        return f"{r['wall_s']:.3f} s" + (f", {peak:.2f} GiB" if peak is not None else "")
+    if st.startswith("not run") or st.startswith("not importable"):
+        return "not run"
+    if st == "out of memory":
+        return "**out of memory**"
+    if "PROBE_MAX_MAP_BYTES" in st:
+        return "refused (map > limit)"
+    return f"failed: {st[:60]}"
+
+
+def capture_table(folder: Path, name: str = GPU) -> str:
+    doc = _load(folder, name)
+    rows = [r for r in doc["rows"] if r.get("part") == "table"]
+    keys = []
+    for r in rows:
+        if (r["model"], r["tokens"]) not in keys:
+            keys.append((r["model"], r["tokens"]))
+    have = [(m, lab) for m, lab in METHODS if any(r["method"] == m for r in rows)]
+    by = {(r["model"], r["tokens"], r["method"]): r for r in rows}
+    out = [[f"{model.split(' (')[0]}", f"{n:,}"] + [_cell(by.get((model, n, m))) for m, _ in have] for model, n in keys]
+    return _md(["model", "tokens"] + [lab for _, lab in have], out)
+
+
+def static_table(folder: Path) -> str:
+    rows = [r for r in _load(folder, GPU)["rows"] if r.get("part") == "static"]
+    out = [[LABELS.get(r["variant"], r["variant"]), "yes" if r.get("compile") else "no (disable_compile)",
+            f"{r['tokens_per_s']:.1f}" if "tokens_per_s" in r else r.get("status", "")[:80],
+            {True: "yes", False: "**no**"}.get(r.get("same_tokens_as_dynamic"), "–")] for r in rows]
+    return _md(["variant", "compiled", "tok/s", "same tokens as the dynamic cache"], out)
+
+
+def headline(folder: Path) -> str:
+    doc = _load(folder, GPU)
+    cap = {(r["model"].split(" (")[0], r["tokens"], r["method"]): r for r in doc["rows"] if r.get("part") == "table"}
+    gen = _gen_rows(doc)
+    parts = []
+    big = max((k for k in cap if k[2] == "native" and cap[k].get("status") == "ok"), key=lambda k: k[1], default=None)
+    if big:
+        r = cap[big]
+        others = [lab for m, lab in (("eager_output_attentions", "eager `output_attentions`"), ("nnsight", "nnsight"))
+                  if cap.get((big[0], big[1], m), {}).get("status") == "out of memory"]
+        mem = r.get("peak_gib_over_weights")
+        parts.append(f"per-head sink statistics of one {big[1]:,}-token prompt ({big[0]}, bf16) in {r['wall_s']:.2f} s"
+                     + (f" and {mem:.1f} GiB over the weights" if mem is not None else "")
+                     + (f" ({' and '.join(others)}: out of memory)" if others else ""))
+    xs = [gen[k]["x_slower"] for k in gen if k[1] != "plain" and k[0] == 1]
+    if xs:
+        parts.append(f"`generate` inside `intervene` at {min(xs):.2f}–{max(xs):.2f}× the plain model's time "
+                     f"(batch 1, 4,096-token prompt)")
+    if not parts:
+        return "(no H200 end-to-end results yet)\n"
+    return "On one H200: " + "; ".join(parts) + " — `kernels/BENCHMARKS.md`, end-to-end section.\n"
+
+
+def tables(folder: Path = RESULTS) -> dict:
+    """{file: {block name: markdown}} from the result files in ``folder``."""
+    return {
+        "kernels/BENCHMARKS.md": {"e2e-generate": generate_table(folder), "e2e-capture": capture_table(folder),
+                                  "e2e-static": static_table(folder), "e2e-capture-cpu": capture_table(folder, CPU)},
+        "README.md": {"e2e-headline": headline(folder)},
+    }
+
+
+def read_blocks(path: Path) -> dict:
+    return {m["name"]: m["body"] for m in _BLOCK.finditer(Path(path).read_text())}
+
+
+def write_blocks(path: Path, blocks: dict) -> None:
+    text = Path(path).read_text()
+    for name, body in blocks.items():
+        pat = re.compile(rf"(<!-- table:{re.escape(name)} -->\n).*?(<!-- /table:{re.escape(name)} -->)", re.S)
+        if not pat.search(text):
+            raise KeyError(f"{path} has no <!-- table:{name} --> block")
+        text = pat.sub(lambda m: m.group(1) + body + m.group(2), text)
+    Path(path).write_text(text)
+
+
+def main() -> int:
+    for rel, blocks in tables().items():
+        write_blocks(ROOT / rel, blocks)
+        print(f"wrote {', '.join(blocks)} in {rel}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
