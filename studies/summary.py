@@ -173,6 +173,51 @@ def table(root: Path = HERE) -> str:
     return markdown_table(["study", "result", "interval (95% unless noted)", "where"], rows(root))
 
 
+def _spans(layers) -> str:
+    """[0, 1, 2, 10, 11] -> '0–2, 10–11'."""
+    out, run = [], []
+    for x in sorted(layers):
+        if run and x != run[-1] + 1:
+            out.append(run)
+            run = []
+        run.append(x)
+    out += [run] if run else []
+    return ", ".join(f"{r[0]}–{r[-1]}" if len(r) > 1 else f"{r[0]}" for r in out)
+
+
+def phenomena_table(folder: Path = HERE / "phenomena" / "smollm2") -> str:
+    """The README's phenomena rows from the scan studies/phenomena/run.py wrote."""
+    man = json.loads((folder / "manifest.json").read_text())
+    summ, src = man["summary"]["sinks"], man["prompts"]["source"]
+    heads = pd.read_parquet(folder / "heads.parquet")
+    massive = pd.read_parquet(folder / "massive.parquet")
+    per_layer = heads.groupby("layer").key0_mass.mean()                                   # [L]
+    low = per_layer[per_layer < 0.2]
+    top = heads.sort_values("key0_mass", ascending=False).head(3)
+    hid = heads.sort_values("hidden_sink_mass", ascending=False).head(3)
+    tok = summ["top_hidden_sink_tokens"][0]
+    h = lambda r: f"L{int(r.layer)}H{int(r.head)}"  # noqa: E731
+    dim = int(massive.loc[massive.max_value.idxmax(), "dim"])
+    d = massive[massive.dim == dim]
+    peak = d.loc[d.max_value.idxmax()]
+    where = "`studies/phenomena/smollm2/` (`studies/phenomena/run.py`)"
+    return markdown_table(["phenomenon", f"result ({src}, CPU fp32)", "where"], [
+        ["first-token sinks, SmolLM2",
+         f"mean key-0 mass per layer below 0.2 in layers {_spans(low.index)} ({low.min():.3f}–{low.max():.3f}), "
+         f"{per_layer[per_layer >= 0.2].min():.2f}–{per_layer.max():.2f} in the others; strongest heads "
+         + ", ".join(f"{h(r)} {r.key0_mass:.2f}" for r in top.itertuples())
+         + f"; sink rate (eps {summ['sink_rate_eps']:g}) {summ['sink_rate']:.0%} of (prompt, layer, head)", where],
+        ["hidden sinks, SmolLM2",
+         f"`{tok['token']!r}` is the most frequent hidden sink ({tok['count']:,} of {summ['hidden_sink_rows']:,} "
+         f"(prompt, position, layer, head) rows above the threshold); most hidden-sink mass: "
+         + ", ".join(f"{h(r)} {r.hidden_sink_mass:.2f}" for r in hid.itertuples()), where],
+        ["massive activations, SmolLM2",
+         f"sink dims found automatically: {', '.join(map(str, summ['sink_dims']))}; the largest, dim {dim}, reaches "
+         f"{peak.max_value:,.0f} (ratio to the median {peak.max_ratio:,.0f}) at layer {int(peak.layer)}; Sun et al.'s "
+         f"criterion holds in layers {_spans(d[d.sun_criterion].layer)}", where],
+    ])
+
+
 if __name__ == "__main__":
-    write_blocks(ROOT / "README.md", {"studies": table()})
-    print("README.md: regenerated the studies table")
+    write_blocks(ROOT / "README.md", {"studies": table(), "phenomena": phenomena_table()})
+    print("README.md: regenerated the studies and phenomena tables")

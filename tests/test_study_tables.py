@@ -40,6 +40,8 @@ def test_top_level_results_table_matches_files():
     summary = _module(STUDIES / "summary.py")
     assert read_blocks(ROOT / "README.md")["studies"] == summary.table(STUDIES), \
         "README.md studies table differs from the result files: run PYTHONPATH=. python studies/summary.py"
+    assert read_blocks(ROOT / "README.md")["phenomena"] == summary.phenomena_table(), \
+        "README.md phenomena table differs from studies/phenomena/smollm2/: run PYTHONPATH=. python studies/summary.py"
 
 
 def test_the_check_catches_a_drifted_table(tmp_path):
