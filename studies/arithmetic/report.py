@@ -46,10 +46,17 @@ def tables(folder: Path = HERE) -> dict[str, str]:
     att = pd.read_csv(folder / "attention.csv")
     n_by_op = abl[(abl.kind == "none")].set_index("operator").n
     out = {}
-    out["arith_heads"] = markdown_table(
-        ["head", "effect (all ops)", "add", "sub", "mul", "div"],
-        [[f"L{int(r.layer)}H{int(r['head'])}", num(r.arithmetic_effect)] +
-         [num(r[f"arithmetic_effect_{n}"]) for n in OPS.values()] for _, r in heads.head(10).iterrows()])
+    if "effect_low" in heads:       # run.py's format: bootstrap CI, per-operator effects over the prompts answered right
+        n_right = {n: int(heads[f"n_correct_{n}"].iloc[0]) for n in OPS.values()}
+        out["arith_heads"] = markdown_table(
+            ["head", "effect (all ops) [95% CI]"] + [f"{n} (n={n_right[n]})" for n in OPS.values()],
+            [[f"L{int(r.layer)}H{int(r['head'])}", ci(r.arithmetic_effect, r.effect_low, r.effect_high)] +
+             [num(r[f"effect_{n}"]) for n in OPS.values()] for _, r in heads.head(10).iterrows()])
+    else:                           # the earlier detector's format (no intervals)
+        out["arith_heads"] = markdown_table(
+            ["head", "effect (all ops)", "add", "sub", "mul", "div"],
+            [[f"L{int(r.layer)}H{int(r['head'])}", num(r.arithmetic_effect)] +
+             [num(r[f"arithmetic_effect_{n}"]) for n in OPS.values()] for _, r in heads.head(10).iterrows()])
     out["arith_ablation"] = markdown_table(
         ["ablated (mean ablation)", "k", "n", "accuracy, all ops [95% CI]"] +
         [f"{n} (n={int(n_by_op.get(op, 0))})" for op, n in OPS.items()], _ablation_rows(abl))
