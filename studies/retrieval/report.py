@@ -111,7 +111,33 @@ def tables(folder: Path = HERE) -> dict[str, str]:
             [[int(r.length), r.comparison, r.metric, ci(r.estimate, r.low, r.high) if pd.notna(r.low) else num(r.estimate),
               r.test, pval(r.p), pval(r.p_holm), r.detail if isinstance(r.detail, str) else ""]
              for r in c.itertuples()])
+        out["retrieval_verdict"] = _verdict(m, c, pd.read_csv(folder / "eval_items.csv"))
     return out
+
+
+def _verdict(m: pd.DataFrame, c: pd.DataFrame, items: pd.DataFrame) -> str:
+    """One row per haystack length: the numbers the README's verdict rests on."""
+    rows = []
+    for length, g in m.groupby("length"):
+        row = {r.condition: r for r in g.itertuples()}
+        ctrl = g[g.condition.isin(CONTROLS)]
+        k = items[(items.length == length) & items.condition.isin(CONTROLS)]
+        draw_recall = k.groupby(["condition", "draw"]).recall.mean()                    # [controls x draws]
+        below = int((draw_recall <= row["top"].recall).sum())
+        d = c[(c.length == length) & (c.comparison == "top-5 vs none")].set_index("metric")
+        rd, nu = d.loc["recall drop"], d.loc["NLL increase"]
+        nll_up = [r.nll - row["none"].nll for r in ctrl.itertuples()]
+        rows.append([int(length), f"{row['none'].recall:.3f} → {row['top'].recall:.3f}",
+                     f"{ci(rd.estimate, rd.low, rd.high)} (Holm p {pval(rd.p_holm)})",
+                     f"{ctrl.recall_min.min():.3f}–{ctrl.recall_max.max():.3f}", f"{below} of {len(draw_recall)}",
+                     f"{num(row['top'].key0_mass)} / {num(row['sink_matched'].key0_mass)}",
+                     ci(nu.estimate, nu.low, nu.high),
+                     " / ".join(f"{x:.3f}" for x in nll_up) + f" (range {ctrl.nll_min.min() - row['none'].nll:.3f}–"
+                     f"{ctrl.nll_max.max() - row['none'].nll:.3f})"])
+    return markdown_table(["haystack", "recall, none → top-5", "recall drop [95% CI]", "control draws' recall",
+                           "control draws at or below top-5's recall", "sink mass: top-5 / sink-matched",
+                           "top-5 NLL increase [95% CI]", "mean NLL increase: layer- / sink-matched (range over draws)"],
+                          rows)
 
 
 if __name__ == "__main__":
