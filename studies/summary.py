@@ -201,6 +201,7 @@ def phenomena_table(folder: Path = HERE / "phenomena" / "smollm2") -> str:
     d = massive[massive.dim == dim]
     peak = d.loc[d.max_value.idxmax()]
     where = "`studies/phenomena/smollm2/` (`studies/phenomena/run.py`)"
+    backends = json.loads((folder.parent / "backends.json").read_text())["max_abs_diff_vs_native"]
     return markdown_table(["phenomenon", f"result ({src}, CPU fp32)", "where"], [
         ["first-token sinks, SmolLM2",
          f"mean key-0 mass per layer below 0.2 in layers {_spans(low.index)} ({low.min():.3f}–{low.max():.3f}), "
@@ -215,6 +216,10 @@ def phenomena_table(folder: Path = HERE / "phenomena" / "smollm2") -> str:
          f"sink dims found automatically: {', '.join(map(str, summ['sink_dims']))}; the largest, dim {dim}, reaches "
          f"{peak.max_value:,.0f} (ratio to the median {peak.max_ratio:,.0f}) at layer {int(peak.layer)}; Sun et al.'s "
          f"criterion holds in layers {_spans(d[d.sun_criterion].layer)}", where],
+        ["backends, SmolLM2",
+         "the same scan captured through " + " and ".join(backends) + ": largest absolute difference from probe's own "
+         "seam over every heads-table column " + ", ".join(f"{b} {max(v.values()):.1e}" for b, v in backends.items()),
+         "`studies/phenomena/backends.json`"],
     ])
 
 
