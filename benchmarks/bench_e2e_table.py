@@ -24,8 +24,9 @@ forward (no statistics) for scale. Wall seconds (median of --repeats after a war
 are recorded as such. SmolLM2 (real weights) at 1K/4K/8K, the random Llama-7B shape at 16K/64K.
 
 Part ``static``: ``generate(..., cache_implementation="static")`` plain vs inside the seam (tokens equal to
-the dynamic-cache run?) and tokens/s; ``--compile`` lets transformers auto-compile (CUDA) instead of
-``disable_compile=True``.
+the dynamic-cache run?) and tokens/s. Without ``--compile`` the plain run passes ``disable_compile=True`` and
+the seam runs rely on the seam switching generate's automatic compile off; ``--compile`` passes
+``disable_compile=False`` to every run.
 
 Every row is appended to --out as soon as it is measured (a killed run keeps what it had).
 
@@ -333,8 +334,9 @@ def part_static(out: Out, handle, device: str, prompt: int, new: int, compile_: 
                 with torch.no_grad(), _ctx(handle, ivs):
                     sync(device)
                     t = time.perf_counter()
-                    st = model.generate(input_ids=ids, attention_mask=am, cache_implementation="static",
-                                        disable_compile=not compile_, **kw)
+                    # not compiling: plain says so; the seam variants rely on the seam switching compile off
+                    flag = {"disable_compile": not compile_} if (compile_ or v == "plain") else {}
+                    st = model.generate(input_ids=ids, attention_mask=am, cache_implementation="static", **flag, **kw)
                     sync(device)
                     walls.append(time.perf_counter() - t)
             ref[v] = st

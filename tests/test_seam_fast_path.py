@@ -156,3 +156,15 @@ def test_static_cache_mask_covers_only_the_written_keys():
     m = compact_mask(batch_size=2, q_length=1, kv_length=32, q_offset=torch.tensor(5), attention_mask=pad)
     assert isinstance(m, CompactCausalMask)
     assert m.kv_valid == 6 and m.n_keys == 6 and m.key_start.tolist() == [0, 2]
+
+
+def test_the_seam_switches_off_generate_autocompile_and_restores_it(tiny):
+    """A static cache on CUDA makes generate compile the forward; the seam runs eagerly instead."""
+    gen = tiny.model.generation_config
+    before = gen.disable_compile
+    with intervene(tiny, HeadMask([(1, 3)])):
+        assert gen.disable_compile is True
+        with intervene(tiny, HeadScale([(2, 1)], alpha=2.0)):          # nested: only the outer exit restores
+            pass
+        assert gen.disable_compile is True
+    assert gen.disable_compile == before

@@ -326,6 +326,9 @@ class use_seam:
     """Context manager: switch a model to the "probe" implementation and restore it on exit.
 
     Re-entrant per model (nested capture + intervene): only the outermost exit restores.
+    While active, ``generate``'s automatic ``torch.compile`` (a static cache on CUDA) is switched off
+    (``generation_config.disable_compile``, restored on exit): the seam's hooks are Python objects that
+    change per sequence, and its mask function reads values, so it runs eagerly.
     """
 
     _depth: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
@@ -339,9 +342,16 @@ class use_seam:
         depth = self._depth.get(self.model, 0)
         if depth == 0:
             self._saved[self.model] = _config_impls(self.model)
+            gen = getattr(self.model, "generation_config", None)
+            if gen is not None:
+                self._saved[self.model]["disable_compile"] = (gen, getattr(gen, "disable_compile", None))
+                gen.disable_compile = True
             try:
                 self.model.set_attn_implementation(ATTN_NAME)
             except Exception as err:  # transformers refuses models without the attention interface
+                saved = self._saved.pop(self.model, {}).get("disable_compile")
+                if saved is not None:
+                    saved[0].disable_compile = saved[1]
                 raise ProbeError(
                     f"unsupported architecture {type(self.model).__name__}: it does not route attention through "
                     "transformers' attention interface",
@@ -355,6 +365,9 @@ class use_seam:
         if depth <= 0:
             self._depth.pop(self.model, None)
             saved = self._saved.pop(self.model, {})
+            gen = saved.pop("disable_compile", None)
+            if gen is not None:
+                gen[0].disable_compile = gen[1]
             for cfg, impl in saved.values():
                 cfg._attn_implementation_internal = impl
         else:
