@@ -122,7 +122,7 @@ def headline(folder: Path) -> str:
         parts.append(f"`generate` inside `intervene` at {min(xs):.2f}–{max(xs):.2f}× the plain model's time "
                      f"(batch 1, 4,096-token prompt)")
     if not parts:
-        return "(no H200 end-to-end results yet)\n"
+        return ""
     return "On one H200: " + "; ".join(parts) + " — `kernels/BENCHMARKS.md`, end-to-end section.\n"
 
 

@@ -34,17 +34,22 @@ class SeamFault(RuntimeError):
 
 @pytest.fixture
 def fault_at_call(monkeypatch):
-    """Make the seam's attention op raise on its n-th call (n counted from 1), i.e. mid-forward."""
+    """Make the seam's attention op raise on its n-th call (n counted from 1), i.e. mid-forward. A hooked
+    layer runs either the attention op or (no statistic, no probability edit) SDPA + ``_output_edits``:
+    both count."""
     def arm(n: int):
-        real, count = seam.attention, {"n": 0}
+        count = {"n": 0}
 
-        def flaky(*args, **kwargs):
-            count["n"] += 1
-            if count["n"] == n:
-                raise SeamFault(f"injected at attention call {n}")
-            return real(*args, **kwargs)
+        def flaky(real):
+            def run(*args, **kwargs):
+                count["n"] += 1
+                if count["n"] == n:
+                    raise SeamFault(f"injected at attention call {n}")
+                return real(*args, **kwargs)
+            return run
 
-        monkeypatch.setattr(seam, "attention", flaky)
+        monkeypatch.setattr(seam, "attention", flaky(seam.attention))
+        monkeypatch.setattr(seam, "_output_edits", flaky(seam._output_edits))
         return count
     return arm
 
