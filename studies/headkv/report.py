@@ -365,7 +365,7 @@ def summary_row(folder: Path = HERE) -> dict:
             parts.append(f"window {int(W)}, 25 % of KV heads full: {cell}")
     h = dec[(dec.policy == "retrieval") & ((dec.budget - 0.25).abs() < 1e-9)]
     mem = (f"; KV cache at {int(full.seq_len)} tokens with 25 % of KV heads full: {h.kv_bytes.iloc[0] / full.kv_bytes:.3f} "
-           f"of full attention's, decode {h.decode_tok_s.iloc[0]:.0f} vs {full.decode_tok_s:.0f} tok/s") if len(h) else ""
+           f"of full attention's, decode {h.decode_tok_s.iloc[0]:.1f} vs {full.decode_tok_s:.1f} tok/s (timing caveat in the README)") if len(h) else ""
     tests = comp[(comp.budget - 0.25).abs() < 1e-9] if len(comp) else comp
     iv = "; ".join(f"W{r.window} {r.comparison}: Δ {ci(r.effect, r.low, r.high, 2)}, p (Holm) {pval(r.p_holm)}"
                    for r in tests.itertuples()) or "–"
