@@ -112,12 +112,11 @@ def test_pope_metrics_on_known_counts():
     assert m["accuracy"]["low"] < 0.75 < m["accuracy"]["high"] and m["f1"]["low"] <= m["f1"]["value"] <= m["f1"]["high"]
 
 
-def test_studio_vlm2_without_its_projector_names_the_fix():
+def test_studio_vlm2_without_its_projector_names_the_fix(monkeypatch, tmp_path):
     import probe
     from probe.errors import ProbeError
-    from probe.models.studio_vlm import PROJECTOR_ASSET_V2
+    from probe.models import studio_vlm
 
-    if PROJECTOR_ASSET_V2.is_file():
-        pytest.skip("studio-vlm2's projector is in this checkout")
+    monkeypatch.setattr(studio_vlm, "PROJECTOR_ASSET_V2", tmp_path / "studio_vlm2_projector.safetensors")
     with pytest.raises(ProbeError, match="studies/vlm2/README.md"):
         probe.load("studio-vlm2", device="cpu")
