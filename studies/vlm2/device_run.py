@@ -255,6 +255,32 @@ def main(argv=None):
 
     run.stage("phenomena:v1", 15, phenomena_v1)
 
+    # -- 4. a projector with visual sinks? sink statistics of the early snapshots (cheap) ---------------
+    from safetensors.torch import load_file
+
+    final = {k: v.clone() for k, v in proj.state_dict().items()}
+
+    def use_snapshot(step):
+        proj.load_state_dict({k: v.float() for k, v in
+                              load_file(str(run.work / f"snapshot_step{step}.safetensors")).items()})
+
+    snap_found: dict = {}
+
+    def snapshot_sinks():
+        n = P["snapshot_scenes"]
+        try:
+            for step in T["snapshots"]:
+                use_snapshot(step)
+                out = ph.detect(handle, P["prompts"], pimages[:n], pnames[:n], batch_size=P["batch"])
+                snap_found[step] = ph.sink_summary(out)
+                run.log(f"  snapshot {step}: visual sinks per item-layer {snap_found[step]['visual_sinks_per_item_layer_mean']},"
+                        f" phi max {snap_found[step]['phi_quantiles_p50_p90_p99_max'][-1]}")
+            run.write_json("phenomena_snapshots.json", snap_found)
+        finally:
+            proj.load_state_dict(final)
+
+    run.stage("snapshots:sinks", 15, snapshot_sinks)
+
     def parity():
         res = cn.check_vhr_parity(handle, tests, unique[:8 if not args.quick else 2])
         run.write_json("vhr_parity.json", res)
@@ -262,63 +288,54 @@ def main(argv=None):
 
     run.stage("vhr_parity", 15, parity)
 
-    # -- 4. interventions -------------------------------------------------------------------------------
-    for name in [n for n in ("var_code", "var_paper") if n in conds]:
-        run.stage(f"pope:{name}", 15, pope, name, conds[name])
-        run.stage(f"captions:{name}", 20, captions, name, conds[name])
+    # -- 5. interventions on POPE (cheap: one batched forward per 256 questions) --------------------------
+    var_names = [n for n in ("var_code", "var_paper") if n in conds]
     vhr_names = [n for n, c in conds.items() if c["method"] == "vhr"]
-    for name in vhr_names:
+    for name in var_names + vhr_names:
         run.stage(f"pope:{name}", 10, pope, name, conds[name])
-    for name in vhr_names:
-        if name in settings["caption_conditions"]:
-            run.stage(f"captions:{name}", 15, captions, name, conds[name])
     R = settings["random_controls"]
+
+    def random_cond(match, draw):
+        return {"method": "random", "match": match, "alpha": conds[match]["alpha"], "layers": conds[match]["layers"],
+                "draw": draw, "seed": R["seed"]}
+
     for draw in range(R["draws"]):
         for match in R["match"]:
-            if f"pope:{match}" in run.stages and run.stages[f"pope:{match}"]["status"] == "done":
-                c = {"method": "random", "match": match, "alpha": conds[match]["alpha"],
-                     "layers": conds[match]["layers"], "draw": draw, "seed": R["seed"]}
-                run.stage(f"pope:random_{match}_d{draw}", 8, pope, f"random_{match}_d{draw}", c)
-    for draw in range(R["caption_draws"]):
-        for match in R["match"]:
-            if run.stages.get(f"captions:{match}", {}).get("status") == "done":
-                c = {"method": "random", "match": match, "alpha": conds[match]["alpha"],
-                     "layers": conds[match]["layers"], "draw": draw, "seed": R["seed"]}
-                run.stage(f"captions:random_{match}_d{draw}", 12, captions, f"random_{match}_d{draw}", c)
+            if run.stages.get(f"pope:{match}", {}).get("status") == "done":
+                run.stage(f"pope:random_{match}_d{draw}", 8, pope, f"random_{match}_d{draw}", random_cond(match, draw))
 
-    # -- 5. a projector with visual sinks? early snapshots --------------------------------------------
-    def snapshots():
-        from safetensors.torch import load_file
-
-        final = {k: v.clone() for k, v in proj.state_dict().items()}
-        n = P["snapshot_scenes"]
-        found = {}
+    # -- 6. VAR where its precondition holds: the snapshot with the most visual sinks -------------------
+    def snapshot_var():
+        best = max(snap_found, key=lambda st: snap_found[st]["visual_sinks_per_item_layer_mean"])
+        if snap_found[best]["visual_sinks_per_item_layer_mean"] <= 0:
+            run.log("  no snapshot has visual sinks: VAR on a snapshot not run")
+            return
         try:
-            for step in T["snapshots"]:
-                proj.load_state_dict({k: v.float() for k, v in
-                                      load_file(str(run.work / f"snapshot_step{step}.safetensors")).items()})
-                out = ph.detect(handle, P["prompts"], pimages[:n], pnames[:n], batch_size=P["batch"])
-                found[step] = ph.sink_summary(out)
-                run.log(f"  snapshot {step}: visual sinks per item-layer {found[step]['visual_sinks_per_item_layer_mean']},"
-                        f" phi max {found[step]['phi_quantiles_p50_p90_p99_max'][-1]}")
-            run.write_json("phenomena_snapshots.json", found)
-            best = max(found, key=lambda s: found[s]["visual_sinks_per_item_layer_mean"])
-            if found[best]["visual_sinks_per_item_layer_mean"] > 0 and run.left() > 30:
-                proj.load_state_dict({k: v.float() for k, v in
-                                      load_file(str(run.work / f"snapshot_step{best}.safetensors")).items()})
-                vr = cn.Runner(handle, tests)
-                for name in [n for n in ("baseline", "var_code", "var_paper") if n in conds]:
-                    if run.left() < 10:
-                        break
-                    rows, stats = vr.pope(f"snap{best}_{name}", conds[name], unique, batch=B["pope_batch"])
-                    run.append_jsonl("pope_items.jsonl", rows)
-                    summary["pope"][f"snap{best}_{name}"] = stats
-                    run.log(f"  snapshot {best} POPE {name}: {np.mean([r['pred'] == r['answer'] for r in rows]):.3f} {stats}")
-                run.write_json("conditions_summary.json", summary)
+            use_snapshot(best)
+            vr = cn.Runner(handle, tests)
+            for name in ["baseline"] + var_names:
+                if run.left() < 8:
+                    break
+                rows, stats = vr.pope(f"snap{best}_{name}", conds[name], unique, batch=B["pope_batch"])
+                run.append_jsonl("pope_items.jsonl", rows)
+                summary["pope"][f"snap{best}_{name}"] = stats
+                run.log(f"  snapshot {best} POPE {name}: {np.mean([r['pred'] == r['answer'] for r in rows]):.3f} {stats}")
+            run.write_json("conditions_summary.json", summary)
         finally:
             proj.load_state_dict(final)
 
-    run.stage("snapshots", 20, snapshots)
+    if snap_found:
+        run.stage("snapshots:var", 20, snapshot_var)
+
+    # -- 7. captions under the interventions (a generate per batch: the costly part) ---------------------
+    for name in var_names + vhr_names:
+        if name in settings["caption_conditions"]:
+            run.stage(f"captions:{name}", 15, captions, name, conds[name])
+    for draw in range(R["caption_draws"]):
+        for match in R["match"]:
+            if run.stages.get(f"captions:{match}", {}).get("status") == "done":
+                run.stage(f"captions:random_{match}_d{draw}", 12, captions, f"random_{match}_d{draw}",
+                          random_cond(match, draw))
     run.log(f"done; total {time.time() - T_START:.1f} s")
     run.pack(force=True)
 
