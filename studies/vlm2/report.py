@@ -393,7 +393,7 @@ def summary_row(folder: Path) -> dict:
     return dict(study="studio-vlm2 (64 image tokens, multi-object scenes): POPE / CHAIR, VAR, VHR",
                 result=f"baseline POPE accuracy {acc}; CHAIR_i {ch.get('chair_i', {}).get('value', float('nan')):.3f}, "
                        f"CHAIR_s {ch.get('chair_s', {}).get('value', float('nan')):.3f}; visual sinks (phi > 20) per item-layer "
-                       f"{d.get('visual_sinks_per_item_layer_mean', float('nan'))}; vs baseline (Holm): " + "; ".join(verdicts),
+                       f"{d.get('visual_sinks_per_item_layer_mean', float('nan')):.3f}; vs baseline (Holm): " + "; ".join(verdicts),
                 interval="per split and method in studies/vlm2/README.md (Wilson, paired bootstrap)")
 
 
