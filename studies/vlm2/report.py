@@ -302,6 +302,12 @@ def tables(folder: Path = HERE) -> dict[str, str]:
               int(r.draws), pval(r.p_better_than_random), pval(r.p_worse_than_random)] for r in rand.itertuples()])
     else:
         out["random"] = "no random-control draws were run\n"
+    cs = _load(res, "conditions_summary.json") or {"pope": {}}
+    out["var_activity"] = markdown_table(
+        ["VAR condition (POPE)", "visual-sink entries per question (summed over layers)",
+         "all sink entries per question", "share of eligible (head, query) rows edited"],
+        [[c, num(v["visual_sink_entries"]["mean"], 1), num(v["sink_entries"]["mean"], 1),
+          num(v["selected_fraction"]["mean"], 3)] for c, v in cs["pope"].items() if "var" in c and v])
     out["sinks"] = _sink_table(res, markdown_table, num)
     out["landing"] = _landing_table(res, markdown_table)
     out["vhd"] = _vhd_table(res, markdown_table, num)
