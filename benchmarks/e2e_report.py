@@ -103,27 +103,42 @@ def static_table(folder: Path) -> str:
     return _md(["variant", "compiled", "tok/s", "same tokens as the dynamic cache"], out)
 
 
+NAMES = {"llama7b-shape-8layers": "a random-init Llama-7B-shaped model, 8 layers", "SmolLM2-135M-Instruct": "SmolLM2"}
+
+
+def _short(r: dict) -> str:
+    if r is None:
+        return "–"
+    if r.get("status") == "ok":
+        mem = r.get("peak_gib_over_weights")
+        return f"{r['wall_s']:.2f} s" + (f" / {mem:.1f} GiB" if mem is not None else "")
+    return "out of memory" if r.get("status") == "out of memory" else "not run"
+
+
 def headline(folder: Path) -> str:
     doc = _load(folder, GPU)
     cap = {(r["model"].split(" (")[0], r["tokens"], r["method"]): r for r in doc["rows"] if r.get("part") == "table"}
     gen = _gen_rows(doc)
     parts = []
-    big = max((k for k in cap if k[2] == "native" and cap[k].get("status") == "ok"), key=lambda k: k[1], default=None)
-    if big:
-        r = cap[big]
-        others = [lab for m, lab in (("eager_output_attentions", "eager `output_attentions`"), ("nnsight", "nnsight"))
-                  if cap.get((big[0], big[1], m), {}).get("status") == "out of memory"]
-        mem = r.get("peak_gib_over_weights")
-        parts.append(f"per-head sink statistics of one {big[1]:,}-token prompt ({big[0]}, bf16) in {r['wall_s']:.2f} s"
-                     + (f" and {mem:.1f} GiB over the weights" if mem is not None else "")
-                     + (f" ({' and '.join(others)}: out of memory)" if others else ""))
-    xs = [gen[k]["x_slower"] for k in gen if k[1] != "plain" and k[0] == 1]
-    if xs:
-        parts.append(f"`generate` inside `intervene` at {min(xs):.2f}–{max(xs):.2f}× the plain model's time "
-                     f"(batch 1, 4,096-token prompt)")
+    for model in ("SmolLM2-135M-Instruct", "llama7b-shape-8layers"):
+        ok = [k for k in cap if k[0] == model and k[2] == "native" and cap[k].get("status") == "ok"]
+        if not ok:
+            continue
+        n = max(k[1] for k in ok)
+        others = "; ".join(f"{lab} {_short(cap.get((model, n, m)))}" for m, lab in
+                           (("eager_output_attentions", "eager `output_attentions`"), ("nnsight", "nnsight"))
+                           if (model, n, m) in cap)
+        parts.append(f"sink capture of a {n:,}-token prompt on {NAMES[model]}: probe {_short(cap[(model, n, 'native')])}"
+                     + (f" ({others})" if others else ""))
+    for B in (1, 16):
+        xs = {k[1]: gen[k]["x_slower"] for k in gen if k[0] == B and k[1] != "plain"}
+        if xs:
+            parts.append(f"`generate` inside `intervene` at batch {B}: {min(xs.values()):.2f}–{max(xs.values()):.2f}× "
+                         "the plain model's time (no-op seam, HeadScale, HeadMask, ACT, VAR; 4,096-token prompt)")
     if not parts:
         return ""
-    return "On one H200: " + "; ".join(parts) + " — `kernels/BENCHMARKS.md`, end-to-end section.\n"
+    return ("On one H200 (wall time / peak memory over the weights): " + "; ".join(parts)
+            + ". Tables: `kernels/BENCHMARKS.md`, end-to-end section.\n")
 
 
 def tables(folder: Path = RESULTS) -> dict:
