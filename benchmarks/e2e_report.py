@@ -50,6 +50,7 @@ def _gen_rows(doc: dict) -> dict:
 def generate_table(folder: Path) -> str:
     new, old = _gen_rows(_load(folder, GPU)), _gen_rows(_load(folder, OLD))
     variants = [v for v in LABELS if any(k[1] == v for k in new)]
+    plain = new.get((1, "plain"))
     rows = []
     for v in variants:
         cells = [LABELS[v]]
@@ -58,12 +59,17 @@ def generate_table(folder: Path) -> str:
             cells += [f"{r['tokens_per_s']:.1f}", f"{r['x_slower']:.3f}"] if r else ["–", "–"]
         r = new.get((1, v))
         cells.append(f"{r['syncs_per_step']:.2f}" if r and "syncs_per_step" in r else "–")
-        o = old.get((1, v))
-        cells += [f"{o['tokens_per_s']:.1f} ({o['x_slower']:.3f})" if o else "–",
-                  f"{o['syncs_per_step']:.2f}" if o and "syncs_per_step" in o else "–"]
+        cells.append(f"{1e3 / r['tokens_per_s'] - 1e3 / plain['tokens_per_s']:+.2f}" if r and plain else "–")
+        if old:
+            o = old.get((1, v))
+            cells += [f"{o['tokens_per_s']:.1f} ({o['x_slower']:.3f})" if o else "–",
+                      f"{o['syncs_per_step']:.2f}" if o and "syncs_per_step" in o else "–"]
         rows.append(cells)
-    return _md(["variant", "batch 1 tok/s", "× plain", "batch 16 tok/s per row", "× plain", "syncs / step (b1)",
-                "before (main): b1 tok/s (× plain)", "before: syncs / step"], rows)
+    header = ["variant", "batch 1 tok/s", "× plain", "batch 16 tok/s per row", "× plain", "syncs / step (b1)",
+              "b1 ms per token vs plain"]
+    if old:
+        header += ["before (main): b1 tok/s (× plain)", "before: syncs / step"]
+    return _md(header, rows)
 
 
 def _cell(r: dict) -> str:
@@ -91,18 +97,21 @@ def capture_table(folder: Path, name: str = GPU) -> str:
             keys.append((r["model"], r["tokens"]))
     have = [(m, lab) for m, lab in METHODS if any(r["method"] == m for r in rows)]
     by = {(r["model"], r["tokens"], r["method"]): r for r in rows}
-    out = [[f"{model.split(' (')[0]}", f"{n:,}"] + [_cell(by.get((model, n, m))) for m, _ in have] for model, n in keys]
+    out = [[DISPLAY.get(model.split(" (")[0], model), f"{n:,}"] + [_cell(by.get((model, n, m))) for m, _ in have] for model, n in keys]
     return _md(["model", "tokens"] + [lab for _, lab in have], out)
 
 
 def static_table(folder: Path) -> str:
     rows = [r for r in _load(folder, GPU)["rows"] if r.get("part") == "static"]
+    if not rows:
+        return "Not measured on the H200: the call's time budget ran out before this part (CPU: tested equal to the dynamic cache).\n"
     out = [[LABELS.get(r["variant"], r["variant"]), "yes" if r.get("compile") else "no (disable_compile)",
             f"{r['tokens_per_s']:.1f}" if "tokens_per_s" in r else r.get("status", "")[:80],
             {True: "yes", False: "**no**"}.get(r.get("same_tokens_as_dynamic"), "–")] for r in rows]
     return _md(["variant", "compiled", "tok/s", "same tokens as the dynamic cache"], out)
 
 
+DISPLAY = {"llama7b-shape-8layers": "Llama-7B shape, 8 layers (random init)", "SmolLM2-135M-Instruct": "SmolLM2-135M-Instruct (real weights)"}
 NAMES = {"llama7b-shape-8layers": "a random-init Llama-7B-shaped model, 8 layers", "SmolLM2-135M-Instruct": "SmolLM2"}
 
 
@@ -128,13 +137,16 @@ def headline(folder: Path) -> str:
         others = "; ".join(f"{lab} {_short(cap.get((model, n, m)))}" for m, lab in
                            (("eager_output_attentions", "eager `output_attentions`"), ("nnsight", "nnsight"))
                            if (model, n, m) in cap)
-        parts.append(f"sink capture of a {n:,}-token prompt on {NAMES[model]}: probe {_short(cap[(model, n, 'native')])}"
+        parts.append(f"sink capture of one {n:,}-token prompt on {NAMES[model]}: probe {_short(cap[(model, n, 'native')])}"
                      + (f" ({others})" if others else ""))
+    spans = []
     for B in (1, 16):
-        xs = {k[1]: gen[k]["x_slower"] for k in gen if k[0] == B and k[1] != "plain"}
+        xs = [gen[k]["x_slower"] for k in gen if k[0] == B and k[1] != "plain"]
         if xs:
-            parts.append(f"`generate` inside `intervene` at batch {B}: {min(xs.values()):.2f}–{max(xs.values()):.2f}× "
-                         "the plain model's time (no-op seam, HeadScale, HeadMask, ACT, VAR; 4,096-token prompt)")
+            spans.append(f"{min(xs):.2f}–{max(xs):.2f}× at batch {B}")
+    if spans:
+        parts.append("`generate` inside `intervene` (no-op seam, HeadScale, HeadMask, ACT, VAR; 4,096-token prompt) takes "
+                     + ", ".join(spans) + " the plain model's time")
     if not parts:
         return ""
     return ("On one H200 (wall time / peak memory over the weights): " + "; ".join(parts)
