@@ -38,14 +38,15 @@ class HeadScale(Intervention):
         scales: dict[int, torch.Tensor] = {}
         for layer, head in self.heads:
             scales.setdefault(layer, torch.ones(handle.n_heads))[head] = self.alpha   # [H]
+        scales = {l: s for l, s in scales.items() if not bool((s == 1).all())}     # alpha 1: no hook, SDPA as is
         attach_hook(handle, scales, _ScaleHook(scales), stack)
 
 
 class _ScaleHook:
-    """Hands each layer's edit, built once per device, to every call; layers whose scales are all 1 get none."""
+    """Hands each layer's edit, built once per device, to every call."""
 
     def __init__(self, scales: dict):
-        self.scales = {l: s for l, s in scales.items() if not bool((s == 1).all())}   # [H] per layer
+        self.scales = scales                     # layer -> [H]
         self._edits: dict = {}
 
     def edits(self, call, pre) -> Optional[AttentionEdits]:

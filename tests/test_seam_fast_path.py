@@ -168,3 +168,11 @@ def test_the_seam_switches_off_generate_autocompile_and_restores_it(tiny):
             pass
         assert gen.disable_compile is True
     assert gen.disable_compile == before
+
+
+def test_headscale_alpha_one_attaches_nothing(tiny):
+    """A no-op HeadScale leaves every layer on SDPA without the seam's per-call bookkeeping."""
+    modules = tiny.attention_modules()
+    with intervene(tiny, HeadScale([(1, 1), (2, 0)], alpha=1.0), HeadScale([(3, 2)], alpha=2.0)):
+        assert [bool(seam.active_hooks(m)) for m in modules] == [False, False, False, True]
+    assert not any(seam.active_hooks(m) for m in modules)

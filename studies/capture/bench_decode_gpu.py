@@ -54,7 +54,8 @@ def variants(n_layers: int) -> dict:
     mid = n_layers // 2
     return {
         "none": None,                                   # unmodified model: SDPA, no probe at all
-        "seam": [HeadScale([(mid, 0)], alpha=1.0)],     # the probe seam + kernel, an identity edit
+        "seam": [HeadScale([(mid, 0)], alpha=1.0)],     # session 2: the seam + kernel, an identity edit (since session 4
+                                                        # alpha 1 attaches no hook: every layer falls through to SDPA)
         "act": [ACT()],
         "mask_zero": [HeadMask([(mid, 1)], mode="zero")],
         "mask_uniform": [HeadMask([(mid, 1)], mode="uniform")],
