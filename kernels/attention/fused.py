@@ -369,7 +369,8 @@ def _decode(q, k, v, out, key_start, ed: _Edits, store_lse: bool, common, opts: 
         q=q, k=k, v=v, po=po, pm=pm, pl=pl, plr=plr, po2=po2, ptm=ptm, key_start=key_start,
         col_idx=ed.cols, head_uniform=ed.uniform, redist_span=ed.span,
         S=S, chunk=chunk, NSPLIT=nsplit, H=H, KV=KV, G=G, D=D, BG=max(16, triton.next_power_of_2(G)),
-        BS=BS, C=ed.C, BLOCK_TEST=bool((opts or {}).get("block_test", tiles.DECODE_SWITCHES["block_test"])),
+        BS=BS, C=ed.C, BLOCK_TEST=bool((opts or {}).get("block_test",
+                                                tiles.DECODE_SWITCHES["block_test"]["var" if ed.var else "act"])),
         num_warps=nw, num_stages=stages, **strides, **common,
     )
     decode_combine_kernel[(B * H,)](

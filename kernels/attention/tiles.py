@@ -14,28 +14,39 @@ PREFILL_TILES: dict = {
     # output only (and output edits): H200 tune at 16K (session 2): d64 0.83 ms vs 0.93 for (128, 64, 4, 3);
     # d128 4.27 ms vs 4.61 for (128, 64, 8, 3). Session 3's sweep (benchmarks/results/tiles_h200.json,
     # 16K, one do_bench each) kept both: d64 0.831 ms, d128 4.297 ms.
-    "output": {64: (64, 64, 4, 3), 128: (128, 128, 8, 3), 256: (64, 32, 4, 2)},
-    # statistics: tiles_h200.json: d64 1.554 ms vs 1.703 for the output tile; d128 7.309 vs 7.393
+    # Session 4 sweep at 64K (benchmarks/results/sweep_h200.json, with the switches below): d64 -> (64, 128, 4, 3)
+    # + tma + fma, 10.87 ms vs 12.42 for (64, 64, 4, 3) without (median of 3 do_bench; SDPA 10.72). d128 not
+    # swept (the sweep ran out of time before the Llama shape): kept.
+    "output": {64: (64, 128, 4, 3), 128: (128, 128, 8, 3), 256: (64, 32, 4, 2)},
+    # statistics: tiles_h200.json: d64 1.554 ms vs 1.703 for the output tile; d128 7.309 vs 7.393.
+    # Session 4 sweep (sweep_h200.json): d64 tile kept, with span_post + reload_q + tma + fma: the whole
+    # statistics call 19.71 ms vs 20.37 (prefill part alone 11.48 vs 13.43 ms, median of 5); d128 not swept.
     "stats": {64: (64, 128, 4, 3), 128: (64, 64, 4, 3), 256: (64, 32, 4, 2)},
-    # probability edits (ACT): tiles_h200.json: d64 0.896 ms vs 1.051; d128 kept (4.902 ms, the best)
+    # probability edits (ACT): tiles_h200.json: d64 0.896 ms vs 1.051; d128 kept (4.902 ms, the best).
+    # Session 4 sweep (sweep_h200.json): d64 tile kept, with seg + reload_q + tma + fma: 11.29 ms vs 12.97
+    # (SDPA 10.72); d128 not swept.
     "edit": {64: (64, 128, 4, 3), 128: (128, 128, 8, 3), 256: (64, 32, 4, 2)},
     # VAR: two [BT, D] accumulators (not tuned)
     "var": {64: (64, 64, 4, 3), 128: (64, 128, 8, 3), 256: (32, 32, 4, 2)},
 }
 # variant -> {head_dim bucket: kernel switches} (prefill_kernel.attention_fwd_kernel's SEG, SPAN_POST,
 # RELOAD_Q, FMA; "tma": K / V through tensor descriptors where the layout allows it)
+# Winners of the session 4 sweep at 64K on the H200 (benchmarks/results/sweep_h200.json) for d64; d128 / d256
+# were not measured with the switches on (parity only), so they keep the kernel as it was (all off).
 _OFF = {"seg": False, "span_post": False, "reload_q": False, "tma": False, "fma": False}
 PREFILL_SWITCHES: dict = {
-    "output": {64: dict(_OFF), 128: dict(_OFF), 256: dict(_OFF)},
-    "stats": {64: dict(_OFF), 128: dict(_OFF), 256: dict(_OFF)},
-    "edit": {64: dict(_OFF), 128: dict(_OFF), 256: dict(_OFF)},
+    "output": {64: dict(_OFF, tma=True, fma=True), 128: dict(_OFF), 256: dict(_OFF)},
+    "stats": {64: dict(_OFF, span_post=True, reload_q=True, tma=True, fma=True), 128: dict(_OFF), 256: dict(_OFF)},
+    "edit": {64: dict(_OFF, seg=True, reload_q=True, tma=True, fma=True), 128: dict(_OFF), 256: dict(_OFF)},
     "var": {64: dict(_OFF), 128: dict(_OFF), 256: dict(_OFF)},
 }
 RECEIVED_TILES: dict = {64: (64, 128, 4, 3), 128: (64, 128, 4, 3), 256: (32, 64, 4, 2)}
 # decode: (BS, num_warps, num_stages); one wave of programs, bandwidth-bound
 DECODE_TILES: dict = {64: (64, 4, 2), 128: (64, 4, 2), 256: (32, 4, 2)}
-# decode_fwd_kernel's BLOCK_TEST: in a chunk holding an edited column, mask only its blocks that hold one
-DECODE_SWITCHES: dict = {"block_test": False}
+# decode_fwd_kernel's BLOCK_TEST per edit kind: in a chunk holding an edited column (VAR: or its span), mask
+# only the blocks that hold one. Session 4 (sweep_h200.json, Llama shape, µs per layer): VAR 160.4 vs 168.3
+# at 16 x 2048 and 25.2 vs 25.9 at 1 x 4096 -> on; ACT 168.8 vs 170.2 and 26.7 vs 26.0 -> off.
+DECODE_SWITCHES: dict = {"block_test": {"act": False, "var": True}}
 SWITCH_NAMES = ("seg", "span_post", "reload_q", "tma", "fma")
 
 INTERPRET_TILE = (32, 32, 4, 1)
