@@ -233,7 +233,7 @@ def _try(run: Run, row: dict, work) -> dict:
 
 
 def sweep(run: Run, clock: Clock, case: Case, reserve_s: float) -> dict:
-    """Time every candidate; returns {variant: best row}."""
+    """Time every candidate until only reserve_s of the budget is left; returns {variant: best row}."""
     best = {}
     for variant, opts in candidates(case.D):
         if run.left() < reserve_s:
@@ -275,7 +275,10 @@ def _opts_of(row: dict) -> dict:
     return {k: (tuple(v) if isinstance(v, list) else v) for k, v in row["opts"].items()}
 
 
-def prefill_shape(run: Run, clock: Clock, shape: str, N: int, dev: str) -> None:
+def prefill_shape(run: Run, clock: Clock, shape: str, N: int, dev: str, shapes_after: int = 0) -> None:
+    """Headlines before, the sweep, headlines of the winners for one shape. The sweep stops when what
+    is left of the budget is only this shape's reserve plus an equal share for each of the
+    ``shapes_after`` shapes still to come (session 4's run spent it all on the first shape)."""
     import torch
     case = Case(shape, N, dev)
     base = headline(run, clock, case, "sdpa", "sdpa", {}, None).get("ms")
@@ -286,7 +289,8 @@ def prefill_shape(run: Run, clock: Clock, shape: str, N: int, dev: str) -> None:
     for v, o in old.items():
         headline(run, clock, case, f"{v}_before", v, o, base)
     headline(run, clock, case, "var_default", "var", {}, base)
-    best = sweep(run, clock, case, reserve_s=run.args.reserve_s)
+    share = max(run.left() - run.args.reserve_s, 0.0) / (shapes_after + 1)
+    best = sweep(run, clock, case, reserve_s=run.args.reserve_s + shapes_after * share)
     win = {}
     if "output" in best:
         win["output"] = _opts_of(best["output"])
@@ -445,8 +449,9 @@ def main(argv=None) -> int:
     run = Run(args, meta)
     clock = Clock(cuda)
     decode_cases(run, clock, dev, small=args.dry)
-    for shape in sorted(args.shapes, key=lambda s: s != "smollm"):     # the small shape first
-        prefill_shape(run, clock, shape, args.n, dev)
+    order = sorted(args.shapes, key=lambda s: s != "smollm")          # the small shape first
+    for i, shape in enumerate(order):
+        prefill_shape(run, clock, shape, args.n, dev, shapes_after=len(order) - 1 - i)
     return 0
 
 
