@@ -287,7 +287,8 @@ def _prefill(q, k, v, out, res, key_start, ed: _Edits, stats, sink_pos, spans, o
     BT, BS, nw, ns = tiles.prefill_tile(variant, D, q.element_size(), INTERPRET, opts.get("tile"))
     sw = tiles.prefill_switches(variant, D, opts)
     kd = vd = None
-    if sw["tma"]:
+    # TMA only where it was measured and tested on the H200: 2-byte inputs, head_dim 64 / 128
+    if sw["tma"] and q.element_size() == 2 and D in (64, 128):
         kd, vd = _rows_descriptor(k, BS), _rows_descriptor(v, BS)
         if kd is None or vd is None:
             kd = vd = None

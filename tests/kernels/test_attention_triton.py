@@ -275,7 +275,7 @@ SWITCHES = [{"seg": True}, {"span_post": True, "reload_q": True},
 def test_prefill_switches_parity(opts):
     """Every prefill variant switch (tuning picks them per variant) keeps the float64 parity:
     statistics (span mass in the post-pass), and ACT columns in several key blocks (segments)."""
-    B, H, KV, T, S, D = 1, 4, 2, 40, 110, 32
+    B, H, KV, T, S, D = 1, 4, 2, 40, 110, 64                            # TMA: 2-byte inputs, d 64 / 128
     q, k, v = _inputs(B, H, KV, T, S, D, torch.bfloat16, seed=37, sink=3.0)
     key_start = torch.tensor([9], device=DEV)
     spans = torch.tensor([[[0, 1], [20, 75], [100, 110]]] * B, device=DEV)
