@@ -42,6 +42,8 @@ def test_top_level_results_table_matches_files():
         "README.md studies table differs from the result files: run PYTHONPATH=. python studies/summary.py"
     assert read_blocks(ROOT / "README.md")["phenomena"] == summary.phenomena_table(), \
         "README.md phenomena table differs from studies/phenomena/smollm2/: run PYTHONPATH=. python studies/summary.py"
+    assert read_blocks(ROOT / "README.md")["engineering"] == summary.engineering_table(ROOT), \
+        "README.md engineering table differs from the GPU result files: run PYTHONPATH=. python studies/summary.py"
 
 
 def test_the_check_catches_a_drifted_table(tmp_path):
