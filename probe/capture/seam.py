@@ -99,23 +99,41 @@ class SeamHook(Protocol):
     def attend(self, call: AttentionCall, common: dict) -> Tensor: ...   # optional: compute the layer's output [B, T, H, D] itself
 
 
-_HOOKS: "weakref.WeakKeyDictionary[torch.nn.Module, list]" = weakref.WeakKeyDictionary()
-_CALL_INDEX: "weakref.WeakKeyDictionary[torch.nn.Module, int]" = weakref.WeakKeyDictionary()
+class _Plan:
+    """A module's hooks and their optional methods, looked up once at attach / detach instead of per call;
+    ``calls`` counts the module's attention calls while any hook is attached (``AttentionCall.call_index``)."""
+
+    __slots__ = ("hooks", "attend", "received", "edits", "stats", "after", "calls")
+
+    def __init__(self, hooks: list, calls: int = 0):
+        self.hooks = tuple(hooks)
+        self.attend = [h for h in hooks if hasattr(h, "attend")]
+        self.received = [h.needs_received for h in hooks if hasattr(h, "needs_received")]
+        self.edits = [h.edits for h in hooks if hasattr(h, "edits")]
+        self.stats = [h.stats_request for h in hooks if hasattr(h, "stats_request")]
+        self.after = [h.after for h in hooks]
+        self.calls = calls
+
+
+_HOOKS: "weakref.WeakKeyDictionary[torch.nn.Module, _Plan]" = weakref.WeakKeyDictionary()
 
 
 def attach(module: torch.nn.Module, hook) -> None:
     """Route ``module``'s attention calls through ``hook`` (in attach order)."""
-    _HOOKS.setdefault(module, []).append(hook)
+    plan = _HOOKS.get(module)
+    _HOOKS[module] = _Plan(list(plan.hooks if plan else ()) + [hook], plan.calls if plan else 0)
 
 
 def detach(module: torch.nn.Module, hook) -> None:
     """Stop routing ``module`` through ``hook``; forget the module when no hook is left."""
-    hooks = _HOOKS.get(module, [])
+    plan = _HOOKS.get(module)
+    hooks = list(plan.hooks) if plan else []
     if hook in hooks:
         hooks.remove(hook)
-    if not hooks:
+    if hooks:
+        _HOOKS[module] = _Plan(hooks, plan.calls)
+    else:
         _HOOKS.pop(module, None)
-        _CALL_INDEX.pop(module, None)
 
 
 @contextlib.contextmanager
@@ -132,7 +150,8 @@ def attached(modules, hook):
 
 
 def active_hooks(module: torch.nn.Module) -> list:
-    return list(_HOOKS.get(module, ()))
+    plan = _HOOKS.get(module)
+    return list(plan.hooks) if plan else []
 
 
 # The last mask checked: (weakref to the mask tensor, B, T, S, window) -> key_start. Every layer of one
@@ -231,16 +250,20 @@ def _first(hooks, method: str, call):
     return None
 
 
+_SDPA: list = []      # transformers' sdpa_attention_forward, imported on first use
+
+
 def _sdpa(module, query, key, value, attention_mask, **kwargs) -> Tensor:
     """transformers' SDPA attention -> [B, T, H, D] (a compact mask becomes its dense form, built once
     per forward; keys sliced to a static cache's prefix get the matching slice of the mask)."""
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
+    if not _SDPA:
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward
+        _SDPA.append(sdpa_attention_forward)
     if isinstance(attention_mask, CompactCausalMask):
         attention_mask = attention_mask.dense()
     if attention_mask is not None and attention_mask.shape[-1] > key.shape[2]:
         attention_mask = attention_mask[..., :key.shape[2]]
-    return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)[0]
+    return _SDPA[0](module, query, key, value, attention_mask, **kwargs)[0]
 
 
 def _output_edits(out: Tensor, edits: Optional[AttentionEdits]) -> Tensor:
@@ -258,11 +281,11 @@ def _output_edits(out: Tensor, edits: Optional[AttentionEdits]) -> Tensor:
 def probe_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, sliding_window=None,
                     softcap=None, **kwargs):
     """transformers attention function: q [B, H, T, D], k/v [B, KV, S, D] -> ([B, T, H, D], None)."""
-    hooks = _HOOKS.get(module)
-    if not hooks:
+    plan = _HOOKS.get(module)
+    if plan is None:
         return _sdpa(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                      sliding_window=sliding_window, softcap=softcap, **kwargs), None
-    hooks = list(hooks)
+    hooks = plan.hooks
     if isinstance(attention_mask, CompactCausalMask) and attention_mask.kv_valid is not None:
         n = attention_mask.kv_valid                                                # static cache: the filled keys
         key, value = key[:, :, :n], value[:, :, :n]
@@ -270,13 +293,13 @@ def probe_attention(module, query, key, value, attention_mask, dropout=0.0, scal
     KV, S = key.shape[1], key.shape[2]
     window = sliding_window or getattr(module, "sliding_window", None)
     key_start = _mask_to_key_start(attention_mask, B, T, S, window, query.device)
-    idx = _CALL_INDEX.get(module, 0)
-    _CALL_INDEX[module] = idx + 1
+    idx = plan.calls
+    plan.calls = idx + 1
     scale = scaling if scaling is not None else D ** -0.5
     call = AttentionCall(int(module.layer_idx), module, B, H, KV, T, S, D, key_start, window, None, idx,
                          query, key, value, scale, softcap)
     common = dict(scale=scale, key_start=key_start, window=window, softcap=softcap)
-    attend = [h for h in hooks if hasattr(h, "attend")]
+    attend = plan.attend
     if attend:      # a hook that computes the attention itself (HeadwiseKV: per-KV-head cache lengths)
         if len(hooks) > 1:
             raise ProbeError(f"{type(attend[0]).__name__} computes layer {call.layer}'s attention itself and cannot "
@@ -286,15 +309,15 @@ def probe_attention(module, query, key, value, attention_mask, dropout=0.0, scal
         return out, None
 
     pre = None
-    if any(getattr(h, "needs_received", lambda c: False)(call) for h in hooks):
+    if plan.received and any(fn(call) for fn in plan.received):
         pre = attention(query, key, value, stats=StatsRequest(received=True), **common)
     edits = None
-    for h in hooks:
-        fn = getattr(h, "edits", None)
-        if fn is not None:
-            edits = merge_edits(edits, fn(call, pre))
-    request = _merge_stats([h.stats_request(call) for h in hooks if hasattr(h, "stats_request")])
-    if (request is NO_STATS or not request.any) and (edits is None or not edits.edits_probs) and softcap is None:
+    for fn in plan.edits:
+        edits = merge_edits(edits, fn(call, pre))
+    request = _merge_stats([fn(call) for fn in plan.stats]) if plan.stats else NO_STATS
+    probs = edits is not None and (edits.head_uniform is not None or edits.col_idx is not None
+                                   or edits.redist_idx is not None)
+    if (request is NO_STATS or not request.any) and not probs and softcap is None:
         # nothing to measure, no probability edit: SDPA + the output edits, at the unmodified model's host cost
         out = _sdpa(module, query, key, value, attention_mask, dropout=dropout, scaling=scale, **kwargs)
         result = AttentionResult(out=_output_edits(out, edits))
@@ -302,8 +325,8 @@ def probe_attention(module, query, key, value, attention_mask, dropout=0.0, scal
         result = attention(query, key, value, sink_pos=_first(hooks, "sink_pos", call),
                            spans=_first(hooks, "spans", call) if request.span_mass else None,
                            stats=request, edits=edits, **common)
-    for h in hooks:
-        h.after(call, result)
+    for fn in plan.after:
+        fn(call, result)
     return result.out, None
 
 
