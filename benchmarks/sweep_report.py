@@ -12,6 +12,8 @@ import argparse
 import json
 from collections import defaultdict
 
+from benchmarks import tables
+
 TARGETS = {"output": 1.12, "edit": 1.15, "stats": 1.7}
 DECODE_TARGET = 1.05
 D_OF = {"llama": 128, "smollm": 64}
@@ -68,18 +70,7 @@ def sweep(rows) -> str:
 
 
 def decode(rows) -> str:
-    out = ["| shape | batch x keys | variant | µs per layer (median of 3) | × SDPA | est. per token × unmodified |",
-           "|---|---|---|---:|---:|---:|"]
-    for r in rows:
-        if r.get("kind") != "decode":
-            continue
-        if "ms" not in r:
-            out.append(f"| {r['shape']} | {r['B']} x {r['S']} | {r['variant']} | {r.get('error', r.get('skipped', ''))} | | |")
-            continue
-        tok = f"{r['token_x_est']:.3f}" if "token_x_est" in r else ""
-        x = f"{r['x_sdpa']:.2f}" if "x_sdpa" in r else "1.00"
-        out.append(f"| {r['shape']} | {r['B']} x {r['S']} | {r['variant']} | {r['ms'] * 1e3:.1f} | {x} | {tok} |")
-    return "\n".join(out)
+    return tables.decode([r for r in rows if r.get("kind") == "decode"])
 
 
 def _best_headline(rows, shape, variant):

@@ -14,15 +14,17 @@ from collections import defaultdict
 
 
 def decode(rows) -> str:
+    """Decode-step rows (bench_decode_edits, or bench_sweep's kind == "decode"): µs per layer, × SDPA
+    (1.00 where the row is SDPA itself), estimated per-token factor; a failed or skipped row says why."""
     out = ["| shape | batch x keys | variant | µs per layer (median of 3) | × SDPA | est. per token × unmodified |",
            "|---|---|---|---:|---:|---:|"]
     for r in rows:
         if "ms" not in r:
-            out.append(f"| {r['shape']} | {r['B']} x {r['S']} | {r['variant']} | {r.get('error', '')} | | |")
+            out.append(f"| {r['shape']} | {r['B']} x {r['S']} | {r['variant']} | {r.get('error', r.get('skipped', ''))} | | |")
             continue
         tok = f"{r['token_x_est']:.3f}" if "token_x_est" in r else ""
-        out.append(f"| {r['shape']} | {r['B']} x {r['S']} | {r['variant']} | {r['ms'] * 1e3:.1f} | "
-                   f"{r['x_sdpa']:.2f} | {tok} |")
+        x = f"{r['x_sdpa']:.2f}" if "x_sdpa" in r else "1.00"
+        out.append(f"| {r['shape']} | {r['B']} x {r['S']} | {r['variant']} | {r['ms'] * 1e3:.1f} | {x} | {tok} |")
     return "\n".join(out)
 
 
