@@ -94,31 +94,36 @@ def niah_rows(items: pd.DataFrame) -> list[list]:
     return rows
 
 
-def comparisons(items: pd.DataFrame) -> pd.DataFrame:
-    """One row per pre-registered comparison (retrieval vs random / random-layers / sinkmass), Holm over all."""
-    out = []
-    for (W, b), at in items[items.policy.isin(CHOSEN + RANDOM) & items.budget.between(0.01, 0.99)].groupby(["window", "budget"]):
+def _against_retrieval(df: pd.DataFrame, per):
+    """(window, budget, other policy, ``per``(retrieval's rows), ``per``(the other's rows), the other's rows) for every
+    window and partial budget where retrieval ran, the others in the order random, random-layers, sinkmass."""
+    for (W, b), at in df[df.budget.between(0.01, 0.99)].groupby(["window", "budget"]):
         ret = at[at.policy == "retrieval"]
         if not len(ret):
             continue
-        r = _per_item(ret)
+        r = per(ret)
         for other in RANDOM + ("sinkmass",):
             o_rows = at[at.policy == other]
-            if not len(o_rows):
-                continue
-            o = _per_item(o_rows)
-            iv = paired_bootstrap(lambda a, c: a.mean() - c.mean(), r, o)
-            row = {"window": int(W), "budget": float(b), "comparison": f"retrieval vs {other}", "effect": iv.estimate,
-                   "low": iv.low, "high": iv.high, "n_prompts": len(r)}
-            if other in RANDOM:
-                d = o_rows.groupby("draw").exact.mean()
-                row.update(test="sign-flip permutation over prompts", p=paired_permutation(r, o),
-                           draws=len(d), draws_at_or_above=int((d >= r.mean()).sum()))
-            else:
-                m = mcnemar_exact(r.astype(bool), o.astype(bool))
-                row.update(test=f"exact McNemar ({m.only_a} vs {m.only_b} discordant)", p=m.p_value, draws=0,
-                           draws_at_or_above=0)
-            out.append(row)
+            if len(o_rows):
+                yield W, b, other, r, per(o_rows), o_rows
+
+
+def comparisons(items: pd.DataFrame) -> pd.DataFrame:
+    """One row per pre-registered comparison (retrieval vs random / random-layers / sinkmass), Holm over all."""
+    out = []
+    for W, b, other, r, o, o_rows in _against_retrieval(items, _per_item):
+        iv = paired_bootstrap(lambda a, c: a.mean() - c.mean(), r, o)
+        row = {"window": int(W), "budget": float(b), "comparison": f"retrieval vs {other}", "effect": iv.estimate,
+               "low": iv.low, "high": iv.high, "n_prompts": len(r)}
+        if other in RANDOM:
+            d = o_rows.groupby("draw").exact.mean()
+            row.update(test="sign-flip permutation over prompts", p=paired_permutation(r, o),
+                       draws=len(d), draws_at_or_above=int((d >= r.mean()).sum()))
+        else:
+            m = mcnemar_exact(r.astype(bool), o.astype(bool))
+            row.update(test=f"exact McNemar ({m.only_a} vs {m.only_b} discordant)", p=m.p_value, draws=0,
+                       draws_at_or_above=0)
+        out.append(row)
     df = pd.DataFrame(out)
     if len(df):
         df["p_holm"] = holm(df.p.values)
@@ -184,25 +189,16 @@ def ppl_comparisons(ppl: pd.DataFrame) -> list[list]:
     """Exploratory (not pre-registered): retrieval's mean NLL per token minus the other policy's, paired over the
     1024-token chunks (random: mean over draws); paired bootstrap interval, sign-flip p, Holm over the rows."""
     rows, ps = [], []
-    for (W, b), at in ppl[ppl.budget.between(0.01, 0.99)].groupby(["window", "budget"]):
-        ret = at[at.policy == "retrieval"]
-        if not len(ret):
-            continue
-        r = _ppl_chunks(ret)
-        for other in RANDOM + ("sinkmass",):
-            o_rows = at[at.policy == other]
-            if not len(o_rows):
-                continue
-            o = _ppl_chunks(o_rows)
-            x, y = (r.nll / r.n).values, (o.nll / o.n).values
-            iv = paired_bootstrap(lambda u, v: u.mean() - v.mean(), x, y)
-            p = paired_permutation(x, y)
-            ps.append(p)
-            below = ""
-            if other in RANDOM:
-                per_draw = o_rows.groupby("draw").apply(lambda c: c.nll_sum.sum() / c.tokens.sum(), include_groups=False)
-                below = f"{int((per_draw <= r.nll.sum() / r.n.sum()).sum())} of {len(per_draw)}"
-            rows.append([int(W), _budget(b), f"retrieval vs {other}", ci(iv.estimate, iv.low, iv.high, 3), pval(p), below])
+    for W, b, other, r, o, o_rows in _against_retrieval(ppl, _ppl_chunks):
+        x, y = (r.nll / r.n).values, (o.nll / o.n).values
+        iv = paired_bootstrap(lambda u, v: u.mean() - v.mean(), x, y)
+        p = paired_permutation(x, y)
+        ps.append(p)
+        below = ""
+        if other in RANDOM:
+            per_draw = o_rows.groupby("draw").apply(lambda c: c.nll_sum.sum() / c.tokens.sum(), include_groups=False)
+            below = f"{int((per_draw <= r.nll.sum() / r.n.sum()).sum())} of {len(per_draw)}"
+        rows.append([int(W), _budget(b), f"retrieval vs {other}", ci(iv.estimate, iv.low, iv.high, 3), pval(p), below])
     for row, q in zip(rows, holm(ps) if ps else []):
         row.insert(5, pval(q))
     return rows
