@@ -2,7 +2,7 @@
 README's headline line, computed only from the JSON files that script wrote.
 
 Blocks (``<!-- table:NAME -->`` ... ``<!-- /table:NAME -->``):
-  kernels/BENCHMARKS.md: e2e-generate, e2e-capture, e2e-static, e2e-capture-cpu
+  kernels/BENCHMARKS.md: e2e-generate, e2e-capture, e2e-static, e2e-capture-cpu, e2e-python-calls
   README.md:             e2e-headline
 ``tests/test_study_tables.py`` recomputes them and fails when a committed file drifts from its results.
 
@@ -153,11 +153,20 @@ def headline(folder: Path) -> str:
             + ". Tables: `kernels/BENCHMARKS.md`, end-to-end section.\n")
 
 
+def python_calls_table(folder: Path) -> str:
+    now = {r["case"]: r["python_calls_per_step"] for r in _load(folder, "seam_python_calls_cpu.json")["rows"]}
+    before = {r["case"]: r["python_calls_per_step"]
+              for r in _load(folder, "seam_python_calls_cpu_before_plan.json")["rows"]}
+    rows = [[c, f"{before[c]:.0f}" if c in before else "–", f"{now[c]:.0f}"] for c in now]
+    return _md(["case", "Python calls per decode step, before the plan", "now"], rows)
+
+
 def tables(folder: Path = RESULTS) -> dict:
     """{file: {block name: markdown}} from the result files in ``folder``."""
     return {
         "kernels/BENCHMARKS.md": {"e2e-generate": generate_table(folder), "e2e-capture": capture_table(folder),
-                                  "e2e-static": static_table(folder), "e2e-capture-cpu": capture_table(folder, CPU)},
+                                  "e2e-static": static_table(folder), "e2e-capture-cpu": capture_table(folder, CPU),
+                                  "e2e-python-calls": python_calls_table(folder)},
         "README.md": {"e2e-headline": headline(folder)},
     }
 
