@@ -139,14 +139,8 @@ def main(argv=None):
     torch.backends.cudnn.allow_tf32 = False
     if args.device.startswith("cuda"):
         run.log(f"device {torch.cuda.get_device_name()}, torch {torch.__version__}")
-    import probe
-
     T, B, P = settings["train"], settings["benchmark"], settings["phenomena"]
-    lm = probe.load("smollm2", device=args.device, dtype=torch.float32)
-    vision = sv.load_dinov2(args.dinov2)
-    vlm, processor = sv.build_studio_vlm(lm.model, lm.tokenizer, projector_path=False, vision_model=vision,
-                                         image_size=sv.IMAGE_SIZE_V2)
-    vlm.requires_grad_(False)
+    vlm, processor, lm, vision = tr.fresh_vlm(args.device, args.dinov2)
     proj = vlm.model.multi_modal_projector
     pools = tr.pools(args.pools)
     train_scenes = sc.make_scenes(pools["train_x"], pools["train_y"], T["n_train"], T["seed"])

