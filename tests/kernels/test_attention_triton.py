@@ -235,36 +235,51 @@ def test_var_parity(B, H, KV, T, S, D, dtype, window, ks):
     print(log)
 
 
-@pytest.mark.parametrize("kind", ["act", "var", "uniform"])
-def test_decode_edits_run_split_kv(kind, monkeypatch):
-    """A one-query step with probability edits runs the split-KV decode kernels (never the prefill
-    kernel at T = 1), with the same parity as the prefill epilogue; columns sit in two chunks."""
-    tri = _tri()
+def _decode_edits(kind, dtype, seed, span_lo):
+    """A one-query step over 150 keys (B 2, H 4, KV 2, d 32, key_start [0, 4]) with one kind of probability edit:
+    "act" columns (one in the last chunk), "var" (sinks {0}, span [span_lo, 100)) or "uniform" heads.
+    Returns q, k, v, key_start, edits."""
     B, H, KV, S, D = 2, 4, 2, 150, 32
-    q, k, v = _inputs(B, H, KV, 1, S, D, torch.bfloat16, seed=29, sink=4.0)
+    q, k, v = _inputs(B, H, KV, 1, S, D, dtype, seed=seed, sink=4.0)
     key_start = torch.tensor([0, 4], device=DEV)
     if kind == "var":
-        ed = _var_edits(B, H, S, 1, torch.bfloat16)
+        ed = _var_edits(B, H, S, 1, dtype)
         ed.redist_from = torch.zeros(B, dtype=torch.long, device=DEV)
-        ed.redist_span = torch.tensor([[4, 100]] * B, device=DEV)
+        ed.redist_span = torch.tensor([[span_lo, 100]] * B, device=DEV)
     else:
-        ed = _edits(B, H, D, S, torch.bfloat16)
+        ed = _edits(B, H, D, S, dtype)
         ed.col_idx[:, 3, 1] = 140                                     # a column in the last chunk
         if kind == "uniform":
             ed = AttentionEdits(head_uniform=ed.head_uniform, head_scale=ed.head_scale)
         else:
             ed.head_uniform = None
+    return q, k, v, key_start, ed
+
+
+def _check_edited(got, q, k, v, ed, dtype, key_start, active=True):
+    """The kernel's output against the float64 edited expectation (and the edit visibly changes P if ``active``)."""
+    scale = q.shape[-1] ** -0.5
+    exp, p, pe = _edited_expectation(q, k, v, ed, scale=scale, key_start=key_start.cpu())
+    if active:
+        assert (pe - p).abs().max() > 1e-3                             # the edit is active
+    same = reference_attention(q, k, v, scale=scale, key_start=key_start, edits=ed)
+    log = []
+    _check("out", got.out, exp, same.out, dtype, log)
+    print(log)
+
+
+@pytest.mark.parametrize("kind", ["act", "var", "uniform"])
+def test_decode_edits_run_split_kv(kind, monkeypatch):
+    """A one-query step with probability edits runs the split-KV decode kernels (never the prefill
+    kernel at T = 1), with the same parity as the prefill epilogue; columns sit in two chunks."""
+    tri = _tri()
+    q, k, v, key_start, ed = _decode_edits(kind, torch.bfloat16, seed=29, span_lo=4)
 
     def no_prefill(*a, **kw):
         raise AssertionError("the prefill kernel ran a decode step")
     monkeypatch.setattr(tri, "_prefill", no_prefill)
-    got = tri.attention(q, k, v, scale=D ** -0.5, key_start=key_start, edits=ed)
-    exp, p, pe = _edited_expectation(q, k, v, ed, scale=D ** -0.5, key_start=key_start.cpu())
-    assert (pe - p).abs().max() > 1e-3                                 # the edit is active
-    same = reference_attention(q, k, v, scale=D ** -0.5, key_start=key_start, edits=ed)
-    log = []
-    _check("out", got.out, exp, same.out, torch.bfloat16, log)
-    print(log)
+    got = tri.attention(q, k, v, scale=q.shape[-1] ** -0.5, key_start=key_start, edits=ed)
+    _check_edited(got, q, k, v, ed, torch.bfloat16, key_start)
 
 
 SWITCHES = [{"seg": True}, {"span_post": True, "reload_q": True},
@@ -285,30 +300,15 @@ def test_prefill_switches_parity(opts):
     ed.col_idx[:, 0] = torch.tensor([70, 33, 40])                    # columns in two middle blocks, unsorted
     ed.col_idx[:, 3] = torch.tensor([0, 1, S - 1])
     got = _tri().attention(q, k, v, scale=D ** -0.5, key_start=key_start, edits=ed, opts=opts)
-    exp, p, pe = _edited_expectation(q, k, v, ed, scale=D ** -0.5, key_start=key_start.cpu())
-    same = reference_attention(q, k, v, scale=D ** -0.5, key_start=key_start, edits=ed)
-    _check("out", got.out, exp, same.out, torch.bfloat16, [])
+    _check_edited(got, q, k, v, ed, torch.bfloat16, key_start, active=False)
 
 
 @pytest.mark.parametrize("kind", ["act", "var"])
 def test_decode_block_test_parity(kind):
     """The decode switch that masks only the key blocks holding an edited column (or VAR's span)."""
-    B, H, KV, S, D = 2, 4, 2, 150, 32
-    q, k, v = _inputs(B, H, KV, 1, S, D, torch.float16, seed=41, sink=4.0)
-    key_start = torch.tensor([0, 4], device=DEV)
-    if kind == "var":
-        ed = _var_edits(B, H, S, 1, torch.float16)
-        ed.redist_from = torch.zeros(B, dtype=torch.long, device=DEV)
-        ed.redist_span = torch.tensor([[40, 100]] * B, device=DEV)
-    else:
-        ed = _edits(B, H, D, S, torch.float16)
-        ed.col_idx[:, 3, 1] = 140
-        ed.head_uniform = None
-    got = _tri().attention(q, k, v, scale=D ** -0.5, key_start=key_start, edits=ed, opts={"block_test": True})
-    exp, p, pe = _edited_expectation(q, k, v, ed, scale=D ** -0.5, key_start=key_start.cpu())
-    assert (pe - p).abs().max() > 1e-3
-    same = reference_attention(q, k, v, scale=D ** -0.5, key_start=key_start, edits=ed)
-    _check("out", got.out, exp, same.out, torch.float16, [])
+    q, k, v, key_start, ed = _decode_edits(kind, torch.float16, seed=41, span_lo=40)
+    got = _tri().attention(q, k, v, scale=q.shape[-1] ** -0.5, key_start=key_start, edits=ed, opts={"block_test": True})
+    _check_edited(got, q, k, v, ed, torch.float16, key_start)
 
 
 def test_dedup_cached_per_tensor():
