@@ -13,6 +13,9 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tables import ci, main_for, markdown_table, num, pval  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from probe.data.arithmetic import valid_pairs  # noqa: E402
+
 HERE = Path(__file__).parent
 OPS = {"+": "add", "-": "sub", "*": "mul", "/": "div"}
 
@@ -74,6 +77,11 @@ def tables(folder: Path = HERE) -> dict[str, str]:
     if (folder / "ablation_h200.csv").exists():
         out["arith_h200"] = markdown_table(["ablated (mean ablation)", "k", "n", "accuracy, all ops [95% CI]", *OPS.values()],
                                            _ablation_rows(pd.read_csv(folder / "ablation_h200.csv")))
+    # why ">= 100 held-out prompts per operation" cannot be met: the whole single-digit pool per operation
+    n_all = abl[(abl.kind == "none") & (abl.operator != "all")].set_index("operator").n
+    out["arith_pool"] = markdown_table(
+        ["operation", "single-digit triples in all (`probe.data.arithmetic.valid_pairs`)", "held out (not in any detection prompt)"],
+        [[name, len(valid_pairs(op)), int(n_all.get(op, 0))] for op, name in OPS.items()])
     return out
 
 
