@@ -31,22 +31,31 @@ CASES = [("llama", 32, 32, 128, 1, 4096), ("llama", 32, 32, 128, 16, 2048), ("sm
 BASELINE = os.path.join(os.path.dirname(__file__), "results", "bench_decode_gpu_h200.json")
 
 
-def _variants(H, KV, D, B, S):
-    from kernels.attention import fused as tri
-    from kernels.attention.api import AttentionEdits, AttentionResult
+def decode_inputs(H, KV, D, B, S, dev="cuda"):
+    """One decode step's random bf16 tensors (seed 0) and its two probability edits, as every decode benchmark
+    times them: q [B, H, 1, D], k / v [B, KV, S, D], scale, ACT (keys 0, 7, S // 2 at beta 0.4 on every head),
+    VAR (sinks {0}, span [1, 33), keep 0.5 on every head)."""
+    from kernels.attention.api import AttentionEdits
 
-    dev = "cuda"
     g = torch.Generator(device=dev).manual_seed(0)
     q = torch.randn(B, H, 1, D, device=dev, dtype=torch.bfloat16, generator=g)
     k = torch.randn(B, KV, S, D, device=dev, dtype=torch.bfloat16, generator=g)
     v = torch.randn(B, KV, S, D, device=dev, dtype=torch.bfloat16, generator=g)
-    scale = D ** -0.5
     cols = torch.tensor([0, 7, S // 2], device=dev).expand(B, H, 3).contiguous()
     act = AttentionEdits(col_idx=cols, col_scale=torch.full((B, H), 0.4, device=dev))
     var = AttentionEdits(redist_idx=torch.zeros(B, 1, dtype=torch.long, device=dev),
                          redist_span=torch.tensor([[1, 33]] * B, device=dev),
                          redist_from=torch.zeros(B, dtype=torch.long, device=dev),
                          redist_keep=torch.full((H,), 0.5, device=dev))
+    return q, k, v, D ** -0.5, act, var
+
+
+def _variants(H, KV, D, B, S):
+    from kernels.attention import fused as tri
+    from kernels.attention.api import AttentionEdits, AttentionResult
+
+    dev = "cuda"
+    q, k, v, scale, act, var = decode_inputs(H, KV, D, B, S, dev)
     uni = AttentionEdits(head_uniform=torch.arange(H, device=dev) == 3)
 
     def prefill_path(ed):

@@ -309,34 +309,12 @@ def prefill_shape(run: Run, clock: Clock, shape: str, N: int, dev: str, shapes_a
         torch.cuda.empty_cache()
 
 
-def _baseline() -> dict:
-    try:
-        with open(BASELINE) as f:
-            data = json.load(f)
-    except OSError:
-        return {}
-    rows = data["rows"] if isinstance(data, dict) else data
-    return {(r.get("batch"), r.get("prompt")): r["device_ms"] for r in rows
-            if isinstance(r, dict) and r.get("variant") in ("unmodified", "none", "sdpa") and "device_ms" in r}
-
-
 def decode_variants(shape: str, H: int, KV: int, D: int, B: int, S: int, dev: str) -> dict:
     """name -> zero-argument callable of one decode step (one query over S keys) at this shape."""
-    import torch
     import torch.nn.functional as F
+    from benchmarks.bench_decode_edits import decode_inputs
     from kernels.attention import fused as tri
-    from kernels.attention.api import AttentionEdits
-    g = torch.Generator(device=dev).manual_seed(0)
-    q = torch.randn(B, H, 1, D, device=dev, dtype=torch.bfloat16, generator=g)
-    k = torch.randn(B, KV, S, D, device=dev, dtype=torch.bfloat16, generator=g)
-    v = torch.randn(B, KV, S, D, device=dev, dtype=torch.bfloat16, generator=g)
-    sc = D ** -0.5
-    cols = torch.tensor([0, 7, S // 2], device=dev).expand(B, H, 3).contiguous()
-    act = AttentionEdits(col_idx=cols, col_scale=torch.full((B, H), 0.4, device=dev))
-    var = AttentionEdits(redist_idx=torch.zeros(B, 1, dtype=torch.long, device=dev),
-                         redist_span=torch.tensor([[1, 33]] * B, device=dev),
-                         redist_from=torch.zeros(B, dtype=torch.long, device=dev),
-                         redist_keep=torch.full((H,), 0.5, device=dev))
+    q, k, v, sc, act, var = decode_inputs(H, KV, D, B, S, dev)
     return {
         "sdpa": lambda: F.scaled_dot_product_attention(q, k, v, scale=sc, enable_gqa=KV != H),
         "ours": lambda: tri.attention(q, k, v, scale=sc),
@@ -348,6 +326,7 @@ def decode_variants(shape: str, H: int, KV: int, D: int, B: int, S: int, dev: st
 
 
 def decode_cases(run: Run, clock: Clock, dev: str, small: bool) -> None:
+    from benchmarks.bench_decode_edits import _baseline
     base_tok = _baseline()
     for shape, H, KV, D, B, S in DECODE_CASES:
         S = 96 if small else S
