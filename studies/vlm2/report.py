@@ -244,6 +244,21 @@ def _load(folder: Path, name: str):
     p = folder / name
     return json.loads(p.read_text()) if p.exists() else None
 
+def _sinks_by_layer_table(res: Path, markdown_table, num) -> str:
+    """phi over image tokens per layer: v2's distribution (visual_tokens_v2.parquet) next to v1's max and both
+    models' visual sinks per item (phenomena_v1/v2.json)."""
+    tok = pd.read_parquet(res / "visual_tokens_v2.parquet")
+    v1, v2 = _load(res, "phenomena_v1.json") or {}, _load(res, "phenomena_v2.json") or {}
+    n2, n1 = tok["item"].nunique(), v1.get("items") or 1
+    rows = []
+    for layer, g in tok.groupby("layer"):
+        q = g.phi.quantile([0.5, 0.9, 0.99]).tolist()
+        key = str(int(layer))
+        rows.append([int(layer), " / ".join(num(x, 2) for x in q + [g.phi.max()]),
+                     num(g.is_visual_sink.sum() / n2, 2), num(v1.get("phi_max_by_layer", {}).get(key), 2),
+                     num(v1.get("visual_sinks_by_layer", {}).get(key, 0) / n1, 2)])
+    return markdown_table(["layer", "v2: phi over image tokens p50 / p90 / p99 / max", "v2: visual sinks per item",
+                           "v1: max phi over image tokens", "v1: visual sinks per item"], rows)
 
 def tables(folder: Path = HERE) -> dict[str, str]:
     from tables import ci, markdown_table, num, pval
@@ -310,6 +325,7 @@ def tables(folder: Path = HERE) -> dict[str, str]:
           num(v["selected_fraction"]["mean"], 3)] for c, v in cs["pope"].items() if "var" in c and v])
     out["sinks"] = _sink_table(res, markdown_table, num)
     out["landing"] = _landing_table(res, markdown_table)
+    out["sinks_by_layer"] = _sinks_by_layer_table(res, markdown_table, num)
     out["vhd"] = _vhd_table(res, markdown_table, num)
     stages = _load(res, "stages.json") or {}
     skipped = [k for k, v in stages.items() if v.get("status") != "done"]
@@ -320,7 +336,6 @@ def tables(folder: Path = HERE) -> dict[str, str]:
           f"{parity.get('n', '–')}, {parity.get('max_abs_diff_yes_minus_no', float('nan')):.2g}, "
           f"{parity.get('identical_head_sets', float('nan')):.2f}"]])
     return out
-
 
 def _sink_table(res: Path, markdown_table, num) -> str:
     rows = []
@@ -344,7 +359,6 @@ def _sink_table(res: Path, markdown_table, num) -> str:
                            "visual sinks per item-layer", "items with any", "image-centric heads", "image attention mass",
                            "tower norm max/median"], rows)
 
-
 def _landing_table(res: Path, markdown_table) -> str:
     rows = []
     for label, name in (("v2", "phenomena_v2.json"), ("v1", "phenomena_v1.json")):
@@ -364,7 +378,6 @@ def _landing_table(res: Path, markdown_table) -> str:
                            "max phi over image tokens, mean over items (layers 12+)", "max phi over image tokens (any)",
                            "phi of the first text token after the image (layers 12+)"], rows)
 
-
 def _vhd_table(res: Path, markdown_table, num) -> str:
     p = res / "heads_v2.csv"
     if not p.exists():
@@ -378,7 +391,6 @@ def _vhd_table(res: Path, markdown_table, num) -> str:
             ["share of items where VHR's rule picks the head, mean over heads in layers 1, 17-29",
              num(h[h.layer.isin([1, *range(17, 30)])]["vhr_rate"].mean(), 3)]]
     return markdown_table(["VHD (L2 norm of head output with image minus without, last prompt token)", "value"], rows)
-
 
 def summary_row(folder: Path) -> dict:
     """The top-level README row (studies/summary.py)."""
@@ -406,7 +418,6 @@ def summary_row(folder: Path) -> dict:
                        f"significant (Holm); VAR on CHAIR_s: {var_word}; VHR "
                        f"{', '.join(helps)} lower CHAIR_s only by breaking captions ({cap('vhr_a2')}), as matched random heads do",
                 interval="per split and method in studies/vlm2/README.md (Wilson, paired bootstrap, exact McNemar + Holm)")
-
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
