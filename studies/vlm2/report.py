@@ -244,11 +244,12 @@ def _load(folder: Path, name: str):
     p = folder / name
     return json.loads(p.read_text()) if p.exists() else None
 
+
 def _sinks_by_layer_table(res: Path, markdown_table, num) -> str:
     """phi over image tokens per layer: v2's distribution (visual_tokens_v2.parquet) next to v1's max and both
-    models' visual sinks per item (phenomena_v1/v2.json)."""
+    models' visual sinks per item (phenomena_v1.json for v1)."""
     tok = pd.read_parquet(res / "visual_tokens_v2.parquet")
-    v1, v2 = _load(res, "phenomena_v1.json") or {}, _load(res, "phenomena_v2.json") or {}
+    v1 = _load(res, "phenomena_v1.json") or {}
     n2, n1 = tok["item"].nunique(), v1.get("items") or 1
     rows = []
     for layer, g in tok.groupby("layer"):
@@ -259,6 +260,7 @@ def _sinks_by_layer_table(res: Path, markdown_table, num) -> str:
                      num(v1.get("visual_sinks_by_layer", {}).get(key, 0) / n1, 2)])
     return markdown_table(["layer", "v2: phi over image tokens p50 / p90 / p99 / max", "v2: visual sinks per item",
                            "v1: max phi over image tokens", "v1: visual sinks per item"], rows)
+
 
 def tables(folder: Path = HERE) -> dict[str, str]:
     from tables import ci, markdown_table, num, pval
@@ -337,6 +339,7 @@ def tables(folder: Path = HERE) -> dict[str, str]:
           f"{parity.get('identical_head_sets', float('nan')):.2f}"]])
     return out
 
+
 def _sink_table(res: Path, markdown_table, num) -> str:
     rows = []
     for label, name in (("v2 (112 px, 64 tokens), test scenes", "phenomena_v2.json"),
@@ -359,6 +362,7 @@ def _sink_table(res: Path, markdown_table, num) -> str:
                            "visual sinks per item-layer", "items with any", "image-centric heads", "image attention mass",
                            "tower norm max/median"], rows)
 
+
 def _landing_table(res: Path, markdown_table) -> str:
     rows = []
     for label, name in (("v2", "phenomena_v2.json"), ("v1", "phenomena_v1.json")):
@@ -378,6 +382,7 @@ def _landing_table(res: Path, markdown_table) -> str:
                            "max phi over image tokens, mean over items (layers 12+)", "max phi over image tokens (any)",
                            "phi of the first text token after the image (layers 12+)"], rows)
 
+
 def _vhd_table(res: Path, markdown_table, num) -> str:
     p = res / "heads_v2.csv"
     if not p.exists():
@@ -391,6 +396,7 @@ def _vhd_table(res: Path, markdown_table, num) -> str:
             ["share of items where VHR's rule picks the head, mean over heads in layers 1, 17-29",
              num(h[h.layer.isin([1, *range(17, 30)])]["vhr_rate"].mean(), 3)]]
     return markdown_table(["VHD (L2 norm of head output with image minus without, last prompt token)", "value"], rows)
+
 
 def summary_row(folder: Path) -> dict:
     """The top-level README row (studies/summary.py)."""
@@ -418,6 +424,7 @@ def summary_row(folder: Path) -> dict:
                        f"significant (Holm); VAR on CHAIR_s: {var_word}; VHR "
                        f"{', '.join(helps)} lower CHAIR_s only by breaking captions ({cap('vhr_a2')}), as matched random heads do",
                 interval="per split and method in studies/vlm2/README.md (Wilson, paired bootstrap, exact McNemar + Holm)")
+
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
