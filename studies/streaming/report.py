@@ -18,8 +18,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tables import main_for, markdown_table  # noqa: E402
+import numpy as np  # noqa: E402
 
+from probe.stats import bootstrap_interval, holm, paired_bootstrap, paired_permutation  # noqa: E402
+from tables import main_for, markdown_table, pval  # noqa: E402
+
+# Past-the-context comparisons, fixed here: sinks vs none at each cache size, and StreamingLLM vs dense attention.
+COMPARISONS = (("4+1020", "0+1024"), ("4+252", "0+256"), ("4+1020", "dense"))
+BLOCK = 1024                       # resampling unit: 1,024-token blocks of one book (tokens are not independent)
 HAND_TRANSCRIBED = {"4+252"}       # results.json entries not written by perplexity.py
 LABELS = {"dense": "dense (full attention, no cache limit)", "4+1020": "4 sinks + 1020 recent (StreamingLLM)",
           "0+1024": "0 + 1024 (window only)", "4+252": "4 sinks + 252 recent", "0+256": "0 + 256 (window only)"}
@@ -33,6 +39,38 @@ def _geo(values) -> float:
 def _order(runs: dict) -> list[str]:
     return sorted(runs, key=lambda k: (k != "dense", list(LABELS).index(k) if k in LABELS else 99))
 
+
+
+def _block_means(nll: np.ndarray, start: int) -> np.ndarray:
+    """[books, predictions] per-token NLL -> [books * blocks] mean NLL of each block of ~BLOCK tokens from ``start``
+    (every token used: the span is cut into round(len / BLOCK) near-equal blocks per book)."""
+    past = nll[:, start:]
+    nb = max(1, round(past.shape[1] / BLOCK))
+    return np.stack([b.mean(-1) for b in np.array_split(past, nb, axis=1)], 1).reshape(-1)
+
+
+def _past_context_stats(folder: Path, ctx: int) -> dict[str, str]:
+    """Block-bootstrap intervals and paired tests on the per-token NLLs past the context (results_16k_h200.nll)."""
+    from safetensors.numpy import load_file
+
+    nll = {k: v.astype(np.float64) for k, v in load_file(str(folder / "results_16k_h200.nll.safetensors")).items()}
+    start = ctx                                          # prediction index ctx predicts token ctx + 1 (the JSON's past-context)
+    blocks = {k: _block_means(v, start) for k, v in nll.items()}
+    rows = []
+    for k in _order(nll):
+        iv = bootstrap_interval(blocks[k])
+        rows.append([LABELS.get(k, k), len(blocks[k]), f"{np.exp(iv.estimate):.2f} [{np.exp(iv.low):.2f}, {np.exp(iv.high):.2f}]"])
+    ppl = markdown_table(["cache", f"blocks of ~{BLOCK} tokens past the context", "perplexity past the context [95% block-bootstrap CI]"], rows)
+    comp = []
+    for a, b in COMPARISONS:
+        d = paired_bootstrap(lambda x, y: float(np.mean(x - y)), blocks[a], blocks[b])
+        comp.append((a, b, d, paired_permutation(blocks[a], blocks[b])))
+    adj = holm([c[3] for c in comp])
+    rows = [[f"{a} vs {b}", f"{np.exp(d.estimate):.3f} [{np.exp(d.low):.3f}, {np.exp(d.high):.3f}]", f"{d.estimate:+.3f}",
+             "paired sign-flip permutation over blocks", pval(p), pval(h)] for (a, b, d, p), h in zip(comp, adj)]
+    tests = markdown_table(["comparison (past the context)", "perplexity ratio [95% paired block-bootstrap CI]",
+                            "mean NLL difference (nats)", "test", "p", "p (Holm)"], rows)
+    return {"stream_ci": ppl, "stream_tests": tests}
 
 def tables(folder: Path) -> dict[str, str]:
     folder = Path(folder)
@@ -69,6 +107,8 @@ def tables(folder: Path) -> dict[str, str]:
         f"- Dropping the four sink tokens: {runs['0+1024']['ppl']:.1f} vs {runs['4+1020']['ppl']:.1f} over the whole run "
         f"({runs['0+1024']['ppl'] / runs['4+1020']['ppl']:.2f}x); the 0+1024 curve goes from {w1024[0]:.1f} to "
         f"{w1024[1]:.1f} between the 1K and 2K buckets, when token 0 leaves the window.\n")
+
+    out.update(_past_context_stats(folder, ctx))
 
     cpu = json.loads((folder / "results.json").read_text())
     crow = [[LABELS.get(k, k), f"{v['ppl']:.2f}", f"{v['ppl_after_window']:.2f}", f"{v['ppl_last_1000']:.2f}"]
