@@ -37,7 +37,8 @@ def _ablation_rows(abl: pd.DataFrame) -> list[list]:
             r = allop.iloc[0]
             label = "none" if kind == "none" else f"top-{k} by patching effect"
             acc = ci(r.acc_estimate, r.acc_low, r.acc_high)
-            per_op = [num(g[g.operator == op].acc_estimate.iloc[0]) if (g.operator == op).any() else "–" for op in OPS]
+            per_op = [ci(*g[g.operator == op][["acc_estimate", "acc_low", "acc_high"]].iloc[0], digits=2)
+                      if (g.operator == op).any() else "–" for op in OPS]
         rows.append([label, int(k), int(allop.n.iloc[0]), acc, *per_op])
     return rows
 
