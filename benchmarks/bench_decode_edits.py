@@ -61,9 +61,9 @@ def _variants(H, KV, D, B, S):
     def prefill_path(ed):
         def run():
             out = torch.empty(B, 1, H, D, dtype=q.dtype, device=dev)
-            tri._prefill(q, k, v, out, AttentionResult(out=out), tri._zeros_i64(B, q.device),
-                         tri._Edits(ed, B, H, q.device), tri.NO_STATS, None, None, {},
-                         dict(scale=scale, softcap=0.0, window=0))
+            tri._run([tri._prefill(q, k, v, out, AttentionResult(out=out), tri._zeros_i64(B, q.device),
+                                   tri._Edits(ed, B, H, q.device), tri.NO_STATS, None, None, {},
+                                   dict(scale=scale, softcap=0.0, window=0))])
         return run
 
     return {

@@ -38,7 +38,7 @@ def test_launch_guard_enters_q_device_on_cpu(monkeypatch):
     assert entered == [("enter", torch.device("cuda:1")), ("exit", torch.device("cuda:1"))]
     entered.clear()
     assert guarded(torch.zeros(1), None, None) == "result" and entered == []   # CPU tensors: no device switch
-    assert fused.attention.__wrapped__ is not None                             # the public launch is guarded
+    assert fused.attention_validated.__wrapped__ is not None   # every launch (public entry and dispatcher) is guarded
 
 
 @pytest.mark.gpu

@@ -58,7 +58,7 @@ def attention(q, k, v, **kw) -> AttentionResult:
     if q.is_cuda:
         why = fallback_reason(q, k, v, **kw)
         if why is None:
-            return _KERNELS[0].attention(q, k, v, **kw)
+            return _KERNELS[0].attention_validated(q, k, v, **kw)   # checked once, here
         _warn_fallback(why)
     return reference_attention(q, k, v, **kw)
 

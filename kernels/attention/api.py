@@ -13,6 +13,7 @@ Shapes (B batch, H query heads, KV key/value heads with H % KV == 0, T queries, 
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field, fields
 from typing import Optional
 
@@ -45,8 +46,9 @@ class StatsRequest:
     topk_rows: int = 1
     full: bool = False
 
-    @property
+    @functools.cached_property
     def any(self) -> bool:
+        """True when any statistic is requested (computed once per request object; the seam asks every call)."""
         return any(bool(getattr(self, f.name)) for f in fields(self) if f.name != "topk_rows")
 
 

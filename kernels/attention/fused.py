@@ -16,7 +16,6 @@ import weakref
 from typing import Optional
 
 import torch
-import triton
 from torch import Tensor
 
 from . import tiles
@@ -180,7 +179,93 @@ class _Edits:
         self.scale = ed.head_scale.to(dev).to(f32).contiguous() if ed.head_scale is not None else None
 
 
-@_on_q_device
+_NO_EDITS = _Edits(None, 0, 0, None)
+_PREPARED: dict = {}     # id(AttentionEdits) -> (weakref, signature, its field tensors, _Edits)
+_PREPARED_MAX = 1024
+
+
+def _edits_signature(ed: AttentionEdits, B: int, H: int, dev) -> tuple:
+    """What an ``_Edits`` is built from: shapes, device, the scalars, and each field tensor's identity and version
+    (an in-place change of a field, or a new tensor in it, gives a new signature)."""
+    fs = (ed.col_idx, ed.col_scale, ed.redist_idx, ed.redist_span, ed.redist_from, ed.redist_keep,
+          ed.head_uniform, ed.head_mean, ed.head_mean_on, ed.head_scale)
+    return (B, H, dev, ed.redist_rho, ed.redist_min_mass,
+            *[None if t is None else (id(t), t._version) for t in fs]), fs
+
+
+def _prepared_edits(ed: Optional[AttentionEdits], B: int, H: int, dev) -> _Edits:
+    """``_Edits(ed, B, H, dev)``, built once per edit object: the seam hands the same ``AttentionEdits`` to every
+    decode step of a sequence (ACT, Redistribute, HeadMask, HeadScale cache theirs), so the conversions,
+    deduplication and copies run once per sequence and layer, not once per call. Rebuilt when any field is
+    replaced or changed in place (tensor versions); the field tensors are held so their ids stay unique."""
+    if ed is None:
+        return _NO_EDITS
+    sig, fs = _edits_signature(ed, B, H, dev)
+    key = id(ed)
+    hit = _PREPARED.get(key)
+    if hit is not None and hit[0]() is ed and hit[1] == sig:
+        return hit[3]
+    prepared = _Edits(ed, B, H, dev)
+    if len(_PREPARED) >= _PREPARED_MAX:
+        _PREPARED.clear()
+    _PREPARED[key] = (weakref.ref(ed, lambda _, k=key: _PREPARED.pop(k, None)), sig, fs, prepared)
+    return prepared
+
+
+# ---------------------------------------------------------------------------------------------
+# launches: each kernel's @triton.heuristics values depend only on which optional arguments are None, a few
+# integers and the dtype, so they are evaluated once per such key and the JIT function is called directly
+# ---------------------------------------------------------------------------------------------
+_HEURISTICS: dict = {}
+# kernel -> (arguments whose None-ness the heuristics read, integer / bool arguments they read)
+_HEURISTIC_INPUTS = {
+    "attention_fwd_kernel": (("lse", "ent", "spm", "snk", "redist_span", "col_idx", "head_uniform", "head_mean",
+                              "head_scale", "kd"), ("SPAN_POST", "SEG", "NS", "C")),
+    "decode_fwd_kernel": (("col_idx", "plr", "redist_span", "head_uniform"), ("C",)),
+    "decode_combine_kernel": (("lse", "col_idx", "redist_span", "head_uniform", "head_mean", "head_scale"), ()),
+    "received_fwd_kernel": ((), ()),
+}
+# Tests set this: every launch also evaluates the heuristics afresh and checks the cached values against them.
+CHECK_HEURISTICS = False
+
+
+def _evaluate_heuristics(kernel, kw: dict) -> dict:
+    """The values ``triton.heuristics`` would add to kw, in its order (each sees the ones before it)."""
+    merged, values = dict(kw), {}
+    for name, rule in getattr(kernel, "values", {}).items():
+        merged[name] = values[name] = rule(merged)
+    return values
+
+
+def _launch(name: str, grid: tuple, kw: dict) -> tuple:
+    """(JIT function, grid, complete keyword arguments) of one launch of the kernel ``name``, heuristics included."""
+    kernel = globals()[name]
+    nones, ints = _HEURISTIC_INPUTS[name]
+    key = (name, kw["q"].element_size(), kw["window"] > 0, kw["softcap"] > 0,
+           *[kw[a] is None for a in nones], *[kw[a] for a in ints])
+    values = _HEURISTICS.get(key)
+    if values is None:
+        values = _HEURISTICS[key] = _evaluate_heuristics(kernel, kw)
+    elif CHECK_HEURISTICS:
+        assert values == _evaluate_heuristics(kernel, kw), f"{name}: cached heuristics differ from a fresh evaluation"
+    kw.update(values)
+    return getattr(kernel, "fn", kernel) if hasattr(kernel, "values") else kernel, grid, kw
+
+
+def _run(launches: list) -> None:
+    for fn, grid, kw in launches:
+        fn.run(grid=grid, warmup=False, **kw)
+
+
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def _pow2(n: int) -> int:
+    """Smallest power of two >= n (n >= 1)."""
+    return 1 << (n - 1).bit_length()
+
+
 def attention(
     q: Tensor,
     k: Tensor,
@@ -218,35 +303,81 @@ def attention(
                                        "sink_pos": sink_pos, "spans": spans})
     if why is not None:
         raise NotImplementedError(f"triton attention: {why}")
-    B, H, KV, T, S, D = check_shapes(q, k, v)
-    dev = q.device
-    q, k, v = (x if x.stride(-1) == 1 else x.contiguous() for x in (q, k, v))
-    key_start = _zeros_i64(B, dev) if key_start is None else key_start.to(dev).long().contiguous()
-    win = int(window) if window is not None and int(window) < S else 0
-    common = dict(scale=float(scale), softcap=float(softcap) if softcap else 0.0, window=win)
-    ed = _Edits(edits, B, H, dev)
-    opts = dict(opts or {})
-    if tile is not None:
-        opts["tile"] = tile
+    return attention_validated(q, k, v, scale=scale, key_start=key_start, window=window, softcap=softcap,
+                               sink_pos=sink_pos, spans=spans, stats=stats, edits=edits, tile=tile, opts=opts)
 
-    out = _alloc(B, T, H, D, dtype=q.dtype, device=dev)
-    res = AttentionResult(out=out)
-    if T == 1 and not (stats.entropy or stats.sink_mass or stats.span_mass or stats.received):
-        res.lse = _decode(q, k, v, out, key_start, ed, stats.lse, common, opts)
-    else:
-        _prefill(q, k, v, out, res, key_start, ed, stats, sink_pos, spans, opts, common)
-        if stats.received:
-            res.received_sum = _received(q, k, res.extras.pop("lse_all"), key_start, common, opts.get("rtile"))
-            res.received_count = _received_count(key_start, T, S, window, torch.float32)
 
+@_on_q_device
+def attention_validated(q: Tensor, k: Tensor, v: Tensor, **kw) -> AttentionResult:
+    """``attention`` for a request ``unsupported_reason`` has already accepted (the dispatcher checks each
+    call once): plan the launches, run them, add the top-k rows. Same arguments and result as ``attention``."""
+    res, launches = plan(q, k, v, **kw)
+    _run(launches)
+    stats = kw.get("stats", NO_STATS)
+    T = q.shape[2]
     rows = min(stats.topk_rows, T) if stats.topk else 0
     if rows:
         # exact top-k of the last few rows (edits included) by the reference: O(H * rows * S)
         tail = reference_attention(
-            q[:, :, T - rows:], k, v, scale=scale, key_start=key_start, window=window, softcap=softcap,
-            stats=StatsRequest(topk=stats.topk, topk_rows=rows), edits=edits)
+            q[:, :, T - rows:], k, v, scale=kw["scale"], key_start=res.extras.pop("key_start"),
+            window=kw.get("window"), softcap=kw.get("softcap"), stats=StatsRequest(topk=stats.topk, topk_rows=rows),
+            edits=kw.get("edits"))
         res.topk_idx, res.topk_val = tail.topk_idx, tail.topk_val.to(torch.float32)
+    else:
+        res.extras.pop("key_start", None)
     return res
+
+
+def plan(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    *,
+    scale: float,
+    key_start: Optional[Tensor] = None,
+    window: Optional[int] = None,
+    softcap: Optional[float] = None,
+    sink_pos: Optional[Tensor] = None,
+    spans: Optional[Tensor] = None,
+    stats: StatsRequest = NO_STATS,
+    edits: Optional[AttentionEdits] = None,
+    block_q: Optional[int] = None,
+    tile: Optional[tuple] = None,
+    opts: Optional[dict] = None,
+) -> tuple[AttentionResult, list]:
+    """Everything before the kernel launches, for a validated request (arguments as ``attention``): the result
+    with its output buffers allocated, and the launches [(JIT function, grid, keyword arguments)] that fill
+    them, in order. No host sync. ``res.extras["key_start"]`` holds the key_start [B] the launches use."""
+    B, H, T, D = q.shape
+    S = k.shape[2]
+    dev = q.device
+    if q.stride(-1) != 1:
+        q = q.contiguous()
+    if k.stride(-1) != 1:
+        k = k.contiguous()
+    if v.stride(-1) != 1:
+        v = v.contiguous()
+    key_start = _zeros_i64(B, dev) if key_start is None else key_start.to(dev).long().contiguous()
+    win = int(window) if window is not None and int(window) < S else 0
+    common = dict(scale=float(scale), softcap=float(softcap) if softcap else 0.0, window=win)
+    ed = _prepared_edits(edits, B, H, dev)
+    if tile is not None:
+        opts = dict(opts or {}, tile=tile)
+
+    out = _alloc(B, T, H, D, dtype=q.dtype, device=dev)
+    res = AttentionResult(out=out)
+    res.extras["key_start"] = key_start
+    if T == 1 and not (stats.entropy or stats.sink_mass or stats.span_mass or stats.received):
+        lse = _alloc(B, H, 1, dtype=torch.float32, device=dev) if stats.lse else None
+        res.lse = lse
+        return res, _decode(q, k, v, out, lse, key_start, ed, common, opts)
+    launches = [_prefill(q, k, v, out, res, key_start, ed, stats, sink_pos, spans, opts or {}, common)]
+    if stats.received:
+        rsum, rlaunch = _received(q, k, res.extras.pop("lse_all"), key_start, common, (opts or {}).get("rtile"))
+        launches.append(rlaunch)
+        res.received_sum = rsum
+        res.received_count = _received_count(key_start, T, S, window, torch.float32)
+    return res, launches
 
 
 def _rows_descriptor(x: Tensor, block_rows: int):
@@ -264,8 +395,24 @@ def _rows_descriptor(x: Tensor, block_rows: int):
     return TensorDescriptor(x, shape=[B * KV * S, D], strides=[x.stride(2), 1], block_shape=[block_rows, D])
 
 
-def _prefill(q, k, v, out, res, key_start, ed: _Edits, stats, sink_pos, spans, opts, common) -> None:
-    """One launch of the prefill kernel; fills res's lse / entropy / sink / span fields."""
+_PREFILL_CFG: dict = {}
+
+
+def _prefill_cfg(variant: str, D: int, itemsize: int, opts: dict) -> tuple:
+    """(tile, switches) of the prefill kernel; cached per (variant, D, itemsize) when opts override nothing."""
+    if opts:
+        return (tiles.prefill_tile(variant, D, itemsize, INTERPRET, opts.get("tile")),
+                tiles.prefill_switches(variant, D, opts))
+    key = (variant, D, itemsize)
+    cfg = _PREFILL_CFG.get(key)
+    if cfg is None:
+        cfg = _PREFILL_CFG[key] = (tiles.prefill_tile(variant, D, itemsize, INTERPRET),
+                                   tiles.prefill_switches(variant, D))
+    return cfg
+
+
+def _prefill(q, k, v, out, res, key_start, ed: _Edits, stats, sink_pos, spans, opts, common) -> tuple:
+    """The launch of the prefill kernel; allocates res's lse / entropy / sink / span fields."""
     B, H, T, D = q.shape
     KV, S = k.shape[1], k.shape[2]
     dev, f32 = q.device, torch.float32
@@ -284,15 +431,15 @@ def _prefill(q, k, v, out, res, key_start, ed: _Edits, stats, sink_pos, spans, o
 
     variant = ("var" if ed.var else "edit") if ed.probs else (
         "stats" if (stats.entropy or stats.sink_mass or stats.span_mass or stats.received) else "output")
-    BT, BS, nw, ns = tiles.prefill_tile(variant, D, q.element_size(), INTERPRET, opts.get("tile"))
-    sw = tiles.prefill_switches(variant, D, opts)
+    (BT, BS, nw, ns), sw = _prefill_cfg(variant, D, q.element_size(), opts)
     kd = vd = None
     # TMA only where it was measured and tested on the H200: 2-byte inputs, head_dim 64 / 128
     if sw["tma"] and q.element_size() == 2 and D in (64, 128):
         kd, vd = _rows_descriptor(k, BS), _rows_descriptor(v, BS)
         if kd is None or vd is None:
             kd = vd = None
-    attention_fwd_kernel[(triton.cdiv(T, BT), B * H)](
+    sq, sk, sv, so = q.stride(), k.stride(), v.stride(), out.stride()
+    kw = dict(
         q=q, k=k, v=v, kd=kd, vd=vd, o=out, lse=lse, ent=ent, spm=spm, snk=snk, key_start=key_start,
         sink_pos=sink_pos.to(dev).long().contiguous() if stats.sink_mass else None,
         spans=spans.to(dev).long().contiguous() if stats.span_mass else None,
@@ -300,10 +447,8 @@ def _prefill(q, k, v, out, res, key_start, ed: _Edits, stats, sink_pos, spans, o
         head_mean=ed.mean, head_mean_on=ed.mean_on, head_scale=ed.scale,
         redist_span=ed.span, redist_from=ed.frm, redist_keep=ed.keep,
         redist_rho=ed.rho, redist_min_mass=ed.min_mass,
-        s_qb=q.stride(0), s_qh=q.stride(1), s_qt=q.stride(2),
-        s_kb=k.stride(0), s_kh=k.stride(1), s_ks=k.stride(2),
-        s_vb=v.stride(0), s_vh=v.stride(1), s_vs=v.stride(2),
-        s_ob=out.stride(0), s_ot=out.stride(1), s_oh=out.stride(2),
+        s_qb=sq[0], s_qh=sq[1], s_qt=sq[2], s_kb=sk[0], s_kh=sk[1], s_ks=sk[2],
+        s_vb=sv[0], s_vh=sv[1], s_vs=sv[2], s_ob=so[0], s_ot=so[1], s_oh=so[2],
         T=T, S=S, H=H, G=H // KV, D=D, BT=BT, BS=BS, NS=NS, P=P, C=ed.C,
         SEG=sw["seg"], SPAN_POST=sw["span_post"], RELOAD_Q=sw["reload_q"], FMA=sw["fma"],
         num_warps=nw, num_stages=ns, **common,
@@ -311,21 +456,22 @@ def _prefill(q, k, v, out, res, key_start, ed: _Edits, stats, sink_pos, spans, o
     res.lse, res.entropy, res.sink_mass, res.span_mass = (lse if stats.lse else None), ent, snk, spm
     if stats.received:
         res.extras["lse_all"] = lse
+    return _launch("attention_fwd_kernel", (_cdiv(T, BT), B * H), kw)
 
 
-def _received(q, k, lse, key_start, common, tile: Optional[tuple] = None) -> Tensor:
-    """Received-mass column sums [B, H, S] from the forward's lse [B, H, T]."""
+def _received(q, k, lse, key_start, common, tile: Optional[tuple] = None) -> tuple:
+    """(received-mass column sums [B, H, S] (allocated), the launch that fills them from the forward's lse [B, H, T])."""
     B, H, T, D = q.shape
     KV, S = k.shape[1], k.shape[2]
     rsum = _alloc(B, H, S, dtype=torch.float32, device=q.device)
     RT, RS, nw, ns = tiles.received_tile(D, q.element_size(), INTERPRET, tile)
-    received_fwd_kernel[(triton.cdiv(S, RS), B * H)](
+    sq, sk = q.stride(), k.stride()
+    kw = dict(
         q=q, k=k, lse=lse, rsum=rsum, key_start=key_start,
-        s_qb=q.stride(0), s_qh=q.stride(1), s_qt=q.stride(2),
-        s_kb=k.stride(0), s_kh=k.stride(1), s_ks=k.stride(2),
+        s_qb=sq[0], s_qh=sq[1], s_qt=sq[2], s_kb=sk[0], s_kh=sk[1], s_ks=sk[2],
         T=T, S=S, H=H, G=H // KV, D=D, BT=RT, BS=RS, num_warps=nw, num_stages=ns, **common,
     )
-    return rsum
+    return rsum, _launch("received_fwd_kernel", (_cdiv(S, RS), B * H), kw)
 
 
 _SMS: dict = {}
@@ -341,46 +487,59 @@ def _sm_count(dev) -> int:
     return _SMS[key]
 
 
-def _decode(q, k, v, out, key_start, ed: _Edits, store_lse: bool, common, opts: Optional[dict] = None) -> Optional[Tensor]:
-    """Split-KV decode for T == 1: partials per key chunk, then one combine with the edit epilogue.
-    Returns lse [B, H, 1] when store_lse."""
+_DECODE_CFG: dict = {}
+
+
+def _decode_cfg(D: int, itemsize: int, dev) -> tuple:
+    """(BS, num_warps, num_stages, slots): the decode tile and the CTA slots of one wave on dev (a few CTAs per
+    SM; decode is bandwidth-bound: every SM streams K/V for the whole launch). Cached per (D, itemsize, dev)."""
+    key = (D, itemsize, dev)
+    cfg = _DECODE_CFG.get(key)
+    if cfg is None:
+        BS, nw, stages = tiles.decode_tile(D, itemsize, INTERPRET)
+        smem = BS * D * itemsize * 2 * stages + 16 * D * itemsize
+        slots = _sm_count(dev) * max(1, min(4, (224 * 1024) // smem))
+        cfg = _DECODE_CFG[key] = (BS, nw, stages, slots)
+    return cfg
+
+
+def _decode(q, k, v, out, lse, key_start, ed: _Edits, common, opts: Optional[dict] = None) -> list:
+    """Split-KV decode for T == 1: partials per key chunk, then one combine with the edit epilogue (two launches).
+    lse [B, H, 1] or None."""
     B, H, _, D = q.shape
     KV, S = k.shape[1], k.shape[2]
     G = H // KV
-    BS, nw, stages = tiles.decode_tile(D, q.element_size(), INTERPRET)
-    # one wave: a few CTAs per SM, and as many key chunks as fill those slots (decode is
-    # bandwidth-bound: every SM streams K/V for the whole launch)
-    smem = BS * D * q.element_size() * 2 * stages + 16 * D * q.element_size()
-    slots = _sm_count(q.device) * max(1, min(4, (224 * 1024) // smem))
-    nsplit = max(1, min(512, slots // (B * KV), triton.cdiv(S, BS)))
-    chunk = triton.cdiv(triton.cdiv(S, nsplit), BS) * BS
-    nsplit = triton.cdiv(S, chunk)
+    BS, nw, stages, slots = _decode_cfg(D, q.element_size(), q.device)
+    nsplit = max(1, min(512, slots // (B * KV), _cdiv(S, BS)))
+    chunk = _cdiv(_cdiv(S, nsplit), BS) * BS
+    nsplit = _cdiv(S, chunk)
     n = B * H * nsplit
     width = D + 2 + (1 if ed.act else 0) + ((D + 1) if ed.var else 0)
-    part = _alloc(n * width, dtype=torch.float32, device=q.device)      # one allocation
-    po, pm, pl = part[: n * D], part[n * D: n * (D + 1)], part[n * (D + 1): n * (D + 2)]
-    rest = part[n * (D + 2):]
-    plr = rest[:n] if ed.act else None                                        # [B, H, nsplit]
-    po2 = rest[: n * D] if ed.var else None                                   # [B, H, nsplit, D]
-    ptm = rest[n * D: n * (D + 1)] if ed.var else None                        # [B, H, nsplit]
-    lse = _alloc(B, H, 1, dtype=torch.float32, device=q.device) if store_lse else None
-    strides = dict(s_qb=q.stride(0), s_qh=q.stride(1), s_kb=k.stride(0), s_kh=k.stride(1), s_ks=k.stride(2),
-                   s_vb=v.stride(0), s_vh=v.stride(1), s_vs=v.stride(2))
-    decode_fwd_kernel[(nsplit, B * KV)](
+    part = _alloc(n * width, dtype=torch.float32, device=q.device)      # one allocation, cut into views at once:
+    # po [B, H, nsplit, D], pm, pl [B, H, nsplit], then plr [B, H, nsplit] (ACT) or po2 [.., D], ptm [..] (VAR)
+    views = part.split_with_sizes((n * D, n, n) + ((n,) if ed.act else ()) + ((n * D, n) if ed.var else ()))
+    po, pm, pl = views[0], views[1], views[2]
+    plr = views[3] if ed.act else None
+    po2, ptm = (views[3], views[4]) if ed.var else (None, None)
+    sq, sk, sv, so = q.stride(), k.stride(), v.stride(), out.stride()
+    strides = dict(s_qb=sq[0], s_qh=sq[1], s_kb=sk[0], s_kh=sk[1], s_ks=sk[2], s_vb=sv[0], s_vh=sv[1], s_vs=sv[2])
+    block_test = tiles.DECODE_SWITCHES["block_test"]["var" if ed.var else "act"]
+    if opts and "block_test" in opts:
+        block_test = bool(opts["block_test"])
+    fwd = dict(
         q=q, k=k, v=v, po=po, pm=pm, pl=pl, plr=plr, po2=po2, ptm=ptm, key_start=key_start,
         col_idx=ed.cols, head_uniform=ed.uniform, redist_span=ed.span,
-        S=S, chunk=chunk, NSPLIT=nsplit, H=H, KV=KV, G=G, D=D, BG=max(16, triton.next_power_of_2(G)),
-        BS=BS, C=ed.C, BLOCK_TEST=bool((opts or {}).get("block_test",
-                                                tiles.DECODE_SWITCHES["block_test"]["var" if ed.var else "act"])),
-        num_warps=nw, num_stages=stages, **strides, **common,
+        S=S, chunk=chunk, NSPLIT=nsplit, H=H, KV=KV, G=G, D=D, BG=max(16, _pow2(G)),
+        BS=BS, C=ed.C, BLOCK_TEST=block_test, num_warps=nw, num_stages=stages, **strides, **common,
     )
-    decode_combine_kernel[(B * H,)](
+    combine = dict(
         po=po, pm=pm, pl=pl, plr=plr, po2=po2, ptm=ptm, o=out, lse=lse, q=q, k=k, v=v, key_start=key_start,
         col_idx=ed.cols, col_scale=ed.col_scale, head_uniform=ed.uniform,
         redist_span=ed.span, redist_from=ed.frm, redist_keep=ed.keep,
         redist_rho=ed.rho, redist_min_mass=ed.min_mass,
         head_mean=ed.mean, head_mean_on=ed.mean_on, head_scale=ed.scale,
-        s_ob=out.stride(0), s_oh=out.stride(2), S=S, NSPLIT=nsplit,
-        H=H, G=G, D=D, NSP=max(2, triton.next_power_of_2(nsplit)), C=ed.C, num_warps=4, **strides, **common,
+        s_ob=so[0], s_oh=so[2], S=S, NSPLIT=nsplit,
+        H=H, G=G, D=D, NSP=max(2, _pow2(nsplit)), C=ed.C, num_warps=4, **strides, **common,
     )
-    return lse
+    return [_launch("decode_fwd_kernel", (nsplit, B * KV), fwd),
+            _launch("decode_combine_kernel", (B * H,), combine)]

@@ -2,7 +2,8 @@
 
 TRITON_INTERPRET must be set before ``kernels.attention.fused`` (and Triton's JIT) is imported,
 so it is set here, at collection, and the tests import the kernel module inside the test bodies.
-Every test runs with NaN-filled output buffers, so an element a kernel never writes fails it.
+Every test runs with NaN-filled output buffers, so an element a kernel never writes fails it, and with
+every launch's cached ``@triton.heuristics`` values checked against a fresh evaluation.
 """
 import os
 
@@ -21,4 +22,5 @@ def poison_kernel_outputs(monkeypatch):
         yield
         return
     monkeypatch.setattr(fused, "POISON_OUTPUTS", True)
+    monkeypatch.setattr(fused, "CHECK_HEURISTICS", True)
     yield

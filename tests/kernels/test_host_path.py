@@ -1,0 +1,116 @@
+"""Host side of the Triton attention path: what runs before the launches makes no host sync, prepares each
+edit object once, and rebuilds it when the edit changes (so caching never changes a result)."""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+
+import pytest
+import torch
+
+from kernels.attention import AttentionEdits, StatsRequest
+
+CUDA = torch.cuda.is_available()
+DEV = "cuda" if CUDA else "cpu"
+# Tensor methods that wait for the device on CUDA (a host sync); counted here on whatever device runs the test
+SYNCS = ("item", "tolist", "cpu", "numpy", "nonzero", "__bool__", "__int__", "__float__", "__index__")
+
+
+def _tri():
+    from kernels.attention import fused as tri  # after conftest set TRITON_INTERPRET
+    return tri
+
+
+@contextlib.contextmanager
+def _count_syncs(monkeypatch):
+    """Counts calls of the ``SYNCS`` methods of torch.Tensor inside the block -> dict name -> count."""
+    counts = dict.fromkeys(SYNCS, 0)
+    for name in SYNCS:
+        orig = getattr(torch.Tensor, name)
+
+        def counted(self, *a, _orig=orig, _name=name, **kw):
+            counts[_name] += 1
+            return _orig(self, *a, **kw)
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    try:
+        yield counts
+    finally:
+        monkeypatch.undo()
+
+
+def _step(kind: str, S: int = 70):
+    """One decode step (B 2, H 4, KV 2, d 32) with one kind of edit; returns q, k, v, keyword arguments."""
+    g = torch.Generator().manual_seed(5)
+    B, H, KV, D = 2, 4, 2, 32
+    q = torch.randn(B, H, 1, D, generator=g).to(DEV)
+    k, v = (torch.randn(B, KV, S, D, generator=g).to(DEV) for _ in range(2))
+    ed = {
+        "none": None,
+        "act": AttentionEdits(col_idx=torch.tensor([[[0, 3, 3]] * H] * B, device=DEV),
+                              col_scale=torch.full((B, H), 0.4, device=DEV)),
+        "var": AttentionEdits(redist_idx=torch.tensor([[0], [1]], device=DEV),
+                              redist_span=torch.tensor([[0, 40], [1, 50]], device=DEV),
+                              redist_from=torch.zeros(B, dtype=torch.long, device=DEV),
+                              redist_keep=torch.tensor([0.2, 1.0, 0.5, 0.0], device=DEV)),
+        "heads": AttentionEdits(head_uniform=torch.tensor([True, False, False, False], device=DEV),
+                                head_mean=torch.randn(H, D, generator=g).to(DEV),
+                                head_mean_on=torch.tensor([False, True, False, False], device=DEV),
+                                head_scale=torch.tensor([1.0, 1.0, 2.0, 0.5], device=DEV)),
+    }[kind]
+    stats = StatsRequest(lse=True) if ed is None or not ed.edits_probs else StatsRequest()
+    return q, k, v, dict(scale=D ** -0.5, key_start=torch.tensor([0, 6], device=DEV), edits=ed, stats=stats)
+
+
+def test_sync_counter_counts():
+    """The counter sees a sync (else the test below could not fail)."""
+    mp = pytest.MonkeyPatch()
+    with _count_syncs(mp) as counts:
+        torch.ones(2).sum().item()
+        bool(torch.ones(()))
+    assert counts["item"] == 1 and counts["__bool__"] == 1
+
+
+@pytest.mark.parametrize("kind", ["none", "act", "var", "heads"])
+def test_decode_host_path_makes_no_host_sync(kind):
+    """The dispatcher's check and the plan of a decode step (first step: edits prepared; later steps: reused)
+    call no Tensor method that waits for the device."""
+    import kernels.attention as ka
+    tri = _tri()
+    q, k, v, kw = _step(kind)
+    mp = pytest.MonkeyPatch()
+    with _count_syncs(mp) as counts:
+        for S in (69, 70):                     # the same edit object on two steps, as the seam passes it
+            ks, vs = k[:, :, :S], v[:, :, :S]
+            assert ka.fallback_reason(q, ks, vs, **kw) is None
+            res, launches = tri.plan(q, ks, vs, **kw)
+    assert sum(counts.values()) == 0, counts
+    assert len(launches) == 2 and launches[0][1][0] >= 1 and launches[1][1] == (2 * 4,)   # split-KV, then combine
+
+
+def test_edits_prepared_once_and_rebuilt_on_change():
+    """One ``AttentionEdits`` is converted once per (shape, device); replacing a field or changing one in place
+    rebuilds it, and the result then equals that of a fresh edit object with the new values."""
+    tri = _tri()
+    q, k, v, kw = _step("act")
+    ed = kw["edits"]
+    a = tri._prepared_edits(ed, 2, 4, q.device)
+    assert tri._prepared_edits(ed, 2, 4, q.device) is a
+    assert tri._prepared_edits(ed, 1, 4, q.device) is not a                  # other shape: its own
+    b = tri._prepared_edits(ed, 2, 4, q.device)
+    ed.col_scale.mul_(0.5)                                                    # in place
+    c = tri._prepared_edits(ed, 2, 4, q.device)
+    assert c is not b
+    ed.col_idx = torch.tensor([[[1, 2, -1]] * 4] * 2, device=DEV)            # replaced
+    assert tri._prepared_edits(ed, 2, 4, q.device) is not c
+    got = tri.attention(q, k, v, **kw)
+    fresh = dataclasses.replace(ed, col_idx=ed.col_idx.clone(), col_scale=ed.col_scale.clone())
+    want = tri.attention(q, k, v, **dict(kw, edits=fresh))
+    assert torch.equal(got.out, want.out)
+
+
+def test_dispatcher_and_public_entry_agree():
+    """``attention`` (validates) and ``attention_validated`` (the dispatcher's entry) give the same result."""
+    tri = _tri()
+    q, k, v, kw = _step("none")
+    a, b = tri.attention(q, k, v, **kw), tri.attention_validated(q, k, v, **kw)
+    assert torch.equal(a.out, b.out) and torch.equal(a.lse, b.lse) and "key_start" not in a.extras
