@@ -460,7 +460,8 @@ def _prefill(q, k, v, out, res, key_start, ed: _Edits, stats, sink_pos, spans, o
 
 
 def _received(q, k, lse, key_start, common, tile: Optional[tuple] = None) -> tuple:
-    """(received-mass column sums [B, H, S] (allocated), the launch that fills them from the forward's lse [B, H, T])."""
+    """(received-mass column sums [B, H, S] (allocated), the launch that fills them from the forward's lse
+    [B, H, T])."""
     B, H, T, D = q.shape
     KV, S = k.shape[1], k.shape[2]
     rsum = _alloc(B, H, S, dtype=torch.float32, device=q.device)

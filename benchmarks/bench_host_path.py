@@ -1,0 +1,191 @@
+"""Host-side cost of one Triton attention call, up to the kernel launch (CPU, no GPU needed).
+
+What the dispatcher runs on CUDA for a supported request (``fallback_reason`` + the Triton host module's entry),
+with each kernel's JIT launch (``JITFunction.run``) replaced by a sink that returns at once: so the time and the
+cProfile call count are everything the host does before Triton's own launcher (validation, edit conversion,
+buffers, tiles, ``@triton.heuristics``, keyword arguments). Triton's launcher and the GPU are not in it: the GPU
+effect of a change has to be measured on the device. Runs under TRITON_INTERPRET=1 (no CUDA here).
+
+Cases: SmolLM2's attention shape (H 9, KV 3, d 64, bf16), batch 1; decode steps (T = 1) over a growing key
+cache (S = 512 + step, the same edit object every step, as the seam passes it) with no edit, a uniform head,
+ACT on every head, VAR; and one prefill (T = S = 512) with ACT. Per case: median and 10th-percentile µs per
+call over ``--reps`` calls (after a warm-up that fills the per-sequence caches) and Python function calls per call (cProfile,
+C methods included). The time is wall clock on a shared machine (the load average is recorded); the call
+count is exact and repeatable.
+
+    git worktree add --detach /tmp/hostpath_before b0a127a      # the code before the change
+    PYTHONPATH=. python benchmarks/bench_host_path.py --code /tmp/hostpath_before --label before \
+        --reps 5000 --out benchmarks/results/host_path_cpu.json
+    PYTHONPATH=. python benchmarks/bench_host_path.py --label after --reps 5000 --out benchmarks/results/host_path_cpu.json
+    PYTHONPATH=. python benchmarks/bench_host_path.py --write-block kernels/BENCHMARKS.md   # the table, from the JSON
+"""
+from __future__ import annotations
+
+import argparse
+import cProfile
+import json
+import os
+import platform
+import pstats
+import statistics
+import subprocess
+import sys
+import time
+
+
+class _Sink:
+    """Stands in for a kernel's JITFunction: records the launch and returns (both launch styles)."""
+
+    def __init__(self):
+        self.launches = 0
+
+    def __getitem__(self, grid):
+        return self._launch
+
+    def _launch(self, *args, **kwargs):
+        self.launches += 1
+
+    def run(self, *args, **kwargs):
+        self.launches += 1
+
+
+def _cases(torch, ka):
+    B, H, KV, D, S0 = 1, 9, 3, 64, 512
+    dt = torch.bfloat16
+    g = torch.Generator().manual_seed(0)
+    kbuf = torch.randn(B, KV, S0 + 4096, D, generator=g).to(dt)
+    vbuf = torch.randn(B, KV, S0 + 4096, D, generator=g).to(dt)
+    q1 = torch.randn(B, H, 1, D, generator=g).to(dt)
+    qp = torch.randn(B, H, S0, D, generator=g).to(dt)
+    uni = torch.zeros(H, dtype=torch.bool)
+    uni[4] = True
+    act = ka.AttentionEdits(col_idx=torch.tensor([0, 1, 7])[None, None].expand(B, H, 3).contiguous(),
+                            col_scale=torch.full((B, H), 0.4))
+    var = ka.AttentionEdits(redist_idx=torch.tensor([[0]]), redist_span=torch.tensor([[1, 256]]),
+                            redist_from=torch.zeros(B, dtype=torch.long), redist_keep=torch.full((H,), 0.3))
+    common = dict(scale=D ** -0.5, key_start=torch.zeros(B, dtype=torch.long), window=None, softcap=None)
+    decode = {"decode, no edit": None, "decode, uniform head": ka.AttentionEdits(head_uniform=uni),
+              "decode, ACT every head": act, "decode, VAR": var}
+    for name, ed in decode.items():
+        yield name, (lambda i, ed=ed: (q1, kbuf[:, :, :S0 + i], vbuf[:, :, :S0 + i], dict(common, edits=ed)))
+    yield "prefill 512, ACT", (lambda i: (qp, kbuf[:, :, :S0], vbuf[:, :, :S0], dict(common, edits=act)))
+
+
+RESULT = "benchmarks/results/host_path_cpu.json"
+BLOCK = "host-path"
+
+
+def table(doc: dict) -> str:
+    """Markdown: per case, before and after (µs median / p10, Python calls per call, launches)."""
+    rows = {(r["label"], r["case"]): r for r in doc["rows"]}
+    cases = list(dict.fromkeys(r["case"] for r in doc["rows"]))
+    out = ["| case | µs per call before (median / p10) | after | Python calls per call before | after | launches |",
+           "|---|---:|---:|---:|---:|---:|"]
+    for c in cases:
+        b, a = rows.get(("before", c)), rows.get(("after", c))
+        if b is None or a is None:
+            continue
+        out.append(f"| {c} | {b['us_per_call_median']:.1f} / {b['us_per_call_p10']:.1f} | "
+                   f"{a['us_per_call_median']:.1f} / {a['us_per_call_p10']:.1f} | {b['python_calls_per_call']:.0f} | "
+                   f"{a['python_calls_per_call']:.0f} | {a['launches_per_call']:.0f} |")
+    return "\n".join(out)
+
+
+def _write_block(page: str, body: str) -> None:
+    import re
+    text = open(page).read()
+    pat = re.compile(rf"(<!-- table:{BLOCK} -->\n).*?(<!-- /table:{BLOCK} -->)", re.S)
+    if not pat.search(text):
+        raise SystemExit(f"{page} has no <!-- table:{BLOCK} --> block")
+    with open(page, "w") as f:
+        f.write(pat.sub(lambda m: m.group(1) + body + "\n" + m.group(2), text))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--code", default=None, help="import kernels/ from this tree (default: the current one)")
+    ap.add_argument("--label", default="after")
+    ap.add_argument("--reps", type=int, default=2000)
+    ap.add_argument("--out", default=None, help="JSON to write (rows of this label replace earlier ones)")
+    ap.add_argument("--write-block", default=None, metavar="PAGE",
+                    help=f"only replace the <!-- table:{BLOCK} --> block of PAGE with the table from {RESULT}")
+    args = ap.parse_args(argv)
+    os.environ.setdefault("TRITON_INTERPRET", "1")          # before the kernels are imported (no CUDA here)
+    if args.write_block:
+        with open(RESULT) as f:
+            _write_block(args.write_block, table(json.load(f)))
+        return 0
+    if args.code:
+        sys.path.insert(0, os.path.abspath(args.code))
+    import torch
+    import triton
+
+    import kernels.attention as ka
+    from kernels.attention import fused
+
+    sinks = {}
+    for name in ("attention_fwd_kernel", "received_fwd_kernel", "decode_fwd_kernel", "decode_combine_kernel"):
+        kernel = getattr(fused, name)
+        sinks[name] = kernel.fn = _Sink()          # the Heuristics wrapper stays: its cost is host cost
+    entry = getattr(fused, "attention_validated", fused.attention)
+
+    def call(q, k, v, kw):      # kernels.attention.attention's CUDA branch
+        assert ka.fallback_reason(q, k, v, **kw) is None
+        return entry(q, k, v, **kw)
+
+    load0 = os.getloadavg()[0]
+    rows = []
+    for name, make in _cases(torch, ka):
+        for i in range(20):                         # warm-up: per-sequence caches, first-call imports
+            call(*make(i))
+        before = sum(s.launches for s in sinks.values())
+        ts = []
+        for i in range(args.reps):
+            q, k, v, kw = make(20 + i % 2048)
+            t0 = time.perf_counter()
+            call(q, k, v, kw)
+            ts.append(time.perf_counter() - t0)
+        launches = (sum(s.launches for s in sinks.values()) - before) / args.reps
+        prof = cProfile.Profile()
+        n = 200
+        inputs = [make(20 + i) for i in range(n)]
+        prof.enable()
+        for q, k, v, kw in inputs:
+            call(q, k, v, kw)
+        prof.disable()
+        calls = pstats.Stats(prof).total_calls / n
+        row = {"label": args.label, "case": name, "us_per_call_median": round(statistics.median(ts) * 1e6, 1),
+               "us_per_call_p10": round(sorted(ts)[len(ts) // 10] * 1e6, 1),
+               "python_calls_per_call": round(calls, 1), "launches_per_call": launches}
+        rows.append(row)
+        print(f"{args.label:7s} {name:24s} {row['us_per_call_median']:8.1f} µs (p10 {row['us_per_call_p10']:.1f})  "
+              f"{calls:6.0f} calls  "
+              f"{launches:.0f} launches", flush=True)
+    if args.out:
+        old = {"rows": []}
+        if os.path.exists(args.out):
+            with open(args.out) as f:
+                old = json.load(f)
+        code = os.path.abspath(args.code) if args.code else os.getcwd()
+        try:
+            commit = subprocess.run(["git", "-C", code, "rev-parse", "HEAD"], capture_output=True,
+                                    text=True).stdout.strip()
+        except OSError:
+            commit = ""
+        meta = old.get("meta", {})
+        meta[args.label] = {"command": "PYTHONPATH=. python " + " ".join([sys.argv[0]] + (argv or sys.argv[1:])),
+                            "code": code, "commit": commit or None, "torch": torch.__version__,
+                            "triton": triton.__version__, "python": platform.python_version(),
+                            "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores (shared), TRITON_INTERPRET=1",
+                            "loadavg_1m_start_end": [round(load0, 2), round(os.getloadavg()[0], 2)],
+                            "note": "host work up to Triton's JIT launcher only; the GPU effect is not measured here"}
+        out = {"meta": meta, "rows": [r for r in old["rows"] if r["label"] != args.label] + rows}
+        tmp = args.out + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(out, f, indent=1)
+        os.replace(tmp, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
