@@ -35,7 +35,7 @@ app: install
 	probe app $(REPORT) --reports-root $(dir $(REPORT))
 
 bench: install
-	$(PY) studies/capture/bench_scan.py
+	$(PY) -m studies.capture.bench_scan
 
 clean:
 	rm -rf .installed reports .pytest_cache

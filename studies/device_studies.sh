@@ -8,7 +8,7 @@
 # the others. The wheel folder's huggingface_hub 2.x needs httpx2, which the machine lacks: the machine's
 # own huggingface_hub (>= 1.31, what transformers 5.24 asks for) is used instead.
 # Afterwards, here: unpack studies.tar.gz, copy studies/<study>/* over the study folders, then
-#   PYTHONPATH=. python studies/<study>/report.py && PYTHONPATH=. python studies/summary.py
+#   python -m studies.<study>.report && python -m studies.summary
 # (report.py recomputes metrics/intervals/p-values and rewrites the README tables; update the prose).
 set -u
 OUT=${OUT:-out}

@@ -1,6 +1,6 @@
 """The top-level README's results table: one row per study, generated from the studies' result files.
 
-    PYTHONPATH=. python studies/summary.py          # rewrites the <!-- table:studies --> block of README.md
+    python -m studies.summary          # rewrites the <!-- table:studies --> block of README.md
 
 Each row is computed by a function below from files a study's script wrote. A study folder may also
 provide its own row: a ``summary_row(folder) -> dict(study=..., result=..., interval=...)`` function in
@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tables import ci, markdown_table, pval, write_blocks  # noqa: E402
+from studies.tables import ci, markdown_table, pval, write_blocks  # noqa: E402
 
 HERE = Path(__file__).parent
 ROOT = HERE.parent

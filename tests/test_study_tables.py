@@ -2,24 +2,20 @@
 computes from the committed result files: a README cannot drift from its files."""
 from __future__ import annotations
 
-import importlib.util
-import sys
+import importlib
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDIES = ROOT / "studies"
-sys.path.insert(0, str(STUDIES))
 
-from tables import read_blocks, write_blocks  # noqa: E402
+from studies.tables import read_blocks, write_blocks  # noqa: E402  (the repository root is on pytest's pythonpath)
 
 
 def _module(path: Path):
-    spec = importlib.util.spec_from_file_location(f"_report_{path.parent.name}", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    """studies/<study>/report.py -> the module studies.<study>.report (as ``python -m`` runs it)."""
+    return importlib.import_module(".".join(path.relative_to(ROOT).with_suffix("").parts))
 
 
 REPORTS = sorted(p for p in STUDIES.glob("*/report.py") if "def tables(" in p.read_text())
@@ -33,17 +29,17 @@ def test_study_readme_tables_match_files(report):
     for name, body in expected.items():
         assert name in committed, f"{report.parent.name}/README.md has no <!-- table:{name} --> block"
         assert committed[name] == body, f"{report.parent.name}/README.md table {name!r} differs from its files: " \
-                                        f"run PYTHONPATH=. python {report.relative_to(ROOT)}"
+                                        f"run python -m studies.{report.parent.name}.report"
 
 
 def test_top_level_results_table_matches_files():
     summary = _module(STUDIES / "summary.py")
     assert read_blocks(ROOT / "README.md")["studies"] == summary.table(STUDIES), \
-        "README.md studies table differs from the result files: run PYTHONPATH=. python studies/summary.py"
+        "README.md studies table differs from the result files: run python -m studies.summary"
     assert read_blocks(ROOT / "README.md")["phenomena"] == summary.phenomena_table(), \
-        "README.md phenomena table differs from studies/phenomena/smollm2/: run PYTHONPATH=. python studies/summary.py"
+        "README.md phenomena table differs from studies/phenomena/smollm2/: run python -m studies.summary"
     assert read_blocks(ROOT / "README.md")["engineering"] == summary.engineering_table(ROOT), \
-        "README.md engineering table differs from the GPU result files: run PYTHONPATH=. python studies/summary.py"
+        "README.md engineering table differs from the GPU result files: run python -m studies.summary"
 
 
 def test_the_check_catches_a_drifted_table(tmp_path):

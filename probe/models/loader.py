@@ -112,7 +112,7 @@ def load(
         v2 = dict(projector_path=PROJECTOR_ASSET_V2, image_size=IMAGE_SIZE_V2) if name == "studio-vlm2" else {}
         if v2 and not PROJECTOR_ASSET_V2.is_file():
             raise ProbeError(f"studio-vlm2's projector weights ({PROJECTOR_ASSET_V2.name}) are not in this checkout",
-                             "train them: studies/vlm2/README.md (python studies/vlm2/train.py --out DIR, then copy "
+                             "train them: studies/vlm2/README.md (python -m studies.vlm2.train --out DIR, then copy "
                              "DIR/studio_vlm2_projector.safetensors to probe/assets/)")
         lm = load("smollm2", device=device, dtype=dtype, attn_implementation=attn_implementation)
         model, processor = build_studio_vlm(lm.model, lm.tokenizer, **v2)

@@ -296,7 +296,7 @@ def load_projector(vlm, path: str | os.PathLike | None = None) -> dict:
     path = Path(path) if path is not None else PROJECTOR_ASSET
     if not path.is_file():
         raise FileNotFoundError(
-            f"projector weights {path} missing; train them with `python studies/vlm/train_projector.py`"
+            f"projector weights {path} missing; train them with `python -m studies.vlm.train_projector`"
         )
     vlm.model.multi_modal_projector.load_state_dict(load_file(str(path)), strict=True)
     with safe_open(str(path), framework="pt") as f:

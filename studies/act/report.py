@@ -1,7 +1,7 @@
 """ACT study tables: metrics.csv, comparisons.csv and folds.csv from items.parquet and the calibration
 files, then the README's generated blocks from those csv files.
 
-    PYTHONPATH=. python studies/act/report.py          # after run.py
+    python -m studies.act.report          # after run.py
 """
 from __future__ import annotations
 
@@ -12,8 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tables import ci, main_for, markdown_table, num, pval  # noqa: E402
+from studies.tables import ci, main_for, markdown_table, num, pval  # noqa: E402
 
 from probe import stats  # noqa: E402
 

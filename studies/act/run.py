@@ -1,7 +1,7 @@
 """ACT as a pre-registered experiment: head search on dev, evaluation on disjoint test folds, matched controls.
 
-Run from the repository root:  PYTHONPATH=. python studies/act/run.py [--device cuda] [--tasks capitals,...]
-then:                          PYTHONPATH=. python studies/act/report.py        (README tables)
+Run from the repository root:  python -m studies.act.run [--device cuda] [--tasks capitals,...]
+then:                          python -m studies.act.report        (README tables)
 
 Pre-registered (SETTINGS below, written into settings.json and every calibration file before any test
 item is scored): per task the items are shuffled once (seed 0) and cut into FOLDS disjoint test folds;

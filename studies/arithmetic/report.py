@@ -1,19 +1,16 @@
 """Arithmetic study tables: the README's generated blocks from heads.csv, ablation.csv, comparisons.csv,
 attention.csv (and ablation_h200.csv when present).
 
-    PYTHONPATH=. python studies/arithmetic/report.py       # after run.py (which writes ablation/comparisons)
+    python -m studies.arithmetic.report       # after run.py (which writes ablation/comparisons)
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tables import ci, main_for, markdown_table, num, pval  # noqa: E402
+from studies.tables import ci, main_for, markdown_table, num, pval  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from probe.data.arithmetic import valid_pairs  # noqa: E402
 
 HERE = Path(__file__).parent

@@ -1,8 +1,8 @@
 """Arithmetic heads on SmolLM2: activation patching (methods.md §5) with bootstrap intervals, then a
 mean-ablation check on held-out triples against layer-matched random heads.
 
-Run from the repository root:  PYTHONPATH=. python studies/arithmetic/run.py [--device cuda]
-then:                          PYTHONPATH=. python studies/arithmetic/report.py   (README tables)
+Run from the repository root:  python -m studies.arithmetic.run [--device cuda]
+then:                          python -m studies.arithmetic.report   (README tables)
 
 Pre-registered (fixed here, before any held-out prompt is scored): detection = 16 operand-counterfactual
 pairs per operator (seed 0); heads ranked by the all-operator normalized effect; ablated sets = the top

@@ -1,6 +1,6 @@
 """Greedy decode tokens/s of real SmolLM2 on this CPU: unmodified model vs each intervention.
 
-Usage: python studies/capture/bench_decode_cpu.py [--new 32] [--prompt-tokens 128] [--reps 2]
+Usage: python -m studies.capture.bench_decode_cpu [--new 32] [--prompt-tokens 128] [--reps 2]
 Prints one JSON line per variant (best of --reps runs, after one warm-up).
 """
 from __future__ import annotations

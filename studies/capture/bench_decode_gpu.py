@@ -13,20 +13,18 @@ Llama-7B-shaped random model (bf16, 32 layers, 32 heads, d=128; weights do not m
 Every variant decodes from its own fresh prefill of the same prompt (prefill not timed), with
 transformers' DynamicCache (whose per-step ``torch.cat`` is part of every variant's step).
 
-    python studies/capture/bench_decode_gpu.py --out benchmarks/results/bench_decode_gpu_h200.json
-    python studies/capture/bench_decode_gpu.py --shape tiny --device cpu        # plumbing check
+    python -m studies.capture.bench_decode_gpu --out benchmarks/results/bench_decode_gpu_h200.json
+    python -m studies.capture.bench_decode_gpu --shape tiny --device cpu        # plumbing check
 """
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from interventions import ACT, HeadMask, HeadScale, Redistribute, intervene  # noqa: E402
 from probe.models import Handle  # noqa: E402

@@ -1,6 +1,6 @@
 """Time `probe scan` (sinks) of SmolLM2 on 32 Austen prompts x 512 tokens vs the eager output_attentions baseline.
 
-Usage: python studies/capture/bench_scan.py [--prompts 32] [--tokens 512] [--batch-size 4]
+Usage: python -m studies.capture.bench_scan [--prompts 32] [--tokens 512] [--batch-size 4]
 Prints one JSON line per measurement. fp32, CPU, torch threads = cores.
 """
 from __future__ import annotations

@@ -5,7 +5,7 @@ Each measurement runs in its own process (peak RSS from getrusage), fp32 on CPU:
   capture   — probe.capture(stats=received, sink, entropy) over all 30 layers (query-blocked reference)
   eager     — output_attentions=True (transformers' eager path keeps every N x N map)
 
-Usage: python studies/capture/long_prompt_memory.py [--tokens 4096] [--eager-tokens 1024]
+Usage: python -m studies.capture.long_prompt_memory [--tokens 4096] [--eager-tokens 1024]
 """
 from __future__ import annotations
 

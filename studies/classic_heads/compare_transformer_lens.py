@@ -4,7 +4,7 @@ Writes ``tl_agreement.json`` next to this file: per detector and exclusion setti
 absolute difference |probe - TransformerLens| ([layers, heads]) and its maximum; then probe's
 scores on longer inputs (the three detectors as ``probe scan`` runs them) with the top heads.
 
-    python studies/classic_heads/compare_transformer_lens.py
+    python -m studies.classic_heads.compare_transformer_lens
 """
 from __future__ import annotations
 

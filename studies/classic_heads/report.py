@@ -1,6 +1,6 @@
 """Tables for studies/classic_heads/README.md from tl_agreement.json (written by compare_transformer_lens.py).
 
-    PYTHONPATH=. python studies/classic_heads/report.py
+    python -m studies.classic_heads.report
 
 Rewrites the README's ``<!-- table:classic_* -->`` blocks (``studies/tables.py``); ``tables(folder)`` is what
 tests/test_study_tables.py recomputes. The top-level README row stays in studies/summary.py.
@@ -8,12 +8,10 @@ tests/test_study_tables.py recomputes. The top-level README row stays in studies
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tables import main_for, markdown_table  # noqa: E402
+from studies.tables import main_for, markdown_table  # noqa: E402
 
 
 def tables(folder: Path) -> dict[str, str]:

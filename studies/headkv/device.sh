@@ -11,7 +11,7 @@ OUTDIR=$1
 export PYTHONUNBUFFERED=1
 mkdir -p /tmp/pc/texts && cp -rn texts_cache/* /tmp/pc/texts/ 2>/dev/null
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
-python3 studies/headkv/run.py --device ${HEADKV_DEVICE:-cuda} --out "$OUTDIR" --max-seconds ${HEADKV_SECONDS:-235} --niah-share 0.8 \
+python3 -m studies.headkv.run --device ${HEADKV_DEVICE:-cuda} --out "$OUTDIR" --max-seconds ${HEADKV_SECONDS:-235} --niah-share 0.8 \
   --budgets 0.125,0.25,0.5 --windows 256,1024 --draws 5 --ppl-draws 5 --lengths 1024,2048,4096,8000 \
   --depths 10,30,70,90 --needles 0,1,2,3 --ppl-tokens 8000 --decode-prompt 8000 --decode-steps 64 \
   --decode-budgets 0.125,0.25,0.5 ${HEADKV_EXTRA:-} 2>&1 | grep --line-buffered -v "Loading weights" | tee "$OUTDIR/log.txt"

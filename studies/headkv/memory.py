@@ -7,17 +7,15 @@ then 4 single-token decode steps. K/V values are random (storage does not depend
 are summed over the tensors the caches hold afterwards, for fp32 (what the CPU study runs) and
 bf16 (a usual GPU deployment).
 
-    PYTHONPATH=. python studies/headkv/memory.py      # -> studies/headkv/results_cpu/memory.csv
+    python -m studies.headkv.memory      # -> studies/headkv/results_cpu/memory.csv
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pandas as pd
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from interventions import HeadwiseKV  # noqa: E402
 from interventions.headkv_cache import HeadwiseCache, kv_bytes  # noqa: E402

@@ -7,7 +7,7 @@ runs in float32 on the device and in float64 on the CPU, on 301 tokens with sink
   * a mixed plan: prefill of 280 tokens, then 21 decode steps on the HeadwiseCache.
 Prints one line per check with the largest |logit difference| and returns them as a dict.
 
-    PYTHONPATH=. python studies/headkv/parity.py --device cuda
+    python -m studies.headkv.parity --device cuda
 """
 from __future__ import annotations
 
@@ -19,7 +19,6 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from interventions import HeadwiseKV, SinkWindow, intervene  # noqa: E402
 

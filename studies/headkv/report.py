@@ -1,6 +1,6 @@
 """Tables for studies/headkv/README.md from the H200 run's files in results/ (every number in the README comes from here).
 
-    PYTHONPATH=. python studies/headkv/report.py
+    python -m studies.headkv.report
 Rewrites the README's ``<!-- table:headkv_* -->`` blocks (``studies/tables.py``) and writes results/summary.json.
 ``tables(folder)`` is what tests/test_study_tables.py recomputes; ``summary_row(folder)`` is this study's row in the
 top-level README.
@@ -18,18 +18,15 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from probe.stats import (bootstrap_interval, holm, mcnemar_exact, paired_bootstrap, paired_permutation,  # noqa: E402
                          wilson_interval)
-from tables import ci, main_for, markdown_table, num, pval  # noqa: E402
+from studies.tables import ci, main_for, markdown_table, num, pval  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 KEY = ["needle", "length", "depth"]

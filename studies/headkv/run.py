@@ -15,8 +15,8 @@ depths 10/30/70/90 % (detection used 0/50/100) and lengths 1024/2048/4096/8000 t
 (``interventions.headkv_niah``). Perplexity: the first 8000 tokens of four other Austen novels, one
 forward per book and policy. Memory / speed: an 8000-token prompt, then 128 greedy decode steps.
 
-    PYTHONPATH=. python studies/headkv/run.py --device cuda --out studies/headkv/results   # the H200 run
-    PYTHONPATH=. python studies/headkv/run.py --lengths 512 --depths 50 --needles 2 --budgets 0.25 --draws 1 \
+    python -m studies.headkv.run --device cuda --out studies/headkv/results   # the H200 run
+    python -m studies.headkv.run --lengths 512 --depths 50 --needles 2 --budgets 0.25 --draws 1 \
         --ppl-tokens 512 --decode-prompt 512 --decode-steps 4 --out /tmp/hk                 # a CPU smoke run
 Writes niah_items.csv, ppl_items.csv, decode.csv (appended policy by policy) and run.json.
 """
@@ -31,7 +31,6 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import probe  # noqa: E402
 from interventions import HeadwiseKV, intervene  # noqa: E402
@@ -142,7 +141,7 @@ def main(argv=None) -> None:
     ints = lambda s: [int(x) for x in s.split(",") if x]  # noqa: E731
     parity = None
     if "parity" in args.parts:                       # the CUDA path against the float64 CPU reference first
-        from parity import check
+        from studies.headkv.parity import check
 
         parity = check(args.device)
         (args.out / "parity.json").write_text(json.dumps(parity, indent=1))

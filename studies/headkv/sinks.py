@@ -1,12 +1,10 @@
 """First-token sink mass per head of SmolLM2 (the sink-mass policy's head score), written before any
 HeadwiseKV measurement: probe's sinks detector on 8 Austen passages (Pride and Prejudice) x 512 tokens.
 
-    PYTHONPATH=. python studies/headkv/sinks.py        # -> studies/headkv/sinks_heads.csv (layer, head, kv_head, key0_mass, ...)
+    python -m studies.headkv.sinks        # -> studies/headkv/sinks_heads.csv (layer, head, kv_head, key0_mass, ...)
 """
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import probe  # noqa: E402
 from probe.data.prompts import default_prompts  # noqa: E402

@@ -5,8 +5,8 @@ manifest.json; the 4.9 MB report.html is left out: ``probe report``/``probe app`
 parquet files) and backends.json (the same scan captured through TransformerLens and through nnsight:
 largest absolute difference per heads-table column against probe's own seam).
 
-    PYTHONPATH=. python studies/phenomena/run.py      # about four minutes on a laptop CPU
-    PYTHONPATH=. python studies/summary.py            # regenerates the README's phenomena table
+    python -m studies.phenomena.run      # about four minutes on a laptop CPU
+    python -m studies.summary            # regenerates the README's phenomena table
 """
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ def main() -> None:
         assert len(m) == len(native)
         diffs[backend] = {c: float((m[c] - m[f"{c}_other"]).abs().max()) for c in cols}
     (HERE / "backends.json").write_text(json.dumps(
-        {"command": "PYTHONPATH=. python studies/phenomena/run.py", "scan": " ".join(SCAN[2:]),
+        {"command": "python -m studies.phenomena.run", "scan": " ".join(SCAN[2:]),
          "max_abs_diff_vs_native": diffs}, indent=1))
 
 

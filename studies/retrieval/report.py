@@ -1,6 +1,6 @@
 """Retrieval study tables from the files run.py (and sink_overlap.py) wrote.
 
-    PYTHONPATH=. python studies/retrieval/report.py
+    python -m studies.retrieval.report
 
 Always: the detection table (heads.csv, or heads_<length>.csv of a re-run) and, when sink_mass.csv exists,
 the overlap of retrieval heads with first-token sink heads. After a masking re-run (eval_items.csv,
@@ -16,8 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tables import ci, main_for, markdown_table, num, pval  # noqa: E402
+from studies.tables import ci, main_for, markdown_table, num, pval  # noqa: E402
 
 from probe import stats  # noqa: E402
 

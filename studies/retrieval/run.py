@@ -1,8 +1,8 @@
 """Retrieval heads on SmolLM2 (methods.md §4): detection at two haystack lengths, then masking with
 controls matched on layer and on first-token sink mass, and a non-retrieval control task.
 
-Run from the repository root:  PYTHONPATH=. python studies/retrieval/run.py [--device cuda]
-then:                          PYTHONPATH=. python studies/retrieval/report.py   (README tables)
+Run from the repository root:  python -m studies.retrieval.run [--device cuda]
+then:                          python -m studies.retrieval.report   (README tables)
 
 Pre-registered (SETTINGS): per haystack length, heads are scored on detection depths and the top K by
 retrieval score are masked (uniform attention at decode steps, ``HeadMask(decode_only=True)``) on

@@ -2,7 +2,7 @@
 so report.py can show how far the retrieval heads are also sink heads (the confound the masking
 controls are matched on).
 
-    PYTHONPATH=. python studies/retrieval/sink_overlap.py [--prompts 8 --tokens 256]
+    python -m studies.retrieval.sink_overlap [--prompts 8 --tokens 256]
 """
 from __future__ import annotations
 

@@ -4,20 +4,18 @@ Loads SmolLM2 (fp32) on cuda:0, and again from the same cached folder with ``dev
 over every visible GPU; runs ``probe.scan`` (sinks detector) and a greedy ACT generation on both and
 prints the max difference of the heads tables, the layer -> device split and the timings as JSON.
 
-    python studies/scale/device_map_parity.py --out $OUT/device_map.json      # needs >= 2 GPUs
+    python -m studies.scale.device_map_parity --out $OUT/device_map.json      # needs >= 2 GPUs
 """
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from collections import Counter
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import probe  # noqa: E402
 from interventions import ACT, intervene  # noqa: E402

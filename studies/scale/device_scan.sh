@@ -19,5 +19,5 @@ m1, m2 = (json.load(open(f"/tmp/scan_{x}/manifest.json")) for x in ("one", "two"
 out["timings_one"], out["timings_two"] = m1.get("timings"), m2.get("timings")
 print(json.dumps(out, indent=1))
 PY
-timeout 200 python3 studies/scale/device_map_parity.py --out "$R/device_map.json" > "$R/device_map.log" 2>&1
+timeout 200 python3 -m studies.scale.device_map_parity --out "$R/device_map.json" > "$R/device_map.log" 2>&1
 grep -h "batch forwards\|wall_s" "$R"/scan_*.log; cat "$R/scan_compare.json" "$R/device_map.json"

@@ -12,14 +12,14 @@ bash studies/scale/device_scan.sh "$R" > "$R/scan.log" 2>&1
 
 say "3. StreamingLLM past the context: 4 cache configs on GPU 1 (background), dense on GPU 0"
 for cfg in 4+1020 0+1024 4+252 0+256; do
-  CUDA_VISIBLE_DEVICES=1 timeout 1500 python3 studies/streaming/perplexity.py --device cuda --tokens 16384 \
+  CUDA_VISIBLE_DEVICES=1 timeout 1500 python3 -m studies.streaming.perplexity --device cuda --tokens 16384 \
     --books $BOOKS --configs $cfg --save-every 1024 --out "$R/stream_$cfg.json" > "$R/stream_$cfg.log" 2>&1 &
 done
-CUDA_VISIBLE_DEVICES=0 timeout 300 python3 studies/streaming/perplexity.py --device cuda --tokens 16384 \
+CUDA_VISIBLE_DEVICES=0 timeout 300 python3 -m studies.streaming.perplexity --device cuda --tokens 16384 \
   --books $BOOKS --configs "" --dense --out "$R/stream_dense.json" > "$R/stream_dense.log" 2>&1
 
 say "4. decode time per token with interventions (Llama-7B shape), GPU 0"
-CUDA_VISIBLE_DEVICES=0 timeout 420 python3 studies/capture/bench_decode_gpu.py --out "$R/decode.json" > "$R/decode.log" 2>&1
+CUDA_VISIBLE_DEVICES=0 timeout 420 python3 -m studies.capture.bench_decode_gpu --out "$R/decode.json" > "$R/decode.log" 2>&1
 
 say "5. ACT head search on GPU 0"
 for task in topic currencies capitals sentiment; do

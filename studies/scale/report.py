@@ -1,6 +1,6 @@
 """Tables for studies/scale/README.md from the files the device scripts wrote in results/.
 
-    PYTHONPATH=. python studies/scale/report.py
+    python -m studies.scale.report
 
 Rewrites the README's ``<!-- table:scale_* -->`` blocks (``studies/tables.py``); ``tables(folder)`` is what
 tests/test_study_tables.py recomputes.
@@ -8,12 +8,10 @@ tests/test_study_tables.py recomputes.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tables import main_for, markdown_table  # noqa: E402
+from studies.tables import main_for, markdown_table  # noqa: E402
 
 
 def tables(folder: Path) -> dict[str, str]:

@@ -1,6 +1,6 @@
 """Perplexity per 1024-token bucket for each cache config (plotly HTML) from a perplexity.py JSON.
 
-    python studies/streaming/figure.py studies/streaming/results_16k_h200.json
+    python -m studies.streaming.figure studies/streaming/results_16k_h200.json
 """
 from __future__ import annotations
 

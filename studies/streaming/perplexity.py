@@ -7,9 +7,9 @@ length, no padding), so one decode loop measures them all. The dense reference i
 forward per book over the same tokens -- past SmolLM2's 8192-token context it runs on positions
 the model never saw in training, which is the failure StreamingLLM is about.
 
-    python studies/streaming/perplexity.py --tokens 2000 --configs 4+252,0+256 --books emma --dense \
+    python -m studies.streaming.perplexity --tokens 2000 --configs 4+252,0+256 --books emma --dense \
         --out studies/streaming/results.json                                    # CPU, inside the context
-    python studies/streaming/perplexity.py --device cuda --tokens 16384 --books emma,persuasion,prideprejudice,mansfieldpark \
+    python -m studies.streaming.perplexity --device cuda --tokens 16384 --books emma,persuasion,prideprejudice,mansfieldpark \
         --configs 4+1020 --dense --out $OUT/long_4+1020.json                   # GPU, 2x the context
 
 Outputs: a JSON of summaries (overall, last 1000 tokens, tokens past the context, per-1024-token
@@ -21,14 +21,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root, ahead of the editable-install finder
 
 import probe  # noqa: E402
 from interventions import SinkWindow, intervene  # noqa: E402

@@ -1,6 +1,6 @@
 """Tables for studies/streaming/README.md from the files perplexity.py wrote (every number in the README comes from here).
 
-    PYTHONPATH=. python studies/streaming/report.py
+    python -m studies.streaming.report
 
 Rewrites the README's ``<!-- table:stream_* -->`` blocks (``studies/tables.py``); ``tables(folder)`` is what
 tests/test_study_tables.py recomputes.
@@ -13,15 +13,13 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
 from probe.stats import bootstrap_interval, holm, paired_bootstrap, paired_permutation  # noqa: E402
-from tables import main_for, markdown_table, pval  # noqa: E402
+from studies.tables import main_for, markdown_table, pval  # noqa: E402
 
 # Past-the-context comparisons, fixed here: sinks vs none at each cache size, and StreamingLLM vs dense attention.
 COMPARISONS = (("4+1020", "0+1024"), ("4+252", "0+256"), ("4+1020", "dense"))

@@ -1,6 +1,6 @@
 """Does studio-vlm use the image? Held-out Fashion-MNIST accuracy with vs without the image.
 
-    python studies/vlm/evaluate.py                   # 500 t10k images, writes studies/vlm/results/eval.json
+    python -m studies.vlm.evaluate                   # 500 t10k images, writes studies/vlm/results/eval.json
 
 Conditions (all through the stock `LlavaForConditionalGeneration` forward, summed log-prob over the
 10 class names, argmax):
@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -26,7 +25,6 @@ import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
 
 from probe.data.images import FASHION_MNIST_CLASSES, fashion_subset  # noqa: E402
 import probe  # noqa: E402

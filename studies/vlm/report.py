@@ -1,7 +1,7 @@
 """Tables for studies/vlm/README.md from the files in results/ (written by evaluate.py and sinks.py; the training
 recipe, cost and losses come from the projector metadata evaluate.py copies into eval*.json).
 
-    PYTHONPATH=. python studies/vlm/report.py
+    python -m studies.vlm.report
 
 Rewrites the README's ``<!-- table:vlm_* -->`` blocks (``studies/tables.py``); ``tables(folder)`` is what
 tests/test_study_tables.py recomputes. The top-level README row stays in studies/summary.py.
@@ -9,16 +9,13 @@ tests/test_study_tables.py recomputes. The top-level README row stays in studies
 from __future__ import annotations
 
 import json
-import sys
 from collections import Counter
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from probe.data.images import FASHION_MNIST_CLASSES as CLASSES  # noqa: E402
 from probe.stats import wilson_interval  # noqa: E402
-from tables import main_for, markdown_table  # noqa: E402
+from studies.tables import main_for, markdown_table  # noqa: E402
 
 
 def _preds(counts) -> str:

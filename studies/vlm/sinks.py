@@ -1,6 +1,6 @@
 """Sink tokens inside the image span of studio-vlm (SmolLM2's massive-activation dim 507).
 
-    python studies/vlm/sinks.py        # 20 held-out images, writes studies/vlm/results/sinks.json
+    python -m studies.vlm.sinks        # 20 held-out images, writes studies/vlm/results/sinks.json
 
 For each prompt arrangement, with eager attention and all hidden states:
 - massive activation: phi = |x[d]| / rms(x) for the sink dim d (found automatically as the dim with the
@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -28,7 +27,6 @@ import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
 
 from probe.data.images import fashion_subset  # noqa: E402
 import probe  # noqa: E402

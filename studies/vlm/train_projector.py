@@ -1,11 +1,11 @@
 """Train studio-vlm's projector (vision tower and LM frozen) on Fashion-MNIST label answers.
 
-    python studies/vlm/train_projector.py                 # the shipped recipe (CPU, 1 thread)
-    python studies/vlm/train_projector.py --steps 5 --out /tmp/p.safetensors   # smoke run
+    python -m studies.vlm.train_projector                 # the shipped recipe (CPU, 1 thread)
+    python -m studies.vlm.train_projector --steps 5 --out /tmp/p.safetensors   # smoke run
 
 The shipped weights are two stages (see studies/vlm/README.md):
-    python studies/vlm/train_projector.py --out /tmp/stage1.safetensors
-    python studies/vlm/train_projector.py --init /tmp/stage1.safetensors --steps 300 --lr 1e-3 \
+    python -m studies.vlm.train_projector --out /tmp/stage1.safetensors
+    python -m studies.vlm.train_projector --init /tmp/stage1.safetensors --steps 300 --lr 1e-3 \
         --warmup 0 --caption-frac 0.1
 
 Recipe: frozen DINOv2 features are precomputed once through the LLaVA feature selection
@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import platform
-import sys
 import time
 from pathlib import Path
 
@@ -33,8 +32,6 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
 
 from probe.data.images import FASHION_MNIST_CLASSES, fashion_subset  # noqa: E402
 import probe  # noqa: E402

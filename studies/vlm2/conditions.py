@@ -158,7 +158,7 @@ class Runner:
         """Processor-equivalent batch from cached pixels: texts with one image token each (left padded).
 
         The first call checks it against the processor (token ids, mask and pixels must be equal)."""
-        from train import pixel_values
+        from studies.vlm2.train import pixel_values
 
         h = self.h
         if scene_idx is None:

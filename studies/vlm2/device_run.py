@@ -1,8 +1,8 @@
 """studio-vlm2 on one GPU call: train the projector, then the benchmark, the phenomena and the interventions.
 
-    python studies/vlm2/device_run.py --dinov2 carry/dinov2_fp16.safetensors --pools carry/pools.npz \\
+    python -m studies.vlm2.device_run --dinov2 carry/dinov2_fp16.safetensors --pools carry/pools.npz \\
         --work /tmp/vlm2 --out "$OUT" --deadline 420                                   # the device run
-    python studies/vlm2/device_run.py ... --device cpu --quick --work /tmp/q --out /tmp/q_out   # CPU dry run
+    python -m studies.vlm2.device_run ... --device cpu --quick --work /tmp/q --out /tmp/q_out   # CPU dry run
 
 Everything follows ``studies/vlm2/settings.json`` (pre-registered; ``--quick`` shrinks sizes only).
 Each stage writes its files into ``--work`` and then re-packs ``--out``:
@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import shutil
-import sys
 import tarfile
 import time
 from pathlib import Path
@@ -26,15 +25,13 @@ from types import SimpleNamespace
 
 T_START = time.time()
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parents[1]))
-sys.path.insert(0, str(HERE))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-import conditions as cn  # noqa: E402
-import phenomena as ph  # noqa: E402
-import train as tr  # noqa: E402
+from studies.vlm2 import conditions as cn  # noqa: E402
+from studies.vlm2 import phenomena as ph  # noqa: E402
+from studies.vlm2 import train as tr  # noqa: E402
 from probe.data import fashion  # noqa: E402
 from probe.data import scenes as sc  # noqa: E402
 from probe.models import studio_vlm as sv  # noqa: E402

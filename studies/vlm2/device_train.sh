@@ -16,7 +16,7 @@ if [ -z "${VLM2_CPU:-}" ]; then
 fi
 test -f carry/dinov2_fp16.safetensors -a -f carry/pools.npz || { echo "NO_CARRY: run studies/vlm2/prepare_carry.py carry"; exit 3; }
 rm -rf "$WORK"
-timeout -s INT $((DEADLINE + 35)) python3 studies/vlm2/device_run.py --dinov2 carry/dinov2_fp16.safetensors \
+timeout -s INT $((DEADLINE + 35)) python3 -m studies.vlm2.device_run --dinov2 carry/dinov2_fp16.safetensors \
   --pools carry/pools.npz --work "$WORK" --out "$OUT" --deadline "$DEADLINE" "$@"
 echo "exit $?"
 ls -la "$OUT"

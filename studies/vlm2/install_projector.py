@@ -1,6 +1,6 @@
 """Put a trained studio-vlm2 projector into the repository's assets, in fp16 (half the size), metadata kept.
 
-    python studies/vlm2/install_projector.py RUN/studio_vlm2_projector.safetensors
+    python -m studies.vlm2.install_projector RUN/studio_vlm2_projector.safetensors
     # -> probe/assets/studio_vlm2_projector.safetensors; probe.load("studio-vlm2") then works offline
 
 ``load_projector`` copies the weights into the fp32 projector (the fp16 rounding is the only change;

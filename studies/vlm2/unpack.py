@@ -1,6 +1,6 @@
 """Copy what the device run returned into studies/vlm2/results/ (the files report.py and the README use).
 
-    python studies/vlm2/unpack.py RUN_OUT        # RUN_OUT holds vlm2_results.tar.gz (+ log.txt)
+    python -m studies.vlm2.unpack RUN_OUT        # RUN_OUT holds vlm2_results.tar.gz (+ log.txt)
 
 Per-item JSONL files are gzipped, the visual-token table becomes parquet; the early projector snapshots
 are not kept (their sink statistics are in phenomena_snapshots.json).

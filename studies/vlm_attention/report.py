@@ -1,6 +1,6 @@
 """Tables for studies/vlm_attention/README.md from the files run.py wrote in results/ (and studies/vlm's sinks.json).
 
-    PYTHONPATH=. python studies/vlm_attention/report.py
+    python -m studies.vlm_attention.report
 
 Rewrites the README's ``<!-- table:v1_* -->`` blocks (``studies/tables.py``); ``tables(folder)`` is what
 tests/test_study_tables.py recomputes. The top-level README row for this study stays in studies/summary.py.
@@ -8,17 +8,14 @@ tests/test_study_tables.py recomputes. The top-level README row for this study s
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from probe.data.images import FASHION_MNIST_CLASSES  # noqa: E402
 from probe.stats import holm, mcnemar_exact, wilson_interval  # noqa: E402
-from tables import main_for, markdown_table, num, pval  # noqa: E402
+from studies.tables import main_for, markdown_table, num, pval  # noqa: E402
 
 # condition key in results_acc300*.json -> what it is (settings only; every number comes from the files)
 CONDITIONS = {

@@ -1,7 +1,7 @@
 """VAR and VHR on studio-vlm: visual sinks, vision-aware heads, held-out accuracy, a captioning check.
 
-    python studies/vlm_attention/run.py                     # all parts, writes studies/vlm_attention/results/
-    python studies/vlm_attention/run.py --n-acc 300 --n-gen 50 --threads 2
+    python -m studies.vlm_attention.run                     # all parts, writes studies/vlm_attention/results/
+    python -m studies.vlm_attention.run --n-acc 300 --n-gen 50 --threads 2
 
 Parts:
 1. detectors (probe.detect.vision) on the fashion question and the caption prompt x (8 Fashion-MNIST
@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import re
-import sys
 import time
 from pathlib import Path
 
@@ -31,8 +30,6 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
 
 import probe  # noqa: E402
 from interventions import VAR, VHR, intervene  # noqa: E402

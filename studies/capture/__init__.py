@@ -1,0 +1,1 @@
+"""studies/capture: run its scripts from the repository root, e.g. ``python -m studies.capture.<script>``."""

@@ -1,0 +1,1 @@
+"""studies/headkv: run its scripts from the repository root, e.g. ``python -m studies.headkv.<script>``."""

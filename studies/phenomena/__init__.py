@@ -1,0 +1,1 @@
+"""studies/phenomena: run its scripts from the repository root, e.g. ``python -m studies.phenomena.<script>``."""

@@ -1,0 +1,1 @@
+"""studies/retrieval: run its scripts from the repository root, e.g. ``python -m studies.retrieval.<script>``."""

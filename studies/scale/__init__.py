@@ -1,0 +1,1 @@
+"""studies/scale: run its scripts from the repository root, e.g. ``python -m studies.scale.<script>``."""

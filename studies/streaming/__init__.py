@@ -1,0 +1,1 @@
+"""studies/streaming: run its scripts from the repository root, e.g. ``python -m studies.streaming.<script>``."""
