@@ -35,13 +35,9 @@ def vlm2():
 
 
 def _margins(handle, questions) -> np.ndarray:
-    import sys
-
-    sys.path.insert(0, str(ROOT / "studies" / "vlm2"))
-    import train
-
     from probe.data import scenes as sc
     from probe.detect.vision import encode_images
+    from studies.vlm2 import train
 
     scenes = train.test_scenes(train.pools(None), max(q["scene"] for q in questions) + 1)
     texts = [handle.processor.image_token + sc.EXISTS_PROMPT.format(noun=q["noun"]) for q in questions]

@@ -128,7 +128,7 @@ def main() -> None:
         runs = prev.get("runs") or [{"command": prev["command"], "device": prev["device"],
                                      "tasks_completed": sorted(set(old.task))}]
         runs = [dict(r, tasks_completed=[t for t in r["tasks_completed"] if t not in tasks]) for r in runs]
-    run = {"command": "PYTHONPATH=. python " + " ".join(sys.argv), "device": args.device, "tasks_completed": []}
+    run = {"command": "python -m studies.act.run " + " ".join(sys.argv[1:]), "device": args.device, "tasks_completed": []}
     settings = {"tasks": SETTINGS, "model": h.source, "model_hash": h.file_hash, "runs": runs + [run]}
     for name in tasks:
         rows += run_task(h, name, out, log, args.batch_size, args.quick)

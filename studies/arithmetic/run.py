@@ -183,7 +183,7 @@ def main() -> None:
         {**s, "model": h.source, "model_hash": h.file_hash, "device": args.device, "n_detect_prompts": len(detect),
          "ranking": args.ranking or "this run's patching",
          "n_heldout": {OPERATORS[o]: int((ops == o).sum()) for o in OPERATORS},
-         "command": "PYTHONPATH=. python " + " ".join(sys.argv), "seconds": round(time.time() - t0, 1)}, indent=1))
+         "command": "python -m studies.arithmetic.run " + " ".join(sys.argv[1:]), "seconds": round(time.time() - t0, 1)}, indent=1))
     log("done")
 
 

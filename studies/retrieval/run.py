@@ -108,7 +108,7 @@ def main() -> None:
     def write_settings(**extra) -> None:           # at the start (a stopped run keeps it) and at the end
         (out / "settings.json").write_text(json.dumps(
             {**s, "model": h.source, "model_hash": h.file_hash, "device": args.device,
-             "command": "PYTHONPATH=. python " + " ".join(sys.argv), **extra}, indent=1))
+             "command": "python -m studies.retrieval.run " + " ".join(sys.argv[1:]), **extra}, indent=1))
 
     write_settings(seconds=None)
 
