@@ -1,7 +1,7 @@
 """Arithmetic study tables: the README's generated blocks from heads.csv, ablation.csv, comparisons.csv,
-attention.csv (and ablation_h200.csv when present).
+attention.csv, operator_intervals.csv (and ablation_h200.csv when present).
 
-    python -m studies.arithmetic.report       # after run.py (which writes ablation/comparisons)
+    python -m studies.arithmetic.report       # after run.py and operator_intervals.py
 """
 from __future__ import annotations
 
@@ -72,6 +72,19 @@ def tables(folder: Path = HERE) -> dict[str, str]:
         [[f"L{int(r.layer)}H{int(r['head'])}", *(num(r[c], 2) for c in ("operand_a", "operator_mass", "operand_b",
                                                                           "equals_self", "first_token", "prefix_other"))]
          for _, r in a.iterrows()])
+    if (folder / "operator_intervals.csv").exists():       # operator_intervals.py: per-prompt results, bootstrap CIs
+        oi = pd.read_csv(folder / "operator_intervals.csv")
+        for kind in ("operands", "operator"):
+            g = oi[oi.counterfactual == kind]
+            if not len(g):
+                continue
+            n = g.groupby("operator").n.first()
+            order = list(dict.fromkeys(zip(g.layer, g["head"])))
+            out[f"arith_operator_{kind}"] = markdown_table(
+                ["head"] + [f"{name} (n={int(n[name])}) [95% CI]" for name in OPS.values()],
+                [[f"L{l}H{x}"] + [ci(*g[(g.layer == l) & (g["head"] == x) & (g.operator == name)]
+                                     [["effect", "low", "high"]].iloc[0], digits=2) for name in OPS.values()]
+                 for l, x in order])
     if (folder / "ablation_h200.csv").exists():
         out["arith_h200"] = markdown_table(["ablated (mean ablation)", "k", "n", "accuracy, all ops [95% CI]", *OPS.values()],
                                            _ablation_rows(pd.read_csv(folder / "ablation_h200.csv")))
