@@ -30,3 +30,13 @@ def test_a_drifted_block_is_caught(tmp_path):
     page.write_text("a\n<!-- table:t -->\nold\n<!-- /table:t -->\nb\n")
     report.write_blocks(page, {"t": "new\n"})
     assert report.read_blocks(page) == {"t": "new\n"} and page.read_text().endswith("b\n")
+
+
+def test_cpu_numbers_block_matches_its_file(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT))                  # benchmarks/ and studies/ are run from the root
+    spec = importlib.util.spec_from_file_location("_cpu_numbers", ROOT / "benchmarks" / "cpu_numbers.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    committed = mod.read_blocks(ROOT / "README.md")
+    assert committed["cpu-numbers"] == mod.table(), \
+        "README.md cpu-numbers block differs from benchmarks/results/cpu_numbers.json: run PYTHONPATH=. python -m benchmarks.cpu_numbers --render"
