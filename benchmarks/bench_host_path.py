@@ -91,16 +91,6 @@ def table(doc: dict) -> str:
     return "\n".join(out)
 
 
-def _write_block(page: str, body: str) -> None:
-    import re
-    text = open(page).read()
-    pat = re.compile(rf"(<!-- table:{BLOCK} -->\n).*?(<!-- /table:{BLOCK} -->)", re.S)
-    if not pat.search(text):
-        raise SystemExit(f"{page} has no <!-- table:{BLOCK} --> block")
-    with open(page, "w") as f:
-        f.write(pat.sub(lambda m: m.group(1) + body + "\n" + m.group(2), text))
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--code", default=None, help="import kernels/ from this tree (default: the current one)")
@@ -113,7 +103,9 @@ def main(argv=None) -> int:
     os.environ.setdefault("TRITON_INTERPRET", "1")          # before the kernels are imported (no CUDA here)
     if args.write_block:
         with open(RESULT) as f:
-            _write_block(args.write_block, table(json.load(f)))
+            from studies.tables import write_blocks
+
+            write_blocks(args.write_block, {BLOCK: table(json.load(f)) + "\n"})
         return 0
     if args.code:
         sys.path.insert(0, os.path.abspath(args.code))

@@ -11,14 +11,14 @@ Blocks (``<!-- table:NAME -->`` ... ``<!-- /table:NAME -->``):
 from __future__ import annotations
 
 import json
-import re
 import sys
 from pathlib import Path
+
+from studies.tables import read_blocks, write_blocks  # noqa: F401 (read_blocks: the drift test)
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 GPU, OLD, CPU = "e2e_h200.json", "e2e_old_h200.json", "e2e_cpu.json"
-_BLOCK = re.compile(r"<!-- table:(?P<name>[\w.-]+) -->\n(?P<body>.*?)<!-- /table:(?P=name) -->", re.S)
 
 LABELS = {
     "plain": "plain `generate` (SDPA, no probe)",
@@ -169,20 +169,6 @@ def tables(folder: Path = RESULTS) -> dict:
                                   "e2e-python-calls": python_calls_table(folder)},
         "README.md": {"e2e-headline": headline(folder)},
     }
-
-
-def read_blocks(path: Path) -> dict:
-    return {m["name"]: m["body"] for m in _BLOCK.finditer(Path(path).read_text())}
-
-
-def write_blocks(path: Path, blocks: dict) -> None:
-    text = Path(path).read_text()
-    for name, body in blocks.items():
-        pat = re.compile(rf"(<!-- table:{re.escape(name)} -->\n).*?(<!-- /table:{re.escape(name)} -->)", re.S)
-        if not pat.search(text):
-            raise KeyError(f"{path} has no <!-- table:{name} --> block")
-        text = pat.sub(lambda m: m.group(1) + body + m.group(2), text)
-    Path(path).write_text(text)
 
 
 def main() -> int:
