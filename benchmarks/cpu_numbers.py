@@ -39,13 +39,13 @@ print(json.dumps({{"continuation": h.tokenizer.decode(out[0, enc["input_ids"].sh
 """
 
 
-def _run(cmd: list[str], env: dict | None = None) -> tuple[str, float, float]:
+def _run(cmd: list[str], env: dict | None = None) -> tuple[str, float]:
+    """stdout of ``cmd`` (run from the repository root) and the load average before it."""
     load = os.getloadavg()[0]
-    t0 = time.perf_counter()
     out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})}, cwd=ROOT)
     if out.returncode:
         raise RuntimeError(f"{' '.join(cmd)} failed: {out.stderr[-500:]}")
-    return out.stdout, load, time.perf_counter() - t0
+    return out.stdout, load
 
 
 def _json_lines(text: str) -> list[dict]:
@@ -66,11 +66,11 @@ def measure() -> dict:
         with tempfile.TemporaryDirectory() as cache:
             for which in ("first", "later"):
                 code = LOAD_CHILD.format(name=name)
-                stdout, load, _ = _run([py, "-c", code], env={"PROBE_CACHE": cache})
+                stdout, load = _run([py, "-c", code], env={"PROBE_CACHE": cache})
                 rows.append(dict(what=f"load {name} ({which})", seconds=float(stdout.split()[-1]), load_avg=load,
                                  command=f'PROBE_CACHE=<{"empty" if which == "first" else "filled"}> python -c '
                                          f'"import probe; probe.load({name!r})"'))
-    stdout, load, _ = _run([py, "-c", GEMMA_CHILD.format(prompt=GEMMA_PROMPT)])
+    stdout, load = _run([py, "-c", GEMMA_CHILD.format(prompt=GEMMA_PROMPT)])
     rows.append(dict(what="gemma3-270m through the seam", prompt=GEMMA_PROMPT, load_avg=load,
                      command="benchmarks/cpu_numbers.py (GEMMA_CHILD)", **_json_lines(stdout)[-1]))
     mem = "studies/capture/long_prompt_memory.py"                    # one process per mode: peak RSS is per process
@@ -78,7 +78,7 @@ def measure() -> dict:
                          (mem, ["--child", "eager", "--tokens", "1024"]),
                          ("studies/capture/bench_scan.py", []),
                          ("studies/capture/bench_decode_cpu.py", [])):
-        stdout, load, _ = _run([py, script, *args])
+        stdout, load = _run([py, script, *args])
         for r in _json_lines(stdout):
             rows.append(dict(script=script, load_avg_before_script=load, command=" ".join(["python", script, *args]), **r))
         print(f"{script}: done", flush=True)
