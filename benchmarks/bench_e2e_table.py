@@ -11,9 +11,17 @@ call inside ``intervene`` with
     var         Redistribute (VAR) sink key 0 -> span [1, 1024) of the prompt, layers 2..L-2
 on a random-init Llama-7B-shaped model (8 of its 32 layers, bf16, built on the device), a PROMPT-token
 random prompt, NEW greedy tokens, batch 1 and 16; median of --repeats runs after one warm-up run, the
-variants interleaved per repeat. ``tokens_per_s`` = NEW / wall (per sequence; the prefill included).
+variants interleaved per repeat (a garbage collection before each timed run). ``tokens_per_s`` = NEW / wall
+(per sequence; the prefill included). Every timed run carries a stopping criterion that never stops and
+records the end of each step (``profile_decode.StepClock``, a few µs per step, in every variant, plain
+included): ``step_ms_median`` / ``step_ms_p10_p90`` are the decode steps alone (prefill excluded), over all
+runs; ``same_tokens_every_run``: every timed run produced the warm-up run's tokens.
 ``syncs_per_step``: synchronising CUDA calls per decode step (torch.cuda.set_sync_debug_mode) over a
 short generate, minus nothing (HF's generate itself syncs once per step).
+
+Part ``profile``: ``benchmarks/profile_decode.run`` on the same model (batch 1): per variant, step times, a
+torch.profiler trace of one decode step and cProfile of eight, and the plain-vs-seam token / logit check,
+into ``profile_decode.json`` next to --out (traces under --traces).
 
 Part ``table`` ("the end-to-end GPU table"): ``probe scan``'s sink capture (received + entropy per head,
 hidden-state summaries; ``probe.capture(..., backend=...)`` + ``rec.run``) with the native backend, the
@@ -37,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import json
 import os
 import sys
@@ -139,6 +148,9 @@ def _ctx(handle, ivs):
 
 def part_gen(out: Out, handle, device: str, batches, prompt: int, new: int, repeats: int, budget: float,
              variants=VARIANTS) -> None:
+    from benchmarks.profile_decode import StepClock
+    from transformers import StoppingCriteriaList
+
     model = handle.model
     vocab = model.config.vocab_size
     for B in batches:
@@ -148,13 +160,15 @@ def part_gen(out: Out, handle, device: str, batches, prompt: int, new: int, repe
         kw = dict(max_new_tokens=new, min_new_tokens=new, do_sample=False)
         ivs = {v: interventions_for(v, handle, prompt) for v in variants}
         results = {v: [] for v in variants}
-        tokens = {}
+        steps = {v: [] for v in variants}
+        tokens, same_runs = {}, {}
 
-        def run(v, n=new):
+        def run(v, n=new, clock=None):
+            crit = {"stopping_criteria": StoppingCriteriaList([clock])} if clock is not None else {}
             with torch.no_grad(), _ctx(handle, ivs[v]):
                 sync(device)
                 t = time.perf_counter()
-                o = model.generate(input_ids=ids, attention_mask=am, **{**kw, "max_new_tokens": n, "min_new_tokens": n})
+                o = model.generate(input_ids=ids, attention_mask=am, **{**kw, "max_new_tokens": n, "min_new_tokens": n}, **crit)
                 sync(device)
                 return time.perf_counter() - t, o
 
@@ -169,9 +183,14 @@ def part_gen(out: Out, handle, device: str, batches, prompt: int, new: int, repe
                 out.add({"part": "gen", "batch": B, "variant": v, "error": f"{type(err).__name__}: {str(err)[:200]}"})
         for r in range(repeats):
             for v in variants:
-                if results[v] is None or left(budget) < 20:
+                if results[v] is None or v not in tokens or left(budget) < 20:
                     continue
-                results[v].append(run(v)[0])
+                gc.collect()
+                clock = StepClock()
+                wall, o = run(v, clock=clock)
+                results[v].append(wall)
+                steps[v] += [1e3 * (b - a) for a, b in zip(clock.times, clock.times[1:])]
+                same_runs[v] = same_runs.get(v, True) and bool(torch.equal(o[:, prompt:].cpu(), tokens[v]))
         base = None
         for v in variants:
             runs = sorted(results[v] or [])
@@ -180,10 +199,14 @@ def part_gen(out: Out, handle, device: str, batches, prompt: int, new: int, repe
             med = runs[len(runs) // 2]
             tps = new / med
             base = tps if v == "plain" else base
+            st = sorted(steps[v])
             row = {"part": "gen", "batch": B, "prompt": prompt, "new_tokens": new, "variant": v,
                    "wall_s_runs": [round(x, 4) for x in runs], "tokens_per_s": round(tps, 2),
                    "tokens_per_s_all_rows": round(tps * B, 1),
                    "x_slower": round(base / tps, 3) if base else None,
+                   "step_ms_median": round(st[len(st) // 2], 3) if st else None,
+                   "step_ms_p10_p90": [round(st[len(st) // 10], 3), round(st[(9 * len(st)) // 10], 3)] if st else None,
+                   "same_tokens_every_run": same_runs.get(v),
                    "same_tokens_as_plain": bool(torch.equal(tokens[v], tokens["plain"])) if v in tokens and "plain" in tokens else None}
             if B == 1:
                 row.update(sync_count(run, v, device))
@@ -384,6 +407,9 @@ def main(argv=None) -> int:
     ap.add_argument("--smollm-sizes", default="1024,4096,8192")
     ap.add_argument("--methods", default="native,sdpa_forward,eager_output_attentions,nnsight,transformer_lens")
     ap.add_argument("--smollm-ids", default=None, help="a .pt file of real token ids (1-D) for the SmolLM2 rows")
+    ap.add_argument("--profile-variants", default=",".join(("plain", "seam_noop", "headmask", "headscale", "act", "var")))
+    ap.add_argument("--profile-budget", type=float, default=70.0, help="part profile: no new variant after this second")
+    ap.add_argument("--traces", default=None, help="part profile: folder for the chrome traces (default: OUT's folder/traces)")
     ap.add_argument("--compile", action="store_true", help="static part: let transformers compile")
     ap.add_argument("--best", action="store_true", help="table: report the fastest run, not the median (a shared CPU)")
     ap.add_argument("--make-ids", action="store_true",
@@ -413,9 +439,18 @@ def main(argv=None) -> int:
     out = Out(args.out, meta)
     methods = args.methods.split(",")
     h = None
-    if "gen" in parts or ("table" in parts and args.llama_sizes):
+    if "gen" in parts or "profile" in parts or ("table" in parts and args.llama_sizes):
         h = llama(args.device, args.quick)
         out.add({"part": "load", "model": "llama7b-shape-8layers", "seconds": round(time.time() - T0, 1)})
+        if "profile" in parts:
+            from benchmarks import profile_decode
+
+            profile_decode.T0 = T0
+            path = os.path.join(os.path.dirname(os.path.abspath(args.out)), "profile_decode.json")
+            profile_decode.run(h, args.device, args.prompt, args.new, args.repeats, args.profile_variants.split(","),
+                               ["steps", "profile", "python", "ties"], path, args.traces or os.path.join(os.path.dirname(
+                                   os.path.abspath(args.out)), "traces"), args.profile_budget)
+            out.add({"part": "profile", "file": path})
         if "gen" in parts:
             part_gen(out, h, args.device, [int(b) for b in args.batches.split(",")], args.prompt, args.new,
                      args.repeats, args.budget, args.variants.split(","))

@@ -1,18 +1,26 @@
 #!/bin/bash
-# Issue #15 end-to-end device call (one H200, <= 235 s): generate tokens/s through the seam and the
-# sink-capture table. Run from the carried tree's root after `source scripts/device_env.sh`:
-#   cd .dev_e2e && export PYTHONPATH=/tmp/site:$PWD && bash benchmarks/device_e2e.sh
-# Carries: wheels/ (nnsight 0.8.1 and its missing dependencies, 3.5 MB), data/smollm2_austen_8192.pt
-# (8192 SmolLM2 token ids of Pride and Prejudice, made with `--make-ids`), old/ (main's probe, interventions and
-# kernels before this change: part gen at batch 1 again on that code, with the budget left).
+# Issue #15 end-to-end device call (one H200): generate tokens/s through the seam, a one-decode-step profile
+# per variant, and (optionally) the sink-capture table. Run from the repository root:
+#   source scripts/device_env.sh && bash benchmarks/device_e2e.sh [PARTS] [BUDGET_S]
+# PARTS (default profile,gen) and BUDGET_S (default 125) go to benchmarks/bench_e2e_table.py. The capture table
+# (part table) wants .dev_e2e carried: wheels/ (nnsight and its missing dependencies) and
+# data/smollm2_austen_8192.pt (made with `--make-ids`); without it those rows record why they did not run.
+# CPU dry run: OUT=/tmp/o E2E_ARGS="--device cpu --quick" bash benchmarks/device_e2e.sh
+# $OUT gets: e2e_h200.json, profile_decode.json (part profile), e2e_log.txt, traces.tar.gz (chrome traces).
 set -u
 export PYTHONUNBUFFERED=1
+PARTS=${1:-profile,gen}
+BUDGET=${2:-125}
 mkdir -p "$OUT"
-if ls wheels/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/e2e_site wheels/*.whl 2>&1 | tail -2
+EXTRA=()
+if ls .dev_e2e/wheels/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/e2e_site .dev_e2e/wheels/*.whl 2>&1 | tail -2
   export PYTHONPATH="$PYTHONPATH:/tmp/e2e_site"       # the device's own packages first
 fi
-nvidia-smi --query-gpu=name,clocks.sm,memory.used --format=csv,noheader
-timeout 226 python3 -m benchmarks.bench_e2e_table --out "$OUT/e2e_h200.json" --budget 205 \
-    --smollm-ids data/smollm2_austen_8192.pt $( [ -d old ] && echo --old old ) 2>&1 | tee "$OUT/e2e_log.txt" | grep -v "^{" | tail -40
+[ -f .dev_e2e/data/smollm2_austen_8192.pt ] && EXTRA+=(--smollm-ids .dev_e2e/data/smollm2_austen_8192.pt)
+nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,memory.used --format=csv,noheader
+rm -rf /tmp/e2e_traces
+timeout $((BUDGET + 25)) python3 -m benchmarks.bench_e2e_table --out "$OUT/e2e_h200.json" --parts "$PARTS" \
+    --budget "$BUDGET" --repeats 4 --traces /tmp/e2e_traces "${EXTRA[@]}" ${E2E_ARGS:-} 2>&1 | tee "$OUT/e2e_log.txt" | cut -c1-600 | tail -40
 echo "rc=${PIPESTATUS[0]}"
+[ -d /tmp/e2e_traces ] && tar czf "$OUT/traces.tar.gz" -C /tmp e2e_traces && ls -la "$OUT"
