@@ -55,7 +55,7 @@ import warnings
 import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-VARIANTS = ("plain", "seam_noop", "scale1_onehead", "headscale", "headmask", "act", "var")
+VARIANTS = ("plain", "seam_noop", "headscale", "headmask", "act", "var")   # + scale1_onehead on request (--variants)
 T0 = time.time()
 
 
@@ -408,7 +408,7 @@ def main(argv=None) -> int:
     ap.add_argument("--methods", default="native,sdpa_forward,eager_output_attentions,nnsight,transformer_lens")
     ap.add_argument("--smollm-ids", default=None, help="a .pt file of real token ids (1-D) for the SmolLM2 rows")
     ap.add_argument("--profile-variants", default=",".join(("plain", "seam_noop", "headmask", "headscale", "act", "var")))
-    ap.add_argument("--profile-budget", type=float, default=70.0, help="part profile: no new variant after this second")
+    ap.add_argument("--profile-budget", type=float, default=60.0, help="part profile: no new variant after this second")
     ap.add_argument("--traces", default=None, help="part profile: folder for the chrome traces (default: OUT's folder/traces)")
     ap.add_argument("--compile", action="store_true", help="static part: let transformers compile")
     ap.add_argument("--best", action="store_true", help="table: report the fastest run, not the median (a shared CPU)")
@@ -447,7 +447,7 @@ def main(argv=None) -> int:
 
             profile_decode.T0 = T0
             path = os.path.join(os.path.dirname(os.path.abspath(args.out)), "profile_decode.json")
-            profile_decode.run(h, args.device, args.prompt, args.new, args.repeats, args.profile_variants.split(","),
+            profile_decode.run(h, args.device, args.prompt, args.new, 2, args.profile_variants.split(","),
                                ["steps", "profile", "python", "ties"], path, args.traces or os.path.join(os.path.dirname(
                                    os.path.abspath(args.out)), "traces"), args.profile_budget)
             out.add({"part": "profile", "file": path})
