@@ -90,6 +90,57 @@ def _decode_step(
     return b_mn, b_l, b_lr, b_acc, b_acc2, b_tm
 
 
+@triton.jit
+def _next_special(b_cols, cur, sp0, sp1, BS: tl.constexpr, USE_VAR: tl.constexpr):
+    """Start of the first key block at or after ``cur`` (a block start) that holds an edited column of any of the
+    G heads (b_cols [BG, CP], -1 unused) or, with VAR, a span key; >= 2**30 when none (one reduction per call)."""
+    big = 1 << 30
+    nxt = tl.min(tl.min(tl.where(b_cols >= cur, b_cols, big), 1), 0)
+    if USE_VAR:
+        s0 = tl.maximum(cur, sp0)
+        nxt = tl.minimum(nxt, tl.where(s0 < sp1, s0, big))
+    return nxt // BS * BS
+
+
+@triton.jit
+def _decode_split_block(
+    b_q, p_k, p_v, s_ks, s_vs, j0, lo, j_hi, scale, softcap, uni, p_cols, m_g,
+    b_m, b_l, b_acc, b_m2, b_lx, b_acc2, b_tm, sp0, sp1,
+    D: tl.constexpr, BS: tl.constexpr, BG: tl.constexpr, C: tl.constexpr,
+    USE_SOFTCAP: tl.constexpr, USE_UNIFORM: tl.constexpr, USE_VAR: tl.constexpr,
+    PREC: tl.constexpr, UPCAST: tl.constexpr,
+):
+    """One key block that holds an edited column or VAR span key (split mode). The main state (b_m, b_l, b_acc)
+    takes only the keys that are not edited columns; the side state, scaled to its own max b_m2, takes the
+    columns' mass b_lx and VAR's target mass / accumulator (sums of positive terms only: no cancellation)."""
+    o_j = j0 + tl.arange(0, BS)                                               # [BS]
+    o_d = tl.arange(0, D)                                                     # [D]
+    m_j = (o_j < j_hi) & (o_j >= lo)
+    b_k = tl.load(p_k + o_j[:, None] * s_ks + o_d[None, :], mask=m_j[:, None], other=0.0)  # [BS, D]
+    b_v = tl.load(p_v + o_j[:, None] * s_vs + o_d[None, :], mask=m_j[:, None], other=0.0)  # [BS, D]
+    b_s = dot(b_q, tl.trans(b_k), PREC, UPCAST)                               # [BG, BS]
+    b_s = scores2(b_s, scale, softcap, uni, USE_SOFTCAP, USE_UNIFORM)
+    b_s = tl.where(m_j[None, :], b_s, NEG)
+    b_mn = tl.maximum(b_m, tl.max(b_s, 1))                                    # [BG]
+    b_p = tl.exp2(b_s - b_mn[:, None])                                        # [BG, BS]
+    b_alpha = tl.exp2(b_m - b_mn)                                             # [BG]
+    b_a2 = tl.exp2(b_m2 - b_mn)                                               # [BG] side state to the new max
+    n_c = tl.zeros([BG, BS], tl.int32)                                        # [BG, BS] edited-column hits
+    for c in tl.static_range(C):
+        col = tl.load(p_cols + c, mask=m_g, other=-1).to(tl.int32)           # [BG]
+        n_c += (o_j[None, :] == col[:, None]).to(tl.int32)
+    b_pv = tl.where(n_c > 0, 0.0, b_p)                                        # [BG, BS] kept keys
+    b_l = b_l * b_alpha + tl.sum(b_pv, 1)
+    b_acc = b_acc * b_alpha[:, None] + dot(b_pv.to(b_v.dtype), b_v, PREC, UPCAST)  # [BG, D]
+    b_lx = b_lx * b_a2 + tl.sum(tl.where(n_c > 0, b_p, 0.0), 1)
+    if USE_VAR:
+        m_tg = (o_j[None, :] >= sp0) & (o_j[None, :] < sp1) & (n_c == 0)      # [BG, BS] span targets
+        b_pt = tl.where(m_tg, b_p, 0.0)
+        b_tm = b_tm * b_a2 + tl.sum(b_pt, 1)
+        b_acc2 = b_acc2 * b_a2[:, None] + dot(b_pt.to(b_v.dtype), b_v, PREC, UPCAST)
+    return b_mn, b_l, b_acc, b_mn, b_lx, b_acc2, b_tm
+
+
 @triton.heuristics({
     "USE_WINDOW": lambda a: a["window"] > 0,
     "USE_SOFTCAP": lambda a: a["softcap"] > 0,
@@ -109,13 +160,14 @@ def decode_fwd_kernel(
     H: tl.constexpr, KV: tl.constexpr, G: tl.constexpr, D: tl.constexpr, BG: tl.constexpr,
     BS: tl.constexpr, C: tl.constexpr, CP: tl.constexpr,
     USE_WINDOW: tl.constexpr, USE_SOFTCAP: tl.constexpr, USE_COLS: tl.constexpr, USE_LR: tl.constexpr,
-    USE_VAR: tl.constexpr, USE_UNIFORM: tl.constexpr, BLOCK_TEST: tl.constexpr,
+    USE_VAR: tl.constexpr, USE_UNIFORM: tl.constexpr, COL_MODE: tl.constexpr,
     PREC: tl.constexpr, UPCAST: tl.constexpr,
 ):
     """Partials per (b, h, chunk): pm, pl (, plr) [B, H, NSPLIT] and po (, po2) [B, H, NSPLIT, D],
-    ptm [B, H, NSPLIT], all float32. col_idx [B, H, C] deduplicated (-1 unused). BLOCK_TEST: in a
-    chunk that holds an edited column (or VAR's span), test each key block and mask only those that
-    hold one (else every block of that chunk is masked)."""
+    ptm [B, H, NSPLIT], all float32. col_idx [B, H, C] deduplicated (-1 unused). COL_MODE, where the edited
+    columns (VAR: and its span) are taken out, in a chunk that holds one: 0 = mask every key block of that chunk,
+    1 = test each key block and mask only those that hold one, 2 = split: plain runs of key blocks (the loop of
+    the unedited kernel) between the blocks that hold one, found by one reduction per such block."""
     i_sp, i_bk = tl.program_id(0), tl.program_id(1)
     i_b, i_kh = (i_bk // KV).to(tl.int64), (i_bk % KV).to(tl.int64)
     o_g = tl.arange(0, BG)                                                    # [BG]
@@ -159,8 +211,32 @@ def decode_fwd_kernel(
         special = n_in > 0
         if USE_VAR:
             special = special | ((sp0 < j_hi) & (sp1 > j_lo))
-        if special:
-            if BLOCK_TEST:
+        if COL_MODE == 2:
+            b_m2 = tl.full([BG], NEG, tl.float32)                             # [BG] max of the side state
+            b_lx = tl.zeros([BG], tl.float32)                                 # [BG] edited columns' mass
+            cur = j_lo
+            while cur < j_hi:
+                nb = tl.minimum(_next_special(b_cols, cur, sp0, sp1, BS, USE_VAR), j_hi)
+                for j0 in range(cur, nb, BS):
+                    b_m, b_l, b_lr, b_acc, b_acc2, b_tm = _decode_step(
+                        b_q, p_k, p_v, s_ks, s_vs, j0, lo, j_hi, scale, softcap, uni, p_cols, b_cols, m_g,
+                        b_m, b_l, b_lr, b_acc, b_acc2, b_tm, sp0, sp1, 0, D, BS, BG, C,
+                        USE_SOFTCAP, USE_UNIFORM, False, False, PREC, UPCAST)
+                if nb < j_hi:
+                    b_m, b_l, b_acc, b_m2, b_lx, b_acc2, b_tm = _decode_split_block(
+                        b_q, p_k, p_v, s_ks, s_vs, nb, lo, j_hi, scale, softcap, uni, p_cols, m_g,
+                        b_m, b_l, b_acc, b_m2, b_lx, b_acc2, b_tm, sp0, sp1, D, BS, BG, C,
+                        USE_SOFTCAP, USE_UNIFORM, USE_VAR, PREC, UPCAST)
+                cur = nb + BS
+            # main state = the kept keys; side state to the final max: l = kept + columns
+            b_a2 = tl.exp2(b_m2 - b_m)                                        # [BG]
+            b_lr = b_l
+            b_l = b_l + b_lx * b_a2
+            if USE_VAR:
+                b_tm = b_tm * b_a2
+                b_acc2 = b_acc2 * b_a2[:, None]
+        elif special:
+            if COL_MODE == 1:
                 for j0 in range(j_lo, j_hi, BS):
                     b_m, b_l, b_lr, b_acc, b_acc2, b_tm = _decode_step(
                         b_q, p_k, p_v, s_ks, s_vs, j0, lo, j_hi, scale, softcap, uni, p_cols, b_cols, m_g,

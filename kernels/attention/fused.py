@@ -293,7 +293,9 @@ def attention(
         tile: (BT, BS, num_warps, num_stages) override of the prefill kernel's tile (tuning runs).
         opts: overrides of the recorded tables (tuning runs and tests): "tile" (as ``tile``), "rtile"
             (the received-mass kernel's tile), the prefill switches "seg" / "span_post" / "reload_q" /
-            "tma" / "fma" (see ``tiles.PREFILL_SWITCHES``), the decode switch "block_test".
+            "tma" / "fma" (see ``tiles.PREFILL_SWITCHES``), the decode switches "col_mode" (see
+            ``tiles.DECODE_SWITCHES``; "block_test": True / False = "block" / "chunk"), "nsplit" (a forced
+            key-split count), "dtile" (BS, num_warps, num_stages) and "maxnreg" (a register cap).
     Returns:
         AttentionResult with out [B, T, H, D] in q's dtype; lse / entropy [B, H, T],
         sink_mass [B, H, T, P], span_mass [B, H, T, NS], received_sum [B, H, S],
@@ -511,7 +513,11 @@ def _decode(q, k, v, out, lse, key_start, ed: _Edits, common, opts: Optional[dic
     KV, S = k.shape[1], k.shape[2]
     G = H // KV
     BS, nw, stages, slots = _decode_cfg(D, q.element_size(), q.device)
+    if opts and "dtile" in opts:                                      # tuning runs: (BS, num_warps, num_stages)
+        BS, nw, stages = opts["dtile"]
     nsplit = max(1, min(512, slots // (B * KV), _cdiv(S, BS)))
+    if opts and "nsplit" in opts:                                     # tuning runs: a forced split count
+        nsplit = max(1, min(int(opts["nsplit"]), _cdiv(S, BS)))
     chunk = _cdiv(_cdiv(S, nsplit), BS) * BS
     nsplit = _cdiv(S, chunk)
     n = B * H * nsplit
@@ -524,14 +530,16 @@ def _decode(q, k, v, out, lse, key_start, ed: _Edits, common, opts: Optional[dic
     po2, ptm = (views[3], views[4]) if ed.var else (None, None)
     sq, sk, sv, so = q.stride(), k.stride(), v.stride(), out.stride()
     strides = dict(s_qb=sq[0], s_qh=sq[1], s_kb=sk[0], s_kh=sk[1], s_ks=sk[2], s_vb=sv[0], s_vh=sv[1], s_vs=sv[2])
-    block_test = tiles.DECODE_SWITCHES["block_test"]["var" if ed.var else "act"]
+    col_mode = tiles.DECODE_SWITCHES["col_mode"]["var" if ed.var else "act"]
     if opts and "block_test" in opts:
-        block_test = bool(opts["block_test"])
+        col_mode = "block" if opts["block_test"] else "chunk"
+    if opts and "col_mode" in opts:
+        col_mode = opts["col_mode"]
     fwd = dict(
         q=q, k=k, v=v, po=po, pm=pm, pl=pl, plr=plr, po2=po2, ptm=ptm, key_start=key_start,
         col_idx=ed.cols, head_uniform=ed.uniform, redist_span=ed.span,
         S=S, chunk=chunk, NSPLIT=nsplit, H=H, KV=KV, G=G, D=D, BG=max(16, _pow2(G)),
-        BS=BS, C=ed.C, BLOCK_TEST=block_test, num_warps=nw, num_stages=stages, **strides, **common,
+        BS=BS, C=ed.C, COL_MODE=tiles.DECODE_COL_MODES.index(col_mode), num_warps=nw, num_stages=stages, **strides, **common,
     )
     combine = dict(
         po=po, pm=pm, pl=pl, plr=plr, po2=po2, ptm=ptm, o=out, lse=lse, q=q, k=k, v=v, key_start=key_start,
@@ -542,5 +550,7 @@ def _decode(q, k, v, out, lse, key_start, ed: _Edits, common, opts: Optional[dic
         s_ob=so[0], s_oh=so[2], S=S, NSPLIT=nsplit,
         H=H, G=G, D=D, NSP=max(2, _pow2(nsplit)), C=ed.C, num_warps=4, **strides, **common,
     )
+    if opts and "maxnreg" in opts:                                    # tuning runs: a register cap (CTAs per SM)
+        fwd["maxnreg"] = int(opts["maxnreg"])
     return [_launch("decode_fwd_kernel", (nsplit, B * KV), fwd),
             _launch("decode_combine_kernel", (B * H,), combine)]

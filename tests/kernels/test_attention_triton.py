@@ -304,11 +304,37 @@ def test_prefill_switches_parity(opts):
 
 
 @pytest.mark.parametrize("kind", ["act", "var"])
-def test_decode_block_test_parity(kind):
-    """The decode switch that masks only the key blocks holding an edited column (or VAR's span)."""
+@pytest.mark.parametrize("opts", [{"col_mode": "block"}, {"col_mode": "split"}, {"col_mode": "split", "nsplit": 1},
+                                  {"col_mode": "chunk", "nsplit": 2}])
+def test_decode_col_mode_parity(kind, opts):
+    """Every decode column mode (mask every block of a chunk holding an edited column or VAR's span, test each
+    block, or split the loop around the blocks that hold one), with several chunks and with one."""
     q, k, v, key_start, ed = _decode_edits(kind, torch.float16, seed=41, span_lo=40)
-    got = _tri().attention(q, k, v, scale=q.shape[-1] ** -0.5, key_start=key_start, edits=ed, opts={"block_test": True})
+    got = _tri().attention(q, k, v, scale=q.shape[-1] ** -0.5, key_start=key_start, edits=ed, opts=opts)
     _check_edited(got, q, k, v, ed, torch.float16, key_start)
+
+
+@pytest.mark.parametrize("kind", ["act", "var"])
+def test_decode_split_window_sink_parity(kind):
+    """Split mode under a window and key_start, GQA, a strong sink (column mass near 1: the kept keys' sum must not
+    come from a subtraction), columns before the window, in the first visible block and in the last, odd length."""
+    B, H, KV, S, D = 2, 4, 2, 173, 32
+    q, k, v = _inputs(B, H, KV, 1, S, D, torch.float32, seed=53, sink=4.0)
+    key_start = torch.tensor([0, 21], device=DEV)
+    if kind == "var":
+        ed = _var_edits(B, H, S, 1, torch.float32)
+        ed.redist_from = torch.zeros(B, dtype=torch.long, device=DEV)
+        ed.redist_idx = torch.tensor([[0, 90, 172]] * B, device=DEV)
+        ed.redist_span = torch.tensor([[60, 131]] * B, device=DEV)
+    else:
+        ed = _edits(B, H, D, S, torch.float32)
+        ed.head_uniform = None
+        ed.col_idx = torch.tensor([[[0, 5, 172], [3, 70, -1], [-1, -1, -1], [0, 96, 40]]] * B, device=DEV)
+    for opts in ({"col_mode": "split"}, {"col_mode": "split", "nsplit": 1}):
+        got = _tri().attention(q, k, v, scale=D ** -0.5, key_start=key_start, window=120, edits=ed, opts=opts)
+        exp, p, pe = _edited_expectation(q, k, v, ed, scale=D ** -0.5, key_start=key_start.cpu(), window=120)
+        same = reference_attention(q, k, v, scale=D ** -0.5, key_start=key_start, window=120, edits=ed)
+        _check("out", got.out, exp, same.out, torch.float32, [])
 
 
 def test_dedup_cached_per_tensor():
@@ -439,12 +465,13 @@ def test_prefill_switches_parity_gpu(D, opts):
 
 @gpu
 @pytest.mark.gpu
-def test_decode_block_test_gpu():
+@pytest.mark.parametrize("col_mode", ["chunk", "block", "split"])
+def test_decode_col_mode_gpu(col_mode):
     B, H, KV, S, D = 16, 32, 32, 2048, 128
     q, k, v = _inputs(B, H, KV, 1, S, D, torch.bfloat16, seed=47, sink=4.0)
     cols = torch.tensor([0, 7, S // 2], device=DEV).expand(B, H, 3).contiguous()
     ed = AttentionEdits(col_idx=cols, col_scale=torch.full((B, H), 0.4, device=DEV))
-    got = _tri().attention(q, k, v, scale=D ** -0.5, edits=ed, opts={"block_test": True})
+    got = _tri().attention(q, k, v, scale=D ** -0.5, edits=ed, opts={"col_mode": col_mode})
     _check_edited(got, q, k, v, ed, torch.bfloat16, active=False)
 
 
