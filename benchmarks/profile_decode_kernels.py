@@ -37,14 +37,12 @@ def configs(B: int) -> list[tuple[str, str, dict]]:
     ``_rN``: the split kernel compiled with at most N registers per thread (ptxas ``maxnreg``): 168 lets three
     4-warp CTAs share an SM's 64K registers, 128 four."""
     out = [("ours", "none", {})]
-    for kind in ("act", "var"):
-        out += [(f"{kind}_{m}", kind, {"col_mode": m}) for m in MODES]
-    out += [("act_chunk_r168", "act", {"col_mode": "chunk", "maxnreg": 168}),
-            ("var_block_r168", "var", {"col_mode": "block", "maxnreg": 168}),
+    for kind, m in (("act", "chunk"), ("act", "split"), ("var", "block"), ("var", "split")):
+        out += [(f"{kind}_{m}", kind, {"col_mode": m}), (f"{kind}_{m}_r168", kind, {"col_mode": m, "maxnreg": 168})]
+    out += [("act_block", "act", {"col_mode": "block"}), ("var_chunk", "var", {"col_mode": "chunk"}),
             ("ours_r128", "none", {"maxnreg": 128}),
             ("act_chunk_r128", "act", {"col_mode": "chunk", "maxnreg": 128}),
-            ("var_block_r128", "var", {"col_mode": "block", "maxnreg": 128}),
-            ("act_split_r168", "act", {"col_mode": "split", "maxnreg": 168})]
+            ("act_split_r128", "act", {"col_mode": "split", "maxnreg": 128})]
     if B > 1:  # the batch-16 questions: warps, split count and tile
         out += [("ours_w8_r128", "none", {"dtile": (64, 8, 2), "maxnreg": 128}),
                 ("act_chunk_w8_r128", "act", {"col_mode": "chunk", "dtile": (64, 8, 2), "maxnreg": 128})]
