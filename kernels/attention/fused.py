@@ -294,7 +294,7 @@ def attention(
         opts: overrides of the recorded tables (tuning runs and tests): "tile" (as ``tile``), "rtile"
             (the received-mass kernel's tile), the prefill switches "seg" / "span_post" / "reload_q" /
             "tma" / "fma" (see ``tiles.PREFILL_SWITCHES``), the decode switches "col_mode" (see
-            ``tiles.DECODE_SWITCHES``; "block_test": True / False = "block" / "chunk"), "nsplit" (a forced
+            ``DECODE_COL_MODES``; "block_test": True / False = "block" / "chunk"), "nsplit" (a forced
             key-split count), "dtile" (BS, num_warps, num_stages) and "maxnreg" (a register cap).
     Returns:
         AttentionResult with out [B, T, H, D] in q's dtype; lse / entropy [B, H, T],
@@ -491,6 +491,10 @@ def _sm_count(dev) -> int:
 
 
 _DECODE_CFG: dict = {}
+# where decode_fwd_kernel takes the edited columns (VAR: and its span) out, in a key chunk that holds one (its
+# COL_MODE): "chunk" masks every key block of that chunk, "block" tests each block and masks only those that hold
+# one, "split" runs the unedited loop between the blocks that hold one
+DECODE_COL_MODES = ("chunk", "block", "split")
 
 
 def _decode_cfg(D: int, itemsize: int, dev) -> tuple:
@@ -530,7 +534,7 @@ def _decode(q, k, v, out, lse, key_start, ed: _Edits, common, opts: Optional[dic
     po2, ptm = (views[3], views[4]) if ed.var else (None, None)
     sq, sk, sv, so = q.stride(), k.stride(), v.stride(), out.stride()
     strides = dict(s_qb=sq[0], s_qh=sq[1], s_kb=sk[0], s_kh=sk[1], s_ks=sk[2], s_vb=sv[0], s_vh=sv[1], s_vs=sv[2])
-    col_mode = tiles.DECODE_SWITCHES["col_mode"]["var" if ed.var else "act"]
+    col_mode = "block" if tiles.DECODE_SWITCHES["block_test"]["var" if ed.var else "act"] else "chunk"
     if opts and "block_test" in opts:
         col_mode = "block" if opts["block_test"] else "chunk"
     if opts and "col_mode" in opts:
@@ -539,7 +543,7 @@ def _decode(q, k, v, out, lse, key_start, ed: _Edits, common, opts: Optional[dic
         q=q, k=k, v=v, po=po, pm=pm, pl=pl, plr=plr, po2=po2, ptm=ptm, key_start=key_start,
         col_idx=ed.cols, head_uniform=ed.uniform, redist_span=ed.span,
         S=S, chunk=chunk, NSPLIT=nsplit, H=H, KV=KV, G=G, D=D, BG=max(16, _pow2(G)),
-        BS=BS, C=ed.C, COL_MODE=tiles.DECODE_COL_MODES.index(col_mode), num_warps=nw, num_stages=stages, **strides, **common,
+        BS=BS, C=ed.C, COL_MODE=DECODE_COL_MODES.index(col_mode), num_warps=nw, num_stages=stages, **strides, **common,
     )
     combine = dict(
         po=po, pm=pm, pl=pl, plr=plr, po2=po2, ptm=ptm, o=out, lse=lse, q=q, k=k, v=v, key_start=key_start,

@@ -43,13 +43,10 @@ PREFILL_SWITCHES: dict = {
 RECEIVED_TILES: dict = {64: (64, 128, 4, 3), 128: (64, 128, 4, 3), 256: (32, 64, 4, 2)}
 # decode: (BS, num_warps, num_stages); one wave of programs, bandwidth-bound
 DECODE_TILES: dict = {64: (64, 4, 2), 128: (64, 4, 2), 256: (32, 4, 2)}
-# "col_mode" per edit kind: where decode_fwd_kernel takes the edited columns (VAR: and its span) out. "chunk" masks
-# every block of a key chunk that holds one, "block" (session 4's block_test) tests each block of such a chunk and
-# masks only those, "split" (session 5) runs the unedited loop between the blocks that hold one. Session 4
-# (sweep_h200.json, Llama shape, µs per layer): VAR block 160.4 vs chunk 168.3 at 16 x 2048 and 25.2 vs 25.9 at
-# 1 x 4096; ACT block 168.8 vs chunk 170.2 and 26.7 vs 26.0.
-DECODE_COL_MODES = ("chunk", "block", "split")
-DECODE_SWITCHES: dict = {"col_mode": {"act": "chunk", "var": "block"}}
+# decode_fwd_kernel's BLOCK_TEST per edit kind: in a chunk holding an edited column (VAR: or its span), mask
+# only the blocks that hold one. Session 4 (sweep_h200.json, Llama shape, µs per layer): VAR 160.4 vs 168.3
+# at 16 x 2048 and 25.2 vs 25.9 at 1 x 4096 -> on; ACT 168.8 vs 170.2 and 26.7 vs 26.0 -> off.
+DECODE_SWITCHES: dict = {"block_test": {"act": False, "var": True}}
 SWITCH_NAMES = ("seg", "span_post", "reload_q", "tma", "fma")
 
 INTERPRET_TILE = (32, 32, 4, 1)
