@@ -1,10 +1,11 @@
 """One-call measurement sweep of the attention kernels' variants and tiles against cuDNN SDPA (GPU).
 
-Every candidate (a tile and the kernel switches of ``kernels.attention.tiles``) of each variant is
-timed at N = 65,536 for the Llama-7B shape (32 / 32 heads, d 128) and the SmolLM2 shape (9 / 3
-heads, d 64), bf16, causal, batch 1, random tensors; then the best candidate of each variant and the
-recorded defaults are timed again as the headline, against SDPA measured in the same run; then one
-decode step with ACT / VAR edits (per layer, CUDA-graph replay) at batch 1 and 16.
+Every candidate (a tile and the kernel switches of ``kernels.attention.tiles``; the lists in ``SWEEP``)
+of each variant in ``SWEEP_VARIANTS`` is timed at N = 65,536 for the Llama-7B shape (32 / 32 heads,
+d 128) and the SmolLM2 shape (9 / 3 heads, d 64), bf16, causal, batch 1, random tensors; the recorded
+defaults are timed first and the best candidate of each variant again at the end, as headlines, against
+SDPA measured in the same run. ``--decode`` adds one decode step with ACT / VAR edits (per layer,
+CUDA-graph replay) at batch 1 and 16.
 
 Variants: ``output`` (output only), ``edit`` (ACT on key 0, beta 0.5, every head, + head scale),
 ``stats_fwd`` (the prefill kernel with lse, entropy, key-0 mass and one 576-key span mass),
@@ -15,16 +16,20 @@ Timing: the sweep takes the median of 5 calls, each timed by CUDA events after a
 one warm-up call); the headline takes the median of ``--repeats`` runs of ``triton.testing.do_bench``
 (decode: ``do_bench_cudagraph``). Peak memory: ``torch.cuda.max_memory_allocated`` over one call.
 
-Compilation dominates a sweep, so ``--precompile I/N`` runs the I-th of N shares of every candidate
-once (same shapes, so the same specializations) to fill Triton's on-disk cache, in N processes
-before the timed run (``benchmarks/device_sweep.sh``). ``--dry`` runs the whole plan on the CPU
-under TRITON_INTERPRET=1 at a tiny N (plumbing check; its times mean nothing).
+Compilation: ``--precompile I/N`` compiles the I-th of N shares of every kernel a timed run launches
+(same shapes, so the same specializations) into Triton's on-disk cache, in N processes beside the GPU
+tests (``benchmarks/device_sweep.sh``); the timed process then compiles or loads every kernel of a
+shape in-process (``warm``, a thread pool) before timing anything, so no timed call compiles.
+``--log-compiles`` records each compile request's cache-key pieces (session 4's timed process
+recompiled what the precompile had compiled). ``--dry`` runs the whole plan on the CPU under
+TRITON_INTERPRET=1 at a tiny N (plumbing check; its times mean nothing).
 
     python -m benchmarks.bench_sweep --out benchmarks/results/sweep_h200.json
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import os
@@ -38,47 +43,58 @@ N_DEFAULT = 65536
 GiB = 1024 ** 3
 OFF = {"seg": False, "span_post": False, "reload_q": False, "tma": False, "fma": False}
 
-# candidate tiles (BT, BS, num_warps, num_stages) per variant and head_dim; the first is the recorded default
-TILES = {
-    128: {"output": [(128, 128, 8, 3), (128, 64, 8, 3), (128, 128, 8, 2), (64, 128, 4, 3), (128, 64, 4, 3)],
-          "edit": [(128, 128, 8, 3), (64, 64, 4, 3), (128, 64, 8, 3), (64, 128, 4, 3)],
-          "stats_fwd": [(64, 64, 4, 3), (128, 128, 8, 3), (128, 64, 8, 3), (64, 128, 4, 3)],
-          "received": [(64, 128, 4, 3), (128, 128, 8, 3), (64, 64, 4, 3), (128, 64, 8, 3), (64, 128, 8, 3),
-                       (64, 128, 4, 2)]},
-    64: {"output": [(64, 64, 4, 3), (64, 128, 4, 3), (128, 64, 4, 3), (128, 128, 8, 3), (128, 64, 8, 3)],
-         "edit": [(64, 128, 4, 3), (64, 64, 4, 3), (128, 64, 4, 3), (128, 128, 8, 3)],
-         "stats_fwd": [(64, 128, 4, 3), (128, 128, 8, 3), (64, 64, 4, 3), (128, 64, 4, 3)],
-         "received": [(64, 128, 4, 3), (128, 128, 8, 3), (64, 64, 4, 3), (128, 64, 8, 3), (64, 128, 8, 3),
-                      (64, 128, 4, 2)]},
+ROFF = {"r_keymajor": False, "r_fma": False, "r_tma": False}
+_SP = {"span_post": True, "reload_q": True, "fma": True}        # the statistics switches of session 4
+_SEG = {"seg": True, "reload_q": True, "fma": True}             # the ACT switches of session 4
+_KM = {"r_keymajor": True, "r_fma": True}                       # the received kernel's key-major form
+# candidates per head_dim and variant: (tile (BT, BS, num_warps, num_stages), switches); the first is the
+# kernel of the tables before session 4 (all switches off, the tile then recorded). Picked on the CPU from
+# the sm_90 build's registers (cuobjdump -res-usage): at d 128 every switch set without TMA spills.
+SWEEP = {
+    128: {"output": [((128, 128, 8, 3), {}), ((128, 128, 8, 3), {"tma": True, "fma": True}),
+                     ((128, 64, 8, 3), {"tma": True, "fma": True}), ((128, 128, 8, 2), {"tma": True, "fma": True}),
+                     ((128, 128, 8, 3), {"tma": True})],
+          "edit": [((128, 128, 8, 3), {}), ((128, 128, 8, 3), {**_SEG, "tma": True}),
+                   ((128, 64, 8, 3), {**_SEG, "tma": True}), ((64, 64, 4, 3), {**_SEG, "tma": True})],
+          "stats_fwd": [((64, 64, 4, 3), {}), ((64, 64, 4, 3), {**_SP, "tma": True}),
+                        ((128, 64, 8, 3), {**_SP, "tma": True}), ((128, 128, 8, 3), {**_SP, "tma": True})],
+          "received": [((64, 128, 4, 3), {}), ((64, 128, 4, 3), _KM), ((64, 128, 8, 3), {**_KM, "r_tma": True}),
+                       ((64, 128, 8, 3), _KM), ((128, 128, 8, 3), {**_KM, "r_tma": True}),
+                       ((64, 256, 8, 3), {**_KM, "r_tma": True})]},
+    64: {"output": [((64, 64, 4, 3), {}), ((64, 128, 4, 3), {"tma": True, "fma": True})],
+         "edit": [((64, 128, 4, 3), {}), ((64, 128, 4, 3), {**_SEG, "tma": True})],
+         "stats_fwd": [((64, 128, 4, 3), {}), ((64, 128, 4, 3), {**_SP, "tma": True}),
+                       ((64, 64, 4, 3), {**_SP, "tma": True})],
+         "received": [((64, 128, 4, 3), {}), ((64, 128, 4, 3), {"r_keymajor": True}), ((64, 128, 4, 3), _KM),
+                      ((64, 128, 4, 3), {**_KM, "r_tma": True}), ((64, 128, 8, 3), _KM),
+                      ((64, 128, 8, 3), {**_KM, "r_tma": True}), ((128, 128, 8, 3), {**_KM, "r_tma": True}),
+                      ((64, 256, 8, 3), {**_KM, "r_tma": True})]},
 }
-# switch sets per variant; the first is "all off" (the kernel before this sweep)
-SWITCH_SETS = {
-    "output": [{}, {"tma": True}, {"fma": True}, {"fma": True, "tma": True}],
-    "edit": [{}, {"seg": True}, {"seg": True, "reload_q": True}, {"seg": True, "reload_q": True, "fma": True},
-             {"seg": True, "reload_q": True, "fma": True, "tma": True}],
-    "stats_fwd": [{}, {"span_post": True}, {"span_post": True, "reload_q": True},
-                  {"span_post": True, "reload_q": True, "fma": True},
-                  {"span_post": True, "reload_q": True, "fma": True, "tma": True}],
-    "received": [{}],
-}
+# variants swept per shape; the SmolLM2 shape's output / ACT were swept in session 4 (sweep_h200.json)
+SWEEP_VARIANTS = {"llama": ("output", "edit", "stats_fwd", "received"), "smollm": ("stats_fwd", "received")}
 DECODE_CASES = [("llama", 32, 32, 128, 1, 4096), ("llama", 32, 32, 128, 16, 2048), ("smollm", 9, 3, 64, 1, 4096)]
 BASELINE = os.path.join(os.path.dirname(__file__), "results", "bench_decode_gpu_h200.json")
 
 
-def candidates(D: int) -> list[tuple[str, dict]]:
-    """[(variant, opts)] of the sweep for one head_dim, in a fixed order (shared by the precompile):
-    every variant's switch sets on its first tile, then on its second tile, ... (a sweep cut short
-    by its time budget loses the last tiles, not a whole variant)."""
-    out = []
-    n_tiles = max(len(t) for t in TILES[D].values())
+def _opts(variant: str, tile: tuple, sw: dict) -> dict:
+    if variant == "received":
+        return {"rtile": tuple(tile), **ROFF, **sw}
+    return {"tile": tuple(tile), **OFF, **sw}
+
+
+def candidates(D: int, variants=None) -> list[tuple[str, dict]]:
+    """[(variant, opts)] of the sweep for one head_dim, in a fixed order (shared by the precompile): the
+    variants' first candidates, then their second ones, ... (a sweep cut short by its time budget loses
+    the last candidates of every variant, not a whole variant)."""
+    table = {v: c for v, c in SWEEP[D].items() if variants is None or v in variants}
+    n = max(len(c) for c in table.values())
     if os.environ.get("TRITON_INTERPRET") == "1":
-        n_tiles = DRY["max_tiles"]
-    for ti in range(n_tiles):
-        for variant, tiles in TILES[D].items():
-            if ti < len(tiles):
-                for sw in SWITCH_SETS[variant]:
-                    key = "rtile" if variant == "received" else "tile"
-                    out.append((variant, {key: tuple(tiles[ti]), **OFF, **sw}))
+        n = min(n, DRY["max_tiles"] + 1)
+    out = []
+    for i in range(n):
+        for variant, cands in table.items():
+            if i < len(cands):
+                out.append((variant, _opts(variant, *cands[i])))
     return out
 
 
@@ -137,7 +153,7 @@ class Case:
                 self._lse = tri.attention(q, k, v, scale=s, stats=self.fwd_stats, spans=self.spans).lse
             ks = tri._zeros_i64(1, q.device)
             common = dict(scale=s, softcap=0.0, window=0)
-            return lambda: tri._run([tri._received(q, k, self._lse, ks, common, opts.get("rtile"))[1]])
+            return lambda: tri._run([tri._received(q, k, self._lse, ks, common, opts.get("rtile"), opts)[1]])
         raise ValueError(variant)
 
 
@@ -235,7 +251,7 @@ def _try(run: Run, row: dict, work) -> dict:
 def sweep(run: Run, clock: Clock, case: Case, reserve_s: float) -> dict:
     """Time every candidate until only reserve_s of the budget is left; returns {variant: best row}."""
     best = {}
-    for variant, opts in candidates(case.D):
+    for variant, opts in candidates(case.D, SWEEP_VARIANTS.get(case.shape)):
         if run.left() < reserve_s:
             run.add({"kind": "sweep", "shape": case.shape, "variant": variant, "opts": _jsonable(opts),
                      "skipped": "time budget"})
@@ -276,19 +292,17 @@ def _opts_of(row: dict) -> dict:
 
 
 def prefill_shape(run: Run, clock: Clock, shape: str, N: int, dev: str, shapes_after: int = 0) -> None:
-    """Headlines before, the sweep, headlines of the winners for one shape. The sweep stops when what
-    is left of the budget is only this shape's reserve plus an equal share for each of the
-    ``shapes_after`` shapes still to come (session 4's run spent it all on the first shape)."""
+    """Headlines of the recorded defaults, the sweep, headlines of the winners for one shape. The sweep
+    stops when what is left of the budget is only this shape's reserve plus an equal share for each of
+    the ``shapes_after`` shapes still to come (session 4's run spent it all on the first shape)."""
     import torch
     case = Case(shape, N, dev)
+    t0 = time.time()
+    n_warm = warm(case)
+    run.add({"kind": "warm", "shape": shape, "kernels": n_warm, "s": round(time.time() - t0, 2)})
     base = headline(run, clock, case, "sdpa", "sdpa", {}, None).get("ms")
-    D = case.D
-    # the recorded defaults before this sweep (all switches off), in the same run
-    old = {"output": {"tile": TILES[D]["output"][0], **OFF}, "edit": {"tile": TILES[D]["edit"][0], **OFF},
-           "stats": {"tile": TILES[D]["stats_fwd"][0], "rtile": TILES[D]["received"][0], **OFF}}
-    for v, o in old.items():
-        headline(run, clock, case, f"{v}_before", v, o, base)
-    headline(run, clock, case, "var_default", "var", {}, base)
+    for v in ("output", "edit", "stats"):                 # the recorded tables (tiles.py) as they are now
+        headline(run, clock, case, f"{v}_default", v, {}, base)
     share = max(run.left() - run.args.reserve_s, 0.0) / (shapes_after + 1)
     best = sweep(run, clock, case, reserve_s=run.args.reserve_s + shapes_after * share)
     win = {}
@@ -296,10 +310,10 @@ def prefill_shape(run: Run, clock: Clock, shape: str, N: int, dev: str, shapes_a
         win["output"] = _opts_of(best["output"])
     if "edit" in best:
         win["edit"] = _opts_of(best["edit"])
-    if "stats_fwd" in best:
-        win["stats"] = dict(_opts_of(best["stats_fwd"]))
+    if "stats_fwd" in best or "received" in best:
+        win["stats"] = dict(_opts_of(best["stats_fwd"])) if "stats_fwd" in best else {}
         if "received" in best:
-            win["stats"]["rtile"] = _opts_of(best["received"])["rtile"]
+            win["stats"].update(_opts_of(best["received"]))
     for v, o in win.items():
         headline(run, clock, case, f"{v}_best", v, o, base)
     headline(run, clock, case, "sdpa_again", "sdpa", {}, base)
@@ -307,6 +321,48 @@ def prefill_shape(run: Run, clock: Clock, shape: str, N: int, dev: str, shapes_a
     gc.collect()
     if dev == "cuda":
         torch.cuda.empty_cache()
+
+
+def _jobs(case: "Case") -> list[tuple[str, dict]]:
+    """Every (variant, opts) a timed run of this shape launches: the sweep's candidates and the defaults."""
+    return candidates(case.D, SWEEP_VARIANTS.get(case.shape)) + [(v, {}) for v in ("output", "edit", "stats")]
+
+
+def _launches(case: "Case", variant: str, opts: dict) -> list:
+    """The kernel launches of one candidate (fused.plan; received: its launch from a placeholder lse)."""
+    import torch
+    from kernels.attention import fused as tri
+    c = case
+    if variant == "received":
+        lse = torch.zeros(1, c.H, c.N, device=c.q.device)
+        return [tri._received(c.q, c.k, lse, tri._zeros_i64(1, c.q.device), dict(scale=c.scale, softcap=0.0, window=0),
+                              opts.get("rtile"), opts)[1]]
+    kw = {"output": {}, "edit": {"edits": c.act}, "var": {"edits": c.var},
+          "stats_fwd": {"spans": c.spans, "stats": c.fwd_stats}, "stats": {"spans": c.spans, "stats": c.full_stats}}
+    return tri.plan(c.q, c.k, c.v, scale=c.scale, opts=opts, **kw[variant])[1]
+
+
+def warm(case: "Case", threads: int = 16) -> int:
+    """Compile (or load from Triton's cache) every kernel this shape's timed run launches, before any timing,
+    in this process: ``warmup=True`` launches inside Triton's AsyncCompileMode (compiles in a thread pool),
+    so the timed calls find them in the in-process cache whatever the on-disk cache holds. Returns the
+    number of launches warmed (0 in the interpreter, where nothing compiles)."""
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        return 0
+    from concurrent.futures import ThreadPoolExecutor
+    try:
+        from triton.runtime._async_compile import AsyncCompileMode
+    except ImportError:                                     # older Triton: compile one after another
+        AsyncCompileMode = None
+    launches = [x for v, o in _jobs(case) for x in _launches(case, v, o)]
+    ctx = AsyncCompileMode(ThreadPoolExecutor(threads)) if AsyncCompileMode else contextlib.nullcontext()
+    with ctx:
+        for fn, grid, kw in launches:
+            try:
+                fn.run(grid=grid, warmup=True, **kw)
+            except Exception as e:  # noqa: BLE001 - the timed call reports it again
+                print(f"warm FAIL {fn}: {type(e).__name__}: {str(e)[:200]}", flush=True)
+    return len(launches)
 
 
 def decode_variants(shape: str, H: int, KV: int, D: int, B: int, S: int, dev: str) -> dict:
@@ -356,39 +412,74 @@ def decode_cases(run: Run, clock: Clock, dev: str, small: bool) -> None:
             run.add(row)
 
 
-def precompile(share: str, N: int, dev: str) -> int:
-    """Run every I-th of N candidates once (fills Triton's cache for the timed process)."""
+def precompile(share: str, N: int, dev: str, shapes) -> int:
+    """Run every I-th of N candidates' launches with warmup=True (compiles them into Triton's on-disk cache for
+    the timed process, which then warms them in-process in seconds when the cache keys match)."""
     i, n = (int(x) for x in share.split("/"))
-    jobs = [(s, v, o) for s in SHAPES for v, o in candidates(SHAPES[s][2])]
-    jobs += [(s, v, {}) for s in SHAPES for v in ("var", "stats")]
-    jobs += [("decode", j, name) for j in range(len(DECODE_CASES))
-             for name in ("ours", "act", "act_block_test", "var", "var_block_test")]
+    cases = {s: Case(s, N, dev) for s in shapes}
+    jobs = [(s, v, o) for s in shapes for v, o in _jobs(cases[s])]
     mine = jobs[i::n]
-    cases = {}
     t0 = time.time()
     for shape, variant, opts in mine:
-        if shape == "decode":
-            c = DECODE_CASES[variant]
-            try:
-                decode_variants(*c, dev)[opts]()
-                print(f"ok decode {c} {opts}", flush=True)
-            except Exception as e:  # noqa: BLE001
-                print(f"FAIL decode {c} {opts}: {type(e).__name__}: {str(e)[:300]}", flush=True)
-            continue
-        if shape not in cases:
-            cases.clear()
-            cases[shape] = Case(shape, N, dev)
         t = time.time()
         try:
-            cases[shape].call(variant, opts)()
-            if dev == "cuda":
-                import torch
-                torch.cuda.synchronize()
+            for fn, grid, kw in _launches(cases[shape], variant, opts):
+                fn.run(grid=grid, warmup=True, **kw)
             print(f"ok {shape} {variant} {_jsonable(opts)} {time.time() - t:.1f}s", flush=True)
         except Exception as e:  # noqa: BLE001 - the timed run reports it again
             print(f"FAIL {shape} {variant} {_jsonable(opts)}: {type(e).__name__}: {str(e)[:300]}", flush=True)
     print(f"share {share}: {len(mine)} candidates in {time.time() - t0:.1f}s", flush=True)
     return 0
+
+
+def log_compiles(path: str, phase: str) -> None:
+    """Append one JSON line per kernel compile request (an in-process cache miss) to path: the pieces of
+    Triton's on-disk cache key (function hash, specialization, constants, options, cache-invalidating
+    environment) and, where Triton reports it, whether the on-disk cache hit. Used to find why a timed
+    process recompiled kernels that other processes had compiled (session 4)."""
+    import hashlib
+    from triton import knobs
+
+    def h(x) -> str:
+        return hashlib.sha256(str(x).encode()).hexdigest()[:12]
+
+    def write(row):
+        with open(path, "a") as f:
+            f.write(json.dumps({"pid": os.getpid(), "phase": phase, "t": round(time.time(), 3), **row}) + "\n")
+
+    def hook(**kw):
+        try:
+            jf = kw["fn"].jit_function
+            c = kw["compile"]
+            row = {"kernel": kw["fn"].name, "fn_key": jf.cache_key[:12], "sig": h(sorted(c["signature"].items())),
+                   "const": h(sorted((str(k), str(v)) for k, v in c["constants"].items())),
+                   "attrs": h(c["configs"]), "warps": c["num_warps"], "stages": c["num_stages"],
+                   "globals": h([(n, repr(v)) for (n, _), (v, _) in jf.used_global_vals.items()]),
+                   "globals_list": [n for (n, _), _ in jf.used_global_vals.items()]}
+            try:
+                from triton._C.libtriton import get_cache_invalidating_env_vars
+                row["env"] = h(sorted(get_cache_invalidating_env_vars().items()))
+            except Exception:  # noqa: BLE001
+                pass
+            try:
+                from triton.compiler.compiler import ASTSource
+                row["src"] = ASTSource(jf, c["signature"], c["constants"], c["configs"][0]).hash()[:12]
+            except Exception as e:  # noqa: BLE001
+                row["src_err"] = str(e)[:100]
+            write(row)
+        except Exception as e:  # noqa: BLE001 - a log must never break a launch
+            write({"hook_err": f"{type(e).__name__}: {str(e)[:200]}"})
+        return None
+
+    def listener(**kw):
+        try:
+            write({"listener": kw.get("src").name if kw.get("src") is not None else None,
+                   "cache_hit": kw.get("cache_hit"), "hash": (kw.get("metadata") or {}).get("hash", "")[:12]})
+        except Exception as e:  # noqa: BLE001
+            write({"listener_err": str(e)[:200]})
+    knobs.runtime.jit_cache_hook = hook
+    if hasattr(knobs, "compilation") and hasattr(knobs.compilation, "listener"):
+        knobs.compilation.listener = listener
 
 
 def main(argv=None) -> int:
@@ -400,6 +491,9 @@ def main(argv=None) -> int:
     ap.add_argument("--reserve-s", type=float, default=35.0, help="seconds kept for headlines and decode")
     ap.add_argument("--grace-s", type=float, default=15.0, help="headlines still run this long past the budget")
     ap.add_argument("--precompile", default=None, metavar="I/N")
+    ap.add_argument("--decode", action="store_true", help="also time the decode cases (ACT / VAR steps)")
+    ap.add_argument("--log-compiles", default=None, metavar="JSONL",
+                    help="append one line per kernel compile request (cache-key pieces, cache hits) to this file")
     ap.add_argument("--pytest-log", default=None, help="the GPU test run's output (its summary goes in meta)")
     ap.add_argument("--dry", action="store_true", help="CPU plumbing check under TRITON_INTERPRET=1, tiny N")
     ap.add_argument("--out", default=None)
@@ -415,8 +509,10 @@ def main(argv=None) -> int:
         print("bench_sweep needs CUDA (or --dry)", file=sys.stderr)
         return 2
     dev = "cuda" if cuda else "cpu"
+    if args.log_compiles:
+        log_compiles(args.log_compiles, f"precompile {args.precompile}" if args.precompile else "timed")
     if args.precompile:
-        return precompile(args.precompile, args.n, dev)
+        return precompile(args.precompile, args.n, dev, args.shapes)
     import triton
     meta = {"device": torch.cuda.get_device_name() if cuda else "cpu (dry run)", "torch": torch.__version__,
             "triton": triton.__version__, "argv": sys.argv, "N": args.n, "repeats": args.repeats,
@@ -427,7 +523,8 @@ def main(argv=None) -> int:
         meta["pytest_tail"] = tail[-3:]
     run = Run(args, meta)
     clock = Clock(cuda)
-    decode_cases(run, clock, dev, small=args.dry)
+    if args.decode:
+        decode_cases(run, clock, dev, small=args.dry)
     order = sorted(args.shapes, key=lambda s: s != "smollm")          # the small shape first
     for i, shape in enumerate(order):
         prefill_shape(run, clock, shape, args.n, dev, shapes_after=len(order) - 1 - i)

@@ -223,7 +223,7 @@ _HEURISTIC_INPUTS = {
                               "head_scale", "kd"), ("SPAN_POST", "SEG", "NS", "C")),
     "decode_fwd_kernel": (("col_idx", "plr", "redist_span", "head_uniform"), ("C",)),
     "decode_combine_kernel": (("lse", "col_idx", "redist_span", "head_uniform", "head_mean", "head_scale"), ()),
-    "received_fwd_kernel": ((), ()),
+    "received_fwd_kernel": (("qd",), ()),
 }
 # Tests set this: every launch also evaluates the heuristics afresh and checks the cached values against them.
 CHECK_HEURISTICS = False
@@ -375,7 +375,7 @@ def plan(
         return res, _decode(q, k, v, out, lse, key_start, ed, common, opts)
     launches = [_prefill(q, k, v, out, res, key_start, ed, stats, sink_pos, spans, opts or {}, common)]
     if stats.received:
-        rsum, rlaunch = _received(q, k, res.extras.pop("lse_all"), key_start, common, (opts or {}).get("rtile"))
+        rsum, rlaunch = _received(q, k, res.extras.pop("lse_all"), key_start, common, (opts or {}).get("rtile"), opts)
         launches.append(rlaunch)
         res.received_sum = rsum
         res.received_count = _received_count(key_start, T, S, window, torch.float32)
@@ -383,8 +383,8 @@ def plan(
 
 
 def _rows_descriptor(x: Tensor, block_rows: int):
-    """A TMA tensor descriptor over x [B, KV, S, D] viewed as [B * KV * S, D] with [block_rows, D]
-    blocks, or None when that view does not exist (the kernel then uses pointer loads)."""
+    """A TMA tensor descriptor over x [B, KV, S, D] (k / v; or q [B, H, T, D]) viewed as [B * KV * S, D] with
+    [block_rows, D] blocks, or None when that view does not exist (the kernel then uses pointer loads)."""
     B, KV, S, D = x.shape
     if not (x.stride(3) == 1 and x.stride(1) == S * x.stride(2) and x.stride(0) == KV * x.stride(1)):
         return None
@@ -461,20 +461,39 @@ def _prefill(q, k, v, out, res, key_start, ed: _Edits, stats, sink_pos, spans, o
     return _launch("attention_fwd_kernel", (_cdiv(T, BT), B * H), kw)
 
 
-def _received(q, k, lse, key_start, common, tile: Optional[tuple] = None) -> tuple:
+def _received(q, k, lse, key_start, common, tile: Optional[tuple] = None, opts: Optional[dict] = None) -> tuple:
     """(received-mass column sums [B, H, S] (allocated), the launch that fills them from the forward's lse
-    [B, H, T])."""
+    [B, H, T]). opts: "r_keymajor" / "r_fma" / "r_tma" overrides of ``tiles.RECEIVED_SWITCHES``."""
     B, H, T, D = q.shape
     KV, S = k.shape[1], k.shape[2]
     rsum = _alloc(B, H, S, dtype=torch.float32, device=q.device)
     RT, RS, nw, ns = tiles.received_tile(D, q.element_size(), INTERPRET, tile)
+    sw = _received_cfg(D, opts)
+    qd = None
+    # TMA only where it was measured and tested on the H200: 2-byte inputs, head_dim 64 / 128
+    if sw["tma"] and q.element_size() == 2 and D in (64, 128):
+        qd = _rows_descriptor(q, RT)
     sq, sk = q.stride(), k.stride()
     kw = dict(
-        q=q, k=k, lse=lse, rsum=rsum, key_start=key_start,
+        q=q, k=k, lse=lse, rsum=rsum, key_start=key_start, qd=qd,
         s_qb=sq[0], s_qh=sq[1], s_qt=sq[2], s_kb=sk[0], s_kh=sk[1], s_ks=sk[2],
-        T=T, S=S, H=H, G=H // KV, D=D, BT=RT, BS=RS, num_warps=nw, num_stages=ns, **common,
+        T=T, S=S, H=H, G=H // KV, D=D, BT=RT, BS=RS, KEYMAJOR=sw["keymajor"], FMA=sw["fma"],
+        num_warps=nw, num_stages=ns, **common,
     )
     return rsum, _launch("received_fwd_kernel", (_cdiv(S, RS), B * H), kw)
+
+
+_RECEIVED_CFG: dict = {}
+
+
+def _received_cfg(D: int, opts: Optional[dict]) -> dict:
+    """The received kernel's switches; cached per D when opts override none of them."""
+    if opts and any("r_" + n in opts for n in tiles.RECEIVED_SWITCH_NAMES):
+        return tiles.received_switches(D, opts)
+    sw = _RECEIVED_CFG.get(D)
+    if sw is None:
+        sw = _RECEIVED_CFG[D] = tiles.received_switches(D)
+    return sw
 
 
 _SMS: dict = {}

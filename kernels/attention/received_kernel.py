@@ -2,6 +2,12 @@
 
 A second pass over the queries that reuses the forward's lse (QK^T and exp2 only, no P.V), so the
 sums are exact, deterministic (each key block is owned by one program: no atomics) and O(S) memory.
+
+Variant switches (``tiles.RECEIVED_SWITCHES``, chosen per head_dim by a tuning run): KEYMAJOR computes
+the scores key-major, S^T = K Q^T [BS, BT] (K the MMA's A operand, loaded once), and reduces each step
+over its queries inside a warp (a [BS] running sum instead of a [BT, BS] tile held across the loop:
+fewer registers, so more keys per program and fewer Q reloads from L2); FMA folds the logit scale
+and the lse into one multiply-add per score; TMA loads the Q blocks through a tensor descriptor.
 """
 from __future__ import annotations
 
@@ -13,49 +19,78 @@ from .jit_utils import INTERPRET, LOG2E, NEG, dot, precision, scores2
 
 @triton.jit
 def _received_step(
-    b_k, p_q, s_qt, p_lse, t0, o_j, ks, T, S, window, scale, softcap, b_r,
+    b_k, p_q, s_qt, p_lse, t0, o_j, ks, T, S, window, scale, softcap, b_r, qd, q_row0,
     MASK: tl.constexpr, D: tl.constexpr, BT: tl.constexpr,
-    USE_WINDOW: tl.constexpr, USE_SOFTCAP: tl.constexpr,
-    PREC: tl.constexpr, UPCAST: tl.constexpr,
+    USE_WINDOW: tl.constexpr, USE_SOFTCAP: tl.constexpr, KEYMAJOR: tl.constexpr, FMA: tl.constexpr,
+    USE_TMA: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr,
 ):
+    """One query block of the column sums. b_r: [BT, BS] running tile (KEYMAJOR = False) or [BS] running
+    sum (KEYMAJOR = True). MASK = False for query blocks that see every key of the block."""
     o_t = t0 + tl.arange(0, BT)                                               # [BT]
     o_d = tl.arange(0, D)                                                     # [D]
-    if MASK:
-        m_t = o_t < T
+    m_t = o_t < T
+    if USE_TMA:
+        # rows past T belong to the next head (or are zero-filled past the end): masked below
+        b_q = qd.load([q_row0 + t0, 0])                                       # [BT, D]
+    elif MASK:
         b_q = tl.load(p_q + o_t[:, None] * s_qt + o_d[None, :], mask=m_t[:, None], other=0.0)  # [BT, D]
+    else:
+        b_q = tl.load(p_q + o_t[:, None] * s_qt + o_d[None, :])               # [BT, D]
+    if MASK:
         b_lse = tl.load(p_lse + o_t, mask=m_t, other=0.0) * LOG2E            # [BT]
         b_lse = tl.where(b_lse > NEG, b_lse, -NEG)                            # rows that see nothing
     else:
-        b_q = tl.load(p_q + o_t[:, None] * s_qt + o_d[None, :])               # [BT, D]
         b_lse = tl.load(p_lse + o_t) * LOG2E                                  # [BT]
-    b_s = dot(b_q, tl.trans(b_k), PREC, UPCAST)                               # [BT, BS]
-    b_s = scores2(b_s, scale, softcap, False, USE_SOFTCAP, False)
-    b_p = tl.exp2(b_s - b_lse[:, None])                                       # [BT, BS]
-    if MASK:
-        p_pos = S - T + o_t                                                   # [BT]
-        m_s = (o_j[None, :] <= p_pos[:, None]) & (o_j[None, :] >= ks) & m_t[:, None] & (o_j[None, :] < S)
-        if USE_WINDOW:
-            m_s = m_s & ((p_pos[:, None] - o_j[None, :]) < window)
-        b_p = tl.where(m_s, b_p, 0.0)
-    return b_r + b_p
+    if KEYMAJOR:
+        b_s = dot(b_k, tl.trans(b_q), PREC, UPCAST)                           # [BS, BT]
+        if FMA and not USE_SOFTCAP:
+            b_p = tl.exp2(b_s * (scale * LOG2E) - b_lse[None, :])             # [BS, BT]
+        else:
+            b_s = scores2(b_s, scale, softcap, False, USE_SOFTCAP, False)
+            b_p = tl.exp2(b_s - b_lse[None, :])                               # [BS, BT]
+        if MASK:
+            p_pos = S - T + o_t                                               # [BT]
+            m_s = (o_j[:, None] <= p_pos[None, :]) & (o_j[:, None] >= ks) & m_t[None, :] & (o_j[:, None] < S)
+            if USE_WINDOW:
+                m_s = m_s & ((p_pos[None, :] - o_j[:, None]) < window)
+            b_p = tl.where(m_s, b_p, 0.0)
+        b_r += tl.sum(b_p, 1)                                                 # [BS]
+    else:
+        b_s = dot(b_q, tl.trans(b_k), PREC, UPCAST)                           # [BT, BS]
+        if FMA and not USE_SOFTCAP:
+            b_p = tl.exp2(b_s * (scale * LOG2E) - b_lse[:, None])             # [BT, BS]
+        else:
+            b_s = scores2(b_s, scale, softcap, False, USE_SOFTCAP, False)
+            b_p = tl.exp2(b_s - b_lse[:, None])                               # [BT, BS]
+        if MASK:
+            p_pos = S - T + o_t                                               # [BT]
+            m_s = (o_j[None, :] <= p_pos[:, None]) & (o_j[None, :] >= ks) & m_t[:, None] & (o_j[None, :] < S)
+            if USE_WINDOW:
+                m_s = m_s & ((p_pos[:, None] - o_j[None, :]) < window)
+            b_p = tl.where(m_s, b_p, 0.0)
+        b_r += b_p                                                            # [BT, BS]
+    return b_r
 
 
 @triton.heuristics({
     "USE_WINDOW": lambda a: a["window"] > 0,
     "USE_SOFTCAP": lambda a: a["softcap"] > 0,
+    "USE_TMA": lambda a: a["qd"] is not None,
     "PREC": precision,
     "UPCAST": lambda a: INTERPRET,
 })
 @triton.jit
 def received_fwd_kernel(
-    q, k, lse, rsum, key_start,
+    q, k, lse, rsum, key_start, qd,
     s_qb, s_qh, s_qt, s_kb, s_kh, s_ks,
     scale, softcap, window, T, S,
     H: tl.constexpr, G: tl.constexpr, D: tl.constexpr, BT: tl.constexpr, BS: tl.constexpr,
-    USE_WINDOW: tl.constexpr, USE_SOFTCAP: tl.constexpr,
+    KEYMAJOR: tl.constexpr, FMA: tl.constexpr,
+    USE_WINDOW: tl.constexpr, USE_SOFTCAP: tl.constexpr, USE_TMA: tl.constexpr,
     PREC: tl.constexpr, UPCAST: tl.constexpr,
 ):
-    """One program per (key block, batch x head): rsum [B, H, S] float32 from lse [B, H, T]."""
+    """One program per (key block, batch x head): rsum [B, H, S] float32 from lse [B, H, T].
+    qd: a tensor descriptor over q viewed as [B * H * T, D] with [BT, D] blocks (None = pointer loads)."""
     i_s, i_bh = tl.program_id(0), tl.program_id(1)
     i_b, i_h = (i_bh // H).to(tl.int64), (i_bh % H).to(tl.int64)
     i_kh = i_h // G
@@ -67,6 +102,7 @@ def received_fwd_kernel(
     b_k = tl.load(p_k + o_j[:, None] * s_ks + o_d[None, :], mask=(o_j < S)[:, None], other=0.0)  # [BS, D]
     p_q = q + i_b * s_qb + i_h * s_qh
     p_lse = lse + (i_b * H + i_h) * T
+    q_row0 = ((i_b * H + i_h) * T).to(tl.int32)                               # first row of qd
 
     off = S - T                                                               # position of query 0
     t_lo = tl.maximum(j0 - off, 0) // BT * BT
@@ -83,14 +119,21 @@ def received_fwd_kernel(
     t_a = tl.minimum(tl.maximum(t_a, t_lo), t_hi)
     t_b = tl.minimum(tl.maximum(t_b, t_a), t_hi)
 
-    b_r = tl.zeros([BT, BS], tl.float32)                                      # [BT, BS] reduced once at the end
+    if KEYMAJOR:
+        b_r = tl.zeros([BS], tl.float32)                                      # [BS] running column sums
+    else:
+        b_r = tl.zeros([BT, BS], tl.float32)                                  # [BT, BS] reduced once at the end
     for t0 in range(t_lo, t_a, BT):
-        b_r = _received_step(b_k, p_q, s_qt, p_lse, t0, o_j, ks, T, S, window, scale, softcap, b_r,
-                             True, D, BT, USE_WINDOW, USE_SOFTCAP, PREC, UPCAST)
+        b_r = _received_step(b_k, p_q, s_qt, p_lse, t0, o_j, ks, T, S, window, scale, softcap, b_r, qd, q_row0,
+                             True, D, BT, USE_WINDOW, USE_SOFTCAP, KEYMAJOR, FMA, USE_TMA, PREC, UPCAST)
     for t0 in range(t_a, t_b, BT):
-        b_r = _received_step(b_k, p_q, s_qt, p_lse, t0, o_j, ks, T, S, window, scale, softcap, b_r,
-                             False, D, BT, USE_WINDOW, USE_SOFTCAP, PREC, UPCAST)
+        b_r = _received_step(b_k, p_q, s_qt, p_lse, t0, o_j, ks, T, S, window, scale, softcap, b_r, qd, q_row0,
+                             False, D, BT, USE_WINDOW, USE_SOFTCAP, KEYMAJOR, FMA, USE_TMA, PREC, UPCAST)
     for t0 in range(t_b, t_hi, BT):
-        b_r = _received_step(b_k, p_q, s_qt, p_lse, t0, o_j, ks, T, S, window, scale, softcap, b_r,
-                             True, D, BT, USE_WINDOW, USE_SOFTCAP, PREC, UPCAST)
-    tl.store(rsum + (i_b * H + i_h) * S + o_j, tl.sum(b_r, 0), mask=o_j < S)
+        b_r = _received_step(b_k, p_q, s_qt, p_lse, t0, o_j, ks, T, S, window, scale, softcap, b_r, qd, q_row0,
+                             True, D, BT, USE_WINDOW, USE_SOFTCAP, KEYMAJOR, FMA, USE_TMA, PREC, UPCAST)
+    if KEYMAJOR:
+        b_col = b_r
+    else:
+        b_col = tl.sum(b_r, 0)
+    tl.store(rsum + (i_b * H + i_h) * S + o_j, b_col, mask=o_j < S)

@@ -41,6 +41,12 @@ PREFILL_SWITCHES: dict = {
     "var": {64: dict(_OFF), 128: dict(_OFF), 256: dict(_OFF)},
 }
 RECEIVED_TILES: dict = {64: (64, 128, 4, 3), 128: (64, 128, 4, 3), 256: (32, 64, 4, 2)}
+# received_fwd_kernel's switches per head_dim bucket: "keymajor" (S^T = K Q^T, per-step column sums in a warp),
+# "fma" (scale and lse in one multiply-add per score), "tma" (Q blocks through a tensor descriptor where the
+# layout allows it; 2-byte inputs, head_dim 64 / 128 only). All off = the kernel of sessions 3 and 4.
+_ROFF = {"keymajor": False, "fma": False, "tma": False}
+RECEIVED_SWITCHES: dict = {64: dict(_ROFF), 128: dict(_ROFF), 256: dict(_ROFF)}
+RECEIVED_SWITCH_NAMES = ("keymajor", "fma", "tma")   # opts keys: "r_keymajor", "r_fma", "r_tma"
 # decode: (BS, num_warps, num_stages); one wave of programs, bandwidth-bound
 DECODE_TILES: dict = {64: (64, 4, 2), 128: (64, 4, 2), 256: (32, 4, 2)}
 # decode_fwd_kernel's BLOCK_TEST per edit kind: in a chunk holding an edited column (VAR: or its span), mask
@@ -86,6 +92,16 @@ def received_tile(D: int, itemsize: int, interpret: bool,
     if itemsize == 4:
         cfg = (min(cfg[0], 32), min(cfg[1], 64), cfg[2], 2)
     return cfg
+
+
+def received_switches(D: int, override: Optional[dict] = None) -> dict:
+    """The received-mass kernel's switches ({"keymajor", "fma", "tma"}: bool) for head_dim D; an ``override``
+    key "r_<name>" takes precedence (tuning runs and tests)."""
+    sw = dict(RECEIVED_SWITCHES[_bucket(D)])
+    for name in RECEIVED_SWITCH_NAMES:
+        if override and "r_" + name in override:
+            sw[name] = bool(override["r_" + name])
+    return sw
 
 
 def decode_tile(D: int, itemsize: int, interpret: bool) -> tuple[int, int, int]:

@@ -286,6 +286,24 @@ SWITCHES = [{"seg": True}, {"span_post": True, "reload_q": True},
             {"seg": True, "span_post": True, "reload_q": True, "tma": True, "fma": True}]
 
 
+RECEIVED_SWITCHES = [{"r_keymajor": True}, {"r_fma": True}, {"r_keymajor": True, "r_fma": True, "r_tma": True},
+                     {"r_tma": True}]
+
+
+@pytest.mark.parametrize("opts", RECEIVED_SWITCHES)
+@pytest.mark.parametrize("B,H,KV,T,S,D,dtype,window,softcap,ks", [
+    (2, 4, 2, 63, 111, 64, torch.bfloat16, None, None, [0, 20]),     # odd lengths, GQA, left padding
+    (1, 2, 1, 70, 70, 128, torch.bfloat16, 33, None, [5]),           # window, d 128
+    (1, 2, 2, 33, 47, 64, torch.float32, None, 20.0, None),          # softcap (FMA falls back), fp32 (no TMA)
+])
+def test_received_switches_parity(opts, B, H, KV, T, S, D, dtype, window, softcap, ks):
+    """Every received-mass kernel switch keeps the float64 parity of the column sums."""
+    q, k, v = _inputs(B, H, KV, T, S, D, dtype, seed=41, sink=3.0)
+    key_start = None if ks is None else torch.tensor(ks, device=DEV)
+    _parity(q, k, v, StatsRequest(lse=True, received=True), scale=D ** -0.5, key_start=key_start, window=window,
+            softcap=softcap, opts=opts)
+
+
 @pytest.mark.parametrize("opts", SWITCHES)
 def test_prefill_switches_parity(opts):
     """Every prefill variant switch (tuning picks them per variant) keeps the float64 parity:
@@ -461,6 +479,24 @@ def test_prefill_switches_parity_gpu(D, opts):
     ed.col_idx[0, 0] = torch.tensor([900, 0, 700])
     got = _tri().attention(q, k, v, scale=D ** -0.5, edits=ed, opts=opts)
     _check_edited(got, q, k, v, ed, torch.bfloat16, active=False)
+
+
+@gpu
+@pytest.mark.gpu
+@pytest.mark.parametrize("D", [64, 128])
+@pytest.mark.parametrize("opts", [
+    {"rtile": (64, 128, 4, 3), "r_keymajor": True},
+    {"rtile": (64, 128, 8, 3), "r_keymajor": True, "r_fma": True, "r_tma": True},
+    {"rtile": (64, 256, 8, 3), "r_keymajor": True, "r_fma": True, "r_tma": True},
+    {"rtile": (128, 128, 8, 3), "r_keymajor": True, "r_fma": True},
+])
+def test_received_switches_parity_gpu(D, opts):
+    """The received-mass kernel's switches and the sweep's larger tiles at GPU sizes (odd lengths, GQA, left
+    padding; a window on the d 64 case)."""
+    B, H, KV, T, S = 2, 4, 2, 1000, 1500
+    q, k, v = _inputs(B, H, KV, T, S, D, torch.bfloat16, seed=47, sink=4.0)
+    _parity(q, k, v, StatsRequest(lse=True, received=True), scale=D ** -0.5,
+            key_start=torch.tensor([0, 333], device=DEV), window=300 if D == 64 else None, opts=opts)
 
 
 @gpu
