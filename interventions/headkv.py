@@ -36,7 +36,7 @@ from torch import Tensor
 from probe.errors import ProbeError
 
 from .base import Intervention, attach_hook, check_heads, parse_heads
-from .headkv_attend import headwise_attention
+from .headkv_attend import headwise_attention, query_heads
 from .headkv_cache import HeadwiseLayer, convert
 from .headkv_select import (SELECTIONS, budget_count, head_scores, heads_plan, plan_heads, pool_kv, random_plan,
                             read_head_table, top_plan)
@@ -154,7 +154,12 @@ class HeadwiseKV(Intervention):
 
 
 class _HeadwiseHook:
-    """Seam hook: computes each layer's attention itself (``attend``), from the head-wise cache."""
+    """Seam hook: computes each layer's attention itself (``attend``), from the head-wise cache.
+
+    The decode path reads no tensor value on the host and copies nothing to the device: the head index
+    tensors live on the model's device from the first call on (``_indices``), and the padding check (a
+    device->host read) runs on multi-token calls only (a decode step's padding is refused by the cache
+    hook's mask check, once per forward)."""
 
     def __init__(self, iv: HeadwiseKV, plan: Tensor, inv_freq: Tensor):
         self.iv, self.inv_freq = iv, inv_freq
@@ -162,17 +167,27 @@ class _HeadwiseHook:
         self.stream = [torch.nonzero(~row).flatten() for row in plan]        # per layer [KVs]
         self.n_kv = plan.shape[1]
         self.cache = None
+        self._on: dict = {}                                                  # (layer, device) -> index tensors
+
+    def _indices(self, layer: int, dev: torch.device, G: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """(full KV heads [KVf], streaming KV heads [KVs], their query heads [KVf * G], [KVs * G]) on dev, made once."""
+        key = (layer, dev, G)
+        hit = self._on.get(key)
+        if hit is None:
+            full, stream = self.full[layer], self.stream[layer]
+            hit = self._on[key] = (full.to(dev), stream.to(dev), query_heads(full, G).to(dev),
+                                   query_heads(stream, G).to(dev))
+        return hit
 
     def after(self, call, result) -> None:
         pass
 
     def attend(self, call, common: dict) -> Tensor:
         """q [B, H, T, D] + this layer's cache -> out [B, T, H, D]."""
-        if bool((call.key_start != 0).any()):
+        if call.T > 1 and bool((call.key_start != 0).any()):
             raise ProbeError("HeadwiseKV does not support padded batches", "run one prompt (or equal-length prompts) per call")
         layer = None if self.cache is None else self.cache.layers[call.layer]
-        dev = call.query.device
-        full, stream = self.full[call.layer].to(dev), self.stream[call.layer].to(dev)
+        full, stream, q_full, q_stream = self._indices(call.layer, call.query.device, call.H // self.n_kv)
         if isinstance(layer, HeadwiseLayer):
             kf, vf = call.key, call.value
             ks, vs = layer.stream.keys, layer.stream.values
@@ -183,7 +198,7 @@ class _HeadwiseHook:
             prefill = True
         out = headwise_attention(call.query, kf, vf, ks, vs, full_kv=full, stream_kv=stream, n_kv=self.n_kv,
                                  prefill=prefill, sinks=self.iv.sinks, window=self.iv.window, inv_freq=self.inv_freq,
-                                 scale=common["scale"], key_start=call.key_start)
+                                 scale=common["scale"], key_start=call.key_start, q_full=q_full, q_stream=q_stream)
         if isinstance(layer, HeadwiseLayer) and prefill:
             layer.compact()
         return out

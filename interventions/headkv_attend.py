@@ -19,7 +19,7 @@ attention over the whole compact cache.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 from torch import Tensor
@@ -78,9 +78,15 @@ def streaming_prefill(q: Tensor, k: Tensor, v: Tensor, *, sinks: int, window: in
     return (res.out.to(cdt) * w_w + out_s * w_s).to(q.dtype)
 
 
+def query_heads(kv: Tensor, G: int) -> Tensor:
+    """The query heads of KV heads kv [n] under GQA with G query heads per KV head: [n * G] (h // G = its KV head)."""
+    return (kv[:, None] * G + torch.arange(G, device=kv.device)).reshape(-1)
+
+
 def headwise_attention(q: Tensor, k_full: Tensor, v_full: Tensor, k_stream: Tensor, v_stream: Tensor, *,
                        full_kv: Tensor, stream_kv: Tensor, n_kv: int, prefill: bool, sinks: int, window: int,
-                       inv_freq: Tensor, scale: float, key_start: Tensor) -> Tensor:
+                       inv_freq: Tensor, scale: float, key_start: Tensor, q_full: Optional[Tensor] = None,
+                       q_stream: Optional[Tensor] = None) -> Tensor:
     """One layer's attention with per-KV-head caches.
 
     Args:
@@ -89,6 +95,8 @@ def headwise_attention(q: Tensor, k_full: Tensor, v_full: Tensor, k_stream: Tens
         k_stream, v_stream: [B, KVs, n, D] the streaming KV heads (``stream_kv`` [KVs]): the whole
             sequence (n = S, positions 0..S-1) when ``prefill``, else the compact StreamingLLM cache.
         prefill: the streaming keys are the uncompacted sequence (first call / no cache).
+        q_full, q_stream: ``query_heads(full_kv, G)`` / ``query_heads(stream_kv, G)`` on q's device, if the
+            caller keeps them (the decode path: no index arithmetic or copy per call).
     Returns:
         out [B, T, H, D] in q's dtype.
     """
@@ -96,15 +104,18 @@ def headwise_attention(q: Tensor, k_full: Tensor, v_full: Tensor, k_stream: Tens
     G = H // n_kv
     if stream_kv.numel() == 0:
         return attention(q, k_full, v_full, scale=scale, key_start=key_start).out
-    out = q.new_empty(B, T, H, D)
-    if full_kv.numel():
-        qf_idx = (full_kv[:, None] * G + torch.arange(G, device=full_kv.device)).reshape(-1).to(q.device)
-        out[:, :, qf_idx] = attention(q.index_select(1, qf_idx), k_full, v_full, scale=scale, key_start=key_start).out
-    qs_idx = (stream_kv[:, None] * G + torch.arange(G, device=stream_kv.device)).reshape(-1).to(q.device)
-    qs = q.index_select(1, qs_idx)
+    qs_idx = q_stream if q_stream is not None else query_heads(stream_kv, G).to(q.device)
+    qs = q if full_kv.numel() == 0 else q.index_select(1, qs_idx)                         # [B, Hs, T, D]
     if prefill:
-        out[:, :, qs_idx] = streaming_prefill(qs, k_stream, v_stream, sinks=sinks, window=window,
-                                              inv_freq=inv_freq, scale=scale)
+        out_s = streaming_prefill(qs, k_stream, v_stream, sinks=sinks, window=window,
+                                  inv_freq=inv_freq, scale=scale)                        # [B, T, Hs, D]
     else:
-        out[:, :, qs_idx] = attention(qs, k_stream, v_stream, scale=scale).out
+        out_s = attention(qs, k_stream, v_stream, scale=scale).out
+    if full_kv.numel() == 0:
+        return out_s
+    qf_idx = q_full if q_full is not None else query_heads(full_kv, G).to(q.device)
+    out_f = attention(q.index_select(1, qf_idx), k_full, v_full, scale=scale, key_start=key_start).out  # [B, T, Hf, D]
+    out = q.new_empty(B, T, H, D)
+    out.index_copy_(2, qf_idx, out_f)
+    out.index_copy_(2, qs_idx, out_s)
     return out

@@ -63,9 +63,20 @@ class HeadwiseLayer(DynamicLayer):
         if T > 1 and self.seen > 0:
             raise ProbeError("HeadwiseKV: a multi-token call on a non-empty cache",
                              "feed the prompt in one call, then one token per step")
-        self.keys = torch.cat([self.keys, key_states.index_select(1, self.full_kv)], dim=-2)
-        self.values = torch.cat([self.values, value_states.index_select(1, self.full_kv)], dim=-2)
-        self.stream.update(key_states.index_select(1, self.stream_kv), value_states.index_select(1, self.stream_kv))
+        n_full, n_stream = self.full_kv.numel(), self.stream_kv.numel()          # host ints: no device read
+        if n_full == 0:       # an empty [B, 0, seen, D] view keeps the returned length (the seam's S) right
+            B, _, _, D = key_states.shape
+            self.keys = key_states.new_empty(B, 0, self.seen + T, D)
+            self.values = value_states.new_empty(B, 0, self.seen + T, D)
+        else:
+            kf = key_states if n_stream == 0 else key_states.index_select(1, self.full_kv)      # [B, KVf, T, D]
+            vf = value_states if n_stream == 0 else value_states.index_select(1, self.full_kv)
+            self.keys = torch.cat([self.keys, kf], dim=-2)
+            self.values = torch.cat([self.values, vf], dim=-2)
+        if n_stream:
+            ks = key_states if n_full == 0 else key_states.index_select(1, self.stream_kv)      # [B, KVs, T, D]
+            vs = value_states if n_full == 0 else value_states.index_select(1, self.stream_kv)
+            self.stream.update(ks, vs)
         self.seen += T
         return self.keys, self.values
 

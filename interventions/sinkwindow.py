@@ -36,13 +36,24 @@ def _rotate_half(x: Tensor) -> Tensor:
     return torch.cat((-b, a), dim=-1)
 
 
-def rerotate(keys: Tensor, delta: int, inv_freq: Tensor) -> Tensor:
-    """Move post-RoPE keys [B, KV, n, D] by ``delta`` positions (exact RoPE composition)."""
+def rerotate(keys: Tensor, delta: int, inv_freq: Tensor, memo: Optional[dict] = None) -> Tensor:
+    """Move post-RoPE keys [B, KV, n, D] by ``delta`` positions (exact RoPE composition).
+
+    memo: a dict that keeps each (delta, device, dtype)'s cos / sin [D] (a decode step moves the sinks by
+    one position every time: one host->device copy of inv_freq per layer and sequence, not per step)."""
     if delta == 0:
         return keys
-    ang = delta * inv_freq.to(device=keys.device, dtype=torch.float64)        # [D/2]
-    ang = torch.cat((ang, ang))                                               # [D]
-    cos, sin = ang.cos().to(keys.dtype), ang.sin().to(keys.dtype)
+    key = (delta, keys.device, keys.dtype)
+    cs = None if memo is None else memo.get(key)
+    if cs is None:
+        ang = delta * inv_freq.to(device=keys.device, dtype=torch.float64)    # [D/2]
+        ang = torch.cat((ang, ang))                                           # [D]
+        cs = (ang.cos().to(keys.dtype), ang.sin().to(keys.dtype))
+        if memo is not None:
+            if len(memo) >= 8:                                                # prompt trims move by one-off deltas
+                memo.clear()
+            memo[key] = cs
+    cos, sin = cs
     return keys * cos + _rotate_half(keys) * sin
 
 
@@ -66,6 +77,7 @@ class SinkWindowLayer(DynamicLayer):
         self.seen = 0 if keys is None else keys.shape[-2]
         self.sink_pos = 0            # effective position of sink 0
         self.evicted = 0
+        self._rot: dict = {}         # rerotate's cos / sin per (delta, device, dtype)
         if keys is not None:
             self.device = keys.device
 
@@ -100,7 +112,7 @@ class SinkWindowLayer(DynamicLayer):
             ks = self.keys[..., : self.sinks, :]                                  # [B, KV, k, D]
             window_start = self.seen - recent                                      # absolute position
             new_sink_pos = window_start - self.sinks
-            ks = rerotate(ks, new_sink_pos - self.sink_pos, self.inv_freq)
+            ks = rerotate(ks, new_sink_pos - self.sink_pos, self.inv_freq, self._rot)
             self.sink_pos = new_sink_pos
             tail = slice(n - recent, n)
             self.keys = torch.cat([ks, self.keys[..., tail, :]], dim=-2)

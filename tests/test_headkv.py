@@ -140,6 +140,47 @@ def test_mixed_prefill_equals_token_by_token_and_cache_is_bounded(model):
     assert all(not torch.allclose(prefill[-5:], o[-5:], atol=1e-4) for o in others)
 
 
+def test_decode_step_reads_no_tensor_value_and_copies_no_index(model, monkeypatch):
+    """A decode step under a mixed plan never reads a tensor value on the host outside the attention op (on a GPU
+    each read is a sync that stalls the launch queue; the op is the Triton kernel there, which reads none, and the
+    CPU reference here) and builds no head index: the hook keeps them on the device from the first call."""
+    from interventions import headkv, headkv_attend
+
+    ids = torch.randint(3, 97, (1, 20))
+    iv = HeadwiseKV(plan=torch.tensor([[True, False, False], [False, True, True]]), sinks=2, window=5)
+    names = ("__bool__", "item", "tolist", "__int__", "__float__", "__index__")
+    real = {name: getattr(torch.Tensor, name) for name in names}
+    inside = [0]
+
+    def guarded(name):
+        def read(self, *a, **k):
+            if inside[0]:
+                return real[name](self, *a, **k)
+            raise AssertionError(f"a decode step read a tensor value on the host (Tensor.{name})")
+        return read
+
+    def op(*a, **k):
+        inside[0] += 1
+        try:
+            return real_attention(*a, **k)
+        finally:
+            inside[0] -= 1
+
+    real_attention = headkv_attend.attention
+    with torch.no_grad(), intervene(model, iv):
+        res = model(input_ids=ids, use_cache=True)                    # the prompt may read (padding check)
+        cache, nxt = res.cache, res.logits[:, -1].argmax(-1, keepdim=True)
+        built = []
+        with monkeypatch.context() as mp:
+            mp.setattr(headkv, "query_heads", lambda *a: built.append(a))
+            mp.setattr(headkv_attend, "attention", op)
+            for name in names:
+                mp.setattr(torch.Tensor, name, guarded(name))
+            for _ in range(3):
+                nxt = model(input_ids=nxt, cache=cache, use_cache=True).logits[:, -1:].argmax(-1)  # [1, 1]
+    assert not built and cache.get_seq_length() == 23
+
+
 def test_cache_bytes_match_the_policy(model):
     ids = torch.randint(3, 97, (1, 50))
     iv = HeadwiseKV(plan=plan_of(MIXED), sinks=2, window=5)
@@ -231,6 +272,15 @@ def _handle(m):
     from interventions.base import as_handle
 
     return as_handle(m)[0]
+
+
+def test_sink_mass_scores_file_is_current():
+    """studies/headkv/sinks_heads.csv (the sink-mass policy's scores) has every SmolLM2 head once, sink_rate as a
+    fraction (report schema 2; it was stored in percent before) and key0_mass a probability."""
+    heads = pd.read_csv(Path(__file__).resolve().parents[1] / "studies" / "headkv" / "sinks_heads.csv")
+    assert len(heads) == 30 * 9 and not heads.duplicated(["layer", "head"]).any()
+    assert heads.sink_rate.between(0, 1).all() and heads.sink_rate.max() == 1.0
+    assert heads.key0_mass.between(0, 1).all()
 
 
 # ---- real SmolLM2: retrieval heads keep a needle that StreamingLLM loses -----------------------------
