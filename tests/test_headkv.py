@@ -283,6 +283,26 @@ def test_sink_mass_scores_file_is_current():
     assert heads.key0_mass.between(0, 1).all()
 
 
+def test_decode_measurement_rows(model):
+    """studies.headkv.decode on a tiny Llama: repeats, the median run inside the spread, and KV bytes that follow the
+    plan (full heads hold every token, streaming heads sinks + window)."""
+    from probe.models.handle import Handle
+    from studies.headkv.decode import decode_policy
+
+    h = Handle(model, None, "tiny", "object")
+    ids = torch.randint(3, 97, (1, 30))
+    full, _ = decode_policy(h, ids, lambda: None, steps=3, repeats=2)
+    mixed, text = decode_policy(h, ids, lambda: HeadwiseKV(plan=plan_of(MIXED), sinks=2, window=5), steps=3, repeats=2)
+    entry = 2 * 16 * 8                                                      # key + value, head_dim 16, fp64
+    assert full["seq_len"] == mixed["seq_len"] == 33 and full["repeats"] == mixed["repeats"] == 2
+    assert full["kv_bytes"] == 2 * 3 * 33 * entry                           # 2 layers x 3 KV heads
+    assert mixed["kv_bytes"] == 2 * (1 * 33 + 2 * (2 + 5)) * entry          # per layer: 1 full, 2 streaming
+    for row in (full, mixed):
+        assert row["decode_tok_s_min"] <= row["decode_tok_s"] <= row["decode_tok_s_max"]
+        assert row["profile_aten_ops"] > 0 and "diagnostics_error" not in row
+    assert "one decode step" in text
+
+
 # ---- real SmolLM2: retrieval heads keep a needle that StreamingLLM loses -----------------------------
 
 @pytest.mark.slow

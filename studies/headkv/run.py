@@ -13,7 +13,8 @@ Policies (fixed before any measurement; budgets count KV heads, 90 on SmolLM2 = 
 Needles: probe's 4 needles in Persuasion (not the Emma haystack the retrieval heads were found on), at
 depths 10/30/70/90 % (detection used 0/50/100) and lengths 1024/2048/4096/8000 tokens; teacher-forced
 (``interventions.headkv_niah``). Perplexity: the first 8000 tokens of four other Austen novels, one
-forward per book and policy. Memory / speed: an 8000-token prompt, then 128 greedy decode steps.
+forward per book and policy. Memory / speed: an 8000-token prompt, then 64 greedy decode steps, one
+warm-up run and 3 timed runs per policy (``studies.headkv.decode``).
 
     python -m studies.headkv.run --device cuda --out studies/headkv/results   # the H200 run
     python -m studies.headkv.run --lengths 512 --depths 50 --needles 2 --budgets 0.25 --draws 1 \
@@ -34,10 +35,10 @@ import torch.nn.functional as F
 
 import probe  # noqa: E402
 from interventions import HeadwiseKV, intervene  # noqa: E402
-from interventions.headkv_cache import kv_bytes  # noqa: E402
 from interventions.headkv_niah import answer_sample, score_batch, score_sample  # noqa: E402
 from probe.data.niah import haystack_text  # noqa: E402
 from probe.data.texts import austen  # noqa: E402
+from studies.headkv.decode import decode_policy  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 RETRIEVAL = HERE.parent / "retrieval" / "heads.csv"
@@ -77,41 +78,6 @@ def append_csv(path: Path, rows: list[dict]) -> None:
     pd.DataFrame(rows).to_csv(path, mode="a", header=not path.exists(), index=False)
 
 
-def decode_run(h, ids, iv, steps: int) -> dict:
-    """Prefill ``ids`` [1, N], then ``steps`` greedy decode steps: time, cache bytes, peak memory."""
-    model, cuda = h.model, ids.is_cuda
-    sync = torch.cuda.synchronize if cuda else (lambda: None)
-    ctx = intervene(h, iv) if iv is not None else torch.inference_mode()
-    with torch.inference_mode(), ctx:
-        if cuda:
-            torch.cuda.empty_cache()
-            torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated() if cuda else 0
-        sync()
-        t0 = time.perf_counter()
-        out = model(input_ids=ids, use_cache=True, logits_to_keep=1)
-        sync()
-        t_prefill = time.perf_counter() - t0
-        peak_prefill = (torch.cuda.max_memory_allocated() - base) if cuda else 0
-        cache, tok = out.cache, out.logits[:, -1].argmax(-1, keepdim=True)
-        cache_after_prefill = kv_bytes(cache)
-        if cuda:
-            torch.cuda.reset_peak_memory_stats()
-        sync()
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            out = model(input_ids=tok, cache=cache, use_cache=True)
-            tok = out.logits[:, -1].argmax(-1, keepdim=True)
-        sync()
-        t_decode = time.perf_counter() - t0
-        peak_decode = (torch.cuda.max_memory_allocated() - base) if cuda else 0
-        n = cache.get_seq_length()
-        return {"prompt_tokens": ids.shape[1], "decode_steps": steps, "prefill_s": t_prefill, "decode_s": t_decode,
-                "decode_tok_s": steps / t_decode, "kv_bytes_after_prefill": cache_after_prefill,
-                "kv_bytes": kv_bytes(cache), "kv_bytes_per_token": kv_bytes(cache) / n, "seq_len": n,
-                "peak_prefill_bytes": peak_prefill, "peak_decode_bytes": peak_decode}
-
-
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cpu")
@@ -124,7 +90,10 @@ def main(argv=None) -> None:
     ap.add_argument("--draws", type=int, default=5)
     ap.add_argument("--ppl-tokens", type=int, default=8000)
     ap.add_argument("--decode-prompt", type=int, default=8000)
-    ap.add_argument("--decode-steps", type=int, default=128)
+    ap.add_argument("--decode-steps", type=int, default=64)
+    ap.add_argument("--decode-repeats", type=int, default=3, help="timed runs per policy (after one warm-up run)")
+    ap.add_argument("--decode-diag-prompts", default="", help="also time full attention and the first retrieval budget "
+                    "at these prompt lengths (does the step cost grow with the cache?)")
     ap.add_argument("--decode-headwise-full", type=int, default=1, help="also time HeadwiseKV with every head full")
     ap.add_argument("--decode-budgets", default="0.125,0.25,0.5", help="retrieval budgets measured for memory / speed")
     ap.add_argument("--parts", default="parity,decode,niah,ppl", help="which measurements, in order")
@@ -167,28 +136,35 @@ def main(argv=None) -> None:
 
     def do_decode() -> None:
         t0 = time.perf_counter()
-        ids = torch.tensor([tok(haystack_text("austen:emma"), add_special_tokens=False)["input_ids"][:args.decode_prompt]], device=dev)
+        text = tok(haystack_text("austen:emma"), add_special_tokens=False)["input_ids"]
         chosen = [p for p in plan if p[0] in ("full", "streaming", "retrieval") and p[2] in (0, ints(args.windows)[0])
                   and p[1] in (0.0, 1.0, *[float(b) for b in args.decode_budgets.split(",")])]
-        first = [p for p in chosen if p[0] == "retrieval" and abs(p[1] - 0.25) < 1e-9]      # the headline budget first
-        chosen = chosen[:1] + first + [p for p in chosen[1:] if p not in first]
+        first = [p for p in chosen if p[0] == "retrieval" and abs(p[1] - 0.25) < 1e-9]      # the headline budget,
+        stream = [p for p in chosen if p[0] == "streaming"]                                  # then StreamingLLM
+        chosen = chosen[:1] + first + stream + [p for p in chosen[1:] if p not in first + stream]
         if args.decode_headwise_full:
             chosen.append(("full-headwise", 1.0, ints(args.windows)[0], -1,
                            lambda: HeadwiseKV(plan=torch.ones(h.n_layers, h.n_kv_heads, dtype=torch.bool))))
-        for n_warm, steps in ((992, 17), (1001, 2)):             # warm-up: Triton specialises on lengths % 16,
-            decode_run(h, ids[:, :n_warm], None, steps)         # so prefill and decode meet both cases before timing
-        for name, b, W, d, make in chosen:
+        runs = [(p, args.decode_prompt) for p in chosen]
+        runs += [(p, n) for n in ints(args.decode_diag_prompts) for p in chosen[:2]]   # the same step at a short cache
+        for (name, b, W, d, make), n_prompt in runs:
             if over(args.decode_share):
-                print(f"time limit: stopped before decode {name} b={b}", flush=True)
+                print(f"time limit: stopped before decode {name} b={b} prompt {n_prompt}", flush=True)
                 break
+            ids = torch.tensor([text[:n_prompt]], device=dev)
+            row, prof = decode_policy(h, ids, make, args.decode_steps, args.decode_repeats)
             iv = make()
-            if iv is not None:                                   # this policy's kernels (its KV-head counts)
-                for n_warm, steps in ((992, 17), (1001, 2)):
-                    decode_run(h, ids[:, :n_warm], iv, steps)
-            row = {"policy": name, "budget": b, "window": W, **decode_run(h, ids, iv, args.decode_steps)}
-            row["full_kv_heads"] = int(iv.plan.sum()) if iv is not None else h.n_layers * h.n_kv_heads
+            if iv is not None:
+                iv.resolve(h)
+            row = {"policy": name, "budget": b, "window": W, **row,
+                   "full_kv_heads": int(iv.plan.sum()) if iv is not None else h.n_layers * h.n_kv_heads}
             append_csv(args.out / "decode.csv", [row])
-            print(f"decode {name} b={b} W={W}: {row['decode_tok_s']:.1f} tok/s, {row['kv_bytes'] / 2**20:.1f} MiB KV", flush=True)
+            with open(args.out / "profile.txt", "a") as f:
+                f.write(f"# {name} b={b} W={W}\n{prof}\n")
+            print(f"decode {name} b={b} W={W} prompt {n_prompt}: {row['decode_tok_s']:.1f} tok/s "
+                  f"({row['decode_tok_s_min']:.1f}-{row['decode_tok_s_max']:.1f}), step {row['step_ms_median']:.2f} ms, "
+                  f"warm-up {row['warmup_decode_s']:.2f} s, syncs/step {row.get('syncs_per_step')}, "
+                  f"kernels {row.get('profile_device_ms')} ms, {row['kv_bytes'] / 2**20:.1f} MiB KV", flush=True)
         meta["timings"]["decode_s"] = time.perf_counter() - t0
         save_meta()
 
