@@ -43,7 +43,7 @@ N_DEFAULT = 65536
 GiB = 1024 ** 3
 OFF = {"seg": False, "span_post": False, "reload_q": False, "tma": False, "fma": False}
 
-ROFF = {"r_keymajor": False, "r_fma": False, "r_tma": False}
+ROFF = {"r_keymajor": False, "r_fma": False, "r_tma": False, "r_poly": 0}
 _SP = {"span_post": True, "reload_q": True, "fma": True}        # the statistics switches of session 4
 _SEG = {"seg": True, "reload_q": True, "fma": True}             # the ACT switches of session 4
 _KM = {"r_keymajor": True, "r_fma": True}                       # the received kernel's key-major form
@@ -60,7 +60,7 @@ SWEEP = {
                         ((128, 64, 8, 3), {**_SP, "tma": True}), ((128, 128, 8, 3), {**_SP, "tma": True})],
           "received": [((64, 128, 4, 3), {}), ((64, 128, 4, 3), _KM), ((64, 128, 8, 3), {**_KM, "r_tma": True}),
                        ((64, 128, 8, 3), _KM), ((128, 128, 8, 3), {**_KM, "r_tma": True}),
-                       ((64, 256, 8, 3), {**_KM, "r_tma": True})]},
+                       ((64, 256, 8, 3), {**_KM, "r_tma": True}), ((128, 128, 8, 3), {**_KM, "r_poly": 1})]},
     64: {"output": [((64, 64, 4, 3), {}), ((64, 128, 4, 3), {"tma": True, "fma": True})],
          "edit": [((64, 128, 4, 3), {}), ((64, 128, 4, 3), {**_SEG, "tma": True})],
          "stats_fwd": [((64, 128, 4, 3), {}), ((64, 128, 4, 3), {**_SP, "tma": True}),
@@ -68,7 +68,9 @@ SWEEP = {
          "received": [((64, 128, 4, 3), {}), ((64, 128, 4, 3), {"r_keymajor": True}), ((64, 128, 4, 3), _KM),
                       ((64, 128, 4, 3), {**_KM, "r_tma": True}), ((64, 128, 8, 3), _KM),
                       ((64, 128, 8, 3), {**_KM, "r_tma": True}), ((128, 128, 8, 3), {**_KM, "r_tma": True}),
-                      ((64, 256, 8, 3), {**_KM, "r_tma": True})]},
+                      ((64, 256, 8, 3), {**_KM, "r_tma": True}), ((64, 128, 8, 3), {**_KM, "r_poly": 1}),
+                      ((128, 128, 8, 3), {**_KM, "r_poly": 1, "r_tma": True}),
+                      ((128, 128, 8, 3), {**_KM, "r_poly": 2, "r_tma": True})]},
 }
 # variants swept per shape; the SmolLM2 shape's output / ACT were swept in session 4 (sweep_h200.json)
 SWEEP_VARIANTS = {"llama": ("output", "edit", "stats_fwd", "received"), "smollm": ("stats_fwd", "received")}

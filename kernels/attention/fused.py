@@ -223,7 +223,7 @@ _HEURISTIC_INPUTS = {
                               "head_scale", "kd"), ("SPAN_POST", "SEG", "NS", "C")),
     "decode_fwd_kernel": (("col_idx", "plr", "redist_span", "head_uniform"), ("C",)),
     "decode_combine_kernel": (("lse", "col_idx", "redist_span", "head_uniform", "head_mean", "head_scale"), ()),
-    "received_fwd_kernel": (("qd",), ()),
+    "received_fwd_kernel": (("qd",), ("KEYMAJOR", "NPOLY")),
 }
 # Tests set this: every launch also evaluates the heuristics afresh and checks the cached values against them.
 CHECK_HEURISTICS = False
@@ -463,21 +463,22 @@ def _prefill(q, k, v, out, res, key_start, ed: _Edits, stats, sink_pos, spans, o
 
 def _received(q, k, lse, key_start, common, tile: Optional[tuple] = None, opts: Optional[dict] = None) -> tuple:
     """(received-mass column sums [B, H, S] (allocated), the launch that fills them from the forward's lse
-    [B, H, T]). opts: "r_keymajor" / "r_fma" / "r_tma" overrides of ``tiles.RECEIVED_SWITCHES``."""
+    [B, H, T]). opts: "r_keymajor" / "r_fma" / "r_tma" / "r_poly" overrides of ``tiles.RECEIVED_SWITCHES``."""
     B, H, T, D = q.shape
     KV, S = k.shape[1], k.shape[2]
     rsum = _alloc(B, H, S, dtype=torch.float32, device=q.device)
     RT, RS, nw, ns = tiles.received_tile(D, q.element_size(), INTERPRET, tile)
     sw = _received_cfg(D, opts)
+    npoly = sw["poly"] if sw["keymajor"] and q.element_size() == 2 else 0   # the polynomial: 2-byte inputs only
     qd = None
     # TMA only where it was measured and tested on the H200: 2-byte inputs, head_dim 64 / 128
     if sw["tma"] and q.element_size() == 2 and D in (64, 128):
-        qd = _rows_descriptor(q, RT)
+        qd = _rows_descriptor(q, RT // 4 if npoly else RT)
     sq, sk = q.stride(), k.stride()
     kw = dict(
         q=q, k=k, lse=lse, rsum=rsum, key_start=key_start, qd=qd,
         s_qb=sq[0], s_qh=sq[1], s_qt=sq[2], s_kb=sk[0], s_kh=sk[1], s_ks=sk[2],
-        T=T, S=S, H=H, G=H // KV, D=D, BT=RT, BS=RS, KEYMAJOR=sw["keymajor"], FMA=sw["fma"],
+        T=T, S=S, H=H, G=H // KV, D=D, BT=RT, BS=RS, KEYMAJOR=sw["keymajor"], FMA=sw["fma"], NPOLY=npoly,
         num_warps=nw, num_stages=ns, **common,
     )
     return rsum, _launch("received_fwd_kernel", (_cdiv(S, RS), B * H), kw)

@@ -18,44 +18,92 @@ from .jit_utils import INTERPRET, LOG2E, NEG, dot, precision, scores2
 
 
 @triton.jit
-def _received_step(
+def exp2_poly(x):
+    """2^x on the FMA pipe (no MUFU): x = r + f with r = round(x), |f| <= 1/2; 2^f by a degree-4 polynomial
+    (relative error 2.7e-6), 2^r added to the exponent bits. x is clamped at -127 (2^-127 ~ 0)."""
+    x = tl.maximum(x, -127.0)
+    j = x + 12582912.0                                                        # 1.5 * 2^23: rounds x to an integer
+    f = x - (j - 12582912.0)                                                  # [-1/2, 1/2]
+    p = 0.009560510516166687 * f + 0.05591703951358795
+    p = p * f + 0.24024981260299683
+    p = p * f + 0.6931219696998596
+    p = p * f + 0.9999991655349731
+    e = j.to(tl.int32, bitcast=True) << 23                                    # round(x) << 23 (the offset shifts out)
+    return (p.to(tl.int32, bitcast=True) + e).to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def _received_part(
     b_k, p_q, s_qt, p_lse, t0, o_j, ks, T, S, window, scale, softcap, b_r, qd, q_row0,
-    MASK: tl.constexpr, D: tl.constexpr, BT: tl.constexpr,
-    USE_WINDOW: tl.constexpr, USE_SOFTCAP: tl.constexpr, KEYMAJOR: tl.constexpr, FMA: tl.constexpr,
+    MASK: tl.constexpr, D: tl.constexpr, BQ: tl.constexpr, POLY: tl.constexpr,
+    USE_WINDOW: tl.constexpr, USE_SOFTCAP: tl.constexpr, FMA: tl.constexpr,
     USE_TMA: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr,
 ):
-    """One query block of the column sums. b_r: [BT, BS] running tile (KEYMAJOR = False) or [BS] running
-    sum (KEYMAJOR = True). MASK = False for query blocks that see every key of the block."""
-    o_t = t0 + tl.arange(0, BT)                                               # [BT]
+    """Key-major: BQ queries from t0 against the program's BS keys; returns b_r [BS] plus their column sums.
+    POLY: exp2 on the FMA pipe (``exp2_poly``) instead of the MUFU."""
+    o_t = t0 + tl.arange(0, BQ)                                               # [BQ]
     o_d = tl.arange(0, D)                                                     # [D]
     m_t = o_t < T
     if USE_TMA:
         # rows past T belong to the next head (or are zero-filled past the end): masked below
-        b_q = qd.load([q_row0 + t0, 0])                                       # [BT, D]
+        b_q = qd.load([q_row0 + t0, 0])                                       # [BQ, D]
     elif MASK:
-        b_q = tl.load(p_q + o_t[:, None] * s_qt + o_d[None, :], mask=m_t[:, None], other=0.0)  # [BT, D]
+        b_q = tl.load(p_q + o_t[:, None] * s_qt + o_d[None, :], mask=m_t[:, None], other=0.0)  # [BQ, D]
     else:
-        b_q = tl.load(p_q + o_t[:, None] * s_qt + o_d[None, :])               # [BT, D]
+        b_q = tl.load(p_q + o_t[:, None] * s_qt + o_d[None, :])               # [BQ, D]
     if MASK:
-        b_lse = tl.load(p_lse + o_t, mask=m_t, other=0.0) * LOG2E            # [BT]
+        b_lse = tl.load(p_lse + o_t, mask=m_t, other=0.0) * LOG2E            # [BQ]
         b_lse = tl.where(b_lse > NEG, b_lse, -NEG)                            # rows that see nothing
     else:
-        b_lse = tl.load(p_lse + o_t) * LOG2E                                  # [BT]
-    if KEYMAJOR:
-        b_s = dot(b_k, tl.trans(b_q), PREC, UPCAST)                           # [BS, BT]
-        if FMA and not USE_SOFTCAP:
-            b_p = tl.exp2(b_s * (scale * LOG2E) - b_lse[None, :])             # [BS, BT]
-        else:
-            b_s = scores2(b_s, scale, softcap, False, USE_SOFTCAP, False)
-            b_p = tl.exp2(b_s - b_lse[None, :])                               # [BS, BT]
-        if MASK:
-            p_pos = S - T + o_t                                               # [BT]
-            m_s = (o_j[:, None] <= p_pos[None, :]) & (o_j[:, None] >= ks) & m_t[None, :] & (o_j[:, None] < S)
-            if USE_WINDOW:
-                m_s = m_s & ((p_pos[None, :] - o_j[:, None]) < window)
-            b_p = tl.where(m_s, b_p, 0.0)
-        b_r += tl.sum(b_p, 1)                                                 # [BS]
+        b_lse = tl.load(p_lse + o_t) * LOG2E                                  # [BQ]
+    b_s = dot(b_k, tl.trans(b_q), PREC, UPCAST)                               # [BS, BQ]
+    if FMA and not USE_SOFTCAP:
+        b_x = b_s * (scale * LOG2E) - b_lse[None, :]                          # [BS, BQ]
     else:
+        b_x = scores2(b_s, scale, softcap, False, USE_SOFTCAP, False) - b_lse[None, :]
+    if POLY:
+        b_p = exp2_poly(b_x)                                                  # [BS, BQ]
+    else:
+        b_p = tl.exp2(b_x)                                                    # [BS, BQ]
+    if MASK:
+        p_pos = S - T + o_t                                                   # [BQ]
+        m_s = (o_j[:, None] <= p_pos[None, :]) & (o_j[:, None] >= ks) & m_t[None, :] & (o_j[:, None] < S)
+        if USE_WINDOW:
+            m_s = m_s & ((p_pos[None, :] - o_j[:, None]) < window)
+        b_p = tl.where(m_s, b_p, 0.0)
+    return b_r + tl.sum(b_p, 1)                                               # [BS]
+
+
+@triton.jit
+def _received_step(
+    b_k, p_q, s_qt, p_lse, t0, o_j, ks, T, S, window, scale, softcap, b_r, qd, q_row0,
+    MASK: tl.constexpr, D: tl.constexpr, BT: tl.constexpr,
+    USE_WINDOW: tl.constexpr, USE_SOFTCAP: tl.constexpr, KEYMAJOR: tl.constexpr, FMA: tl.constexpr,
+    USE_TMA: tl.constexpr, NQ: tl.constexpr, NPOLY: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr,
+):
+    """One query block of the column sums. b_r: [BT, BS] running tile (KEYMAJOR = False) or [BS] running
+    sum (KEYMAJOR = True, in NQ parts of BT // NQ queries, the first NPOLY of them with ``exp2_poly``).
+    MASK = False for query blocks that see every key of the block."""
+    if KEYMAJOR:
+        for i in tl.static_range(NQ):
+            b_r = _received_part(b_k, p_q, s_qt, p_lse, t0 + i * (BT // NQ), o_j, ks, T, S, window, scale, softcap,
+                                 b_r, qd, q_row0, MASK, D, BT // NQ, i < NPOLY, USE_WINDOW, USE_SOFTCAP, FMA,
+                                 USE_TMA, PREC, UPCAST)
+    else:
+        o_t = t0 + tl.arange(0, BT)                                           # [BT]
+        o_d = tl.arange(0, D)                                                 # [D]
+        m_t = o_t < T
+        if USE_TMA:
+            b_q = qd.load([q_row0 + t0, 0])                                   # [BT, D] (rows past T masked below)
+        elif MASK:
+            b_q = tl.load(p_q + o_t[:, None] * s_qt + o_d[None, :], mask=m_t[:, None], other=0.0)  # [BT, D]
+        else:
+            b_q = tl.load(p_q + o_t[:, None] * s_qt + o_d[None, :])           # [BT, D]
+        if MASK:
+            b_lse = tl.load(p_lse + o_t, mask=m_t, other=0.0) * LOG2E        # [BT]
+            b_lse = tl.where(b_lse > NEG, b_lse, -NEG)                        # rows that see nothing
+        else:
+            b_lse = tl.load(p_lse + o_t) * LOG2E                              # [BT]
         b_s = dot(b_q, tl.trans(b_k), PREC, UPCAST)                           # [BT, BS]
         if FMA and not USE_SOFTCAP:
             b_p = tl.exp2(b_s * (scale * LOG2E) - b_lse[:, None])             # [BT, BS]
@@ -76,6 +124,7 @@ def _received_step(
     "USE_WINDOW": lambda a: a["window"] > 0,
     "USE_SOFTCAP": lambda a: a["softcap"] > 0,
     "USE_TMA": lambda a: a["qd"] is not None,
+    "NQ": lambda a: 4 if a["KEYMAJOR"] and a["NPOLY"] > 0 else 1,
     "PREC": precision,
     "UPCAST": lambda a: INTERPRET,
 })
@@ -85,12 +134,14 @@ def received_fwd_kernel(
     s_qb, s_qh, s_qt, s_kb, s_kh, s_ks,
     scale, softcap, window, T, S,
     H: tl.constexpr, G: tl.constexpr, D: tl.constexpr, BT: tl.constexpr, BS: tl.constexpr,
-    KEYMAJOR: tl.constexpr, FMA: tl.constexpr,
-    USE_WINDOW: tl.constexpr, USE_SOFTCAP: tl.constexpr, USE_TMA: tl.constexpr,
+    KEYMAJOR: tl.constexpr, FMA: tl.constexpr, NPOLY: tl.constexpr,
+    USE_WINDOW: tl.constexpr, USE_SOFTCAP: tl.constexpr, USE_TMA: tl.constexpr, NQ: tl.constexpr,
     PREC: tl.constexpr, UPCAST: tl.constexpr,
 ):
     """One program per (key block, batch x head): rsum [B, H, S] float32 from lse [B, H, T].
-    qd: a tensor descriptor over q viewed as [B * H * T, D] with [BT, D] blocks (None = pointer loads)."""
+    qd: a tensor descriptor over q viewed as [B * H * T, D] with [BT // NQ, D] blocks (None = pointer loads).
+    NPOLY (key-major only): of the NQ = 4 quarters of each query block, how many take exp2 on the FMA pipe
+    (``exp2_poly``), so the MUFU and the FMA units share the exponentials (0 = all on the MUFU, NQ = 1)."""
     i_s, i_bh = tl.program_id(0), tl.program_id(1)
     i_b, i_h = (i_bh // H).to(tl.int64), (i_bh % H).to(tl.int64)
     i_kh = i_h // G
@@ -125,13 +176,13 @@ def received_fwd_kernel(
         b_r = tl.zeros([BT, BS], tl.float32)                                  # [BT, BS] reduced once at the end
     for t0 in range(t_lo, t_a, BT):
         b_r = _received_step(b_k, p_q, s_qt, p_lse, t0, o_j, ks, T, S, window, scale, softcap, b_r, qd, q_row0,
-                             True, D, BT, USE_WINDOW, USE_SOFTCAP, KEYMAJOR, FMA, USE_TMA, PREC, UPCAST)
+                             True, D, BT, USE_WINDOW, USE_SOFTCAP, KEYMAJOR, FMA, USE_TMA, NQ, NPOLY, PREC, UPCAST)
     for t0 in range(t_a, t_b, BT):
         b_r = _received_step(b_k, p_q, s_qt, p_lse, t0, o_j, ks, T, S, window, scale, softcap, b_r, qd, q_row0,
-                             False, D, BT, USE_WINDOW, USE_SOFTCAP, KEYMAJOR, FMA, USE_TMA, PREC, UPCAST)
+                             False, D, BT, USE_WINDOW, USE_SOFTCAP, KEYMAJOR, FMA, USE_TMA, NQ, NPOLY, PREC, UPCAST)
     for t0 in range(t_b, t_hi, BT):
         b_r = _received_step(b_k, p_q, s_qt, p_lse, t0, o_j, ks, T, S, window, scale, softcap, b_r, qd, q_row0,
-                             True, D, BT, USE_WINDOW, USE_SOFTCAP, KEYMAJOR, FMA, USE_TMA, PREC, UPCAST)
+                             True, D, BT, USE_WINDOW, USE_SOFTCAP, KEYMAJOR, FMA, USE_TMA, NQ, NPOLY, PREC, UPCAST)
     if KEYMAJOR:
         b_col = b_r
     else:

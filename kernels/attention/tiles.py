@@ -43,10 +43,12 @@ PREFILL_SWITCHES: dict = {
 RECEIVED_TILES: dict = {64: (64, 128, 4, 3), 128: (64, 128, 4, 3), 256: (32, 64, 4, 2)}
 # received_fwd_kernel's switches per head_dim bucket: "keymajor" (S^T = K Q^T, per-step column sums in a warp),
 # "fma" (scale and lse in one multiply-add per score), "tma" (Q blocks through a tensor descriptor where the
-# layout allows it; 2-byte inputs, head_dim 64 / 128 only). All off = the kernel of sessions 3 and 4.
-_ROFF = {"keymajor": False, "fma": False, "tma": False}
+# layout allows it; 2-byte inputs, head_dim 64 / 128 only), "poly" (key-major, 2-byte inputs: of each query
+# block's 4 quarters, how many take exp2 by a polynomial on the FMA pipe; 0 = all on the MUFU).
+# All off = the kernel of sessions 3 and 4.
+_ROFF = {"keymajor": False, "fma": False, "tma": False, "poly": 0}
 RECEIVED_SWITCHES: dict = {64: dict(_ROFF), 128: dict(_ROFF), 256: dict(_ROFF)}
-RECEIVED_SWITCH_NAMES = ("keymajor", "fma", "tma")   # opts keys: "r_keymajor", "r_fma", "r_tma"
+RECEIVED_SWITCH_NAMES = ("keymajor", "fma", "tma", "poly")   # opts keys: "r_keymajor", "r_fma", "r_tma", "r_poly"
 # decode: (BS, num_warps, num_stages); one wave of programs, bandwidth-bound
 DECODE_TILES: dict = {64: (64, 4, 2), 128: (64, 4, 2), 256: (32, 4, 2)}
 # decode_fwd_kernel's BLOCK_TEST per edit kind: in a chunk holding an edited column (VAR: or its span), mask
@@ -95,12 +97,12 @@ def received_tile(D: int, itemsize: int, interpret: bool,
 
 
 def received_switches(D: int, override: Optional[dict] = None) -> dict:
-    """The received-mass kernel's switches ({"keymajor", "fma", "tma"}: bool) for head_dim D; an ``override``
-    key "r_<name>" takes precedence (tuning runs and tests)."""
+    """The received-mass kernel's switches ({"keymajor", "fma", "tma"}: bool, "poly": int 0..4) for head_dim D; an
+    ``override`` key "r_<name>" takes precedence (tuning runs and tests)."""
     sw = dict(RECEIVED_SWITCHES[_bucket(D)])
     for name in RECEIVED_SWITCH_NAMES:
         if override and "r_" + name in override:
-            sw[name] = bool(override["r_" + name])
+            sw[name] = int(override["r_" + name]) if name == "poly" else bool(override["r_" + name])
     return sw
 
 

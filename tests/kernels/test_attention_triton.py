@@ -287,7 +287,8 @@ SWITCHES = [{"seg": True}, {"span_post": True, "reload_q": True},
 
 
 RECEIVED_SWITCHES = [{"r_keymajor": True}, {"r_fma": True}, {"r_keymajor": True, "r_fma": True, "r_tma": True},
-                     {"r_tma": True}]
+                     {"r_tma": True}, {"r_keymajor": True, "r_fma": True, "r_poly": 1},
+                     {"r_keymajor": True, "r_poly": 4, "r_tma": True}]
 
 
 @pytest.mark.parametrize("opts", RECEIVED_SWITCHES)
@@ -489,6 +490,7 @@ def test_prefill_switches_parity_gpu(D, opts):
     {"rtile": (64, 128, 8, 3), "r_keymajor": True, "r_fma": True, "r_tma": True},
     {"rtile": (64, 256, 8, 3), "r_keymajor": True, "r_fma": True, "r_tma": True},
     {"rtile": (128, 128, 8, 3), "r_keymajor": True, "r_fma": True},
+    {"rtile": (128, 128, 8, 3), "r_keymajor": True, "r_fma": True, "r_poly": 1, "r_tma": True},
 ])
 def test_received_switches_parity_gpu(D, opts):
     """The received-mass kernel's switches and the sweep's larger tiles at GPU sizes (odd lengths, GQA, left
