@@ -41,7 +41,7 @@ SHAPES = {"llama": (32, 32, 128), "smollm": (9, 3, 64)}
 DRY = {"shapes": {"llama": (2, 2, 128), "smollm": (3, 1, 64)}, "max_tiles": 1, "calls": 1}
 N_DEFAULT = 65536
 GiB = 1024 ** 3
-OFF = {"seg": False, "span_post": False, "reload_q": False, "tma": False, "fma": False}
+OFF = {"seg": False, "span_post": False, "reload_q": False, "tma": False, "fma": False, "rev": False}
 
 ROFF = {"r_keymajor": False, "r_fma": False, "r_tma": False, "r_poly": 0}
 _SP = {"span_post": True, "reload_q": True, "fma": True}        # the statistics switches of session 4
@@ -53,18 +53,20 @@ _KM = {"r_keymajor": True, "r_fma": True}                       # the received k
 SWEEP = {
     128: {"output": [((128, 128, 8, 3), {}), ((128, 128, 8, 3), {"tma": True, "fma": True}),
                      ((128, 64, 8, 3), {"tma": True, "fma": True}), ((128, 128, 8, 2), {"tma": True, "fma": True}),
-                     ((128, 128, 8, 3), {"tma": True})],
+                     ((128, 128, 8, 3), {"tma": True}), ((128, 128, 8, 3), {"tma": True, "fma": True, "rev": True})],
           "edit": [((128, 128, 8, 3), {}), ((128, 128, 8, 3), {**_SEG, "tma": True}),
-                   ((128, 64, 8, 3), {**_SEG, "tma": True}), ((64, 64, 4, 3), {**_SEG, "tma": True})],
+                   ((128, 64, 8, 3), {**_SEG, "tma": True}), ((64, 64, 4, 3), {**_SEG, "tma": True}),
+                   ((128, 128, 8, 3), {**_SEG, "tma": True, "rev": True})],
           "stats_fwd": [((64, 64, 4, 3), {}), ((64, 64, 4, 3), {**_SP, "tma": True}),
-                        ((128, 64, 8, 3), {**_SP, "tma": True}), ((128, 128, 8, 3), {**_SP, "tma": True})],
+                        ((128, 64, 8, 3), {**_SP, "tma": True}), ((128, 128, 8, 3), {**_SP, "tma": True}),
+                        ((64, 64, 4, 3), {**_SP, "tma": True, "rev": True})],
           "received": [((64, 128, 4, 3), {}), ((64, 128, 4, 3), _KM), ((64, 128, 8, 3), {**_KM, "r_tma": True}),
                        ((64, 128, 8, 3), _KM), ((128, 128, 8, 3), {**_KM, "r_tma": True}),
                        ((64, 256, 8, 3), {**_KM, "r_tma": True}), ((128, 128, 8, 3), {**_KM, "r_poly": 1})]},
     64: {"output": [((64, 64, 4, 3), {}), ((64, 128, 4, 3), {"tma": True, "fma": True})],
          "edit": [((64, 128, 4, 3), {}), ((64, 128, 4, 3), {**_SEG, "tma": True})],
          "stats_fwd": [((64, 128, 4, 3), {}), ((64, 128, 4, 3), {**_SP, "tma": True}),
-                       ((64, 64, 4, 3), {**_SP, "tma": True})],
+                       ((64, 64, 4, 3), {**_SP, "tma": True}), ((64, 128, 4, 3), {**_SP, "tma": True, "rev": True})],
          "received": [((64, 128, 4, 3), {}), ((64, 128, 4, 3), {"r_keymajor": True}), ((64, 128, 4, 3), _KM),
                       ((64, 128, 4, 3), {**_KM, "r_tma": True}), ((64, 128, 8, 3), _KM),
                       ((64, 128, 8, 3), {**_KM, "r_tma": True}), ((128, 128, 8, 3), {**_KM, "r_tma": True}),

@@ -452,7 +452,7 @@ def _prefill(q, k, v, out, res, key_start, ed: _Edits, stats, sink_pos, spans, o
         s_qb=sq[0], s_qh=sq[1], s_qt=sq[2], s_kb=sk[0], s_kh=sk[1], s_ks=sk[2],
         s_vb=sv[0], s_vh=sv[1], s_vs=sv[2], s_ob=so[0], s_ot=so[1], s_oh=so[2],
         T=T, S=S, H=H, G=H // KV, D=D, BT=BT, BS=BS, NS=NS, P=P, C=ed.C,
-        SEG=sw["seg"], SPAN_POST=sw["span_post"], RELOAD_Q=sw["reload_q"], FMA=sw["fma"],
+        SEG=sw["seg"], SPAN_POST=sw["span_post"], RELOAD_Q=sw["reload_q"], FMA=sw["fma"], REV=sw["rev"],
         num_warps=nw, num_stages=ns, **common,
     )
     res.lse, res.entropy, res.sink_mass, res.span_mass = (lse if stats.lse else None), ent, snk, spm

@@ -200,7 +200,7 @@ def attention_fwd_kernel(
     USE_ENTROPY: tl.constexpr, USE_SPAN: tl.constexpr, USE_SINK: tl.constexpr,
     USE_COLS: tl.constexpr, USE_UNIFORM: tl.constexpr, USE_HMEAN: tl.constexpr,
     USE_HSCALE: tl.constexpr, USE_VAR: tl.constexpr, USE_TMA: tl.constexpr,
-    SEG: tl.constexpr, SPAN_POST: tl.constexpr, RELOAD_Q: tl.constexpr, FMA: tl.constexpr,
+    SEG: tl.constexpr, SPAN_POST: tl.constexpr, RELOAD_Q: tl.constexpr, FMA: tl.constexpr, REV: tl.constexpr,
     LOOP_SPAN: tl.constexpr, SEG_ON: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr,
 ):
     """One program per (query block, batch x head). Pointers: q [B, H, T, D], k / v [B, KV, S, D],
@@ -212,8 +212,12 @@ def attention_fwd_kernel(
     range as plain segments between the blocks that hold an edited column (one pass over the sorted
     column list; no per-block test); SPAN_POST computes span mass after the key loop, over only the
     spans' key blocks, from the final max and sum; RELOAD_Q re-loads q for the epilogue's gathers;
-    FMA folds the logit scale into one multiply-add per score and accumulates P.V in the MMA."""
+    FMA folds the logit scale into one multiply-add per score and accumulates P.V in the MMA; REV runs the
+    query blocks of each head last-first (causal: the longest key ranges start first, the short ones fill the
+    last wave)."""
     i_t, i_bh = tl.program_id(0), tl.program_id(1)
+    if REV:
+        i_t = tl.num_programs(0) - 1 - i_t
     i_b, i_h = (i_bh // H).to(tl.int64), (i_bh % H).to(tl.int64)
     i_kh = i_h // G
     o_t = i_t * BT + tl.arange(0, BT)                                         # [BT]

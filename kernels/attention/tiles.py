@@ -30,10 +30,11 @@ PREFILL_TILES: dict = {
     "var": {64: (64, 64, 4, 3), 128: (64, 128, 8, 3), 256: (32, 32, 4, 2)},
 }
 # variant -> {head_dim bucket: kernel switches} (prefill_kernel.attention_fwd_kernel's SEG, SPAN_POST,
-# RELOAD_Q, FMA; "tma": K / V through tensor descriptors where the layout allows it)
+# RELOAD_Q, FMA, REV (query blocks launched longest first); "tma": K / V through tensor descriptors where the
+# layout allows it)
 # Winners of the session 4 sweep at 64K on the H200 (benchmarks/results/sweep_h200.json) for d64; d128 / d256
 # were not measured with the switches on (parity only), so they keep the kernel as it was (all off).
-_OFF = {"seg": False, "span_post": False, "reload_q": False, "tma": False, "fma": False}
+_OFF = {"seg": False, "span_post": False, "reload_q": False, "tma": False, "fma": False, "rev": False}
 PREFILL_SWITCHES: dict = {
     "output": {64: dict(_OFF, tma=True, fma=True), 128: dict(_OFF), 256: dict(_OFF)},
     "stats": {64: dict(_OFF, span_post=True, reload_q=True, tma=True, fma=True), 128: dict(_OFF), 256: dict(_OFF)},
@@ -55,7 +56,7 @@ DECODE_TILES: dict = {64: (64, 4, 2), 128: (64, 4, 2), 256: (32, 4, 2)}
 # only the blocks that hold one. Session 4 (sweep_h200.json, Llama shape, µs per layer): VAR 160.4 vs 168.3
 # at 16 x 2048 and 25.2 vs 25.9 at 1 x 4096 -> on; ACT 168.8 vs 170.2 and 26.7 vs 26.0 -> off.
 DECODE_SWITCHES: dict = {"block_test": {"act": False, "var": True}}
-SWITCH_NAMES = ("seg", "span_post", "reload_q", "tma", "fma")
+SWITCH_NAMES = ("seg", "span_post", "reload_q", "tma", "fma", "rev")
 
 INTERPRET_TILE = (32, 32, 4, 1)
 

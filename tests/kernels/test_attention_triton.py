@@ -283,7 +283,7 @@ def test_decode_edits_run_split_kv(kind, monkeypatch):
 
 
 SWITCHES = [{"seg": True}, {"span_post": True, "reload_q": True},
-            {"seg": True, "span_post": True, "reload_q": True, "tma": True, "fma": True}]
+            {"seg": True, "span_post": True, "reload_q": True, "tma": True, "fma": True, "rev": True}]
 
 
 RECEIVED_SWITCHES = [{"r_keymajor": True}, {"r_fma": True}, {"r_keymajor": True, "r_fma": True, "r_tma": True},
