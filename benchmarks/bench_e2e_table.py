@@ -31,10 +31,11 @@ forward (no statistics) for scale. Wall seconds (median of --repeats after a war
 ``torch.cuda.max_memory_allocated`` minus the memory held before the call. Out-of-memory and refused rows
 are recorded as such. SmolLM2 (real weights) at 1K/4K/8K, the random Llama-7B shape at 16K/64K.
 
-Part ``static``: ``generate(..., cache_implementation="static")`` plain vs inside the seam (tokens equal to
-the dynamic-cache run?) and tokens/s. Without ``--compile`` the plain run passes ``disable_compile=True`` and
-the seam runs rely on the seam switching generate's automatic compile off; ``--compile`` passes
-``disable_compile=False`` to every run.
+Part ``static``: ``generate(..., cache_implementation="static")`` (batch 1, PROMPT + NEW) per variant, with
+generate's automatic compile (inductor, CUDA graphs) wherever it happens: the plain model always, the seam
+when every hook is graph-safe (``seam.allow_compile``: no edit, HeadScale, HeadMask), eager otherwise (ACT,
+VAR). Tokens equal to the dynamic cache's, first-run seconds (compile + graph capture), tokens/s and decode ms
+per step, dynamo's graph / break / recompile counts. ``--no-compile``: every run eager.
 
 Every row is appended to --out as soon as it is measured (a killed run keeps what it had).
 
@@ -341,32 +342,66 @@ def part_table(out: Out, handle, model_name: str, sizes, methods, device: str, r
 
 
 # ---------------------------------------------------------------- static cache
-def part_static(out: Out, handle, device: str, prompt: int, new: int, compile_: bool) -> None:
+STATIC_VARIANTS = ("plain", "seam_noop", "headscale", "act", "headmask")
+
+
+def part_static(out: Out, handle, device: str, prompt: int, new: int, compile_: bool, budget: float,
+                variants=STATIC_VARIANTS, repeats: int = 3) -> None:
+    """generate(cache_implementation="static") per variant: tokens equal to the dynamic cache's, tokens/s and decode
+    ms per step (median of ``repeats`` after a first run that compiles and records the CUDA graphs: its time is
+    ``first_run_s``), whether generate may compile (``compile_allowed``: the seam allows it for graph-safe hooks
+    only) and dynamo's graph / graph-break counts of the first run. ``compile_`` False: every run eager."""
+    from benchmarks.profile_decode import StepClock
+    from torch._dynamo.utils import counters
+    from transformers import StoppingCriteriaList
+
+    torch._dynamo.config.recompile_limit = max(64, torch._dynamo.config.recompile_limit)   # one graph per variant
     model = handle.model
     ids = torch.randint(3, model.config.vocab_size, (1, prompt), generator=torch.Generator().manual_seed(7)).to(device)
     am = torch.ones_like(ids)
     kw = dict(max_new_tokens=new, min_new_tokens=new, do_sample=False)
-    ref = {}
-    for v in ("plain", "seam_noop", "act"):
+    for v in variants:
+        if left(budget) < 25:
+            out.add({"part": "static", "variant": v, "status": "skipped: out of time budget"})
+            continue
         ivs = interventions_for(v, handle, prompt)
         row = {"part": "static", "variant": v, "compile": compile_, "prompt": prompt, "new_tokens": new}
         try:
             with torch.no_grad(), _ctx(handle, ivs):
                 dyn = model.generate(input_ids=ids, attention_mask=am, **kw)
-            walls = []
-            for _ in range(3):
-                with torch.no_grad(), _ctx(handle, ivs):
+                flag = {} if compile_ else {"disable_compile": True}
+                if compile_ and not device.startswith("cuda"):   # CPU dry run: dynamo only (generate compiles on CUDA)
+                    from transformers.generation.configuration_utils import CompileConfig
+                    flag = {"compile_config": CompileConfig(backend="eager", fullgraph=True, mode=None)}
+                    flag["compile_config"]._compile_all_devices = True
+                row["compile_allowed"] = bool(compile_ and not model.generation_config.disable_compile)
+                counters.clear()
+                sync(device)
+                t = time.perf_counter()
+                st = model.generate(input_ids=ids, attention_mask=am, cache_implementation="static", **flag, **kw)
+                sync(device)
+                row["first_run_s"] = round(time.perf_counter() - t, 2)
+                row["dynamo"] = {"graphs": counters["stats"].get("unique_graphs", 0),
+                                 "graph_breaks": sum(counters["graph_break"].values()),
+                                 "cudagraph_skips": {k: n for k, n in counters["inductor"].items() if "cudagraph" in k}}
+                walls, steps = [], []
+                for _ in range(repeats):
+                    if left(budget) < 10:
+                        break
+                    clock = StepClock()
                     sync(device)
                     t = time.perf_counter()
-                    # not compiling: plain says so; the seam variants rely on the seam switching compile off
-                    flag = {"disable_compile": not compile_} if (compile_ or v == "plain") else {}
-                    st = model.generate(input_ids=ids, attention_mask=am, cache_implementation="static", **flag, **kw)
+                    model.generate(input_ids=ids, attention_mask=am, cache_implementation="static", **flag, **kw,
+                                   stopping_criteria=StoppingCriteriaList([clock]))
                     sync(device)
                     walls.append(time.perf_counter() - t)
-            ref[v] = st
+                    steps += [1e3 * (b - a) for a, b in zip(clock.times, clock.times[1:])]
             walls.sort()
+            steps.sort()
             row.update(status="ok", same_tokens_as_dynamic=bool(torch.equal(dyn, st)),
-                       wall_s_runs=[round(x, 4) for x in walls], tokens_per_s=round(new / walls[1], 2))
+                       wall_s_runs=[round(x, 4) for x in walls],
+                       tokens_per_s=round(new / walls[len(walls) // 2], 2) if walls else None,
+                       step_ms_median=round(steps[len(steps) // 2], 3) if steps else None)
         except Exception as err:  # noqa: BLE001
             row.update(status=f"{type(err).__name__}: {str(err).splitlines()[0][:240] if str(err) else ''}")
         out.add(row)
@@ -410,7 +445,8 @@ def main(argv=None) -> int:
     ap.add_argument("--profile-variants", default=",".join(("plain", "seam_noop", "headmask", "headscale", "act", "var")))
     ap.add_argument("--profile-budget", type=float, default=60.0, help="part profile: no new variant after this second")
     ap.add_argument("--traces", default=None, help="part profile: folder for the chrome traces (default: OUT's folder/traces)")
-    ap.add_argument("--compile", action="store_true", help="static part: let transformers compile")
+    ap.add_argument("--no-compile", action="store_true", help="static part: pass disable_compile=True (eager)")
+    ap.add_argument("--static-variants", default=",".join(STATIC_VARIANTS))
     ap.add_argument("--best", action="store_true", help="table: report the fastest run, not the median (a shared CPU)")
     ap.add_argument("--make-ids", action="store_true",
                     help="write --smollm-ids from Pride and Prejudice (8192 SmolLM2 tokens; needs janeaustenr) and exit")
@@ -439,7 +475,7 @@ def main(argv=None) -> int:
     out = Out(args.out, meta)
     methods = args.methods.split(",")
     h = None
-    if "gen" in parts or "profile" in parts or ("table" in parts and args.llama_sizes):
+    if {"gen", "profile", "static"} & set(parts) or ("table" in parts and args.llama_sizes):
         h = llama(args.device, args.quick)
         out.add({"part": "load", "model": "llama7b-shape-8layers", "seconds": round(time.time() - T0, 1)})
         if "profile" in parts:
@@ -457,6 +493,9 @@ def main(argv=None) -> int:
         if "table" in parts and args.llama_sizes:
             part_table(out, h, "llama7b-shape-8layers (random init)", [int(n) for n in args.llama_sizes.split(",")],
                        methods, args.device, args.repeats, args.budget, best=args.best)
+        if "static" in parts and left(args.budget) > 25:
+            part_static(out, h, args.device, args.prompt, args.new, not args.no_compile, args.budget,
+                        args.static_variants.split(","))
         h = None
         if args.device.startswith("cuda"):
             torch.cuda.empty_cache()
@@ -474,10 +513,6 @@ def main(argv=None) -> int:
             part_table(out, s, "SmolLM2-135M-Instruct", [int(n) for n in args.smollm_sizes.split(",")], methods,
                        args.device, args.repeats, args.budget, ids_source=ids, best=args.best)
             h = s
-    if "static" in parts and left(args.budget) > 25:
-        h = h or llama(args.device, args.quick)
-        h.model.generation_config.pad_token_id = 0
-        part_static(out, h, args.device, min(args.prompt, 1024), 32, args.compile)
     if args.old and left(args.budget) > 30:
         _run_old(out, args)
     out.doc["meta"]["finished_s"] = round(time.time() - T0, 1)

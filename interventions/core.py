@@ -82,4 +82,6 @@ def intervene(handle_or_model, *interventions) -> Iterator[Intervened]:
             stack.enter_context(seam.use_seam(model))
         for iv in items:
             iv.install(handle, stack)
+        if any(iv.uses_seam for iv in items):
+            seam.allow_compile(model, handle.attention_modules())   # graph-safe hooks only: generate may compile
         yield Intervened(handle, items)

@@ -100,6 +100,8 @@ class HeadMask(Intervention):
 
 
 class _MaskHook:
+    graph_safe = True     # uniform heads / head-output edits: the seam may let generate compile (seam.allow_compile)
+
     def __init__(self, mask: HeadMask, per_layer: dict, H: int, D: int, means: Optional[dict]):
         self.mask = mask
         self.per_layer = per_layer

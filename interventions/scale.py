@@ -45,6 +45,8 @@ class HeadScale(Intervention):
 class _ScaleHook:
     """Hands each layer's edit, built once per device, to every call."""
 
+    graph_safe = True     # head-output edits only: the seam may let generate compile (seam.allow_compile)
+
     def __init__(self, scales: dict):
         self.scales = scales                     # layer -> [H]
         self._edits: dict = {}

@@ -10,6 +10,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from interventions import ACT, HeadMask, HeadScale, Redistribute, intervene
 from kernels.attention import AttentionEdits, reference_attention
+import probe
 from probe.capture import seam
 from probe.capture.causal_mask import CompactCausalMask, compact_mask
 
@@ -159,14 +160,20 @@ def test_static_cache_mask_covers_only_the_written_keys():
 
 
 def test_the_seam_switches_off_generate_autocompile_and_restores_it(tiny):
-    """A static cache on CUDA makes generate compile the forward; the seam runs eagerly instead."""
+    """A static cache on CUDA makes generate compile the forward; with a hook that needs the kernels (ACT) the seam
+    runs eagerly instead, and a nested seam user switches it off again."""
     gen = tiny.model.generation_config
     before = gen.disable_compile
-    with intervene(tiny, HeadMask([(1, 3)])):
+    with intervene(tiny, ACT()):
         assert gen.disable_compile is True
         with intervene(tiny, HeadScale([(2, 1)], alpha=2.0)):          # nested: only the outer exit restores
             pass
         assert gen.disable_compile is True
+    assert gen.disable_compile == before
+    with intervene(tiny, HeadMask([(1, 3)])):                          # graph-safe: compile allowed ...
+        assert gen.disable_compile == before
+        with probe.capture(tiny, stats=("entropy",)):                  # ... until a capture nests inside
+            assert gen.disable_compile is True
     assert gen.disable_compile == before
 
 
@@ -176,3 +183,77 @@ def test_headscale_alpha_one_attaches_nothing(tiny):
     with intervene(tiny, HeadScale([(1, 1), (2, 0)], alpha=1.0), HeadScale([(3, 2)], alpha=2.0)):
         assert [bool(seam.active_hooks(m)) for m in modules] == [False, False, False, True]
     assert not any(seam.active_hooks(m) for m in modules)
+
+
+class _GrabSafe(_Grab):
+    """``_Grab`` declared graph-safe: its decode steps take the output-only path (key_start is None there)."""
+
+    graph_safe = True
+
+
+@pytest.mark.parametrize("kind", ["uniform", "uniform_and_scale"])
+def test_uniform_decode_heads_through_sdpa_equal_the_reference(tiny, kind):
+    """Graph-safe hooks: a decode step's uniform heads are SDPA + the mean of the visible values (padded rows
+    included), equal to the reference op; the prefill still goes to the kernel / reference."""
+    edits = AttentionEdits(head_uniform=torch.tensor([False, True, False, True]),
+                           head_scale=torch.tensor([1.0, 2.0, 0.5, 1.0]) if "scale" in kind else None)
+    grab = _GrabSafe(edits)
+    ids, am = _batch()
+    with torch.no_grad(), seam.use_seam(tiny.model), seam.attached(tiny.attention_modules()[1:3], grab):
+        tiny.model.generate(input_ids=ids, attention_mask=am, max_new_tokens=3, min_new_tokens=3, do_sample=False)
+    assert len(grab.calls) == 2 * 3
+    key_start = torch.tensor([0, 4])
+    decode = [c for c in grab.calls if c[0].shape[2] == 1]
+    assert len(decode) == 4 and all(c[3] is None for c in decode)                      # the output-only path
+    for q, k, v, _, scale, out in decode:
+        ref = reference_attention(q, k, v, scale=tiny.model.model.layers[1].self_attn.scaling, key_start=key_start,
+                                  edits=edits).out
+        torch.testing.assert_close(out, ref, atol=2e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["one_layer_noop", "scale", "mask_uniform", "mask_zero"])
+def test_static_cache_decode_compiles_to_one_graph_with_graph_safe_edits(tiny, name):
+    """HeadScale / HeadMask let generate compile a static cache's decode step: one graph, no graph break, no
+    recompile per step (fullgraph, dynamo's eager backend on the CPU), and the tokens of the dynamic cache."""
+    from torch._dynamo.utils import counters
+    from transformers.generation.configuration_utils import CompileConfig
+
+    ivs = {"one_layer_noop": lambda: [HeadScale([(2, 1)], alpha=1.0)],
+           "mask_zero": lambda: [HeadMask([(1, 3), (2, 0)], mode="zero")]}.get(name) or INTERVENTIONS[name]
+    cc = CompileConfig(backend="eager", fullgraph=True, mode=None)
+    cc._compile_all_devices = True
+    ids, am = _batch()
+    kw = dict(input_ids=ids, attention_mask=am, max_new_tokens=6, min_new_tokens=6, do_sample=False)
+    with torch.no_grad(), intervene(tiny, *ivs()):
+        dynamic = tiny.model.generate(**kw)
+        torch._dynamo.reset()
+        counters.clear()
+        static = tiny.model.generate(cache_implementation="static", compile_config=cc, **kw)
+        assert tiny.model._compiled_call is not None
+    torch._dynamo.reset()
+    tiny.model.__dict__.pop("_compiled_call", None)
+    assert torch.equal(static, dynamic)
+    assert counters["stats"]["unique_graphs"] == 1 and not counters["graph_break"]
+
+
+def test_a_compiled_decode_step_is_not_replayed_after_the_hooks_change(tiny):
+    """generate keeps one compiled forward per model: a graph traced while a layer had no hook (or other hooks)
+    must not run once an edit is attached (dynamo guards on the module's plan attribute)."""
+    from transformers.generation.configuration_utils import CompileConfig
+
+    cc = CompileConfig(backend="eager", fullgraph=True, mode=None)
+    cc._compile_all_devices = True
+    ids, am = _batch()
+    kw = dict(input_ids=ids, attention_mask=am, max_new_tokens=6, min_new_tokens=6, do_sample=False)
+    torch._dynamo.reset()
+    try:
+        with torch.no_grad():
+            for ivs in ([HeadScale([(1, 0)], alpha=1.0)], [HeadScale([(1, 0), (2, 1)], alpha=3.0)],
+                        [HeadScale([(1, 0), (2, 1)], alpha=0.0)], [HeadMask([(1, 0)])]):
+                with intervene(tiny, *ivs):
+                    dynamic = tiny.model.generate(**kw)
+                    static = tiny.model.generate(cache_implementation="static", compile_config=cc, **kw)
+                assert torch.equal(static, dynamic), ivs
+    finally:
+        torch._dynamo.reset()
+        tiny.model.__dict__.pop("_compiled_call", None)

@@ -14,7 +14,9 @@ built at most once per forward and shared by every such layer (None, SDPA's own 
 row is padded and the pattern is plain causal with T == 1 or T == S). A static cache (transformers'
 ``cache_implementation="static"``) hands a tensor ``q_offset`` and a ``kv_length`` of the whole
 pre-allocated cache: only the first ``kv_valid = q_offset + q_length`` keys exist, and the seam
-slices keys and values to them before the kernel.
+slices keys and values to them before the kernel -- except in graph mode (``seam.allow_compile``: every hook
+edits head outputs only), where a static cache's decode steps get SDPA's dense mask over the whole cache, the
+same fixed-shape tensors as the plain model, so that generate's compiled decode step (CUDA graphs) can run.
 """
 from __future__ import annotations
 
@@ -30,6 +32,10 @@ from kernels.attention.api import visible_mask
 # GPU, where fewer, larger blocks mean fewer launches: a 32K sliding layer checks in 64 blocks).
 _CHECK_ELEMENTS = 1 << 22
 _CHECK_ELEMENTS_CUDA = 1 << 24
+
+# id(config) -> config of models whose seam runs in graph mode (``seam.allow_compile``): a static cache's decode
+# steps get SDPA's dense mask over the whole cache (fixed shapes, no host read) instead of a compact one.
+GRAPH_MODE_CONFIGS: dict = {}
 
 
 @dataclass(frozen=True, eq=False)
@@ -123,6 +129,8 @@ def compact_mask(batch_size: int, q_length: int, kv_length: int, q_offset=0, kv_
         return dense()
     kv_valid = None
     if not isinstance(q_offset, int):          # a static cache: q_offset is a tensor, kv_length the whole cache
+        if q_length == 1 and id(kwargs.get("config")) in GRAPH_MODE_CONFIGS:   # a decode step a CUDA graph may replay
+            return dense()
         if kv_offset != 0:
             return dense()
         q_offset = args["q_offset"] = int(q_offset)   # read now: the cache advances it in place during the forward

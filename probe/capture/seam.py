@@ -34,7 +34,7 @@ from kernels.attention.api import NO_STATS
 
 from ..errors import ProbeError
 from ..models.padding import first_real_index
-from .causal_mask import CompactCausalMask, compact_mask, rows_match
+from .causal_mask import GRAPH_MODE_CONFIGS, CompactCausalMask, compact_mask, rows_match
 
 ATTN_NAME = "probe"
 
@@ -43,8 +43,8 @@ ATTN_NAME = "probe"
 class AttentionCall:
     """What a hook knows about one attention call of one layer.
 
-    key_start: [B] first real key per row; q_pos: [T] absolute query positions (S - T + t), built on
-    first use (most calls never need it).
+    key_start: [B] first real key per row (None on the output-only path of graph-safe hooks, which never read
+    it); q_pos: [T] absolute query positions (S - T + t), built on first use (most calls never need it).
     """
 
     layer: int
@@ -71,7 +71,7 @@ class AttentionCall:
 
     @property
     def device(self) -> torch.device:
-        return self.key_start.device
+        return (self.key_start if self.key_start is not None else self.query).device
 
     @property
     def q_pos(self) -> Tensor:
@@ -82,7 +82,16 @@ class AttentionCall:
 
 
 class SeamHook(Protocol):
-    """What capture and interventions implement. Every method is optional except ``after``."""
+    """What capture and interventions implement. Every method is optional except ``after``.
+
+    A hook with ``graph_safe = True`` promises: no ``stats_request`` / ``needs_received`` / ``attend``; its
+    ``edits`` reads only the call's layer, B, H, T, D and device (``key_start`` is None there) and returns
+    head-output edits (``head_scale``, ``head_mean``) or ``head_uniform``; its ``after`` does no tensor reads.
+    Layers whose hooks are all graph-safe run SDPA + those edits as tensor ops (no host read, no Triton
+    launch), which ``torch.compile`` traces and CUDA graphs capture (``allow_compile``).
+    """
+
+    graph_safe: bool
 
     def stats_request(self, call: AttentionCall) -> StatsRequest: ...
 
@@ -103,7 +112,7 @@ class _Plan:
     """A module's hooks and their optional methods, looked up once at attach / detach instead of per call;
     ``calls`` counts the module's attention calls while any hook is attached (``AttentionCall.call_index``)."""
 
-    __slots__ = ("hooks", "attend", "received", "edits", "stats", "after", "calls")
+    __slots__ = ("hooks", "attend", "received", "edits", "stats", "after", "calls", "graph_safe")
 
     def __init__(self, hooks: list, calls: int = 0):
         self.hooks = tuple(hooks)
@@ -113,27 +122,37 @@ class _Plan:
         self.stats = [h.stats_request for h in hooks if hasattr(h, "stats_request")]
         self.after = [h.after for h in hooks]
         self.calls = calls
+        # every hook edits head outputs only (HeadScale, HeadMask): the output-only path, no mask reads
+        self.graph_safe = all(getattr(h, "graph_safe", False) for h in hooks) and not (self.attend or self.received or self.stats)
 
 
-_HOOKS: "weakref.WeakKeyDictionary[torch.nn.Module, _Plan]" = weakref.WeakKeyDictionary()
+# A module's plan lives on the module itself (one plain attribute, set by attach and removed by the last detach):
+# torch.compile guards on a module attribute it reads, so a graph compiled while a module had no hook (or other
+# hooks) is not replayed after hooks change; a lookup in a side table (a WeakKeyDictionary) was not guarded, and a
+# compiled decode step kept running without the edit attached after it.
+_PLAN_ATTR = "_probe_seam_plan"
+
+
+def _plan(module) -> Optional[_Plan]:
+    return getattr(module, _PLAN_ATTR, None)
 
 
 def attach(module: torch.nn.Module, hook) -> None:
     """Route ``module``'s attention calls through ``hook`` (in attach order)."""
-    plan = _HOOKS.get(module)
-    _HOOKS[module] = _Plan(list(plan.hooks if plan else ()) + [hook], plan.calls if plan else 0)
+    plan = _plan(module)
+    object.__setattr__(module, _PLAN_ATTR, _Plan(list(plan.hooks if plan else ()) + [hook], plan.calls if plan else 0))
 
 
 def detach(module: torch.nn.Module, hook) -> None:
     """Stop routing ``module`` through ``hook``; forget the module when no hook is left."""
-    plan = _HOOKS.get(module)
+    plan = _plan(module)
     hooks = list(plan.hooks) if plan else []
     if hook in hooks:
         hooks.remove(hook)
     if hooks:
-        _HOOKS[module] = _Plan(hooks, plan.calls)
-    else:
-        _HOOKS.pop(module, None)
+        object.__setattr__(module, _PLAN_ATTR, _Plan(hooks, plan.calls))
+    elif plan is not None:
+        module.__dict__.pop(_PLAN_ATTR, None)
 
 
 @contextlib.contextmanager
@@ -150,7 +169,7 @@ def attached(modules, hook):
 
 
 def active_hooks(module: torch.nn.Module) -> list:
-    plan = _HOOKS.get(module)
+    plan = _plan(module)
     return list(plan.hooks) if plan else []
 
 
@@ -278,13 +297,68 @@ def _output_edits(out: Tensor, edits: Optional[AttentionEdits]) -> Tensor:
     return out
 
 
+def _uniform_decode(out: Tensor, value: Tensor, attention_mask, on: Tensor, window: Optional[int]) -> Tensor:
+    """Uniform heads of one decode step (T == 1) on SDPA's output: out [B, 1, H, D] gets, for the heads in
+    ``on`` [H] bool, the mean of the visible values (value [B, KV, S, D]); in place. Visibility from the mask
+    SDPA got: a ``CompactCausalMask``, a bool / additive [B, 1, 1, S] mask, or None (every key)."""
+    B, KV, S, D = value.shape
+    H = out.shape[2]
+    if isinstance(attention_mask, CompactCausalMask):
+        j = torch.arange(S, device=value.device)
+        vis = j[None, :] >= attention_mask.key_start[:, None]                                  # [B, S]
+        if window is not None:
+            vis = vis & (j[None, :] > S - 1 - int(window))
+    elif attention_mask is None:
+        vis = torch.ones(B, S, dtype=torch.bool, device=value.device)
+    else:
+        m = attention_mask[:, 0, -1, :S]                                                   # [B or 1, S]
+        vis = (m if m.dtype == torch.bool else m > torch.finfo(m.dtype).min / 2).expand(B, S)
+    w = vis.to(value.dtype)[:, None, None, :]                                              # [B, 1, 1, S]
+    total = torch.matmul(w, value).float()                                                 # [B, KV, 1, D]
+    mean = total / vis.sum(-1).clamp_min(1).float()[:, None, None, None]
+    mean = mean.repeat_interleave(H // KV, dim=1).transpose(1, 2).to(out.dtype)            # [B, 1, H, D]
+    out.copy_(torch.where(on.to(out.device)[None, None, :, None], mean, out))
+    return out
+
+
+def _output_only(plan, module, query, key, value, attention_mask, dropout, scaling, sliding_window, kwargs):
+    """The path of graph-safe hooks: SDPA, then the output edits as tensor ops (``_output_edits``) -> [B, T, H, D];
+    None when an edit needs the kernel (uniform heads on a prefill). No host read of tensor values, no Triton
+    launch: the same host cost as the plain model plus a few small ops, and traceable by ``torch.compile``."""
+    if isinstance(attention_mask, CompactCausalMask) and attention_mask.kv_valid is not None:
+        n = attention_mask.kv_valid                                                # static cache: the filled keys
+        key, value = key[:, :, :n], value[:, :, :n]
+    B, H, T, D = query.shape
+    window = sliding_window or getattr(module, "sliding_window", None)
+    call = AttentionCall(module.layer_idx, module, B, H, key.shape[1], T, key.shape[2], D, None, window,
+                         query=query, key=key, value=value)
+    edits = None
+    for fn in plan.edits:
+        edits = merge_edits(edits, fn(call, None))
+    if edits is not None and (edits.col_idx is not None or edits.redist_idx is not None
+                              or (edits.head_uniform is not None and T != 1)):
+        return None
+    scale = scaling if scaling is not None else D ** -0.5
+    out = _sdpa(module, query, key, value, attention_mask, dropout=dropout, scaling=scale, **kwargs)
+    if edits is not None and edits.head_uniform is not None:
+        _uniform_decode(out, value, attention_mask, edits.head_uniform, window)
+    result = AttentionResult(out=_output_edits(out, edits))
+    for fn in plan.after:
+        fn(call, result)
+    return result.out
+
+
 def probe_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, sliding_window=None,
                     softcap=None, **kwargs):
     """transformers attention function: q [B, H, T, D], k/v [B, KV, S, D] -> ([B, T, H, D], None)."""
-    plan = _HOOKS.get(module)
+    plan = getattr(module, _PLAN_ATTR, None)
     if plan is None:
         return _sdpa(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                      sliding_window=sliding_window, softcap=softcap, **kwargs), None
+    if plan.graph_safe:
+        out = _output_only(plan, module, query, key, value, attention_mask, dropout, scaling, sliding_window, kwargs)
+        if out is not None:
+            return out, None
     hooks = plan.hooks
     if isinstance(attention_mask, CompactCausalMask) and attention_mask.kv_valid is not None:
         n = attention_mask.kv_valid                                                # static cache: the filled keys
@@ -351,7 +425,8 @@ class use_seam:
     Re-entrant per model (nested capture + intervene): only the outermost exit restores.
     While active, ``generate``'s automatic ``torch.compile`` (a static cache on CUDA) is switched off
     (``generation_config.disable_compile``, restored on exit): the seam's hooks are Python objects that
-    change per sequence, and its mask function reads values, so it runs eagerly.
+    change per sequence, and its mask function reads values, so it runs eagerly -- unless ``allow_compile``
+    finds every hook graph-safe (``intervene`` asks after installing its hooks).
     """
 
     _depth: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
@@ -363,9 +438,9 @@ class use_seam:
     def __enter__(self):
         register()
         depth = self._depth.get(self.model, 0)
+        gen = getattr(self.model, "generation_config", None)
         if depth == 0:
             self._saved[self.model] = _config_impls(self.model)
-            gen = getattr(self.model, "generation_config", None)
             if gen is not None:
                 self._saved[self.model]["disable_compile"] = (gen, getattr(gen, "disable_compile", None))
                 gen.disable_compile = True
@@ -380,6 +455,10 @@ class use_seam:
                     "transformers' attention interface",
                     "use a model family that does (Llama, Gemma, Qwen, Mistral, LLaVA)",
                 ) from err
+        else:              # a nested user (e.g. capture inside intervene) may attach hooks that are not graph-safe
+            _set_graph_mode(self._saved.get(self.model, {}), False)
+            if gen is not None:
+                gen.disable_compile = True
         self._depth[self.model] = depth + 1
         return self
 
@@ -388,6 +467,7 @@ class use_seam:
         if depth <= 0:
             self._depth.pop(self.model, None)
             saved = self._saved.pop(self.model, {})
+            _set_graph_mode(saved, False)
             gen = saved.pop("disable_compile", None)
             if gen is not None:
                 gen[0].disable_compile = gen[1]
@@ -396,6 +476,37 @@ class use_seam:
         else:
             self._depth[self.model] = depth
         return False
+
+
+def _set_graph_mode(saved: dict, on: bool) -> None:
+    """Register (or drop) the configs of a ``use_seam`` entry with the mask function's graph mode."""
+    for key, val in saved.items():
+        if key == "disable_compile":
+            continue
+        if on:
+            GRAPH_MODE_CONFIGS[key] = val[0]
+        else:
+            GRAPH_MODE_CONFIGS.pop(key, None)
+
+
+def allow_compile(model, modules) -> bool:
+    """Give ``generate`` its automatic ``torch.compile`` / CUDA graphs back (a static cache on CUDA) while the seam is
+    active, when every hook attached to ``modules`` is graph-safe (head-output edits and uniform heads: HeadScale,
+    HeadMask) -- True when it did. Then the seam's mask function hands a static cache's decode steps SDPA's dense
+    mask over the whole cache (fixed shapes, no host read) and those layers run SDPA + tensor ops, which the
+    compiled graph captures. Hooks that need the Triton kernels or read statistics (ACT, Redistribute, capture)
+    keep the forward eager: their kernels take the filled key count as a host integer, which changes every step
+    and cannot live in a graph. Undone by the seam's outermost exit, or by a nested ``use_seam`` entry."""
+    saved = use_seam._saved.get(model)
+    if saved is None:
+        return False
+    if any(not p.graph_safe for p in map(_plan, modules) if p is not None):
+        return False
+    gen = saved.get("disable_compile")
+    if gen is not None:
+        gen[0].disable_compile = gen[1]
+    _set_graph_mode(saved, True)
+    return True
 
 
 def _config_impls(model) -> dict:
