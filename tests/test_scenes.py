@@ -120,3 +120,67 @@ def test_studio_vlm2_without_its_projector_names_the_fix(monkeypatch, tmp_path):
     monkeypatch.setattr(studio_vlm, "PROJECTOR_ASSET_V2", tmp_path / "studio_vlm2_projector.safetensors")
     with pytest.raises(ProbeError, match="studies/vlm2/README.md"):
         probe.load("studio-vlm2", device="cpu")
+
+
+def test_backgrounds_keep_items_objects_and_fill_only_the_empty_canvas():
+    from probe.data import photos as ph
+
+    items, labels = _pool()
+    scenes = sc.make_scenes(items, labels, 40, seed=3)
+    rng = np.random.default_rng(0)
+    photos = {"a.png": rng.integers(0, 256, (240, 300)).astype(np.uint8),
+              "b.png": np.full((224, 224), 200, np.uint8)}
+    out = ph.with_backgrounds(scenes, photos, p=0.5, seed=7, contrast=(0.3, 0.7))
+    assert [s.objects for s in out] == [s.objects for s in scenes]               # text and questions unchanged
+    got = [s.background for s in out]
+    assert 5 < sum(b is not None for b in got) < 35 and set(got) - {None} <= set(photos)
+    for s, o in zip(scenes, out):
+        item = s.image > 0
+        assert np.array_equal(o.image[item], s.image[item])                      # every item pixel kept
+        if o.background is None:
+            assert o.image is s.image
+        elif o.background == "b.png":                                             # flat photo: 200 * U(0.3, 0.7)
+            vals = np.unique(o.image[~item])
+            assert len(vals) == 1 and 60 <= vals[0] <= 140
+    again = ph.with_backgrounds(scenes, photos, p=0.5, seed=7, contrast=(0.3, 0.7))
+    assert all(np.array_equal(a.image, b.image) for a, b in zip(out, again))
+    assert ph.with_backgrounds(scenes, photos, p=0.0, seed=7)[0] is scenes[0]
+
+
+def test_train_and_test_photos_are_disjoint_and_named_sources():
+    from probe.data import photos as ph
+
+    assert not set(ph.TRAIN_PHOTOS) & set(ph.TEST_PHOTOS)
+    assert len(ph.TRAIN_PHOTOS) == len(ph.TEST_PHOTOS) == 18
+    with pytest.raises(FileNotFoundError, match="opencv-doc"):
+        ph.load_photos("test", folder=Path("/nonexistent"))
+
+
+def test_answer_loss_weighs_items_equally_when_asked():
+    import torch
+
+    from studies.vlm2.train import answer_loss
+
+    # item 0: a caption of 4 tokens with loss 1 each; item 1: a yes/no answer (+ eos) with losses 3 and 1
+    tok = torch.tensor([1.0, 1.0, 1.0, 1.0, 3.0, 1.0])
+    rows = torch.tensor([0, 0, 0, 0, 1, 1])
+    assert float(answer_loss(tok, rows, 2, per_item=False)) == pytest.approx(8 / 6)
+    assert float(answer_loss(tok, rows, 2, per_item=True)) == pytest.approx((1.0 + 2.0) / 2)
+
+
+def test_carried_tower_rounding_is_small_and_invertible():
+    import torch
+
+    from studies.vlm2.prepare_carry import dequantize_state, quantize_state
+
+    g = torch.Generator().manual_seed(0)
+    sd = {"big.weight": torch.randn(384, 1536, generator=g) * 0.05, "ln.weight": torch.rand(384, generator=g)}
+    q = quantize_state(sd)
+    assert q["big.weight.q8"].dtype == torch.int8 and q["big.weight.q8scale"].shape == (384, 1536 // 64)
+    assert q["ln.weight"].dtype == torch.float16
+    back = dequantize_state(q)
+    assert set(back) == set(sd)
+    err = (back["big.weight"] - sd["big.weight"]).abs()
+    step = sd["big.weight"].reshape(384, -1, 64).abs().amax(-1) / 127                   # [384, 24] quantisation step
+    assert (err.reshape(384, -1, 64) <= step[..., None] / 2 + 1e-6).all()
+    assert torch.allclose(back["ln.weight"], sd["ln.weight"], atol=1e-3)

@@ -50,7 +50,11 @@ def _margins(handle, questions) -> np.ndarray:
 
 
 def test_studio_vlm2_loads_offline_and_answers_its_benchmark_items(vlm2):
-    assert vlm2.model.config.image_seq_length == 64
+    from probe.models.studio_vlm import PATCH_SIZE, PROJECTOR_ASSET_V2, projector_image_size
+
+    size = projector_image_size(PROJECTOR_ASSET_V2)
+    assert vlm2.model.config.image_seq_length == (size // PATCH_SIZE) ** 2
+    assert vlm2.processor.image_processor.size["height"] == size
     qs = _questions()
     got = _margins(vlm2, qs)
     want = np.array([q["lp_yes"] - q["lp_no"] for q in qs])

@@ -4,7 +4,8 @@ A scene is a 112x112 grayscale canvas cut into a 2x2 grid of 56x56 cells; 1-3 ce
 Fashion-MNIST item (28x28, upscaled 2x, jittered by up to 4 px), the rest stay black. Classes in
 a scene are distinct. Scenes follow four "outfit" themes so that classes co-occur unevenly (what
 POPE's adversarial negatives rely on): with probability ``theme_p`` each object is drawn from the
-scene's theme, otherwise uniformly from the classes left.
+scene's theme, otherwise uniformly from the classes left. ``probe.data.photos.with_backgrounds`` can put a
+real photo crop behind the items (texture only: photos are never named, so the text does not change).
 
 Text (all answers begin with a space, as continuations):
   caption   "Describe the image."                 -> " A sneaker at the top left and a bag at the bottom right."
@@ -58,6 +59,7 @@ class Scene:
     objects: list[tuple[int, int]]
     theme: str
     sources: list[int] = field(default_factory=list)   # Fashion-MNIST row of each object
+    background: str | None = None                       # photo behind the items (probe.data.photos), if any
 
     @property
     def classes(self) -> set[int]:

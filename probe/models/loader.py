@@ -106,16 +106,17 @@ def load(
     name = str(name_or_path)
     processor = None
     if name in VLM_ALIASES:
-        from .studio_vlm import IMAGE_SIZE_V2, PROJECTOR_ASSET_V2, build_studio_vlm
+        from .studio_vlm import PROJECTOR_ASSET_V2, build_studio_vlm, projector_image_size
 
         require_vision_extra(name)
-        v2 = dict(projector_path=PROJECTOR_ASSET_V2, image_size=IMAGE_SIZE_V2) if name == "studio-vlm2" else {}
+        v2 = name == "studio-vlm2"
         if v2 and not PROJECTOR_ASSET_V2.is_file():
             raise ProbeError(f"studio-vlm2's projector weights ({PROJECTOR_ASSET_V2.name}) are not in this checkout",
                              "train them: studies/vlm2/README.md (python -m studies.vlm2.train --out DIR, then copy "
                              "DIR/studio_vlm2_projector.safetensors to probe/assets/)")
         lm = load("smollm2", device=device, dtype=dtype, attn_implementation=attn_implementation)
-        model, processor = build_studio_vlm(lm.model, lm.tokenizer, **v2)
+        model, processor = build_studio_vlm(lm.model, lm.tokenizer, **(
+            dict(projector_path=PROJECTOR_ASSET_V2, image_size=projector_image_size(PROJECTOR_ASSET_V2)) if v2 else {}))
         handle = Handle(model.to(device).eval(), processor.tokenizer, name, "alias", lm.file_hash, processor=processor)
     elif name in ALIASES:
         model, tok, digest = load_gguf(alias_gguf_path(name), dtype, device, attn_implementation)

