@@ -15,7 +15,8 @@ i.e. host-bound when the launch path costs more than the GPU work. Variants:
 Per-token estimate: the recorded unmodified per-token device time of the whole 32-layer Llama-7B
 shape (benchmarks/results/bench_decode_gpu_h200.json) plus 32 x (variant - sdpa) per layer.
 
-    python -m benchmarks.bench_decode_edits --out benchmarks/results/decode_edits_h200.json
+    python -m benchmarks.bench_decode_edits --out benchmarks/results/decode_edits_h200_s5.json
+    python -m benchmarks.bench_decode_edits --render     # kernels/BENCHMARKS.md's decode-edits block from that file
 """
 from __future__ import annotations
 
@@ -91,12 +92,56 @@ def _baseline() -> dict:
     return out
 
 
+DEFAULT_VARIANTS = ("sdpa", "ours", "act", "var", "uniform")
+BLOCK = "decode-edits"          # the kernels/BENCHMARKS.md block that ``--render`` writes
+RESULT = os.path.join(os.path.dirname(__file__), "results", "decode_edits_h200_s5.json")
+BENCHMARKS = os.path.join(os.path.dirname(__file__), "..", "kernels", "BENCHMARKS.md")
+TARGET, STRETCH = 1.05, 1.02
+
+
+def block(data: dict) -> str:
+    """The ``decode-edits`` block of kernels/BENCHMARKS.md from a result file of this script: where it ran, the GPU
+    kernel tests of the same call, the verdict per batch (ACT / VAR per-token estimate vs the target), the table."""
+    from benchmarks.tables import decode
+
+    meta, rows = data["meta"], data["rows"]
+    lines = [f"Device: {meta.get('device')}, torch {meta.get('torch')}, Triton {meta.get('triton')}; "
+             f"GPU kernel tests in the same call: {' / '.join(meta.get('pytest_tail', ['not recorded'])[-2:])}.", ""]
+    for B in sorted({r["B"] for r in rows if r["shape"] == "llama"}):
+        est = {r["variant"]: r["token_x_est"] for r in rows if r["shape"] == "llama" and r["B"] == B and "token_x_est" in r}
+        got = [f"{k.upper()} {est[k]:.3f}×" for k in ("act", "var") if k in est]
+        if not got:
+            continue
+        worst = max(est[k] for k in ("act", "var") if k in est)
+        verdict = "stretch met" if worst <= STRETCH else ("met" if worst <= TARGET else "missed")
+        lines.append(f"- Llama shape, batch {B}: {', '.join(got)} per token (target ≤ {TARGET}×, stretch ≤ {STRETCH}×): "
+                     f"**{verdict}**")
+    return "\n".join(lines) + "\n\n" + decode(rows) + "\n"
+
+
+def render(path: str = RESULT, page: str = BENCHMARKS) -> None:
+    """Rewrite the ``decode-edits`` block of kernels/BENCHMARKS.md from the result file."""
+    from pathlib import Path
+
+    from studies.tables import write_blocks
+    with open(path) as f:
+        write_blocks(Path(page), {BLOCK: block(json.load(f))})
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--shapes", nargs="+", default=["llama", "smollm"])
+    ap.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS),
+                    help="of sdpa, ours, act, act_prefill, var, var_prefill, uniform")
+    ap.add_argument("--pytest-log", default=None, help="the GPU test run's output (its summary goes in meta)")
+    ap.add_argument("--render", nargs="?", const=RESULT, default=None, metavar="RESULT",
+                    help="only rewrite kernels/BENCHMARKS.md's decode-edits block from this result file")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
+    if args.render:
+        render(args.render)
+        return 0
     if not torch.cuda.is_available():
         print("needs CUDA", file=sys.stderr)
         return 2
@@ -107,6 +152,8 @@ def main(argv=None) -> int:
             continue
         base = None
         for name, fn in _variants(H, KV, D, B, S).items():
+            if name not in args.variants:
+                continue
             row = {"shape": shape, "H": H, "KV": KV, "D": D, "B": B, "S": S, "variant": name}
             try:
                 fn()
@@ -131,6 +178,9 @@ def main(argv=None) -> int:
     meta = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
             "triton": __import__("triton").__version__, "argv": sys.argv, "baseline_file": BASELINE,
             "baseline_token_ms": {f"{b}x{s}": ms for (b, s), ms in _baseline().items()}}
+    if args.pytest_log and os.path.exists(args.pytest_log):
+        with open(args.pytest_log) as f:
+            meta["pytest_tail"] = [ln.strip() for ln in f.read().splitlines() if ln.strip()][-3:]
     if args.out:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         with open(args.out, "w") as f:
