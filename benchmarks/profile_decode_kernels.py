@@ -29,7 +29,7 @@ import time
 
 CASES = [("llama", 32, 32, 128, 16, 2048), ("llama", 32, 32, 128, 1, 4096), ("smollm", 9, 3, 64, 1, 4096)]
 DRY = {"llama": (2, 2, 128), "smollm": (3, 1, 64)}
-MODES = ("chunk", "block", "split")
+MODES = ("chunk", "block", "split", "bits")
 
 
 def configs(B: int) -> list[tuple[str, str, dict]]:
@@ -37,7 +37,8 @@ def configs(B: int) -> list[tuple[str, str, dict]]:
     ``_rN``: the split kernel compiled with at most N registers per thread (ptxas ``maxnreg``): 168 lets three
     4-warp CTAs share an SM's 64K registers, 128 four."""
     out = [("ours", "none", {})]
-    for kind, m in (("act", "chunk"), ("act", "split"), ("var", "block"), ("var", "split")):
+    for kind, m in (("act", "chunk"), ("act", "bits"), ("act", "split"), ("var", "block"), ("var", "bits"),
+                    ("var", "split")):
         out += [(f"{kind}_{m}", kind, {"col_mode": m}), (f"{kind}_{m}_r168", kind, {"col_mode": m, "maxnreg": 168})]
     out += [("act_block", "act", {"col_mode": "block"}), ("var_chunk", "var", {"col_mode": "chunk"}),
             ("ours_r128", "none", {"maxnreg": 128}),

@@ -103,6 +103,28 @@ def _next_special(b_cols, cur, sp0, sp1, BS: tl.constexpr, USE_VAR: tl.constexpr
 
 
 @triton.jit
+def _or(a, b):
+    return a | b
+
+
+@triton.jit
+def _special_bits(b_cols, j_lo, j_hi, sp0, sp1, BS: tl.constexpr, USE_VAR: tl.constexpr):
+    """int64 mask of a chunk's key blocks (bit t: the block at j_lo + t * BS, t < 62) that hold an edited column of
+    any of the G heads (b_cols [BG, CP], -1 unused) or, with VAR, a span key in [sp0, sp1)."""
+    in_c = (b_cols >= j_lo) & (b_cols < j_hi)                                  # [BG, CP]
+    t_c = tl.where(in_c, (b_cols - j_lo) // BS, 0).to(tl.int64)
+    bits = tl.reduce(tl.reduce(tl.where(in_c, tl.full(t_c.shape, 1, tl.int64) << t_c, 0), 1, _or), 0, _or)
+    if USE_VAR:
+        s0 = tl.maximum(sp0, j_lo)
+        s1 = tl.minimum(sp1, j_hi)
+        t0 = tl.minimum(tl.maximum((s0 - j_lo) // BS, 0), 62).to(tl.int64)
+        t1 = tl.minimum(tl.maximum((s1 - 1 - j_lo) // BS + 1, 0), 62).to(tl.int64)  # blocks t0 .. t1 - 1
+        one = tl.full([], 1, tl.int64)
+        bits = bits | tl.where(s0 < s1, (one << t1) - (one << t0), 0)
+    return bits
+
+
+@triton.jit
 def _decode_split_block(
     b_q, p_k, p_v, s_ks, s_vs, j0, lo, j_hi, scale, softcap, uni, p_cols, m_g,
     b_m, b_l, b_acc, b_m2, b_lx, b_acc2, b_tm, sp0, sp1,
@@ -231,6 +253,33 @@ def decode_fwd_kernel(
                         USE_SOFTCAP, USE_UNIFORM, USE_VAR, PREC, UPCAST)
                 cur = nb + BS
             # main state = the kept keys; side state to the final max: l = kept + columns
+            b_a2 = tl.exp2(b_m2 - b_m)                                        # [BG]
+            b_lr = b_l
+            b_l = b_l + b_lx * b_a2
+            if USE_VAR:
+                b_tm = b_tm * b_a2
+                b_acc2 = b_acc2 * b_a2[:, None]
+        elif COL_MODE == 3:
+            # pass 1: the unedited loop over every block of the chunk, the blocks that hold an edited column (or a
+            # VAR span key) masked out whole (one bit test per block); pass 2: those blocks, columns taken out
+            bits = _special_bits(b_cols, j_lo, j_hi, sp0, sp1, BS, USE_VAR)
+            for j0 in range(j_lo, j_hi, BS):
+                hit = ((bits >> ((j0 - j_lo) // BS)) & 1) != 0
+                b_m, b_l, b_lr, b_acc, b_acc2, b_tm = _decode_step(
+                    b_q, p_k, p_v, s_ks, s_vs, j0, lo, tl.where(hit, j0, j_hi), scale, softcap, uni, p_cols, b_cols,
+                    m_g, b_m, b_l, b_lr, b_acc, b_acc2, b_tm, sp0, sp1, 0, D, BS, BG, C,
+                    USE_SOFTCAP, USE_UNIFORM, False, False, PREC, UPCAST)
+            b_m2 = tl.full([BG], NEG, tl.float32)                             # [BG] max of the side state
+            b_lx = tl.zeros([BG], tl.float32)                                 # [BG] edited columns' mass
+            while bits != 0:
+                t = tl.log2((bits & -bits).to(tl.float32)).to(tl.int32)       # lowest set bit (exact: t < 62)
+                j1 = j_lo + t * BS
+                for j2 in range(j1, j1 + 1, BS):                              # one trip (see COL_MODE 2)
+                    b_m, b_l, b_acc, b_m2, b_lx, b_acc2, b_tm = _decode_split_block(
+                        b_q, p_k, p_v, s_ks, s_vs, j2, lo, j_hi, scale, softcap, uni, p_cols, m_g,
+                        b_m, b_l, b_acc, b_m2, b_lx, b_acc2, b_tm, sp0, sp1, D, BS, BG, C,
+                        USE_SOFTCAP, USE_UNIFORM, USE_VAR, PREC, UPCAST)
+                bits = bits & (bits - 1)
             b_a2 = tl.exp2(b_m2 - b_m)                                        # [BG]
             b_lr = b_l
             b_l = b_l + b_lx * b_a2

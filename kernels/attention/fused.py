@@ -513,8 +513,10 @@ def _sm_count(dev) -> int:
 _DECODE_CFG: dict = {}
 # where decode_fwd_kernel takes the edited columns (VAR: and its span) out, in a key chunk that holds one (its
 # COL_MODE): "chunk" masks every key block of that chunk, "block" tests each block and masks only those that hold
-# one, "split" runs the unedited loop between the blocks that hold one
-DECODE_COL_MODES = ("chunk", "block", "split")
+# one, "split" runs the unedited loop between the blocks that hold one, "bits" runs it over every block with those
+# masked out (one bit test per block) and then only those blocks (a chunk <= 62 key blocks)
+DECODE_COL_MODES = ("chunk", "block", "split", "bits")
+_BITS_MAX_BLOCKS = 62    # "bits": a chunk's key blocks in one int64 mask
 
 
 def _decode_cfg(D: int, itemsize: int, dev) -> tuple:
@@ -537,11 +539,18 @@ def _decode(q, k, v, out, lse, key_start, ed: _Edits, common, opts: Optional[dic
     KV, S = k.shape[1], k.shape[2]
     G = H // KV
     BS, nw, stages, slots = _decode_cfg(D, q.element_size(), q.device)
+    col_mode = "block" if tiles.DECODE_SWITCHES["block_test"]["var" if ed.var else "act"] else "chunk"
+    if opts and "block_test" in opts:
+        col_mode = "block" if opts["block_test"] else "chunk"
+    if opts and "col_mode" in opts:
+        col_mode = opts["col_mode"]
     if opts and "dtile" in opts:                                      # tuning runs: (BS, num_warps, num_stages)
         BS, nw, stages = opts["dtile"]
     nsplit = max(1, min(512, slots // (B * KV), _cdiv(S, BS)))
     if opts and "nsplit" in opts:                                     # tuning runs: a forced split count
         nsplit = max(1, min(int(opts["nsplit"]), _cdiv(S, BS)))
+    if col_mode == "bits" and ed.cols is not None:
+        nsplit = max(nsplit, _cdiv(_cdiv(S, BS), _BITS_MAX_BLOCKS))
     chunk = _cdiv(_cdiv(S, nsplit), BS) * BS
     nsplit = _cdiv(S, chunk)
     n = B * H * nsplit
@@ -554,11 +563,6 @@ def _decode(q, k, v, out, lse, key_start, ed: _Edits, common, opts: Optional[dic
     po2, ptm = (views[3], views[4]) if ed.var else (None, None)
     sq, sk, sv, so = q.stride(), k.stride(), v.stride(), out.stride()
     strides = dict(s_qb=sq[0], s_qh=sq[1], s_kb=sk[0], s_kh=sk[1], s_ks=sk[2], s_vb=sv[0], s_vh=sv[1], s_vs=sv[2])
-    col_mode = "block" if tiles.DECODE_SWITCHES["block_test"]["var" if ed.var else "act"] else "chunk"
-    if opts and "block_test" in opts:
-        col_mode = "block" if opts["block_test"] else "chunk"
-    if opts and "col_mode" in opts:
-        col_mode = opts["col_mode"]
     fwd = dict(
         q=q, k=k, v=v, po=po, pm=pm, pl=pl, plr=plr, po2=po2, ptm=ptm, key_start=key_start,
         col_idx=ed.cols, head_uniform=ed.uniform, redist_span=ed.span,

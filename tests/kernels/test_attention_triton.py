@@ -324,7 +324,8 @@ def test_prefill_switches_parity(opts):
 
 @pytest.mark.parametrize("kind", ["act", "var"])
 @pytest.mark.parametrize("opts", [{"col_mode": "block"}, {"col_mode": "split"}, {"col_mode": "split", "nsplit": 1},
-                                  {"col_mode": "chunk", "nsplit": 2}])
+                                  {"col_mode": "chunk", "nsplit": 2}, {"col_mode": "bits"},
+                                  {"col_mode": "bits", "nsplit": 1}])
 def test_decode_col_mode_parity(kind, opts):
     """Every decode column mode (mask every block of a chunk holding an edited column or VAR's span, test each
     block, or split the loop around the blocks that hold one), with several chunks and with one."""
@@ -349,7 +350,8 @@ def test_decode_split_window_sink_parity(kind):
         ed = _edits(B, H, D, S, torch.float32)
         ed.head_uniform = None
         ed.col_idx = torch.tensor([[[0, 5, 172], [3, 70, -1], [-1, -1, -1], [0, 96, 40]]] * B, device=DEV)
-    for opts in ({"col_mode": "split"}, {"col_mode": "split", "nsplit": 1}):
+    for opts in ({"col_mode": "split"}, {"col_mode": "split", "nsplit": 1}, {"col_mode": "bits"},
+                 {"col_mode": "bits", "nsplit": 1}):
         got = _tri().attention(q, k, v, scale=D ** -0.5, key_start=key_start, window=120, edits=ed, opts=opts)
         exp, p, pe = _edited_expectation(q, k, v, ed, scale=D ** -0.5, key_start=key_start.cpu(), window=120)
         same = reference_attention(q, k, v, scale=D ** -0.5, key_start=key_start, window=120, edits=ed)
@@ -503,7 +505,7 @@ def test_received_switches_parity_gpu(D, opts):
 
 @gpu
 @pytest.mark.gpu
-@pytest.mark.parametrize("col_mode", ["chunk", "block", "split"])
+@pytest.mark.parametrize("col_mode", ["chunk", "block", "split", "bits"])
 def test_decode_col_mode_gpu(col_mode):
     B, H, KV, S, D = 16, 32, 32, 2048, 128
     q, k, v = _inputs(B, H, KV, 1, S, D, torch.bfloat16, seed=47, sink=4.0)
