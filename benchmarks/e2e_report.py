@@ -2,7 +2,8 @@
 README's headline line, computed only from the JSON files that script wrote.
 
 Blocks (``<!-- table:NAME -->`` ... ``<!-- /table:NAME -->``):
-  kernels/BENCHMARKS.md: e2e-generate, e2e-capture, e2e-static, e2e-capture-cpu, e2e-python-calls
+  kernels/BENCHMARKS.md: e2e-generate, e2e-capture, e2e-static, e2e-capture-cpu, e2e-python-calls,
+                         e2e-profile, e2e-profile-extra, e2e-ties (profile_decode_h200.json)
   README.md:             e2e-headline
 ``tests/test_study_tables.py`` recomputes them and fails when a committed file drifts from its results.
 
@@ -19,6 +20,8 @@ from studies.tables import read_blocks, write_blocks  # noqa: F401 (read_blocks:
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 GPU, OLD, CPU = "e2e_h200.json", "e2e_old_h200.json", "e2e_cpu.json"
+# session 5: generate / static / profile measured in their own calls (e2e_h200.json keeps session 4's capture table)
+GEN, PROFILE = "e2e_gen_h200.json", "profile_decode_h200.json"
 
 LABELS = {
     "plain": "plain `generate` (SDPA, no probe)",
@@ -48,6 +51,9 @@ def _gen_rows(doc: dict) -> dict:
 
 
 def generate_table(folder: Path) -> str:
+    """Session 5 layout when e2e_gen_h200.json exists (decode ms per step next to tokens/s), else session 4's."""
+    if (Path(folder) / GEN).exists():
+        return _generate_table_steps(folder)
     new, old = _gen_rows(_load(folder, GPU)), _gen_rows(_load(folder, OLD))
     variants = [v for v in LABELS if any(k[1] == v for k in new)]
     plain = new.get((1, "plain"))
@@ -70,6 +76,96 @@ def generate_table(folder: Path) -> str:
     if old:
         header += ["before (main): b1 tok/s (× plain)", "before: syncs / step"]
     return _md(header, rows)
+
+
+LABELS5 = {**LABELS, "seam_noop": "seam active, no edit (HeadScale α=1: no layer hooked)"}
+
+
+def _generate_table_steps(folder: Path) -> str:
+    gen = _gen_rows(_load(folder, GEN))
+    rows = []
+    for v in [v for v in LABELS5 if any(k[1] == v for k in gen)]:
+        cells = [LABELS5[v]]
+        for B in (1, 16):
+            r, p = gen.get((B, v)), gen.get((B, "plain"))
+            if r is None:
+                cells += ["–"] * 4
+                continue
+            step = r.get("step_ms_median")
+            cells += [f"{r['tokens_per_s']:.1f}", f"{r['x_slower']:.3f}", f"{step:.2f}" if step else "–",
+                      f"{step / p['step_ms_median']:.3f}" if step and p and p.get("step_ms_median") else "–"]
+        r = gen.get((1, v))
+        cells.append({True: "yes", False: "**no**"}.get(r.get("same_tokens_every_run") if r else None, "–"))
+        rows.append(cells)
+    return _md(["variant", "b1 tok/s", "× plain", "b1 decode ms / step", "× plain", "b16 tok/s per row", "× plain",
+                "b16 decode ms / step", "× plain", "b1 same tokens every run"], rows)
+
+
+def _profile_rows(folder: Path) -> dict:
+    return {r["variant"]: r for r in _load(folder, PROFILE)["rows"] if "variant" in r and "profile" in r}
+
+
+def profile_table(folder: Path) -> str:
+    """One decode step per variant (batch 1): step times, the profiled step's GPU / launch / sync numbers, cProfile."""
+    rows = []
+    for v, r in _profile_rows(folder).items():
+        st, pr, py = r.get("steps", {}), r["profile"], r.get("python", {})
+        ms = lambda us: f"{us / 1e3:.2f}" if us is not None else "–"  # noqa: E731
+        rows.append([LABELS5.get(v, v),
+                     f"{st['median_ms']:.2f} ({st['p10_ms']:.2f}–{st['p90_ms']:.2f})" if st else "–",
+                     ms(pr.get("step_wall_us")), ms(pr.get("gpu_busy_us")), pr.get("gpu_kernels", "–"),
+                     pr.get("launch_calls", "–"), ms(pr.get("host_sync_wait_us")),
+                     f"{py['calls_per_step']:.0f}" if py else "–", ms(py.get("tottime_us_per_step")) if py else "–"])
+    return _md(["variant", "decode ms / step: median (p10–p90)", "profiled step ms", "GPU busy ms", "GPU kernels",
+                "launch calls", "host waiting in syncs ms", "Python calls / step", "Python own time ms / step (cProfile)"], rows)
+
+
+def profile_extra_table(folder: Path, top: int = 6) -> str:
+    """Per variant, the functions whose own time per decode step (cProfile) exceeds the plain model's most."""
+    prof = _profile_rows(folder)
+    plain = {name: us for name, _, us, _ in prof.get("plain", {}).get("python", {}).get("all", [])}
+    rows = []
+    for v, r in prof.items():
+        if v == "plain" or "python" not in r:
+            continue
+        mine = {name: (calls, us) for name, calls, us, _ in r["python"].get("all", [])}
+        extra = sorted(((us - plain.get(name, 0.0), name, calls) for name, (calls, us) in mine.items()), reverse=True)
+        total = r["python"]["tottime_us_per_step"] - prof["plain"]["python"]["tottime_us_per_step"]
+        rows.append([LABELS5.get(v, v), f"{total / 1e3:+.2f}",
+                     "; ".join(f"`{name}` {d:+.0f} µs ({calls:g}×)" for d, name, calls in extra[:top] if d > 0)])
+    return _md(["variant", "Python own time vs plain, ms / step", f"largest extra own time per step (top {top}; calls per step)"], rows)
+
+
+def ties_text(folder: Path) -> str:
+    """Plain vs plain vs the no-edit seam (tokens, logits, hidden states, attention kernels), from the profile file."""
+    rows = [r for r in _load(folder, PROFILE)["rows"] if r.get("part") == "ties" and "plain_again" in r]
+    if not rows:
+        return "Not measured.\n"
+    r = rows[0]
+
+    def one(name):
+        x = r[name]
+        s = f"tokens {'identical' if x['same_tokens'] else 'differ from step ' + str(x['first_diff_step'])}"
+        s += f"; first-step logits {'bit-identical' if x['step0_logits_identical'] else 'differ by up to ' + format(x['step0_max_abs_logit_diff'], '.3g')}"
+        if x.get("plain_top1_minus_top2_at_first_diff") is not None:
+            s += (f"; at the first differing step plain's top-1 − top-2 logit gap is {x['plain_top1_minus_top2_at_first_diff']:.3g}"
+                  f" and the logits differ by up to {x['max_abs_logit_diff_at_first_diff']:.3g}")
+        return s
+
+    gap = r["plain_top1_top2_gap"]
+    hid = r["prefill_hidden_max_abs_diff_per_layer"]
+    lines = [f"- plain vs plain again: {one('plain_again')}.",
+             f"- plain vs the seam without edit: {one('seam_noop')}.",
+             f"- the seam vs plain, a second seam run: {one('seam_noop_again')}.",
+             f"- plain's top-1 − top-2 logit gap over the {r['new_tokens']} steps: median {gap['median']:.3g}, "
+             f"min {gap['min']:.3g} (logit standard deviation {gap['logit_std']:.3g}).",
+             "- prefill hidden states, plain vs seam, max |difference| after the embedding and each layer: "
+             + ", ".join(f"{x:.3g}" for x in hid) + "."]
+    kern = r.get("attention_kernels_prefill_plus_2_steps")
+    if kern:
+        for v, names in kern.items():
+            lines.append(f"- attention kernels ({v}, prefill + 2 steps): " + ("; ".join(f"`{k[:90]}` ×{n}" for k, n in names.items()) or "none matched") + ".")
+    return "\n".join(lines) + "\n"
 
 
 def _cell(r: dict) -> str:
@@ -102,13 +198,32 @@ def capture_table(folder: Path, name: str = GPU) -> str:
 
 
 def static_table(folder: Path) -> str:
-    rows = [r for r in _load(folder, GPU)["rows"] if r.get("part") == "static"]
+    rows = [r for r in _load(folder, GEN)["rows"] if r.get("part") == "static"]
+    if not rows:
+        rows = [r for r in _load(folder, GPU)["rows"] if r.get("part") == "static"]
     if not rows:
         return "Not measured on the H200: the call's time budget ran out before this part (CPU: tested equal to the dynamic cache).\n"
-    out = [[LABELS.get(r["variant"], r["variant"]), "yes" if r.get("compile") else "no (disable_compile)",
-            f"{r['tokens_per_s']:.1f}" if "tokens_per_s" in r else r.get("status", "")[:80],
-            {True: "yes", False: "**no**"}.get(r.get("same_tokens_as_dynamic"), "–")] for r in rows]
-    return _md(["variant", "compiled", "tok/s", "same tokens as the dynamic cache"], out)
+    if "compile_allowed" not in rows[0]:
+        out = [[LABELS.get(r["variant"], r["variant"]), "yes" if r.get("compile") else "no (disable_compile)",
+                f"{r['tokens_per_s']:.1f}" if "tokens_per_s" in r else r.get("status", "")[:80],
+                {True: "yes", False: "**no**"}.get(r.get("same_tokens_as_dynamic"), "–")] for r in rows]
+        return _md(["variant", "compiled", "tok/s", "same tokens as the dynamic cache"], out)
+    plain = next((r for r in rows if r["variant"] == "plain" and r.get("status") == "ok"), None)
+    out = []
+    for r in rows:
+        if r.get("status") != "ok":
+            out.append([LABELS5.get(r["variant"], r["variant"]), "–", "–", r.get("status", "")[:80], "–", "–", "–", "–", "–"])
+            continue
+        d = r.get("dynamo", {})
+        out.append([LABELS5.get(r["variant"], r["variant"]),
+                    "yes (CUDA graphs)" if r["compile_allowed"] else "no: eager (Triton kernel path)",
+                    f"{r['first_run_s']:.1f}", f"{r['tokens_per_s']:.1f}",
+                    f"{plain['tokens_per_s'] / r['tokens_per_s']:.3f}" if plain else "–",
+                    f"{r['step_ms_median']:.2f}", f"{r['step_ms_median'] / plain['step_ms_median']:.3f}" if plain else "–",
+                    {True: "yes", False: "**no**"}.get(r.get("same_tokens_as_dynamic"), "–"),
+                    f"{d.get('graphs', '–')} / {d.get('graph_breaks', '–')}"])
+    return _md(["variant", "compiled decode", "first run s (compile + capture)", "tok/s", "× plain (compiled)",
+                "decode ms / step", "× plain", "same tokens as the dynamic cache", "dynamo graphs / breaks"], out)
 
 
 DISPLAY = {"llama7b-shape-8layers": "Llama-7B shape, 8 layers (random init)", "SmolLM2-135M-Instruct": "SmolLM2-135M-Instruct (real weights)"}
@@ -127,7 +242,7 @@ def _short(r: dict) -> str:
 def headline(folder: Path) -> str:
     doc = _load(folder, GPU)
     cap = {(r["model"].split(" (")[0], r["tokens"], r["method"]): r for r in doc["rows"] if r.get("part") == "table"}
-    gen = _gen_rows(doc)
+    gen = _gen_rows(_load(folder, GEN)) or _gen_rows(doc)
     parts = []
     for model in ("SmolLM2-135M-Instruct", "llama7b-shape-8layers"):
         ok = [k for k in cap if k[0] == model and k[2] == "native" and cap[k].get("status") == "ok"]
@@ -165,6 +280,8 @@ def tables(folder: Path = RESULTS) -> dict:
     """{file: {block name: markdown}} from the result files in ``folder``."""
     return {
         "kernels/BENCHMARKS.md": {"e2e-generate": generate_table(folder), "e2e-capture": capture_table(folder),
+                                  "e2e-profile": profile_table(folder), "e2e-profile-extra": profile_extra_table(folder),
+                                  "e2e-ties": ties_text(folder),
                                   "e2e-static": static_table(folder), "e2e-capture-cpu": capture_table(folder, CPU),
                                   "e2e-python-calls": python_calls_table(folder)},
         "README.md": {"e2e-headline": headline(folder)},
