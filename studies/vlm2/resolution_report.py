@@ -139,6 +139,33 @@ def decision(bench: dict, comp: pd.DataFrame, settings: dict) -> dict:
             "ship_rule": settings["ship"]["rule"], "ship_check": ship}
 
 
+def ship_check(final: Path, res: Path = RES) -> dict:
+    """The pre-registered ship rule (``settings_resolution.json`` "ship") on a final call's results folder
+    ``final`` (its baseline POPE rows) against the shipped projector's rows (``res/old``), on the same questions.
+
+    Returns per split: accuracy with its Wilson interval, the difference to the shipped projector (paired
+    bootstrap), exact McNemar p and Holm p over the three splits; "passes" = every split's interval above 0.5
+    and every split better than the shipped projector at Holm p < 0.05.
+    """
+    questions = json.loads((final / "questions.json").read_text())
+    new = rp.split_rows([r for r in rp._jsonl(final, "pope_items") if r["condition"] == "baseline"], questions)["baseline"]
+    old = rp.split_rows([r for r in rp._jsonl(res / "old", "pope_items") if r["condition"] == "baseline"], questions)["baseline"]
+    diff = lambda a, b: float(np.mean(a) - np.mean(b))  # noqa: E731
+    rows = {}
+    for split in SPLITS:
+        cn_, co_ = _correct(new[split]), _correct(old[split])
+        m = rp.pope_metrics(new[split])
+        iv, mc = paired_bootstrap(diff, cn_, co_, seed=0), mcnemar_exact(cn_, co_)
+        rows[split] = {"accuracy": m["accuracy"], "shipped_accuracy": float(co_.mean()), "delta": iv.estimate,
+                       "low": iv.low, "high": iv.high, "new_only": mc.only_a, "shipped_only": mc.only_b, "p": mc.p_value}
+    for split, q in zip(SPLITS, holm([rows[s]["p"] for s in SPLITS])):
+        rows[split]["p_holm"] = float(q)
+    above = all(rows[s]["accuracy"]["low"] > 0.5 for s in SPLITS)
+    better = all(rows[s]["delta"] > 0 and rows[s]["p_holm"] < 0.05 for s in SPLITS)
+    return {"splits": rows, "above_chance_all_splits": above, "better_than_shipped_all_splits": better,
+            "passes": above and better}
+
+
 def main(res: Path = RES, readme: bool = True) -> dict:
     pope, caps = _load(res)
     bench = {"pope": {m: {c: {s: rp.pope_metrics(rows) for s, rows in v.items()} for c, v in d.items()}
