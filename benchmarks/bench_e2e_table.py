@@ -23,6 +23,10 @@ Part ``profile``: ``benchmarks/profile_decode.run`` on the same model (batch 1):
 torch.profiler trace of one decode step and cProfile of eight, and the plain-vs-seam token / logit check,
 into ``profile_decode.json`` next to --out (traces under --traces).
 
+Part ``ties``: ``profile_decode.ties`` (plain vs plain again vs the no-edit seam: tokens, logits, per-layer
+prefill hidden states, attention kernel names) and the same with cuDNN attention off, run after the timed
+parts (it starts the profiler, which slows every later launch in the process).
+
 Part ``table`` ("the end-to-end GPU table"): ``probe scan``'s sink capture (received + entropy per head,
 hidden-state summaries; ``probe.capture(..., backend=...)`` + ``rec.run``) with the native backend, the
 nnsight backend (when importable), the TransformerLens backend (when importable), plain eager
@@ -475,7 +479,7 @@ def main(argv=None) -> int:
     out = Out(args.out, meta)
     methods = args.methods.split(",")
     h = None
-    if {"gen", "profile", "static"} & set(parts) or ("table" in parts and args.llama_sizes):
+    if {"gen", "profile", "static", "ties"} & set(parts) or ("table" in parts and args.llama_sizes):
         h = llama(args.device, args.quick)
         out.add({"part": "load", "model": "llama7b-shape-8layers", "seconds": round(time.time() - T0, 1)})
         if "profile" in parts:
@@ -496,6 +500,18 @@ def main(argv=None) -> int:
         if "static" in parts and left(args.budget) > 25:
             part_static(out, h, args.device, args.prompt, args.new, not args.no_compile, args.budget,
                         args.static_variants.split(","))
+        if "ties" in parts and left(args.budget) > 10:      # plain vs plain vs seam, with and without cuDNN attention
+            from benchmarks import profile_decode
+
+            ids = torch.randint(3, h.model.config.vocab_size, (1, args.prompt), generator=torch.Generator().manual_seed(1)).to(args.device)
+            rows: list = []
+            try:
+                profile_decode.ties(rows, h, ids, args.new, args.device, args.traces or os.path.dirname(os.path.abspath(args.out)))
+                profile_decode.ties_without_cudnn(rows, h, ids, args.new)
+            except Exception as err:  # noqa: BLE001
+                rows.append({"part": "ties", "error": f"{type(err).__name__}: {str(err)[:300]}"})
+            for r in rows:
+                out.add(r)
         h = None
         if args.device.startswith("cuda"):
             torch.cuda.empty_cache()

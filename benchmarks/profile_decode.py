@@ -23,6 +23,7 @@ inside ``intervene`` for each variant (plain, seam_noop, headmask, headscale, ac
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
 import gc
 import json
@@ -186,29 +187,57 @@ def python_profile(model, ids, steps: int = 8, top: int = 40) -> dict:
                     if 1e6 * t / steps >= 0.5]}
 
 
+def _greedy(handle, v: str, ids, new: int, backends=None):
+    """Greedy tokens [B, new] and scores [B, new, V] of variant ``v`` (SDPA limited to ``backends`` if given)."""
+    from torch.nn.attention import sdpa_kernel
+
+    model = handle.model
+    with torch.no_grad(), _ctx(handle, interventions_for(v, handle, ids.shape[1])), \
+            (sdpa_kernel(backends) if backends else contextlib.nullcontext()):
+        o = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=new, min_new_tokens=new,
+                           do_sample=False, return_dict_in_generate=True, output_scores=True)
+    return o.sequences[:, ids.shape[1]:].cpu(), torch.stack(o.scores, 1).float().cpu()
+
+
+def _compare(a, b) -> dict:
+    (tok, sc), (ref_tok, ref_sc) = a, b
+    diff = (tok != ref_tok).any(0).nonzero()
+    first = int(diff[0]) if len(diff) else None
+    r = {"same_tokens": bool(torch.equal(tok, ref_tok)), "first_diff_step": first,
+         "step0_logits_identical": bool(torch.equal(sc[:, 0], ref_sc[:, 0])),
+         "step0_max_abs_logit_diff": float((sc[:, 0] - ref_sc[:, 0]).abs().max())}
+    if first is not None:
+        top2 = ref_sc[:, first].topk(2, -1).values                                   # [B, 2]
+        r["plain_top1_minus_top2_at_first_diff"] = float((top2[:, 0] - top2[:, 1]).min())
+        r["max_abs_logit_diff_at_first_diff"] = float((sc[:, first] - ref_sc[:, first]).abs().max())
+    # decode-step logits identical up to the first token difference?
+    upto = first if first is not None else sc.shape[1]
+    r["logits_identical_before_first_diff"] = bool(torch.equal(sc[:, :upto], ref_sc[:, :upto]))
+    return r
+
+
+def ties_without_cudnn(out, handle, ids, new: int) -> None:
+    """The same comparison with SDPA limited to flash / efficient / math (cuDNN attention off)."""
+    from torch.nn.attention import SDPBackend
+
+    b = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+    ref = _greedy(handle, "plain", ids, new, b)
+    row = {"part": "ties_no_cudnn", "new_tokens": new, "backends": [x.name for x in b],
+           "plain_again": _compare(_greedy(handle, "plain", ids, new, b), ref),
+           "seam_noop": _compare(_greedy(handle, "seam_noop", ids, new, b), ref),
+           "plain_with_cudnn_vs_without": _compare(_greedy(handle, "plain", ids, new), ref)}
+    out.append(row)
+
+
 def ties(out, handle, ids, new: int, device: str, trace_dir: str) -> None:
     """Plain vs plain vs the no-edit seam: tokens, logits, hidden states, SDPA kernels."""
     model = handle.model
-    runs = {}
-    for name, v in (("plain", "plain"), ("plain_again", "plain"), ("seam_noop", "seam_noop"), ("seam_noop_again", "seam_noop")):
-        with torch.no_grad(), _ctx(handle, interventions_for(v, handle, ids.shape[1])):
-            o = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=new, min_new_tokens=new,
-                               do_sample=False, return_dict_in_generate=True, output_scores=True)
-        runs[name] = (o.sequences[:, ids.shape[1]:].cpu(), torch.stack(o.scores, 1).float().cpu())   # [B, new], [B, new, V]
+    runs = {name: _greedy(handle, v, ids, new) for name, v in
+            (("plain", "plain"), ("plain_again", "plain"), ("seam_noop", "seam_noop"), ("seam_noop_again", "seam_noop"))}
     ref_tok, ref_sc = runs["plain"]
     row = {"part": "ties", "new_tokens": new}
     for name in ("plain_again", "seam_noop", "seam_noop_again"):
-        tok, sc = runs[name]
-        diff = (tok != ref_tok).any(0).nonzero()
-        first = int(diff[0]) if len(diff) else None
-        r = {"same_tokens": bool(torch.equal(tok, ref_tok)), "first_diff_step": first,
-             "step0_logits_identical": bool(torch.equal(sc[:, 0], ref_sc[:, 0])),
-             "step0_max_abs_logit_diff": float((sc[:, 0] - ref_sc[:, 0]).abs().max())}
-        if first is not None:
-            top2 = ref_sc[:, first].topk(2, -1).values                                   # [B, 2]
-            r["plain_top1_minus_top2_at_first_diff"] = float((top2[:, 0] - top2[:, 1]).min())
-            r["max_abs_logit_diff_at_first_diff"] = float((sc[:, first] - ref_sc[:, first]).abs().max())
-        row[name] = r
+        row[name] = _compare(runs[name], runs["plain"])
     gaps = (lambda t: t[..., 0] - t[..., 1])(ref_sc.topk(2, -1).values)                 # [B, new]
     row["plain_top1_top2_gap"] = {"median": float(gaps.median()), "min": float(gaps.min()),
                                   "logit_std": float(ref_sc.std())}
