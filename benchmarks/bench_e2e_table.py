@@ -24,8 +24,8 @@ torch.profiler trace of one decode step and cProfile of eight, and the plain-vs-
 into ``profile_decode.json`` next to --out (traces under --traces).
 
 Part ``ties``: ``profile_decode.ties`` (plain vs plain again vs the no-edit seam: tokens, logits, per-layer
-prefill hidden states, attention kernel names) and the same with cuDNN attention off, run after the timed
-parts (it starts the profiler, which slows every later launch in the process).
+prefill hidden states) and the same with cuDNN attention off, between parts gen and static (no profiler: a
+torch.profiler session slows every later launch of the process, measured in session 5's first call).
 
 Part ``table`` ("the end-to-end GPU table"): ``probe scan``'s sink capture (received + entropy per head,
 hidden-state summaries; ``probe.capture(..., backend=...)`` + ``rec.run``) with the native backend, the
@@ -497,21 +497,22 @@ def main(argv=None) -> int:
         if "table" in parts and args.llama_sizes:
             part_table(out, h, "llama7b-shape-8layers (random init)", [int(n) for n in args.llama_sizes.split(",")],
                        methods, args.device, args.repeats, args.budget, best=args.best)
-        if "static" in parts and left(args.budget) > 25:
-            part_static(out, h, args.device, args.prompt, args.new, not args.no_compile, args.budget,
-                        args.static_variants.split(","))
-        if "ties" in parts and left(args.budget) > 10:      # plain vs plain vs seam, with and without cuDNN attention
+        if "ties" in parts and left(args.budget) > 10:      # plain vs plain vs seam, with and without cuDNN (no profiler)
             from benchmarks import profile_decode
 
             ids = torch.randint(3, h.model.config.vocab_size, (1, args.prompt), generator=torch.Generator().manual_seed(1)).to(args.device)
             rows: list = []
             try:
-                profile_decode.ties(rows, h, ids, args.new, args.device, args.traces or os.path.dirname(os.path.abspath(args.out)))
+                profile_decode.ties(rows, h, ids, args.new, args.device, args.traces or os.path.dirname(os.path.abspath(args.out)),
+                                    kernels=False)
                 profile_decode.ties_without_cudnn(rows, h, ids, args.new)
             except Exception as err:  # noqa: BLE001
                 rows.append({"part": "ties", "error": f"{type(err).__name__}: {str(err)[:300]}"})
             for r in rows:
                 out.add(r)
+        if "static" in parts and left(args.budget) > 25:
+            part_static(out, h, args.device, args.prompt, args.new, not args.no_compile, args.budget,
+                        args.static_variants.split(","))
         h = None
         if args.device.startswith("cuda"):
             torch.cuda.empty_cache()

@@ -229,8 +229,9 @@ def ties_without_cudnn(out, handle, ids, new: int) -> None:
     out.append(row)
 
 
-def ties(out, handle, ids, new: int, device: str, trace_dir: str) -> None:
-    """Plain vs plain vs the no-edit seam: tokens, logits, hidden states, SDPA kernels."""
+def ties(out, handle, ids, new: int, device: str, trace_dir: str, kernels: bool = True) -> None:
+    """Plain vs plain vs the no-edit seam: tokens, logits, hidden states, and (``kernels``, CUDA) the attention kernels
+    of a short generate, from a profiler trace (the profiler slows every later launch of the process)."""
     model = handle.model
     runs = {name: _greedy(handle, v, ids, new) for name, v in
             (("plain", "plain"), ("plain_again", "plain"), ("seam_noop", "seam_noop"), ("seam_noop_again", "seam_noop"))}
@@ -250,7 +251,7 @@ def ties(out, handle, ids, new: int, device: str, trace_dir: str) -> None:
     row["prefill_hidden_max_abs_diff_per_layer"] = [float((a - b).abs().max()) for a, b in zip(hs["plain"], hs["seam_noop"])]
     hs = None
     # which attention kernels run in the prefill and in one decode step (plain vs seam)
-    if device.startswith("cuda"):
+    if kernels and device.startswith("cuda"):
         from torch.profiler import ProfilerActivity, profile
 
         kernels = {}

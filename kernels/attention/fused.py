@@ -10,7 +10,6 @@ window < 1. Top-k of the last rows is taken by the reference on those few rows (
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 import weakref
 from typing import Optional
@@ -147,7 +146,9 @@ def _on_q_device(fn):
     unordered with cuda:1's work, and its statistics came back stale (found on the H200 x2)."""
     @functools.wraps(fn)
     def on_device(q: Tensor, k: Tensor, v: Tensor, **kw) -> AttentionResult:
-        with torch.cuda.device(q.device) if q.is_cuda else contextlib.nullcontext():   # CPU: TRITON_INTERPRET
+        if not q.is_cuda or q.get_device() == torch.cuda.current_device():   # CPU (TRITON_INTERPRET) / already current:
+            return fn(q, k, v, **kw)                                          # no device switch (a per-call host cost)
+        with torch.cuda.device(q.device):
             return fn(q, k, v, **kw)
     return on_device
 
