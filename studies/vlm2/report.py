@@ -407,6 +407,10 @@ def summary_row(folder: Path) -> dict:
     comp = pd.read_csv(res / "comparisons.csv")
     b = bench["pope"]["baseline"]
     acc = ", ".join(f"{s} {b[s]['accuracy']['value']:.3f}" for s in SPLITS if s in b)
+    above = [b[s]["accuracy"]["low"] > 0.5 for s in SPLITS if s in b]
+    pope_word = ("above chance in every split (95 % intervals)" if all(above) else
+                 "chance: the yes/no answers ignore the image" if not any(above) else
+                 f"above chance in {sum(above)} of {len(above)} splits")
     ch = bench["chair"]
     main = comp[~comp.condition.map(_is_random) & ~comp.condition.str.startswith("snap")]
     pope_ = main[main.metric.str.startswith("accuracy")]
@@ -420,7 +424,7 @@ def summary_row(folder: Path) -> dict:
     var_v = set(main[(main.metric == "CHAIR_s") & main.condition.str.startswith("var")].verdict)
     var_word = "no effect" if var_v == {"no effect"} else ", ".join(sorted(var_v))
     return dict(study="studio-vlm2 (64 image tokens, multi-object scenes): POPE / CHAIR, VAR, VHR",
-                result=f"baseline POPE accuracy {acc} (chance: the yes/no answers ignore the image), "
+                result=f"baseline POPE accuracy {acc} ({pope_word}), "
                        f"{cap('baseline')}; visual sinks in {d.get('items_with_any_visual_sink')} of {d.get('items')} items "
                        f"({d.get('visual_sinks_per_item_layer_mean', float('nan')):.2f} per item-layer); POPE accuracy vs baseline: {n_sig} of {len(pope_)} VAR/VHR comparisons "
                        f"significant (Holm); VAR on CHAIR_s: {var_word}; VHR "
