@@ -12,6 +12,11 @@ i.e. host-bound when the launch path costs more than the GPU work. Variants:
     var             Redistribute (sinks {0}, span [1, 33), keep 0.5 on every head): split-KV decode
     var_prefill     the same through the prefill kernel at T = 1
     uniform         HeadMask uniform on one head: split-KV decode
+    act_bits, var_bits, act_split_gather, var_split_nocap
+                    the other column modes / register caps of the split kernel (``fused.DECODE_EDIT_CFG`` holds
+                    the defaults that act / var use)
+    act_chunk_s4, var_block_s4
+                    session 4's defaults (ACT masks whole key chunks, VAR tests each block; no register cap)
 Per-token estimate: the recorded unmodified per-token device time of the whole 32-layer Llama-7B
 shape (benchmarks/results/bench_decode_gpu_h200.json) plus 32 x (variant - sdpa) per layer.
 
@@ -51,11 +56,10 @@ def decode_inputs(H, KV, D, B, S, dev="cuda"):
     return q, k, v, D ** -0.5, act, var
 
 
-def _variants(H, KV, D, B, S):
+def _variants(H, KV, D, B, S, dev="cuda"):
     from kernels.attention import fused as tri
     from kernels.attention.api import AttentionEdits, AttentionResult
 
-    dev = "cuda"
     q, k, v, scale, act, var = decode_inputs(H, KV, D, B, S, dev)
     uni = AttentionEdits(head_uniform=torch.arange(H, device=dev) == 3)
 
@@ -75,6 +79,15 @@ def _variants(H, KV, D, B, S):
         "var": lambda: tri.attention(q, k, v, scale=scale, edits=var),
         "var_prefill": prefill_path(var),
         "uniform": lambda: tri.attention(q, k, v, scale=scale, edits=uni),
+        # the other column modes of decode_fwd_kernel (fused.DECODE_EDIT_CFG holds the defaults "act" / "var" use)
+        "act_bits": lambda: tri.attention(q, k, v, scale=scale, edits=act, opts={"col_mode": "bits"}),
+        "var_bits": lambda: tri.attention(q, k, v, scale=scale, edits=var, opts={"col_mode": "bits"}),
+        "act_split_gather": lambda: tri.attention(q, k, v, scale=scale, edits=act,
+                                                  opts={"col_mode": "split", "cols_out": False}),
+        "var_split_nocap": lambda: tri.attention(q, k, v, scale=scale, edits=var, opts={"col_mode": "split", "maxnreg": 0}),
+        # session 4's defaults (before this session): ACT masks whole chunks, VAR tests each block; no register cap
+        "act_chunk_s4": lambda: tri.attention(q, k, v, scale=scale, edits=act, opts={"col_mode": "chunk", "maxnreg": 0}),
+        "var_block_s4": lambda: tri.attention(q, k, v, scale=scale, edits=var, opts={"col_mode": "block", "maxnreg": 0}),
     }
 
 
@@ -132,36 +145,67 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--shapes", nargs="+", default=["llama", "smollm"])
+    ap.add_argument("--rep", type=int, default=50, help="ms of each do_bench / do_bench_cudagraph run")
     ap.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS),
-                    help="of sdpa, ours, act, act_prefill, var, var_prefill, uniform")
+                    help="of sdpa, ours, act, act_prefill, var, var_prefill, uniform, act_bits, var_bits, "
+                         "act_split_gather, var_split_nocap, act_chunk_s4, var_block_s4")
     ap.add_argument("--pytest-log", default=None, help="the GPU test run's output (its summary goes in meta)")
     ap.add_argument("--render", nargs="?", const=RESULT, default=None, metavar="RESULT",
                     help="only rewrite kernels/BENCHMARKS.md's decode-edits block from this result file")
+    ap.add_argument("--dry", action="store_true", help="CPU plumbing check under TRITON_INTERPRET=1, tiny sizes")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     if args.render:
         render(args.render)
         return 0
-    if not torch.cuda.is_available():
-        print("needs CUDA", file=sys.stderr)
+    if args.dry:
+        os.environ["TRITON_INTERPRET"] = "1"
+    elif not torch.cuda.is_available():
+        print("needs CUDA (or --dry)", file=sys.stderr)
         return 2
-    from triton.testing import do_bench, do_bench_cudagraph
+    if args.dry:
+        import time
+
+        def do_bench_cudagraph(fn, rep):  # noqa: ARG001 - one timed call: plumbing only
+            t = time.perf_counter()
+            fn()
+            return (time.perf_counter() - t) * 1e3
+        do_bench = do_bench_cudagraph
+    else:
+        from triton.testing import do_bench, do_bench_cudagraph
+    dev = "cpu" if args.dry else "cuda"
     rows = []
+    meta = {"device": "cpu (dry run)" if args.dry else torch.cuda.get_device_name(), "torch": torch.__version__,
+            "triton": __import__("triton").__version__, "argv": sys.argv, "baseline_file": BASELINE,
+            "baseline_token_ms": {f"{b}x{s}": ms for (b, s), ms in _baseline().items()}}
+    if args.pytest_log and os.path.exists(args.pytest_log):
+        with open(args.pytest_log) as f:
+            meta["pytest_tail"] = [ln.strip() for ln in f.read().splitlines() if ln.strip()][-3:]
+
+    def save():
+        if args.out:
+            os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+            with open(args.out, "w") as f:
+                json.dump({"meta": meta, "rows": rows}, f, indent=1)
+
     for shape, H, KV, D, B, S in CASES:
         if shape not in args.shapes:
             continue
+        if args.dry:
+            H, KV, B, S = max(2, H // 16), max(1, KV // 16), min(B, 2), 96
         base = None
-        for name, fn in _variants(H, KV, D, B, S).items():
+        for name, fn in _variants(H, KV, D, B, S, dev).items():
             if name not in args.variants:
                 continue
             row = {"shape": shape, "H": H, "KV": KV, "D": D, "B": B, "S": S, "variant": name}
             try:
                 fn()
-                torch.cuda.synchronize()
-                runs = sorted(float(do_bench_cudagraph(fn, rep=50)) for _ in range(args.repeats))
+                if not args.dry:
+                    torch.cuda.synchronize()
+                runs = sorted(float(do_bench_cudagraph(fn, rep=args.rep)) for _ in range(args.repeats))
                 row["ms"] = runs[len(runs) // 2]
                 row["runs_ms"] = runs
-                eager = sorted(float(do_bench(fn, rep=50)) for _ in range(args.repeats))
+                eager = sorted(float(do_bench(fn, rep=args.rep)) for _ in range(args.repeats))
                 row["eager_ms"] = eager[len(eager) // 2]        # with Python launch cost (no graph)
             except Exception as e:  # noqa: BLE001 - a benchmark reports what failed
                 row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}"
@@ -175,16 +219,8 @@ def main(argv=None) -> int:
                     row["token_x_est"] = (tok + 32 * (row["ms"] - base)) / tok
             rows.append(row)
             print(json.dumps(row), flush=True)
-    meta = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
-            "triton": __import__("triton").__version__, "argv": sys.argv, "baseline_file": BASELINE,
-            "baseline_token_ms": {f"{b}x{s}": ms for (b, s), ms in _baseline().items()}}
-    if args.pytest_log and os.path.exists(args.pytest_log):
-        with open(args.pytest_log) as f:
-            meta["pytest_tail"] = [ln.strip() for ln in f.read().splitlines() if ln.strip()][-3:]
-    if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, "w") as f:
-            json.dump({"meta": meta, "rows": rows}, f, indent=1)
+            save()
+    save()
     return 0
 
 

@@ -129,10 +129,11 @@ def _decode_split_block(
     b_q, p_k, p_v, s_ks, s_vs, j0, lo, j_hi, scale, softcap, uni, p_cols, m_g,
     b_m, b_l, b_acc, b_m2, b_lx, b_acc2, b_tm, sp0, sp1,
     D: tl.constexpr, BS: tl.constexpr, BG: tl.constexpr, C: tl.constexpr,
-    USE_SOFTCAP: tl.constexpr, USE_UNIFORM: tl.constexpr, USE_VAR: tl.constexpr,
+    USE_SOFTCAP: tl.constexpr, USE_UNIFORM: tl.constexpr, USE_VAR: tl.constexpr, COLS_OUT: tl.constexpr,
     PREC: tl.constexpr, UPCAST: tl.constexpr,
 ):
-    """One key block that holds an edited column or VAR span key (split mode). The main state (b_m, b_l, b_acc)
+    """One key block that holds an edited column or VAR span key (split / bits modes). COLS_OUT (ACT): b_acc2
+    takes the columns' P.V (the combine then needs no column gathers). The main state (b_m, b_l, b_acc)
     takes only the keys that are not edited columns; the side state, scaled to its own max b_m2, takes the
     columns' mass b_lx and VAR's target mass / accumulator (sums of positive terms only: no cancellation)."""
     o_j = j0 + tl.arange(0, BS)                                               # [BS]
@@ -154,7 +155,10 @@ def _decode_split_block(
     b_pv = tl.where(n_c > 0, 0.0, b_p)                                        # [BG, BS] kept keys
     b_l = b_l * b_alpha + tl.sum(b_pv, 1)
     b_acc = b_acc * b_alpha[:, None] + dot(b_pv.to(b_v.dtype), b_v, PREC, UPCAST)  # [BG, D]
-    b_lx = b_lx * b_a2 + tl.sum(tl.where(n_c > 0, b_p, 0.0), 1)
+    b_px = tl.where(n_c > 0, b_p, 0.0)                                        # [BG, BS] edited columns
+    b_lx = b_lx * b_a2 + tl.sum(b_px, 1)
+    if COLS_OUT:
+        b_acc2 = b_acc2 * b_a2[:, None] + dot(b_px.to(b_v.dtype), b_v, PREC, UPCAST)
     if USE_VAR:
         m_tg = (o_j[None, :] >= sp0) & (o_j[None, :] < sp1) & (n_c == 0)      # [BG, BS] span targets
         b_pt = tl.where(m_tg, b_p, 0.0)
@@ -170,6 +174,7 @@ def _decode_split_block(
     "USE_LR": lambda a: a["plr"] is not None,
     "USE_VAR": lambda a: a["redist_span"] is not None,
     "USE_UNIFORM": lambda a: a["head_uniform"] is not None,
+    "COLS_OUT": lambda a: a["col_idx"] is not None and a["redist_span"] is None and a["ptm"] is not None,
     "CP": lambda a: max(2, triton.next_power_of_2(max(a["C"], 1))),
     "PREC": precision,
     "UPCAST": lambda a: INTERPRET,
@@ -182,14 +187,17 @@ def decode_fwd_kernel(
     H: tl.constexpr, KV: tl.constexpr, G: tl.constexpr, D: tl.constexpr, BG: tl.constexpr,
     BS: tl.constexpr, C: tl.constexpr, CP: tl.constexpr,
     USE_WINDOW: tl.constexpr, USE_SOFTCAP: tl.constexpr, USE_COLS: tl.constexpr, USE_LR: tl.constexpr,
-    USE_VAR: tl.constexpr, USE_UNIFORM: tl.constexpr, COL_MODE: tl.constexpr,
+    USE_VAR: tl.constexpr, USE_UNIFORM: tl.constexpr, COLS_OUT: tl.constexpr, COL_MODE: tl.constexpr,
     PREC: tl.constexpr, UPCAST: tl.constexpr,
 ):
     """Partials per (b, h, chunk): pm, pl (, plr) [B, H, NSPLIT] and po (, po2) [B, H, NSPLIT, D],
     ptm [B, H, NSPLIT], all float32. col_idx [B, H, C] deduplicated (-1 unused). COL_MODE, where the edited
     columns (VAR: and its span) are taken out, in a chunk that holds one: 0 = mask every key block of that chunk,
     1 = test each key block and mask only those that hold one, 2 = split: plain runs of key blocks (the loop of
-    the unedited kernel) between the blocks that hold one, found by one reduction per such block."""
+    the unedited kernel) between the blocks that hold one, found by one reduction per such block, 3 = bits: the
+    unedited loop over every block with those masked out (one bit test per block), then only those (a chunk of
+    at most 62 blocks). COLS_OUT (ACT, modes 2 / 3): ptm / po2 take the columns' mass and P.V, so the combine
+    gathers no column."""
     i_sp, i_bk = tl.program_id(0), tl.program_id(1)
     i_b, i_kh = (i_bk // KV).to(tl.int64), (i_bk % KV).to(tl.int64)
     o_g = tl.arange(0, BG)                                                    # [BG]
@@ -250,7 +258,7 @@ def decode_fwd_kernel(
                     b_m, b_l, b_acc, b_m2, b_lx, b_acc2, b_tm = _decode_split_block(
                         b_q, p_k, p_v, s_ks, s_vs, j1, lo, j_hi, scale, softcap, uni, p_cols, m_g,
                         b_m, b_l, b_acc, b_m2, b_lx, b_acc2, b_tm, sp0, sp1, D, BS, BG, C,
-                        USE_SOFTCAP, USE_UNIFORM, USE_VAR, PREC, UPCAST)
+                        USE_SOFTCAP, USE_UNIFORM, USE_VAR, COLS_OUT, PREC, UPCAST)
                 cur = nb + BS
             # main state = the kept keys; side state to the final max: l = kept + columns
             b_a2 = tl.exp2(b_m2 - b_m)                                        # [BG]
@@ -258,6 +266,9 @@ def decode_fwd_kernel(
             b_l = b_l + b_lx * b_a2
             if USE_VAR:
                 b_tm = b_tm * b_a2
+                b_acc2 = b_acc2 * b_a2[:, None]
+            if COLS_OUT:
+                b_tm = b_lx * b_a2                                            # columns' mass and P.V
                 b_acc2 = b_acc2 * b_a2[:, None]
         elif COL_MODE == 3:
             # pass 1: the unedited loop over every block of the chunk, the blocks that hold an edited column (or a
@@ -278,13 +289,16 @@ def decode_fwd_kernel(
                     b_m, b_l, b_acc, b_m2, b_lx, b_acc2, b_tm = _decode_split_block(
                         b_q, p_k, p_v, s_ks, s_vs, j2, lo, j_hi, scale, softcap, uni, p_cols, m_g,
                         b_m, b_l, b_acc, b_m2, b_lx, b_acc2, b_tm, sp0, sp1, D, BS, BG, C,
-                        USE_SOFTCAP, USE_UNIFORM, USE_VAR, PREC, UPCAST)
+                        USE_SOFTCAP, USE_UNIFORM, USE_VAR, COLS_OUT, PREC, UPCAST)
                 bits = bits & (bits - 1)
             b_a2 = tl.exp2(b_m2 - b_m)                                        # [BG]
             b_lr = b_l
             b_l = b_l + b_lx * b_a2
             if USE_VAR:
                 b_tm = b_tm * b_a2
+                b_acc2 = b_acc2 * b_a2[:, None]
+            if COLS_OUT:
+                b_tm = b_lx * b_a2                                            # columns' mass and P.V
                 b_acc2 = b_acc2 * b_a2[:, None]
         elif special:
             if COL_MODE == 1:
@@ -317,7 +331,7 @@ def decode_fwd_kernel(
     tl.store(po + o_p[:, None] * D + o_d[None, :], b_acc, mask=m_g[:, None])
     if USE_LR:
         tl.store(plr + o_p, b_lr, mask=m_g)
-    if USE_VAR:
+    if USE_VAR or COLS_OUT:
         tl.store(ptm + o_p, b_tm, mask=m_g)
         tl.store(po2 + o_p[:, None] * D + o_d[None, :], b_acc2, mask=m_g[:, None])
 
@@ -331,6 +345,7 @@ def decode_fwd_kernel(
     "USE_UNIFORM": lambda a: a["head_uniform"] is not None,
     "USE_HMEAN": lambda a: a["head_mean"] is not None,
     "USE_HSCALE": lambda a: a["head_scale"] is not None,
+    "COLS_DONE": lambda a: a["col_idx"] is not None and a["redist_span"] is None and a["ptm"] is not None,
 })
 @triton.jit
 def decode_combine_kernel(
@@ -341,8 +356,10 @@ def decode_combine_kernel(
     H: tl.constexpr, G: tl.constexpr, D: tl.constexpr, NSP: tl.constexpr, C: tl.constexpr,
     STORE_LSE: tl.constexpr, USE_WINDOW: tl.constexpr, USE_SOFTCAP: tl.constexpr, USE_COLS: tl.constexpr,
     USE_VAR: tl.constexpr, USE_UNIFORM: tl.constexpr, USE_HMEAN: tl.constexpr, USE_HSCALE: tl.constexpr,
+    COLS_DONE: tl.constexpr,
 ):
-    """o [B, 1, H, D] (and lse [B, H, 1]) from the partials; the edit epilogue of the prefill kernel."""
+    """o [B, 1, H, D] (and lse [B, H, 1]) from the partials; the edit epilogue of the prefill kernel. COLS_DONE
+    (ACT): the columns' mass and P.V come in ptm / po2 from the split kernel instead of gathers here."""
     i_bh = tl.program_id(0)
     i_b, i_h = (i_bh // H).to(tl.int64), (i_bh % H).to(tl.int64)
     o_n = tl.arange(0, NSP)                                                   # [NSP]
@@ -361,7 +378,16 @@ def decode_combine_kernel(
     l_all = tl.where(ok, l_all, 1.0)
     b_acc = tl.sum(b_po * b_w[:, None], 0)                                    # [D]
     b_o = b_acc / l_all                                                       # [D]
-    if USE_COLS:
+    if COLS_DONE:
+        b_mc = tl.sum(tl.load(ptm + i_bh * NSPLIT + o_n, mask=m_n, other=0.0) * b_w, 0) / l_all       # column mass
+        b_oc = tl.sum(tl.load(po2 + o_pd, mask=m_n[:, None], other=0.0) * b_w[:, None], 0) / l_all  # [D]
+        beta = tl.load(col_scale + i_bh).to(tl.float32)
+        b_lr = tl.load(plr + i_bh * NSPLIT + o_n, mask=m_n, other=0.0)        # [NSP]
+        l_rest = tl.sum(b_lr * b_w, 0)
+        ed = l_rest > 0
+        b_rest = b_acc / tl.where(ed, l_rest, 1.0)                            # [D]
+        b_o = tl.where(ed, (1.0 - beta * b_mc) * b_rest + beta * b_oc, b_o + b_oc)
+    elif USE_COLS:
         i_kh = i_h // G
         b_q = tl.load(q + i_b * s_qb + i_h * s_qh + o_d).to(tl.float32)       # [D]
         p_k = k + i_b * s_kb + i_kh * s_kh

@@ -222,8 +222,9 @@ _HEURISTICS: dict = {}
 _HEURISTIC_INPUTS = {
     "attention_fwd_kernel": (("lse", "ent", "spm", "snk", "redist_span", "col_idx", "head_uniform", "head_mean",
                               "head_scale", "kd"), ("SPAN_POST", "SEG", "NS", "C")),
-    "decode_fwd_kernel": (("col_idx", "plr", "redist_span", "head_uniform"), ("C",)),
-    "decode_combine_kernel": (("lse", "col_idx", "redist_span", "head_uniform", "head_mean", "head_scale"), ()),
+    "decode_fwd_kernel": (("col_idx", "plr", "ptm", "redist_span", "head_uniform"), ("C",)),
+    "decode_combine_kernel": (("lse", "col_idx", "ptm", "redist_span", "head_uniform", "head_mean", "head_scale"),
+                              ()),
     "received_fwd_kernel": (("qd",), ("KEYMAJOR", "NPOLY")),
 }
 # Tests set this: every launch also evaluates the heuristics afresh and checks the cached values against them.
@@ -296,7 +297,8 @@ def attention(
             (the received-mass kernel's tile), the prefill switches "seg" / "span_post" / "reload_q" /
             "tma" / "fma" (see ``tiles.PREFILL_SWITCHES``), the decode switches "col_mode" (see
             ``DECODE_COL_MODES``; "block_test": True / False = "block" / "chunk"), "nsplit" (a forced
-            key-split count), "dtile" (BS, num_warps, num_stages) and "maxnreg" (a register cap).
+            key-split count), "dtile" (BS, num_warps, num_stages), "maxnreg" (a register cap) and "cols_out" (False:
+            ACT's split / bits modes leave the column gathers to the combine kernel).
     Returns:
         AttentionResult with out [B, T, H, D] in q's dtype; lse / entropy [B, H, T],
         sink_mass [B, H, T, P], span_mass [B, H, T, NS], received_sum [B, H, S],
@@ -518,6 +520,14 @@ _DECODE_CFG: dict = {}
 # masked out (one bit test per block) and then only those blocks (a chunk <= 62 key blocks)
 DECODE_COL_MODES = ("chunk", "block", "split", "bits")
 _BITS_MAX_BLOCKS = 62    # "bits": a chunk's key blocks in one int64 mask
+# decode with edited columns (ACT / VAR): the column mode per edit kind and the split kernel's register cap per
+# head_dim (ptxas maxnreg; None = no cap). Session 5 profile on the H200, Triton 3.6
+# (benchmarks/results/decode_kernels_profile_h200.json, Llama shape, µs per layer, SDPA 121.4 at 16 x 2048): the
+# edited kernels lost at batch 16 because fewer of their CTAs fit an SM: "chunk" / "block" take 69,632 B of shared
+# memory (three loops, three sets of buffers; the unedited kernel 38,912 B) -> 3 CTAs per SM, 1.29 waves of the
+# 512 (sequence, head) programs: ACT chunk 168.9 (ours 124.6, 5 CTAs per SM, 0.78 waves). "split" keeps 38,912 B;
+# capped at 128 registers 4 CTAs fit (0.97 waves): ACT split 129.8 (165.8 at 168 registers, 3 CTAs).
+DECODE_EDIT_CFG: dict = {"col_mode": {"act": "split", "var": "split"}, "maxnreg": {64: 128, 128: 128}}
 
 
 def _decode_cfg(D: int, itemsize: int, dev) -> tuple:
@@ -540,7 +550,8 @@ def _decode(q, k, v, out, lse, key_start, ed: _Edits, common, opts: Optional[dic
     KV, S = k.shape[1], k.shape[2]
     G = H // KV
     BS, nw, stages, slots = _decode_cfg(D, q.element_size(), q.device)
-    col_mode = "block" if tiles.DECODE_SWITCHES["block_test"]["var" if ed.var else "act"] else "chunk"
+    col_mode = DECODE_EDIT_CFG["col_mode"]["var" if ed.var else "act"]
+    maxnreg = DECODE_EDIT_CFG["maxnreg"].get(D) if ed.cols is not None and not INTERPRET else None
     if opts and "block_test" in opts:
         col_mode = "block" if opts["block_test"] else "chunk"
     if opts and "col_mode" in opts:
@@ -555,13 +566,16 @@ def _decode(q, k, v, out, lse, key_start, ed: _Edits, common, opts: Optional[dic
     chunk = _cdiv(_cdiv(S, nsplit), BS) * BS
     nsplit = _cdiv(S, chunk)
     n = B * H * nsplit
-    width = D + 2 + (1 if ed.act else 0) + ((D + 1) if ed.var else 0)
+    # VAR targets, or ACT's columns (split / bits: the combine gathers none; opts "cols_out": False for the gathers)
+    side = ed.var or (ed.act and col_mode in ("split", "bits") and (opts or {}).get("cols_out", True))
+    width = D + 2 + (1 if ed.act else 0) + ((D + 1) if side else 0)
     part = _alloc(n * width, dtype=torch.float32, device=q.device)      # one allocation, cut into views at once:
-    # po [B, H, nsplit, D], pm, pl [B, H, nsplit], then plr [B, H, nsplit] (ACT) or po2 [.., D], ptm [..] (VAR)
-    views = part.split_with_sizes((n * D, n, n) + ((n,) if ed.act else ()) + ((n * D, n) if ed.var else ()))
+    # po [B, H, nsplit, D], pm, pl [B, H, nsplit], then plr [B, H, nsplit] (ACT), then po2 [.., D], ptm [..] (VAR
+    # targets, or ACT's columns in split / bits mode)
+    views = part.split_with_sizes((n * D, n, n) + ((n,) if ed.act else ()) + ((n * D, n) if side else ()))
     po, pm, pl = views[0], views[1], views[2]
     plr = views[3] if ed.act else None
-    po2, ptm = (views[3], views[4]) if ed.var else (None, None)
+    po2, ptm = (views[-2], views[-1]) if side else (None, None)
     sq, sk, sv, so = q.stride(), k.stride(), v.stride(), out.stride()
     strides = dict(s_qb=sq[0], s_qh=sq[1], s_kb=sk[0], s_kh=sk[1], s_ks=sk[2], s_vb=sv[0], s_vh=sv[1], s_vs=sv[2])
     fwd = dict(
@@ -580,6 +594,8 @@ def _decode(q, k, v, out, lse, key_start, ed: _Edits, common, opts: Optional[dic
         H=H, G=G, D=D, NSP=max(2, _pow2(nsplit)), C=ed.C, num_warps=4, **strides, **common,
     )
     if opts and "maxnreg" in opts:                                    # tuning runs: a register cap (CTAs per SM)
-        fwd["maxnreg"] = int(opts["maxnreg"])
+        maxnreg = opts["maxnreg"]
+    if maxnreg:
+        fwd["maxnreg"] = int(maxnreg)
     return [_launch("decode_fwd_kernel", (nsplit, B * KV), fwd),
             _launch("decode_combine_kernel", (B * H,), combine)]
