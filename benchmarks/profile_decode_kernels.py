@@ -17,6 +17,7 @@ SDPA's kernels at each case (names and device time from ``torch.profiler``) are 
 ``--dry`` runs everything on the CPU under TRITON_INTERPRET=1 at tiny sizes (plumbing only).
 
     python -m benchmarks.profile_decode_kernels --out benchmarks/results/decode_kernels_profile_h200.json
+    python -m benchmarks.profile_decode_kernels --render   # kernels/BENCHMARKS.md's block from that file
 """
 from __future__ import annotations
 
@@ -111,13 +112,57 @@ def sdpa_kernels(fn, cuda: bool) -> list:
     return out
 
 
+BLOCK = "decode-kernels-profile"    # the kernels/BENCHMARKS.md block that ``--render`` writes
+RESULT = os.path.join(os.path.dirname(__file__), "results", "decode_kernels_profile_h200.json")
+BENCHMARKS = os.path.join(os.path.dirname(__file__), "..", "kernels", "BENCHMARKS.md")
+
+
+def table(data: dict) -> str:
+    """The ``decode-kernels-profile`` block: one row per case and configuration of a result file of this script."""
+    meta = data["meta"]
+    out = [f"Device: {meta.get('device')}, torch {meta.get('torch')}, Triton {meta.get('triton')}, {meta.get('sms')} SMs; "
+           f"µs per layer = median of {meta.get('repeats')} CUDA-graph replays of the whole call; split / combine: each "
+           "launch alone, one replay; CTAs per SM from the compiled split kernel's registers and shared memory "
+           "(the limiting one named); waves = grid / (CTAs per SM x SMs); plan µs: ``fused.plan`` on the host.", "",
+           "| case | variant | µs per layer | × SDPA | split kernel µs | combine µs | nsplit | registers (spills) "
+           "| shared B | CTAs / SM | waves | plan µs |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|"]
+    for r in data["rows"]:
+        case = f"{r['shape']} {r['B']} x {r['S']}"
+        if r["variant"] == "sdpa":
+            names = ", ".join(k[0].split("_kernel")[0][:48] for k in r.get("kernels", []))
+            out.append(f"| {case} | sdpa ({names}) | {r['ms'] * 1e3:.1f} | 1.00 | | | | | | | | |")
+            continue
+        if "ms" not in r:
+            out.append(f"| {case} | {r['variant']} | {r.get('skipped', r.get('error', ''))} | | | | | | | | | |")
+            continue
+        out.append(f"| {case} | {r['variant']} | {r['ms'] * 1e3:.1f} | {r['x_sdpa']:.3f} | {r['fwd_ms'] * 1e3:.1f} | "
+                   f"{r['combine_ms'] * 1e3:.1f} | {r['nsplit']} | {r.get('regs', '')} ({r.get('spills', '')}) | "
+                   f"{r.get('smem', '')} | {r.get('ctas_per_sm', '')} ({r.get('limit', '')}) | {r.get('waves', '')} | "
+                   f"{r['host_us']:.0f} |")
+    return "\n".join(out) + "\n"
+
+
+def render(path: str = RESULT, page: str = BENCHMARKS) -> None:
+    """Rewrite the ``decode-kernels-profile`` block of kernels/BENCHMARKS.md from the result file."""
+    from pathlib import Path
+
+    from studies.tables import write_blocks
+    with open(path) as f:
+        write_blocks(Path(page), {BLOCK: table(json.load(f))})
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--render", nargs="?", const=RESULT, default=None, metavar="RESULT",
+                    help="only rewrite kernels/BENCHMARKS.md's decode-kernels-profile block from this result file")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--budget-s", type=float, default=70.0, help="no new configuration starts after this")
     ap.add_argument("--dry", action="store_true")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
+    if args.render:
+        render(args.render)
+        return 0
     if args.dry:
         os.environ["TRITON_INTERPRET"] = "1"
     import torch
