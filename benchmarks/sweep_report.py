@@ -21,7 +21,12 @@ FLUSH_GIB = 0.25   # bench_sweep's L2-flush buffer (256 MiB), allocated for the 
 
 
 def _sw(opts: dict) -> str:
-    on = [k for k in ("seg", "span_post", "reload_q", "tma", "fma") if opts.get(k)]
+    on = [k for k in ("seg", "span_post", "reload_q", "tma", "fma", "rev") if opts.get(k)]
+    on += [k for k in ("r_keymajor", "r_fma", "r_tma") if opts.get(k)]
+    if opts.get("r_poly"):
+        on.append(f"r_poly={opts['r_poly']}")
+    if not opts:
+        return "recorded defaults"
     return "+".join(on) if on else "none"
 
 
@@ -44,7 +49,8 @@ def headline(rows) -> str:
             out.append(f"| {r['shape']} | {r['method']} | | | {r.get('error', r.get('skipped', ''))} | | | |")
             continue
         x = f"{r['x_sdpa']:.3f}" if "x_sdpa" in r else "1.000"
-        out.append(f"| {r['shape']} | {r['method']} | {_tile(r['opts'])} | {_sw(r['opts'])} | {r['ms']:.3f} | {x} | "
+        tile, sw = ("", "") if r["variant"] == "sdpa" else (_tile(r["opts"]), _sw(r["opts"]))
+        out.append(f"| {r['shape']} | {r['method']} | {tile} | {sw} | {r['ms']:.3f} | {x} | "
                    f"{r['peak_gib'] - FLUSH_GIB:.3f} | {r['io_gib']:.3f} |")
     return "\n".join(out)
 
@@ -76,7 +82,7 @@ def decode(rows) -> str:
 def _best_headline(rows, shape, variant):
     """The faster of the before / best headline rows of a variant (what the recorded table now gives)."""
     rs = [r for r in rows if r.get("kind") == "headline" and r["shape"] == shape and r["variant"] == variant
-          and "ms" in r and r["method"] in (f"{variant}_before", f"{variant}_best")]
+          and "ms" in r and r["method"] in (f"{variant}_before", f"{variant}_best", f"{variant}_default")]
     return min(rs, key=lambda r: r["ms"]) if rs else None
 
 
