@@ -48,34 +48,29 @@ _SP = {"span_post": True, "reload_q": True, "fma": True}        # the statistics
 _SEG = {"seg": True, "reload_q": True, "fma": True}             # the ACT switches of session 4
 _KM = {"r_keymajor": True, "r_fma": True}                       # the received kernel's key-major form
 # candidates per head_dim and variant: (tile (BT, BS, num_warps, num_stages), switches); the first is the
-# kernel of the tables before session 4 (all switches off, the tile then recorded). Picked on the CPU from
-# the sm_90 build's registers (cuobjdump -res-usage): at d 128 every switch set without TMA spills.
+# recorded default (tiles.py). Session 5 call 1 swept 23 (Llama) + 15 (SmolLM2) candidates picked on the CPU from
+# the sm_90 build's registers (cuobjdump -res-usage: at d 128 every switch set without TMA spills); its winners
+# are the defaults now, its rows are in benchmarks/results/prefill_sweep_h200_call1.json. Call 2 (below) times the
+# defaults and the few candidates left open by call 1.
 SWEEP = {
-    128: {"output": [((128, 128, 8, 3), {}), ((128, 128, 8, 3), {"tma": True, "fma": True}),
-                     ((128, 64, 8, 3), {"tma": True, "fma": True}), ((128, 128, 8, 2), {"tma": True, "fma": True}),
-                     ((128, 128, 8, 3), {"tma": True}), ((128, 128, 8, 3), {"tma": True, "fma": True, "rev": True})],
-          "edit": [((128, 128, 8, 3), {}), ((128, 128, 8, 3), {**_SEG, "tma": True}),
-                   ((128, 64, 8, 3), {**_SEG, "tma": True}), ((64, 64, 4, 3), {**_SEG, "tma": True}),
-                   ((128, 128, 8, 3), {**_SEG, "tma": True, "rev": True})],
-          "stats_fwd": [((64, 64, 4, 3), {}), ((64, 64, 4, 3), {**_SP, "tma": True}),
-                        ((128, 64, 8, 3), {**_SP, "tma": True}), ((128, 128, 8, 3), {**_SP, "tma": True}),
-                        ((64, 64, 4, 3), {**_SP, "tma": True, "rev": True})],
-          "received": [((64, 128, 4, 3), {}), ((64, 128, 4, 3), _KM), ((64, 128, 8, 3), {**_KM, "r_tma": True}),
-                       ((64, 128, 8, 3), _KM), ((128, 128, 8, 3), {**_KM, "r_tma": True}),
-                       ((64, 256, 8, 3), {**_KM, "r_tma": True}), ((128, 128, 8, 3), {**_KM, "r_poly": 1})]},
-    64: {"output": [((64, 64, 4, 3), {}), ((64, 128, 4, 3), {"tma": True, "fma": True})],
-         "edit": [((64, 128, 4, 3), {}), ((64, 128, 4, 3), {**_SEG, "tma": True})],
-         "stats_fwd": [((64, 128, 4, 3), {}), ((64, 128, 4, 3), {**_SP, "tma": True}),
-                       ((64, 64, 4, 3), {**_SP, "tma": True}), ((64, 128, 4, 3), {**_SP, "tma": True, "rev": True})],
-         "received": [((64, 128, 4, 3), {}), ((64, 128, 4, 3), {"r_keymajor": True}), ((64, 128, 4, 3), _KM),
-                      ((64, 128, 4, 3), {**_KM, "r_tma": True}), ((64, 128, 8, 3), _KM),
-                      ((64, 128, 8, 3), {**_KM, "r_tma": True}), ((128, 128, 8, 3), {**_KM, "r_tma": True}),
-                      ((64, 256, 8, 3), {**_KM, "r_tma": True}), ((64, 128, 8, 3), {**_KM, "r_poly": 1}),
-                      ((128, 128, 8, 3), {**_KM, "r_poly": 1, "r_tma": True}),
-                      ((128, 128, 8, 3), {**_KM, "r_poly": 2, "r_tma": True})]},
+    128: {"output": [((128, 128, 8, 3), {"tma": True, "fma": True, "rev": True})],
+          "edit": [((128, 128, 8, 3), {**_SEG, "tma": True, "rev": True})],
+          "stats_fwd": [((128, 128, 8, 3), {**_SP, "tma": True}), ((128, 128, 8, 3), {**_SP, "tma": True, "rev": True}),
+                        ((128, 128, 8, 2), {**_SP, "tma": True, "rev": True})],
+          "received": [((64, 128, 4, 3), {}), ((64, 128, 4, 3), {"r_fma": True}),
+                       ((64, 128, 4, 3), {"r_fma": True, "r_tma": True}), ((64, 128, 4, 2), {"r_fma": True}),
+                       ((64, 64, 4, 3), {"r_fma": True}), ((128, 128, 8, 3), {"r_fma": True, "r_tma": True})]},
+    64: {"output": [((64, 128, 4, 3), {"tma": True, "fma": True}), ((64, 128, 4, 3), {"tma": True, "fma": True, "rev": True})],
+         "edit": [((64, 128, 4, 3), {**_SEG, "tma": True}), ((64, 128, 4, 3), {**_SEG, "tma": True, "rev": True})],
+         "stats_fwd": [((64, 128, 4, 3), {**_SP, "tma": True}), ((64, 128, 4, 3), {**_SP, "tma": True, "rev": True})],
+         "received": [((64, 128, 8, 3), {**_KM, "r_tma": True}), ((64, 128, 8, 3), {"r_keymajor": True, "r_tma": True}),
+                      ((64, 128, 8, 4), {**_KM, "r_tma": True}), ((64, 128, 8, 2), {**_KM, "r_tma": True}),
+                      ((64, 64, 4, 3), {**_KM, "r_tma": True}), ((32, 128, 4, 3), {**_KM, "r_tma": True}),
+                      ((64, 128, 4, 3), {"r_keymajor": True, "r_tma": True})]},
 }
-# variants swept per shape; the SmolLM2 shape's output / ACT were swept in session 4 (sweep_h200.json)
-SWEEP_VARIANTS = {"llama": ("output", "edit", "stats_fwd", "received"), "smollm": ("stats_fwd", "received")}
+# variants swept per shape
+SWEEP_VARIANTS = {"llama": ("output", "edit", "stats_fwd", "received"),
+                  "smollm": ("output", "edit", "stats_fwd", "received")}
 DECODE_CASES = [("llama", 32, 32, 128, 1, 4096), ("llama", 32, 32, 128, 16, 2048), ("smollm", 9, 3, 64, 1, 4096)]
 BASELINE = os.path.join(os.path.dirname(__file__), "results", "bench_decode_gpu_h200.json")
 

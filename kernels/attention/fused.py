@@ -17,13 +17,15 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from . import tiles
+from . import decode_kernel, jit_utils, prefill_kernel, received_kernel, tiles
 from .api import NO_STATS, AttentionEdits, AttentionResult, StatsRequest, check_shapes
 from .decode_kernel import decode_combine_kernel, decode_fwd_kernel
 from .jit_utils import INTERPRET
 from .prefill_kernel import attention_fwd_kernel
 from .received_kernel import received_fwd_kernel
 from .reference import attention as reference_attention
+
+jit_utils.stable_cache_keys(jit_utils, prefill_kernel, received_kernel, decode_kernel)   # same keys in every process
 
 _DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 _MAX_LIST = 16   # ACT columns, VAR sink keys, spans, sink positions per call

@@ -13,6 +13,23 @@ NEG = tl.constexpr(-1.0e30)  # finite "minus infinity": keeps 0 * (s - m) NaN-fr
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 
 
+def stable_cache_keys(*modules) -> int:
+    """Compute the Triton cache key of every JIT function of ``modules``, in order (helpers before the kernels
+    that call them); returns how many. Triton 3.6 folds a called function's global constants into its caller's
+    key only when the callee's key exists already, so a kernel's on-disk cache key depended on which kernel a
+    process hashed first: session 4's timed run (decode kernels first) recompiled every prefill kernel its
+    precompile processes had compiled, and session 5's compile log showed two keys per kernel, split by the
+    processes' first kernel. A fixed order at import gives every process the same keys."""
+    n = 0
+    for m in modules:
+        for obj in list(vars(m).values()):
+            fn = obj if isinstance(obj, triton.runtime.JITFunction) else getattr(obj, "fn", None)  # heuristics wrap
+            if isinstance(fn, triton.runtime.JITFunction):
+                fn.cache_key                                      # noqa: B018 - computed and cached by Triton
+                n += 1
+    return n
+
+
 def precision(args) -> str:
     """``@triton.heuristics`` rule: exact fp32 products for fp32 inputs, tensor cores otherwise."""
     return "ieee" if args["q"].element_size() == 4 else "tf32"

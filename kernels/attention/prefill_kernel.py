@@ -11,9 +11,12 @@ TMA loads) are chosen per variant by ``tiles.PREFILL_SWITCHES``.
 """
 from __future__ import annotations
 
+import sys
+
 import triton
 import triton.language as tl
 
+from . import jit_utils
 from .jit_utils import INTERPRET, LN2, LOG2E, NEG, dot, dot_acc, precision, scores2
 
 
@@ -60,6 +63,11 @@ def _fwd_step(
         c2 = scale * LOG2E
         b_mn = tl.maximum(b_m, tl.max(b_s, 1) * c2)                           # [BT]
         b_x = b_s * c2 - b_mn[:, None]                                        # [BT, BS]
+        if MASK:
+            # a row with no visible key in this block has b_mn = NEG * c2 rounded, and the fused multiply-add
+            # leaves NEG * c2 - b_mn = the product's rounding error, up to ~1e22: exp2 of it is inf (GPU only; the
+            # interpreter does not fuse). Masked scores are set after the FMA instead.
+            b_x = tl.where(m_s, b_x, NEG)
     else:
         b_s = scores2(b_s, scale, softcap, uni, USE_SOFTCAP, USE_UNIFORM)
         if MASK:
@@ -398,3 +406,7 @@ def attention_fwd_kernel(
             b_pc, b_vc = _gather_col(b_qe, p_k, p_v, s_ks, s_vs, idx, p_pos, ks, window, scale,
                                      softcap, uni, b_m, b_l, D, False, USE_WINDOW, USE_SOFTCAP, USE_UNIFORM)
             tl.store(snk + o_row * P + c, tl.where(m_ok, b_pc, 0.0), mask=m_t)
+
+
+# cache keys in a fixed order at import (jit_utils.stable_cache_keys: Triton 3.6 keys depend on hashing order)
+jit_utils.stable_cache_keys(jit_utils, sys.modules[__name__])

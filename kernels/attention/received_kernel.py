@@ -11,9 +11,12 @@ and the lse into one multiply-add per score; TMA loads the Q blocks through a te
 """
 from __future__ import annotations
 
+import sys
+
 import triton
 import triton.language as tl
 
+from . import jit_utils
 from .jit_utils import INTERPRET, LOG2E, NEG, dot, precision, scores2
 
 
@@ -188,3 +191,7 @@ def received_fwd_kernel(
     else:
         b_col = tl.sum(b_r, 0)
     tl.store(rsum + (i_b * H + i_h) * S + o_j, b_col, mask=o_j < S)
+
+
+# cache keys in a fixed order at import (jit_utils.stable_cache_keys: Triton 3.6 keys depend on hashing order)
+jit_utils.stable_cache_keys(jit_utils, sys.modules[__name__])

@@ -17,14 +17,19 @@ PREFILL_TILES: dict = {
     # Session 4 sweep at 64K (benchmarks/results/sweep_h200.json, with the switches below): d64 -> (64, 128, 4, 3)
     # + tma + fma, 10.87 ms vs 12.42 for (64, 64, 4, 3) without (median of 3 do_bench; SDPA 10.72). d128 not
     # swept (the sweep ran out of time before the Llama shape): kept.
+    # Session 5 call 1 (benchmarks/results/prefill_sweep_h200_call1.json, 64K): d128 tile kept, with tma + fma + rev:
+    # 61.21 ms (1.066x SDPA) vs 68.29 all off (median of 3 do_bench); (128, 64, 8, 3) 66.26, (128, 128, 8, 2) 69.76.
     "output": {64: (64, 128, 4, 3), 128: (128, 128, 8, 3), 256: (64, 32, 4, 2)},
     # statistics: tiles_h200.json: d64 1.554 ms vs 1.703 for the output tile; d128 7.309 vs 7.393.
     # Session 4 sweep (sweep_h200.json): d64 tile kept, with span_post + reload_q + tma + fma: the whole
     # statistics call 19.71 ms vs 20.37 (prefill part alone 11.48 vs 13.43 ms, median of 5); d128 not swept.
-    "stats": {64: (64, 128, 4, 3), 128: (64, 64, 4, 3), 256: (64, 32, 4, 2)},
+    # Session 5 call 1 (prefill_sweep_h200_call1.json): d128 -> (128, 128, 8, 3) + span_post + reload_q + tma + fma,
+    # prefill part 64.57 ms vs 70.79 for (64, 64, 4, 3) with the same switches and 78.53 all off (median of 5).
+    "stats": {64: (64, 128, 4, 3), 128: (128, 128, 8, 3), 256: (64, 32, 4, 2)},
     # probability edits (ACT): tiles_h200.json: d64 0.896 ms vs 1.051; d128 kept (4.902 ms, the best).
     # Session 4 sweep (sweep_h200.json): d64 tile kept, with seg + reload_q + tma + fma: 11.29 ms vs 12.97
     # (SDPA 10.72); d128 not swept.
+    # Session 5 call 1: d128 tile kept, with seg + reload_q + tma + fma + rev: 63.29 ms (1.102x) vs 73.74 all off.
     "edit": {64: (64, 128, 4, 3), 128: (128, 128, 8, 3), 256: (64, 32, 4, 2)},
     # VAR: two [BT, D] accumulators (not tuned)
     "var": {64: (64, 64, 4, 3), 128: (64, 128, 8, 3), 256: (32, 32, 4, 2)},
@@ -32,23 +37,29 @@ PREFILL_TILES: dict = {
 # variant -> {head_dim bucket: kernel switches} (prefill_kernel.attention_fwd_kernel's SEG, SPAN_POST,
 # RELOAD_Q, FMA, REV (query blocks launched longest first); "tma": K / V through tensor descriptors where the
 # layout allows it)
-# Winners of the session 4 sweep at 64K on the H200 (benchmarks/results/sweep_h200.json) for d64; d128 / d256
-# were not measured with the switches on (parity only), so they keep the kernel as it was (all off).
+# Winners of the session 4 sweep at 64K on the H200 (benchmarks/results/sweep_h200.json) for d64 and of session
+# 5's first call (benchmarks/results/prefill_sweep_h200_call1.json) for d128; d256 was not measured with the
+# switches on (parity only), so it keeps the kernel as it was (all off).
 _OFF = {"seg": False, "span_post": False, "reload_q": False, "tma": False, "fma": False, "rev": False}
 PREFILL_SWITCHES: dict = {
-    "output": {64: dict(_OFF, tma=True, fma=True), 128: dict(_OFF), 256: dict(_OFF)},
-    "stats": {64: dict(_OFF, span_post=True, reload_q=True, tma=True, fma=True), 128: dict(_OFF), 256: dict(_OFF)},
-    "edit": {64: dict(_OFF, seg=True, reload_q=True, tma=True, fma=True), 128: dict(_OFF), 256: dict(_OFF)},
+    "output": {64: dict(_OFF, tma=True, fma=True), 128: dict(_OFF, tma=True, fma=True, rev=True), 256: dict(_OFF)},
+    "stats": {64: dict(_OFF, span_post=True, reload_q=True, tma=True, fma=True),
+              128: dict(_OFF, span_post=True, reload_q=True, tma=True, fma=True), 256: dict(_OFF)},
+    "edit": {64: dict(_OFF, seg=True, reload_q=True, tma=True, fma=True),
+             128: dict(_OFF, seg=True, reload_q=True, tma=True, fma=True, rev=True), 256: dict(_OFF)},
     "var": {64: dict(_OFF), 128: dict(_OFF), 256: dict(_OFF)},
 }
-RECEIVED_TILES: dict = {64: (64, 128, 4, 3), 128: (64, 128, 4, 3), 256: (32, 64, 4, 2)}
+# received mass: session 5 call 1 (prefill_sweep_h200_call1.json, median of 5): d64 -> (64, 128, 8, 3) key-major +
+# fma + tma, 7.19 ms vs 8.34 for (64, 128, 4, 3) all off; d128 kept: 32.97 ms all off vs 34.57 for the best
+# key-major candidate ((64, 128, 8, 3) + fma + tma). The polynomial exp2 was slower in every tile tried.
+RECEIVED_TILES: dict = {64: (64, 128, 8, 3), 128: (64, 128, 4, 3), 256: (32, 64, 4, 2)}
 # received_fwd_kernel's switches per head_dim bucket: "keymajor" (S^T = K Q^T, per-step column sums in a warp),
 # "fma" (scale and lse in one multiply-add per score), "tma" (Q blocks through a tensor descriptor where the
 # layout allows it; 2-byte inputs, head_dim 64 / 128 only), "poly" (key-major, 2-byte inputs: of each query
 # block's 4 quarters, how many take exp2 by a polynomial on the FMA pipe; 0 = all on the MUFU).
 # All off = the kernel of sessions 3 and 4.
 _ROFF = {"keymajor": False, "fma": False, "tma": False, "poly": 0}
-RECEIVED_SWITCHES: dict = {64: dict(_ROFF), 128: dict(_ROFF), 256: dict(_ROFF)}
+RECEIVED_SWITCHES: dict = {64: dict(_ROFF, keymajor=True, fma=True, tma=True), 128: dict(_ROFF), 256: dict(_ROFF)}
 RECEIVED_SWITCH_NAMES = ("keymajor", "fma", "tma", "poly")   # opts keys: "r_keymajor", "r_fma", "r_tma", "r_poly"
 # decode: (BS, num_warps, num_stages); one wave of programs, bandwidth-bound
 DECODE_TILES: dict = {64: (64, 4, 2), 128: (64, 4, 2), 256: (32, 4, 2)}

@@ -256,13 +256,14 @@ def _decode_edits(kind, dtype, seed, span_lo):
     return q, k, v, key_start, ed
 
 
-def _check_edited(got, q, k, v, ed, dtype, key_start=None, active=True):
+def _check_edited(got, q, k, v, ed, dtype, key_start=None, active=True, window=None):
     """The kernel's output against the float64 edited expectation (and the edit visibly changes P if ``active``)."""
     scale = q.shape[-1] ** -0.5
-    exp, p, pe = _edited_expectation(q, k, v, ed, scale=scale, key_start=None if key_start is None else key_start.cpu())
+    exp, p, pe = _edited_expectation(q, k, v, ed, scale=scale, key_start=None if key_start is None else key_start.cpu(),
+                                     window=window)
     if active:
         assert (pe - p).abs().max() > 1e-3                             # the edit is active
-    same = reference_attention(q, k, v, scale=scale, key_start=key_start, edits=ed)
+    same = reference_attention(q, k, v, scale=scale, key_start=key_start, edits=ed, window=window)
     log = []
     _check("out", got.out, exp, same.out, dtype, log)
     print(log)
@@ -482,6 +483,23 @@ def test_prefill_switches_parity_gpu(D, opts):
     ed.col_idx[0, 0] = torch.tensor([900, 0, 700])
     got = _tri().attention(q, k, v, scale=D ** -0.5, edits=ed, opts=opts)
     _check_edited(got, q, k, v, ed, torch.bfloat16, active=False)
+
+
+@gpu
+@pytest.mark.gpu
+@pytest.mark.parametrize("D", [64, 128])
+def test_window_defaults_parity_gpu(D):
+    """The recorded defaults with a sliding window and left padding (rows whose first key blocks hold no visible
+    key: the FMA path once turned those into inf on the GPU only), for statistics, output and ACT edits."""
+    B, H, KV, T, S = 2, 4, 2, 1000, 1500
+    q, k, v = _inputs(B, H, KV, T, S, D, torch.bfloat16, seed=53, sink=4.0)
+    ks = torch.tensor([0, 333], device=DEV)
+    _parity(q, k, v, ALL, scale=D ** -0.5, key_start=ks, window=300, spans=_spans(B, S),
+            sink_pos=torch.tensor([[0, 700]] * B, device=DEV))
+    _parity(q, k, v, StatsRequest(), scale=D ** -0.5, key_start=ks, window=300)
+    ed = _edits(B, H, D, S, torch.bfloat16)
+    got = _tri().attention(q, k, v, scale=D ** -0.5, key_start=ks, window=300, edits=ed)
+    _check_edited(got, q, k, v, ed, torch.bfloat16, ks, window=300, active=False)
 
 
 @gpu
