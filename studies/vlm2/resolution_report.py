@@ -3,7 +3,8 @@
     python -m studies.vlm2.resolution_report --unpack RUN_OUT   # RUN_OUT/vlm2_results.tar.gz -> results_resolution/
     python -m studies.vlm2.resolution_report                    # metrics, comparisons, decision + README tables
 
-Models: ``r224`` / ``r112`` (the new recipe at 224 px / 112 px, equal steps) and ``old`` (the projector shipped
+Models: ``r224`` / ``r112`` (the new recipe at 224 px / 112 px, equal training time), ``r112_eq`` (the 112 px
+run's snapshot at the 224 px run's step count: equal steps) and ``old`` (the projector shipped
 before this call: its test rows are copied from ``studies/vlm2/results`` at unpack time, its validation and
 photo-background rows come from the call). Sets: ``baseline`` (the held-out test benchmark), ``no_image``,
 ``photo_baseline`` (the same test scenes on held-out photo backgrounds), ``val_baseline`` (validation: the
@@ -29,9 +30,9 @@ from probe.stats import holm, mcnemar_exact, paired_bootstrap
 
 HERE = Path(__file__).resolve().parent
 RES = HERE / "results_resolution"
-MODELS = ("r224", "r112", "old")
+MODELS = ("r224", "r112", "r112_eq", "old")
 LABEL = {"r224": "new recipe, 224 px (256 tokens)", "r112": "new recipe, 112 px (64 tokens)",
-         "old": "shipped v2 (112 px, old recipe)"}
+         "r112_eq": "new recipe, 112 px, at the 224 px step count", "old": "shipped v2 (112 px, old recipe)"}
 SPLITS = rp.SPLITS
 
 
@@ -87,7 +88,7 @@ def compare(pope: dict, caps: dict) -> pd.DataFrame:
     """New vs shipped and 224 vs 112 on the same test questions / captions (Holm within each family)."""
     diff = lambda a, b: float(np.mean(a) - np.mean(b))  # noqa: E731
     out = []
-    for a, b in (("r224", "old"), ("r112", "old"), ("r224", "r112")):
+    for a, b in (("r224", "old"), ("r112", "old"), ("r224", "r112"), ("r224", "r112_eq")):
         if a not in pope or b not in pope:
             continue
         fam = []
@@ -201,7 +202,7 @@ def tables(res: Path = RES) -> dict[str, str]:
             continue
         t = json.loads(p.read_text())
         gib = lambda x: "–" if x is None else f"{x:.1f}"  # noqa: E731
-        rows.append([f"{size} px", t["image_tokens"], f"{t['steps_run']} ({t['steps_rule']})", num(t["feature_seconds"], 1),
+        rows.append([f"{size} px", t["image_tokens"], t["steps_run"], num(t["feature_seconds"], 1),
                      num(t["ms_per_step"], 1), num(t["seconds"], 1), gib(t["peak_gib_features"]), gib(t["peak_gib_train"]),
                      num(t["first100"]), num(t["last100"])])
     out["resolution_cost"] = markdown_table(

@@ -5,10 +5,10 @@
     python -m studies.vlm2.resolution_run ... --device cpu --quick --work /tmp/q --out /tmp/q_out   # CPU dry run
 
 Everything follows ``studies/vlm2/settings_resolution.json`` (pre-registered; ``--quick`` shrinks sizes only):
-1. the first resolution of "resolutions" (224 px, 256 image tokens) is trained for a fixed time budget,
-   which fixes the step count N; the other (112 px, 64 tokens) is trained for the same N steps (same
-   data order, same initial projector): equal optimisation, so the measured cost and the benchmark
-   differ only by the resolution;
+1. each resolution (224 px = 256 image tokens first, then 112 px = 64 tokens) is trained for the same time
+   budget (same data order, same initial projector): equal H200 time. The 224 px run's step count N is
+   also kept as a snapshot of the 112 px run ("r112_eq": equal steps; its learning rate is mid-schedule
+   there, since the 112 px decay is laid out for its longer run);
 2. after each training: POPE on the validation scenes (train-split items outside the training pool,
    training photos; used only to choose the resolution for the final run), the held-out test benchmark
    (POPE with and without the image, CHAIR captions; the same test scenes and questions as the shipped
@@ -116,18 +116,23 @@ def main(argv=None):
             return vlm0, proc0
         return sv.build_studio_vlm(lm.model, lm.tokenizer, projector_path=False, vision_model=vision, image_size=size)
 
-    def evaluate(tag: str, handle, old: bool = False):
-        """POPE on val / test (+ no image) / photo test and CHAIR captions on test / photo test."""
+    def evaluate(tag: str, handle, kind: str = "new"):
+        """POPE on val / test (+ no image) / photo test and CHAIR captions on test / photo test
+        (kind "old": no plain test, it is in studies/vlm2/results; "snapshot": val and plain test only)."""
         out = run.work / tag
         out.mkdir(exist_ok=True)
-        jobs = [("val_baseline", S["val"], S["u_val"], "baseline"), ("photo_baseline", S["photo"], S["u_test"], "baseline")]
-        if not old:
+        jobs = [("val_baseline", S["val"], S["u_val"], "baseline")]
+        if kind != "snapshot":
+            jobs += [("photo_baseline", S["photo"], S["u_test"], "baseline")]
+        if kind != "old":
             jobs += [("baseline", S["test"], S["u_test"], "baseline"), ("no_image", S["test"], S["u_test"], "no_image")]
+        cap_sets = {"new": [("photo_baseline", S["photo"]), ("baseline", S["test"])], "old": [("photo_baseline", S["photo"])],
+                    "snapshot": [("baseline", S["test"])]}[kind]
         for name, scenes, qs, method in jobs:
             rows, _ = cn.Runner(handle, scenes).pope(name, {"method": method}, qs, batch=B["pope_batch"])
             run.append_jsonl(f"{tag}/pope_items.jsonl", rows)
             run.log(f"  {tag} POPE {name}: accuracy over unique questions {np.mean([r['pred'] == r['answer'] for r in rows]):.3f}")
-        for name, scenes in ([("photo_baseline", S["photo"])] + ([] if old else [("baseline", S["test"])])):
+        for name, scenes in cap_sets:
             rows, _ = cn.Runner(handle, scenes).captions(name, {"method": "baseline"}, B["n_caption"],
                                                          batch=B["caption_batch"], max_new_tokens=B["caption_tokens"])
             for r in rows:
@@ -137,7 +142,7 @@ def main(argv=None):
             run.log(f"  {tag} captions {name}: CHAIR_i {m['chair_i']:.3f} CHAIR_s {m['chair_s']:.3f} recall {m['recall']:.3f}; "
                     f"e.g. {rows[0]['caption']!r}")
 
-    steps_fixed: dict = {}
+    steps_first: dict = {}
 
     def fit(size):
         vlm, proc = vlm_at(size)
@@ -150,11 +155,10 @@ def main(argv=None):
         feat_secs = time.time() - t0
         feat_mem = torch.cuda.max_memory_allocated() / 2 ** 30 if cuda else None
         run.log(f"{size} px: features {tuple(feats.shape)} in {feat_secs:.1f} s")
-        first = not steps_fixed
+        first = not steps_first
         targs = SimpleNamespace(
-            steps=T["steps_cap"] if first else steps_fixed["steps"], batch=T["batch"], lr=T["lr"], warmup=T["warmup"],
-            seed=T["seed"], max_train_seconds=T["max_train_seconds"] if first else T["max_train_seconds_second"],
-            timing_steps=T["timing_steps"], device=args.device, n_train=T["n_train"], loss_weighting=T["loss_weighting"],
+            steps=T["steps_cap"], batch=T["batch"], lr=T["lr"], warmup=T["warmup"],
+            seed=T["seed"], max_train_seconds=T["max_train_seconds"], timing_steps=T["timing_steps"], device=args.device, n_train=T["n_train"], loss_weighting=T["loss_weighting"],
             task_mix=T["task_mix"], tf32=T["tf32"], image_size=size, backgrounds=T["backgrounds"])
         torch.manual_seed(T["seed"])
         proj.linear_1.reset_parameters()
@@ -163,16 +167,17 @@ def main(argv=None):
         torch.backends.cuda.matmul.allow_tf32 = bool(T["tf32"])
         if cuda:
             torch.cuda.reset_peak_memory_stats()
+        snaps = () if first else (steps_first["steps"],)
         try:
-            result = tr.train(vlm, proc, feats, S["train"], targs, run.log)
+            result = tr.train(vlm, proc, feats, S["train"], targs, run.log, snapshots=snaps)
         finally:
             torch.backends.cuda.matmul.allow_tf32 = False
             proj.requires_grad_(False)
         train_mem = torch.cuda.max_memory_allocated() / 2 ** 30 if cuda else None
         del feats
-        result.pop("snapshots", None)
+        kept = result.pop("snapshots", {})
         if first:
-            steps_fixed["steps"] = result["steps_run"]
+            steps_first["steps"] = result["steps_run"]
         meta = tr.projector_metadata(targs, result, feat_secs, proj)
         path = run.work / f"studio_vlm2_projector_{size}.safetensors"
         sv.save_projector(vlm, path, meta)
@@ -182,18 +187,30 @@ def main(argv=None):
             **result, "image_size": size, "image_tokens": n_img, "feature_seconds": round(feat_secs, 2),
             "ms_per_step": round(1000 * result["seconds"] / max(1, result["steps_run"]), 1),
             "peak_gib_features": feat_mem, "peak_gib_train": train_mem,
-            "steps_rule": "time budget" if first else f"the {sizes[0]} px run's step count"})
+            "steps_rule": "time budget"})
         vlm.eval()
-        evaluate(f"r{size}", cn.make_handle(vlm, proc))
+        handle = cn.make_handle(vlm, proc)
+        evaluate(f"r{size}", handle)
+        for step, sd in kept.items():                   # the equal-steps snapshot (fp16 copy, as kept in training)
+            if run.left() < 8:
+                break
+            final = {k: v.clone() for k, v in proj.state_dict().items()}
+            try:
+                proj.load_state_dict({k: v.float() for k, v in sd.items()})
+                evaluate(f"r{size}_eq", handle, kind="snapshot")
+                run.write_json(f"r{size}_eq/snapshot.json", {"step": step, "of_steps": result["steps_run"],
+                                                             "equal_to": f"the {sizes[0]} px run's steps"})
+            finally:
+                proj.load_state_dict(final)
         return True
 
-    for size in sizes:              # if the first training fails, the next one trains for the time budget instead
+    for size in sizes:
         run.stage(f"train+eval:{size}", 30, fit, size)
 
     def old():
         vlm, proc = vlm_at(sv.IMAGE_SIZE_V2)
         sv.load_projector(vlm, sv.PROJECTOR_ASSET_V2)
-        evaluate("old", cn.make_handle(vlm.eval(), proc), old=True)
+        evaluate("old", cn.make_handle(vlm.eval(), proc), kind="old")
         return True
 
     run.stage("eval:old_projector", 10, old)
