@@ -37,7 +37,7 @@ from probe.errors import ProbeError
 
 from .base import Intervention, attach_hook, check_heads, parse_heads
 from .headkv_attend import headwise_attention, query_heads
-from .headkv_cache import HeadwiseLayer, convert
+from .headkv_cache import HeadwiseLayer, convert, span
 from .headkv_select import (SELECTIONS, budget_count, head_scores, heads_plan, plan_heads, pool_kv, random_plan,
                             read_head_table, top_plan)
 from .sinkwindow import SinkWindow, install_cache_hook
@@ -169,14 +169,16 @@ class _HeadwiseHook:
         self.cache = None
         self._on: dict = {}                                                  # (layer, device) -> index tensors
 
-    def _indices(self, layer: int, dev: torch.device, G: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """(full KV heads [KVf], streaming KV heads [KVs], their query heads [KVf * G], [KVs * G]) on dev, made once."""
+    def _indices(self, layer: int, dev: torch.device, G: int) -> tuple:
+        """(full KV heads [KVf], streaming KV heads [KVs], their query heads [KVf * G], [KVs * G]) on dev and the
+        query heads' (full, stream) spans (slices where contiguous), made once per layer and device."""
         key = (layer, dev, G)
         hit = self._on.get(key)
         if hit is None:
             full, stream = self.full[layer], self.stream[layer]
-            hit = self._on[key] = (full.to(dev), stream.to(dev), query_heads(full, G).to(dev),
-                                   query_heads(stream, G).to(dev))
+            qf, qs = query_heads(full, G), query_heads(stream, G)
+            hit = self._on[key] = (full.to(dev), stream.to(dev), qf.to(dev), qs.to(dev),
+                                   (span(qf.tolist()), span(qs.tolist())))
         return hit
 
     def after(self, call, result) -> None:
@@ -187,7 +189,7 @@ class _HeadwiseHook:
         if call.T > 1 and bool((call.key_start != 0).any()):
             raise ProbeError("HeadwiseKV does not support padded batches", "run one prompt (or equal-length prompts) per call")
         layer = None if self.cache is None else self.cache.layers[call.layer]
-        full, stream, q_full, q_stream = self._indices(call.layer, call.query.device, call.H // self.n_kv)
+        full, stream, q_full, q_stream, q_spans = self._indices(call.layer, call.query.device, call.H // self.n_kv)
         if isinstance(layer, HeadwiseLayer):
             kf, vf = call.key, call.value
             ks, vs = layer.stream.keys, layer.stream.values
@@ -198,7 +200,8 @@ class _HeadwiseHook:
             prefill = True
         out = headwise_attention(call.query, kf, vf, ks, vs, full_kv=full, stream_kv=stream, n_kv=self.n_kv,
                                  prefill=prefill, sinks=self.iv.sinks, window=self.iv.window, inv_freq=self.inv_freq,
-                                 scale=common["scale"], key_start=call.key_start, q_full=q_full, q_stream=q_stream)
+                                 scale=common["scale"], key_start=call.key_start, q_full=q_full, q_stream=q_stream,
+                                 q_spans=q_spans)
         if isinstance(layer, HeadwiseLayer) and prefill:
             layer.compact()
         return out

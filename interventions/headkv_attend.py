@@ -26,6 +26,8 @@ from torch import Tensor
 
 from kernels.attention import StatsRequest, attention
 
+from .headkv_cache import take
+
 
 def _rotate_half(x: Tensor) -> Tensor:
     a, b = x.chunk(2, dim=-1)
@@ -86,7 +88,7 @@ def query_heads(kv: Tensor, G: int) -> Tensor:
 def headwise_attention(q: Tensor, k_full: Tensor, v_full: Tensor, k_stream: Tensor, v_stream: Tensor, *,
                        full_kv: Tensor, stream_kv: Tensor, n_kv: int, prefill: bool, sinks: int, window: int,
                        inv_freq: Tensor, scale: float, key_start: Tensor, q_full: Optional[Tensor] = None,
-                       q_stream: Optional[Tensor] = None) -> Tensor:
+                       q_stream: Optional[Tensor] = None, q_spans: tuple = (None, None)) -> Tensor:
     """One layer's attention with per-KV-head caches.
 
     Args:
@@ -97,6 +99,8 @@ def headwise_attention(q: Tensor, k_full: Tensor, v_full: Tensor, k_stream: Tens
         prefill: the streaming keys are the uncompacted sequence (first call / no cache).
         q_full, q_stream: ``query_heads(full_kv, G)`` / ``query_heads(stream_kv, G)`` on q's device, if the
             caller keeps them (the decode path: no index arithmetic or copy per call).
+        q_spans: (full, stream) ``headkv_cache.span`` of those query heads (slices where contiguous, known on the
+            host): q is then viewed instead of copied, and a prefix / suffix split is joined by one cat.
     Returns:
         out [B, T, H, D] in q's dtype.
     """
@@ -105,7 +109,8 @@ def headwise_attention(q: Tensor, k_full: Tensor, v_full: Tensor, k_stream: Tens
     if stream_kv.numel() == 0:
         return attention(q, k_full, v_full, scale=scale, key_start=key_start).out
     qs_idx = q_stream if q_stream is not None else query_heads(stream_kv, G).to(q.device)
-    qs = q if full_kv.numel() == 0 else q.index_select(1, qs_idx)                         # [B, Hs, T, D]
+    f_span, s_span = q_spans
+    qs = q if full_kv.numel() == 0 else take(q, qs_idx, s_span)                            # [B, Hs, T, D]
     if prefill:
         out_s = streaming_prefill(qs, k_stream, v_stream, sinks=sinks, window=window,
                                   inv_freq=inv_freq, scale=scale)                        # [B, T, Hs, D]
@@ -114,7 +119,9 @@ def headwise_attention(q: Tensor, k_full: Tensor, v_full: Tensor, k_stream: Tens
     if full_kv.numel() == 0:
         return out_s
     qf_idx = q_full if q_full is not None else query_heads(full_kv, G).to(q.device)
-    out_f = attention(q.index_select(1, qf_idx), k_full, v_full, scale=scale, key_start=key_start).out  # [B, T, Hf, D]
+    out_f = attention(take(q, qf_idx, f_span), k_full, v_full, scale=scale, key_start=key_start).out  # [B, T, Hf, D]
+    if f_span is not None and s_span is not None:                  # one prefix, one suffix of the heads
+        return torch.cat([out_f, out_s] if f_span.start == 0 else [out_s, out_f], dim=2)
     out = q.new_empty(B, T, H, D)
     out.index_copy_(2, qf_idx, out_f)
     out.index_copy_(2, qs_idx, out_s)

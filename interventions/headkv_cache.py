@@ -23,6 +23,19 @@ from probe.errors import ProbeError
 from .sinkwindow import SinkWindowLayer
 
 
+def span(idx: Sequence[int]) -> Optional[slice]:
+    """``slice(a, b)`` when the sorted indices idx are exactly a, a + 1, ..., b - 1 (a view selects them), else None."""
+    idx = [int(i) for i in idx]
+    return slice(idx[0], idx[-1] + 1) if idx and idx == list(range(idx[0], idx[-1] + 1)) else None
+
+
+def take(x: Tensor, idx: Tensor, sl: Optional[slice], dim: int = 1) -> Tensor:
+    """x's entries idx along dim: a view when they are contiguous (``sl``), else an index_select copy."""
+    if sl is not None:
+        return x.narrow(dim, sl.start, sl.stop - sl.start)
+    return x.index_select(dim, idx)
+
+
 class HeadwiseLayer(DynamicLayer):
     """One layer: full KV heads ``full_kv`` grow; the rest keep StreamingLLM's sinks + window.
 
@@ -40,6 +53,7 @@ class HeadwiseLayer(DynamicLayer):
         self.n_kv = int(n_kv)
         self.full_kv = torch.tensor(full, dtype=torch.long)                                   # [KVf]
         self.stream_kv = torch.tensor([g for g in range(self.n_kv) if g not in full], dtype=torch.long)  # [KVs]
+        self.full_span, self.stream_span = span(full), span(self.stream_kv.tolist())   # slices when contiguous
         self.stream = SinkWindowLayer(sinks, window, inv_freq)
         self.sinks, self.window = int(sinks), int(window)
         self.seen = 0
@@ -69,13 +83,12 @@ class HeadwiseLayer(DynamicLayer):
             self.keys = key_states.new_empty(B, 0, self.seen + T, D)
             self.values = value_states.new_empty(B, 0, self.seen + T, D)
         else:
-            kf = key_states if n_stream == 0 else key_states.index_select(1, self.full_kv)      # [B, KVf, T, D]
-            vf = value_states if n_stream == 0 else value_states.index_select(1, self.full_kv)
+            kf, vf = take(key_states, self.full_kv, self.full_span), take(value_states, self.full_kv, self.full_span)
             self.keys = torch.cat([self.keys, kf], dim=-2)
             self.values = torch.cat([self.values, vf], dim=-2)
         if n_stream:
-            ks = key_states if n_full == 0 else key_states.index_select(1, self.stream_kv)      # [B, KVs, T, D]
-            vs = value_states if n_full == 0 else value_states.index_select(1, self.stream_kv)
+            ks = take(key_states, self.stream_kv, self.stream_span)                             # [B, KVs, T, D]
+            vs = take(value_states, self.stream_kv, self.stream_span)
             self.stream.update(ks, vs)
         self.seen += T
         return self.keys, self.values

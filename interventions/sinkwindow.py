@@ -31,11 +31,6 @@ from probe.errors import ProbeError
 from .base import Intervention
 
 
-def _rotate_half(x: Tensor) -> Tensor:
-    a, b = x.chunk(2, dim=-1)
-    return torch.cat((-b, a), dim=-1)
-
-
 def rerotate(keys: Tensor, delta: int, inv_freq: Tensor, memo: Optional[dict] = None) -> Tensor:
     """Move post-RoPE keys [B, KV, n, D] by ``delta`` positions (exact RoPE composition).
 
@@ -47,14 +42,16 @@ def rerotate(keys: Tensor, delta: int, inv_freq: Tensor, memo: Optional[dict] = 
     cs = None if memo is None else memo.get(key)
     if cs is None:
         ang = delta * inv_freq.to(device=keys.device, dtype=torch.float64)    # [D/2]
-        ang = torch.cat((ang, ang))                                           # [D]
-        cs = (ang.cos().to(keys.dtype), ang.sin().to(keys.dtype))
+        sin = ang.sin().to(keys.dtype)
+        cs = (torch.cat((ang, ang)).cos().to(keys.dtype), torch.cat((-sin, sin)))   # cos [D], sign-folded sin [D]
         if memo is not None:
             if len(memo) >= 8:                                                # prompt trims move by one-off deltas
                 memo.clear()
             memo[key] = cs
-    cos, sin = cs
-    return keys * cos + _rotate_half(keys) * sin
+    cos, sin_signed = cs
+    # rotate_half(x) * sin == roll(x, D/2) * (-sin, sin) exactly (a sign flip is exact): one roll instead of
+    # chunk + neg + cat on the decode path
+    return keys * cos + keys.roll(keys.shape[-1] // 2, -1) * sin_signed
 
 
 class SinkWindowLayer(DynamicLayer):
@@ -107,7 +104,7 @@ class SinkWindowLayer(DynamicLayer):
             self.lazy_initialization(key_states, value_states)
         T = key_states.shape[-2]
         n, keep = self.get_seq_length_kept(), self._kept_before(T)
-        if keep < n:
+        if keep < n:          # evict and append in one cat per tensor (a decode step: two copies, not four)
             recent = keep - self.sinks
             ks = self.keys[..., : self.sinks, :]                                  # [B, KV, k, D]
             window_start = self.seen - recent                                      # absolute position
@@ -115,11 +112,12 @@ class SinkWindowLayer(DynamicLayer):
             ks = rerotate(ks, new_sink_pos - self.sink_pos, self.inv_freq, self._rot)
             self.sink_pos = new_sink_pos
             tail = slice(n - recent, n)
-            self.keys = torch.cat([ks, self.keys[..., tail, :]], dim=-2)
-            self.values = torch.cat([self.values[..., : self.sinks, :], self.values[..., tail, :]], dim=-2)
+            self.keys = torch.cat([ks, self.keys[..., tail, :], key_states], dim=-2)
+            self.values = torch.cat([self.values[..., : self.sinks, :], self.values[..., tail, :], value_states], dim=-2)
             self.evicted += n - keep
-        self.keys = torch.cat([self.keys, key_states], dim=-2)
-        self.values = torch.cat([self.values, value_states], dim=-2)
+        else:
+            self.keys = torch.cat([self.keys, key_states], dim=-2)
+            self.values = torch.cat([self.values, value_states], dim=-2)
         self.seen += T
         return self.keys, self.values
 

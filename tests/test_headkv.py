@@ -113,10 +113,14 @@ def test_no_full_head_generate_equals_sinkwindow(model):
 
 # ---- mixed plans: prefill == token-by-token; (c) the streaming cache stays bounded -----------------
 
-def test_mixed_prefill_equals_token_by_token_and_cache_is_bounded(model):
+SCATTERED = [[False, True, False], [True, False, True]]     # heads that are no prefix / suffix of their layer
+
+
+@pytest.mark.parametrize("rows", [MIXED, SCATTERED], ids=["prefix-suffix", "scattered"])
+def test_mixed_prefill_equals_token_by_token_and_cache_is_bounded(model, rows):
     ids = torch.randint(3, 97, (1, 37))
     k, W = 2, 5
-    iv = lambda: HeadwiseKV(plan=plan_of(MIXED), sinks=k, window=W)  # noqa: E731
+    iv = lambda: HeadwiseKV(plan=plan_of(rows), sinks=k, window=W)  # noqa: E731
     with torch.no_grad(), intervene(model, iv()):
         res = model(input_ids=ids[:, :30], use_cache=True)
         cache, logits = res.cache, [res.logits[0]]
@@ -124,7 +128,7 @@ def test_mixed_prefill_equals_token_by_token_and_cache_is_bounded(model):
         for t in range(30, 37):
             res = model(input_ids=ids[:, t:t + 1], cache=cache, use_cache=True)
             logits.append(res.logits[0])
-            for layer, row in zip(cache.layers, MIXED):
+            for layer, row in zip(cache.layers, rows):
                 assert layer.stream.keys.shape[1:3] == (row.count(False), k + W)   # never more than sinks + window
                 assert layer.keys.shape[1:3] == (row.count(True), t + 1)          # full heads grow
     prefill = torch.cat(logits)
@@ -179,6 +183,17 @@ def test_decode_step_reads_no_tensor_value_and_copies_no_index(model, monkeypatc
             for _ in range(3):
                 nxt = model(input_ids=nxt, cache=cache, use_cache=True).logits[:, -1:].argmax(-1)  # [1, 1]
     assert not built and cache.get_seq_length() == 23
+
+
+@pytest.mark.parametrize("rows", [MIXED, SCATTERED], ids=["prefix-suffix", "scattered"])
+def test_mixed_plan_with_a_window_longer_than_the_text_equals_the_unmodified_model(model, rows):
+    """Streaming heads whose window covers the whole text see what full heads see: any plan must then give the
+    unmodified model's logits, prefill and decode steps (checks how head outputs are split and joined)."""
+    ids = torch.randint(3, 97, (1, 30))
+    with torch.no_grad():
+        base = model(input_ids=ids, use_cache=False).logits[0]
+    ours, _ = stream_steps(model, ids, HeadwiseKV(plan=plan_of(rows), sinks=2, window=64), first=20)
+    assert ours.shape == base.shape and torch.allclose(ours, base, atol=1e-10, rtol=0)
 
 
 def test_cache_bytes_match_the_policy(model):
