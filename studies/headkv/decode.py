@@ -3,12 +3,13 @@
 How a policy is timed (the third H200 call; the first two timed Triton compiles inside their steps, see the README):
   1. a warm-up: the same prompt, the same number of steps, untimed. Every shape the timed runs meet (prompt
      length, split count of the decode kernel at that cache length, both residues of the length mod 16, the
-     policy's KV-head counts per layer) has then been compiled;
+     policy's KV-head counts per layer; for SDPA's cuDNN backend every cache length, see ``run.py``'s
+     "full-nocudnn" row) has then been compiled or planned;
   2. ``repeats`` timed runs, each from its own prefill: the prefill and every step between CUDA events on the
      model's stream (host clock on a CPU), the loop also by the host clock around a synchronize. A step's time is
      what the GPU's stream sees between two steps, host launch gaps included (batch 1 decode is host-bound);
      tok/s = steps / the run's decode seconds; the row keeps the median run and the spread;
-  3. on CUDA, synchronising calls per decode step (``torch.cuda.set_sync_debug_mode``) and one profiled step
+  3. on CUDA, synchronising calls per decode step (``torch.cuda.set_sync_debug_mode``, from the second step on) and one profiled step
      (torch.profiler, CPU + CUDA): the GPU kernels' own time, the number of kernel launches, the host time.
 KV bytes come from the cache tensors, peak memory from the CUDA allocator (above what was allocated before the
 prefill: the weights and the prompt ids).
@@ -96,12 +97,16 @@ def decode_once(h, ids, iv, steps: int) -> dict:
 
 
 def syncs_per_step(h, ids, iv, steps: int = 4) -> Optional[float]:
-    """Synchronising CUDA calls per decode step after a prefill of ``ids`` (None off CUDA)."""
+    """Synchronising CUDA calls per decode step after a prefill of ``ids`` and one more step (None off CUDA).
+
+    The step after the prefill is left out: a cache's per-sequence set-up (e.g. a streaming head's first rotation
+    of its sinks copies RoPE frequencies to the device once per layer) is not a per-step cost."""
     if not ids.is_cuda:
         return None
     with torch.inference_mode(), _context(h, iv):
         out = h.model(input_ids=ids, use_cache=True, logits_to_keep=1)
         cache, tok = out.cache, out.logits[:, -1].argmax(-1, keepdim=True)
+        tok = _step(h.model, tok, cache)
         torch.cuda.synchronize()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -153,9 +158,15 @@ def profile_step(h, ids, iv, label: str) -> tuple[dict, str]:
     return numbers, "\n".join(text) + "\n"
 
 
-def decode_policy(h, ids, make: Callable, steps: int, repeats: int, profile: bool = True) -> tuple[dict, str]:
+def decode_policy(h, ids, make: Callable, steps: int, repeats: int, profile: bool = True,
+                  backend: Callable = contextlib.nullcontext) -> tuple[dict, str]:
     """Warm-up run, ``repeats`` timed runs, sync count and one profiled step of the policy ``make()`` (None = the
-    unmodified model): (the row, the profile text)."""
+    unmodified model), all inside ``backend()`` (e.g. an SDPA backend choice): (the row, the profile text)."""
+    with backend():
+        return _decode_policy(h, ids, make, steps, repeats, profile)
+
+
+def _decode_policy(h, ids, make: Callable, steps: int, repeats: int, profile: bool) -> tuple[dict, str]:
     warm = decode_once(h, ids, make(), steps)
     runs = [decode_once(h, ids, make(), steps) for _ in range(max(1, repeats))]
     tok_s = [r["decode_steps"] / r["decode_s"] for r in runs]

@@ -35,7 +35,8 @@ CHOSEN = ("retrieval", "sinkmass")
 RANDOM = ("random", "random-layers")
 LABEL = {"full": "full attention", "streaming": "StreamingLLM everywhere", "retrieval": "retrieval heads (probe)",
          "sinkmass": "lowest first-token sink mass", "random": "random KV heads",
-         "random-layers": "random, same layers as retrieval", "full-headwise": "HeadwiseKV, every head full"}
+         "random-layers": "random, same layers as retrieval", "full-headwise": "HeadwiseKV, every head full",
+         "full-nocudnn": "full attention, SDPA without cuDNN"}
 KV_HEADS = 90                                         # SmolLM2-135M: 30 layers x 3 KV heads
 
 
@@ -201,7 +202,9 @@ def ppl_comparisons(ppl: pd.DataFrame) -> list[list]:
     return rows
 
 
-ORDER = {"full": 0, "full-headwise": 1, "retrieval": 2, "sinkmass": 3, "streaming": 4}
+ORDER = {"full": 0, "full-nocudnn": 1, "full-headwise": 2, "retrieval": 3, "sinkmass": 4, "streaming": 5}
+CALLS = (("results_d", "fourth call (window 2): the second host-path change (fewer ops per streaming layer and step)"),
+         ("results_c", "third call (window 1): the first host-path change (no sync or copy per layer and step)"))
 
 
 def _decode_sorted(dec: pd.DataFrame) -> pd.DataFrame:
@@ -260,6 +263,13 @@ def decode_notes(dec: pd.DataFrame) -> str:
         out.append("- **Where a step's time goes:** the GPU kernels' own time per step (one profiled step) against the "
                    "median step: " + "; ".join(parts) + ". The rest is the host (Python, launches) with the GPU idle: "
                    "at batch 1 a 135M-parameter model's decode is host-bound, so KV bytes barely move the step time.")
+    nocudnn = one("full-nocudnn")
+    if nocudnn is not None:
+        out.append(f"- **First use of a cache length:** full attention's warm-up run (the first time at these cache "
+                   f"lengths) decoded in {full.warmup_decode_s:.2f} s, its timed runs in {full.decode_s:.2f} s; with SDPA's "
+                   f"cuDNN backend off {nocudnn.warmup_decode_s:.2f} s and {nocudnn.decode_s:.2f} s "
+                   f"({nocudnn.step_ms_median:.2f} ms per step). HeadwiseKV with every head full (no SDPA): "
+                   f"{hw.warmup_decode_s:.2f} s and {hw.decode_s:.2f} s." if hw is not None else "")
     short = dec[dec.prompt_tokens < n]
     fs = one("full", frame=short) if len(short) else None
     if fs is not None:
@@ -269,14 +279,36 @@ def decode_notes(dec: pd.DataFrame) -> str:
         extra, seam = ret.step_ms_median - full.step_ms_median, hw.step_ms_median - full.step_ms_median
         out.append(f"- **Head-wise vs full attention:** retrieval heads {_budget(0.25)} take {ret.step_ms_median:.2f} ms "
                    f"per step, full attention {full.step_ms_median:.2f} ms. HeadwiseKV with every head full (the seam and "
-                   f"the Triton decode kernel instead of SDPA, no streaming head) takes {hw.step_ms_median:.2f} ms: "
-                   f"{seam:+.2f} ms of the {extra:+.2f} ms difference is that path, the rest the streaming heads "
+                   f"the Triton decode kernel instead of SDPA, no streaming head) takes {hw.step_ms_median:.2f} ms. Of the "
+                   f"{extra:+.2f} ms per step, {seam:+.2f} ms is that path and {extra - seam:+.2f} ms the streaming heads "
                    "(their cache update and second attention call per layer).")
     if "syncs_per_step" in at.columns and at.syncs_per_step.notna().any():
         out.append("- **Host syncs per decode step:** " + "; ".join(
             f"{LABEL.get(r.policy, r.policy)}{'' if r.policy in ('full', 'full-headwise', 'streaming') else ' ' + _budget(r.budget)} "
             f"{r.syncs_per_step:g}" for r in _decode_sorted(at).itertuples() if not pd.isna(r.syncs_per_step)) + ".")
     return "\n".join(out) + "\n"
+
+
+def calls_table(folder: Path) -> str:
+    """Median ms per decode step at the longest prompt, per policy, in each call timed the same way (one column per
+    call: the effect of the host-path changes between them)."""
+    found = [(sub, how, pd.read_csv(folder / sub / "decode.csv")) for sub, how in CALLS if (folder / sub / "decode.csv").exists()]
+    if not found:
+        return "No call with the warm-up at the full length.\n"
+    found = found[::-1]                                                  # oldest first
+    keys = []
+    for _, _, dec in found:
+        at = _decode_sorted(dec[dec.prompt_tokens == dec.prompt_tokens.max()])
+        keys += [(r.policy, r.budget) for r in at.itertuples() if (r.policy, r.budget) not in keys]
+    rows = []
+    for name, b in keys:
+        cells = []
+        for _, _, dec in found:
+            at = dec[(dec.prompt_tokens == dec.prompt_tokens.max()) & (dec.policy == name) & ((dec.budget - b).abs() < 1e-9)]
+            cells.append(f"{at.step_ms_median.iloc[0]:.2f} ({at.decode_tok_s.iloc[0]:.1f} tok/s)" if len(at) else "–")
+        rows.append([LABEL.get(name, name), "" if name.startswith("full") or name == "streaming" else _budget(b)] + cells)
+    legend = "".join(f"- `{sub}/`: {how}.\n" for sub, how, _ in found)
+    return legend + "\n" + markdown_table(["policy", "KV heads full"] + [f"ms / step, `{sub}/`" for sub, _, _ in found], rows)
 
 
 def _niah_items(path: Path) -> pd.DataFrame:
@@ -287,7 +319,8 @@ def _niah_items(path: Path) -> pd.DataFrame:
 
 def decode_file(folder: Path) -> tuple[Path, str]:
     """The primary decode results (the latest call that has them) and how that call timed."""
-    for sub, how in (("results_c", "third call: a warm-up run at the full length per policy, then the median of the timed runs"),
+    for sub, how in (("results_d", "fourth call: a warm-up run at the full length per policy, then the median of the timed runs"),
+                     ("results_c", "third call: a warm-up run at the full length per policy, then the median of the timed runs"),
                      ("results_b", "second call, warm-up at ~1K tokens: compiles may remain in the timed steps"),
                      ("results", "first call: the timed steps include Triton compiles")):
         if (folder / sub / "decode.csv").exists():
@@ -401,6 +434,7 @@ def tables(folder: Path = HERE) -> dict[str, str]:
     out["headkv_verdict"] = verdict(items, comp, pd.read_csv(res / "ppl_items.csv"), pd.read_csv(dec), how)
     out["headkv_decode"] = markdown_table(*decode_rows(pd.read_csv(dec)))
     out["headkv_decode_notes"] = decode_notes(pd.read_csv(dec))
+    out["headkv_decode_calls"] = calls_table(folder)
     return out
 
 

@@ -24,6 +24,7 @@ Writes niah_items.csv, ppl_items.csv, decode.csv (appended policy by policy) and
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -72,6 +73,13 @@ def policies(budgets, windows, draws, sinks=4):
     return out
 
 
+def nocudnn():
+    """SDPA with every backend but cuDNN (flash, memory-efficient, math: torch picks among them)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
+
+
 def append_csv(path: Path, rows: list[dict]) -> None:
     import pandas as pd
 
@@ -92,8 +100,10 @@ def main(argv=None) -> None:
     ap.add_argument("--decode-prompt", type=int, default=8000)
     ap.add_argument("--decode-steps", type=int, default=64)
     ap.add_argument("--decode-repeats", type=int, default=3, help="timed runs per policy (after one warm-up run)")
-    ap.add_argument("--decode-diag-prompts", default="", help="also time full attention and the first retrieval budget "
-                    "at these prompt lengths (does the step cost grow with the cache?)")
+    ap.add_argument("--decode-diag-prompts", default="", help="also time full attention at these prompt lengths "
+                    "(does the step cost grow with the cache?)")
+    ap.add_argument("--decode-nocudnn", type=int, default=0, help="also time the unmodified model with SDPA's cuDNN "
+                    "backend off (is its first-use cost per cache length cuDNN's?)")
     ap.add_argument("--decode-headwise-full", type=int, default=1, help="also time HeadwiseKV with every head full")
     ap.add_argument("--decode-budgets", default="0.125,0.25,0.5", help="retrieval budgets measured for memory / speed")
     ap.add_argument("--parts", default="parity,decode,niah,ppl", help="which measurements, in order")
@@ -145,14 +155,17 @@ def main(argv=None) -> None:
         if args.decode_headwise_full:
             chosen.append(("full-headwise", 1.0, ints(args.windows)[0], -1,
                            lambda: HeadwiseKV(plan=torch.ones(h.n_layers, h.n_kv_heads, dtype=torch.bool))))
+        if args.decode_nocudnn:           # the unmodified model with SDPA's cuDNN backend off (the others stay on)
+            chosen.append(("full-nocudnn", 1.0, 0, -1, lambda: None))
         runs = [(p, args.decode_prompt) for p in chosen]
-        runs += [(p, n) for n in ints(args.decode_diag_prompts) for p in chosen[:2]]   # the same step at a short cache
+        runs += [(p, n) for n in ints(args.decode_diag_prompts) for p in chosen[:1]]   # the same step at a short cache
         for (name, b, W, d, make), n_prompt in runs:
             if over(args.decode_share):
                 print(f"time limit: stopped before decode {name} b={b} prompt {n_prompt}", flush=True)
                 break
             ids = torch.tensor([text[:n_prompt]], device=dev)
-            row, prof = decode_policy(h, ids, make, args.decode_steps, args.decode_repeats)
+            backend = nocudnn if name == "full-nocudnn" else contextlib.nullcontext
+            row, prof = decode_policy(h, ids, make, args.decode_steps, args.decode_repeats, backend=backend)
             iv = make()
             if iv is not None:
                 iv.resolve(h)
