@@ -238,7 +238,7 @@ def decode_rows(dec: pd.DataFrame) -> tuple[list[str], list[list]]:
     return header, rows
 
 
-def decode_notes(dec: pd.DataFrame) -> str:
+def decode_notes(dec: pd.DataFrame, syncs_from_first_step: bool = False) -> str:
     """What the decode table says about where a step's time goes (bullets computed from the same file)."""
     if "repeats" not in dec.columns:
         return ("- Timed after a warm-up at ~1K tokens: the decode kernel's split count differs at 8K, so the timed "
@@ -285,7 +285,10 @@ def decode_notes(dec: pd.DataFrame) -> str:
     if "syncs_per_step" in at.columns and at.syncs_per_step.notna().any():
         out.append("- **Host syncs per decode step:** " + "; ".join(
             f"{LABEL.get(r.policy, r.policy)}{'' if r.policy in ('full', 'full-headwise', 'streaming') else ' ' + _budget(r.budget)} "
-            f"{r.syncs_per_step:g}" for r in _decode_sorted(at).itertuples() if not pd.isna(r.syncs_per_step)) + ".")
+            f"{r.syncs_per_step:g}" for r in _decode_sorted(at).itertuples() if not pd.isna(r.syncs_per_step)) + "." +
+            (" Counted over the first 4 steps after the prefill: the head-wise counts equal one sync per layer that has "
+             "streaming heads, spread over those steps (the first step copies each such layer's RoPE frequencies to the "
+             "device, once per sequence); later calls count from the second step." if syncs_from_first_step else ""))
     return "\n".join(out) + "\n"
 
 
@@ -433,7 +436,7 @@ def tables(folder: Path = HERE) -> dict[str, str]:
     dec, how = decode_file(folder)
     out["headkv_verdict"] = verdict(items, comp, pd.read_csv(res / "ppl_items.csv"), pd.read_csv(dec), how)
     out["headkv_decode"] = markdown_table(*decode_rows(pd.read_csv(dec)))
-    out["headkv_decode_notes"] = decode_notes(pd.read_csv(dec))
+    out["headkv_decode_notes"] = decode_notes(pd.read_csv(dec), syncs_from_first_step=dec.parent.name == "results_c")
     out["headkv_decode_calls"] = calls_table(folder)
     return out
 
