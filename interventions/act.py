@@ -124,6 +124,8 @@ class _ACTHook:
     """Finds each layer's sinks at the prefill and builds its edit there; every decode step of that
     sequence gets the same ``AttentionEdits`` object (no tensor work per step)."""
 
+    graph_safe = True     # decode steps: fixed distinct columns per head -> the seam's tensor-op path (seam.allow_compile)
+
     def __init__(self, act: ACT, table: Tensor):
         self.act = act
         self.table = table                      # [L, H] bool
@@ -150,5 +152,4 @@ class _ACTHook:
                              "run the whole generation (prefill and decode) inside the intervene block")
         return edits
 
-    def after(self, call, result) -> None:
-        pass
+    after = None          # no callback after the attention call

@@ -131,8 +131,7 @@ class _MaskHook:
             mean[h] = self.means[(layer, h)].to(device).float()
         return AttentionEdits(head_mean=mean, head_mean_on=on)
 
-    def after(self, call, result) -> None:
-        pass
+    after = None          # no callback after the attention call
 
 
 class _MeanHook:

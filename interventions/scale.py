@@ -61,5 +61,4 @@ class _ScaleHook:
             hit = self._edits[key] = AttentionEdits(head_scale=s.to(call.device))
         return hit
 
-    def after(self, call, result) -> None:
-        pass
+    after = None          # no callback after the attention call

@@ -160,17 +160,17 @@ def test_static_cache_mask_covers_only_the_written_keys():
 
 
 def test_the_seam_switches_off_generate_autocompile_and_restores_it(tiny):
-    """A static cache on CUDA makes generate compile the forward; with a hook that needs the kernels (ACT) the seam
-    runs eagerly instead, and a nested seam user switches it off again."""
+    """A static cache on CUDA makes generate compile the forward; with a hook that needs the kernels at decode (VAR)
+    the seam runs eagerly instead, and a nested seam user switches it off again."""
     gen = tiny.model.generation_config
     before = gen.disable_compile
-    with intervene(tiny, ACT()):
+    with intervene(tiny, *INTERVENTIONS["var"]()):
         assert gen.disable_compile is True
         with intervene(tiny, HeadScale([(2, 1)], alpha=2.0)):          # nested: only the outer exit restores
             pass
         assert gen.disable_compile is True
     assert gen.disable_compile == before
-    with intervene(tiny, HeadMask([(1, 3)])):                          # graph-safe: compile allowed ...
+    with intervene(tiny, HeadMask([(1, 3)]), ACT()):                   # graph-safe: compile allowed ...
         assert gen.disable_compile == before
         with probe.capture(tiny, stats=("entropy",)):                  # ... until a capture nests inside
             assert gen.disable_compile is True
@@ -211,7 +211,7 @@ def test_uniform_decode_heads_through_sdpa_equal_the_reference(tiny, kind):
         torch.testing.assert_close(out, ref, atol=2e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["one_layer_noop", "scale", "mask_uniform", "mask_zero"])
+@pytest.mark.parametrize("name", ["one_layer_noop", "scale", "mask_uniform", "mask_zero", "act"])
 def test_static_cache_decode_compiles_to_one_graph_with_graph_safe_edits(tiny, name):
     """HeadScale / HeadMask let generate compile a static cache's decode step: one graph, no graph break, no
     recompile per step (fullgraph, dynamo's eager backend on the CPU), and the tokens of the dynamic cache."""
@@ -257,3 +257,23 @@ def test_a_compiled_decode_step_is_not_replayed_after_the_hooks_change(tiny):
     finally:
         torch._dynamo.reset()
         tiny.model.__dict__.pop("_compiled_call", None)
+
+
+@pytest.mark.parametrize("scale_too", [False, True])
+def test_act_decode_steps_through_tensor_ops_equal_the_reference(tiny, scale_too):
+    """Graph-safe ACT columns on decode steps: SDPA over the non-column keys (with its log-sum-exp) plus the columns
+    in fp32 equals the reference op's column edit (padded rows, GQA 4/2, a head without columns, beta 0 and 0.4)."""
+    col_idx = torch.tensor([[[0, 3, -1], [1, -1, -1], [-1, -1, -1], [2, 5, 7]],
+                            [[4, 6, -1], [5, -1, -1], [-1, -1, -1], [4, 8, 9]]])                  # [B, H, C], row 1 starts at 4
+    edits = AttentionEdits(col_idx=col_idx, col_scale=torch.tensor([[0.4, 0.0, 0.4, 0.4], [0.4, 0.4, 0.4, 0.0]]),
+                           head_scale=torch.tensor([1.0, 2.0, 0.5, 1.0]) if scale_too else None)
+    grab = _GrabSafe(edits)
+    ids, am = _batch()
+    with torch.no_grad(), seam.use_seam(tiny.model), seam.attached(tiny.attention_modules()[1:3], grab):
+        tiny.model.generate(input_ids=ids, attention_mask=am, max_new_tokens=3, min_new_tokens=3, do_sample=False)
+    decode = [c for c in grab.calls if c[0].shape[2] == 1]
+    assert len(decode) == 4 and all(c[3] is None for c in decode)                      # the output-only path
+    for q, k, v, _, scale, out in decode:
+        ref = reference_attention(q, k, v, scale=tiny.model.model.layers[1].self_attn.scaling,
+                                  key_start=torch.tensor([0, 4]), edits=edits).out
+        torch.testing.assert_close(out, ref, atol=2e-5, rtol=1e-5)

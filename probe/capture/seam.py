@@ -84,11 +84,13 @@ class AttentionCall:
 class SeamHook(Protocol):
     """What capture and interventions implement. Every method is optional except ``after``.
 
-    A hook with ``graph_safe = True`` promises: no ``stats_request`` / ``needs_received`` / ``attend``; its
-    ``edits`` reads only the call's layer, B, H, T, D and device (``key_start`` is None there) and returns
-    head-output edits (``head_scale``, ``head_mean``) or ``head_uniform``; its ``after`` does no tensor reads.
-    Layers whose hooks are all graph-safe run SDPA + those edits as tensor ops (no host read, no Triton
-    launch), which ``torch.compile`` traces and CUDA graphs capture (``allow_compile``).
+    A hook with ``graph_safe = True`` promises: no ``stats_request`` / ``attend``, ``needs_received`` False on
+    decode steps (T == 1); its ``edits`` reads only the call's layer, B, H, T, D and device (``key_start`` is
+    None there) and returns head-output edits (``head_scale``, ``head_mean``), ``head_uniform``, or ACT columns
+    (``col_idx`` distinct per head, ``col_scale``, fixed per sequence); its ``after`` is None or reads no tensor
+    values. Decode steps of layers whose hooks are all graph-safe run SDPA (or ``_act_decode``) + those edits as
+    tensor ops (no host read, no Triton launch), which ``torch.compile`` traces and CUDA graphs capture
+    (``allow_compile``); their prefills take the kernel path where an edit needs it.
     """
 
     graph_safe: bool
@@ -120,10 +122,10 @@ class _Plan:
         self.received = [h.needs_received for h in hooks if hasattr(h, "needs_received")]
         self.edits = [h.edits for h in hooks if hasattr(h, "edits")]
         self.stats = [h.stats_request for h in hooks if hasattr(h, "stats_request")]
-        self.after = [h.after for h in hooks]
+        self.after = [h.after for h in hooks if getattr(h, "after", None) is not None]
         self.calls = calls
-        # every hook edits head outputs only (HeadScale, HeadMask): the output-only path, no mask reads
-        self.graph_safe = all(getattr(h, "graph_safe", False) for h in hooks) and not (self.attend or self.received or self.stats)
+        # every hook is graph-safe (HeadScale, HeadMask, ACT): decode steps take the output-only path
+        self.graph_safe = all(getattr(h, "graph_safe", False) for h in hooks) and not (self.attend or self.stats)
 
 
 # A module's plan lives on the module itself (one plain attribute, set by attach and removed by the last detach):
@@ -297,22 +299,26 @@ def _output_edits(out: Tensor, edits: Optional[AttentionEdits]) -> Tensor:
     return out
 
 
-def _uniform_decode(out: Tensor, value: Tensor, attention_mask, on: Tensor, window: Optional[int]) -> Tensor:
-    """Uniform heads of one decode step (T == 1) on SDPA's output: out [B, 1, H, D] gets, for the heads in
-    ``on`` [H] bool, the mean of the visible values (value [B, KV, S, D]); in place. Visibility from the mask
-    SDPA got: a ``CompactCausalMask``, a bool / additive [B, 1, 1, S] mask, or None (every key)."""
-    B, KV, S, D = value.shape
-    H = out.shape[2]
+def _visible_keys(attention_mask, B: int, S: int, window: Optional[int], device) -> Tensor:
+    """[B, S] bool: the keys a decode step's query (the last position) sees, from the mask SDPA gets: a
+    ``CompactCausalMask``, a bool / additive [B, 1, 1, >=S] mask, or None (every key)."""
     if isinstance(attention_mask, CompactCausalMask):
-        j = torch.arange(S, device=value.device)
+        j = torch.arange(S, device=device)
         vis = j[None, :] >= attention_mask.key_start[:, None]                                  # [B, S]
         if window is not None:
             vis = vis & (j[None, :] > S - 1 - int(window))
-    elif attention_mask is None:
-        vis = torch.ones(B, S, dtype=torch.bool, device=value.device)
-    else:
-        m = attention_mask[:, 0, -1, :S]                                                   # [B or 1, S]
-        vis = (m if m.dtype == torch.bool else m > torch.finfo(m.dtype).min / 2).expand(B, S)
+        return vis
+    if attention_mask is None:
+        return torch.ones(B, S, dtype=torch.bool, device=device)
+    m = attention_mask[:, 0, -1, :S]                                                       # [B or 1, S]
+    return (m if m.dtype == torch.bool else m > torch.finfo(m.dtype).min / 2).expand(B, S)
+
+
+def _uniform_decode(out: Tensor, value: Tensor, vis: Tensor, on: Tensor) -> Tensor:
+    """Uniform heads of one decode step on SDPA's output: out [B, 1, H, D] gets, for the heads in ``on`` [H]
+    bool, the mean of the visible values (value [B, KV, S, D], vis [B, S]); in place."""
+    KV = value.shape[1]
+    H = out.shape[2]
     w = vis.to(value.dtype)[:, None, None, :]                                              # [B, 1, 1, S]
     total = torch.matmul(w, value).float()                                                 # [B, KV, 1, D]
     mean = total / vis.sum(-1).clamp_min(1).float()[:, None, None, None]
@@ -321,10 +327,65 @@ def _uniform_decode(out: Tensor, value: Tensor, attention_mask, on: Tensor, wind
     return out
 
 
+_NEG_INF = float("-inf")
+
+
+def _sdpa_lse(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, scale: float) -> tuple[Tensor, Tensor]:
+    """Attention of q [B, KV, G, D] (the G query heads of a KV head as G rows) over k / v [B, KV, S, D] with an
+    additive bias [B, KV, G, S] -> (out [B, KV, G, D], log-sum-exp [B, KV, G] float32); ATen's memory-efficient
+    kernel on CUDA, its CPU flash kernel elsewhere (both return the log-sum-exp)."""
+    if q.is_cuda:
+        out, lse = torch.ops.aten._scaled_dot_product_efficient_attention(q, k, v, bias, True, 0.0, False, scale=scale)[:2]
+    else:
+        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, False, attn_mask=bias,
+                                                                             scale=scale)[:2]
+    return out, lse[..., :q.shape[2]].float()
+
+
+def _act_decode(query: Tensor, key: Tensor, value: Tensor, vis: Tensor, col_idx: Tensor, col_scale: Tensor,
+                scale: float) -> Tensor:
+    """ACT's column edit on one decode step with tensor ops (no Triton launch, no host read) -> [B, 1, H, D].
+
+    query [B, H, 1, D], key / value [B, KV, S, D], vis [B, S], col_idx [B, H, C] (distinct positions per head,
+    -1 unused), col_scale [B, H]. With m = the row's mass on its columns C and beta the scale:
+    out = beta * sum_C p_j v_j + (1 - beta m) * attention over the visible keys outside C (the kernel's
+    A'_j = beta A_j on C, A_j (1 - beta m) / (1 - m) elsewhere, without computing 1 - m by cancellation):
+    one SDPA call over the non-column keys that also returns its log-sum-exp, plus the C columns in fp32.
+    The newest key is never a column (columns are prompt positions), so the non-column set is never empty.
+    """
+    B, H, _, D = query.shape
+    KV, S = key.shape[1], key.shape[2]
+    G, C = H // KV, col_idx.shape[-1]
+    valid = col_idx >= 0                                                                   # [B, H, C]
+    safe = col_idx.clamp(0, S - 1)
+    on = valid & vis.gather(1, safe.view(B, H * C)).view(B, H, C)                          # visible columns
+    cols = torch.zeros(B, H, S + 1, dtype=torch.bool, device=query.device)            # unused slots -> key S, cut off
+    cols = cols.scatter_(2, torch.where(on, safe, S), True)[..., :S]                       # [B, H, S]
+    rest = vis[:, None, :] & ~cols                                                         # [B, H, S]
+    pad = -(-S // 16) * 16 if query.is_cuda else S       # an aligned row stride for the CUDA kernel's bias
+    bias = torch.zeros(B, H, 1, pad, dtype=query.dtype, device=query.device)[..., :S]
+    bias.masked_fill_(~rest[:, :, None, :], _NEG_INF)
+    q = query.reshape(B, KV, G, D)
+    o_rest, lse_rest = _sdpa_lse(q, key, value, bias.view(B, KV, G, S), scale)           # [B, KV, G, D], [B, KV, G]
+    g = safe.view(B, KV, G * C)[..., None].expand(B, KV, G * C, D)
+    k_c = key.gather(2, g).view(B, KV, G, C, D).float()
+    v_c = value.gather(2, g).view(B, KV, G, C, D).float()
+    s_c = (q.float()[:, :, :, None, :] * k_c).sum(-1) * scale                              # [B, KV, G, C]
+    s_c = s_c.masked_fill(~on.view(B, KV, G, C), _NEG_INF)
+    lse = torch.logaddexp(lse_rest, torch.logsumexp(s_c, -1))                              # [B, KV, G]
+    p_c = torch.exp(s_c - lse[..., None])                                                  # [B, KV, G, C]
+    m = p_c.sum(-1, keepdim=True)                                                          # [B, KV, G, 1]
+    beta = col_scale.view(B, KV, G, 1).float()
+    pv = (p_c[..., None] * v_c).sum(-2)                                                    # [B, KV, G, D]
+    out = beta * pv + (1 - beta * m) * o_rest.float()
+    return out.view(B, H, D)[:, None].to(query.dtype)                                      # [B, 1, H, D]
+
+
 def _output_only(plan, module, query, key, value, attention_mask, dropout, scaling, sliding_window, kwargs):
-    """The path of graph-safe hooks: SDPA, then the output edits as tensor ops (``_output_edits``) -> [B, T, H, D];
-    None when an edit needs the kernel (uniform heads on a prefill). No host read of tensor values, no Triton
-    launch: the same host cost as the plain model plus a few small ops, and traceable by ``torch.compile``."""
+    """The path of graph-safe hooks: SDPA (or, for ACT columns on a decode step, ``_act_decode``), then the
+    output edits as tensor ops (``_output_edits``) -> [B, T, H, D]; None when an edit needs the kernel (uniform
+    heads or ACT columns on a prefill, VAR). No host read of tensor values, no Triton launch: the plain model's
+    host cost plus a few small ops, and traceable by ``torch.compile``."""
     if isinstance(attention_mask, CompactCausalMask) and attention_mask.kv_valid is not None:
         n = attention_mask.kv_valid                                                # static cache: the filled keys
         key, value = key[:, :, :n], value[:, :, :n]
@@ -335,17 +396,26 @@ def _output_only(plan, module, query, key, value, attention_mask, dropout, scali
     edits = None
     for fn in plan.edits:
         edits = merge_edits(edits, fn(call, None))
-    if edits is not None and (edits.col_idx is not None or edits.redist_idx is not None
-                              or (edits.head_uniform is not None and T != 1)):
+    decode = T == 1
+    if edits is not None and (edits.redist_idx is not None
+                              or (not decode and (edits.col_idx is not None or edits.head_uniform is not None))
+                              or (edits.col_idx is not None and edits.head_uniform is not None)):
         return None
     scale = scaling if scaling is not None else D ** -0.5
-    out = _sdpa(module, query, key, value, attention_mask, dropout=dropout, scaling=scale, **kwargs)
-    if edits is not None and edits.head_uniform is not None:
-        _uniform_decode(out, value, attention_mask, edits.head_uniform, window)
-    result = AttentionResult(out=_output_edits(out, edits))
-    for fn in plan.after:
-        fn(call, result)
-    return result.out
+    if edits is not None and edits.col_idx is not None:
+        vis = _visible_keys(attention_mask, B, key.shape[2], window, query.device)
+        out = _act_decode(query, key, value, vis, edits.col_idx, edits.col_scale, scale)
+    else:
+        out = _sdpa(module, query, key, value, attention_mask, dropout=dropout, scaling=scale, **kwargs)
+        if edits is not None and edits.head_uniform is not None:
+            _uniform_decode(out, value, _visible_keys(attention_mask, B, key.shape[2], window, query.device),
+                            edits.head_uniform)
+    out = _output_edits(out, edits)
+    if plan.after:
+        result = AttentionResult(out=out)
+        for fn in plan.after:
+            fn(call, result)
+    return out
 
 
 def probe_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, sliding_window=None,
@@ -355,7 +425,7 @@ def probe_attention(module, query, key, value, attention_mask, dropout=0.0, scal
     if plan is None:
         return _sdpa(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                      sliding_window=sliding_window, softcap=softcap, **kwargs), None
-    if plan.graph_safe:
+    if plan.graph_safe and (query.shape[2] == 1 or not plan.received):
         out = _output_only(plan, module, query, key, value, attention_mask, dropout, scaling, sliding_window, kwargs)
         if out is not None:
             return out, None
@@ -491,16 +561,15 @@ def _set_graph_mode(saved: dict, on: bool) -> None:
 
 def allow_compile(model, modules) -> bool:
     """Give ``generate`` its automatic ``torch.compile`` / CUDA graphs back (a static cache on CUDA) while the seam is
-    active, when every hook attached to ``modules`` is graph-safe (head-output edits and uniform heads: HeadScale,
-    HeadMask) -- True when it did. Then the seam's mask function hands a static cache's decode steps SDPA's dense
+    active, when every hook attached to ``modules`` is graph-safe (HeadScale, HeadMask, ACT) -- True when it did. Then the seam's mask function hands a static cache's decode steps SDPA's dense
     mask over the whole cache (fixed shapes, no host read) and those layers run SDPA + tensor ops, which the
-    compiled graph captures. Hooks that need the Triton kernels or read statistics (ACT, Redistribute, capture)
-    keep the forward eager: their kernels take the filled key count as a host integer, which changes every step
-    and cannot live in a graph. Undone by the seam's outermost exit, or by a nested ``use_seam`` entry."""
+    compiled graph captures. Hooks that need the Triton kernels at decode or read statistics (Redistribute,
+    capture, HeadwiseKV) keep the forward eager: the kernels take the filled key count as a host integer, which
+    changes every step and cannot live in a graph. Undone by the seam's outermost exit, or by a nested ``use_seam`` entry."""
     saved = use_seam._saved.get(model)
     if saved is None:
         return False
-    if any(not p.graph_safe for p in map(_plan, modules) if p is not None):
+    if any(not p.graph_safe for p in map(_plan, modules) if p is not None):     # capture, VAR, HeadwiseKV
         return False
     gen = saved.get("disable_compile")
     if gen is not None:
