@@ -53,24 +53,17 @@ _KM = {"r_keymajor": True, "r_fma": True}                       # the received k
 # are the defaults now, its rows are in benchmarks/results/prefill_sweep_h200_call1.json. Call 2 (below) times the
 # defaults and the few candidates left open by call 1.
 SWEEP = {
-    128: {"output": [((128, 128, 8, 3), {"tma": True, "fma": True, "rev": True})],
-          "edit": [((128, 128, 8, 3), {**_SEG, "tma": True, "rev": True})],
-          "stats_fwd": [((128, 128, 8, 3), {**_SP, "tma": True}), ((128, 128, 8, 3), {**_SP, "tma": True, "rev": True}),
-                        ((128, 128, 8, 2), {**_SP, "tma": True, "rev": True})],
+    128: {"stats_fwd": [((128, 128, 8, 3), {**_SP, "tma": True}), ((128, 128, 8, 3), {**_SP, "tma": True, "rev": True})],
           "received": [((64, 128, 4, 3), {}), ((64, 128, 4, 3), {"r_fma": True}),
-                       ((64, 128, 4, 3), {"r_fma": True, "r_tma": True}), ((64, 128, 4, 2), {"r_fma": True}),
-                       ((64, 64, 4, 3), {"r_fma": True}), ((128, 128, 8, 3), {"r_fma": True, "r_tma": True})]},
+                       ((64, 128, 4, 3), {"r_fma": True, "r_tma": True}), ((64, 128, 4, 2), {"r_fma": True})]},
     64: {"output": [((64, 128, 4, 3), {"tma": True, "fma": True}), ((64, 128, 4, 3), {"tma": True, "fma": True, "rev": True})],
          "edit": [((64, 128, 4, 3), {**_SEG, "tma": True}), ((64, 128, 4, 3), {**_SEG, "tma": True, "rev": True})],
-         "stats_fwd": [((64, 128, 4, 3), {**_SP, "tma": True}), ((64, 128, 4, 3), {**_SP, "tma": True, "rev": True})],
-         "received": [((64, 128, 8, 3), {**_KM, "r_tma": True}), ((64, 128, 8, 3), {"r_keymajor": True, "r_tma": True}),
-                      ((64, 128, 8, 4), {**_KM, "r_tma": True}), ((64, 128, 8, 2), {**_KM, "r_tma": True}),
+         "received": [((64, 128, 8, 3), {**_KM, "r_tma": True}), ((64, 128, 8, 4), {**_KM, "r_tma": True}),
                       ((64, 64, 4, 3), {**_KM, "r_tma": True}), ((32, 128, 4, 3), {**_KM, "r_tma": True}),
-                      ((64, 128, 4, 3), {"r_keymajor": True, "r_tma": True})]},
+                      ((64, 128, 8, 3), {"r_keymajor": True, "r_tma": True})]},
 }
 # variants swept per shape
-SWEEP_VARIANTS = {"llama": ("output", "edit", "stats_fwd", "received"),
-                  "smollm": ("output", "edit", "stats_fwd", "received")}
+SWEEP_VARIANTS = {"llama": ("stats_fwd", "received"), "smollm": ("output", "edit", "received")}
 DECODE_CASES = [("llama", 32, 32, 128, 1, 4096), ("llama", 32, 32, 128, 16, 2048), ("smollm", 9, 3, 64, 1, 4096)]
 BASELINE = os.path.join(os.path.dirname(__file__), "results", "bench_decode_gpu_h200.json")
 
@@ -282,8 +275,25 @@ def headline(run: Run, clock: Clock, case: Case, name: str, variant: str, opts: 
         if base_ms:
             out["x_sdpa"] = out["ms"] / base_ms
         return out
-    return _try(run, {"kind": "headline", "shape": case.shape, "N": case.N, "method": name, "variant": variant,
-                      "opts": _jsonable(opts)}, work)
+    row = {"kind": "headline", "shape": case.shape, "N": case.N, "method": name, "variant": variant,
+           "opts": _jsonable(opts)}
+    if variant != "sdpa":
+        row["resolved"] = _jsonable(resolved(case, variant, opts))
+    return _try(run, row, work)
+
+
+def resolved(case: Case, variant: str, opts: dict) -> dict:
+    """The tile and switches a call of this variant runs with (the recorded tables under these overrides)."""
+    from kernels.attention import tiles
+    kind = {"output": "output", "edit": "edit", "var": "var", "stats": "stats", "stats_fwd": "stats"}.get(variant)
+    out = {}
+    if kind:
+        out["tile"] = tiles.prefill_tile(kind, case.D, 2, False, opts.get("tile"))
+        out.update(tiles.prefill_switches(kind, case.D, opts))
+    if variant in ("stats", "received"):
+        out["rtile"] = tiles.received_tile(case.D, 2, False, opts.get("rtile"))
+        out.update({"r_" + k: v for k, v in tiles.received_switches(case.D, opts).items()})
+    return out
 
 
 def _opts_of(row: dict) -> dict:
@@ -305,18 +315,16 @@ def prefill_shape(run: Run, clock: Clock, shape: str, N: int, dev: str, shapes_a
         headline(run, clock, case, f"{v}_default", v, {}, base)
     share = max(run.left() - run.args.reserve_s, 0.0) / (shapes_after + 1)
     best = sweep(run, clock, case, reserve_s=run.args.reserve_s + shapes_after * share)
-    win = {}
-    if "output" in best:
-        win["output"] = _opts_of(best["output"])
-    if "edit" in best:
-        win["edit"] = _opts_of(best["edit"])
-    if "stats_fwd" in best or "received" in best:
-        win["stats"] = dict(_opts_of(best["stats_fwd"])) if "stats_fwd" in best else {}
-        if "received" in best:
-            win["stats"].update(_opts_of(best["received"]))
+    # the winners, as headlines, where one beat the recorded default (each variant's first candidate)
+    first = {v: _opts(v, *c[0]) for v, c in SWEEP[case.D].items()}
+    won = {v: _opts_of(r) for v, r in best.items() if _opts_of(r) != first.get(v)}
+    win = {v: won[v] for v in ("output", "edit") if v in won}
+    if "stats_fwd" in won or "received" in won:
+        win["stats"] = {**(won.get("stats_fwd") or {}), **(won.get("received") or {})}
     for v, o in win.items():
         headline(run, clock, case, f"{v}_best", v, o, base)
-    headline(run, clock, case, "sdpa_again", "sdpa", {}, base)
+    if run.args.sdpa_again:
+        headline(run, clock, case, "sdpa_again", "sdpa", {}, base)
     del case
     gc.collect()
     if dev == "cuda":
@@ -506,6 +514,7 @@ def main(argv=None) -> int:
     ap.add_argument("--grace-s", type=float, default=15.0, help="headlines still run this long past the budget")
     ap.add_argument("--precompile", default=None, metavar="I/N")
     ap.add_argument("--decode", action="store_true", help="also time the decode cases (ACT / VAR steps)")
+    ap.add_argument("--sdpa-again", action="store_true", help="time SDPA again after each shape (a drift check)")
     ap.add_argument("--log-compiles", default=None, metavar="JSONL",
                     help="append one line per kernel compile request (cache-key pieces, cache hits) to this file")
     ap.add_argument("--pytest-log", default=None, help="the GPU test run's output (its summary goes in meta)")

@@ -25,7 +25,7 @@ done
 wait
 echo "tests + precompile s=$(( $(date +%s) - T0 ))" >> "$R/gpu.txt"
 LEFT=$(( ${TOTAL_S:-165} - ($(date +%s) - T0) - 10 ))
-python3 -m benchmarks.bench_sweep $SWEEP_EXTRA --budget-s $LEFT --reserve-s ${RESERVE_S:-30} \
+python3 -m benchmarks.bench_sweep $SWEEP_EXTRA --budget-s $LEFT --reserve-s ${RESERVE_S:-30} --grace-s ${GRACE_S:-15} \
     --log-compiles $PRE/compiles.jsonl --pytest-log "$R/pytest.txt" --out "$R/sweep_h200.json" > "$R/sweep.log" 2>&1
 echo "sweep rc=$? total s=$(( $(date +%s) - T0 ))" >> "$R/gpu.txt"
 ls "$TRITON_CACHE_DIR" | wc -l >> "$R/gpu.txt"

@@ -49,7 +49,8 @@ def headline(rows) -> str:
             out.append(f"| {r['shape']} | {r['method']} | | | {r.get('error', r.get('skipped', ''))} | | | |")
             continue
         x = f"{r['x_sdpa']:.3f}" if "x_sdpa" in r else "1.000"
-        tile, sw = ("", "") if r["variant"] == "sdpa" else (_tile(r["opts"]), _sw(r["opts"]))
+        o = r.get("resolved") or r["opts"]                 # the tile and switches the call ran with
+        tile, sw = ("", "") if r["variant"] == "sdpa" else (_tile(o), _sw(o))
         out.append(f"| {r['shape']} | {r['method']} | {tile} | {sw} | {r['ms']:.3f} | {x} | "
                    f"{r['peak_gib'] - FLUSH_GIB:.3f} | {r['io_gib']:.3f} |")
     return "\n".join(out)
