@@ -532,6 +532,8 @@ def main(argv=None) -> int:
             h = s
     if args.old and left(args.budget) > 30:
         _run_old(out, args)
+    from probe.capture import seam
+    out.doc["meta"]["act_tensor_path_off"] = seam._ACT_TENSOR_PATH[0]      # None: ACT decode steps ran as tensor ops
     out.doc["meta"]["finished_s"] = round(time.time() - T0, 1)
     out.doc["meta"]["loadavg_end"] = os.getloadavg()
     out.flush()

@@ -22,6 +22,7 @@ have different cache lengths); it must be the layer's only hook.
 from __future__ import annotations
 
 import contextlib
+import warnings
 import weakref
 from dataclasses import dataclass, replace
 from typing import Optional, Protocol
@@ -328,6 +329,7 @@ def _uniform_decode(out: Tensor, value: Tensor, vis: Tensor, on: Tensor) -> Tens
 
 
 _NEG_INF = float("-inf")
+_ACT_TENSOR_PATH: list = [None]     # why ACT's tensor-op decode path was switched off (None: in use)
 
 
 def _sdpa_lse(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, scale: float) -> tuple[Tensor, Tensor]:
@@ -403,8 +405,18 @@ def _output_only(plan, module, query, key, value, attention_mask, dropout, scali
         return None
     scale = scaling if scaling is not None else D ** -0.5
     if edits is not None and edits.col_idx is not None:
+        if _ACT_TENSOR_PATH[0] is not None:
+            return None
         vis = _visible_keys(attention_mask, B, key.shape[2], window, query.device)
-        out = _act_decode(query, key, value, vis, edits.col_idx, edits.col_scale, scale)
+        try:
+            out = _act_decode(query, key, value, vis, edits.col_idx, edits.col_scale, scale)
+        except (RuntimeError, NotImplementedError) as err:     # e.g. an ATen kernel this build lacks: the kernel path
+            if torch.compiler.is_compiling():
+                raise
+            _ACT_TENSOR_PATH[0] = f"{type(err).__name__}: {str(err)[:200]}"
+            warnings.warn(f"probe seam: ACT's tensor-op decode path failed ({_ACT_TENSOR_PATH[0]}); using the Triton "
+                          "kernel path from now on", RuntimeWarning, stacklevel=2)
+            return None
     else:
         out = _sdpa(module, query, key, value, attention_mask, dropout=dropout, scaling=scale, **kwargs)
         if edits is not None and edits.head_uniform is not None:
