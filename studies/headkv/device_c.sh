@@ -10,5 +10,5 @@ command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total --f
 python3 -m studies.headkv.run --device ${HEADKV_DEVICE:-cuda} --out "$OUTDIR" --parts decode \
   --max-seconds ${HEADKV_SECONDS:-150} --decode-share 1.0 --budgets 0.125,0.25,0.5 --windows 256 \
   --decode-prompt ${HEADKV_PROMPT:-8000} --decode-steps ${HEADKV_STEPS:-64} --decode-repeats 3 \
-  --decode-budgets 0.125,0.25,0.5 --decode-diag-prompts ${HEADKV_DIAG:-1000} --decode-nocudnn 1 ${HEADKV_EXTRA:-} 2>&1 \
+  --decode-budgets 0.125,0.25,0.5 --decode-diag-prompts "${HEADKV_DIAG-1000}" --decode-nocudnn 1 ${HEADKV_EXTRA:-} 2>&1 \
   | grep --line-buffered -v "Loading weights" | tee "$OUTDIR/log.txt"

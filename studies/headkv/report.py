@@ -203,8 +203,8 @@ def ppl_comparisons(ppl: pd.DataFrame) -> list[list]:
 
 
 ORDER = {"full": 0, "full-nocudnn": 1, "full-headwise": 2, "retrieval": 3, "sinkmass": 4, "streaming": 5}
-CALLS = (("results_d", "fourth call (window 2): the second host-path change (fewer ops per streaming layer and step)"),
-         ("results_c", "third call (window 1): the first host-path change (no sync or copy per layer and step)"))
+CALLS = (("results_d", "fourth call: after the second host-path change (fewer ops per streaming layer and step)"),
+         ("results_c", "third call: after the first host-path change (no sync or copy per layer and step)"))
 
 
 def _decode_sorted(dec: pd.DataFrame) -> pd.DataFrame:
@@ -310,7 +310,8 @@ def calls_table(folder: Path) -> str:
             at = dec[(dec.prompt_tokens == dec.prompt_tokens.max()) & (dec.policy == name) & ((dec.budget - b).abs() < 1e-9)]
             cells.append(f"{at.step_ms_median.iloc[0]:.2f} ({at.decode_tok_s.iloc[0]:.1f} tok/s)" if len(at) else "–")
         rows.append([LABEL.get(name, name), "" if name.startswith("full") or name == "streaming" else _budget(b)] + cells)
-    legend = "".join(f"- `{sub}/`: {how}.\n" for sub, how, _ in found)
+    legend = "".join(f"- `{sub}/`: {how}; {int(dec.decode_steps.iloc[0])} steps, {int(dec.repeats.iloc[0])} timed runs per "
+                     "policy.\n" for sub, how, dec in found)
     return legend + "\n" + markdown_table(["policy", "KV heads full"] + [f"ms / step, `{sub}/`" for sub, _, _ in found], rows)
 
 
@@ -321,9 +322,9 @@ def _niah_items(path: Path) -> pd.DataFrame:
 
 
 def decode_file(folder: Path) -> tuple[Path, str]:
-    """The primary decode results (the latest call that has them) and how that call timed."""
-    for sub, how in (("results_d", "fourth call: a warm-up run at the full length per policy, then the median of the timed runs"),
-                     ("results_c", "third call: a warm-up run at the full length per policy, then the median of the timed runs"),
+    """The primary decode results (the third call: every budget; a fourth call, if any, re-timed only a few rows
+    and is compared in ``calls_table``) and how that call timed."""
+    for sub, how in (("results_c", "third call: a warm-up run at the full length per policy, then the median of the timed runs"),
                      ("results_b", "second call, warm-up at ~1K tokens: compiles may remain in the timed steps"),
                      ("results", "first call: the timed steps include Triton compiles")):
         if (folder / sub / "decode.csv").exists():
