@@ -2,6 +2,7 @@
 
     python -m benchmarks.sweep_report benchmarks/results/sweep_h200.json            # tables for BENCHMARKS.md
     python -m benchmarks.sweep_report benchmarks/results/sweep_h200.json --winners  # the tile table to record
+    python -m benchmarks.sweep_report - --write    # session 5: the generated blocks of kernels/BENCHMARKS.md
 
 Targets (issue #15, N = 65,536, × cuDNN SDPA in the same run): output only ≤ 1.12, ACT edit ≤ 1.15,
 full statistics ≤ 1.7; decode step with ACT / VAR ≤ 1.05 per token (Llama shape, batch 1 and 16).
@@ -102,7 +103,7 @@ def targets(rows) -> str:
         verdict = "met" if all(met) else ("met on " + ", ".join(s for s, m in zip(("Llama", "SmolLM2"), met) if m)
                                           if any(met) else "missed")
         out.append(f"| {variant} ≤ {bound}× | {cells[0]} | {cells[1]} | {verdict} |")
-    for B in (1, 16):
+    for B in (1, 16) if any(r.get("kind") == "decode" for r in rows) else ():
         rs = [r for r in rows if r.get("kind") == "decode" and r["shape"] == "llama" and r["B"] == B
               and "token_x_est" in r and r["variant"] in ("act", "act_block_test", "var", "var_block_test")]
         if not rs:
@@ -140,11 +141,52 @@ def winners(rows) -> dict:
     return dict(out)
 
 
+RESULTS = "benchmarks/results"
+# generated blocks of kernels/BENCHMARKS.md: name -> the bench_sweep result file it renders
+BLOCKS = {"prefill-sweep-call1": f"{RESULTS}/prefill_sweep_h200_call1.json",
+          "prefill-sweep-call2": f"{RESULTS}/prefill_sweep_h200_call2.json"}
+
+
+def render(data: dict) -> str:
+    """The markdown of one bench_sweep result file: run line, targets, headlines, (decode,) every candidate."""
+    rows, meta = data["rows"], data["meta"]
+    warm = [r for r in rows if r.get("kind") == "warm"]
+    out = [f"Device: {meta.get('device')}, torch {meta.get('torch')}, Triton {meta.get('triton')}, N = {meta.get('N')}; "
+           f"GPU kernel tests in the same call: {' '.join(meta.get('pytest_tail', ['not recorded'])[-2:])}"]
+    if warm:
+        out.append("In-process warm-up before timing: " + "; ".join(
+            f"{r['shape']} {r['kernels']} of {r['of']} launches in {r['s']} s" for r in warm) + ".")
+    out += ["", "Targets (the faster of the recorded-default and winner headlines of each variant):", "", targets(rows),
+            "", "Headlines (median of 3 `do_bench`, cuDNN SDPA in the same run):", "", headline(rows)]
+    if any(r.get("kind") == "decode" for r in rows):
+        out += ["", "Decode step with edits, per layer (CUDA-graph replay):", "", decode(rows)]
+    out += ["", "Every sweep candidate (median of 5 calls, L2 flushed):", "", sweep(rows)]
+    return "\n".join(out)
+
+
+def write(md: str = "kernels/BENCHMARKS.md") -> list:
+    """Render every block of ``BLOCKS`` whose file exists into ``md``; returns the names written."""
+    import os
+    from pathlib import Path
+
+    from studies.tables import write_blocks
+    blocks = {}
+    for name, path in BLOCKS.items():
+        if os.path.exists(path):
+            with open(path) as f:
+                blocks[name] = render(json.load(f))
+    return write_blocks(Path(md), blocks)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("file")
     ap.add_argument("--winners", action="store_true")
+    ap.add_argument("--write", action="store_true", help="write the BLOCKS into kernels/BENCHMARKS.md (file ignored)")
     args = ap.parse_args(argv)
+    if args.write:
+        print("wrote", write())
+        return 0
     with open(args.file) as f:
         data = json.load(f)
     rows = data["rows"]

@@ -233,7 +233,6 @@ def engineering_table(root: Path = ROOT) -> str:
     dmap = json.loads((scale / "device_map_h200x2.json").read_text())
     sweep = root / "benchmarks" / "results" / "sweep_h200.json"
     dec = {(r["B"], r["S"], r["variant"]): r for r in _rows_by(sweep, kind="decode", shape="llama")}
-    head = {(r["shape"], r["method"]): r for r in _rows_by(sweep, kind="headline")}
     mem = _rows_by(root / "benchmarks" / "results" / "seam_memory_h200.json")
 
     def decode(b, s):
@@ -242,10 +241,17 @@ def engineering_table(root: Path = ROOT) -> str:
                 f"{dec[(b, s, 'sdpa')]['ms'] * 1e3:.1f} µs per layer (per token ≈ {act['token_x_est']:.3f}× / "
                 f"{var['token_x_est']:.3f}×)")
 
+    # prefill: session 5's final call (the recorded defaults, and a winner where one beat them), else its first call
+    prefill_file = root / "benchmarks" / "results" / "prefill_sweep_h200_call2.json"
+    if not prefill_file.exists():
+        prefill_file = root / "benchmarks" / "results" / "prefill_sweep_h200_call1.json"
+    head5 = {(r["shape"], r["method"]): r for r in _rows_by(prefill_file, kind="headline") if "x_sdpa" in r}
+
     def prefill(shape):
         parts = []
         for variant in ("output", "edit", "stats"):
-            best = head.get((shape, f"{variant}_best")) or head[(shape, f"{variant}_before")]
+            rs = [head5[(shape, f"{variant}_{m}")] for m in ("default", "best") if (shape, f"{variant}_{m}") in head5]
+            best = min(rs, key=lambda r: r["ms"])
             parts.append(f"{variant} {best['x_sdpa']:.3f}×")
         return ", ".join(parts)
 
@@ -263,11 +269,11 @@ def engineering_table(root: Path = ROOT) -> str:
         ["decode with ACT / VAR inside the split-KV kernels, Llama-7B shape, H200, bf16",
          decode(1, 4096) + "; " + decode(16, 2048) + " (target ≤ 1.05× per token)",
          "`benchmarks/results/sweep_h200.json` (`kernels/BENCHMARKS.md`)"],
-        ["fused attention kernel at 64K tokens vs cuDNN SDPA in the same run, H200, bf16, causal (defaults after "
-         "the session-4 sweep)",
-         "SmolLM2 shape: " + prefill("smollm") + "; Llama-7B shape (not swept): " + prefill("llama")
-         + f"; GPU kernel tests in the same call: {sweep_tests(sweep)}",
-         "`benchmarks/results/sweep_h200.json` (`kernels/BENCHMARKS.md`)"],
+        ["fused attention kernel at 64K tokens vs cuDNN SDPA in the same run, H200, bf16, causal (recorded defaults, "
+         "session 5; targets ≤ 1.12× / ≤ 1.15× / ≤ 1.7×)",
+         "SmolLM2 shape: " + prefill("smollm") + "; Llama-7B shape: " + prefill("llama")
+         + f"; GPU kernel tests in the same call: {sweep_tests(prefill_file)}",
+         f"`benchmarks/results/{prefill_file.name}` (`kernels/BENCHMARKS.md`)"],
         ["capture memory at long context, H200, bf16 (random-init shapes)",
          "peak GPU memory of `probe.capture` vs a plain SDPA forward: " + "; ".join(memory(r) for r in mem),
          "`benchmarks/results/seam_memory_h200.json`"],
@@ -278,7 +284,7 @@ def sweep_tests(sweep: Path) -> str:
     """'57 passed, 1 skipped' from the pytest tail the sweep recorded."""
     tail = json.loads(sweep.read_text())["meta"]["pytest_tail"]
     line = next(t for t in tail if " passed" in t)
-    return line.split(" in ")[0].replace(", 2 warnings", "")
+    return line.split(" in ")[0].replace(", 2 warnings", "").replace(", 3 warnings", "")
 
 
 if __name__ == "__main__":
