@@ -263,13 +263,17 @@ def decode_notes(dec: pd.DataFrame, syncs_from_first_step: bool = False) -> str:
         out.append("- **Where a step's time goes:** the GPU kernels' own time per step (one profiled step) against the "
                    "median step: " + "; ".join(parts) + ". The rest is the host (Python, launches) with the GPU idle: "
                    "at batch 1 a 135M-parameter model's decode is host-bound, so KV bytes barely move the step time.")
+    first = [f"full attention (SDPA; cuDNN kernels in the profile) {full.warmup_decode_s:.2f} s vs {full.decode_s:.2f} s"]
     nocudnn = one("full-nocudnn")
     if nocudnn is not None:
-        out.append(f"- **First use of a cache length:** full attention's warm-up run (the first time at these cache "
-                   f"lengths) decoded in {full.warmup_decode_s:.2f} s, its timed runs in {full.decode_s:.2f} s; with SDPA's "
-                   f"cuDNN backend off {nocudnn.warmup_decode_s:.2f} s and {nocudnn.decode_s:.2f} s "
-                   f"({nocudnn.step_ms_median:.2f} ms per step). HeadwiseKV with every head full (no SDPA): "
-                   f"{hw.warmup_decode_s:.2f} s and {hw.decode_s:.2f} s." if hw is not None else "")
+        first.append(f"full attention with SDPA's cuDNN backend off {nocudnn.warmup_decode_s:.2f} s vs {nocudnn.decode_s:.2f} s")
+    if hw is not None:
+        first.append(f"HeadwiseKV with every head full (Triton, no SDPA) {hw.warmup_decode_s:.2f} s vs {hw.decode_s:.2f} s")
+    out.append("- **First use of a cache length:** decode seconds of the warm-up run (the first time at these cache "
+               "lengths) vs a timed run: " + "; ".join(first) + ". Full attention paid it again at the 1000-token prompt "
+               "(after the 8K rows had run), so it comes with new cache lengths, not once per process: a generation "
+               "that reaches lengths not seen before pays it, the timed rows (lengths seen in the warm-up) do not. The "
+               "earlier calls' slow full-attention rows (warm-up at other lengths) fit this.")
     short = dec[dec.prompt_tokens < n]
     fs = one("full", frame=short) if len(short) else None
     if fs is not None:
