@@ -47,6 +47,9 @@ def parse_args(argv=None):
     ap.add_argument("--deadline", type=float, default=420.0, help="seconds from start; later stages are skipped")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--quick", action="store_true", help="tiny sizes for a CPU dry run (numbers meaningless)")
+    ap.add_argument("--projector", type=Path, default=None,
+                    help="an already trained projector (same recipe): measured instead of the one trained here; the "
+                         "training then only runs up to the last snapshot step, for the snapshot stages")
     return ap.parse_args(argv)
 
 
@@ -137,6 +140,9 @@ def main(argv=None):
     if args.device.startswith("cuda"):
         run.log(f"device {torch.cuda.get_device_name()}, torch {torch.__version__}")
     T, B, P = settings["train"], settings["benchmark"], settings["phenomena"]
+    if args.projector is not None and sv.projector_image_size(args.projector) != T.get("image_size", sv.IMAGE_SIZE_V2):
+        raise SystemExit(f"{args.projector} was trained at {sv.projector_image_size(args.projector)} px, settings say "
+                         f"{T.get('image_size', sv.IMAGE_SIZE_V2)}")
     vlm, processor, lm, vision = tr.fresh_vlm(args.device, args.dinov2, T.get("image_size", sv.IMAGE_SIZE_V2))
     proj = vlm.model.multi_modal_projector
     pools = tr.pools(args.pools)
@@ -160,8 +166,13 @@ def main(argv=None):
 
     # -- 1. train ------------------------------------------------------------------------------------
     def fit():
-        targs = SimpleNamespace(steps=T["steps_cap"], batch=T["batch"], lr=T["lr"], warmup=T["warmup"], seed=T["seed"],
-                                max_train_seconds=T["max_train_seconds"], timing_steps=T["timing_steps"],
+        given = args.projector is not None
+        given_meta = sv.load_projector(vlm, args.projector) if given else {}
+        # with a given projector: the same schedule as its run (its step count), stopped after the last snapshot
+        targs = SimpleNamespace(steps=int(given_meta["recipe"]["steps"]) if given else T["steps_cap"],
+                                stop_after=max(T["snapshots"]) if given else None, batch=T["batch"], lr=T["lr"],
+                                warmup=T["warmup"], seed=T["seed"],
+                                max_train_seconds=None if given else T["max_train_seconds"], timing_steps=T["timing_steps"],
                                 device=args.device, n_train=T["n_train"],
                                 loss_weighting=T.get("loss_weighting", "token"), task_mix=T.get("task_mix"),
                                 tf32=T.get("tf32", False), image_size=T.get("image_size", sv.IMAGE_SIZE_V2),
@@ -181,10 +192,20 @@ def main(argv=None):
             torch.backends.cuda.matmul.allow_tf32 = False
             proj.requires_grad_(False)
         del feats
-        meta = tr.projector_metadata(targs, result, feat_secs, proj)
-        meta["recipe"]["steps_rule"] = T["rule"]
         path = run.work / "studio_vlm2_projector.safetensors"
-        sv.save_projector(vlm, path, meta)
+        if given:                          # measure the carried projector; this run only made the snapshots
+            sv.load_projector(vlm, args.projector)
+            shutil.copyfile(args.projector, path)
+            result = {"steps_run": int(given_meta["recipe"]["steps"]), **given_meta["loss"],
+                      "seconds": given_meta["cost"]["train_seconds"], "snapshots": result["snapshots"],
+                      "note": f"measured projector: {args.projector.name} (trained in an earlier call; its metadata "
+                              f"holds recipe, cost and loss); this call re-ran its schedule for "
+                              f"{result['steps_run']} steps only, for the snapshots",
+                      "snapshot_run": {k: result[k] for k in ("seconds", "steps_run", "first100", "losses_every_10")}}
+        else:
+            meta = tr.projector_metadata(targs, result, feat_secs, proj)
+            meta["recipe"]["steps_rule"] = T["rule"]
+            sv.save_projector(vlm, path, meta)
         shutil.copyfile(path, run.out / "studio_vlm2_projector.safetensors")
         from safetensors.torch import save_file
 

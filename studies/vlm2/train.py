@@ -175,6 +175,7 @@ def train(vlm, processor, feats, scenes, args, log, snapshots: tuple = ()) -> di
     steps (before warm-up ends): steps = min(args.steps, budget / seconds per step), and the linear
     decay is laid out for that count, so the schedule always completes. ``snapshots``: steps after
     which a copy of the projector is kept (fp16, CPU) in the result's "snapshots".
+    ``args.stop_after``: stop after that many steps (the schedule still laid out for ``args.steps``).
     ``args.loss_weighting``: "token" (default; mean cross-entropy over all answer tokens of the batch, so a
     caption weighs ~10x a yes/no answer) or "item" (mean over each item's answer tokens, then over items:
     every item weighs the same). ``args.task_mix``: the task probabilities (default ``TASK_MIX``).
@@ -233,6 +234,9 @@ def train(vlm, processor, feats, scenes, args, log, snapshots: tuple = ()) -> di
         step += 1
         if step in snapshots:
             kept[step] = {k: v.detach().half().cpu().clone() for k, v in proj.state_dict().items()}
+        if getattr(args, "stop_after", None) and step >= args.stop_after:
+            log(f"stopped after {step} of {plan['steps']} steps (stop_after)")
+            break
         if args.max_train_seconds and step == 2 + timing_steps and t_timing is not None:
             per_step = (time.time() - t_timing) / timing_steps
             fit = int((args.max_train_seconds - (time.time() - t0)) / per_step) + step
