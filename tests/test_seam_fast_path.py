@@ -277,3 +277,18 @@ def test_act_decode_steps_through_tensor_ops_equal_the_reference(tiny, scale_too
         ref = reference_attention(q, k, v, scale=tiny.model.model.layers[1].self_attn.scaling,
                                   key_start=torch.tensor([0, 4]), edits=edits).out
         torch.testing.assert_close(out, ref, atol=2e-5, rtol=1e-5)
+
+
+def test_uniform_decode_heads_without_padding_equal_the_reference(tiny):
+    """The unpadded decode step's uniform heads (the plain mean of every value) equal the reference op."""
+    edits = AttentionEdits(head_uniform=torch.tensor([True, False, False, True]))
+    grab = _GrabSafe(edits)
+    ids = torch.randint(3, 128, (2, 12), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad(), seam.use_seam(tiny.model), seam.attached(tiny.attention_modules()[2:3], grab):
+        tiny.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=3, min_new_tokens=3,
+                            do_sample=False)
+    decode = [c for c in grab.calls if c[0].shape[2] == 1]
+    assert len(decode) == 2
+    for q, k, v, _, scale, out in decode:
+        ref = reference_attention(q, k, v, scale=tiny.model.model.layers[2].self_attn.scaling, edits=edits).out
+        torch.testing.assert_close(out, ref, atol=2e-5, rtol=1e-5)

@@ -315,15 +315,19 @@ def _visible_keys(attention_mask, B: int, S: int, window: Optional[int], device)
     return (m if m.dtype == torch.bool else m > torch.finfo(m.dtype).min / 2).expand(B, S)
 
 
-def _uniform_decode(out: Tensor, value: Tensor, vis: Tensor, on: Tensor) -> Tensor:
+def _uniform_decode(out: Tensor, value: Tensor, vis: Optional[Tensor], on: Tensor) -> Tensor:
     """Uniform heads of one decode step on SDPA's output: out [B, 1, H, D] gets, for the heads in ``on`` [H]
-    bool, the mean of the visible values (value [B, KV, S, D], vis [B, S]); in place."""
+    bool, the mean of the visible values (value [B, KV, S, D], vis [B, S] or None = every key); in place."""
     KV = value.shape[1]
     H = out.shape[2]
-    w = vis.to(value.dtype)[:, None, None, :]                                              # [B, 1, 1, S]
-    total = torch.matmul(w, value).float()                                                 # [B, KV, 1, D]
-    mean = total / vis.sum(-1).clamp_min(1).float()[:, None, None, None]
-    mean = mean.repeat_interleave(H // KV, dim=1).transpose(1, 2).to(out.dtype)            # [B, 1, H, D]
+    if vis is None:
+        mean = value.mean(2, keepdim=True, dtype=torch.float32)                            # [B, KV, 1, D]
+    else:
+        w = vis.to(value.dtype)[:, None, None, :]                                          # [B, 1, 1, S]
+        mean = torch.matmul(w, value).float() / vis.sum(-1).clamp_min(1).float()[:, None, None, None]
+    if H != KV:
+        mean = mean.repeat_interleave(H // KV, dim=1)
+    mean = mean.transpose(1, 2).to(out.dtype)                                              # [B, 1, H, D]
     out.copy_(torch.where(on.to(out.device)[None, None, :, None], mean, out))
     return out
 
@@ -420,8 +424,10 @@ def _output_only(plan, module, query, key, value, attention_mask, dropout, scali
     else:
         out = _sdpa(module, query, key, value, attention_mask, dropout=dropout, scaling=scale, **kwargs)
         if edits is not None and edits.head_uniform is not None:
-            _uniform_decode(out, value, _visible_keys(attention_mask, B, key.shape[2], window, query.device),
-                            edits.head_uniform)
+            every = attention_mask is None or (isinstance(attention_mask, CompactCausalMask) and window is None
+                                               and attention_mask.dense() is None)   # unpadded: every key
+            vis = None if every else _visible_keys(attention_mask, B, key.shape[2], window, query.device)
+            _uniform_decode(out, value, vis, edits.head_uniform)
     out = _output_edits(out, edits)
     if plan.after:
         result = AttentionResult(out=out)
