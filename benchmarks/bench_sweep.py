@@ -43,7 +43,7 @@ N_DEFAULT = 65536
 GiB = 1024 ** 3
 OFF = {"seg": False, "span_post": False, "reload_q": False, "tma": False, "fma": False, "rev": False}
 
-ROFF = {"r_keymajor": False, "r_fma": False, "r_tma": False, "r_poly": 0}
+ROFF = {"r_keymajor": False, "r_fma": False, "r_tma": False, "r_poly": 0, "r_maxnreg": 0}
 _SP = {"span_post": True, "reload_q": True, "fma": True}        # the statistics switches of session 4
 _SEG = {"seg": True, "reload_q": True, "fma": True}             # the ACT switches of session 4
 _KM = {"r_keymajor": True, "r_fma": True}                       # the received kernel's key-major form
@@ -58,7 +58,8 @@ SWEEP = {
                        ((64, 128, 4, 3), {"r_fma": True, "r_tma": True}), ((64, 128, 4, 2), {"r_fma": True})]},
     64: {"output": [((64, 128, 4, 3), {"tma": True, "fma": True}), ((64, 128, 4, 3), {"tma": True, "fma": True, "rev": True})],
          "edit": [((64, 128, 4, 3), {**_SEG, "tma": True}), ((64, 128, 4, 3), {**_SEG, "tma": True, "rev": True})],
-         "received": [((64, 128, 8, 3), {**_KM, "r_tma": True}), ((64, 128, 8, 4), {**_KM, "r_tma": True}),
+         "received": [((64, 128, 8, 3), {**_KM, "r_tma": True}), ((64, 128, 8, 3), {**_KM, "r_tma": True, "r_maxnreg": 80}),
+                      ((64, 128, 4, 3), {**_KM, "r_tma": True, "r_maxnreg": 128}), ((64, 128, 8, 4), {**_KM, "r_tma": True}),
                       ((64, 64, 4, 3), {**_KM, "r_tma": True}), ((32, 128, 4, 3), {**_KM, "r_tma": True}),
                       ((64, 128, 8, 3), {"r_keymajor": True, "r_tma": True})]},
 }

@@ -26,6 +26,8 @@ def _sw(opts: dict) -> str:
     on += [k for k in ("r_keymajor", "r_fma", "r_tma") if opts.get(k)]
     if opts.get("r_poly"):
         on.append(f"r_poly={opts['r_poly']}")
+    if opts.get("r_maxnreg"):
+        on.append(f"r_maxnreg={opts['r_maxnreg']}")
     if not opts:
         return "recorded defaults"
     return "+".join(on) if on else "none"

@@ -486,6 +486,8 @@ def _received(q, k, lse, key_start, common, tile: Optional[tuple] = None, opts: 
         T=T, S=S, H=H, G=H // KV, D=D, BT=RT, BS=RS, KEYMAJOR=sw["keymajor"], FMA=sw["fma"], NPOLY=npoly,
         num_warps=nw, num_stages=ns, **common,
     )
+    if sw["maxnreg"] and not INTERPRET:
+        kw["maxnreg"] = int(sw["maxnreg"])
     return rsum, _launch("received_fwd_kernel", (_cdiv(S, RS), B * H), kw)
 
 

@@ -58,9 +58,10 @@ RECEIVED_TILES: dict = {64: (64, 128, 8, 3), 128: (64, 128, 4, 3), 256: (32, 64,
 # layout allows it; 2-byte inputs, head_dim 64 / 128 only), "poly" (key-major, 2-byte inputs: of each query
 # block's 4 quarters, how many take exp2 by a polynomial on the FMA pipe; 0 = all on the MUFU).
 # All off = the kernel of sessions 3 and 4.
-_ROFF = {"keymajor": False, "fma": False, "tma": False, "poly": 0}
+_ROFF = {"keymajor": False, "fma": False, "tma": False, "poly": 0, "maxnreg": 0}
 RECEIVED_SWITCHES: dict = {64: dict(_ROFF, keymajor=True, fma=True, tma=True), 128: dict(_ROFF), 256: dict(_ROFF)}
-RECEIVED_SWITCH_NAMES = ("keymajor", "fma", "tma", "poly")   # opts keys: "r_keymajor", "r_fma", "r_tma", "r_poly"
+# "maxnreg": a register cap per thread for ptxas (more CTAs per SM; 0 = none; GPU builds only)
+RECEIVED_SWITCH_NAMES = ("keymajor", "fma", "tma", "poly", "maxnreg")   # opts keys: "r_" + name
 # decode: (BS, num_warps, num_stages); one wave of programs, bandwidth-bound
 DECODE_TILES: dict = {64: (64, 4, 2), 128: (64, 4, 2), 256: (32, 4, 2)}
 # decode_fwd_kernel's BLOCK_TEST per edit kind: in a chunk holding an edited column (VAR: or its span), mask
@@ -109,12 +110,12 @@ def received_tile(D: int, itemsize: int, interpret: bool,
 
 
 def received_switches(D: int, override: Optional[dict] = None) -> dict:
-    """The received-mass kernel's switches ({"keymajor", "fma", "tma"}: bool, "poly": int 0..4) for head_dim D; an
+    """The received-mass kernel's switches ({"keymajor", "fma", "tma"}: bool, "poly": 0..4, "maxnreg") for head_dim D; an
     ``override`` key "r_<name>" takes precedence (tuning runs and tests)."""
     sw = dict(RECEIVED_SWITCHES[_bucket(D)])
     for name in RECEIVED_SWITCH_NAMES:
         if override and "r_" + name in override:
-            sw[name] = int(override["r_" + name]) if name == "poly" else bool(override["r_" + name])
+            sw[name] = int(override["r_" + name]) if name in ("poly", "maxnreg") else bool(override["r_" + name])
     return sw
 
 
