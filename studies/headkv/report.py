@@ -324,6 +324,21 @@ def calls_table(folder: Path) -> str:
     return legend + "\n" + markdown_table(["policy", "KV heads full"] + [f"ms / step, `{sub}/`" for sub, _, _ in found], rows)
 
 
+def cudnn_note(folder: Path) -> str:
+    """From the fourth call, if it has the row: the first-use cost with and without SDPA's cuDNN backend."""
+    path = folder / "results_d" / "decode.csv"
+    if not path.exists():
+        return ""
+    dec = pd.read_csv(path)
+    full, off = dec[dec.policy == "full"], dec[dec.policy == "full-nocudnn"]
+    if not len(full) or not len(off):
+        return ""
+    f, o = full.iloc[0], off.iloc[0]
+    return (f"\nFirst use in the fourth call (decode seconds, warm-up run vs timed run, {int(f.decode_steps)} steps): full "
+            f"attention {f.warmup_decode_s:.2f} vs {f.decode_s:.2f}; with SDPA's cuDNN backend off {o.warmup_decode_s:.2f} "
+            f"vs {o.decode_s:.2f} ({o.step_ms_median:.2f} ms per timed step against {f.step_ms_median:.2f} with cuDNN).\n")
+
+
 def _niah_items(path: Path) -> pd.DataFrame:
     items = common_prompts(pd.read_csv(path))
     items["length_bin"] = items.length.round(-3).astype(int).clip(lower=1000)
@@ -447,7 +462,7 @@ def tables(folder: Path = HERE) -> dict[str, str]:
     out["headkv_verdict"] = verdict(items, comp, pd.read_csv(res / "ppl_items.csv"), pd.read_csv(dec), how)
     out["headkv_decode"] = markdown_table(*decode_rows(pd.read_csv(dec)))
     out["headkv_decode_notes"] = decode_notes(pd.read_csv(dec), syncs_from_first_step=dec.parent.name == "results_c")
-    out["headkv_decode_calls"] = calls_table(folder)
+    out["headkv_decode_calls"] = calls_table(folder) + cudnn_note(folder)
     return out
 
 
