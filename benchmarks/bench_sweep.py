@@ -55,7 +55,7 @@ _KM = {"r_keymajor": True, "r_fma": True}                       # the received k
 SWEEP = {
     128: {"stats_fwd": [((128, 128, 8, 3), {**_SP, "tma": True}), ((128, 128, 8, 3), {**_SP, "tma": True, "rev": True})],
           "received": [((64, 128, 4, 3), {}), ((64, 128, 4, 3), {"r_fma": True}),
-                       ((64, 128, 4, 3), {"r_fma": True, "r_tma": True}), ((64, 128, 4, 2), {"r_fma": True})]},
+                       ((64, 128, 4, 3), {"r_fma": True, "r_tma": True}), ((64, 128, 8, 3), {"r_fma": True, "r_tma": True})]},
     64: {"output": [((64, 128, 4, 3), {"tma": True, "fma": True}), ((64, 128, 4, 3), {"tma": True, "fma": True, "rev": True})],
          "edit": [((64, 128, 4, 3), {**_SEG, "tma": True}), ((64, 128, 4, 3), {**_SEG, "tma": True, "rev": True})],
          "received": [((64, 128, 8, 3), {**_KM, "r_tma": True}), ((64, 128, 8, 3), {**_KM, "r_tma": True, "r_maxnreg": 80}),
