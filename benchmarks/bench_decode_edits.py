@@ -29,6 +29,7 @@ import argparse
 import json
 import os
 import sys
+import time
 
 import torch
 import torch.nn.functional as F
@@ -79,16 +80,39 @@ def _variants(H, KV, D, B, S, dev="cuda"):
         "var": lambda: tri.attention(q, k, v, scale=scale, edits=var),
         "var_prefill": prefill_path(var),
         "uniform": lambda: tri.attention(q, k, v, scale=scale, edits=uni),
-        # the other column modes of decode_fwd_kernel (fused.DECODE_EDIT_CFG holds the defaults "act" / "var" use)
-        "act_bits": lambda: tri.attention(q, k, v, scale=scale, edits=act, opts={"col_mode": "bits"}),
-        "var_bits": lambda: tri.attention(q, k, v, scale=scale, edits=var, opts={"col_mode": "bits"}),
-        "act_split_gather": lambda: tri.attention(q, k, v, scale=scale, edits=act,
-                                                  opts={"col_mode": "split", "cols_out": False}),
-        "var_split_nocap": lambda: tri.attention(q, k, v, scale=scale, edits=var, opts={"col_mode": "split", "maxnreg": 0}),
-        # session 4's defaults (before this session): ACT masks whole chunks, VAR tests each block; no register cap
-        "act_chunk_s4": lambda: tri.attention(q, k, v, scale=scale, edits=act, opts={"col_mode": "chunk", "maxnreg": 0}),
-        "var_block_s4": lambda: tri.attention(q, k, v, scale=scale, edits=var, opts={"col_mode": "block", "maxnreg": 0}),
+        **{name: (lambda ed=(act if kind == "act" else var), o=o: tri.attention(q, k, v, scale=scale, edits=ed, opts=o))
+           for name, (kind, o) in ALTERNATIVES.items()},
     }
+
+
+# the other configurations of decode_fwd_kernel (fused.DECODE_EDIT_CFG holds the defaults that "act" / "var" use):
+# name -> (edit kind, opts)
+ALTERNATIVES = {
+    "act_bits": ("act", {"col_mode": "bits"}),
+    "var_bits": ("var", {"col_mode": "bits"}),
+    "act_split_gather": ("act", {"col_mode": "split", "cols_out": False}),
+    "var_split_nocap": ("var", {"col_mode": "split", "maxnreg": 0}),
+    # session 4's defaults (before this session): ACT masks whole chunks, VAR tests each block; no register cap
+    "act_chunk_s4": ("act", {"col_mode": "chunk", "maxnreg": 0}),
+    "var_block_s4": ("var", {"col_mode": "block", "maxnreg": 0}),
+}
+
+
+def config(name: str, D: int) -> dict:
+    """The effective split-kernel configuration of an ACT / VAR variant at head_dim D ({} for the others):
+    column mode, register cap (None = none), and whether ACT's columns come out of the split kernel."""
+    from kernels.attention.fused import DECODE_EDIT_CFG
+
+    if name in ("act", "var"):
+        kind, opts = name, {}
+    elif name in ALTERNATIVES:
+        kind, opts = ALTERNATIVES[name]
+    else:
+        return {}
+    mode = opts.get("col_mode", DECODE_EDIT_CFG["col_mode"][kind])
+    cap = opts["maxnreg"] if "maxnreg" in opts else DECODE_EDIT_CFG["maxnreg"].get(D)
+    return {"edit": kind, "col_mode": mode, "maxnreg": cap or None,
+            "cols_out": kind == "act" and mode in ("split", "bits") and opts.get("cols_out", True)}
 
 
 def _baseline() -> dict:
@@ -114,21 +138,38 @@ TARGET, STRETCH = 1.05, 1.02
 
 def block(data: dict) -> str:
     """The ``decode-edits`` block of kernels/BENCHMARKS.md from a result file of this script: where it ran, the GPU
-    kernel tests of the same call, the verdict per batch (ACT / VAR per-token estimate vs the target), the table."""
+    kernel tests of the same call, the split-kernel configuration of each ACT / VAR row, the verdict per batch for
+    the configuration that is the default now (``fused.DECODE_EDIT_CFG``; per-token estimate vs the target), the
+    table."""
     from benchmarks.tables import decode
 
     meta, rows = data["meta"], data["rows"]
     lines = [f"Device: {meta.get('device')}, torch {meta.get('torch')}, Triton {meta.get('triton')}; "
              f"GPU kernel tests in the same call: {' / '.join(meta.get('pytest_tail', ['not recorded'])[-2:])}.", ""]
+    seen = {}
+    for r in rows:
+        if "config" in r and r["shape"] == "llama":
+            seen.setdefault(r["variant"], r["config"])
+    for name, c in seen.items():
+        lines.append(f"- `{name}`: {c['edit'].upper()}, column mode `{c['col_mode']}`, "
+                     f"{'register cap ' + str(c['maxnreg']) if c['maxnreg'] else 'no register cap'}"
+                     f"{', columns out of the split kernel' if c['cols_out'] else ''}")
+    lines.append("")
     for B in sorted({r["B"] for r in rows if r["shape"] == "llama"}):
-        est = {r["variant"]: r["token_x_est"] for r in rows if r["shape"] == "llama" and r["B"] == B and "token_x_est" in r}
-        got = [f"{k.upper()} {est[k]:.3f}×" for k in ("act", "var") if k in est]
-        if not got:
-            continue
-        worst = max(est[k] for k in ("act", "var") if k in est)
-        verdict = "stretch met" if worst <= STRETCH else ("met" if worst <= TARGET else "missed")
-        lines.append(f"- Llama shape, batch {B}: {', '.join(got)} per token (target ≤ {TARGET}×, stretch ≤ {STRETCH}×): "
-                     f"**{verdict}**")
+        got, worst = [], 0.0
+        for kind in ("act", "var"):
+            want = None
+            for r in rows:
+                if (r["shape"] == "llama" and r["B"] == B and "token_x_est" in r
+                        and r.get("config") == config(kind, r["D"])):
+                    want = r if want is None or r["variant"] == kind else want
+            if want is not None:
+                got.append(f"{kind.upper()} {want['token_x_est']:.3f}× (`{want['variant']}`)")
+                worst = max(worst, want["token_x_est"])
+        if got:
+            verdict = "stretch met" if worst <= STRETCH else ("met" if worst <= TARGET else "missed")
+            lines.append(f"- Llama shape, batch {B}, the default configuration: {', '.join(got)} per token "
+                         f"(target ≤ {TARGET}×, stretch ≤ {STRETCH}×): **{verdict}**")
     return "\n".join(lines) + "\n\n" + decode(rows) + "\n"
 
 
@@ -146,6 +187,7 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--shapes", nargs="+", default=["llama", "smollm"])
     ap.add_argument("--rep", type=int, default=50, help="ms of each do_bench / do_bench_cudagraph run")
+    ap.add_argument("--budget-s", type=float, default=1e9, help="no new row starts after this many seconds")
     ap.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS),
                     help="of sdpa, ours, act, act_prefill, var, var_prefill, uniform, act_bits, var_bits, "
                          "act_split_gather, var_split_nocap, act_chunk_s4, var_block_s4")
@@ -164,8 +206,6 @@ def main(argv=None) -> int:
         print("needs CUDA (or --dry)", file=sys.stderr)
         return 2
     if args.dry:
-        import time
-
         def do_bench_cudagraph(fn, rep):  # noqa: ARG001 - one timed call: plumbing only
             t = time.perf_counter()
             fn()
@@ -177,7 +217,8 @@ def main(argv=None) -> int:
     rows = []
     meta = {"device": "cpu (dry run)" if args.dry else torch.cuda.get_device_name(), "torch": torch.__version__,
             "triton": __import__("triton").__version__, "argv": sys.argv, "baseline_file": BASELINE,
-            "baseline_token_ms": {f"{b}x{s}": ms for (b, s), ms in _baseline().items()}}
+            "baseline_token_ms": {f"{b}x{s}": ms for (b, s), ms in _baseline().items()},
+            "order": "sdpa / ours / act / var / uniform for every case first, then the alternatives"}
     if args.pytest_log and os.path.exists(args.pytest_log):
         with open(args.pytest_log) as f:
             meta["pytest_tail"] = [ln.strip() for ln in f.read().splitlines() if ln.strip()][-3:]
@@ -188,38 +229,49 @@ def main(argv=None) -> int:
             with open(args.out, "w") as f:
                 json.dump({"meta": meta, "rows": rows}, f, indent=1)
 
+    t0 = time.time()
+    cases, bases = [], {}
     for shape, H, KV, D, B, S in CASES:
-        if shape not in args.shapes:
-            continue
-        if args.dry:
-            H, KV, B, S = max(2, H // 16), max(1, KV // 16), min(B, 2), 96
-        base = None
-        for name, fn in _variants(H, KV, D, B, S, dev).items():
-            if name not in args.variants:
-                continue
-            row = {"shape": shape, "H": H, "KV": KV, "D": D, "B": B, "S": S, "variant": name}
-            try:
-                fn()
-                if not args.dry:
-                    torch.cuda.synchronize()
-                runs = sorted(float(do_bench_cudagraph(fn, rep=args.rep)) for _ in range(args.repeats))
-                row["ms"] = runs[len(runs) // 2]
-                row["runs_ms"] = runs
-                eager = sorted(float(do_bench(fn, rep=args.rep)) for _ in range(args.repeats))
-                row["eager_ms"] = eager[len(eager) // 2]        # with Python launch cost (no graph)
-            except Exception as e:  # noqa: BLE001 - a benchmark reports what failed
-                row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}"
-            if name == "sdpa" and "ms" in row:
-                base = row["ms"]
-            if base and "ms" in row:
-                row["x_sdpa"] = row["ms"] / base
-                row["extra_us_per_layer"] = (row["ms"] - base) * 1e3
-                tok = _baseline().get((B, S)) if shape == "llama" else None
-                if tok:  # 32 layers of the Llama-7B shape, each paying the per-layer difference
-                    row["token_x_est"] = (tok + 32 * (row["ms"] - base)) / tok
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-            save()
+        if shape in args.shapes:
+            if args.dry:
+                H, KV, B, S = max(2, H // 16), max(1, KV // 16), min(B, 2), 96
+            cases.append((shape, H, KV, D, B, S, _variants(H, KV, D, B, S, dev)))
+    core = [v for v in args.variants if v in DEFAULT_VARIANTS]
+    for names in (core, [v for v in args.variants if v not in DEFAULT_VARIANTS]):   # the defaults first, every case
+        for shape, H, KV, D, B, S, fns in cases:
+            for name in names:
+                row = {"shape": shape, "H": H, "KV": KV, "D": D, "B": B, "S": S, "variant": name}
+                if config(name, D):
+                    row["config"] = config(name, D)
+                if time.time() - t0 > args.budget_s:
+                    row["skipped"] = "time budget"
+                    rows.append(row)
+                    continue
+                fn = fns[name]
+                try:
+                    fn()
+                    if not args.dry:
+                        torch.cuda.synchronize()
+                    runs = sorted(float(do_bench_cudagraph(fn, rep=args.rep)) for _ in range(args.repeats))
+                    row["ms"] = runs[len(runs) // 2]
+                    row["runs_ms"] = runs
+                    eager = sorted(float(do_bench(fn, rep=args.rep)) for _ in range(args.repeats))
+                    row["eager_ms"] = eager[len(eager) // 2]        # with Python launch cost (no graph)
+                except Exception as e:  # noqa: BLE001 - a benchmark reports what failed
+                    row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}"
+                if name == "sdpa" and "ms" in row:
+                    bases[(shape, B, S)] = row["ms"]
+                base = bases.get((shape, B, S))
+                if name != "sdpa" and base and "ms" in row:
+                    row["x_sdpa"] = row["ms"] / base
+                    row["extra_us_per_layer"] = (row["ms"] - base) * 1e3
+                    tok = _baseline().get((B, S)) if shape == "llama" else None
+                    if tok:  # 32 layers of the Llama-7B shape, each paying the per-layer difference
+                        row["token_x_est"] = (tok + 32 * (row["ms"] - base)) / tok
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+                save()
+    rows.sort(key=lambda r: [c[:6] for c in cases].index((r["shape"], r["H"], r["KV"], r["D"], r["B"], r["S"])))
     save()
     return 0
 
