@@ -139,9 +139,19 @@ def profile_extra_table(folder: Path, top: int = 6) -> str:
 def ties_text(folder: Path) -> str:
     """Plain vs plain vs the no-edit seam (tokens, logits, hidden states, attention kernels), from the profile file."""
     rows = [r for r in _load(folder, PROFILE)["rows"] if r.get("part") == "ties" and "plain_again" in r]
+    later = [r for r in _load(folder, GEN)["rows"] if r.get("part") in ("ties", "ties_no_cudnn") and "plain_again" in r]
     if not rows:
         return "Not measured.\n"
     r = rows[0]
+
+    def one_of(row, name):
+        x = row[name]
+        s = f"tokens {'identical' if x['same_tokens'] else 'differ from step ' + str(x['first_diff_step'])}"
+        if "logits_identical_before_first_diff" in x:
+            s += (", every step's logits bit-identical" if x["same_tokens"] and x["logits_identical_before_first_diff"]
+                  else "" if x["same_tokens"] else
+                  f", logits before that step {'bit-identical' if x['logits_identical_before_first_diff'] else 'already different'}")
+        return s
 
     def one(name):
         x = r[name]
@@ -161,10 +171,17 @@ def ties_text(folder: Path) -> str:
              f"min {gap['min']:.3g} (logit standard deviation {gap['logit_std']:.3g}).",
              "- prefill hidden states, plain vs seam, max |difference| after the embedding and each layer: "
              + ", ".join(f"{x:.3g}" for x in hid) + "."]
+    for x in later:                  # the second call: a fresh prompt-run of the same check, then cuDNN attention off
+        if x["part"] == "ties":
+            lines.append(f"- again in the second call: plain vs plain {one_of(x, 'plain_again')}; plain vs seam {one_of(x, 'seam_noop')}.")
+        else:
+            lines.append(f"- with cuDNN attention off (SDPA limited to {', '.join(x['backends'])}): plain vs plain "
+                         f"{one_of(x, 'plain_again')}; plain vs seam {one_of(x, 'seam_noop')}; plain with cuDNN vs without "
+                         f"{one_of(x, 'plain_with_cudnn_vs_without')}.")
     kern = r.get("attention_kernels_prefill_plus_2_steps")
     if kern:
         for v, names in kern.items():
-            lines.append(f"- attention kernels ({v}, prefill + 2 steps): " + ("; ".join(f"`{k[:90]}` ×{n}" for k, n in names.items()) or "none matched") + ".")
+            lines.append(f"- attention kernels ({v}, the prefill and one decode step of 8 layers): " + ("; ".join(f"`{k[:90]}` ×{n}" for k, n in names.items()) or "none matched") + ".")
     return "\n".join(lines) + "\n"
 
 
@@ -195,6 +212,41 @@ def capture_table(folder: Path, name: str = GPU) -> str:
     by = {(r["model"], r["tokens"], r["method"]): r for r in rows}
     out = [[DISPLAY.get(model.split(" (")[0], model), f"{n:,}"] + [_cell(by.get((model, n, m))) for m, _ in have] for model, n in keys]
     return _md(["model", "tokens"] + [lab for _, lab in have], out)
+
+
+def findings(folder: Path) -> str:
+    """The numbers the prose of the session-5 section rests on, computed from the files (bullets)."""
+    prof = _profile_rows(folder)
+    w1 = _gen_rows(_load(folder, "e2e_gen_window1_h200.json"))
+    out = []
+    if "plain" in prof and (1, "plain") in w1:
+        a, b = prof["plain"]["steps"]["median_ms"], w1[(1, "plain")]["step_ms_median"]
+        out.append(f"- **The profiler slows every later launch of its process.** Plain decode steps: {a:.2f} ms (median) "
+                   f"before the call's first torch.profiler session, {b:.2f} ms in the same call after it "
+                   f"(`e2e_gen_window1_h200.json`, all variants measured after it); timed runs now go before any profiling.")
+    if "plain" in prof:
+        p = prof["plain"]["profile"]
+        out.append(f"- **Plain `generate` is host-bound at batch 1:** one profiled decode step launches {p['gpu_kernels']} "
+                   f"kernels (≈{p['gpu_kernels'] / 8:.0f} per layer) that keep the GPU busy {p['gpu_busy_us'] / 1e3:.2f} ms, "
+                   f"while the unprofiled step takes {prof['plain']['steps']['median_ms']:.2f} ms; the host waits "
+                   f"{p['host_sync_wait_us'] / 1e3:.2f} ms in synchronising calls. Every µs of Python per layer shows.")
+    if "seam_noop" in prof and "plain" in prof:
+        n, p = prof["seam_noop"], prof["plain"]
+        out.append(f"- **The seam without an edit costs {n['profile']['gpu_kernels'] - p['profile']['gpu_kernels']:+d} kernel "
+                   f"and {n['python']['calls_per_step'] - p['python']['calls_per_step']:+.0f} Python calls per step** "
+                   f"({(n['python']['tottime_us_per_step'] - p['python']['tottime_us_per_step']) / 1e3:+.2f} ms of cProfile own "
+                   f"time): the mask function once per forward and a plan lookup per layer.")
+    for v in ("act", "var"):
+        if v in prof and "plain" in prof:
+            r, p = prof[v], prof["plain"]
+            tri = sum(us for name, _, us, _ in r["python"]["all"] if "triton" in name)
+            fused = sum(us for name, _, us, _ in r["python"]["all"] if "fused.py" in name)
+            out.append(f"- **{LABELS5[v].split(' (')[0].split(':')[0]} on the kernel path (this profile):** "
+                       f"{r['profile']['gpu_kernels']} kernels per step, as plain, GPU busy "
+                       f"{r['profile']['gpu_busy_us'] / 1e3:.2f} ms, but {r['python']['calls_per_step'] - p['python']['calls_per_step']:+.0f} "
+                       f"Python calls per step; cProfile own time in Triton's launcher {tri / 1e3:.2f} ms and in the host side of "
+                       f"the kernels (fused.py) {fused / 1e3:.2f} ms per step, for five layers.")
+    return "\n".join(out) + "\n" if out else "Not measured.\n"
 
 
 def static_table(folder: Path) -> str:
@@ -281,7 +333,7 @@ def tables(folder: Path = RESULTS) -> dict:
     return {
         "kernels/BENCHMARKS.md": {"e2e-generate": generate_table(folder), "e2e-capture": capture_table(folder),
                                   "e2e-profile": profile_table(folder), "e2e-profile-extra": profile_extra_table(folder),
-                                  "e2e-ties": ties_text(folder),
+                                  "e2e-ties": ties_text(folder), "e2e-findings": findings(folder),
                                   "e2e-static": static_table(folder), "e2e-capture-cpu": capture_table(folder, CPU),
                                   "e2e-python-calls": python_calls_table(folder)},
         "README.md": {"e2e-headline": headline(folder)},
