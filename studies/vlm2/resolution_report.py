@@ -3,8 +3,8 @@
     python -m studies.vlm2.resolution_report --unpack RUN_OUT   # RUN_OUT/vlm2_results.tar.gz -> results_resolution/
     python -m studies.vlm2.resolution_report                    # metrics, comparisons, decision + README tables
 
-Models: ``r224`` / ``r112`` (the new recipe at 224 px / 112 px, equal training time), ``r112_eq`` (the 112 px
-run's snapshot at the 224 px run's step count: equal steps) and ``old`` (the projector shipped
+Models: ``r224`` / ``r112`` (the new recipe at 224 px / 112 px; 112 px was to run the 224 px run's step count)
+and ``old`` (the projector shipped
 before this call: its test rows are copied from ``studies/vlm2/results`` at unpack time, its validation and
 photo-background rows come from the call). Sets: ``baseline`` (the held-out test benchmark), ``no_image``,
 ``photo_baseline`` (the same test scenes on held-out photo backgrounds), ``val_baseline`` (validation: the
@@ -30,9 +30,9 @@ from probe.stats import holm, mcnemar_exact, paired_bootstrap
 
 HERE = Path(__file__).resolve().parent
 RES = HERE / "results_resolution"
-MODELS = ("r224", "r112", "r112_eq", "old")
+MODELS = ("r224", "r112", "old")
 LABEL = {"r224": "new recipe, 224 px (256 tokens)", "r112": "new recipe, 112 px (64 tokens)",
-         "r112_eq": "new recipe, 112 px, at the 224 px step count", "old": "shipped v2 (112 px, old recipe)"}
+         "old": "shipped v2 (112 px, old recipe)"}
 SPLITS = rp.SPLITS
 
 
@@ -88,7 +88,7 @@ def compare(pope: dict, caps: dict) -> pd.DataFrame:
     """New vs shipped and 224 vs 112 on the same test questions / captions (Holm within each family)."""
     diff = lambda a, b: float(np.mean(a) - np.mean(b))  # noqa: E731
     out = []
-    for a, b in (("r224", "old"), ("r112", "old"), ("r224", "r112"), ("r224", "r112_eq")):
+    for a, b in (("r224", "old"), ("r112", "old"), ("r224", "r112")):
         if a not in pope or b not in pope:
             continue
         fam = []
@@ -196,13 +196,14 @@ def tables(res: Path = RES) -> dict[str, str]:
     dec = json.loads((res / "decision.json").read_text())
     out = {}
     rows = []
-    for size in (224, 112):
-        p = res / f"train_{size}.json"
-        if not p.exists():
-            continue
-        t = json.loads(p.read_text())
+    runs = {size: json.loads((res / f"train_{size}.json").read_text()) for size in (224, 112)
+            if (res / f"train_{size}.json").exists()}
+    for size, t in runs.items():
         gib = lambda x: "–" if x is None else f"{x:.1f}"  # noqa: E731
-        rows.append([f"{size} px", t["image_tokens"], t["steps_run"], num(t["feature_seconds"], 1),
+        rule = t["steps_rule"]
+        if rule != "time budget" and 224 in runs and t["steps_run"] < runs[224]["steps_run"]:
+            rule = f"{rule} ({runs[224]['steps_run']}), cut by the call's time guard"
+        rows.append([f"{size} px", t["image_tokens"], f"{t['steps_run']} ({rule})", num(t["feature_seconds"], 1),
                      num(t["ms_per_step"], 1), num(t["seconds"], 1), gib(t["peak_gib_features"]), gib(t["peak_gib_train"]),
                      num(t["first100"]), num(t["last100"])])
     out["resolution_cost"] = markdown_table(

@@ -5,10 +5,10 @@
     python -m studies.vlm2.resolution_run ... --device cpu --quick --work /tmp/q --out /tmp/q_out   # CPU dry run
 
 Everything follows ``studies/vlm2/settings_resolution.json`` (pre-registered; ``--quick`` shrinks sizes only):
-1. each resolution (224 px = 256 image tokens first, then 112 px = 64 tokens) is trained for the same time
-   budget (same data order, same initial projector): equal H200 time. The 224 px run's step count N is
-   also kept as a snapshot of the 112 px run ("r112_eq": equal steps; its learning rate is mid-schedule
-   there, since the 112 px decay is laid out for its longer run);
+1. the first resolution of "resolutions" (224 px, 256 image tokens) is trained for a fixed time budget,
+   which fixes the step count N; the other (112 px, 64 tokens) is trained for the same N steps (same
+   data order, same initial projector): equal optimisation, so the measured cost and the benchmark
+   differ only by the resolution;
 2. after each training: POPE on the validation scenes (train-split items outside the training pool,
    training photos; used only to choose the resolution for the final run), the held-out test benchmark
    (POPE with and without the image, CHAIR captions; the same test scenes and questions as the shipped
@@ -62,7 +62,7 @@ def quick(settings: dict) -> dict:
 def scene_sets(settings: dict, pools: dict) -> dict:
     """Training, validation, test and photo-test scenes plus the POPE questions (unique per scene and class)."""
     T, B = settings["train"], settings["benchmark"]
-    bg = T["backgrounds"]
+    bg = T["backgrounds"] or {"p": 0.0, "seed": 0, "contrast": [0.3, 0.7]}      # None: no photos in training / val
     train = sc.make_scenes(pools["train_x"], pools["train_y"], T["n_train"], T["seed"])
     freq, co = sc.statistics(train)              # objects only: backgrounds do not change them
     train = ph.with_backgrounds(train, tr.photo_set(pools, "train"), bg["p"], bg["seed"], tuple(bg["contrast"]))
@@ -116,33 +116,39 @@ def main(argv=None):
             return vlm0, proc0
         return sv.build_studio_vlm(lm.model, lm.tokenizer, projector_path=False, vision_model=vision, image_size=size)
 
-    def evaluate(tag: str, handle, kind: str = "new"):
-        """POPE on val / test (+ no image) / photo test and CHAIR captions on test / photo test
-        (kind "old": no plain test, it is in studies/vlm2/results; "snapshot": val and plain test only)."""
+    def evaluate(tag: str, handle, old: bool = False):
+        """POPE on test (+ no image) / val / photo test and CHAIR captions on test / photo test, in that order;
+        OUT is re-packed after each part, and a part is skipped once fewer than 6 s are left."""
         out = run.work / tag
         out.mkdir(exist_ok=True)
-        jobs = [("val_baseline", S["val"], S["u_val"], "baseline")]
-        if kind != "snapshot":
-            jobs += [("photo_baseline", S["photo"], S["u_test"], "baseline")]
-        if kind != "old":
-            jobs += [("baseline", S["test"], S["u_test"], "baseline"), ("no_image", S["test"], S["u_test"], "no_image")]
-        cap_sets = {"new": [("photo_baseline", S["photo"]), ("baseline", S["test"])], "old": [("photo_baseline", S["photo"])],
-                    "snapshot": [("baseline", S["test"])]}[kind]
-        for name, scenes, qs, method in jobs:
-            rows, _ = cn.Runner(handle, scenes).pope(name, {"method": method}, qs, batch=B["pope_batch"])
-            run.append_jsonl(f"{tag}/pope_items.jsonl", rows)
-            run.log(f"  {tag} POPE {name}: accuracy over unique questions {np.mean([r['pred'] == r['answer'] for r in rows]):.3f}")
-        for name, scenes in cap_sets:
-            rows, _ = cn.Runner(handle, scenes).captions(name, {"method": "baseline"}, B["n_caption"],
-                                                         batch=B["caption_batch"], max_new_tokens=B["caption_tokens"])
-            for r in rows:
-                r["background"] = scenes[r["scene"]].background
-            run.append_jsonl(f"{tag}/captions.jsonl", rows)
-            m = sc.chair([r["caption"] for r in rows], scenes[:len(rows)])
-            run.log(f"  {tag} captions {name}: CHAIR_i {m['chair_i']:.3f} CHAIR_s {m['chair_s']:.3f} recall {m['recall']:.3f}; "
-                    f"e.g. {rows[0]['caption']!r}")
+        jobs = [] if old else [("pope", "baseline", S["test"], S["u_test"], "baseline"),
+                               ("pope", "no_image", S["test"], S["u_test"], "no_image"),
+                               ("captions", "baseline", S["test"], None, None)]
+        jobs += [("pope", "val_baseline", S["val"], S["u_val"], "baseline"),
+                 ("pope", "photo_baseline", S["photo"], S["u_test"], "baseline"),
+                 ("captions", "photo_baseline", S["photo"], None, None)]
+        for kind, name, scenes, qs, method in jobs:
+            if run.left() < 6:
+                run.log(f"  {tag} {kind} {name}: skipped (time)")
+                run.stages[f"{tag}:{kind}:{name}"] = {"status": "skipped (time)"}
+                continue
+            if kind == "pope":
+                rows, _ = cn.Runner(handle, scenes).pope(name, {"method": method}, qs, batch=B["pope_batch"])
+                run.append_jsonl(f"{tag}/pope_items.jsonl", rows)
+                run.log(f"  {tag} POPE {name}: accuracy over unique questions "
+                        f"{np.mean([r['pred'] == r['answer'] for r in rows]):.3f}")
+            else:
+                rows, _ = cn.Runner(handle, scenes).captions(name, {"method": "baseline"}, B["n_caption"],
+                                                             batch=B["caption_batch"], max_new_tokens=B["caption_tokens"])
+                for r in rows:
+                    r["background"] = scenes[r["scene"]].background
+                run.append_jsonl(f"{tag}/captions.jsonl", rows)
+                m = sc.chair([r["caption"] for r in rows], scenes[:len(rows)])
+                run.log(f"  {tag} captions {name}: CHAIR_i {m['chair_i']:.3f} CHAIR_s {m['chair_s']:.3f} "
+                        f"recall {m['recall']:.3f}; e.g. {rows[0]['caption']!r}")
+            run.pack(force=True)
 
-    steps_first: dict = {}
+    steps_fixed: dict = {}
 
     def fit(size):
         vlm, proc = vlm_at(size)
@@ -155,10 +161,11 @@ def main(argv=None):
         feat_secs = time.time() - t0
         feat_mem = torch.cuda.max_memory_allocated() / 2 ** 30 if cuda else None
         run.log(f"{size} px: features {tuple(feats.shape)} in {feat_secs:.1f} s")
-        first = not steps_first
+        first = not steps_fixed
         targs = SimpleNamespace(
-            steps=T["steps_cap"], batch=T["batch"], lr=T["lr"], warmup=T["warmup"],
-            seed=T["seed"], max_train_seconds=T["max_train_seconds"], timing_steps=T["timing_steps"], device=args.device, n_train=T["n_train"], loss_weighting=T["loss_weighting"],
+            steps=T["steps_cap"] if first else steps_fixed["steps"], batch=T["batch"], lr=T["lr"], warmup=T["warmup"],
+            seed=T["seed"], max_train_seconds=T["max_train_seconds"] if first else T["max_train_seconds_second"],
+            timing_steps=T["timing_steps"], device=args.device, n_train=T["n_train"], loss_weighting=T["loss_weighting"],
             task_mix=T["task_mix"], tf32=T["tf32"], image_size=size, backgrounds=T["backgrounds"])
         torch.manual_seed(T["seed"])
         proj.linear_1.reset_parameters()
@@ -167,17 +174,16 @@ def main(argv=None):
         torch.backends.cuda.matmul.allow_tf32 = bool(T["tf32"])
         if cuda:
             torch.cuda.reset_peak_memory_stats()
-        snaps = () if first else (steps_first["steps"],)
         try:
-            result = tr.train(vlm, proc, feats, S["train"], targs, run.log, snapshots=snaps)
+            result = tr.train(vlm, proc, feats, S["train"], targs, run.log)
         finally:
             torch.backends.cuda.matmul.allow_tf32 = False
             proj.requires_grad_(False)
         train_mem = torch.cuda.max_memory_allocated() / 2 ** 30 if cuda else None
         del feats
-        kept = result.pop("snapshots", {})
+        result.pop("snapshots", None)
         if first:
-            steps_first["steps"] = result["steps_run"]
+            steps_fixed["steps"] = result["steps_run"]
         meta = tr.projector_metadata(targs, result, feat_secs, proj)
         path = run.work / f"studio_vlm2_projector_{size}.safetensors"
         sv.save_projector(vlm, path, meta)
@@ -187,33 +193,22 @@ def main(argv=None):
             **result, "image_size": size, "image_tokens": n_img, "feature_seconds": round(feat_secs, 2),
             "ms_per_step": round(1000 * result["seconds"] / max(1, result["steps_run"]), 1),
             "peak_gib_features": feat_mem, "peak_gib_train": train_mem,
-            "steps_rule": "time budget"})
+            "steps_rule": "time budget" if first else f"the {sizes[0]} px run's step count"})
         vlm.eval()
-        handle = cn.make_handle(vlm, proc)
-        evaluate(f"r{size}", handle)
-        for step, sd in kept.items():                   # the equal-steps snapshot (fp16 copy, as kept in training)
-            if run.left() < 8:
-                break
-            final = {k: v.clone() for k, v in proj.state_dict().items()}
-            try:
-                proj.load_state_dict({k: v.float() for k, v in sd.items()})
-                evaluate(f"r{size}_eq", handle, kind="snapshot")
-                run.write_json(f"r{size}_eq/snapshot.json", {"step": step, "of_steps": result["steps_run"],
-                                                             "equal_to": f"the {sizes[0]} px run's steps"})
-            finally:
-                proj.load_state_dict(final)
+        evaluate(f"r{size}", cn.make_handle(vlm, proc))
         return True
 
-    for size in sizes:
+    for size in sizes:              # if the first training fails, the next one trains for the time budget instead
         run.stage(f"train+eval:{size}", 30, fit, size)
 
     def old():
         vlm, proc = vlm_at(sv.IMAGE_SIZE_V2)
         sv.load_projector(vlm, sv.PROJECTOR_ASSET_V2)
-        evaluate("old", cn.make_handle(vlm.eval(), proc), kind="old")
+        evaluate("old", cn.make_handle(vlm.eval(), proc), old=True)
         return True
 
-    run.stage("eval:old_projector", 10, old)
+    if settings.get("eval_old_projector", True):
+        run.stage("eval:old_projector", 10, old)
     run.log(f"done; total {time.time() - dr.T_START:.1f} s")
     run.pack(force=True)
 
