@@ -326,7 +326,7 @@ def tables(folder: Path = HERE) -> dict[str, str]:
     out["landing"] = _landing_table(res, markdown_table)
     out["sinks_by_layer"] = _sinks_by_layer_table(res, markdown_table, num)
     out["vhd"] = _vhd_table(res, markdown_table, num)
-    rr_dir = Path(folder) / "results_resolution"
+    rr_dir = res.parent / "results_resolution"
     if (rr_dir / "benchmark.json").exists():          # the retraining call (resolution_report.py)
         from studies.vlm2 import resolution_report
 
