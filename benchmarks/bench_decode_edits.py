@@ -12,11 +12,9 @@ i.e. host-bound when the launch path costs more than the GPU work. Variants:
     var             Redistribute (sinks {0}, span [1, 33), keep 0.5 on every head): split-KV decode
     var_prefill     the same through the prefill kernel at T = 1
     uniform         HeadMask uniform on one head: split-KV decode
-    act_bits, var_bits, act_split_gather, var_split_nocap
-                    the other column modes / register caps of the split kernel (``fused.DECODE_EDIT_CFG`` holds
-                    the defaults that act / var use)
-    act_chunk_s4, var_block_s4
-                    session 4's defaults (ACT masks whole key chunks, VAR tests each block; no register cap)
+    ALTERNATIVES    the split kernel's other column modes / register caps, every setting explicit
+                    (``fused.decode_edit_config`` gives the defaults that act / var use at each shape), among them
+                    act_chunk_s4 / var_block_s4: session 4's defaults (no register cap)
 Per-token estimate: the recorded unmodified per-token device time of the whole 32-layer Llama-7B
 shape (benchmarks/results/bench_decode_gpu_h200.json) plus 32 x (variant - sdpa) per layer.
 
@@ -85,12 +83,14 @@ def _variants(H, KV, D, B, S, dev="cuda"):
     }
 
 
-# the other configurations of decode_fwd_kernel (fused.DECODE_EDIT_CFG holds the defaults that "act" / "var" use):
-# name -> (edit kind, opts)
+# the other configurations of decode_fwd_kernel, every setting explicit (``fused.decode_edit_config`` gives the
+# defaults that "act" / "var" use at each shape): name -> (edit kind, opts)
 ALTERNATIVES = {
-    "act_bits": ("act", {"col_mode": "bits"}),
-    "var_bits": ("var", {"col_mode": "bits"}),
-    "act_split_gather": ("act", {"col_mode": "split", "cols_out": False}),
+    "act_bits": ("act", {"col_mode": "bits", "maxnreg": 128, "cols_out": True}),
+    "var_bits": ("var", {"col_mode": "bits", "maxnreg": 128}),
+    "act_split_gather": ("act", {"col_mode": "split", "maxnreg": 128, "cols_out": False}),
+    "act_split_cols": ("act", {"col_mode": "split", "maxnreg": 128, "cols_out": True}),
+    "var_split": ("var", {"col_mode": "split", "maxnreg": 128}),
     "var_split_nocap": ("var", {"col_mode": "split", "maxnreg": 0}),
     # session 4's defaults (before this session): ACT masks whole chunks, VAR tests each block; no register cap
     "act_chunk_s4": ("act", {"col_mode": "chunk", "maxnreg": 0}),
@@ -98,10 +98,10 @@ ALTERNATIVES = {
 }
 
 
-def config(name: str, D: int) -> dict:
-    """The effective split-kernel configuration of an ACT / VAR variant at head_dim D ({} for the others):
-    column mode, register cap (None = none), and whether ACT's columns come out of the split kernel."""
-    from kernels.attention.fused import DECODE_EDIT_CFG
+def config(name: str, H: int, KV: int, D: int, B: int, sms: int) -> dict:
+    """The split-kernel configuration of an ACT / VAR variant at one shape on a GPU with ``sms`` SMs ({} for the
+    others): edit kind, column mode, register cap (None = none), whether ACT's columns come out of the split kernel."""
+    from kernels.attention.fused import decode_edit_config, decode_slots
 
     if name in ("act", "var"):
         kind, opts = name, {}
@@ -109,10 +109,12 @@ def config(name: str, D: int) -> dict:
         kind, opts = ALTERNATIVES[name]
     else:
         return {}
-    mode = opts.get("col_mode", DECODE_EDIT_CFG["col_mode"][kind])
-    cap = opts["maxnreg"] if "maxnreg" in opts else DECODE_EDIT_CFG["maxnreg"].get(D)
+    c = decode_edit_config(kind, B, KV, D, decode_slots(D, 2, sms))
+    mode = opts.get("col_mode", c["col_mode"])
+    cap = opts["maxnreg"] if "maxnreg" in opts else c["maxnreg"]
+    cols = opts.get("cols_out", c["cols_out"])
     return {"edit": kind, "col_mode": mode, "maxnreg": cap or None,
-            "cols_out": kind == "act" and mode in ("split", "bits") and opts.get("cols_out", True)}
+            "cols_out": kind == "act" and mode in ("split", "bits") and bool(cols)}
 
 
 def _baseline() -> dict:
@@ -136,16 +138,25 @@ BENCHMARKS = os.path.join(os.path.dirname(__file__), "..", "kernels", "BENCHMARK
 TARGET, STRETCH = 1.05, 1.02
 
 
-def default_rows(rows: list) -> dict:
-    """(B, S, "act" / "var") -> the Llama-shape row measured with the configuration that is the default now
-    (``fused.DECODE_EDIT_CFG``; the row named "act" / "var" when several match), with a per-token estimate."""
-    out = {}
-    for r in rows:
+def default_rows(data: dict) -> dict:
+    """(B, S, "act" / "var") -> the Llama-shape row of a result file measured with the configuration that is the
+    default now at that shape (``fused.decode_edit_config``, on the file's GPU: meta "sms"), with a per-token
+    estimate; the row named "act" / "var" when several match."""
+    out, sms = {}, data["meta"]["sms"]
+    for r in data["rows"]:
         for kind in ("act", "var"):
-            if (r["shape"] == "llama" and "token_x_est" in r and r.get("config") == config(kind, r["D"])
+            if r["shape"] != "llama" or "token_x_est" not in r or "config" not in r:
+                continue
+            if (r["config"] == config(kind, r["H"], r["KV"], r["D"], r["B"], sms)
                     and ((r["B"], r["S"], kind) not in out or r["variant"] == kind)):
                 out[(r["B"], r["S"], kind)] = r
     return out
+
+
+def _describe(c: dict) -> str:
+    return (f"{c['edit'].upper()}, column mode `{c['col_mode']}`, "
+            f"{'register cap ' + str(c['maxnreg']) if c['maxnreg'] else 'no register cap'}"
+            f"{', columns out of the split kernel' if c['cols_out'] else ''}")
 
 
 def block(data: dict) -> str:
@@ -158,16 +169,17 @@ def block(data: dict) -> str:
     meta, rows = data["meta"], data["rows"]
     lines = [f"Device: {meta.get('device')}, torch {meta.get('torch')}, Triton {meta.get('triton')}; "
              f"GPU kernel tests in the same call: {' / '.join(meta.get('pytest_tail', ['not recorded'])[-2:])}.", ""]
-    seen = {}
-    for r in rows:
-        if "config" in r and r["shape"] == "llama":
-            seen.setdefault(r["variant"], r["config"])
-    for name, c in seen.items():
-        lines.append(f"- `{name}`: {c['edit'].upper()}, column mode `{c['col_mode']}`, "
-                     f"{'register cap ' + str(c['maxnreg']) if c['maxnreg'] else 'no register cap'}"
-                     f"{', columns out of the split kernel' if c['cols_out'] else ''}")
+    alts = {r["variant"]: r["config"] for r in rows if "config" in r and r["variant"] not in ("act", "var")}
+    for name, c in alts.items():
+        lines.append(f"- `{name}`: {_describe(c)}")
+    for (shape, B, S) in dict.fromkeys((r["shape"], r["B"], r["S"]) for r in rows):
+        cs = {r["variant"]: r["config"] for r in rows if (r["shape"], r["B"], r["S"]) == (shape, B, S)
+              and r["variant"] in ("act", "var") and "config" in r}
+        if cs:
+            lines.append(f"- {shape} {B} x {S}, the defaults when the call ran: "
+                         + "; ".join(f"`{n}` = {_describe(c)}" for n, c in cs.items()))
     lines.append("")
-    best = default_rows(rows)
+    best = default_rows(data)
     for B in sorted({r["B"] for r in rows if r["shape"] == "llama"}):
         got, worst = [], 0.0
         for kind in ("act", "var"):
@@ -198,8 +210,7 @@ def main(argv=None) -> int:
     ap.add_argument("--rep", type=int, default=50, help="ms of each do_bench / do_bench_cudagraph run")
     ap.add_argument("--budget-s", type=float, default=1e9, help="no new row starts after this many seconds")
     ap.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS),
-                    help="of sdpa, ours, act, act_prefill, var, var_prefill, uniform, act_bits, var_bits, "
-                         "act_split_gather, var_split_nocap, act_chunk_s4, var_block_s4")
+                    help="of sdpa, ours, act, act_prefill, var, var_prefill, uniform and ALTERNATIVES' names")
     ap.add_argument("--pytest-log", default=None, help="the GPU test run's output (its summary goes in meta)")
     ap.add_argument("--render", nargs="?", const=RESULT, default=None, metavar="RESULT",
                     help="only rewrite kernels/BENCHMARKS.md's decode-edits block from this result file")
@@ -227,7 +238,8 @@ def main(argv=None) -> int:
     meta = {"device": "cpu (dry run)" if args.dry else torch.cuda.get_device_name(), "torch": torch.__version__,
             "triton": __import__("triton").__version__, "argv": sys.argv, "baseline_file": BASELINE,
             "baseline_token_ms": {f"{b}x{s}": ms for (b, s), ms in _baseline().items()},
-            "order": "sdpa / ours / act / var / uniform for every case first, then the alternatives"}
+            "order": "sdpa / ours / act / var / uniform for every case first, then the alternatives",
+            "sms": torch.cuda.get_device_properties(0).multi_processor_count if not args.dry else 4}
     if args.pytest_log and os.path.exists(args.pytest_log):
         with open(args.pytest_log) as f:
             meta["pytest_tail"] = [ln.strip() for ln in f.read().splitlines() if ln.strip()][-3:]
@@ -250,8 +262,8 @@ def main(argv=None) -> int:
         for shape, H, KV, D, B, S, fns in cases:
             for name in names:
                 row = {"shape": shape, "H": H, "KV": KV, "D": D, "B": B, "S": S, "variant": name}
-                if config(name, D):
-                    row["config"] = config(name, D)
+                if config(name, H, KV, D, B, meta["sms"]):
+                    row["config"] = config(name, H, KV, D, B, meta["sms"])
                 if time.time() - t0 > args.budget_s:
                     row["skipped"] = "time budget"
                     rows.append(row)

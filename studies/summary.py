@@ -236,8 +236,9 @@ def engineering_table(root: Path = ROOT) -> str:
     dec_file = root / "benchmarks" / "results" / "decode_edits_h200_s5.json"
     if dec_file.exists():
         from benchmarks.bench_decode_edits import default_rows
-        rows = json.loads(dec_file.read_text())["rows"]
-        dec = {(b, s, k): r for (b, s, k), r in default_rows(rows).items()}
+        data = json.loads(dec_file.read_text())
+        rows = data["rows"]
+        dec = dict(default_rows(data))
         dec.update({(r["B"], r["S"], "sdpa"): r for r in rows if r["shape"] == "llama" and r["variant"] == "sdpa"})
     else:
         dec_file = root / "benchmarks" / "results" / "sweep_h200.json"

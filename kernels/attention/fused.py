@@ -299,8 +299,8 @@ def attention(
             (the received-mass kernel's tile), the prefill switches "seg" / "span_post" / "reload_q" /
             "tma" / "fma" (see ``tiles.PREFILL_SWITCHES``), the decode switches "col_mode" (see
             ``DECODE_COL_MODES``; "block_test": True / False = "block" / "chunk"), "nsplit" (a forced
-            key-split count), "dtile" (BS, num_warps, num_stages), "maxnreg" (a register cap) and "cols_out" (False:
-            ACT's split / bits modes leave the column gathers to the combine kernel).
+            key-split count), "dtile" (BS, num_warps, num_stages), "maxnreg" (a register cap) and "cols_out" (True:
+            ACT's split / bits modes write the columns' mass and P.V, the combine kernel gathers none).
     Returns:
         AttentionResult with out [B, T, H, D] in q's dtype; lse / entropy [B, H, T],
         sink_mass [B, H, T, P], span_mass [B, H, T, NS], received_sum [B, H, S],
@@ -524,14 +524,36 @@ _DECODE_CFG: dict = {}
 # masked out (one bit test per block) and then only those blocks (a chunk <= 62 key blocks)
 DECODE_COL_MODES = ("chunk", "block", "split", "bits")
 _BITS_MAX_BLOCKS = 62    # "bits": a chunk's key blocks in one int64 mask
-# decode with edited columns (ACT / VAR): the column mode per edit kind and the split kernel's register cap per
-# head_dim (ptxas maxnreg; None = no cap). Session 5 profile on the H200, Triton 3.6
-# (benchmarks/results/decode_kernels_profile_h200.json, Llama shape, µs per layer, SDPA 121.4 at 16 x 2048): the
-# edited kernels lost at batch 16 because fewer of their CTAs fit an SM: "chunk" / "block" take 69,632 B of shared
-# memory (three loops, three sets of buffers; the unedited kernel 38,912 B) -> 3 CTAs per SM, 1.29 waves of the
-# 512 (sequence, head) programs: ACT chunk 168.9 (ours 124.6, 5 CTAs per SM, 0.78 waves). "split" keeps 38,912 B;
-# capped at 128 registers 4 CTAs fit (0.97 waves): ACT split 129.8 (165.8 at 168 registers, 3 CTAs).
-DECODE_EDIT_CFG: dict = {"col_mode": {"act": "split", "var": "split"}, "maxnreg": {64: 128, 128: 128}}
+# decode with edited columns (ACT / VAR): (column mode, register cap (ptxas maxnreg, head_dim 64 / 128 only; None =
+# none), ACT's columns out of the split kernel) per edit kind, "wide" when the batch's B x KV programs of one key
+# split do not fit one wave at 3 CTAs per SM (the edited kernel's occupancy in the chunk / block modes), else
+# "narrow". Session 5 on the H200, Triton 3.6, Llama shape, µs per layer:
+# - profile (benchmarks/results/decode_kernels_profile_h200.json; SDPA 121.4 at 16 x 2048): the edited kernels lost
+#   at batch 16 because fewer of their CTAs fit an SM: "chunk" / "block" take 69,632 B of shared memory (three
+#   loops) -> 3 CTAs per SM, 1.29 waves of the 512 programs: ACT chunk 168.9 (unedited 124.6: 5 CTAs per SM).
+#   "split" keeps the unedited kernel's 38,912 B; capped at 128 registers 4 CTAs fit (0.97 waves): 129.8.
+# - final call (benchmarks/results/decode_edits_h200_s5.json): 16 x 2048 (wide; SDPA 124.3): ACT split 131.1 (bits
+#   132.7, split with the columns out 138.0, chunk 170.1), VAR bits 134.2 (split 136.7, block 160.4); 1 x 4096
+#   (narrow, 32 programs; SDPA 22.1): ACT chunk 26.2 (split 26.7, bits 26.6), VAR block 25.7 (bits 27.5, split 29.3).
+DECODE_EDIT_CFG: dict = {
+    "wide": {"act": ("split", 128, False), "var": ("bits", 128, False)},
+    "narrow": {"act": ("chunk", None, False), "var": ("block", None, False)},
+}
+
+
+def decode_slots(D: int, itemsize: int, sms: int, interpret: bool = False) -> int:
+    """CTA slots of one wave of the decode split kernel: SMs x the CTAs per SM its default tile's K / V buffers
+    allow (at most 4)."""
+    BS, _, stages = tiles.decode_tile(D, itemsize, interpret)
+    smem = BS * D * itemsize * 2 * stages + 16 * D * itemsize
+    return sms * max(1, min(4, (224 * 1024) // smem))
+
+
+def decode_edit_config(kind: str, B: int, KV: int, D: int, slots: int) -> dict:
+    """The split kernel's default configuration for an edit kind ("act" / "var") at one decode shape:
+    {"col_mode", "maxnreg", "cols_out"} from ``DECODE_EDIT_CFG``."""
+    mode, cap, cols_out = DECODE_EDIT_CFG["wide" if B * KV > slots else "narrow"][kind]
+    return {"col_mode": mode, "maxnreg": cap if D in (64, 128) else None, "cols_out": cols_out}
 
 
 def _decode_cfg(D: int, itemsize: int, dev) -> tuple:
@@ -541,9 +563,7 @@ def _decode_cfg(D: int, itemsize: int, dev) -> tuple:
     cfg = _DECODE_CFG.get(key)
     if cfg is None:
         BS, nw, stages = tiles.decode_tile(D, itemsize, INTERPRET)
-        smem = BS * D * itemsize * 2 * stages + 16 * D * itemsize
-        slots = _sm_count(dev) * max(1, min(4, (224 * 1024) // smem))
-        cfg = _DECODE_CFG[key] = (BS, nw, stages, slots)
+        cfg = _DECODE_CFG[key] = (BS, nw, stages, decode_slots(D, itemsize, _sm_count(dev), INTERPRET))
     return cfg
 
 
@@ -554,8 +574,8 @@ def _decode(q, k, v, out, lse, key_start, ed: _Edits, common, opts: Optional[dic
     KV, S = k.shape[1], k.shape[2]
     G = H // KV
     BS, nw, stages, slots = _decode_cfg(D, q.element_size(), q.device)
-    col_mode = DECODE_EDIT_CFG["col_mode"]["var" if ed.var else "act"]
-    maxnreg = DECODE_EDIT_CFG["maxnreg"].get(D) if ed.cols is not None and not INTERPRET else None
+    cfg = decode_edit_config("var" if ed.var else "act", B, KV, D, slots) if ed.cols is not None else {}
+    col_mode, maxnreg, cols_out = cfg.get("col_mode", "chunk"), cfg.get("maxnreg"), cfg.get("cols_out", False)
     if opts and "block_test" in opts:
         col_mode = "block" if opts["block_test"] else "chunk"
     if opts and "col_mode" in opts:
@@ -570,8 +590,10 @@ def _decode(q, k, v, out, lse, key_start, ed: _Edits, common, opts: Optional[dic
     chunk = _cdiv(_cdiv(S, nsplit), BS) * BS
     nsplit = _cdiv(S, chunk)
     n = B * H * nsplit
-    # VAR targets, or ACT's columns (split / bits: the combine gathers none; opts "cols_out": False for the gathers)
-    side = ed.var or (ed.act and col_mode in ("split", "bits") and (opts or {}).get("cols_out", True))
+    # VAR targets, or ACT's columns (split / bits with cols_out: the combine then gathers none)
+    if opts and "cols_out" in opts:
+        cols_out = bool(opts["cols_out"])
+    side = ed.var or (ed.act and col_mode in ("split", "bits") and cols_out)
     width = D + 2 + (1 if ed.act else 0) + ((D + 1) if side else 0)
     part = _alloc(n * width, dtype=torch.float32, device=q.device)      # one allocation, cut into views at once:
     # po [B, H, nsplit, D], pm, pl [B, H, nsplit], then plr [B, H, nsplit] (ACT), then po2 [.., D], ptm [..] (VAR
@@ -599,7 +621,7 @@ def _decode(q, k, v, out, lse, key_start, ed: _Edits, common, opts: Optional[dic
     )
     if opts and "maxnreg" in opts:                                    # tuning runs: a register cap (CTAs per SM)
         maxnreg = opts["maxnreg"]
-    if maxnreg:
+    if maxnreg and not INTERPRET:
         fwd["maxnreg"] = int(maxnreg)
     return [_launch("decode_fwd_kernel", (nsplit, B * KV), fwd),
             _launch("decode_combine_kernel", (B * H,), combine)]
