@@ -259,24 +259,24 @@ def test_a_compiled_decode_step_is_not_replayed_after_the_hooks_change(tiny):
         tiny.model.__dict__.pop("_compiled_call", None)
 
 
-@pytest.mark.parametrize("scale_too", [False, True])
-def test_act_decode_steps_through_tensor_ops_equal_the_reference(tiny, scale_too):
-    """Graph-safe ACT columns on decode steps: SDPA over the non-column keys (with its log-sum-exp) plus the columns
-    in fp32 equals the reference op's column edit (padded rows, GQA 4/2, a head without columns, beta 0 and 0.4)."""
+@pytest.mark.parametrize("G", [1, 2])
+def test_act_decode_tensor_ops_equal_the_reference(G):
+    """``_act_decode`` (graph mode's ACT decode step: SDPA over the non-column keys with its log-sum-exp, plus the
+    columns in fp32) equals the reference op's column edit: padded rows, GQA, a head without columns, beta 0 and
+    0.4, column 0 next to unused slots."""
+    g = torch.Generator().manual_seed(4)
+    B, KV, S, D = 2, 2, 13, 16
+    H = KV * G
+    q, k, v = (torch.randn(B, n, t, D, generator=g) for n, t in ((H, 1), (KV, S), (KV, S)))
+    key_start = torch.tensor([0, 4])
     col_idx = torch.tensor([[[0, 3, -1], [1, -1, -1], [-1, -1, -1], [2, 5, 7]],
-                            [[4, 6, -1], [5, -1, -1], [-1, -1, -1], [4, 8, 9]]])                  # [B, H, C], row 1 starts at 4
-    edits = AttentionEdits(col_idx=col_idx, col_scale=torch.tensor([[0.4, 0.0, 0.4, 0.4], [0.4, 0.4, 0.4, 0.0]]),
-                           head_scale=torch.tensor([1.0, 2.0, 0.5, 1.0]) if scale_too else None)
-    grab = _GrabSafe(edits)
-    ids, am = _batch()
-    with torch.no_grad(), seam.use_seam(tiny.model), seam.attached(tiny.attention_modules()[1:3], grab):
-        tiny.model.generate(input_ids=ids, attention_mask=am, max_new_tokens=3, min_new_tokens=3, do_sample=False)
-    decode = [c for c in grab.calls if c[0].shape[2] == 1]
-    assert len(decode) == 4 and all(c[3] is None for c in decode)                      # the output-only path
-    for q, k, v, _, scale, out in decode:
-        ref = reference_attention(q, k, v, scale=tiny.model.model.layers[1].self_attn.scaling,
-                                  key_start=torch.tensor([0, 4]), edits=edits).out
-        torch.testing.assert_close(out, ref, atol=2e-5, rtol=1e-5)
+                            [[4, 6, -1], [5, -1, -1], [-1, -1, -1], [4, 8, 9]]])[:, :H]        # [B, H, C]
+    col_scale = torch.tensor([[0.4, 0.0, 0.4, 0.4], [0.4, 0.4, 0.4, 0.0]])[:, :H]
+    vis = torch.arange(S)[None, :] >= key_start[:, None]                                      # [B, S]
+    out = seam._act_decode(q, k, v, vis, col_idx, col_scale, 0.25)                            # [B, 1, H, D]
+    ref = reference_attention(q, k, v, scale=0.25, key_start=key_start,
+                              edits=AttentionEdits(col_idx=col_idx, col_scale=col_scale)).out
+    torch.testing.assert_close(out, ref, atol=2e-6, rtol=1e-5)
 
 
 def test_uniform_decode_heads_without_padding_equal_the_reference(tiny):

@@ -348,43 +348,8 @@ def _sdpa_lse(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, scale: float) -> tu
     return out, lse[..., :q.shape[2]].float()
 
 
-class _ActState:
-    """What ``_act_decode`` needs that stays fixed over one sequence's decode steps (eager, no window): the
-    column gather index, which columns count, beta, and an additive bias buffer (-inf on columns and padding, 0
-    on every later key) that each step views up to its key count -- a decode step's new key is never a column."""
-
-    __slots__ = ("ref", "g", "off", "beta", "bias", "P")
-
-    def __init__(self, edits, vis: Tensor, B: int, H: int, KV: int, S: int, dtype, device):
-        G, C = H // KV, edits.col_idx.shape[-1]
-        safe = edits.col_idx.clamp(0, S - 1)                                                   # [B, H, C]
-        on = (edits.col_idx >= 0) & vis.gather(1, safe.view(B, H * C)).view(B, H, C)
-        cols = torch.zeros(B, H, S + 1, dtype=torch.bool, device=device)
-        cols = cols.scatter_(2, torch.where(on, safe, S), True)[..., :S]                       # [B, H, S]
-        cap = -(-(S + 256) // 256) * 256                                                       # room for 256+ steps
-        self.bias = torch.zeros(B, H, 1, cap, dtype=dtype, device=device)
-        self.bias[..., :S].masked_fill_(~(vis[:, None, :] & ~cols)[:, :, None, :], _NEG_INF)
-        self.g = safe.view(B, KV, G * C, 1)
-        self.off = ~on.view(B, KV, G, C)
-        self.beta = edits.col_scale.view(B, KV, G, 1).float()
-        self.ref, self.P = weakref.ref(edits), S
-
-
-_ACT_STATES: dict = {}      # id(AttentionEdits) -> _ActState (eager decode steps; cleared by any prefill call)
-
-
-def _act_state(edits, vis_fn, B, H, KV, S, dtype, device) -> Optional[_ActState]:
-    st = _ACT_STATES.get(id(edits))
-    if st is not None and st.ref() is edits and st.P <= S <= st.bias.shape[-1] and st.bias.shape[0] == B:
-        return st
-    if len(_ACT_STATES) > 256:
-        _ACT_STATES.clear()
-    st = _ACT_STATES[id(edits)] = _ActState(edits, vis_fn(), B, H, KV, S, dtype, device)
-    return st
-
-
 def _act_decode(query: Tensor, key: Tensor, value: Tensor, vis: Tensor, col_idx: Tensor, col_scale: Tensor,
-                scale: float, state: Optional[_ActState] = None) -> Tensor:
+                scale: float) -> Tensor:
     """ACT's column edit on one decode step with tensor ops (no Triton launch, no host read) -> [B, 1, H, D].
 
     query [B, H, 1, D], key / value [B, KV, S, D], vis [B, S], col_idx [B, H, C] (distinct positions per head,
@@ -393,42 +358,39 @@ def _act_decode(query: Tensor, key: Tensor, value: Tensor, vis: Tensor, col_idx:
     A'_j = beta A_j on C, A_j (1 - beta m) / (1 - m) elsewhere, without computing 1 - m by cancellation):
     one SDPA call over the non-column keys that also returns its log-sum-exp, plus the C columns in fp32.
     The newest key is never a column (columns are prompt positions), so the non-column set is never empty.
-    ``state``: the per-sequence parts, built once (eager steps); None computes them here (compiled steps).
+    Used where the step must be graph-capturable (a static cache's compiled decode step): eagerly its ~45
+    small ops cost more host time than the Triton kernel's launch (measured on the H200, session 5).
     """
     B, H, _, D = query.shape
     KV, S = key.shape[1], key.shape[2]
     G, C = H // KV, col_idx.shape[-1]
-    if state is None:
-        state = _ActState.__new__(_ActState)
-        safe = col_idx.clamp(0, S - 1)
-        on = (col_idx >= 0) & vis.gather(1, safe.view(B, H * C)).view(B, H, C)           # visible columns
-        cols = torch.zeros(B, H, S + 1, dtype=torch.bool, device=query.device)        # unused slots -> key S, cut off
-        cols = cols.scatter_(2, torch.where(on, safe, S), True)[..., :S]               # [B, H, S]
-        pad = -(-S // 16) * 16 if query.is_cuda else S       # an aligned row stride for the CUDA kernel's bias
-        state.bias = torch.zeros(B, H, 1, pad, dtype=query.dtype, device=query.device)
-        state.bias[..., :S].masked_fill_(~(vis[:, None, :] & ~cols)[:, :, None, :], _NEG_INF)
-        state.g, state.off = safe.view(B, KV, G * C, 1), ~on.view(B, KV, G, C)
-        state.beta = col_scale.view(B, KV, G, 1).float()
+    safe = col_idx.clamp(0, S - 1)
+    on = (col_idx >= 0) & vis.gather(1, safe.view(B, H * C)).view(B, H, C)             # visible columns
+    cols = torch.zeros(B, H, S + 1, dtype=torch.bool, device=query.device)            # unused slots -> key S, cut off
+    cols = cols.scatter_(2, torch.where(on, safe, S), True)[..., :S]                   # [B, H, S]
+    pad = -(-S // 16) * 16 if query.is_cuda else S           # an aligned row stride for the CUDA kernel's bias
+    bias = torch.zeros(B, H, 1, pad, dtype=query.dtype, device=query.device)[..., :S]
+    bias.masked_fill_(~(vis[:, None, :] & ~cols)[:, :, None, :], _NEG_INF)
     q = query.reshape(B, KV, G, D)
-    bias = state.bias[..., :S].view(B, KV, G, S)
-    o_rest, lse_rest = _sdpa_lse(q, key, value, bias, scale)                             # [B, KV, G, D], [B, KV, G]
-    g = state.g.expand(B, KV, G * C, D)
+    o_rest, lse_rest = _sdpa_lse(q, key, value, bias.view(B, KV, G, S), scale)         # [B, KV, G, D], [B, KV, G]
+    g = safe.view(B, KV, G * C, 1).expand(B, KV, G * C, D)
     k_c = key.gather(2, g).view(B, KV, G, C, D).float()
     v_c = value.gather(2, g).view(B, KV, G, C, D).float()
-    s_c = torch.matmul(k_c, q.float()[..., None]).squeeze(-1).mul_(scale)                 # [B, KV, G, C]
-    s_c.masked_fill_(state.off, _NEG_INF)
+    s_c = torch.matmul(k_c, q.float()[..., None]).squeeze(-1).mul_(scale)               # [B, KV, G, C]
+    s_c.masked_fill_(~on.view(B, KV, G, C), _NEG_INF)
     lse = torch.logsumexp(torch.cat([s_c, lse_rest[..., None]], -1), -1, keepdim=True)  # [B, KV, G, 1]
     p_c = torch.exp(s_c - lse)                                                           # [B, KV, G, C]
     m = p_c.sum(-1, keepdim=True)                                                        # [B, KV, G, 1]
+    beta = col_scale.view(B, KV, G, 1).float()
     pv = torch.matmul(p_c[..., None, :], v_c).squeeze(-2)                                # [B, KV, G, D]
-    out = torch.addcmul(state.beta * pv, 1 - state.beta * m, o_rest.float())
+    out = torch.addcmul(beta * pv, 1 - beta * m, o_rest.float())
     return out.view(B, H, D)[:, None].to(query.dtype)                                    # [B, 1, H, D]
 
 
 def _output_only(plan, module, query, key, value, attention_mask, dropout, scaling, sliding_window, kwargs):
-    """The path of graph-safe hooks: SDPA (or, for ACT columns on a decode step, ``_act_decode``), then the
-    output edits as tensor ops (``_output_edits``) -> [B, T, H, D]; None when an edit needs the kernel (uniform
-    heads or ACT columns on a prefill, VAR). No host read of tensor values, no Triton launch: the plain model's
+    """The path of graph-safe hooks: SDPA (or, for ACT columns on a graph-mode decode step, ``_act_decode``), then
+    the output edits as tensor ops (``_output_edits``) -> [B, T, H, D]; None when an edit goes to the kernel
+    (uniform heads or ACT columns on a prefill, ACT columns with a compact mask, VAR). No host read of tensor values, no Triton launch: the plain model's
     host cost plus a few small ops, and traceable by ``torch.compile``."""
     if isinstance(attention_mask, CompactCausalMask) and attention_mask.kv_valid is not None:
         n = attention_mask.kv_valid                                                # static cache: the filled keys
@@ -447,24 +409,20 @@ def _output_only(plan, module, query, key, value, attention_mask, dropout, scali
         return None
     scale = scaling if scaling is not None else D ** -0.5
     if edits is not None and edits.col_idx is not None:
-        if _ACT_TENSOR_PATH[0] is not None:
+        # ACT columns: the Triton kernel path for compact masks (eagerly cheaper on the host); tensor ops for a dense
+        # mask over a whole static cache (graph mode: the step generate compiles and captures in a CUDA graph)
+        if _ACT_TENSOR_PATH[0] is not None or attention_mask is None or isinstance(attention_mask, CompactCausalMask):
             return None
-        S = key.shape[2]
-        vis_fn = lambda: _visible_keys(attention_mask, B, S, window, query.device)  # noqa: E731
         try:
-            state = None                                                 # eager: the per-sequence parts once
-            if window is None and not torch.compiler.is_compiling() and (
-                    attention_mask is None or isinstance(attention_mask, CompactCausalMask)):   # keys grow by one per step
-                state = _act_state(edits, vis_fn, B, H, key.shape[1], S, query.dtype, query.device)
-            out = _act_decode(query, key, value, vis_fn() if state is None else None, edits.col_idx, edits.col_scale,
-                              scale, state)
-        except (RuntimeError, NotImplementedError) as err:     # e.g. an ATen kernel this build lacks: the kernel path
+            out = _act_decode(query, key, value, _visible_keys(attention_mask, B, key.shape[2], window, query.device),
+                              edits.col_idx, edits.col_scale, scale)
+        except (RuntimeError, NotImplementedError) as err:     # e.g. an ATen kernel this build lacks
             if torch.compiler.is_compiling():
                 raise
             _ACT_TENSOR_PATH[0] = f"{type(err).__name__}: {str(err)[:200]}"
             GRAPH_MODE_CONFIGS.clear()            # later forwards: compact masks, which the kernel path needs
             warnings.warn(f"probe seam: ACT's tensor-op decode path failed ({_ACT_TENSOR_PATH[0]}); using the Triton "
-                          "kernel path from now on", RuntimeWarning, stacklevel=2)
+                          "kernel path from the next forward on", RuntimeWarning, stacklevel=2)
             return None
     else:
         out = _sdpa(module, query, key, value, attention_mask, dropout=dropout, scaling=scale, **kwargs)
@@ -488,8 +446,6 @@ def probe_attention(module, query, key, value, attention_mask, dropout=0.0, scal
     if plan is None:
         return _sdpa(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                      sliding_window=sliding_window, softcap=softcap, **kwargs), None
-    if _ACT_STATES and query.shape[2] > 1:         # a new sequence (or chunk): per-sequence ACT decode states go
-        _ACT_STATES.clear()
     if plan.graph_safe and (query.shape[2] == 1 or not plan.received):
         out = _output_only(plan, module, query, key, value, attention_mask, dropout, scaling, sliding_window, kwargs)
         if out is not None:
