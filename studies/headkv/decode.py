@@ -1,6 +1,7 @@
 """Decode speed and memory of one cache policy: prefill a prompt, then greedy steps (``run.py --parts decode``).
 
-How a policy is timed (the third H200 call; the first two timed Triton compiles inside their steps, see the README):
+How a policy is timed (from the third H200 call on; the first two timed first-use costs inside their steps, Triton
+compiles and SDPA work at cache lengths the warm-up had not met, see the README):
   1. a warm-up: the same prompt, the same number of steps, untimed. Every shape the timed runs meet (prompt
      length, split count of the decode kernel at that cache length, both residues of the length mod 16, the
      policy's KV-head counts per layer; for SDPA's cuDNN backend every cache length, see ``run.py``'s
