@@ -5,7 +5,8 @@ share every K/V load. It writes partial (max, sum, acc) per chunk and, with ACT 
 keys, leaves those keys out of the accumulator (and out of a second sum, l_rest, for ACT), and
 accumulates VAR's span targets separately. The column test runs only in programs whose chunk holds
 an edited column or the VAR span (decided once per program, outside the key loop); every other
-program runs the plain loop.
+program runs the plain loop. How such a chunk is run is COL_MODE (chunk / block / split / bits, see
+the kernel; ``fused.decode_edit_config`` picks one per shape).
 ``decode_combine_kernel``: one program per (batch, head): merges the chunks, gathers the few edited
 columns from q and the final max / sum, and applies ACT / VAR / head mean / head scale exactly as
 the prefill epilogue does (no 1 - m cancellation).
