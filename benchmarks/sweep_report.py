@@ -163,7 +163,7 @@ def render(data: dict) -> str:
     if any(r.get("kind") == "decode" for r in rows):
         out += ["", "Decode step with edits, per layer (CUDA-graph replay):", "", decode(rows)]
     out += ["", "Every sweep candidate (median of 5 calls, L2 flushed):", "", sweep(rows)]
-    return "\n".join(out)
+    return "\n".join(out) + "\n"
 
 
 def write(md: str = "kernels/BENCHMARKS.md") -> list:

@@ -19,17 +19,22 @@ PREFILL_TILES: dict = {
     # swept (the sweep ran out of time before the Llama shape): kept.
     # Session 5 call 1 (benchmarks/results/prefill_sweep_h200_call1.json, 64K): d128 tile kept, with tma + fma + rev:
     # 61.21 ms (1.066x SDPA) vs 68.29 all off (median of 3 do_bench); (128, 64, 8, 3) 66.26, (128, 128, 8, 2) 69.76.
+    # Session 5 call 2 (prefill_sweep_h200_call2.json): the d128 default 63.26 ms (1.096x); d64 + rev 10.88 ms
+    # (0.999x) vs 11.30 without -> rev on at d64.
     "output": {64: (64, 128, 4, 3), 128: (128, 128, 8, 3), 256: (64, 32, 4, 2)},
     # statistics: tiles_h200.json: d64 1.554 ms vs 1.703 for the output tile; d128 7.309 vs 7.393.
     # Session 4 sweep (sweep_h200.json): d64 tile kept, with span_post + reload_q + tma + fma: the whole
     # statistics call 19.71 ms vs 20.37 (prefill part alone 11.48 vs 13.43 ms, median of 5); d128 not swept.
     # Session 5 call 1 (prefill_sweep_h200_call1.json): d128 -> (128, 128, 8, 3) + span_post + reload_q + tma + fma,
     # prefill part 64.57 ms vs 70.79 for (64, 64, 4, 3) with the same switches and 78.53 all off (median of 5).
+    # Call 2 (prefill_sweep_h200_call2.json): + rev 67.88 vs 68.81 (median of 5); the whole call with rev and the
+    # received pass's fma + tma 97.46 ms (1.689x) vs 102.33 (1.774x) for call 1's winners -> rev on at d128.
     "stats": {64: (64, 128, 4, 3), 128: (128, 128, 8, 3), 256: (64, 32, 4, 2)},
     # probability edits (ACT): tiles_h200.json: d64 0.896 ms vs 1.051; d128 kept (4.902 ms, the best).
     # Session 4 sweep (sweep_h200.json): d64 tile kept, with seg + reload_q + tma + fma: 11.29 ms vs 12.97
     # (SDPA 10.72); d128 not swept.
     # Session 5 call 1: d128 tile kept, with seg + reload_q + tma + fma + rev: 63.29 ms (1.102x) vs 73.74 all off.
+    # Call 2: that default 60.21 ms (1.044x); d64 + rev 11.51 vs 11.47 without -> d64 unchanged.
     "edit": {64: (64, 128, 4, 3), 128: (128, 128, 8, 3), 256: (64, 32, 4, 2)},
     # VAR: two [BT, D] accumulators (not tuned)
     "var": {64: (64, 64, 4, 3), 128: (64, 128, 8, 3), 256: (32, 32, 4, 2)},
@@ -42,9 +47,10 @@ PREFILL_TILES: dict = {
 # switches on (parity only), so it keeps the kernel as it was (all off).
 _OFF = {"seg": False, "span_post": False, "reload_q": False, "tma": False, "fma": False, "rev": False}
 PREFILL_SWITCHES: dict = {
-    "output": {64: dict(_OFF, tma=True, fma=True), 128: dict(_OFF, tma=True, fma=True, rev=True), 256: dict(_OFF)},
+    "output": {64: dict(_OFF, tma=True, fma=True, rev=True), 128: dict(_OFF, tma=True, fma=True, rev=True),
+               256: dict(_OFF)},
     "stats": {64: dict(_OFF, span_post=True, reload_q=True, tma=True, fma=True),
-              128: dict(_OFF, span_post=True, reload_q=True, tma=True, fma=True), 256: dict(_OFF)},
+              128: dict(_OFF, span_post=True, reload_q=True, tma=True, fma=True, rev=True), 256: dict(_OFF)},
     "edit": {64: dict(_OFF, seg=True, reload_q=True, tma=True, fma=True),
              128: dict(_OFF, seg=True, reload_q=True, tma=True, fma=True, rev=True), 256: dict(_OFF)},
     "var": {64: dict(_OFF), 128: dict(_OFF), 256: dict(_OFF)},
@@ -52,6 +58,9 @@ PREFILL_SWITCHES: dict = {
 # received mass: session 5 call 1 (prefill_sweep_h200_call1.json, median of 5): d64 -> (64, 128, 8, 3) key-major +
 # fma + tma, 7.19 ms vs 8.34 for (64, 128, 4, 3) all off; d128 kept: 32.97 ms all off vs 34.57 for the best
 # key-major candidate ((64, 128, 8, 3) + fma + tma). The polynomial exp2 was slower in every tile tried.
+# Call 2 (prefill_sweep_h200_call2.json, median of 5): d128 + fma + tma 31.70 ms vs 34.35 all off -> on; d64:
+# (64, 64, 4, 3) 6.92 vs 7.75 for the default in the sweep, but the whole statistics call with it 19.59 ms vs
+# 19.38 with the default (median of 3 do_bench) -> d64 unchanged.
 RECEIVED_TILES: dict = {64: (64, 128, 8, 3), 128: (64, 128, 4, 3), 256: (32, 64, 4, 2)}
 # received_fwd_kernel's switches per head_dim bucket: "keymajor" (S^T = K Q^T, per-step column sums in a warp),
 # "fma" (scale and lse in one multiply-add per score), "tma" (Q blocks through a tensor descriptor where the
@@ -59,7 +68,8 @@ RECEIVED_TILES: dict = {64: (64, 128, 8, 3), 128: (64, 128, 4, 3), 256: (32, 64,
 # block's 4 quarters, how many take exp2 by a polynomial on the FMA pipe; 0 = all on the MUFU).
 # All off = the kernel of sessions 3 and 4.
 _ROFF = {"keymajor": False, "fma": False, "tma": False, "poly": 0, "maxnreg": 0}
-RECEIVED_SWITCHES: dict = {64: dict(_ROFF, keymajor=True, fma=True, tma=True), 128: dict(_ROFF), 256: dict(_ROFF)}
+RECEIVED_SWITCHES: dict = {64: dict(_ROFF, keymajor=True, fma=True, tma=True), 128: dict(_ROFF, fma=True, tma=True),
+                           256: dict(_ROFF)}
 # "maxnreg": a register cap per thread for ptxas (more CTAs per SM; 0 = none; GPU builds only)
 RECEIVED_SWITCH_NAMES = ("keymajor", "fma", "tma", "poly", "maxnreg")   # opts keys: "r_" + name
 # decode: (BS, num_warps, num_stages); one wave of programs, bandwidth-bound
