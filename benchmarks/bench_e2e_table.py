@@ -24,8 +24,9 @@ torch.profiler trace of one decode step and cProfile of eight, and the plain-vs-
 into ``profile_decode.json`` next to --out (traces under --traces).
 
 Part ``ties``: ``profile_decode.ties`` (plain vs plain again vs the no-edit seam: tokens, logits, per-layer
-prefill hidden states) and the same with cuDNN attention off, between parts gen and static (no profiler: a
-torch.profiler session slows every later launch of the process, measured in session 5's first call).
+prefill hidden states) and the same with cuDNN attention off, after parts gen and static (no profiler: a
+torch.profiler session slows every later launch of the process, measured in session 5's first call; session
+5's second call ran ties before static and ran out of budget before static).
 
 Part ``table`` ("the end-to-end GPU table"): ``probe scan``'s sink capture (received + entropy per head,
 hidden-state summaries; ``probe.capture(..., backend=...)`` + ``rec.run``) with the native backend, the
@@ -497,6 +498,9 @@ def main(argv=None) -> int:
         if "table" in parts and args.llama_sizes:
             part_table(out, h, "llama7b-shape-8layers (random init)", [int(n) for n in args.llama_sizes.split(",")],
                        methods, args.device, args.repeats, args.budget, best=args.best)
+        if "static" in parts and left(args.budget) > 25:
+            part_static(out, h, args.device, args.prompt, args.new, not args.no_compile, args.budget,
+                        args.static_variants.split(","))
         if "ties" in parts and left(args.budget) > 10:      # plain vs plain vs seam, with and without cuDNN (no profiler)
             from benchmarks import profile_decode
 
@@ -510,9 +514,6 @@ def main(argv=None) -> int:
                 rows.append({"part": "ties", "error": f"{type(err).__name__}: {str(err)[:300]}"})
             for r in rows:
                 out.add(r)
-        if "static" in parts and left(args.budget) > 25:
-            part_static(out, h, args.device, args.prompt, args.new, not args.no_compile, args.budget,
-                        args.static_variants.split(","))
         h = None
         if args.device.startswith("cuda"):
             torch.cuda.empty_cache()

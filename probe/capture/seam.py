@@ -442,7 +442,7 @@ def _output_only(plan, module, query, key, value, attention_mask, dropout, scali
 def probe_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, sliding_window=None,
                     softcap=None, **kwargs):
     """transformers attention function: q [B, H, T, D], k/v [B, KV, S, D] -> ([B, T, H, D], None)."""
-    plan = getattr(module, _PLAN_ATTR, None)
+    plan = getattr(module, _PLAN_ATTR, None)     # getattr, not __dict__.get: torch.compile guards only on the former
     if plan is None:
         return _sdpa(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                      sliding_window=sliding_window, softcap=softcap, **kwargs), None
