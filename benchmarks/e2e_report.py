@@ -128,8 +128,13 @@ def profile_table(folder: Path) -> str:
                      ms(pr.get("step_wall_us")), ms(pr.get("gpu_busy_us")), pr.get("gpu_kernels", "–"),
                      pr.get("launch_calls", "–"), ms(pr.get("host_sync_wait_us")),
                      f"{py['calls_per_step']:.0f}" if py else "–", ms(py.get("tottime_us_per_step")) if py else "–"])
+    if not rows:
+        return _md(["variant"], [])
     return _md(["variant", "decode ms / step: median (p10–p90)", "profiled step ms", "GPU busy ms", "GPU kernels",
-                "launch calls", "host waiting in syncs ms", "Python calls / step", "Python own time ms / step (cProfile)"], rows)
+                "launch calls", "host waiting in syncs ms", "Python calls / step", "Python own time ms / step (cProfile)"], rows) + \
+        f"\n(`benchmarks/results/{PROFILE}`, code at {CODE[PROFILE]}; the variants run one after another in one process, " \
+        "so every variant after the first is timed after a profiler session: compare the step column within the table " \
+        "with care, the generate table above is the clean one.)\n"
 
 
 def profile_extra_table(folder: Path, top: int = 6) -> str:
@@ -258,6 +263,11 @@ def findings(folder: Path) -> str:
                        f"{r['profile']['gpu_busy_us'] / 1e3:.2f} ms, but {r['python']['calls_per_step'] - p['python']['calls_per_step']:+.0f} "
                        f"Python calls per step; cProfile own time in Triton's launcher {tri / 1e3:.2f} ms and in the host side of "
                        f"the kernels (fused.py) {fused / 1e3:.2f} ms per step, for five layers.")
+    if (1, "act") in w1 and (1, "plain") in w1:
+        r = {B: w1[(B, "act")]["step_ms_median"] / w1[(B, "plain")]["step_ms_median"] for B in (1, 16) if (B, "act") in w1}
+        out.append("- **ACT on the kernel path, timed:** only in the first call, after its profiler session (every launch "
+                   "slower, plain included): decode ms per step vs plain "
+                   + ", ".join(f"{x:.3f}× at batch {B}" for B, x in r.items()) + " (`e2e_gen_window1_h200.json`).")
     gen = _gen_rows(_load(folder, GEN))
     if gen:
         for B in (1, 16):
