@@ -397,10 +397,12 @@ def decode_variants(shape: str, H: int, KV: int, D: int, B: int, S: int, dev: st
     return {
         "sdpa": lambda: F.scaled_dot_product_attention(q, k, v, scale=sc, enable_gqa=KV != H),
         "ours": lambda: tri.attention(q, k, v, scale=sc),
-        "act": lambda: tri.attention(q, k, v, scale=sc, edits=act, opts={"block_test": False}),
-        "act_block_test": lambda: tri.attention(q, k, v, scale=sc, edits=act, opts={"block_test": True}),
-        "var": lambda: tri.attention(q, k, v, scale=sc, edits=var, opts={"block_test": False}),
-        "var_block_test": lambda: tri.attention(q, k, v, scale=sc, edits=var, opts={"block_test": True}),
+        "act": lambda: tri.attention(q, k, v, scale=sc, edits=act),          # the per-shape default mode
+        **{f"act_{m}": (lambda m=m: tri.attention(q, k, v, scale=sc, edits=act, opts={"col_mode": m}))
+           for m in tri.DECODE_COL_MODES},
+        "var": lambda: tri.attention(q, k, v, scale=sc, edits=var),
+        **{f"var_{m}": (lambda m=m: tri.attention(q, k, v, scale=sc, edits=var, opts={"col_mode": m}))
+           for m in tri.DECODE_COL_MODES},
     }
 
 

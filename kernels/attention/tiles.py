@@ -74,10 +74,7 @@ RECEIVED_SWITCHES: dict = {64: dict(_ROFF, keymajor=True, fma=True, tma=True), 1
 RECEIVED_SWITCH_NAMES = ("keymajor", "fma", "tma", "poly", "maxnreg")   # opts keys: "r_" + name
 # decode: (BS, num_warps, num_stages); one wave of programs, bandwidth-bound
 DECODE_TILES: dict = {64: (64, 4, 2), 128: (64, 4, 2), 256: (32, 4, 2)}
-# decode_fwd_kernel's BLOCK_TEST per edit kind: in a chunk holding an edited column (VAR: or its span), mask
-# only the blocks that hold one. Session 4 (sweep_h200.json, Llama shape, µs per layer): VAR 160.4 vs 168.3
-# at 16 x 2048 and 25.2 vs 25.9 at 1 x 4096 -> on; ACT 168.8 vs 170.2 and 26.7 vs 26.0 -> off.
-DECODE_SWITCHES: dict = {"block_test": {"act": False, "var": True}}
+# decode column modes and register caps per shape: kernels.attention.fused.decode_edit_config
 SWITCH_NAMES = ("seg", "span_post", "reload_q", "tma", "fma", "rev")
 
 INTERPRET_TILE = (32, 32, 4, 1)
