@@ -326,11 +326,11 @@ def tables(folder: Path = HERE) -> dict[str, str]:
     out["landing"] = _landing_table(res, markdown_table)
     out["sinks_by_layer"] = _sinks_by_layer_table(res, markdown_table, num)
     out["vhd"] = _vhd_table(res, markdown_table, num)
-    rr_dir = res.parent / "results_resolution"
-    if (rr_dir / "benchmark.json").exists():          # the retraining call (resolution_report.py)
-        from studies.vlm2 import resolution_report
+    for rr_dir in (res.parent / "results_resolution", res.parent / "results_final"):   # the session-5 calls
+        if (rr_dir / "benchmark.json").exists():
+            from studies.vlm2 import resolution_report
 
-        out.update(resolution_report.tables(rr_dir))
+            out.update(resolution_report.tables(rr_dir))
     stages = _load(res, "stages.json") or {}
     skipped = [k for k, v in stages.items() if v.get("status") != "done"]
     parity = _load(res, "vhr_parity.json") or {}

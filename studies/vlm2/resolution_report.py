@@ -32,7 +32,7 @@ HERE = Path(__file__).resolve().parent
 RES = HERE / "results_resolution"
 MODELS = ("r224", "r112", "old")
 LABEL = {"r224": "new recipe, 224 px (256 tokens)", "r112": "new recipe, 112 px (64 tokens)",
-         "old": "shipped v2 (112 px, old recipe)"}
+         "old": "shipped v2 (112 px)"}
 SPLITS = rp.SPLITS
 
 
@@ -61,6 +61,13 @@ def unpack(src: Path, dest: Path = RES, old_results: Path = rp.RESULTS) -> None:
         with gzip.open(dest / "old" / f"{stem}.jsonl.gz", "wt", 9) as g:
             for r in have + rows:
                 g.write(json.dumps(r) + "\n")
+
+
+def labels(res: Path) -> dict[str, str]:
+    """Model labels for a results folder: the recipe ("new" or "v2") read from the call's settings_used.json."""
+    used = json.loads((Path(res) / "settings_used.json").read_text())
+    recipe = "v2 recipe" if used["train"].get("loss_weighting") == "token" else "new recipe"
+    return {**LABEL, "r224": f"{recipe}, 224 px (256 tokens)", "r112": f"{recipe}, 112 px (64 tokens)"}
 
 
 def _load(res: Path):
@@ -175,9 +182,10 @@ def main(res: Path = RES, readme: bool = True) -> dict:
     (res / "benchmark.json").write_text(json.dumps(bench, indent=1))
     comp = compare(pope, caps)
     comp.to_csv(res / "comparisons.csv", index=False, float_format="%.6g")
-    settings = json.loads((HERE / "settings_resolution.json").read_text())
-    dec = decision(bench, comp, settings)
-    (res / "decision.json").write_text(json.dumps(dec, indent=1))
+    settings = json.loads((res / "settings_used.json").read_text())
+    dec = decision(bench, comp, settings) if "selection" in settings else {}
+    if dec:
+        (res / "decision.json").write_text(json.dumps(dec, indent=1))
     if readme:
         from studies.tables import write_blocks
 
@@ -187,13 +195,15 @@ def main(res: Path = RES, readme: bool = True) -> dict:
 
 
 def tables(res: Path = RES) -> dict[str, str]:
-    """README blocks: resolution_cost, resolution_pope, resolution_chair, resolution_comparisons, resolution_choice."""
+    """README blocks PREFIX_cost, _pope, _val, _chair, _comparisons (+ _choice, _text_control where the files
+    exist); PREFIX is "final" for ``results_final`` (the last call), else "resolution"."""
     from studies.tables import ci, markdown_table, num, pval
 
     res = Path(res)
+    pre = "final" if res.name == "results_final" else "resolution"
+    LABEL = labels(res)
     bench = json.loads((res / "benchmark.json").read_text())
     comp = pd.read_csv(res / "comparisons.csv") if (res / "comparisons.csv").stat().st_size > 1 else pd.DataFrame()
-    dec = json.loads((res / "decision.json").read_text())
     out = {}
     rows = []
     runs = {size: json.loads((res / f"train_{size}.json").read_text()) for size in (224, 112)
@@ -206,7 +216,16 @@ def tables(res: Path = RES) -> dict[str, str]:
         rows.append([f"{size} px", t["image_tokens"], f"{t['steps_run']} ({rule})", num(t["feature_seconds"], 1),
                      num(t["ms_per_step"], 1), num(t["seconds"], 1), gib(t["peak_gib_features"]), gib(t["peak_gib_train"]),
                      num(t["first100"]), num(t["last100"])])
-    out["resolution_cost"] = markdown_table(
+    if pre == "final":                        # the shipped v2 (112 px) for reference: its run's train.json + asset
+        from safetensors import safe_open
+
+        v2 = json.loads((rp.RESULTS / "train.json").read_text())
+        with safe_open(str(rp.REPO / "probe" / "assets" / "studio_vlm2_projector.safetensors"), framework="pt") as f:
+            cost = json.loads((f.metadata() or {})["cost"])
+        rows.append(["shipped v2, 112 px (fp32, no TF32; earlier call)", 64, v2["steps_run"],
+                     num(cost["feature_seconds"], 1), num(1000 * cost["train_seconds"] / v2["steps_run"], 1),
+                     num(cost["train_seconds"], 1), "–", "–", num(v2["first100"]), num(v2["last100"])])
+    out[f"{pre}_cost"] = markdown_table(
         ["input", "image tokens", "steps", "features s (8,000 scenes)", "ms / step", "train s", "peak GiB (features)",
          "peak GiB (train)", "loss first 100", "loss last 100"], rows)
 
@@ -225,8 +244,8 @@ def tables(res: Path = RES) -> dict[str, str]:
                                  ci(x["f1"]["value"], x["f1"]["low"], x["f1"]["high"]), num(x["yes_ratio"]["value"])])
         return rows
     head = ["model", "set", "split", "questions", "accuracy", "precision", "recall", "F1", "yes-ratio"]
-    out["resolution_pope"] = markdown_table(head, pope_rows(("baseline", "no_image", "photo_baseline")))
-    out["resolution_val"] = markdown_table(head, pope_rows(("val_baseline",)))
+    out[f"{pre}_pope"] = markdown_table(head, pope_rows(("baseline", "no_image", "photo_baseline")))
+    out[f"{pre}_val"] = markdown_table(head, pope_rows(("val_baseline",)))
     rows = []
     for m in MODELS:
         for cond in ("baseline", "photo_baseline"):
@@ -236,17 +255,31 @@ def tables(res: Path = RES) -> dict[str, str]:
                              ci(c["chair_s"]["value"], c["chair_s"]["low"], c["chair_s"]["high"]),
                              ci(c["recall"]["value"], c["recall"]["low"], c["recall"]["high"]), c["mentions"],
                              num(c["exact_reference"])])
-    out["resolution_chair"] = markdown_table(["model", "set", "captions", "CHAIR_i", "CHAIR_s", "object recall", "mentions",
+    out[f"{pre}_chair"] = markdown_table(["model", "set", "captions", "CHAIR_i", "CHAIR_s", "object recall", "mentions",
                                               "= reference caption"], rows)
     rows = [[f"{LABEL[r.a]} vs {LABEL[r.b]}", r.set, r.metric, num(r.value_a), num(r.value_b), ci(r.delta, r.low, r.high),
              f"{int(r.a_only)} / {int(r.b_only)}", pval(r.p), pval(r.p_holm)] for r in comp.itertuples()] if len(comp) else []
-    out["resolution_comparisons"] = markdown_table(
+    out[f"{pre}_comparisons"] = markdown_table(
         ["comparison", "set", "metric", "first", "second", "difference [95% CI]", "only first / only second right", "p",
          "Holm p"], rows)
-    v = dec["validation_pope_accuracy_mean"]
-    out["resolution_choice"] = markdown_table(
-        ["validation POPE accuracy (mean of 3 splits): 224 px", "112 px", "chosen for the final call (rule)"],
-        [[num(v.get("r224")), num(v.get("r112")), f"{dec['chosen_image_size']} px" if dec["chosen_image_size"] else "–"]])
+    if (res / "decision.json").exists():
+        dec = json.loads((res / "decision.json").read_text())
+        v = dec["validation_pope_accuracy_mean"]
+        out[f"{pre}_choice"] = markdown_table(
+            ["validation POPE accuracy (mean of 3 splits): 224 px", "112 px", "chosen by the rule"],
+            [[num(v.get("r224")), num(v.get("r112")), f"{dec['chosen_image_size']} px" if dec["chosen_image_size"] else "–"]])
+    if (res / "text_control.jsonl.gz").exists():         # text_control.py: the frozen LM told the caption
+        qs = json.loads((res / "questions.json").read_text())
+        tc = rp.split_rows(rp._jsonl(res, "text_control"), qs)
+        rows = []
+        for cond, d in tc.items():
+            for s in SPLITS:
+                x = rp.pope_metrics(d[s])
+                rows.append([cond, s, x["questions"], ci(x["accuracy"]["value"], x["accuracy"]["low"], x["accuracy"]["high"]),
+                             num(x["precision"]["value"]), num(x["recall"]["value"]), num(x["yes_ratio"]["value"])])
+        out[f"{pre}_text_control"] = markdown_table(
+            ["frozen SmolLM2 given the reference caption as text", "split", "questions", "accuracy", "precision",
+             "recall", "yes-ratio"], rows)
     return out
 
 
