@@ -38,9 +38,10 @@ are recorded as such. SmolLM2 (real weights) at 1K/4K/8K, the random Llama-7B sh
 
 Part ``static``: ``generate(..., cache_implementation="static")`` (batch 1, PROMPT + NEW) per variant, with
 generate's automatic compile (inductor, CUDA graphs) wherever it happens: the plain model always, the seam
-when every hook is graph-safe (``seam.allow_compile``: no edit, HeadScale, HeadMask), eager otherwise (ACT,
-VAR). Tokens equal to the dynamic cache's, first-run seconds (compile + graph capture), tokens/s and decode ms
-per step, dynamo's graph / break / recompile counts. ``--no-compile``: every run eager.
+when every hook is graph-safe (``seam.allow_compile``: no edit, HeadScale, HeadMask, ACT, VAR with explicit
+sinks -- ACT and VAR as their tensor-op decode forms), eager otherwise. Tokens equal to the dynamic cache's,
+first-run seconds (compile + graph capture), tokens/s and decode ms per step, dynamo's graph / break counts.
+``--no-compile``: every run eager.
 
 Every row is appended to --out as soon as it is measured (a killed run keeps what it had).
 
@@ -347,7 +348,7 @@ def part_table(out: Out, handle, model_name: str, sizes, methods, device: str, r
 
 
 # ---------------------------------------------------------------- static cache
-STATIC_VARIANTS = ("plain", "seam_noop", "headscale", "act", "headmask")
+STATIC_VARIANTS = ("plain", "seam_noop", "headscale", "act", "headmask", "var")
 
 
 def part_static(out: Out, handle, device: str, prompt: int, new: int, compile_: bool, budget: float,

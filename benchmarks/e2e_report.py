@@ -305,7 +305,7 @@ def static_table(folder: Path) -> str:
                 "stopped starting parts at its 125 s budget after ties "
                 f"(`{GEN}`: finished at {_load(folder, GEN)['meta'].get('finished_s')} s, no static row). On the CPU, "
                 "dynamo traces the static-cache decode step of plain, the seam without edit, HeadScale, HeadMask "
-                "(uniform, zero) and ACT into one graph without breaks or per-step recompiles, with the dynamic "
+                "(uniform, zero), ACT and VAR into one graph without breaks or per-step recompiles, with the dynamic "
                 "cache's tokens (`tests/test_seam_fast_path.py`).\n")
     if not rows:
         rows = [r for r in _load(folder, GPU)["rows"] if r.get("part") == "static"]

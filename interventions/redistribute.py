@@ -34,7 +34,7 @@ import torch
 from torch import Tensor
 
 from kernels.attention import AttentionEdits, StatsRequest
-from kernels.attention.api import NO_STATS, visible_mask
+from kernels.attention.api import visible_mask
 from probe.capture.massive import massive_phi
 from probe.errors import ProbeError
 
@@ -135,7 +135,7 @@ class _RedistHook:
         self.table = table                          # [L, H] bool
         self._resid: dict[int, Tensor] = {}         # layer -> residual entering it [B, T, d] (latest call; a reference)
         self._state: dict[int, tuple] = {}          # layer -> (idx [B, C], span [B, 2], from [B])
-        self._edits: dict[int, tuple] = {}          # layer -> (the state it was built from, AttentionEdits)
+        self._edits: dict[int, AttentionEdits] = {}  # layer -> this sequence's edit
         self._keeps: dict = {}                      # (layer, device) -> keep [H]
 
     def residual_taps(self, handle, layers):
@@ -181,20 +181,16 @@ class _RedistHook:
         return idx, span, frm
 
     def edits(self, call, pre) -> Optional[AttentionEdits]:
-        if call.T == call.S:
-            self._state[call.layer] = self._prefill(call)
-        state = self._state.get(call.layer)
-        if state is None or state[0].shape[0] != call.B:
+        if call.T == call.S:                              # a new sequence: its sinks and its edit, once
+            idx, span, frm = self._state[call.layer] = self._prefill(call)
+            self._edits[call.layer] = AttentionEdits(redist_idx=idx, redist_span=span, redist_from=frm,
+                                                     redist_keep=self._keep(call.layer, idx.device),
+                                                     redist_rho=self.red.rho, redist_min_mass=self.red.min_mass)
+        edits = self._edits.get(call.layer)               # decode steps reuse the object
+        if edits is None or edits.redist_idx.shape[0] != call.B:
             raise ProbeError("Redistribute saw a decode step without its prompt",
                              "run the whole generation (prefill and decode) inside the intervene block")
-        built = self._edits.get(call.layer)
-        if built is None or built[0] is not state:       # once per sequence; decode steps reuse the object
-            idx, span, frm = state
-            edits = AttentionEdits(redist_idx=idx, redist_span=span, redist_from=frm,
-                                   redist_keep=self._keep(call.layer, idx.device),
-                                   redist_rho=self.red.rho, redist_min_mass=self.red.min_mass)
-            built = self._edits[call.layer] = (state, edits)
-        return built[1]
+        return edits
 
     def _keep(self, layer: int, device) -> Tensor:
         """[H] fraction of sink mass kept: ``keep`` in the chosen heads, 1 (no edit) elsewhere."""
@@ -203,12 +199,24 @@ class _RedistHook:
             self._keeps[key] = torch.where(self.table[layer], self.red.keep, 1.0).to(device)
         return self._keeps[key]
 
-    def stats_request(self, call) -> StatsRequest:
-        return StatsRequest(lse=True) if self.red.log_selection else NO_STATS
+    @property
+    def graph_safe(self) -> bool:
+        """Decode steps may take the seam's tensor-op path (graph mode) unless the selection is logged (statistics)
+        or the sinks are found by the residual taps ("auto")."""
+        return not self.red.log_selection and self.red.sink_keys != "auto"
 
-    def after(self, call, result) -> None:
-        if not self.red.log_selection:
-            return
+    @property
+    def stats_request(self):
+        return self._stats_request if self.red.log_selection else None
+
+    @property
+    def after(self):
+        return self._after if self.red.log_selection else None
+
+    def _stats_request(self, call) -> StatsRequest:
+        return StatsRequest(lse=True)
+
+    def _after(self, call, result) -> None:
         idx, span, frm = self._state[call.layer]
         keep = self._keep(call.layer, idx.device)
         counts = selection_counts(call, result.lse, idx, span, frm, keep, self.red.rho, self.red.min_mass)

@@ -160,11 +160,11 @@ def test_static_cache_mask_covers_only_the_written_keys():
 
 
 def test_the_seam_switches_off_generate_autocompile_and_restores_it(tiny):
-    """A static cache on CUDA makes generate compile the forward; with a hook that needs the kernels at decode (VAR)
-    the seam runs eagerly instead, and a nested seam user switches it off again."""
+    """A static cache on CUDA makes generate compile the forward; with a hook that reads statistics (VAR's selection
+    log) the seam runs eagerly instead, and a nested seam user switches it off again."""
     gen = tiny.model.generation_config
     before = gen.disable_compile
-    with intervene(tiny, *INTERVENTIONS["var"]()):
+    with intervene(tiny, Redistribute(sink_keys=[0], span=(1, 5), log_selection=True)):
         assert gen.disable_compile is True
         with intervene(tiny, HeadScale([(2, 1)], alpha=2.0)):          # nested: only the outer exit restores
             pass
@@ -211,7 +211,7 @@ def test_uniform_decode_heads_through_sdpa_equal_the_reference(tiny, kind):
         torch.testing.assert_close(out, ref, atol=2e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["one_layer_noop", "scale", "mask_uniform", "mask_zero", "act"])
+@pytest.mark.parametrize("name", ["one_layer_noop", "scale", "mask_uniform", "mask_zero", "act", "var"])
 def test_static_cache_decode_compiles_to_one_graph_with_graph_safe_edits(tiny, name):
     """HeadScale / HeadMask let generate compile a static cache's decode step: one graph, no graph break, no
     recompile per step (fullgraph, dynamo's eager backend on the CPU), and the tokens of the dynamic cache."""
@@ -292,3 +292,25 @@ def test_uniform_decode_heads_without_padding_equal_the_reference(tiny):
     for q, k, v, _, scale, out in decode:
         ref = reference_attention(q, k, v, scale=tiny.model.model.layers[2].self_attn.scaling, edits=edits).out
         torch.testing.assert_close(out, ref, atol=2e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("G", [1, 2])
+def test_var_decode_tensor_ops_equal_the_reference(G):
+    """``_var_decode`` (graph mode's VAR decode step: two SDPA calls with their log-sum-exp plus the sink keys in
+    fp32) equals the reference op's redistribution: padded rows, GQA, a sink inside and one outside the span,
+    heads with keep 1, a row the rule does not select (its span mass below min_mass)."""
+    g = torch.Generator().manual_seed(5)
+    B, KV, S, D = 3, 2, 14, 16
+    H = KV * G
+    q, k, v = (torch.randn(B, n, t, D, generator=g) for n, t in ((H, 1), (KV, S), (KV, S)))
+    k[:, :, 0] *= 3.0                                                                         # a strong sink at key 0
+    key_start = torch.tensor([0, 4, 0])
+    edits = AttentionEdits(redist_idx=torch.tensor([[0, 2, -1], [4, 6, -1], [0, -1, -1]]),
+                           redist_span=torch.tensor([[1, 6], [5, 9], [1, 2]]), redist_from=torch.tensor([6, 9, 2]),
+                           redist_keep=torch.tensor([0.6, 1.0, 0.3, 0.6])[:H], redist_rho=0.5, redist_min_mass=0.05)
+    vis = torch.arange(S)[None, :] >= key_start[:, None]                                      # [B, S]
+    out = seam._var_decode(q, k, v, vis, edits, 0.25)                                         # [B, 1, H, D]
+    ref = reference_attention(q, k, v, scale=0.25, key_start=key_start, edits=edits).out
+    torch.testing.assert_close(out, ref, atol=2e-6, rtol=1e-5)
+    plain = reference_attention(q, k, v, scale=0.25, key_start=key_start).out
+    assert not torch.allclose(out, plain)                                                     # the rule moved mass

@@ -87,11 +87,12 @@ class SeamHook(Protocol):
 
     A hook with ``graph_safe = True`` promises: no ``stats_request`` / ``attend``, ``needs_received`` False on
     decode steps (T == 1); its ``edits`` reads only the call's layer, B, H, T, D and device (``key_start`` is
-    None there) and returns head-output edits (``head_scale``, ``head_mean``), ``head_uniform``, or ACT columns
-    (``col_idx`` distinct per head, ``col_scale``, fixed per sequence); its ``after`` is None or reads no tensor
-    values. Decode steps of layers whose hooks are all graph-safe run SDPA (or ``_act_decode``) + those edits as
-    tensor ops (no host read, no Triton launch), which ``torch.compile`` traces and CUDA graphs capture
-    (``allow_compile``); their prefills take the kernel path where an edit needs it.
+    None there) and returns head-output edits (``head_scale``, ``head_mean``), ``head_uniform``, ACT columns
+    (``col_idx`` distinct per head, ``col_scale``, fixed per sequence) or a VAR edit (fixed per sequence); its ``after`` is None or reads no tensor
+    values. Decode steps of layers whose hooks are all graph-safe run SDPA + those edits as tensor ops (no host
+    read, no Triton launch), which ``torch.compile`` traces and CUDA graphs capture (``allow_compile``): HeadScale /
+    HeadMask always, ACT / VAR in graph mode (a dense mask over a static cache; eagerly they keep the decode
+    kernel, cheaper on the host). Prefills take the general path.
     """
 
     graph_safe: bool
@@ -122,7 +123,7 @@ class _Plan:
         self.attend = [h for h in hooks if hasattr(h, "attend")]
         self.received = [h.needs_received for h in hooks if hasattr(h, "needs_received")]
         self.edits = [h.edits for h in hooks if hasattr(h, "edits")]
-        self.stats = [h.stats_request for h in hooks if hasattr(h, "stats_request")]
+        self.stats = [h.stats_request for h in hooks if getattr(h, "stats_request", None) is not None]
         self.after = [h.after for h in hooks if getattr(h, "after", None) is not None]
         self.calls = calls
         # every hook is graph-safe (HeadScale, HeadMask, ACT): decode steps take the output-only path
@@ -387,11 +388,59 @@ def _act_decode(query: Tensor, key: Tensor, value: Tensor, vis: Tensor, col_idx:
     return out.view(B, H, D)[:, None].to(query.dtype)                                    # [B, 1, H, D]
 
 
+def _var_decode(query: Tensor, key: Tensor, value: Tensor, vis: Tensor, edits: AttentionEdits, scale: float) -> Tensor:
+    """VAR's redistribution on one decode step with tensor ops (graph mode) -> [B, 1, H, D].
+
+    query [B, H, 1, D], key / value [B, KV, S, D], vis [B, S]; edits: redist_idx [B, C] sink keys (-1 unused),
+    redist_span [B, 2], redist_from [B], redist_keep [H], redist_rho, redist_min_mass (``AttentionEdits``). Two
+    SDPA calls with their log-sum-exp -- over every visible key (out, lse) and over the span's non-sink keys
+    (out_t, lse_t: the target's mass is exp(lse_t - lse)) -- plus the sink keys in fp32; a selected row becomes
+    out + (keep - 1) * sum_sinks p v + (1 - keep) * (sink mass) * out_t, the kernel's edit.
+    """
+    B, H, _, D = query.shape
+    KV, S = key.shape[1], key.shape[2]
+    G, C = H // KV, edits.redist_idx.shape[-1]
+    dev = query.device
+    j = torch.arange(S, device=dev)
+    idx = edits.redist_idx                                                                 # [B, C]
+    safe = idx.clamp(0, S - 1)
+    on = (idx >= 0) & vis.gather(1, safe)                                                  # [B, C] visible sinks
+    sink = torch.zeros(B, S + 1, dtype=torch.bool, device=dev).scatter_(1, torch.where(on, safe, S), True)[:, :S]
+    span = (j[None, :] >= edits.redist_span[:, :1]) & (j[None, :] < edits.redist_span[:, 1:])   # [B, S]
+    target = span & ~sink & vis
+    pad = -(-S // 16) * 16 if query.is_cuda else S           # an aligned row stride for the CUDA kernel's bias
+
+    def bias(keep_keys):                                                                   # [B, S] -> [B, KV, G, S]
+        b = torch.zeros(B, 1, 1, pad, dtype=query.dtype, device=dev)[..., :S]
+        b = b.masked_fill(~keep_keys[:, None, None, :], _NEG_INF)
+        return b.expand(B, KV, G, S).contiguous() if query.is_cuda else b.expand(B, KV, G, S)
+
+    q = query.reshape(B, KV, G, D)
+    o, lse = _sdpa_lse(q, key, value, bias(vis), scale)                                    # [B, KV, G, D], [B, KV, G]
+    o_t, lse_t = _sdpa_lse(q, key, value, bias(target), scale)
+    g = safe[:, None, :, None].expand(B, KV, C, D)
+    k_s, v_s = key.gather(2, g).float(), value.gather(2, g).float()                        # [B, KV, C, D]
+    s_s = torch.matmul(q.float(), k_s.transpose(-1, -2)) * scale                           # [B, KV, G, C]
+    p_s = torch.exp(s_s - lse[..., None]).masked_fill(~on[:, None, None, :], 0.0)          # [B, KV, G, C]
+    in_span = (span.gather(1, safe) & on)[:, None, None, :]                                # [B, 1, 1, C]
+    denom = torch.exp(lse_t - lse).nan_to_num(0.0)[..., None]                              # [B, KV, G, 1] target mass
+    m = denom + (p_s * in_span).sum(-1, keepdim=True)                                      # span mass
+    share = (p_s * in_span).sum(-1, keepdim=True) / (m + 1e-6)
+    keep = edits.redist_keep.to(dev).float().view(1, KV, G, 1)
+    pos = (j[None, :] * vis).amax(-1)                      # the query's position: its own key is the last visible one
+    rows = (pos >= edits.redist_from).view(B, 1, 1, 1)
+    sel = rows & (keep < 1) & (share <= edits.redist_rho) & (m >= edits.redist_min_mass) & (denom > 0)
+    mass = p_s.sum(-1, keepdim=True)                                                       # all sinks' mass
+    moved = o.float() + (keep - 1) * torch.matmul(p_s, v_s) + ((1 - keep) * mass) * o_t.float().nan_to_num(0.0)
+    out = torch.where(sel, moved, o.float())
+    return out.view(B, H, D)[:, None].to(query.dtype)                                      # [B, 1, H, D]
+
+
 def _output_only(plan, module, query, key, value, attention_mask, dropout, scaling, sliding_window, kwargs):
-    """The path of graph-safe hooks: SDPA (or, for ACT columns on a graph-mode decode step, ``_act_decode``), then
-    the output edits as tensor ops (``_output_edits``) -> [B, T, H, D]; None when an edit goes to the kernel
-    (uniform heads or ACT columns on a prefill, ACT columns with a compact mask, VAR). No host read of tensor values, no Triton launch: the plain model's
-    host cost plus a few small ops, and traceable by ``torch.compile``."""
+    """The path of graph-safe hooks: SDPA (or, for ACT / VAR on a graph-mode decode step, ``_act_decode`` /
+    ``_var_decode``), then the output edits as tensor ops (``_output_edits``) -> [B, T, H, D]; None when an edit
+    goes to the kernel (probability edits on a prefill, ACT / VAR with a compact mask, two probability edits).
+    No host read of tensor values, no Triton launch, and traceable by ``torch.compile``."""
     if isinstance(attention_mask, CompactCausalMask) and attention_mask.kv_valid is not None:
         n = attention_mask.kv_valid                                                # static cache: the filled keys
         key, value = key[:, :, :n], value[:, :, :n]
@@ -403,12 +452,17 @@ def _output_only(plan, module, query, key, value, attention_mask, dropout, scali
     for fn in plan.edits:
         edits = merge_edits(edits, fn(call, None))
     decode = T == 1
-    if edits is not None and (edits.redist_idx is not None
-                              or (not decode and (edits.col_idx is not None or edits.head_uniform is not None))
-                              or (edits.col_idx is not None and edits.head_uniform is not None)):
+    if edits is not None and ((not decode and edits.edits_probs) or sum(
+            x is not None for x in (edits.col_idx, edits.head_uniform, edits.redist_idx)) > 1):
         return None
     scale = scaling if scaling is not None else D ** -0.5
-    if edits is not None and edits.col_idx is not None:
+    if edits is not None and edits.redist_idx is not None:
+        # VAR: the Triton kernel path for compact masks; tensor ops for a dense mask over a whole static cache
+        if _ACT_TENSOR_PATH[0] is not None or attention_mask is None or isinstance(attention_mask, CompactCausalMask):
+            return None
+        out = _var_decode(query, key, value, _visible_keys(attention_mask, B, key.shape[2], window, query.device),
+                          edits, scale)
+    elif edits is not None and edits.col_idx is not None:
         # ACT columns: the Triton kernel path for compact masks (eagerly cheaper on the host); tensor ops for a dense
         # mask over a whole static cache (graph mode: the step generate compiles and captures in a CUDA graph)
         if _ACT_TENSOR_PATH[0] is not None or attention_mask is None or isinstance(attention_mask, CompactCausalMask):
@@ -446,7 +500,7 @@ def probe_attention(module, query, key, value, attention_mask, dropout=0.0, scal
     if plan is None:
         return _sdpa(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                      sliding_window=sliding_window, softcap=softcap, **kwargs), None
-    if plan.graph_safe and (query.shape[2] == 1 or not plan.received):
+    if plan.graph_safe and query.shape[2] == 1:    # decode steps of graph-safe hooks (prefills: the general path)
         out = _output_only(plan, module, query, key, value, attention_mask, dropout, scaling, sliding_window, kwargs)
         if out is not None:
             return out, None
