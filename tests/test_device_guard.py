@@ -13,11 +13,14 @@ from kernels.attention.reference import attention as reference_attention  # noqa
 
 
 class _OnDevice:
-    """A stand-in for a CUDA tensor's device facts (CPU machines cannot make one): just ``is_cuda`` and
-    ``device``; the guard reads nothing else before handing q to the launch."""
+    """A stand-in for a CUDA tensor's device facts (CPU machines cannot make one): just ``is_cuda``,
+    ``device`` and ``get_device()``; the guard reads nothing else before handing q to the launch."""
 
     def __init__(self, device: str):
         self.is_cuda, self.device = True, torch.device(device)
+
+    def get_device(self) -> int:
+        return self.device.index
 
 
 def test_launch_guard_enters_q_device_on_cpu(monkeypatch):
@@ -31,6 +34,7 @@ def test_launch_guard_enters_q_device_on_cpu(monkeypatch):
         entered.append(("exit", torch.device(device)))
 
     monkeypatch.setattr(torch.cuda, "device", record)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)        # cuda:0 is current
     seen = []
     guarded = fused._on_q_device(lambda q, k, v, **kw: seen.append(list(entered)) or "result")
     assert guarded(_OnDevice("cuda:1"), None, None) == "result"
@@ -38,6 +42,7 @@ def test_launch_guard_enters_q_device_on_cpu(monkeypatch):
     assert entered == [("enter", torch.device("cuda:1")), ("exit", torch.device("cuda:1"))]
     entered.clear()
     assert guarded(torch.zeros(1), None, None) == "result" and entered == []   # CPU tensors: no device switch
+    assert guarded(_OnDevice("cuda:0"), None, None) == "result" and entered == []  # already current: no switch
     assert fused.attention_validated.__wrapped__ is not None   # every launch (public entry and dispatcher) is guarded
 
 
