@@ -37,16 +37,22 @@ from probe.data import scenes as sc  # noqa: E402
 from probe.models import studio_vlm as sv  # noqa: E402
 
 
-def parse_args(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--settings", type=Path, default=HERE / "settings.json")
+def device_call_parser(doc: str, settings: Path, deadline: float) -> argparse.ArgumentParser:
+    """The arguments every vlm2 device script takes (carry paths, work / out folders, time budget)."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--settings", type=Path, default=settings)
     ap.add_argument("--dinov2", type=Path, required=True)
     ap.add_argument("--pools", type=Path, required=True)
     ap.add_argument("--work", type=Path, required=True)
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--deadline", type=float, default=420.0, help="seconds from start; later stages are skipped")
+    ap.add_argument("--deadline", type=float, default=deadline, help="seconds from start; later stages are skipped")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--quick", action="store_true", help="tiny sizes for a CPU dry run (numbers meaningless)")
+    return ap
+
+
+def parse_args(argv=None):
+    ap = device_call_parser(__doc__, HERE / "settings.json", 420.0)
     ap.add_argument("--projector", type=Path, default=None,
                     help="an already trained projector (same recipe): measured instead of the one trained here; the "
                          "training then only runs up to the last snapshot step, for the snapshot stages")

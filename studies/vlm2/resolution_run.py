@@ -19,7 +19,6 @@ OUT: studio_vlm2_projector_{size}.safetensors per resolution, vlm2_results.tar.g
 """
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import time
@@ -40,16 +39,7 @@ HERE = Path(__file__).resolve().parent
 
 
 def parse_args(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--settings", type=Path, default=HERE / "settings_resolution.json")
-    ap.add_argument("--dinov2", type=Path, required=True)
-    ap.add_argument("--pools", type=Path, required=True)
-    ap.add_argument("--work", type=Path, required=True)
-    ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--deadline", type=float, default=290.0, help="seconds from start; later stages are skipped")
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--quick", action="store_true", help="tiny sizes for a CPU dry run (numbers meaningless)")
-    return ap.parse_args(argv)
+    return dr.device_call_parser(__doc__, HERE / "settings_resolution.json", 290.0).parse_args(argv)
 
 
 def quick(settings: dict) -> dict:
