@@ -182,15 +182,19 @@ class _RedistHook:
 
     def edits(self, call, pre) -> Optional[AttentionEdits]:
         if call.T == call.S:                              # a new sequence: its sinks and its edit, once
-            idx, span, frm = self._state[call.layer] = self._prefill(call)
-            self._edits[call.layer] = AttentionEdits(redist_idx=idx, redist_span=span, redist_from=frm,
-                                                     redist_keep=self._keep(call.layer, idx.device),
-                                                     redist_rho=self.red.rho, redist_min_mass=self.red.min_mass)
+            self.set_state(call.layer, self._prefill(call))
         edits = self._edits.get(call.layer)               # decode steps reuse the object
         if edits is None or edits.redist_idx.shape[0] != call.B:
             raise ProbeError("Redistribute saw a decode step without its prompt",
                              "run the whole generation (prefill and decode) inside the intervene block")
         return edits
+
+    def set_state(self, layer: int, state: tuple) -> None:
+        """This sequence's (idx [B, C], span [B, 2], from [B]) at ``layer`` and the edit built from it."""
+        idx, span, frm = self._state[layer] = state
+        self._edits[layer] = AttentionEdits(redist_idx=idx, redist_span=span, redist_from=frm,
+                                            redist_keep=self._keep(layer, idx.device),
+                                            redist_rho=self.red.rho, redist_min_mass=self.red.min_mass)
 
     def _keep(self, layer: int, device) -> Tensor:
         """[H] fraction of sink mass kept: ``keep`` in the chosen heads, 1 (no edit) elsewhere."""

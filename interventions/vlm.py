@@ -160,7 +160,7 @@ class _RepeatingRedistHook(_RedistHook):
         state = self._state.get(call.layer)
         if call.T != call.S and state is not None and call.B != state[0].shape[0] and call.B % state[0].shape[0] == 0:
             k = call.B // state[0].shape[0]
-            self._state[call.layer] = tuple(t.repeat_interleave(k, 0) for t in state)
+            self.set_state(call.layer, tuple(t.repeat_interleave(k, 0) for t in state))
         return super().edits(call, pre)
 
 
