@@ -436,14 +436,20 @@ def _var_decode(query: Tensor, key: Tensor, value: Tensor, vis: Tensor, edits: A
     return out.view(B, H, D)[:, None].to(query.dtype)                                      # [B, 1, H, D]
 
 
+def _filled_keys(key: Tensor, value: Tensor, attention_mask) -> tuple[Tensor, Tensor]:
+    """k / v [B, KV, S, D] cut to a static cache's filled keys (``CompactCausalMask.kv_valid``); else as given."""
+    if isinstance(attention_mask, CompactCausalMask) and attention_mask.kv_valid is not None:
+        n = attention_mask.kv_valid
+        return key[:, :, :n], value[:, :, :n]
+    return key, value
+
+
 def _output_only(plan, module, query, key, value, attention_mask, dropout, scaling, sliding_window, kwargs):
     """The path of graph-safe hooks: SDPA (or, for ACT / VAR on a graph-mode decode step, ``_act_decode`` /
     ``_var_decode``), then the output edits as tensor ops (``_output_edits``) -> [B, T, H, D]; None when an edit
     goes to the kernel (probability edits on a prefill, ACT / VAR with a compact mask, two probability edits).
     No host read of tensor values, no Triton launch, and traceable by ``torch.compile``."""
-    if isinstance(attention_mask, CompactCausalMask) and attention_mask.kv_valid is not None:
-        n = attention_mask.kv_valid                                                # static cache: the filled keys
-        key, value = key[:, :, :n], value[:, :, :n]
+    key, value = _filled_keys(key, value, attention_mask)
     B, H, T, D = query.shape
     window = sliding_window or getattr(module, "sliding_window", None)
     call = AttentionCall(module.layer_idx, module, B, H, key.shape[1], T, key.shape[2], D, None, window,
@@ -456,20 +462,17 @@ def _output_only(plan, module, query, key, value, attention_mask, dropout, scali
             x is not None for x in (edits.col_idx, edits.head_uniform, edits.redist_idx)) > 1):
         return None
     scale = scaling if scaling is not None else D ** -0.5
+    if edits is not None and (edits.redist_idx is not None or edits.col_idx is not None):
+        # VAR / ACT columns: the Triton kernel path for compact masks (eagerly cheaper on the host); tensor ops for a
+        # dense mask over a whole static cache (graph mode: the step generate compiles and captures in a CUDA graph)
+        if _ACT_TENSOR_PATH[0] is not None or attention_mask is None or isinstance(attention_mask, CompactCausalMask):
+            return None
+        vis = _visible_keys(attention_mask, B, key.shape[2], window, query.device)              # [B, S]
     if edits is not None and edits.redist_idx is not None:
-        # VAR: the Triton kernel path for compact masks; tensor ops for a dense mask over a whole static cache
-        if _ACT_TENSOR_PATH[0] is not None or attention_mask is None or isinstance(attention_mask, CompactCausalMask):
-            return None
-        out = _var_decode(query, key, value, _visible_keys(attention_mask, B, key.shape[2], window, query.device),
-                          edits, scale)
+        out = _var_decode(query, key, value, vis, edits, scale)
     elif edits is not None and edits.col_idx is not None:
-        # ACT columns: the Triton kernel path for compact masks (eagerly cheaper on the host); tensor ops for a dense
-        # mask over a whole static cache (graph mode: the step generate compiles and captures in a CUDA graph)
-        if _ACT_TENSOR_PATH[0] is not None or attention_mask is None or isinstance(attention_mask, CompactCausalMask):
-            return None
         try:
-            out = _act_decode(query, key, value, _visible_keys(attention_mask, B, key.shape[2], window, query.device),
-                              edits.col_idx, edits.col_scale, scale)
+            out = _act_decode(query, key, value, vis, edits.col_idx, edits.col_scale, scale)
         except (RuntimeError, NotImplementedError) as err:     # e.g. an ATen kernel this build lacks
             if torch.compiler.is_compiling():
                 raise
@@ -505,9 +508,7 @@ def probe_attention(module, query, key, value, attention_mask, dropout=0.0, scal
         if out is not None:
             return out, None
     hooks = plan.hooks
-    if isinstance(attention_mask, CompactCausalMask) and attention_mask.kv_valid is not None:
-        n = attention_mask.kv_valid                                                # static cache: the filled keys
-        key, value = key[:, :, :n], value[:, :, :n]
+    key, value = _filled_keys(key, value, attention_mask)
     B, H, T, D = query.shape
     KV, S = key.shape[1], key.shape[2]
     window = sliding_window or getattr(module, "sliding_window", None)
