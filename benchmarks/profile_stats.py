@@ -1,0 +1,99 @@
+"""Where the time of one full statistics call goes (GPU): every kernel of ``fused.attention`` with lse, entropy,
+key-0 mass, one span mass and received mass, against cuDNN SDPA at the same shape.
+
+For each shape (``bench_sweep.SHAPES``, N = 65,536 by default, bf16, causal, batch 1, random tensors) it records
+the whole call's time (median of ``--repeats`` ``do_bench`` runs), one profiled call's kernels (name, device
+time, launches; ``torch.profiler``) and the time between them (the call's wall time minus its kernels' device
+time), and the registers / spills of the compiled received-mass and prefill kernels. ``--dry`` runs the same on
+the CPU under TRITON_INTERPRET=1 at a tiny N (plumbing only; no profile).
+
+    python -m benchmarks.profile_stats --out benchmarks/results/profile_stats_h200.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+
+
+def kernel_rows(prof) -> list[dict]:
+    """[{name, device_ms, calls}] of the profiled CUDA kernels, longest first."""
+    rows = {}
+    for ev in prof.events():
+        if ev.device_type.name != "CUDA":
+            continue
+        r = rows.setdefault(ev.name[:120], {"name": ev.name[:120], "device_ms": 0.0, "calls": 0})
+        r["device_ms"] += ev.device_time / 1e3
+        r["calls"] += 1
+    return sorted(rows.values(), key=lambda r: -r["device_ms"])
+
+
+def compiled_resources() -> list[dict]:
+    """Registers, spills and shared memory of every compiled prefill / received kernel in this process."""
+    from kernels.attention import prefill_kernel, received_kernel
+    out = []
+    for mod, name in ((prefill_kernel, "attention_fwd_kernel"), (received_kernel, "received_fwd_kernel")):
+        fn = getattr(mod, name)
+        fn = getattr(fn, "fn", fn)
+        for caches in getattr(fn, "device_caches", {}).values():
+            for ck in caches[0].values():
+                out.append({"kernel": name, "n_regs": getattr(ck, "n_regs", None),
+                            "n_spills": getattr(ck, "n_spills", None),
+                            "shared": getattr(getattr(ck, "metadata", None), "shared", None),
+                            "num_warps": getattr(getattr(ck, "metadata", None), "num_warps", None)})
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=65536)
+    ap.add_argument("--shapes", nargs="+", default=["smollm", "llama"])
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--dry", action="store_true")
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args(argv)
+    if args.dry:
+        os.environ["TRITON_INTERPRET"] = "1"
+    import torch
+    from benchmarks.bench_sweep import DRY, SHAPES, Case
+    if args.dry:
+        SHAPES.update(DRY["shapes"])
+    dev = "cuda" if torch.cuda.is_available() and not args.dry else "cpu"
+    N = 256 if args.dry else args.n
+    out = {"meta": {"argv": sys.argv[1:], "torch": torch.__version__, "N": N,
+                    "gpu": torch.cuda.get_device_name() if dev == "cuda" else "cpu"}, "rows": []}
+    for shape in args.shapes:
+        case = Case(shape, N, dev)
+        row = {"shape": shape, "N": N}
+        calls = {"sdpa": case.sdpa(), "stats": case.call("stats", {}), "stats_fwd": case.call("stats_fwd", {}),
+                 "output": case.call("output", {})}
+        for name, fn in calls.items():
+            fn()
+            if dev == "cuda":
+                from triton.testing import do_bench
+                runs = [do_bench(fn, warmup=25, rep=100) for _ in range(args.repeats)]
+                row[name + "_ms"] = statistics.median(runs)
+                row[name + "_runs_ms"] = runs
+        if dev == "cuda":
+            row["stats_x_sdpa"] = row["stats_ms"] / row["sdpa_ms"]
+            torch.cuda.synchronize()
+            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+                calls["stats"]()
+                torch.cuda.synchronize()
+            row["kernels"] = kernel_rows(prof)
+            row["kernels_device_ms"] = sum(r["device_ms"] for r in row["kernels"])
+        out["rows"].append(row)
+        print(json.dumps({k: v for k, v in row.items() if not k.endswith("runs_ms")}, default=str)[:1500], flush=True)
+        del case
+    out["compiled"] = compiled_resources()
+    if args.out:
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        with open(args.out, "w") as f:
+            json.dump(out, f, indent=1, default=str)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
