@@ -29,6 +29,9 @@ PREFILL_TILES: dict = {
     # prefill part 64.57 ms vs 70.79 for (64, 64, 4, 3) with the same switches and 78.53 all off (median of 5).
     # Call 2 (prefill_sweep_h200_call2.json): + rev 67.88 vs 68.81 (median of 5); the whole call with rev and the
     # received pass's fma + tma 97.46 ms (1.689x) vs 102.33 (1.774x) for call 1's winners -> rev on at d128.
+    # Session 6 call 1 (prefill_sweep_h200_s6.json, median of 5 calls): d64 + rev 11.84 ms vs 12.12 without -> rev on at
+    # d64; the whole statistics call with it and the received tile below 18.82 ms (1.744x SDPA) vs 19.42 (1.799x) for
+    # session 5's defaults (median of 5 do_bench, same run).
     "stats": {64: (64, 128, 4, 3), 128: (128, 128, 8, 3), 256: (64, 32, 4, 2)},
     # probability edits (ACT): tiles_h200.json: d64 0.896 ms vs 1.051; d128 kept (4.902 ms, the best).
     # Session 4 sweep (sweep_h200.json): d64 tile kept, with seg + reload_q + tma + fma: 11.29 ms vs 12.97
@@ -49,7 +52,7 @@ _OFF = {"seg": False, "span_post": False, "reload_q": False, "tma": False, "fma"
 PREFILL_SWITCHES: dict = {
     "output": {64: dict(_OFF, tma=True, fma=True, rev=True), 128: dict(_OFF, tma=True, fma=True, rev=True),
                256: dict(_OFF)},
-    "stats": {64: dict(_OFF, span_post=True, reload_q=True, tma=True, fma=True),
+    "stats": {64: dict(_OFF, span_post=True, reload_q=True, tma=True, fma=True, rev=True),
               128: dict(_OFF, span_post=True, reload_q=True, tma=True, fma=True, rev=True), 256: dict(_OFF)},
     "edit": {64: dict(_OFF, seg=True, reload_q=True, tma=True, fma=True),
              128: dict(_OFF, seg=True, reload_q=True, tma=True, fma=True, rev=True), 256: dict(_OFF)},
@@ -61,7 +64,10 @@ PREFILL_SWITCHES: dict = {
 # Call 2 (prefill_sweep_h200_call2.json, median of 5): d128 + fma + tma 31.70 ms vs 34.35 all off -> on; d64:
 # (64, 64, 4, 3) 6.92 vs 7.75 for the default in the sweep, but the whole statistics call with it 19.59 ms vs
 # 19.38 with the default (median of 3 do_bench) -> d64 unchanged.
-RECEIVED_TILES: dict = {64: (64, 128, 8, 3), 128: (64, 128, 4, 3), 256: (32, 64, 4, 2)}
+# Session 6 call 1 (prefill_sweep_h200_s6.json, 14 d64 tiles, median of 5 calls): (64, 64, 4, 2) 6.84 ms, (64, 64, 4, 3)
+# + maxnreg 128 6.97, (128, 64, 4, 3) 7.13, (64, 64, 4, 3) 7.16, (64, 128, 8, 3) 7.54; the polynomial exp2 12.8 -> d64
+# (64, 64, 4, 2).
+RECEIVED_TILES: dict = {64: (64, 64, 4, 2), 128: (64, 128, 4, 3), 256: (32, 64, 4, 2)}
 # received_fwd_kernel's switches per head_dim bucket: "keymajor" (S^T = K Q^T, per-step column sums in a warp),
 # "fma" (scale and lse in one multiply-add per score), "tma" (Q blocks through a tensor descriptor where the
 # layout allows it; 2-byte inputs, head_dim 64 / 128 only), "poly" (key-major, 2-byte inputs: of each query
