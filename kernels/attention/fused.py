@@ -17,7 +17,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from . import decode_kernel, jit_utils, prefill_kernel, received_kernel, tiles
+from . import decode_kernel, jit_utils, launch, prefill_kernel, received_kernel, tiles
 from .api import NO_STATS, AttentionEdits, AttentionResult, StatsRequest, check_shapes
 from .decode_kernel import decode_combine_kernel, decode_fwd_kernel
 from .jit_utils import INTERPRET
@@ -317,10 +317,16 @@ def attention(
 @_on_q_device
 def attention_validated(q: Tensor, k: Tensor, v: Tensor, **kw) -> AttentionResult:
     """``attention`` for a request ``unsupported_reason`` has already accepted (the dispatcher checks each
-    call once): plan the launches, run them, add the top-k rows. Same arguments and result as ``attention``."""
+    call once): plan the launches, run them, add the top-k rows. Same arguments and result as ``attention``.
+    Decode steps (T == 1) without statistics other than lse and without tuning overrides take ``_decode_step``
+    (the same launches, built once per shape and edit)."""
+    stats = kw.get("stats", NO_STATS)
+    if q.shape[2] == 1 and not (kw.get("opts") or kw.get("tile") is not None or stats.entropy or stats.sink_mass
+                                or stats.span_mass or stats.received or stats.topk):
+        return _decode_step(q, k, v, scale=kw["scale"], key_start=kw.get("key_start"), window=kw.get("window"),
+                            softcap=kw.get("softcap"), edits=kw.get("edits"), lse=stats.lse)
     res, launches = plan(q, k, v, **kw)
     _run(launches)
-    stats = kw.get("stats", NO_STATS)
     T = q.shape[2]
     rows = min(stats.topk_rows, T) if stats.topk else 0
     if rows:
@@ -567,48 +573,79 @@ def _decode_cfg(D: int, itemsize: int, dev) -> tuple:
     return cfg
 
 
-def _decode(q, k, v, out, lse, key_start, ed: _Edits, common, opts: Optional[dict] = None) -> list:
+class _DecodeShape:
+    """How the decode kernels run at one (shape, edit, opts): tile, column mode, register cap, split rule and the
+    partial buffers' layout -- everything of ``_decode`` that does not depend on the key count S."""
+
+    __slots__ = ("BS", "nw", "stages", "slots", "col_mode", "maxnreg", "side", "nsplit_opt", "bits", "B", "KV")
+
+    def __init__(self, B: int, KV: int, D: int, itemsize: int, dev, ed: _Edits, opts: Optional[dict]):
+        BS, nw, stages, slots = _decode_cfg(D, itemsize, dev)
+        cfg = decode_edit_config("var" if ed.var else "act", B, KV, D, slots) if ed.cols is not None else {}
+        col_mode, maxnreg, cols_out = cfg.get("col_mode", "chunk"), cfg.get("maxnreg"), cfg.get("cols_out", False)
+        opts = opts or {}
+        if "block_test" in opts:
+            col_mode = "block" if opts["block_test"] else "chunk"
+        col_mode = opts.get("col_mode", col_mode)
+        if "dtile" in opts:                                           # tuning runs: (BS, num_warps, num_stages)
+            BS, nw, stages = opts["dtile"]
+        cols_out = bool(opts.get("cols_out", cols_out))
+        self.maxnreg = opts.get("maxnreg", maxnreg)                    # tuning runs: a register cap (CTAs per SM)
+        self.nsplit_opt = opts.get("nsplit")                           # tuning runs: a forced split count
+        self.BS, self.nw, self.stages, self.slots, self.col_mode, self.B, self.KV = BS, nw, stages, slots, col_mode, B, KV
+        self.bits = col_mode == "bits" and ed.cols is not None
+        # VAR targets, or ACT's columns (split / bits with cols_out: the combine then gathers none)
+        self.side = ed.var or (ed.act and col_mode in ("split", "bits") and cols_out)
+
+    def split(self, S: int) -> tuple[int, int]:
+        """(nsplit, chunk): key chunks of the split kernel for S keys (chunk a multiple of BS)."""
+        BS = self.BS
+        if self.nsplit_opt is not None:
+            nsplit = max(1, min(int(self.nsplit_opt), _cdiv(S, BS)))
+        else:
+            nsplit = max(1, min(512, self.slots // (self.B * self.KV), _cdiv(S, BS)))
+        if self.bits:
+            nsplit = max(nsplit, _cdiv(_cdiv(S, BS), _BITS_MAX_BLOCKS))
+        chunk = _cdiv(_cdiv(S, nsplit), BS) * BS
+        return _cdiv(S, chunk), chunk
+
+
+def _partials(n: int, D: int, act: bool, side: bool, dev) -> tuple:
+    """The split kernel's partial buffers for n = B * H * nsplit rows, one allocation cut into views: po [n, D],
+    pm, pl [n], plr [n] (ACT, else None), po2 [n, D], ptm [n] (VAR targets or ACT's columns out, else None)."""
+    width = D + 2 + (1 if act else 0) + ((D + 1) if side else 0)
+    part = _alloc(n * width, dtype=torch.float32, device=dev)
+    views = part.split_with_sizes((n * D, n, n) + ((n,) if act else ()) + ((n * D, n) if side else ()))
+    return (views[0], views[1], views[2], views[3] if act else None) + ((views[-2], views[-1]) if side else (None, None))
+
+
+# The per-step arguments of the two decode launches (``launch.Launch``'s dynamic names); the rest of their
+# arguments are fixed for a (shape, edit, split count) -- see ``_decode_step``.
+_FWD_DYNAMIC = ("q", "k", "v", "po", "pm", "pl", "plr", "po2", "ptm", "key_start",
+                "s_qb", "s_qh", "s_kb", "s_kh", "s_ks", "s_vb", "s_vh", "s_vs", "S", "chunk")
+_COMBINE_DYNAMIC = ("po", "pm", "pl", "plr", "po2", "ptm", "o", "lse", "q", "k", "v", "key_start",
+                    "s_qb", "s_qh", "s_kb", "s_kh", "s_ks", "s_vb", "s_vh", "s_vs", "s_ob", "s_oh", "S")
+
+
+def _decode(q, k, v, out, lse, key_start, ed: _Edits, common, opts: Optional[dict] = None,
+            shape: Optional[_DecodeShape] = None) -> list:
     """Split-KV decode for T == 1: partials per key chunk, then one combine with the edit epilogue (two launches).
     lse [B, H, 1] or None."""
     B, H, _, D = q.shape
     KV, S = k.shape[1], k.shape[2]
     G = H // KV
-    BS, nw, stages, slots = _decode_cfg(D, q.element_size(), q.device)
-    cfg = decode_edit_config("var" if ed.var else "act", B, KV, D, slots) if ed.cols is not None else {}
-    col_mode, maxnreg, cols_out = cfg.get("col_mode", "chunk"), cfg.get("maxnreg"), cfg.get("cols_out", False)
-    if opts and "block_test" in opts:
-        col_mode = "block" if opts["block_test"] else "chunk"
-    if opts and "col_mode" in opts:
-        col_mode = opts["col_mode"]
-    if opts and "dtile" in opts:                                      # tuning runs: (BS, num_warps, num_stages)
-        BS, nw, stages = opts["dtile"]
-    nsplit = max(1, min(512, slots // (B * KV), _cdiv(S, BS)))
-    if opts and "nsplit" in opts:                                     # tuning runs: a forced split count
-        nsplit = max(1, min(int(opts["nsplit"]), _cdiv(S, BS)))
-    if col_mode == "bits" and ed.cols is not None:
-        nsplit = max(nsplit, _cdiv(_cdiv(S, BS), _BITS_MAX_BLOCKS))
-    chunk = _cdiv(_cdiv(S, nsplit), BS) * BS
-    nsplit = _cdiv(S, chunk)
-    n = B * H * nsplit
-    # VAR targets, or ACT's columns (split / bits with cols_out: the combine then gathers none)
-    if opts and "cols_out" in opts:
-        cols_out = bool(opts["cols_out"])
-    side = ed.var or (ed.act and col_mode in ("split", "bits") and cols_out)
-    width = D + 2 + (1 if ed.act else 0) + ((D + 1) if side else 0)
-    part = _alloc(n * width, dtype=torch.float32, device=q.device)      # one allocation, cut into views at once:
-    # po [B, H, nsplit, D], pm, pl [B, H, nsplit], then plr [B, H, nsplit] (ACT), then po2 [.., D], ptm [..] (VAR
-    # targets, or ACT's columns in split / bits mode)
-    views = part.split_with_sizes((n * D, n, n) + ((n,) if ed.act else ()) + ((n * D, n) if side else ()))
-    po, pm, pl = views[0], views[1], views[2]
-    plr = views[3] if ed.act else None
-    po2, ptm = (views[-2], views[-1]) if side else (None, None)
+    sh = shape or _DecodeShape(B, KV, D, q.element_size(), q.device, ed, opts)
+    BS = sh.BS
+    nsplit, chunk = sh.split(S)
+    po, pm, pl, plr, po2, ptm = _partials(B * H * nsplit, D, ed.act, sh.side, q.device)
     sq, sk, sv, so = q.stride(), k.stride(), v.stride(), out.stride()
     strides = dict(s_qb=sq[0], s_qh=sq[1], s_kb=sk[0], s_kh=sk[1], s_ks=sk[2], s_vb=sv[0], s_vh=sv[1], s_vs=sv[2])
     fwd = dict(
         q=q, k=k, v=v, po=po, pm=pm, pl=pl, plr=plr, po2=po2, ptm=ptm, key_start=key_start,
         col_idx=ed.cols, head_uniform=ed.uniform, redist_span=ed.span,
         S=S, chunk=chunk, NSPLIT=nsplit, H=H, KV=KV, G=G, D=D, BG=max(16, _pow2(G)),
-        BS=BS, C=ed.C, COL_MODE=DECODE_COL_MODES.index(col_mode), num_warps=nw, num_stages=stages, **strides, **common,
+        BS=BS, C=ed.C, COL_MODE=DECODE_COL_MODES.index(sh.col_mode), num_warps=sh.nw, num_stages=sh.stages,
+        **strides, **common,
     )
     combine = dict(
         po=po, pm=pm, pl=pl, plr=plr, po2=po2, ptm=ptm, o=out, lse=lse, q=q, k=k, v=v, key_start=key_start,
@@ -619,9 +656,73 @@ def _decode(q, k, v, out, lse, key_start, ed: _Edits, common, opts: Optional[dic
         s_ob=so[0], s_oh=so[2], S=S, NSPLIT=nsplit,
         H=H, G=G, D=D, NSP=max(2, _pow2(nsplit)), C=ed.C, num_warps=4, **strides, **common,
     )
-    if opts and "maxnreg" in opts:                                    # tuning runs: a register cap (CTAs per SM)
-        maxnreg = opts["maxnreg"]
-    if maxnreg and not INTERPRET:
-        fwd["maxnreg"] = int(maxnreg)
+    if sh.maxnreg and not INTERPRET:
+        fwd["maxnreg"] = int(sh.maxnreg)
     return [_launch("decode_fwd_kernel", (nsplit, B * KV), fwd),
             _launch("decode_combine_kernel", (B * H,), combine)]
+
+
+# ---------------------------------------------------------------------------------------------
+# decode steps of the dispatcher: the launches of a (shape, edit, split count) are built once and reused; each
+# step swaps in its tensors, strides and key count (``launch.Launch``: Triton's direct launch where it is on)
+# ---------------------------------------------------------------------------------------------
+class _DecodePlan:
+    """The reusable part of a decode step at one (shape, edit object, dtype, device, window, softcap, scale, lse)
+    key: the ``_DecodeShape`` and, per split count, the two ``launch.Launch`` objects and their grids."""
+
+    __slots__ = ("ed", "shape", "launches")
+
+    def __init__(self, ed: _Edits, shape: _DecodeShape):
+        self.ed, self.shape, self.launches = ed, shape, {}
+
+
+_DECODE_PLANS: dict = {}
+_DECODE_PLANS_MAX = 512
+
+
+def _decode_step(q: Tensor, k: Tensor, v: Tensor, *, scale: float, key_start: Optional[Tensor] = None,
+                 window: Optional[int] = None, softcap: Optional[float] = None,
+                 edits: Optional[AttentionEdits] = None, lse: bool = False) -> AttentionResult:
+    """One decode step (T == 1, no statistics but lse, no opts) through cached launches: the same kernels, the
+    same arguments and the same result as ``plan`` + ``_run``, with the host work of a step cut to the tensors it
+    changes. q [B, H, 1, D], k / v [B, KV, S, D]; returns out [B, 1, H, D] (and lse [B, H, 1] when asked)."""
+    B, H, _, D = q.shape
+    KV, S = k.shape[1], k.shape[2]
+    dev = q.device
+    if q.stride(-1) != 1:
+        q = q.contiguous()
+    if k.stride(-1) != 1:
+        k = k.contiguous()
+    if v.stride(-1) != 1:
+        v = v.contiguous()
+    key_start = _zeros_i64(B, dev) if key_start is None else key_start.to(dev).long().contiguous()
+    win = int(window) if window is not None and int(window) < S else 0
+    softcap = float(softcap) if softcap else 0.0
+    ed = _prepared_edits(edits, B, H, dev)
+    key = (id(ed), B, H, KV, D, q.dtype, dev, win, softcap, float(scale), lse)
+    plan_ = _DECODE_PLANS.get(key)
+    if plan_ is None or plan_.ed is not ed:
+        if len(_DECODE_PLANS) >= _DECODE_PLANS_MAX:
+            _DECODE_PLANS.clear()
+        plan_ = _DECODE_PLANS[key] = _DecodePlan(ed, _DecodeShape(B, KV, D, q.element_size(), dev, ed, None))
+    out = _alloc(B, 1, H, D, dtype=q.dtype, device=dev)
+    lse_t = _alloc(B, H, 1, dtype=torch.float32, device=dev) if lse else None
+    sh = plan_.shape
+    nsplit, chunk = sh.split(S)
+    pair = plan_.launches.get(nsplit)
+    if pair is None:                      # first step of this split count: the plan's own launches, kept
+        common = dict(scale=float(scale), softcap=softcap, window=win)
+        (ffn, fgrid, fkw), (cfn, cgrid, ckw) = _decode(q, k, v, out, lse_t, key_start, ed, common, None, sh)
+        pair = plan_.launches[nsplit] = (launch.Launch(ffn, fkw, _FWD_DYNAMIC), fgrid,
+                                         launch.Launch(cfn, ckw, _COMBINE_DYNAMIC), cgrid)
+        fvals, cvals = [tuple(kw[n] for n in names) for kw, names in ((fkw, _FWD_DYNAMIC), (ckw, _COMBINE_DYNAMIC))]
+    else:
+        po, pm, pl, plr, po2, ptm = _partials(B * H * nsplit, D, ed.act, sh.side, dev)
+        sq, sk, sv, so = q.stride(), k.stride(), v.stride(), out.stride()
+        st = (sq[0], sq[1], sk[0], sk[1], sk[2], sv[0], sv[1], sv[2])
+        fvals = (q, k, v, po, pm, pl, plr, po2, ptm, key_start) + st + (S, chunk)
+        cvals = (po, pm, pl, plr, po2, ptm, out, lse_t, q, k, v, key_start) + st + (so[0], so[2], S)
+    fwd, fgrid, comb, cgrid = pair
+    fwd(fgrid, fvals)
+    comb(cgrid, cvals)
+    return AttentionResult(out=out, lse=lse_t)

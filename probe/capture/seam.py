@@ -444,11 +444,13 @@ def _filled_keys(key: Tensor, value: Tensor, attention_mask) -> tuple[Tensor, Te
     return key, value
 
 
-def _output_only(plan, module, query, key, value, attention_mask, dropout, scaling, sliding_window, kwargs):
+def _output_only(plan, module, query, key, value, attention_mask, dropout, scaling, sliding_window, softcap, kwargs):
     """The path of graph-safe hooks: SDPA (or, for ACT / VAR on a graph-mode decode step, ``_act_decode`` /
-    ``_var_decode``), then the output edits as tensor ops (``_output_edits``) -> [B, T, H, D]; None when an edit
-    goes to the kernel (probability edits on a prefill, ACT / VAR with a compact mask, two probability edits).
-    No host read of tensor values, no Triton launch, and traceable by ``torch.compile``."""
+    ``_var_decode``), then the output edits as tensor ops (``_output_edits``) -> [B, T, H, D]; ACT / VAR decode
+    steps with a compact mask (eager) go to the kernels from here (``attention``: the Triton decode kernel on
+    CUDA), with the call and edits already built; None when the general path must take the call (probability
+    edits on a prefill, two probability edits, ACT / VAR with a dense mask once the tensor-op path is off).
+    No host read of tensor values, and (but for the eager ACT / VAR kernel call) traceable by ``torch.compile``."""
     key, value = _filled_keys(key, value, attention_mask)
     B, H, T, D = query.shape
     window = sliding_window or getattr(module, "sliding_window", None)
@@ -465,7 +467,9 @@ def _output_only(plan, module, query, key, value, attention_mask, dropout, scali
     if edits is not None and (edits.redist_idx is not None or edits.col_idx is not None):
         # VAR / ACT columns: the Triton kernel path for compact masks (eagerly cheaper on the host); tensor ops for a
         # dense mask over a whole static cache (graph mode: the step generate compiles and captures in a CUDA graph)
-        if _ACT_TENSOR_PATH[0] is not None or attention_mask is None or isinstance(attention_mask, CompactCausalMask):
+        if attention_mask is None or isinstance(attention_mask, CompactCausalMask):
+            return _kernel_decode(plan, call, edits, attention_mask, scale, softcap)
+        if _ACT_TENSOR_PATH[0] is not None:
             return None
         vis = _visible_keys(attention_mask, B, key.shape[2], window, query.device)              # [B, S]
     if edits is not None and edits.redist_idx is not None:
@@ -496,6 +500,17 @@ def _output_only(plan, module, query, key, value, attention_mask, dropout, scali
     return out
 
 
+def _kernel_decode(plan, call: AttentionCall, edits: AttentionEdits, attention_mask, scale: float, softcap) -> Tensor:
+    """An eager ACT / VAR decode step of graph-safe hooks on the kernels (what the general path does with these
+    hooks: no statistics, no received-mass pre-pass at T == 1, the edits already merged) -> out [B, 1, H, D]."""
+    key_start = _mask_to_key_start(attention_mask, call.B, 1, call.S, call.window, call.query.device)
+    result = attention(call.query, call.key, call.value, scale=scale, key_start=key_start, window=call.window,
+                       softcap=softcap, edits=edits)
+    for fn in plan.after:
+        fn(call, result)
+    return result.out
+
+
 def probe_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, sliding_window=None,
                     softcap=None, **kwargs):
     """transformers attention function: q [B, H, T, D], k/v [B, KV, S, D] -> ([B, T, H, D], None)."""
@@ -504,7 +519,8 @@ def probe_attention(module, query, key, value, attention_mask, dropout=0.0, scal
         return _sdpa(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                      sliding_window=sliding_window, softcap=softcap, **kwargs), None
     if plan.graph_safe and query.shape[2] == 1:    # decode steps of graph-safe hooks (prefills: the general path)
-        out = _output_only(plan, module, query, key, value, attention_mask, dropout, scaling, sliding_window, kwargs)
+        out = _output_only(plan, module, query, key, value, attention_mask, dropout, scaling, sliding_window, softcap,
+                           kwargs)
         if out is not None:
             return out, None
     hooks = plan.hooks

@@ -114,3 +114,53 @@ def test_dispatcher_and_public_entry_agree():
     q, k, v, kw = _step("none")
     a, b = tri.attention(q, k, v, **kw), tri.attention_validated(q, k, v, **kw)
     assert torch.equal(a.out, b.out) and torch.equal(a.lse, b.lse) and "key_start" not in a.extras
+
+
+@pytest.mark.parametrize("kind", ["none", "act", "var", "heads"])
+def test_decode_step_makes_no_host_sync(kind):
+    """The dispatcher's decode lane (``_decode_step``: cached launches, Triton's direct launch on a GPU) reads no
+    tensor value on the host, on the step that builds its launches and on the steps that reuse them."""
+    import kernels.attention as ka
+    tri = _tri()
+    q, k, v, kw = _step(kind, S=80)
+    kw.pop("stats")
+    mp = pytest.MonkeyPatch()
+    with _count_syncs(mp) as counts:
+        for S in (69, 70):
+            ks, vs = k[:, :, :S], v[:, :, :S]
+            assert ka.fallback_reason(q, ks, vs, **kw) is None
+            tri._decode_step(q, ks, vs, **kw)
+    assert sum(counts.values()) == 0, counts
+
+
+@pytest.mark.parametrize("kind", ["none", "act", "var", "heads"])
+def test_decode_step_equals_the_planned_launches(kind):
+    """Step by step over a growing cache (S = 65 .. 68 and 80: key counts with other remainders mod 16, a new
+    split count, a key view at another alignment), the cached decode lane gives bit for bit what ``plan`` +
+    ``_run`` give (the launches of every other call), lse included."""
+    tri = _tri()
+    q, k, v, kw = _step(kind, S=81)
+    lse = kw.pop("stats").lse
+    for S, off in ((65, 0), (66, 0), (67, 0), (68, 0), (80, 1)):
+        ks, vs = k[:, :, off:S + off], v[:, :, off:S + off]
+        got = tri._decode_step(q, ks, vs, lse=lse, **kw)
+        want, launches = tri.plan(q, ks, vs, stats=StatsRequest(lse=lse), **kw)
+        tri._run(launches)
+        assert torch.equal(got.out, want.out), S
+        assert (got.lse is None) == (not lse) and (not lse or torch.equal(got.lse, want.lse))
+
+
+def test_decode_step_keeps_no_step_tensor_alive():
+    """The cached launches drop a step's tensors after launching them: the previous step's key cache (a
+    transformers DynamicCache makes a new one every step) is freed as usual, not held until the layer's next call."""
+    import gc
+    import weakref
+    tri = _tri()
+    q, k, v, kw = _step("act")
+    kw.pop("stats")
+    ks = k.clone()
+    ref = weakref.ref(ks)
+    tri._decode_step(q, ks, v, **kw)
+    del ks
+    gc.collect()
+    assert ref() is None

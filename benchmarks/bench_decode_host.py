@@ -1,0 +1,157 @@
+"""Host cost of an eager ACT / VAR decode step through the seam, per edited layer (CPU, no GPU needed).
+
+A tiny random-init 8-layer Llama (fp32, H = KV = 4, head_dim 64), batch 1, a 48-token prompt, greedy
+``generate`` inside ``intervene`` with ACT (layers 2..6, every head) or VAR (sink key 0 -> span [1, 32),
+layers 2..6). The seam's kernel calls take the CUDA branch of ``kernels.attention.attention`` (what runs on
+the GPU: validation, the Triton host module, its launch plan) with the two decode kernels replaced by sinks
+(``bench_host_path._Sink``: a launch returns at once) under TRITON_INTERPRET=1; prefills go to the PyTorch
+reference (real sink sets). So the numbers are everything the seam, the hooks and ``kernels/attention/fused.py``
+do on the host per decode step before Triton's launcher; Triton's own launcher (``JITFunction.run`` or the
+direct launch of ``kernels/attention/launch.py``) and the GPU are not in them (device script:
+``benchmarks/bench_launch.py``).
+
+Per variant: ``python_calls_per_step`` = (cProfile calls of a 9-token generate - a 1-token one) / 8, the
+whole model (plain included); ``extra_calls_per_edited_layer`` = (variant - plain) / 5; ``us_per_edited_layer``:
+median / 10th percentile wall µs inside the seam's attention function (``seam.probe_attention``) per call of an
+edited layer on decode steps (a timer around the function, no profiler), over --steps steps.
+
+    git worktree add --detach /tmp/host_before <commit before the change>
+    PYTHONPATH=. python benchmarks/bench_decode_host.py --code /tmp/host_before --label before \
+        --out benchmarks/results/decode_host_cpu.json
+    PYTHONPATH=. python benchmarks/bench_decode_host.py --label after --out benchmarks/results/decode_host_cpu.json
+"""
+from __future__ import annotations
+
+import argparse
+import cProfile
+import contextlib
+import json
+import os
+import platform
+import pstats
+import statistics
+import subprocess
+import sys
+import time
+
+EDITED = (2, 3, 4, 5, 6)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--code", default=None, help="import the project from this tree (default: the current one)")
+    ap.add_argument("--label", default="after")
+    ap.add_argument("--steps", type=int, default=400, help="decode steps timed per variant")
+    ap.add_argument("--out", default=None, help="JSON to write (rows of this label replace earlier ones)")
+    args = ap.parse_args(argv)
+    os.environ.setdefault("TRITON_INTERPRET", "1")          # before the kernels are imported (no CUDA here)
+    if args.code:
+        sys.path.insert(0, os.path.abspath(args.code))
+    here = os.path.dirname(os.path.abspath(__file__))
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    import kernels.attention as ka
+    from interventions import ACT, Redistribute, intervene
+    from kernels.attention import fused
+    from probe.capture import seam
+    from probe.models import Handle
+
+    sys.path.insert(0, os.path.dirname(here))
+    from benchmarks.bench_host_path import _Sink
+
+    for name in ("decode_fwd_kernel", "decode_combine_kernel"):
+        getattr(fused, name).fn = _Sink()
+
+    def cuda_branch(q, k, v, **kw):            # kernels.attention.attention's CUDA branch for decode steps
+        if q.shape[2] > 1:
+            return ka.reference_attention(q, k, v, **kw)
+        why = ka.fallback_reason(q, k, v, **kw)
+        assert why is None, why
+        return ka._KERNELS[0].attention_validated(q, k, v, **kw)
+
+    seam.attention = cuda_branch
+    timed: list = []
+    inner = seam.probe_attention
+
+    def timer(module, *a, **kw):
+        if a[0].shape[2] != 1 or module.layer_idx not in EDITED:
+            return inner(module, *a, **kw)
+        t0 = time.perf_counter()
+        out = inner(module, *a, **kw)
+        timed.append(time.perf_counter() - t0)
+        return out
+
+    cfg = LlamaConfig(vocab_size=256, hidden_size=256, intermediate_size=256, num_hidden_layers=8,
+                      num_attention_heads=4, num_key_value_heads=4, attn_implementation="sdpa")
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(cfg).eval()
+    model.generation_config.pad_token_id = 0
+    model.generation_config.eos_token_id = None
+    h = Handle(model, None, "tiny", "object")
+    ids = torch.randint(3, 256, (1, 48), generator=torch.Generator().manual_seed(1))
+    variants = {"plain": None, "act": [ACT()],
+                "var": [Redistribute(sink_keys=[0], span=(1, 32))]}
+
+    def ctx(ivs):
+        return contextlib.nullcontext() if ivs is None else intervene(h, *ivs)
+
+    def generate(n: int):
+        return model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=n,
+                              min_new_tokens=n, do_sample=False)
+
+    from transformers import AttentionInterface
+
+    rows = []
+    load0 = os.getloadavg()[0]
+    calls = {}
+    for name, ivs in variants.items():
+        with torch.no_grad(), ctx(ivs):
+            if ivs is not None:
+                AttentionInterface.register(seam.ATTN_NAME, timer)    # (use_seam registered probe_attention)
+            generate(4)                                                      # warm-up
+            counts = []
+            for n in (1, 9):
+                prof = cProfile.Profile()
+                prof.enable()
+                generate(n)
+                prof.disable()
+                counts.append(pstats.Stats(prof).total_calls)
+            calls[name] = (counts[1] - counts[0]) / 8
+            timed.clear()
+            done = 0
+            while done < args.steps:
+                generate(min(64, args.steps - done) + 1)
+                done += min(64, args.steps - done)
+            ts = sorted(timed)
+        row = {"label": args.label, "variant": name, "python_calls_per_step": calls[name]}
+        if ivs is not None:
+            row.update({"extra_calls_per_edited_layer": round((calls[name] - calls["plain"]) / len(EDITED), 1),
+                        "us_per_edited_layer_median": round(statistics.median(ts) * 1e6, 1),
+                        "us_per_edited_layer_p10": round(ts[len(ts) // 10] * 1e6, 1), "timed_calls": len(ts)})
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    if args.out:
+        old = {"rows": []}
+        if os.path.exists(args.out):
+            with open(args.out) as f:
+                old = json.load(f)
+        code = os.path.abspath(args.code) if args.code else os.getcwd()
+        commit = subprocess.run(["git", "-C", code, "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+        meta = old.get("meta", {})
+        meta[args.label] = {"command": "PYTHONPATH=. python " + " ".join([sys.argv[0]] + (argv or sys.argv[1:])),
+                            "code": code, "commit": commit or None, "torch": torch.__version__,
+                            "python": platform.python_version(),
+                            "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores (shared), TRITON_INTERPRET=1",
+                            "loadavg_1m_start_end": [round(load0, 2), round(os.getloadavg()[0], 2)],
+                            "note": "seam + hooks + kernel host module up to Triton's launcher; decode kernels are "
+                                    "sinks, prefills run the reference"}
+        out = {"meta": meta, "rows": [r for r in old["rows"] if r["label"] != args.label] + rows}
+        with open(args.out + ".tmp", "w") as f:
+            json.dump(out, f, indent=1)
+        os.replace(args.out + ".tmp", args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

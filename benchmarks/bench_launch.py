@@ -1,0 +1,102 @@
+"""Host µs of one decode call of the Triton kernels (two launches), three ways (GPU; issue #15 host path).
+
+Per case (Llama-7B attention shape: H = KV = 32, d 128, bf16, S = 4096; batch 1 and 16; ACT columns on every
+head, a VAR edit, no edit), the wall time the host spends per call, launches included, GPU work not waited for
+(a loop of --n calls between two synchronizations, median of --loops loops; the queue of at most 2 x n launches
+never fills):
+    plan_run      ``fused.plan`` + ``JITFunction.run`` per launch: the dispatcher's path before the decode lane
+    step_run      ``fused._decode_step`` (cached launches) with the direct launch off: ``JITFunction.run``
+    step_direct   ``fused._decode_step`` with the direct launch (``kernels/attention/launch.py``) on
+and whether the three outputs are bit for bit equal. Writes --out (JSON).
+
+    python -m benchmarks.bench_launch --out $OUT/launch_h200.json        # the device call
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+
+import torch
+
+
+def _cases(dev):
+    from kernels.attention import AttentionEdits
+
+    H, KV, D, S = 32, 32, 128, 4096
+    for B in (1, 16):
+        g = torch.Generator().manual_seed(B)
+        q = torch.randn(B, H, 1, D, generator=g).to(torch.bfloat16).to(dev)
+        k, v = (torch.randn(B, KV, S, D, generator=g).to(torch.bfloat16).to(dev) for _ in range(2))
+        ks = torch.zeros(B, dtype=torch.long, device=dev)
+        act = AttentionEdits(col_idx=torch.tensor([[[1, 2, -1]] * H] * B, device=dev),
+                             col_scale=torch.full((B, H), 0.4, device=dev))
+        var = AttentionEdits(redist_idx=torch.zeros(B, 1, dtype=torch.long, device=dev),
+                             redist_span=torch.tensor([[1, 1024]] * B, device=dev),
+                             redist_from=torch.zeros(B, dtype=torch.long, device=dev),
+                             redist_keep=torch.full((H,), 0.6, device=dev), redist_rho=0.5, redist_min_mass=0.2)
+        for name, ed in (("none", None), ("act", act), ("var", var)):
+            yield f"B{B} {name}", q, k, v, dict(scale=D ** -0.5, key_start=ks, edits=ed)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--n", type=int, default=200)
+    ap.add_argument("--loops", type=int, default=5)
+    args = ap.parse_args(argv)
+    import triton
+
+    from kernels.attention import fused, launch
+
+    dev = "cuda"
+    direct = launch.DIRECT
+
+    def plan_run(q, k, v, kw):
+        res, launches = fused.plan(q, k, v, **kw)
+        fused._run(launches)
+        return res.out
+
+    def step(q, k, v, kw):
+        return fused._decode_step(q, k, v, **kw).out
+
+    ways = {"plan_run": (plan_run, False), "step_run": (step, False), "step_direct": (step, True)}
+    rows = []
+    for name, q, k, v, kw in _cases(dev):
+        row = {"case": name}
+        outs = {}
+        for way, (fn, on) in ways.items():
+            if on and not direct:
+                row[way] = None
+                continue
+            launch.DIRECT = on and direct
+            for _ in range(10):
+                outs[way] = fn(q, k, v, kw)
+            torch.cuda.synchronize()
+            loops = []
+            for _ in range(args.loops):
+                torch.cuda.synchronize()
+                t0 = time.perf_counter()
+                for _ in range(args.n):
+                    fn(q, k, v, kw)
+                loops.append((time.perf_counter() - t0) / args.n * 1e6)
+                torch.cuda.synchronize()
+            row[way + "_us"] = round(statistics.median(loops), 2)
+            row[way + "_us_loops"] = [round(x, 2) for x in loops]
+        launch.DIRECT = direct
+        base = outs["plan_run"]
+        row["bitwise_equal"] = all(torch.equal(o, base) for o in outs.values())
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    meta = {"argv": sys.argv, "device": torch.cuda.get_device_name(), "torch": torch.__version__,
+            "triton": triton.__version__, "direct_launch": direct, "direct_off_reason": launch.DIRECT_OFF,
+            "n": args.n, "loops": args.loops}
+    with open(args.out, "w") as f:
+        json.dump({"meta": meta, "rows": rows}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

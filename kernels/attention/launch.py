@@ -1,0 +1,159 @@
+"""A cached launch of a Triton kernel whose arguments mostly repeat (the decode steps of one sequence).
+
+``JITFunction.run`` (Triton 3.6) binds every argument (~40-65 for the decode kernels), specializes each one
+(``native_specialize_impl``: a tensor's dtype and 16-byte alignment, an integer's range, == 1 and % 16), builds a
+cache key from them and the options, checks the kernel's global constants, reads knobs and only then calls the
+compiled kernel's launcher: on a host-bound decode step that is most of a layer's host cost. A ``Launch`` holds
+one launch's complete keyword arguments and names the few that change between calls (``dynamic``: the step's
+tensors, strides, key count); a call swaps those in, specializes only them -- with Triton's own
+``native_specialize_impl``, so the key is what Triton's would be for them -- and, when an earlier call with the
+same key went through ``JITFunction.run``, calls that compiled kernel's launcher directly (the arguments Triton's
+binder would pass, in parameter order). Everything else is fixed for the life of a ``Launch``, so it specializes
+as it did then. Anything else Triton's ``run`` would do differently -- knobs.runtime.debug or
+knobs.compilation.instrumentation_mode changed (they are in the key), pre-run hooks, launch enter / exit hooks
+(profilers), a stages-inspection hook, a global constant changed -- makes the call go through ``run`` (which then
+compiles, raises or calls the hooks as usual).
+
+``DIRECT`` is True only with the Triton versions this was written against and checked on (3.6, the device's;
+``SUPPORTED``), on a real GPU (off under TRITON_INTERPRET=1), unless PROBE_DIRECT_LAUNCH=0; ``DIRECT_OFF`` says
+why it is off. Off, a ``Launch`` calls ``JITFunction.run`` with its keyword arguments (the same launch). A
+direct launch that raises (an unexpected launcher interface) turns the direct path off for the process with one
+warning, and the call is made through ``run``.
+"""
+from __future__ import annotations
+
+import operator
+import os
+import warnings
+from typing import Optional
+
+from .jit_utils import INTERPRET
+
+SUPPORTED = ("3.6.",)        # Triton versions whose JITFunction.run / CompiledKernel this mirrors
+
+
+def _probe() -> tuple:
+    """(native_specialize_impl, knobs, driver) when the direct path can be used, else (None, reason)."""
+    if os.environ.get("PROBE_DIRECT_LAUNCH") == "0":
+        return None, "PROBE_DIRECT_LAUNCH=0"
+    if INTERPRET:
+        return None, "TRITON_INTERPRET=1"
+    try:
+        import triton
+        from triton import knobs
+        from triton._C.libtriton import native_specialize_impl
+        from triton.runtime import JITFunction, driver
+    except Exception as err:  # noqa: BLE001 - any import problem: the normal launch
+        return None, f"Triton internals not found ({type(err).__name__}: {err})"
+    if not triton.__version__.startswith(SUPPORTED):
+        return None, f"Triton {triton.__version__} (checked on {', '.join(v + 'x' for v in SUPPORTED)})"
+    needed = [(JITFunction, "run"), (JITFunction, "params"), (knobs, "runtime"), (knobs, "compilation")]
+    missing = [f"{getattr(o, '__name__', o)}.{a}" for o, a in needed if not hasattr(o, a)]
+    if missing:
+        return None, f"Triton lacks {', '.join(missing)}"
+    return (native_specialize_impl, knobs, driver), None
+
+
+_API, DIRECT_OFF = _probe()
+DIRECT = _API is not None
+_MISSING = object()
+
+
+def turn_off(reason: str) -> None:
+    """Switch the direct path off for this process (tests; an unexpected launcher error)."""
+    global DIRECT, DIRECT_OFF
+    DIRECT, DIRECT_OFF = False, reason
+
+
+class Launch:
+    """One kernel launch whose arguments repeat except ``dynamic`` ones.
+
+    Args:
+        fn: the JITFunction (not a heuristics wrapper: ``kw`` holds the heuristics' values).
+        kw: every keyword argument of ``fn.run`` (parameters and options such as num_warps), kept and updated.
+        dynamic: the names whose values change between calls (passed to ``__call__`` in this order).
+    """
+
+    __slots__ = ("fn", "kw", "dynamic", "_blank", "_args", "_flags", "_kernels", "_direct", "_backend")
+
+    def __init__(self, fn, kw: dict, dynamic: tuple):
+        self.fn, self.kw, self.dynamic = fn, kw, tuple(dynamic)
+        self._blank = dict.fromkeys(self.dynamic)          # between calls kw holds none of a call's tensors
+        self._kernels: dict = {}
+        self._backend = None
+        self._direct = _API is not None and self._plain_params()     # DIRECT itself is read at each call
+        if self._direct:
+            names = [p.name for p in fn.params]
+            self._args = operator.itemgetter(*names)                          # kw -> args in parameter order
+            by_name = {p.name: p for p in fn.params}
+            self._flags = tuple((by_name[n].is_const, not by_name[n].do_not_specialize,
+                                 not by_name[n].do_not_specialize_on_alignment) for n in self.dynamic)
+
+    def _plain_params(self) -> bool:
+        """True when every parameter is a keyword of kw, the dynamic ones are not constexpr, and none is
+        annotated (Triton's binder treats annotated parameters differently; these kernels have none)."""
+        params = getattr(self.fn, "params", None)
+        if not params:
+            return False
+        by_name = {p.name: p for p in params}
+        return (all(p.name in self.kw for p in params) and all(n in by_name for n in self.dynamic)
+                and not any(by_name[n].is_constexpr for n in self.dynamic)
+                and not any(p.annotation_type for p in params if not p.is_constexpr))
+
+    def __call__(self, grid: tuple, values: tuple):
+        """Launch on grid with the dynamic arguments set to values (in ``dynamic`` order); returns what
+        ``JITFunction.run`` returns (the compiled kernel)."""
+        kw = self.kw
+        kw.update(zip(self.dynamic, values))
+        try:
+            return self._launch(grid, values, kw)
+        finally:
+            kw.update(self._blank)
+
+    def _launch(self, grid: tuple, values: tuple, kw: dict):
+        if not (self._direct and DIRECT):
+            return self.fn.run(grid=grid, warmup=False, **kw)
+        nsi, knobs, driver = _API
+        rt = knobs.runtime
+        if (self.fn.pre_run_hooks or rt.launch_enter_hook.calls or rt.launch_exit_hook.calls
+                or getattr(rt, "add_stages_inspection_hook", None) is not None):
+            return self.fn.run(grid=grid, warmup=False, **kw)
+        device = driver.active.get_current_device()
+        be = self._backend
+        key = (device, rt.debug, knobs.compilation.instrumentation_mode,
+               *[nsi(be, v, c, s, a) for v, (c, s, a) in zip(values, self._flags)])
+        kernel = self._kernels.get(key) if be is not None else None
+        if kernel is None or not self._globals_unchanged():
+            kernel = self.fn.run(grid=grid, warmup=False, **kw)
+            self._remember(device, kernel, values)
+            return kernel
+        try:
+            kernel.run(grid[0], grid[1] if len(grid) > 1 else 1, grid[2] if len(grid) > 2 else 1,
+                       driver.active.get_current_stream(device), kernel.function, kernel.packed_metadata,
+                       None, None, None, *self._args(kw))
+        except Exception as err:  # noqa: BLE001 - an interface this was not written for: the normal launch
+            turn_off(f"direct launch failed ({type(err).__name__}: {str(err)[:200]})")
+            warnings.warn(f"probe attention: Triton's direct kernel launch is off ({DIRECT_OFF}); using "
+                          "JITFunction.run", RuntimeWarning, stacklevel=2)
+            return self.fn.run(grid=grid, warmup=False, **kw)
+        return kernel
+
+    def _globals_unchanged(self) -> bool:
+        """JITFunction.run's check that the global constants the kernel read at compile time are unchanged."""
+        return all(g.get(name, _MISSING) == val for (name, _), (val, g) in self.fn.used_global_vals.items())
+
+    def _remember(self, device, kernel, values) -> None:
+        """Keep the kernel run() launched, under the key of the arguments it launched with."""
+        if kernel is None or not all(hasattr(kernel, a) for a in ("run", "function", "packed_metadata")):
+            return
+        if self._backend is None:
+            self._backend = self.fn.device_caches[device][3]                    # the backend run()'s binder used
+        nsi, knobs, _ = _API
+        key = (device, knobs.runtime.debug, knobs.compilation.instrumentation_mode,
+               *[nsi(self._backend, v, c, s, a) for v, (c, s, a) in zip(values, self._flags)])
+        self._kernels[key] = kernel
+
+
+def launch_off_reason() -> Optional[str]:
+    """Why kernels are launched through JITFunction.run (None: the direct launch is on)."""
+    return None if DIRECT else DIRECT_OFF

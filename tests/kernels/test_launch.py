@@ -1,0 +1,118 @@
+"""``kernels.attention.launch``: the cached direct launch of the decode kernels. Its key must separate every
+argument value Triton specializes differently (checked on the CPU with Triton's own specializer); on a GPU
+with the supported Triton the direct launch must give what ``JITFunction.run`` gives, compile anew (through
+``run``) when a dynamic argument's specialization changes, and step aside for launch hooks."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from kernels.attention import AttentionEdits
+
+CUDA = torch.cuda.is_available()
+DEV = "cuda" if CUDA else "cpu"
+gpu = pytest.mark.skipif(not CUDA, reason="the direct launch needs a GPU (off under TRITON_INTERPRET=1)")
+
+
+def _launch():
+    from kernels.attention import launch  # after conftest set TRITON_INTERPRET
+    return launch
+
+
+def test_direct_launch_off_in_the_interpreter_or_on_only_with_a_checked_triton():
+    import triton
+    launch = _launch()
+    if not CUDA:
+        assert not launch.DIRECT and "TRITON_INTERPRET" in launch.launch_off_reason()
+    else:
+        assert launch.DIRECT == triton.__version__.startswith(launch.SUPPORTED), launch.DIRECT_OFF
+
+
+def test_the_key_separates_what_triton_specializes():
+    """The dynamic arguments of the decode launches are tensors and integers. Triton's specializer (what the key
+    is made of) gives a pointer 16 bytes off alignment, an integer % 16 != 0, an integer == 1 and one past int32
+    other values, and the same value to arguments Triton compiles alike -- so two calls share a key exactly when
+    Triton's run would pick the same compiled kernel for them."""
+    from triton._C.libtriton import native_specialize_impl as spec
+    from triton.backends.compiler import BaseBackend
+
+    def key(x):
+        return spec(BaseBackend, x, False, True, True)
+    t = torch.zeros(64, dtype=torch.bfloat16)
+    assert key(t) == key(t[8:]) != key(t[1:])                         # 16-byte aligned vs not
+    assert key(t) != key(t.float())                                   # dtype
+    assert key(32) == key(4096) != key(33) == key(4097)               # % 16
+    assert key(1) != key(17) and key(1) != key(16)                    # == 1 (a constexpr)
+    assert key(2 ** 31 + 16) != key(16)                               # int64
+    from kernels.attention import fused
+    assert {"q", "k", "v", "S", "chunk", "s_kb", "key_start"} <= set(fused._FWD_DYNAMIC)
+    assert {"o", "lse", "S", "s_ob"} <= set(fused._COMBINE_DYNAMIC)
+
+
+def _act_step(S: int, B: int = 1, H: int = 8, KV: int = 2, D: int = 64):
+    g = torch.Generator().manual_seed(S)
+    q = torch.randn(B, H, 1, D, generator=g).to(torch.bfloat16).to(DEV)
+    k, v = (torch.randn(B, KV, S + 8, D, generator=g).to(torch.bfloat16).to(DEV) for _ in range(2))
+    ed = AttentionEdits(col_idx=torch.tensor([[[0, 3, 9]] * H] * B, device=DEV),
+                        col_scale=torch.full((B, H), 0.4, device=DEV))
+    return q, k, v, dict(scale=D ** -0.5, edits=ed)
+
+
+@gpu
+def test_direct_launch_equals_run_and_respecializes(monkeypatch):
+    """Decode steps through the cached launches (direct where on) equal ``plan`` + ``JITFunction.run`` bit for
+    bit; ``run`` is called exactly when a step brings a split count not seen before (new launches) or a new
+    specialization of a dynamic argument (a key count with another remainder mod 16, q off 16-byte alignment),
+    never for the steps between."""
+    launch = _launch()
+    if not launch.DIRECT:
+        pytest.skip(f"direct launch off: {launch.DIRECT_OFF}")
+    from kernels.attention import fused
+    q, k, v, kw = _act_step(4096)
+    qbuf = torch.empty(q.numel() + 8, dtype=q.dtype, device=DEV)
+    q_off = qbuf[1:1 + q.numel()].view(q.shape).copy_(q)                      # 2 bytes off alignment
+    fn = fused.decode_fwd_kernel.fn
+    runs, real = [], type(fn).run
+
+    def counted(self, *a, **k_):
+        if self is fn:                                                       # the split kernel's launches
+            runs.append(k_["S"])
+        return real(self, *a, **k_)
+    fused._DECODE_PLANS.clear()
+    seen, expected = set(), []
+    for S, qq in [(4032, q), (4048, q), (4064, q), (4033, q), (4049, q), (4064, q_off), (4080, q_off), (4096, q)]:
+        ks, vs = k[:, :, :S], v[:, :, :S]
+        with monkeypatch.context() as m:
+            m.setattr(type(fn), "run", counted)
+            got = fused._decode_step(qq, ks, vs, **kw)
+        sh = next(iter(fused._DECODE_PLANS.values())).shape
+        spec = (sh.split(S)[0], S % 16 == 0, qq.data_ptr() % 16 == 0)
+        if spec not in seen:
+            seen.add(spec)
+            expected.append(S)
+        want, launches = fused.plan(qq, ks, vs, **kw)
+        fused._run(launches)
+        assert torch.equal(got.out, want.out), S
+    assert runs == expected, (runs, expected)
+    assert len(expected) < 8                                                 # some steps were direct
+
+
+@gpu
+def test_launch_hooks_take_the_normal_launch(monkeypatch):
+    """With a launch-enter hook (a profiler) the cached launch calls ``JITFunction.run``, which calls the hook."""
+    launch = _launch()
+    if not launch.DIRECT:
+        pytest.skip(f"direct launch off: {launch.DIRECT_OFF}")
+    from triton import knobs
+
+    from kernels.attention import fused
+    q, k, v, kw = _act_step(1024)
+    fused._decode_step(q, k[:, :, :1024], v[:, :, :1024], **kw)               # builds the launches
+    seen = []
+    hook = lambda meta: seen.append(meta["name"])  # noqa: E731
+    knobs.runtime.launch_enter_hook.add(hook)
+    try:
+        fused._decode_step(q, k[:, :, :1024], v[:, :, :1024], **kw)
+    finally:
+        knobs.runtime.launch_enter_hook.remove(hook)
+    assert len(seen) == 2, seen                                               # split kernel, combine kernel
