@@ -122,15 +122,15 @@ class Launch:
         be = self._backend
         key = (device, rt.debug, knobs.compilation.instrumentation_mode,
                *[nsi(be, v, c, s, a) for v, (c, s, a) in zip(values, self._flags)])
-        kernel = self._kernels.get(key) if be is not None else None
-        if kernel is None or not self._globals_unchanged():
+        hit = self._kernels.get(key) if be is not None else None
+        if hit is None or not self._globals_unchanged():
             kernel = self.fn.run(grid=grid, warmup=False, **kw)
             self._remember(device, kernel, values)
             return kernel
+        kernel, call, head = hit
         try:
-            kernel.run(grid[0], grid[1] if len(grid) > 1 else 1, grid[2] if len(grid) > 2 else 1,
-                       driver.active.get_current_stream(device), kernel.function, kernel.packed_metadata,
-                       None, None, None, *self._args(kw))
+            call(grid[0], grid[1] if len(grid) > 1 else 1, grid[2] if len(grid) > 2 else 1,
+                 driver.active.get_current_stream(device), *head, *self._args(kw))
         except Exception as err:  # noqa: BLE001 - an interface this was not written for: the normal launch
             turn_off(f"direct launch failed ({type(err).__name__}: {str(err)[:200]})")
             warnings.warn(f"probe attention: Triton's direct kernel launch is off ({DIRECT_OFF}); using "
@@ -151,7 +151,22 @@ class Launch:
         nsi, knobs, _ = _API
         key = (device, knobs.runtime.debug, knobs.compilation.instrumentation_mode,
                *[nsi(self._backend, v, c, s, a) for v, (c, s, a) in zip(values, self._flags)])
-        self._kernels[key] = kernel
+        self._kernels[key] = (kernel,) + _launcher(kernel)
+
+
+def _launcher(kernel) -> tuple:
+    """(callable, the arguments between the stream and the kernel's own) that launch ``kernel`` as run() does:
+    ``kernel.run(gx, gy, gz, stream, function, packed_metadata, launch_metadata, enter_hook, exit_hook, *args)``
+    with no launch metadata and no hooks (the caller checked the hook chains are empty). A CUDA launcher that
+    needs no scratch memory is called one level down: its ``__call__`` only adds (cooperative grid, PDL, no
+    global scratch, no profile scratch) before calling ``launch``."""
+    runner = kernel.run
+    tail = (kernel.packed_metadata, None, None, None)
+    if (getattr(runner, "global_scratch_size", None) == 0 and getattr(runner, "profile_scratch_size", None) == 0
+            and hasattr(runner, "launch") and hasattr(runner, "launch_cooperative_grid")
+            and hasattr(runner, "launch_pdl")):
+        return runner.launch, (kernel.function, runner.launch_cooperative_grid, runner.launch_pdl, None, None) + tail
+    return runner, (kernel.function,) + tail
 
 
 def launch_off_reason() -> Optional[str]:

@@ -460,8 +460,8 @@ def _output_only(plan, module, query, key, value, attention_mask, dropout, scali
     for fn in plan.edits:
         edits = merge_edits(edits, fn(call, None))
     decode = T == 1
-    if edits is not None and ((not decode and edits.edits_probs) or sum(
-            x is not None for x in (edits.col_idx, edits.head_uniform, edits.redist_idx)) > 1):
+    if edits is not None and ((not decode and edits.edits_probs) or (edits.col_idx is not None) + (
+            edits.head_uniform is not None) + (edits.redist_idx is not None) > 1):
         return None
     scale = scaling if scaling is not None else D ** -0.5
     if edits is not None and (edits.redist_idx is not None or edits.col_idx is not None):
