@@ -43,7 +43,7 @@ def _tile(opts: dict) -> str:
 
 
 def headline(rows) -> str:
-    out = ["| shape | method | tile (BT, BS, warps, stages) | switches | ms (median of 3 do_bench) | × SDPA | "
+    out = ["| shape | method | tile (BT, BS, warps, stages) | switches | ms (median of do_bench runs) | × SDPA | "
            "peak GiB − flush buffer | inputs+out GiB |", "|---|---|---|---|---:|---:|---:|---:|"]
     for r in rows:
         if r.get("kind") != "headline":
@@ -146,7 +146,8 @@ def winners(rows) -> dict:
 RESULTS = "benchmarks/results"
 # generated blocks of kernels/BENCHMARKS.md: name -> the bench_sweep result file it renders
 BLOCKS = {"prefill-sweep-call1": f"{RESULTS}/prefill_sweep_h200_call1.json",
-          "prefill-sweep-call2": f"{RESULTS}/prefill_sweep_h200_call2.json"}
+          "prefill-sweep-call2": f"{RESULTS}/prefill_sweep_h200_call2.json",
+          "prefill-sweep-s6-call1": f"{RESULTS}/prefill_sweep_h200_s6.json"}
 
 
 def render(data: dict) -> str:
@@ -159,7 +160,7 @@ def render(data: dict) -> str:
         out.append("In-process warm-up before timing: " + "; ".join(
             f"{r['shape']} {r['kernels']} of {r['of']} launches in {r['s']} s" for r in warm) + ".")
     out += ["", "Targets (the faster of the recorded-default and winner headlines of each variant):", "", targets(rows),
-            "", "Headlines (median of 3 `do_bench`, cuDNN SDPA in the same run):", "", headline(rows)]
+            "", f"Headlines (median of {meta.get('repeats', 3)} `do_bench`, cuDNN SDPA in the same run):", "", headline(rows)]
     if any(r.get("kind") == "decode" for r in rows):
         out += ["", "Decode step with edits, per layer (CUDA-graph replay):", "", decode(rows)]
     out += ["", "Every sweep candidate (median of 5 calls, L2 flushed):", "", sweep(rows)]
