@@ -86,16 +86,21 @@ def generate_table_s4(folder: Path) -> str:
 LABELS5 = {**LABELS, "seam_noop": "seam active, no edit (HeadScale α=1: no layer hooked)"}
 # What code each session-5 device file measured (main's commit when the call started; from the call times).
 CODE = {PROFILE: "4b80f29", "e2e_gen_window1_h200.json": "4b80f29", GEN: "d39a368"}
+# session 6: generate (eager) and the static cache with CUDA graphs in one call per file
+GEN6 = {"e2e_gen_s6_h200.json": "fcc9f08"}
+CODE.update(GEN6)
 # Rows of e2e_gen_h200.json that measured a path the code has left since (not re-measured: no device time left).
 GEN_NOTES = {"act": "ACT's decode steps ran its tensor-op form (one SDPA with log-sum-exp + ~45 small ops per layer); "
                     "eager steps are back on the Triton kernel since, measured only in the first call's profile"}
 
 
-def _generate_table_steps(folder: Path) -> str:
-    gen = _gen_rows(_load(folder, GEN))
+def _generate_table_steps(folder: Path, name: str = GEN) -> str:
+    """Decode ms per step (median over every step) and tokens/s per variant at batch 1 and 16, from ``name``."""
+    gen = _gen_rows(_load(folder, name))
+    notes_of = GEN_NOTES if name == GEN else {}
     rows = []
     for v in [v for v in LABELS5 if any(k[1] == v for k in gen)]:
-        cells = [LABELS5[v] + (" †" if v in GEN_NOTES else "")]
+        cells = [LABELS5[v] + (" †" if v in notes_of else "")]
         for B in (1, 16):
             r, p = gen.get((B, v)), gen.get((B, "plain"))
             if r is None:
@@ -107,10 +112,10 @@ def _generate_table_steps(folder: Path) -> str:
         r = gen.get((1, v))
         cells.append({True: "yes", False: "**no**"}.get(r.get("same_tokens_every_run") if r else None, "–"))
         rows.append(cells)
-    notes = "".join(f"\n† {GEN_NOTES[v]}.\n" for v in GEN_NOTES if any(k[1] == v for k in gen))
+    notes = "".join(f"\n† {notes_of[v]}.\n" for v in notes_of if any(k[1] == v for k in gen))
     return _md(["variant", "b1 tok/s", "× plain", "b1 decode ms / step", "× plain", "b16 tok/s per row", "× plain",
                 "b16 decode ms / step", "× plain", "b1 same tokens every run"], rows) + notes + \
-        f"\n(`benchmarks/results/{GEN}`, code at {CODE[GEN]}.)\n"
+        f"\n(`benchmarks/results/{name}`, code at {CODE[name]}.)\n"
 
 
 def _profile_rows(folder: Path) -> dict:
@@ -298,9 +303,10 @@ def findings(folder: Path) -> str:
     return "\n".join(out) + "\n" if out else "Not measured.\n"
 
 
-def static_table(folder: Path) -> str:
-    rows = [r for r in _load(folder, GEN)["rows"] if r.get("part") == "static"]
-    if not rows and (Path(folder) / GEN).exists():
+def static_table(folder: Path, name: str = GEN) -> str:
+    """generate(cache_implementation="static") per variant from ``name`` (session 5's file: why it is missing)."""
+    rows = [r for r in _load(folder, name)["rows"] if r.get("part") == "static"]
+    if not rows and name == GEN and (Path(folder) / GEN).exists():
         return ("Not measured on the H200: session 5's second (last) call ran its parts in the order gen, ties, static and "
                 "stopped starting parts at its 125 s budget after ties "
                 f"(`{GEN}`: finished at {_load(folder, GEN)['meta'].get('finished_s')} s, no static row). On the CPU, "
@@ -404,7 +410,9 @@ def tables(folder: Path = RESULTS) -> dict:
                                   "e2e-profile": profile_table(folder), "e2e-profile-extra": profile_extra_table(folder),
                                   "e2e-ties": ties_text(folder), "e2e-findings": findings(folder),
                                   "e2e-static": static_table(folder), "e2e-capture-cpu": capture_table(folder, CPU),
-                                  "e2e-python-calls": python_calls_table(folder)},
+                                  "e2e-python-calls": python_calls_table(folder),
+                                  **{f"e2e-generate-s6-{i}": _generate_table_steps(folder, n) + "\n" + static_table(folder, n)
+                                     for i, n in enumerate(GEN6, 1) if (Path(folder) / n).exists()}},
         "README.md": {"e2e-headline": headline(folder)},
     }
 
