@@ -13,12 +13,16 @@ direct launch of ``kernels/attention/launch.py``) and the GPU are not in them (d
 Per variant: ``python_calls_per_step`` = (cProfile calls of a 9-token generate - a 1-token one) / 8, the
 whole model (plain included); ``extra_calls_per_edited_layer`` = (variant - plain) / 5; ``us_per_edited_layer``:
 median / 10th percentile wall µs inside the seam's attention function (``seam.probe_attention``) per call of an
-edited layer on decode steps (a timer around the function, no profiler), over --steps steps.
+edited layer on decode steps (a timer around the function, no profiler), over --steps steps;
+``us_isolated_call_min`` / ``_median``: one such call (its captured arguments) repeated, µs per call per batch of
+200 calls, the fastest and the median of --batches batches (the minimum is the least disturbed by the load of a
+shared machine).
 
     git worktree add --detach /tmp/host_before <commit before the change>
     PYTHONPATH=. python benchmarks/bench_decode_host.py --code /tmp/host_before --label before \
         --out benchmarks/results/decode_host_cpu.json
     PYTHONPATH=. python benchmarks/bench_decode_host.py --label after --out benchmarks/results/decode_host_cpu.json
+    PYTHONPATH=. python benchmarks/bench_decode_host.py --write-block kernels/BENCHMARKS.md     # the table, from the JSON
 """
 from __future__ import annotations
 
@@ -35,6 +39,26 @@ import sys
 import time
 
 EDITED = (2, 3, 4, 5, 6)
+RESULT = "benchmarks/results/decode_host_cpu.json"
+BLOCK = "decode-host"
+
+
+def table(doc: dict) -> str:
+    """Markdown: per variant, before / after: extra Python calls per edited layer and step, µs of one isolated
+    call (fastest / median batch) and µs per call inside generate (median)."""
+    rows = {(r["label"], r["variant"]): r for r in doc["rows"]}
+    out = ["| variant | extra Python calls per edited layer, before | after | µs per call isolated, before (min / "
+           "median) | after | µs per call in generate, before (median) | after |",
+           "|---|---:|---:|---:|---:|---:|---:|"]
+    for v in ("act", "var"):
+        b, a = rows.get(("before", v)), rows.get(("after", v))
+        if b is None or a is None:
+            continue
+        out.append(f"| {v} | {b['extra_calls_per_edited_layer']:.0f} | {a['extra_calls_per_edited_layer']:.0f} | "
+                   f"{b['us_isolated_call_min']:.1f} / {b['us_isolated_call_median']:.1f} | "
+                   f"{a['us_isolated_call_min']:.1f} / {a['us_isolated_call_median']:.1f} | "
+                   f"{b['us_per_edited_layer_median']:.1f} | {a['us_per_edited_layer_median']:.1f} |")
+    return "\n".join(out)
 
 
 def main(argv=None) -> int:
@@ -42,8 +66,17 @@ def main(argv=None) -> int:
     ap.add_argument("--code", default=None, help="import the project from this tree (default: the current one)")
     ap.add_argument("--label", default="after")
     ap.add_argument("--steps", type=int, default=400, help="decode steps timed per variant")
+    ap.add_argument("--batches", type=int, default=40, help="batches of 200 isolated calls per variant")
     ap.add_argument("--out", default=None, help="JSON to write (rows of this label replace earlier ones)")
+    ap.add_argument("--write-block", default=None, metavar="PAGE",
+                    help=f"only replace the <!-- table:{BLOCK} --> block of PAGE with the table from {RESULT}")
     args = ap.parse_args(argv)
+    if args.write_block:
+        from studies.tables import write_blocks
+
+        with open(RESULT) as f:
+            write_blocks(args.write_block, {BLOCK: table(json.load(f)) + "\n"})
+        return 0
     os.environ.setdefault("TRITON_INTERPRET", "1")          # before the kernels are imported (no CUDA here)
     if args.code:
         sys.path.insert(0, os.path.abspath(args.code))
@@ -72,6 +105,7 @@ def main(argv=None) -> int:
 
     seam.attention = cuda_branch
     timed: list = []
+    captured: list = []
     inner = seam.probe_attention
 
     def timer(module, *a, **kw):
@@ -80,7 +114,22 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         out = inner(module, *a, **kw)
         timed.append(time.perf_counter() - t0)
+        if not captured:
+            captured.append((module, a, kw))
         return out
+
+    def isolated() -> list:
+        """µs per call of the seam on one captured decode call of an edited layer, repeated: per batch of 200."""
+        module, a, kw = captured[0]
+        for _ in range(50):
+            inner(module, *a, **kw)
+        per = []
+        for _ in range(args.batches):
+            t0 = time.perf_counter()
+            for _ in range(200):
+                inner(module, *a, **kw)
+            per.append((time.perf_counter() - t0) / 200 * 1e6)
+        return sorted(per)
 
     cfg = LlamaConfig(vocab_size=256, hidden_size=256, intermediate_size=256, num_hidden_layers=8,
                       num_attention_heads=4, num_key_value_heads=4, attn_implementation="sdpa")
@@ -124,11 +173,14 @@ def main(argv=None) -> int:
                 generate(min(64, args.steps - done) + 1)
                 done += min(64, args.steps - done)
             ts = sorted(timed)
+            iso = isolated() if ivs is not None else None
+            captured.clear()
         row = {"label": args.label, "variant": name, "python_calls_per_step": calls[name]}
         if ivs is not None:
             row.update({"extra_calls_per_edited_layer": round((calls[name] - calls["plain"]) / len(EDITED), 1),
                         "us_per_edited_layer_median": round(statistics.median(ts) * 1e6, 1),
-                        "us_per_edited_layer_p10": round(ts[len(ts) // 10] * 1e6, 1), "timed_calls": len(ts)})
+                        "us_per_edited_layer_p10": round(ts[len(ts) // 10] * 1e6, 1), "timed_calls": len(ts),
+                        "us_isolated_call_min": round(iso[0], 1), "us_isolated_call_median": round(iso[len(iso) // 2], 1)})
         rows.append(row)
         print(json.dumps(row), flush=True)
     if args.out:

@@ -536,6 +536,11 @@ def main(argv=None) -> int:
         _run_old(out, args)
     from probe.capture import seam
     out.doc["meta"]["act_tensor_path_off"] = seam._ACT_TENSOR_PATH[0]      # None: ACT decode steps ran as tensor ops
+    try:                                                                    # None: Triton's direct decode launch was on
+        from kernels.attention import launch
+        out.doc["meta"]["direct_launch_off"] = launch.launch_off_reason()
+    except Exception as err:  # noqa: BLE001 - no Triton
+        out.doc["meta"]["direct_launch_off"] = f"{type(err).__name__}: {err}"
     out.doc["meta"]["finished_s"] = round(time.time() - T0, 1)
     out.doc["meta"]["loadavg_end"] = os.getloadavg()
     out.flush()

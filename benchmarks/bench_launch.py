@@ -10,6 +10,7 @@ never fills):
 and whether the three outputs are bit for bit equal. Writes --out (JSON).
 
     python -m benchmarks.bench_launch --out $OUT/launch_h200.json        # the device call
+    python -m benchmarks.bench_launch --write-block benchmarks/results/launch_h200.json kernels/BENCHMARKS.md
 """
 from __future__ import annotations
 
@@ -41,12 +42,36 @@ def _cases(dev):
             yield f"B{B} {name}", q, k, v, dict(scale=D ** -0.5, key_start=ks, edits=ed)
 
 
+BLOCK = "decode-launch"
+
+
+def table(doc: dict) -> str:
+    """Markdown: host µs per decode call (two launches) per case, the three ways, and bitwise equality."""
+    out = ["| case | plan + JITFunction.run (µs) | cached launches, JITFunction.run | cached launches, direct | "
+           "outputs bit for bit equal |", "|---|---:|---:|---:|---|"]
+    for r in doc["rows"]:
+        d = r.get("step_direct_us")
+        out.append(f"| {r['case']} | {r['plan_run_us']:.1f} | {r['step_run_us']:.1f} | "
+                   f"{'off' if d is None else f'{d:.1f}'} | {'yes' if r['bitwise_equal'] else 'NO'} |")
+    return "\n".join(out)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--out", required=True)
+    ap.add_argument("--write-block", nargs=2, default=None, metavar=("RESULT", "PAGE"),
+                    help=f"only replace the <!-- table:{BLOCK} --> block of PAGE with the table from RESULT")
+    ap.add_argument("--out")
     ap.add_argument("--n", type=int, default=200)
     ap.add_argument("--loops", type=int, default=5)
     args = ap.parse_args(argv)
+    if args.write_block:
+        from studies.tables import write_blocks
+
+        with open(args.write_block[0]) as f:
+            write_blocks(args.write_block[1], {BLOCK: table(json.load(f)) + "\n"})
+        return 0
+    if not args.out:
+        ap.error("--out is required")
     import triton
 
     from kernels.attention import fused, launch

@@ -95,7 +95,7 @@ class AttentionEdits:
 
     @property
     def edits_probs(self) -> bool:
-        return any(x is not None for x in (self.head_uniform, self.col_idx, self.redist_idx))
+        return self.head_uniform is not None or self.col_idx is not None or self.redist_idx is not None
 
 
 @dataclass

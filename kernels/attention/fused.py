@@ -619,6 +619,27 @@ def _partials(n: int, D: int, act: bool, side: bool, dev) -> tuple:
     return (views[0], views[1], views[2], views[3] if act else None) + ((views[-2], views[-1]) if side else (None, None))
 
 
+_PARTIAL_BUFS: dict = {}
+_PARTIAL_BUFS_MAX = 64
+
+
+def _step_partials(n: int, D: int, act: bool, side: bool, dev) -> tuple:
+    """``_partials`` for a decode step of the dispatcher's lane, allocated once per (layout, device, current
+    stream) and reused by every later step and layer: each step's split kernel writes every row its combine
+    kernel reads, and both run on the stream after the previous step's (stream order), so no step sees
+    another's partials. Fresh (NaN-filled) buffers when ``POISON_OUTPUTS`` (the tests)."""
+    if POISON_OUTPUTS:
+        return _partials(n, D, act, side, dev)
+    stream = torch._C._cuda_getCurrentRawStream(dev.index) if dev.type == "cuda" else None
+    key = (n, D, act, side, dev, stream)
+    bufs = _PARTIAL_BUFS.get(key)
+    if bufs is None:
+        if len(_PARTIAL_BUFS) >= _PARTIAL_BUFS_MAX:
+            _PARTIAL_BUFS.clear()
+        bufs = _PARTIAL_BUFS[key] = _partials(n, D, act, side, dev)
+    return bufs
+
+
 # The per-step arguments of the two decode launches (``launch.Launch``'s dynamic names); the rest of their
 # arguments are fixed for a (shape, edit, split count) -- see ``_decode_step``.
 _FWD_DYNAMIC = ("q", "k", "v", "po", "pm", "pl", "plr", "po2", "ptm", "key_start",
@@ -689,12 +710,16 @@ def _decode_step(q: Tensor, k: Tensor, v: Tensor, *, scale: float, key_start: Op
     B, H, _, D = q.shape
     KV, S = k.shape[1], k.shape[2]
     dev = q.device
-    if q.stride(-1) != 1:
+    sq, sk, sv = q.stride(), k.stride(), v.stride()
+    if sq[-1] != 1:
         q = q.contiguous()
-    if k.stride(-1) != 1:
+        sq = q.stride()
+    if sk[-1] != 1:
         k = k.contiguous()
-    if v.stride(-1) != 1:
+        sk = k.stride()
+    if sv[-1] != 1:
         v = v.contiguous()
+        sv = v.stride()
     key_start = _zeros_i64(B, dev) if key_start is None else key_start.to(dev).long().contiguous()
     win = int(window) if window is not None and int(window) < S else 0
     softcap = float(softcap) if softcap else 0.0
@@ -717,11 +742,10 @@ def _decode_step(q: Tensor, k: Tensor, v: Tensor, *, scale: float, key_start: Op
                                          launch.Launch(cfn, ckw, _COMBINE_DYNAMIC), cgrid)
         fvals, cvals = [tuple(kw[n] for n in names) for kw, names in ((fkw, _FWD_DYNAMIC), (ckw, _COMBINE_DYNAMIC))]
     else:
-        po, pm, pl, plr, po2, ptm = _partials(B * H * nsplit, D, ed.act, sh.side, dev)
-        sq, sk, sv, so = q.stride(), k.stride(), v.stride(), out.stride()
+        po, pm, pl, plr, po2, ptm = _step_partials(B * H * nsplit, D, ed.act, sh.side, dev)
         st = (sq[0], sq[1], sk[0], sk[1], sk[2], sv[0], sv[1], sv[2])
         fvals = (q, k, v, po, pm, pl, plr, po2, ptm, key_start) + st + (S, chunk)
-        cvals = (po, pm, pl, plr, po2, ptm, out, lse_t, q, k, v, key_start) + st + (so[0], so[2], S)
+        cvals = (po, pm, pl, plr, po2, ptm, out, lse_t, q, k, v, key_start) + st + (H * D, D, S)   # out [B, 1, H, D]
     fwd, fgrid, comb, cgrid = pair
     fwd(fgrid, fvals)
     comb(cgrid, cvals)

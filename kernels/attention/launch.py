@@ -47,7 +47,7 @@ def _probe() -> tuple:
         return None, f"Triton internals not found ({type(err).__name__}: {err})"
     if not triton.__version__.startswith(SUPPORTED):
         return None, f"Triton {triton.__version__} (checked on {', '.join(v + 'x' for v in SUPPORTED)})"
-    needed = [(JITFunction, "run"), (JITFunction, "params"), (knobs, "runtime"), (knobs, "compilation")]
+    needed = [(JITFunction, "run"), (JITFunction, "create_binder"), (knobs, "runtime"), (knobs, "compilation")]
     missing = [f"{getattr(o, '__name__', o)}.{a}" for o, a in needed if not hasattr(o, a)]
     if missing:
         return None, f"Triton lacks {', '.join(missing)}"
@@ -93,7 +93,7 @@ class Launch:
         """True when every parameter is a keyword of kw, the dynamic ones are not constexpr, and none is
         annotated (Triton's binder treats annotated parameters differently; these kernels have none)."""
         params = getattr(self.fn, "params", None)
-        if not params:
+        if not params or not all(hasattr(self.fn, a) for a in ("device_caches", "used_global_vals", "pre_run_hooks")):
             return False
         by_name = {p.name: p for p in params}
         return (all(p.name in self.kw for p in params) and all(n in by_name for n in self.dynamic)
@@ -115,14 +115,16 @@ class Launch:
             return self.fn.run(grid=grid, warmup=False, **kw)
         nsi, knobs, driver = _API
         rt = knobs.runtime
-        if (self.fn.pre_run_hooks or rt.launch_enter_hook.calls or rt.launch_exit_hook.calls
+        if (self.fn.pre_run_hooks or _hooked(rt.launch_enter_hook) or _hooked(rt.launch_exit_hook)
                 or getattr(rt, "add_stages_inspection_hook", None) is not None):
             return self.fn.run(grid=grid, warmup=False, **kw)
         device = driver.active.get_current_device()
         be = self._backend
-        key = (device, rt.debug, knobs.compilation.instrumentation_mode,
-               *[nsi(be, v, c, s, a) for v, (c, s, a) in zip(values, self._flags)])
-        hit = self._kernels.get(key) if be is not None else None
+        hit = None
+        if be is not None:                      # (set by the first launch, through run)
+            key = (device, rt.debug, knobs.compilation.instrumentation_mode,
+                   *[nsi(be, v, c, s, a) for v, (c, s, a) in zip(values, self._flags)])
+            hit = self._kernels.get(key)
         if hit is None or not self._globals_unchanged():
             kernel = self.fn.run(grid=grid, warmup=False, **kw)
             self._remember(device, kernel, values)
@@ -152,6 +154,11 @@ class Launch:
         key = (device, knobs.runtime.debug, knobs.compilation.instrumentation_mode,
                *[nsi(self._backend, v, c, s, a) for v, (c, s, a) in zip(values, self._flags)])
         self._kernels[key] = (kernel,) + _launcher(kernel)
+
+
+def _hooked(chain) -> bool:
+    """A launch hook is set: a HookChain with calls, or anything else that is not None (an older plain hook)."""
+    return chain is not None and bool(getattr(chain, "calls", True))
 
 
 def _launcher(kernel) -> tuple:

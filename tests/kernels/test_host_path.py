@@ -164,3 +164,26 @@ def test_decode_step_keeps_no_step_tensor_alive():
     del ks
     gc.collect()
     assert ref() is None
+
+
+@pytest.mark.parametrize("kind", ["none", "act", "var", "heads"])
+def test_decode_step_reused_partials_hold_nothing_over(kind, monkeypatch):
+    """The lane's partial buffers are reused across steps and layers (``_step_partials``): with them NaN-filled
+    between steps (and the first step's fresh ones NaN-filled, as in every kernel test), each step still equals
+    ``plan`` + ``_run`` bit for bit -- every row a combine reads was written by its own step's split kernel."""
+    tri = _tri()
+    q, k, v, kw = _step(kind, S=81)
+    kw.pop("stats")
+    tri._PARTIAL_BUFS.clear()
+    for S in (70, 71, 80):
+        monkeypatch.setattr(tri, "POISON_OUTPUTS", False)
+        for bufs in tri._PARTIAL_BUFS.values():
+            for b in bufs:
+                if b is not None:
+                    b.fill_(float("nan"))
+        got = tri._decode_step(q, k[:, :, :S], v[:, :, :S], **kw)
+        monkeypatch.setattr(tri, "POISON_OUTPUTS", True)
+        want, launches = tri.plan(q, k[:, :, :S], v[:, :, :S], **kw)
+        tri._run(launches)
+        assert torch.equal(got.out, want.out), S
+    assert tri._PARTIAL_BUFS                                                   # the reused buffers were used

@@ -49,6 +49,36 @@ def test_the_key_separates_what_triton_specializes():
     assert {"o", "lse", "S", "s_ob"} <= set(fused._COMBINE_DYNAMIC)
 
 
+@pytest.mark.parametrize("kind", ["none", "act", "var"])
+def test_decode_launches_name_every_kernel_parameter(kind):
+    """What the direct launch needs of the decode launches (``Launch._plain_params``, checked here from the kernels'
+    Python signatures, as the interpreter has no ``JITFunction.params``): the keyword arguments name every
+    parameter of the kernel, and every dynamic name is a non-constexpr parameter."""
+    import inspect
+
+    import triton.language as tl
+
+    from kernels.attention import fused
+    B, H, KV, D, S = 2, 4, 2, 32, 70
+    q, k, v = torch.randn(B, H, 1, D), torch.randn(B, KV, S, D), torch.randn(B, KV, S, D)
+    ed = {"none": None, "act": AttentionEdits(col_idx=torch.tensor([[[0, 3]] * H] * B),
+                                              col_scale=torch.full((B, H), 0.4)),
+          "var": AttentionEdits(redist_idx=torch.tensor([[0], [1]]), redist_span=torch.tensor([[0, 40], [1, 50]]),
+                                redist_from=torch.zeros(B, dtype=torch.long), redist_keep=torch.full((H,), 0.5))}[kind]
+    prepared = fused._prepared_edits(ed, B, H, q.device)
+    out = torch.empty(B, 1, H, D)
+    launches = fused._decode(q.to(DEV), k.to(DEV), v.to(DEV), out.to(DEV), None, torch.zeros(B, dtype=torch.long,
+                             device=DEV), prepared, dict(scale=0.1, softcap=0.0, window=0))
+    for (fn, _, kw), dynamic in zip(launches, (fused._FWD_DYNAMIC, fused._COMBINE_DYNAMIC)):
+        py = fn
+        while not inspect.isfunction(py):
+            py = py.fn
+        params = inspect.signature(py).parameters
+        assert set(params) <= set(kw), set(params) - set(kw)
+        assert set(dynamic) <= set(params)
+        assert not [n for n in dynamic if params[n].annotation in (tl.constexpr, "tl.constexpr")]
+
+
 def _act_step(S: int, B: int = 1, H: int = 8, KV: int = 2, D: int = 64):
     g = torch.Generator().manual_seed(S)
     q = torch.randn(B, H, 1, D, generator=g).to(torch.bfloat16).to(DEV)
