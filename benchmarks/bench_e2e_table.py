@@ -32,9 +32,16 @@ Part ``table`` ("the end-to-end GPU table"): ``probe scan``'s sink capture (rece
 hidden-state summaries; ``probe.capture(..., backend=...)`` + ``rec.run``) with the native backend, the
 nnsight backend (when importable), the TransformerLens backend (when importable), plain eager
 ``output_attentions=True`` (+ the same two statistics reduced from the returned maps) and a plain SDPA
-forward (no statistics) for scale. Wall seconds (median of --repeats after a warm-up) and peak
-``torch.cuda.max_memory_allocated`` minus the memory held before the call. Out-of-memory and refused rows
-are recorded as such. SmolLM2 (real weights) at 1K/4K/8K, the random Llama-7B shape at 16K/64K.
+forward (no statistics) for scale. Wall seconds (median of --repeats after a warm-up; one timed run when the
+warm-up took over --slow seconds) and peak ``torch.cuda.max_memory_allocated`` minus the memory held before
+the call. Out-of-memory and refused rows are recorded as such; a row whose predicted time (its method's
+run at the model's previous size, scaled by (N / N_prev)^3 for the hook backends -- their maps go through
+probe's fp64 reference reduction, a [T, S] x [S, S] product per head -- and ^2 otherwise) exceeds
+--row-cap or does not fit twice into the budget left is recorded as skipped with that prediction, and a
+first run over --row-cap seconds is stopped (an interval timer) and recorded as such. Gemma-3-270M (real weights, the GGUF of the
+gemma3-270m alias) at 8K/32K and SmolLM2-135M (real weights) at 1K/4K/8K, on Austen token ids from
+``--make-ids``, then the random Llama-7B shape at 16K/64K (in a table-only call; after the Llama parts
+otherwise).
 
 Part ``static``: ``generate(..., cache_implementation="static")`` (batch 1, PROMPT + NEW) per variant, with
 generate's automatic compile (inductor, CUDA graphs) wherever it happens: the plain model always, the seam
@@ -47,6 +54,7 @@ Every row is appended to --out as soon as it is measured (a killed run keeps wha
 
     python -m benchmarks.bench_e2e_table --out $OUT/e2e.json --budget 220            # the device call
     python -m benchmarks.bench_e2e_table --device cpu --quick --out /tmp/e2e_cpu.json  # CPU dry run / CPU table
+    python -m benchmarks.bench_e2e_table --make-ids --smollm-ids s.pt --gemma-ids g.pt --out /dev/null  # token ids
 """
 from __future__ import annotations
 
@@ -55,6 +63,7 @@ import contextlib
 import gc
 import json
 import os
+import signal
 import sys
 import time
 import warnings
@@ -285,10 +294,9 @@ def _method(name: str, handle, enc):
     return cap
 
 
-def _available(name: str, random_init: bool = False) -> str | None:
-    """None when the backend's package imports, else why not."""
-    if name == "transformer_lens" and random_init:
-        return "not run: TransformerLens bridges a model by its hub config name (a random-init model has none)"
+def _available(name: str) -> str | None:
+    """None when the backend's package imports, else why not. (TransformerLens boots its bridge on the loaded
+    model, ``hf_model=``: a random-init model needs no hub name.)"""
     mod = {"nnsight": "nnsight", "transformer_lens": "transformer_lens.model_bridge"}.get(name)
     if mod is None:
         return None
@@ -299,9 +307,43 @@ def _available(name: str, random_init: bool = False) -> str | None:
         return f"not importable here ({type(err).__name__}: {str(err)[:120]})"
 
 
+HOOK_METHODS = ("nnsight", "transformer_lens")
+
+
+def _predicted(seen: dict, method: str, N: int):
+    """(seconds of one run at N tokens, how) from the method's run at the model's previous size, or None."""
+    if method not in seen:
+        return None
+    n0, t0 = seen[method]
+    k = 3 if method in HOOK_METHODS else 2
+    return t0 * (N / n0) ** k, f"{t0:.2f} s at {n0:,} tokens x (N / {n0:,})^{k}"
+
+
+class RowCap(Exception):
+    """Raised by the interval timer when a row's first run outlasts its cap."""
+
+
+@contextlib.contextmanager
+def capped(seconds: float):
+    """Raise RowCap in the main thread after ``seconds`` (the hook backends' reductions are Python loops over
+    query blocks, so the signal lands within one block's kernels)."""
+    def fire(signum, frame):
+        raise RowCap()
+    prev = signal.signal(signal.SIGALRM, fire)
+    signal.setitimer(signal.ITIMER_REAL, max(seconds, 0.1))
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, prev)
+
+
 def part_table(out: Out, handle, model_name: str, sizes, methods, device: str, repeats: int, budget: float,
-               ids_source=None, best: bool = False) -> None:
+               ids_source=None, best: bool = False, slow: float = 3.0, cap: float = 25.0, reserve: float = 10.0) -> None:
+    """One row per (size, method); ``ids_source`` [>= N] real token ids (else random ids, seeded by N). A first
+    (warm-up) run longer than ``cap`` seconds (or than the budget left) is stopped and recorded as such."""
     vocab = handle.model.config.vocab_size
+    seen: dict = {}                                          # method -> (tokens, seconds of one run), last size
     for N in sizes:
         if ids_source is not None and ids_source.numel() >= N:
             ids = ids_source[:N][None].long().to(device)
@@ -309,24 +351,34 @@ def part_table(out: Out, handle, model_name: str, sizes, methods, device: str, r
             ids = torch.randint(3, vocab, (1, N), generator=torch.Generator().manual_seed(N)).to(device)
         enc = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
         for m in methods:
-            row = {"part": "table", "model": model_name, "tokens": N, "method": m}
-            why = _available(m, random_init=ids_source is None)
+            row = {"part": "table", "model": model_name, "tokens": N, "method": m,
+                   "ids": "real text" if ids_source is not None and ids_source.numel() >= N else "random"}
+            why = _available(m)
             if why:
                 out.add({**row, "status": why})
                 continue
             if left(budget) < 15:
                 out.add({**row, "status": "skipped: out of time budget"})
                 continue
+            pred = _predicted(seen, m, N)
+            if pred is not None and (pred[0] > cap or 2 * pred[0] > left(budget) - reserve):
+                out.add({**row, "status": f"skipped: predicted {pred[0]:.0f} s per run ({pred[1]}); row cap {cap:.0f} s, "
+                         f"{left(budget):.0f} s of the call's budget left", "predicted_s": round(pred[0], 1)})
+                continue
             fn = _method(m, handle, enc)
-            runs, status, peak = [], "ok", None
+            runs, status, peak, warm = [], "ok", None, None
+            limit = min(cap, left(budget) - reserve)
             try:
                 with torch.no_grad():
                     before = _peak(device)
-                    fn()                                           # warm-up (JIT, allocator); its peak is recorded
-                    sync(device)
+                    t = time.perf_counter()
+                    with capped(limit):
+                        fn()                                       # warm-up (JIT, allocator); its peak is recorded
+                        sync(device)
+                    warm = time.perf_counter() - t
                     peak = _peak_gib(device, before)
-                    for _ in range(repeats):
-                        if left(budget) < 10:
+                    for _ in range(repeats if warm < slow else 1):
+                        if left(budget) < max(10, warm + 5):
                             break
                         t = time.perf_counter()
                         fn()
@@ -337,14 +389,61 @@ def part_table(out: Out, handle, model_name: str, sizes, methods, device: str, r
             except Exception as err:  # noqa: BLE001 - refused / failed rows are results too
                 msg = f"{type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}"
                 status = "out of memory" if "out of memory" in msg.lower() else msg
+                if isinstance(err, RowCap) or "RowCap" in msg or isinstance(err.__cause__ or err.__context__, RowCap):
+                    status, warm = f"stopped: the first run took over {limit:.0f} s (the row's cap)", limit
             finally:
                 fn = None
+                sync(device)
+                gc.collect()
                 if device.startswith("cuda"):
                     torch.cuda.empty_cache()
             runs.sort()
+            if runs or warm is not None:
+                seen[m] = (N, runs[0] if runs else warm)     # a stopped run: its cap, a lower bound
             pick = runs[0] if best else (runs[len(runs) // 2] if runs else None)
             out.add({**row, "status": status, "wall_s": round(pick, 4) if runs else None, "stat": "min" if best else "median",
-                     "wall_s_runs": [round(x, 4) for x in runs], "peak_gib_over_weights": peak if status == "ok" else None})
+                     "wall_s_runs": [round(x, 4) for x in runs], "warmup_s": round(warm, 4) if warm is not None else None,
+                     "peak_gib_over_weights": peak if status == "ok" else None})
+
+
+REAL = {"smollm2": "SmolLM2-135M-Instruct", "gemma3-270m": "Gemma-3-270M"}   # alias -> the table's model name
+
+
+def make_ids(alias: str, path: str, n: int) -> None:
+    """The first ``n`` tokens of Pride and Prejudice (needs janeaustenr) as the alias' tokenizer reads it
+    (BOS first where the handle prepends it), int32, 1-D, into ``path``."""
+    import probe
+    from probe.data.texts import austen
+
+    h = probe.load(alias, device="cpu")
+    ids = h.tokenizer(austen("prideprejudice")[:max(200000, 8 * n)], return_tensors="pt")["input_ids"][0]
+    bos = h.tokenizer.bos_token_id
+    if h.prepend_bos and bos is not None and int(ids[0]) != bos:
+        ids = torch.cat([torch.tensor([bos]), ids])
+    if ids.numel() < n:
+        raise SystemExit(f"only {ids.numel()} {alias} tokens in the text, {n} asked for")
+    torch.save(ids[:n].to(torch.int32).clone(), path)
+    print(f"{path}: {n} {alias} token ids")
+
+
+def part_table_real(out: Out, alias: str, sizes, ids_path, methods, args) -> None:
+    """Load a real-weight alias (bf16 on CUDA), run ``part_table`` on it, free it."""
+    import probe
+
+    t = time.time()
+    try:
+        h = probe.load(alias, device=args.device, dtype=torch.bfloat16 if args.device.startswith("cuda") else None)
+    except Exception as err:  # noqa: BLE001 - e.g. the weights are not on this machine: record, go on
+        out.add({"part": "load", "model": alias, "error": f"{type(err).__name__}: {str(err)[:200]}"})
+        return
+    out.add({"part": "load", "model": alias, "seconds": round(time.time() - t, 1)})
+    ids = torch.load(ids_path) if ids_path else None
+    part_table(out, h, REAL[alias], sizes, methods, args.device, args.repeats, args.budget, ids_source=ids,
+               best=args.best, slow=args.slow, cap=args.row_cap)
+    h = None
+    gc.collect()
+    if args.device.startswith("cuda"):
+        torch.cuda.empty_cache()
 
 
 # ---------------------------------------------------------------- static cache
@@ -448,6 +547,10 @@ def main(argv=None) -> int:
     ap.add_argument("--smollm-sizes", default="1024,4096,8192")
     ap.add_argument("--methods", default="native,sdpa_forward,eager_output_attentions,nnsight,transformer_lens")
     ap.add_argument("--smollm-ids", default=None, help="a .pt file of real token ids (1-D) for the SmolLM2 rows")
+    ap.add_argument("--gemma-sizes", default="8192,32768")
+    ap.add_argument("--gemma-ids", default=None, help="a .pt file of real token ids (1-D) for the Gemma-3-270M rows")
+    ap.add_argument("--slow", type=float, default=3.0, help="table: one timed run after a warm-up slower than this (s)")
+    ap.add_argument("--row-cap", type=float, default=25.0, help="table: stop a row whose first run takes longer (s)")
     ap.add_argument("--profile-variants", default=",".join(("plain", "seam_noop", "headmask", "headscale", "act", "var")))
     ap.add_argument("--profile-budget", type=float, default=60.0, help="part profile: no new variant after this second")
     ap.add_argument("--traces", default=None, help="part profile: folder for the chrome traces (default: OUT's folder/traces)")
@@ -455,18 +558,18 @@ def main(argv=None) -> int:
     ap.add_argument("--static-variants", default=",".join(STATIC_VARIANTS))
     ap.add_argument("--best", action="store_true", help="table: report the fastest run, not the median (a shared CPU)")
     ap.add_argument("--make-ids", action="store_true",
-                    help="write --smollm-ids from Pride and Prejudice (8192 SmolLM2 tokens; needs janeaustenr) and exit")
+                    help="write --smollm-ids / --gemma-ids (those given) from Pride and Prejudice, as many tokens as "
+                    "the largest of --smollm-sizes / --gemma-sizes (needs janeaustenr), and exit")
     args = ap.parse_args(argv)
     if args.make_ids:
-        import probe
-        from probe.data.texts import austen
-        tok = probe.load("smollm2", device="cpu").tokenizer
-        ids = tok(austen("prideprejudice")[:200000], return_tensors="pt")["input_ids"][0][:8192].to(torch.int32)
-        torch.save(ids.clone(), args.smollm_ids)
+        for alias, path, sizes in (("smollm2", args.smollm_ids, args.smollm_sizes), ("gemma3-270m", args.gemma_ids, args.gemma_sizes)):
+            if path:
+                make_ids(alias, path, max(int(n) for n in sizes.split(",")))
         return 0
     if args.quick:   # CPU dry run: the same code paths at toy sizes
         args.prompt, args.new, args.batches, args.repeats = min(args.prompt, 64), min(args.new, 8), "1,2", 1
         args.llama_sizes = args.llama_sizes and "256"
+        args.gemma_sizes = args.gemma_sizes and "256"
     os.environ.setdefault("PROBE_MAX_MAP_BYTES", str(1 << 40))      # measure the hook backends, don't refuse them
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     parts = args.parts.split(",")
@@ -481,6 +584,12 @@ def main(argv=None) -> int:
     out = Out(args.out, meta)
     methods = args.methods.split(",")
     h = None
+    real = [(alias, sizes, ids) for alias, sizes, ids in (("gemma3-270m", args.gemma_sizes, args.gemma_ids),
+                                                          ("smollm2", args.smollm_sizes, args.smollm_ids)) if sizes]
+    first = "table" in parts and not {"gen", "profile", "static", "ties"} & set(parts)   # a table-only call:
+    for alias, sizes, ids in real if first else []:                   # the real-weight models before the Llama shape
+        if left(args.budget) > 30:
+            part_table_real(out, alias, [int(n) for n in sizes.split(",")], ids, methods, args)
     if {"gen", "profile", "static", "ties"} & set(parts) or ("table" in parts and args.llama_sizes):
         h = llama(args.device, args.quick)
         out.add({"part": "load", "model": "llama7b-shape-8layers", "seconds": round(time.time() - T0, 1)})
@@ -498,7 +607,7 @@ def main(argv=None) -> int:
                      args.repeats, args.budget, args.variants.split(","))
         if "table" in parts and args.llama_sizes:
             part_table(out, h, "llama7b-shape-8layers (random init)", [int(n) for n in args.llama_sizes.split(",")],
-                       methods, args.device, args.repeats, args.budget, best=args.best)
+                       methods, args.device, args.repeats, args.budget, best=args.best, slow=args.slow, cap=args.row_cap)
         if "static" in parts and left(args.budget) > 25:
             part_static(out, h, args.device, args.prompt, args.new, not args.no_compile, args.budget,
                         args.static_variants.split(","))
@@ -516,22 +625,12 @@ def main(argv=None) -> int:
             for r in rows:
                 out.add(r)
         h = None
+        gc.collect()
         if args.device.startswith("cuda"):
             torch.cuda.empty_cache()
-    if "table" in parts and args.smollm_sizes and left(args.budget) > 30:
-        import probe
-
-        t = time.time()
-        try:
-            s = probe.load("smollm2", device=args.device, dtype=torch.bfloat16 if args.device.startswith("cuda") else None)
-        except Exception as err:  # noqa: BLE001 - e.g. the weights are not on this machine: record, go on
-            out.add({"part": "load", "model": "smollm2", "error": f"{type(err).__name__}: {str(err)[:200]}"})
-        else:
-            out.add({"part": "load", "model": "smollm2", "seconds": round(time.time() - t, 1)})
-            ids = torch.load(args.smollm_ids) if args.smollm_ids else None
-            part_table(out, s, "SmolLM2-135M-Instruct", [int(n) for n in args.smollm_sizes.split(",")], methods,
-                       args.device, args.repeats, args.budget, ids_source=ids, best=args.best)
-            h = s
+    for alias, sizes, ids in real if "table" in parts and not first else []:
+        if left(args.budget) > 30:
+            part_table_real(out, alias, [int(n) for n in sizes.split(",")], ids, methods, args)
     if args.old and left(args.budget) > 30:
         _run_old(out, args)
     from probe.capture import seam

@@ -22,6 +22,8 @@ RESULTS = ROOT / "benchmarks" / "results"
 GPU, OLD, CPU = "e2e_h200.json", "e2e_old_h200.json", "e2e_cpu.json"
 # session 5: generate / static / profile measured in their own calls (e2e_h200.json keeps session 4's capture table)
 GEN, PROFILE = "e2e_gen_h200.json", "profile_decode_h200.json"
+# session 6: the capture table's own call (Gemma-3-270M rows, TransformerLens on the device); session 4's before
+CAPTURE = "e2e_capture_h200.json"
 
 LABELS = {
     "plain": "plain `generate` (SDPA, no probe)",
@@ -213,8 +215,13 @@ def _cell(r: dict) -> str:
     st = r.get("status", "")
     if st == "ok":
         peak = r.get("peak_gib_over_weights")
-        return f"{r['wall_s']:.3f} s" + (f", {peak:.2f} GiB" if peak is not None else "")
-    if st.startswith("not run") or st.startswith("not importable"):
+        one = " (1 run)" if len(r.get("wall_s_runs") or []) == 1 else ""
+        return f"{r['wall_s']:.3f} s{one}" + (f", {peak:.2f} GiB" if peak is not None else "")
+    if st.startswith("stopped"):
+        return f"stopped after {r['warmup_s']:.0f} s (the row's cap)"
+    if st.startswith("skipped: predicted"):
+        return f"not run: ≈{r['predicted_s']:.0f} s per run predicted"
+    if st.startswith("not run") or st.startswith("not importable") or st.startswith("skipped"):
         return "not run"
     if st == "out of memory":
         return "**out of memory**"
@@ -223,7 +230,13 @@ def _cell(r: dict) -> str:
     return f"failed: {st[:60]}"
 
 
-def capture_table(folder: Path, name: str = GPU) -> str:
+def _capture_file(folder: Path) -> str:
+    """Session 6's capture call when its file exists, else session 4's (e2e_h200.json)."""
+    return CAPTURE if (Path(folder) / CAPTURE).exists() else GPU
+
+
+def capture_table(folder: Path, name: str | None = None) -> str:
+    name = name or _capture_file(folder)
     doc = _load(folder, name)
     rows = [r for r in doc["rows"] if r.get("part") == "table"]
     keys = []
@@ -340,8 +353,10 @@ def static_table(folder: Path, name: str = GEN) -> str:
                 "decode ms / step", "× plain", "same tokens as the dynamic cache", "dynamo graphs / breaks"], out)
 
 
-DISPLAY = {"llama7b-shape-8layers": "Llama-7B shape, 8 layers (random init)", "SmolLM2-135M-Instruct": "SmolLM2-135M-Instruct (real weights)"}
-NAMES = {"llama7b-shape-8layers": "a random-init Llama-7B-shaped model, 8 layers", "SmolLM2-135M-Instruct": "SmolLM2"}
+DISPLAY = {"llama7b-shape-8layers": "Llama-7B shape, 8 layers (random init)", "SmolLM2-135M-Instruct": "SmolLM2-135M-Instruct (real weights)",
+           "Gemma-3-270M": "Gemma-3-270M (real weights)"}
+NAMES = {"llama7b-shape-8layers": "a random-init Llama-7B-shaped model, 8 layers", "SmolLM2-135M-Instruct": "SmolLM2",
+         "Gemma-3-270M": "Gemma-3-270M"}
 
 
 def _short(r: dict) -> str:
@@ -355,17 +370,19 @@ def _short(r: dict) -> str:
 
 def headline(folder: Path) -> str:
     doc = _load(folder, GPU)
-    cap = {(r["model"].split(" (")[0], r["tokens"], r["method"]): r for r in doc["rows"] if r.get("part") == "table"}
+    cap = {(r["model"].split(" (")[0], r["tokens"], r["method"]): r for r in _load(folder, _capture_file(folder))["rows"]
+           if r.get("part") == "table"}
     gen = _gen_rows(_load(folder, GEN)) or _gen_rows(doc)
     parts = []
-    for model in ("SmolLM2-135M-Instruct", "llama7b-shape-8layers"):
+    for model in ("SmolLM2-135M-Instruct", "Gemma-3-270M", "llama7b-shape-8layers"):
         ok = [k for k in cap if k[0] == model and k[2] == "native" and cap[k].get("status") == "ok"]
         if not ok:
             continue
         n = max(k[1] for k in ok)
         others = "; ".join(f"{lab} {_short(cap.get((model, n, m)))}" for m, lab in
-                           (("eager_output_attentions", "eager `output_attentions`"), ("nnsight", "nnsight"))
-                           if (model, n, m) in cap)
+                           (("eager_output_attentions", "eager `output_attentions`"), ("nnsight", "nnsight"),
+                            ("transformer_lens", "TransformerLens"))
+                           if (model, n, m) in cap and not cap[(model, n, m)].get("status", "").startswith("not "))
         parts.append(f"sink capture of one {n:,}-token prompt on {NAMES[model]}: probe {_short(cap[(model, n, 'native')])}"
                      + (f" ({others})" if others else ""))
     spans = []
