@@ -36,6 +36,7 @@ from torch import Tensor
 from kernels.attention import AttentionEdits, StatsRequest
 from kernels.attention.api import visible_mask
 from probe.capture.massive import massive_phi
+from probe.capture.seam import SpanPlan, span_plan
 from probe.errors import ProbeError
 
 from .base import Intervention, attach_hook, check_heads, check_layers, head_table, parse_heads, resolve_layers
@@ -136,6 +137,7 @@ class _RedistHook:
         self._resid: dict[int, Tensor] = {}         # layer -> residual entering it [B, T, d] (latest call; a reference)
         self._state: dict[int, tuple] = {}          # layer -> (idx [B, C], span [B, 2], from [B])
         self._edits: dict[int, AttentionEdits] = {}  # layer -> this sequence's edit
+        self._plans: dict[int, SpanPlan] = {}        # layer -> this sequence's host integers (graph-mode decode)
         self._keeps: dict = {}                      # (layer, device) -> keep [H]
 
     def residual_taps(self, handle, layers):
@@ -190,8 +192,11 @@ class _RedistHook:
         return edits
 
     def set_state(self, layer: int, state: tuple) -> None:
-        """This sequence's (idx [B, C], span [B, 2], from [B]) at ``layer`` and the edit built from it."""
+        """This sequence's (idx [B, C], span [B, 2], from [B]) at ``layer`` and the edit built from it; for graph-safe
+        use also its ``SpanPlan`` (the span's key range as host integers: one read here, none per decode step)."""
         idx, span, frm = self._state[layer] = state
+        if self.graph_safe:
+            self._plans[layer] = span_plan(idx, span)
         self._edits[layer] = AttentionEdits(redist_idx=idx, redist_span=span, redist_from=frm,
                                             redist_keep=self._keep(layer, idx.device),
                                             redist_rho=self.red.rho, redist_min_mass=self.red.min_mass)
@@ -202,6 +207,10 @@ class _RedistHook:
         if key not in self._keeps:
             self._keeps[key] = torch.where(self.table[layer], self.red.keep, 1.0).to(device)
         return self._keeps[key]
+
+    def var_plan(self, call) -> Optional[SpanPlan]:
+        """The sequence's ``SpanPlan`` at the call's layer: decode steps in graph mode attend over static key slices."""
+        return self._plans.get(call.layer)
 
     @property
     def graph_safe(self) -> bool:

@@ -211,7 +211,7 @@ def test_uniform_decode_heads_through_sdpa_equal_the_reference(tiny, kind):
         torch.testing.assert_close(out, ref, atol=2e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["one_layer_noop", "scale", "mask_uniform", "mask_zero", "act", "var"])
+@pytest.mark.parametrize("name", ["one_layer_noop", "scale", "mask_uniform", "mask_zero", "act", "var", "var_unpadded"])
 def test_static_cache_decode_compiles_to_one_graph_with_graph_safe_edits(tiny, name):
     """HeadScale / HeadMask let generate compile a static cache's decode step: one graph, no graph break, no
     recompile per step (fullgraph, dynamo's eager backend on the CPU), and the tokens of the dynamic cache."""
@@ -219,10 +219,13 @@ def test_static_cache_decode_compiles_to_one_graph_with_graph_safe_edits(tiny, n
     from transformers.generation.configuration_utils import CompileConfig
 
     ivs = {"one_layer_noop": lambda: [HeadScale([(2, 1)], alpha=1.0)],
-           "mask_zero": lambda: [HeadMask([(1, 3), (2, 0)], mode="zero")]}.get(name) or INTERVENTIONS[name]
+           "mask_zero": lambda: [HeadMask([(1, 3), (2, 0)], mode="zero")],
+           "var_unpadded": lambda: [Redistribute(sink_keys=[0, 3], span=(2, 7))]}.get(name) or INTERVENTIONS[name]
     cc = CompileConfig(backend="eager", fullgraph=True, mode=None)
     cc._compile_all_devices = True
     ids, am = _batch()
+    if name == "var_unpadded":        # one span for every row: VAR's calls over the span and the keys after it only
+        am = torch.ones_like(am)
     kw = dict(input_ids=ids, attention_mask=am, max_new_tokens=6, min_new_tokens=6, do_sample=False)
     with torch.no_grad(), intervene(tiny, *ivs()):
         dynamic = tiny.model.generate(**kw)
@@ -314,3 +317,106 @@ def test_var_decode_tensor_ops_equal_the_reference(G):
     torch.testing.assert_close(out, ref, atol=2e-6, rtol=1e-5)
     plain = reference_attention(q, k, v, scale=0.25, key_start=key_start).out
     assert not torch.allclose(out, plain)                                                     # the rule moved mass
+
+
+def _static_cache(B: int, KV: int, H: int, S: int, D: int, filled: int, seed: int):
+    """q [B, H, 1, D] and a static cache k / v [B, KV, S, D] whose keys past ``filled`` were never written (noise)."""
+    g = torch.Generator().manual_seed(seed)
+    q, k, v = (torch.randn(B, n, t, D, generator=g) for n, t in ((H, 1), (KV, S), (KV, S)))
+    k[:, :, 0] *= 4.0                                                                         # key 0: a strong sink
+    return q, k, v
+
+
+VAR_CASES = {   # name: (key_start, sinks [B, C], spans [B, 2] relative to key_start)
+    "padded_rows_own_spans": ([0, 4, 0], [[0, 2], [0, 2], [0, -1]], [[1, 6], [1, 5], [1, 2]]),
+    "one_span_sink_before_it": ([0, 0], [[0, -1], [0, -1]], [[1, 7], [1, 7]]),
+    "one_span_keys_before_it": ([0, 0], [[3, -1], [3, -1]], [[2, 9], [2, 9]]),
+    "a_span_of_sinks_only": ([0, 2], [[0, 3], [0, 1]], [[3, 4], [1, 6]]),
+}
+
+
+@pytest.mark.parametrize("G", [1, 2])
+@pytest.mark.parametrize("case", list(VAR_CASES))
+def test_var_decode_over_span_slices_equals_the_reference(G, case):
+    """With its ``SpanPlan`` (Redistribute's host integers per sequence) ``_var_decode`` attends over static key slices
+    -- the span's range, the keys before it unless they are all sinks, the rest of a static cache (unwritten keys
+    masked) -- and still equals the reference on the filled keys: rows with their own spans, sinks before or inside
+    the span, a span holding nothing but a sink (no target: the row stays plain)."""
+    ks, sinks, spans = (torch.tensor(x) for x in VAR_CASES[case])
+    B, KV, S, D, filled = ks.shape[0], 2, 24, 16, 15
+    q, k, v = _static_cache(B, KV, KV * G, S, D, filled, 6)
+    idx = torch.where(sinks >= 0, sinks + ks[:, None], -1)
+    span = spans + ks[:, None]
+    edits = AttentionEdits(redist_idx=idx, redist_span=span, redist_from=span[:, 1], redist_rho=0.5,
+                           redist_keep=torch.tensor([0.6, 1.0, 0.3, 0.6])[:KV * G], redist_min_mass=0.05)
+    plan = seam.span_plan(idx, span)
+    j = torch.arange(S)
+    vis = (j[None, :] >= ks[:, None]) & (j[None, :] < filled)                                 # [B, S] static cache
+    out = seam._var_decode(q, k, v, vis, edits, 0.25, plan)                                   # [B, 1, H, D]
+    ref = reference_attention(q, k[:, :, :filled], v[:, :, :filled], scale=0.25, key_start=ks, edits=edits).out
+    torch.testing.assert_close(out, ref, atol=2e-6, rtol=1e-5)
+    assert plan.hi < S                                                                        # a suffix call
+
+
+def test_span_plan_reads_the_span_range_and_what_lies_before_it():
+    """``span_plan``: [lo, hi) spans every row's span; mixed when rows differ; prefix unless the keys before lo
+    are sinks in every row."""
+    span = torch.tensor([[1, 6], [1, 6]])
+    assert seam.span_plan(torch.tensor([[0, -1], [0, 4]]), span) == (1, 6, False, False)
+    assert seam.span_plan(torch.tensor([[0, -1], [2, -1]]), span) == (1, 6, False, True)
+    assert seam.span_plan(torch.tensor([[0], [4]]), torch.tensor([[1, 6], [5, 10]])) == (1, 10, True, True)
+    assert seam.span_plan(torch.tensor([[-1], [-1]]), torch.tensor([[0, 3], [0, 3]])) == (0, 3, False, False)
+
+
+def test_act_decode_over_a_static_cache_with_a_heavy_sink_equals_the_reference():
+    """``_act_decode`` on a static cache (unwritten keys masked) whose columns hold ~0.99 of the mass: the non-column
+    keys' weight is their own probability, never 1 - m."""
+    B, KV, H, S, D, filled = 2, 2, 4, 24, 16, 15
+    q, k, v = _static_cache(B, KV, H, S, D, filled, 7)
+    k[:, :, 0] = 3.0 * q.view(B, KV, H // KV, D).sum(2)                                     # key 0 draws every head
+    ks = torch.tensor([0, 3])
+    col_idx = torch.tensor([[[0, 5]] * H, [[3, 0]] * H])                                     # [B, H, C]; 0 hidden in row 1
+    col_scale = torch.tensor([[0.4, 0.0, 1.0, 0.4], [0.4, 0.4, 0.0, 1.0]])
+    j = torch.arange(S)
+    vis = (j[None, :] >= ks[:, None]) & (j[None, :] < filled)
+    out = seam._act_decode(q, k, v, vis, col_idx, col_scale, 0.25)
+    ref = reference_attention(q.double(), k[:, :, :filled].double(), v[:, :, :filled].double(), scale=0.25,
+                              key_start=ks, edits=AttentionEdits(col_idx=col_idx, col_scale=col_scale)).out
+    p0 = torch.einsum("hd,hsd->hs", q[0, :, 0], k[0, :, :filled].repeat_interleave(H // KV, 0)).mul(0.25).softmax(-1)
+    assert p0[:, 0].min() > 0.95                                                              # the heavy sink
+    torch.testing.assert_close(out.double(), ref, atol=2e-6, rtol=1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the CUDA attention kernels")
+@pytest.mark.parametrize("kernel", ["efficient", "cudnn"])
+def test_graph_decode_on_the_cuda_kernels_is_near_fp64_like_sdpa(kernel):
+    """On CUDA, bf16, both kernels ``_sdpa_lse`` may use: ``_act_decode`` / ``_var_decode`` are within 3x plain SDPA's
+    own distance from the fp64 reference (columns / sinks holding most of the mass, a static cache's unwritten keys)."""
+    B, KV, G, S, D, filled = 2, 4, 2, 96, 64, 57
+    q, k, v = (x.cuda().bfloat16() for x in _static_cache(B, KV, KV * G, S, D, filled, 8))
+    k[:, :, 0] = 3.0 * q.view(B, KV, G, D).sum(2)
+    key = (q.device, q.dtype, G, D)
+    if kernel == "cudnn" and seam.choose_lse_kernel(q.device, q.dtype, G, D) != "cudnn":
+        pytest.skip("cuDNN's attention refused the probe call here")
+    saved = seam._LSE_KERNEL.get(key)
+    seam._LSE_KERNEL[key] = kernel
+    try:
+        ks = torch.tensor([0, 5], device="cuda")
+        j = torch.arange(S, device="cuda")
+        vis = (j[None, :] >= ks[:, None]) & (j[None, :] < filled)
+        act = AttentionEdits(col_idx=torch.tensor([0, 9, 30], device="cuda").expand(B, KV * G, 3).contiguous(),
+                             col_scale=torch.full((B, KV * G), 0.4, device="cuda"))
+        span = torch.tensor([[1, 20], [6, 25]], device="cuda")
+        var = AttentionEdits(redist_idx=torch.tensor([[0, 4], [5, -1]], device="cuda"), redist_span=span,
+                             redist_from=span[:, 1], redist_keep=torch.full((KV * G,), 0.6, device="cuda"),
+                             redist_min_mass=0.01)
+        f64 = lambda x: x[:, :, :filled].double()  # noqa: E731
+        ref = lambda e: reference_attention(q.double(), f64(k), f64(v), scale=0.125, key_start=ks, edits=e).out  # noqa: E731
+        sdpa = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=vis[:, None, None, :], scale=0.125,
+                                                              enable_gqa=True)
+        bound = 3 * (sdpa.transpose(1, 2).double() - ref(None)).abs().max() + 2e-3
+        for out, e in ((seam._act_decode(q, k, v, vis, act.col_idx, act.col_scale, 0.125), act),
+                       (seam._var_decode(q, k, v, vis, var, 0.125, seam.span_plan(var.redist_idx, span)), var)):
+            assert (out.double() - ref(e)).abs().max() <= bound
+    finally:
+        seam._LSE_KERNEL.pop(key) if saved is None else seam._LSE_KERNEL.__setitem__(key, saved)

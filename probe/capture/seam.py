@@ -25,7 +25,7 @@ import contextlib
 import warnings
 import weakref
 from dataclasses import dataclass, replace
-from typing import Optional, Protocol
+from typing import NamedTuple, Optional, Protocol
 
 import torch
 from torch import Tensor
@@ -337,16 +337,112 @@ _NEG_INF = float("-inf")
 _ACT_TENSOR_PATH: list = [None]     # why ACT's tensor-op decode path was switched off (None: in use)
 
 
+class SpanPlan(NamedTuple):
+    """Host integers of one sequence's VAR edit, fixed from its prefill on (``span_plan``): the keys [lo, hi) cover
+    every row's span; ``mixed``: some row's span is narrower (its other keys in [lo, hi) are not targets);
+    ``prefix``: some key before lo is not a sink (else the keys before lo need no attention call of their own)."""
+
+    lo: int
+    hi: int
+    mixed: bool
+    prefix: bool
+
+
+def span_plan(idx: Tensor, span: Tensor) -> SpanPlan:
+    """The ``SpanPlan`` of sink keys idx [B, C] (-1 unused, distinct per row) and spans [B, 2] (absolute): one
+    device->host read, made once per sequence (at its prefill), never on a decode step."""
+    host = torch.cat([span.reshape(-1), idx.reshape(-1)]).tolist()
+    B = span.shape[0]
+    spans, sinks = host[:2 * B], host[2 * B:]
+    lo, hi = min(spans[0::2]), max(spans[1::2])
+    C = len(sinks) // B
+    before = [sum(0 <= p < lo for p in sinks[r * C:(r + 1) * C]) for r in range(B)]     # sinks before lo, per row
+    return SpanPlan(lo, hi, len(set(zip(spans[0::2], spans[1::2]))) > 1, any(n < lo for n in before))
+
+
+# (device, dtype, G, D) -> "cudnn" where cuDNN's attention passed a probe call with a bias and its log-sum-exp
+# (``choose_lse_kernel``, run by ``allow_compile``); else the graph-mode decode calls use the memory-efficient kernel
+_LSE_KERNEL: dict = {}
+
+
 def _sdpa_lse(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, scale: float) -> tuple[Tensor, Tensor]:
     """Attention of q [B, KV, G, D] (the G query heads of a KV head as G rows) over k / v [B, KV, S, D] with an
-    additive bias [B, KV, G, S] -> (out [B, KV, G, D], log-sum-exp [B, KV, G] float32); ATen's memory-efficient
-    kernel on CUDA, its CPU flash kernel elsewhere (both return the log-sum-exp)."""
-    if q.is_cuda:
+    additive bias [B, KV, G, S] -> (out [B, KV, G, D], log-sum-exp [B, KV, G] float32): on CUDA cuDNN's kernel where
+    ``_LSE_KERNEL`` says so (the unmodified model's decode SDPA on the H200), else ATen's memory-efficient kernel; the
+    CPU flash kernel elsewhere (all return the log-sum-exp)."""
+    if q.is_cuda and _LSE_KERNEL.get((q.device, q.dtype, q.shape[2], q.shape[3])) == "cudnn":
+        out, lse = torch.ops.aten._scaled_dot_product_cudnn_attention(q, k, v, bias, True, 0.0, False, False,
+                                                                      scale=scale)[:2]
+    elif q.is_cuda:
         out, lse = torch.ops.aten._scaled_dot_product_efficient_attention(q, k, v, bias, True, 0.0, False, scale=scale)[:2]
     else:
         out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, False, attn_mask=bias,
                                                                              scale=scale)[:2]
-    return out, lse[..., :q.shape[2]].float()
+    return out, lse.reshape(q.shape[0], q.shape[1], -1)[..., :q.shape[2]].float()
+
+
+def choose_lse_kernel(device, dtype, G: int, D: int) -> str:
+    """The kernel of the graph-mode decode calls for (device, dtype, G query rows, head dim D), chosen once, eagerly:
+    "cudnn" when cuDNN's attention is enabled, takes a bias over an odd key slice and agrees with the memory-efficient
+    kernel on a probe call (out and log-sum-exp), else "efficient" (CPU: "cpu")."""
+    device = torch.device(device)
+    key = (device, dtype, G, D)
+    if key not in _LSE_KERNEL:
+        _LSE_KERNEL[key] = "efficient" if device.type == "cuda" else "cpu"
+        if device.type == "cuda" and dtype in (torch.float16, torch.bfloat16) and torch.backends.cuda.cudnn_sdp_enabled():
+            g = torch.Generator(device=device).manual_seed(0)
+            q, k, v = (torch.randn(2, 2, n, D, device=device, dtype=dtype, generator=g) for n in (G, 40, 40))
+            keep = torch.rand(2, 40, device=device, generator=g) > 0.3
+            ref = _partial(q, k, v, keep, 3, 36, D ** -0.5)
+            try:
+                _LSE_KERNEL[key] = "cudnn"
+                got = _partial(q, k, v, keep, 3, 36, D ** -0.5)
+                ok = all(torch.allclose(a, b, atol=2e-2, rtol=2e-2) for a, b in zip(got, ref))
+            except RuntimeError:
+                ok = False
+            _LSE_KERNEL[key] = "cudnn" if ok else "efficient"
+    return _LSE_KERNEL[key]
+
+
+def _partial(q: Tensor, key: Tensor, value: Tensor, keep: Tensor, lo: int, hi: int, scale: float,
+             empty_rows: bool = True) -> tuple[Tensor, Tensor]:
+    """Attention of q [B, KV, G, D] over the keys [lo, hi) (static slices) that ``keep`` marks -- keep [B, S] (every
+    head) or [B, KV, G, S] -- -> (out [B, KV, G, D] float32, log-sum-exp [B, KV, G]); with ``empty_rows`` a row
+    without a key gets (0, -inf) whatever the backend returns for it (the CPU kernel: lse 0)."""
+    B, KV, G, _ = q.shape
+    keep = keep[..., lo:hi]
+    n = hi - lo
+    keep = keep.view(B, 1, 1, n) if keep.dim() == 2 else keep
+    pad = -(-n // 16) * 16 if q.is_cuda else n                # an aligned row stride for the CUDA kernel's bias
+    bias = torch.zeros(B, KV, G, pad, dtype=q.dtype, device=q.device)[..., :n]
+    bias.masked_fill_(~keep, _NEG_INF)
+    out, lse = _sdpa_lse(q, key[:, :, lo:hi], value[:, :, lo:hi], bias, scale)
+    if not empty_rows:
+        return out.float(), lse
+    some = keep.any(-1)                                                                      # [B, 1 or KV, 1 or G]
+    return torch.where(some[..., None], out.float(), 0.0), torch.where(some, lse, _NEG_INF)
+
+
+def _explicit_keys(q: Tensor, key: Tensor, value: Tensor, idx: Tensor, on: Tensor, scale: float
+                   ) -> tuple[Tensor, Tensor]:
+    """Scores and values of a few keys taken out of the attention calls, in float32: idx [B, KV, G, C] or [B, 1, 1, C]
+    positions (in range), on: same shape, False = no key -> (scores [B, KV, G, C] (-inf off), values [B, KV, G or 1,
+    C, D]). Elementwise products and sums (no matmul), which a compiled graph fuses."""
+    B, KV, G, D = q.shape
+    C, Gi = idx.shape[-1], idx.shape[2]
+    g = idx.expand(B, KV, Gi, C).reshape(B, KV, Gi * C, 1).expand(B, KV, Gi * C, D)
+    k_x = key.gather(2, g).view(B, KV, Gi, C, D).float()
+    v_x = value.gather(2, g).view(B, KV, Gi, C, D).float()
+    s_x = (k_x * q.float()[:, :, :, None, :]).sum(-1).mul_(scale)                          # [B, KV, G, C]
+    return s_x.masked_fill_(~on, _NEG_INF), v_x
+
+
+def _weights(lses: list, s_x: Tensor) -> tuple[Tensor, Tensor]:
+    """Probabilities of attention calls (their log-sum-exps, each [B, KV, G]) and of explicit keys (scores s_x
+    [B, KV, G, C], -inf off) in the softmax over all of them -> (w [B, KV, G, P], p [B, KV, G, C])."""
+    lse = torch.stack(lses, -1)                                                              # [B, KV, G, P]
+    total = torch.logsumexp(torch.cat([lse, s_x], -1), -1, keepdim=True)                     # [B, KV, G, 1]
+    return torch.exp(lse - total), torch.exp(s_x - total)
 
 
 def _act_decode(query: Tensor, key: Tensor, value: Tensor, vis: Tensor, col_idx: Tensor, col_scale: Tensor,
@@ -356,84 +452,79 @@ def _act_decode(query: Tensor, key: Tensor, value: Tensor, vis: Tensor, col_idx:
     query [B, H, 1, D], key / value [B, KV, S, D], vis [B, S], col_idx [B, H, C] (distinct positions per head,
     -1 unused), col_scale [B, H]. With m = the row's mass on its columns C and beta the scale:
     out = beta * sum_C p_j v_j + (1 - beta m) * attention over the visible keys outside C (the kernel's
-    A'_j = beta A_j on C, A_j (1 - beta m) / (1 - m) elsewhere, without computing 1 - m by cancellation):
-    one SDPA call over the non-column keys that also returns its log-sum-exp, plus the C columns in fp32.
-    The newest key is never a column (columns are prompt positions), so the non-column set is never empty.
-    Used where the step must be graph-capturable (a static cache's compiled decode step): eagerly its ~45
-    small ops cost more host time than the Triton kernel's launch (measured on the H200, session 5).
+    A'_j = beta A_j on C, A_j (1 - beta m) / (1 - m) elsewhere): one SDPA call over the non-column keys that also
+    returns its log-sum-exp, plus the C columns in fp32; 1 - beta m = (1 - beta) m + (1 - m) with 1 - m the
+    non-column keys' own probability (no cancellation). The newest key is never a column (columns are prompt
+    positions), so the non-column set is never empty. The column mask is one compare per (key, column): a compiled
+    graph builds mask and bias in one kernel. Used where the step must be graph-capturable (a static cache's
+    compiled decode step): eagerly its small ops cost more host time than the Triton kernel's launch (measured on the
+    H200, session 5).
     """
     B, H, _, D = query.shape
     KV, S = key.shape[1], key.shape[2]
     G, C = H // KV, col_idx.shape[-1]
     safe = col_idx.clamp(0, S - 1)
     on = (col_idx >= 0) & vis.gather(1, safe.view(B, H * C)).view(B, H, C)             # visible columns
-    cols = torch.zeros(B, H, S + 1, dtype=torch.bool, device=query.device)            # unused slots -> key S, cut off
-    cols = cols.scatter_(2, torch.where(on, safe, S), True)[..., :S]                   # [B, H, S]
-    pad = -(-S // 16) * 16 if query.is_cuda else S           # an aligned row stride for the CUDA kernel's bias
-    bias = torch.zeros(B, H, 1, pad, dtype=query.dtype, device=query.device)[..., :S]
-    bias.masked_fill_(~(vis[:, None, :] & ~cols)[:, :, None, :], _NEG_INF)
+    j = torch.arange(S, device=query.device)
+    cols = (torch.where(on, col_idx, -1)[..., None] == j).any(-2)                       # [B, H, S]
     q = query.reshape(B, KV, G, D)
-    o_rest, lse_rest = _sdpa_lse(q, key, value, bias.view(B, KV, G, S), scale)         # [B, KV, G, D], [B, KV, G]
-    g = safe.view(B, KV, G * C, 1).expand(B, KV, G * C, D)
-    k_c = key.gather(2, g).view(B, KV, G, C, D).float()
-    v_c = value.gather(2, g).view(B, KV, G, C, D).float()
-    s_c = torch.matmul(k_c, q.float()[..., None]).squeeze(-1).mul_(scale)               # [B, KV, G, C]
-    s_c.masked_fill_(~on.view(B, KV, G, C), _NEG_INF)
-    lse = torch.logsumexp(torch.cat([s_c, lse_rest[..., None]], -1), -1, keepdim=True)  # [B, KV, G, 1]
-    p_c = torch.exp(s_c - lse)                                                           # [B, KV, G, C]
-    m = p_c.sum(-1, keepdim=True)                                                        # [B, KV, G, 1]
+    o_rest, lse_rest = _partial(q, key, value, (vis[:, None, :] & ~cols).view(B, KV, G, S), 0, S, scale, False)
+    s_c, v_c = _explicit_keys(q, key, value, safe.view(B, KV, G, C), on.view(B, KV, G, C), scale)
+    w, p_c = _weights([lse_rest], s_c)                                                    # [B, KV, G, 1], [B, KV, G, C]
     beta = col_scale.view(B, KV, G, 1).float()
-    pv = torch.matmul(p_c[..., None, :], v_c).squeeze(-2)                                # [B, KV, G, D]
-    out = torch.addcmul(beta * pv, 1 - beta * m, o_rest.float())
+    m = p_c.sum(-1, keepdim=True)
+    pv = (p_c[..., None] * v_c).sum(-2)                                                   # [B, KV, G, D]
+    out = beta * pv + ((1 - beta) * m + w) * o_rest
     return out.view(B, H, D)[:, None].to(query.dtype)                                    # [B, 1, H, D]
 
 
-def _var_decode(query: Tensor, key: Tensor, value: Tensor, vis: Tensor, edits: AttentionEdits, scale: float) -> Tensor:
+def _var_decode(query: Tensor, key: Tensor, value: Tensor, vis: Tensor, edits: AttentionEdits, scale: float,
+                plan: Optional[SpanPlan] = None) -> Tensor:
     """VAR's redistribution on one decode step with tensor ops (graph mode) -> [B, 1, H, D].
 
     query [B, H, 1, D], key / value [B, KV, S, D], vis [B, S]; edits: redist_idx [B, C] sink keys (-1 unused),
-    redist_span [B, 2], redist_from [B], redist_keep [H], redist_rho, redist_min_mass (``AttentionEdits``). Two
-    SDPA calls with their log-sum-exp -- over every visible key (out, lse) and over the span's non-sink keys
-    (out_t, lse_t: the target's mass is exp(lse_t - lse)) -- plus the sink keys in fp32; a selected row becomes
-    out + (keep - 1) * sum_sinks p v + (1 - keep) * (sink mass) * out_t, the kernel's edit.
+    redist_span [B, 2], redist_from [B], redist_keep [H], redist_rho, redist_min_mass (``AttentionEdits``); plan: the
+    sequence's ``SpanPlan`` (None: the span may be anywhere, lo = 0, hi = S, mixed). The visible non-sink keys are
+    split into attention calls over static slices that each return their log-sum-exp -- the span's targets over
+    [lo, hi), the other keys of [lo, hi) (when ``mixed``), the keys before lo (when ``prefix``) and those after hi --
+    so every key is read once; the sink keys are scored in fp32. One softmax over the calls' log-sum-exps and the
+    sinks' scores gives the output, the target mass and the sinks' probabilities; a selected row becomes
+    out + (keep - 1) * sum_sinks p v + (1 - keep) * (sink mass) * (attention over the targets), the kernel's edit.
     """
     B, H, _, D = query.shape
     KV, S = key.shape[1], key.shape[2]
     G, C = H // KV, edits.redist_idx.shape[-1]
-    dev = query.device
-    j = torch.arange(S, device=dev)
+    lo, hi, mixed, prefix = plan if plan is not None else (0, S, True, False)
+    hi = min(hi, S)
+    j = torch.arange(S, device=query.device)
     idx = edits.redist_idx                                                                 # [B, C]
     safe = idx.clamp(0, S - 1)
     on = (idx >= 0) & vis.gather(1, safe)                                                  # [B, C] visible sinks
-    sink = torch.zeros(B, S + 1, dtype=torch.bool, device=dev).scatter_(1, torch.where(on, safe, S), True)[:, :S]
-    span = (j[None, :] >= edits.redist_span[:, :1]) & (j[None, :] < edits.redist_span[:, 1:])   # [B, S]
-    target = span & ~sink & vis
-    pad = -(-S // 16) * 16 if query.is_cuda else S           # an aligned row stride for the CUDA kernel's bias
-
-    def bias(keep_keys):                                                                   # [B, S] -> [B, KV, G, S]
-        b = torch.zeros(B, 1, 1, pad, dtype=query.dtype, device=dev)[..., :S]
-        b = b.masked_fill(~keep_keys[:, None, None, :], _NEG_INF)
-        return b.expand(B, KV, G, S).contiguous() if query.is_cuda else b.expand(B, KV, G, S)
-
+    sink = (torch.where(on, idx, -1)[:, :, None] == j).any(-2)                            # [B, S]
+    span = (j >= edits.redist_span[:, :1]) & (j < edits.redist_span[:, 1:])                # [B, S]
+    free = vis & ~sink
     q = query.reshape(B, KV, G, D)
-    o, lse = _sdpa_lse(q, key, value, bias(vis), scale)                                    # [B, KV, G, D], [B, KV, G]
-    o_t, lse_t = _sdpa_lse(q, key, value, bias(target), scale)
-    g = safe[:, None, :, None].expand(B, KV, C, D)
-    k_s, v_s = key.gather(2, g).float(), value.gather(2, g).float()                        # [B, KV, C, D]
-    s_s = torch.matmul(q.float(), k_s.transpose(-1, -2)) * scale                           # [B, KV, G, C]
-    p_s = torch.exp(s_s - lse[..., None]).masked_fill(~on[:, None, None, :], 0.0)          # [B, KV, G, C]
-    in_span = (span.gather(1, safe) & on)[:, None, None, :]                                # [B, 1, 1, C]
-    denom = torch.exp(lse_t - lse).nan_to_num(0.0)[..., None]                              # [B, KV, G, 1] target mass
-    m = denom + (p_s * in_span).sum(-1, keepdim=True)                                      # span mass
-    share = (p_s * in_span).sum(-1, keepdim=True) / (m + 1e-6)
-    keep = edits.redist_keep.to(dev).float().view(1, KV, G, 1)
+    parts = [_partial(q, key, value, free & span, lo, hi, scale)]                          # the targets first
+    if mixed:
+        parts.append(_partial(q, key, value, free & ~span, lo, hi, scale))
+    if prefix and lo > 0:
+        parts.append(_partial(q, key, value, free, 0, lo, scale))
+    if hi < S:
+        parts.append(_partial(q, key, value, free, hi, S, scale))
+    s_s, v_s = _explicit_keys(q, key, value, safe.view(B, 1, 1, C), on.view(B, 1, 1, C), scale)
+    w, p_s = _weights([lse for _, lse in parts], s_s)                                      # [B, KV, G, P], [.., C]
+    pv = (p_s[..., None] * v_s).sum(-2)                                                    # [B, KV, G, D] sinks
+    out = pv + sum(w[..., i, None] * o for i, (o, _) in enumerate(parts))                 # plain attention
+    denom = w[..., :1]                                                                     # [B, KV, G, 1] target mass
+    in_span = (span.gather(1, safe) & on).view(B, 1, 1, C)
+    on_span = (p_s * in_span).sum(-1, keepdim=True)
+    m = denom + on_span                                                                    # span mass
+    keep = edits.redist_keep.to(query.device).float().view(1, KV, G, 1)
     pos = (j[None, :] * vis).amax(-1)                      # the query's position: its own key is the last visible one
     rows = (pos >= edits.redist_from).view(B, 1, 1, 1)
-    sel = rows & (keep < 1) & (share <= edits.redist_rho) & (m >= edits.redist_min_mass) & (denom > 0)
-    mass = p_s.sum(-1, keepdim=True)                                                       # all sinks' mass
-    moved = o.float() + (keep - 1) * torch.matmul(p_s, v_s) + ((1 - keep) * mass) * o_t.float().nan_to_num(0.0)
-    out = torch.where(sel, moved, o.float())
-    return out.view(B, H, D)[:, None].to(query.dtype)                                      # [B, 1, H, D]
+    sel = rows & (keep < 1) & (on_span / (m + 1e-6) <= edits.redist_rho) & (m >= edits.redist_min_mass) & (denom > 0)
+    moved = out + (keep - 1) * pv + ((1 - keep) * p_s.sum(-1, keepdim=True)) * parts[0][0]
+    return torch.where(sel, moved, out).view(B, H, D)[:, None].to(query.dtype)             # [B, 1, H, D]
 
 
 def _filled_keys(key: Tensor, value: Tensor, attention_mask) -> tuple[Tensor, Tensor]:
@@ -473,7 +564,7 @@ def _output_only(plan, module, query, key, value, attention_mask, dropout, scali
             return None
         vis = _visible_keys(attention_mask, B, key.shape[2], window, query.device)              # [B, S]
     if edits is not None and edits.redist_idx is not None:
-        out = _var_decode(query, key, value, vis, edits, scale)
+        out = _var_decode(query, key, value, vis, edits, scale, _first(plan.hooks, "var_plan", call))
     elif edits is not None and edits.col_idx is not None:
         try:
             out = _act_decode(query, key, value, vis, edits.col_idx, edits.col_scale, scale)
@@ -653,16 +744,23 @@ def _set_graph_mode(saved: dict, on: bool) -> None:
 
 def allow_compile(model, modules) -> bool:
     """Give ``generate`` its automatic ``torch.compile`` / CUDA graphs back (a static cache on CUDA) while the seam is
-    active, when every hook attached to ``modules`` is graph-safe (HeadScale, HeadMask, ACT) -- True when it did. Then the seam's mask function hands a static cache's decode steps SDPA's dense
+    active, when every hook attached to ``modules`` is graph-safe (HeadScale, HeadMask, ACT, Redistribute with given
+    sinks) -- True when it did. Then the seam's mask function hands a static cache's decode steps SDPA's dense
     mask over the whole cache (fixed shapes, no host read) and those layers run SDPA + tensor ops, which the
-    compiled graph captures. Hooks that need the Triton kernels at decode or read statistics (Redistribute,
-    capture, HeadwiseKV) keep the forward eager: the kernels take the filled key count as a host integer, which
-    changes every step and cannot live in a graph. Undone by the seam's outermost exit, or by a nested ``use_seam`` entry."""
+    compiled graph captures (ACT / VAR: ``_act_decode`` / ``_var_decode``, whose attention kernel is chosen here,
+    ``choose_lse_kernel``). Hooks that read statistics (capture, a Redistribute that logs its selection or finds
+    its sinks) or compute the attention themselves (HeadwiseKV) keep the forward eager: the kernels take the filled
+    key count as a host integer, which changes every step and cannot live in a graph. Undone by the seam's
+    outermost exit, or by a nested ``use_seam`` entry."""
     saved = use_seam._saved.get(model)
     if saved is None:
         return False
     if any(not p.graph_safe for p in map(_plan, modules) if p is not None):     # capture, VAR, HeadwiseKV
         return False
+    for m in modules:                   # the kernel of ACT's / VAR's graph-mode decode calls, chosen eagerly
+        w, D = next(m.parameters(), None), getattr(m, "head_dim", None)
+        if _plan(m) is not None and w is not None and w.is_cuda and D is not None:
+            choose_lse_kernel(w.device, w.dtype, getattr(m, "num_key_value_groups", 1), D)
     gen = saved.get("disable_compile")
     if gen is not None:
         gen[0].disable_compile = gen[1]
