@@ -16,7 +16,8 @@ median / 10th percentile wall µs inside the seam's attention function (``seam.p
 edited layer on decode steps (a timer around the function, no profiler), over --steps steps;
 ``us_isolated_call_min`` / ``_median``: one such call (its captured arguments) repeated, µs per call per batch of
 200 calls, the fastest and the median of --batches batches (the minimum is the least disturbed by the load of a
-shared machine).
+shared machine); ``us_cpu_isolated_call_*`` the same in the thread's CPU time (``time.thread_time``: time-slicing
+by other processes left out).
 
     git worktree add --detach /tmp/host_before <commit before the change>
     PYTHONPATH=. python benchmarks/bench_decode_host.py --code /tmp/host_before --label before \
@@ -47,16 +48,16 @@ def table(doc: dict) -> str:
     """Markdown: per variant, before / after: extra Python calls per edited layer and step, µs of one isolated
     call (fastest / median batch) and µs per call inside generate (median)."""
     rows = {(r["label"], r["variant"]): r for r in doc["rows"]}
-    out = ["| variant | extra Python calls per edited layer, before | after | µs per call isolated, before (min / "
-           "median) | after | µs per call in generate, before (median) | after |",
+    out = ["| variant | extra Python calls per edited layer, before | after | CPU µs per call isolated, before (min / "
+           "median) | after | wall µs per call in generate, before (median) | after |",
            "|---|---:|---:|---:|---:|---:|---:|"]
     for v in ("act", "var"):
         b, a = rows.get(("before", v)), rows.get(("after", v))
         if b is None or a is None:
             continue
         out.append(f"| {v} | {b['extra_calls_per_edited_layer']:.0f} | {a['extra_calls_per_edited_layer']:.0f} | "
-                   f"{b['us_isolated_call_min']:.1f} / {b['us_isolated_call_median']:.1f} | "
-                   f"{a['us_isolated_call_min']:.1f} / {a['us_isolated_call_median']:.1f} | "
+                   f"{b['us_cpu_isolated_call_min']:.1f} / {b['us_cpu_isolated_call_median']:.1f} | "
+                   f"{a['us_cpu_isolated_call_min']:.1f} / {a['us_cpu_isolated_call_median']:.1f} | "
                    f"{b['us_per_edited_layer_median']:.1f} | {a['us_per_edited_layer_median']:.1f} |")
     return "\n".join(out)
 
@@ -123,13 +124,14 @@ def main(argv=None) -> int:
         module, a, kw = captured[0]
         for _ in range(50):
             inner(module, *a, **kw)
-        per = []
+        per, cpu = [], []
         for _ in range(args.batches):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.thread_time()
             for _ in range(200):
                 inner(module, *a, **kw)
             per.append((time.perf_counter() - t0) / 200 * 1e6)
-        return sorted(per)
+            cpu.append((time.thread_time() - c0) / 200 * 1e6)
+        return sorted(per), sorted(cpu)
 
     cfg = LlamaConfig(vocab_size=256, hidden_size=256, intermediate_size=256, num_hidden_layers=8,
                       num_attention_heads=4, num_key_value_heads=4, attn_implementation="sdpa")
@@ -173,14 +175,16 @@ def main(argv=None) -> int:
                 generate(min(64, args.steps - done) + 1)
                 done += min(64, args.steps - done)
             ts = sorted(timed)
-            iso = isolated() if ivs is not None else None
+            iso, iso_cpu = isolated() if ivs is not None else (None, None)
             captured.clear()
         row = {"label": args.label, "variant": name, "python_calls_per_step": calls[name]}
         if ivs is not None:
             row.update({"extra_calls_per_edited_layer": round((calls[name] - calls["plain"]) / len(EDITED), 1),
                         "us_per_edited_layer_median": round(statistics.median(ts) * 1e6, 1),
                         "us_per_edited_layer_p10": round(ts[len(ts) // 10] * 1e6, 1), "timed_calls": len(ts),
-                        "us_isolated_call_min": round(iso[0], 1), "us_isolated_call_median": round(iso[len(iso) // 2], 1)})
+                        "us_isolated_call_min": round(iso[0], 1), "us_isolated_call_median": round(iso[len(iso) // 2], 1),
+                        "us_cpu_isolated_call_min": round(iso_cpu[0], 1),
+                        "us_cpu_isolated_call_median": round(iso_cpu[len(iso_cpu) // 2], 1)})
         rows.append(row)
         print(json.dumps(row), flush=True)
     if args.out:

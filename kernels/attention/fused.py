@@ -600,14 +600,15 @@ class _DecodeShape:
     def split(self, S: int) -> tuple[int, int]:
         """(nsplit, chunk): key chunks of the split kernel for S keys (chunk a multiple of BS)."""
         BS = self.BS
+        blocks = -(-S // BS)                                          # (ceil divisions written out: a step's host work)
         if self.nsplit_opt is not None:
-            nsplit = max(1, min(int(self.nsplit_opt), _cdiv(S, BS)))
+            nsplit = max(1, min(int(self.nsplit_opt), blocks))
         else:
-            nsplit = max(1, min(512, self.slots // (self.B * self.KV), _cdiv(S, BS)))
+            nsplit = max(1, min(512, self.slots // (self.B * self.KV), blocks))
         if self.bits:
-            nsplit = max(nsplit, _cdiv(_cdiv(S, BS), _BITS_MAX_BLOCKS))
-        chunk = _cdiv(_cdiv(S, nsplit), BS) * BS
-        return _cdiv(S, chunk), chunk
+            nsplit = max(nsplit, -(-blocks // _BITS_MAX_BLOCKS))
+        chunk = -(-(-(-S // nsplit)) // BS) * BS
+        return -(-S // chunk), chunk
 
 
 def _partials(n: int, D: int, act: bool, side: bool, dev) -> tuple:
@@ -730,7 +731,8 @@ def _decode_step(q: Tensor, k: Tensor, v: Tensor, *, scale: float, key_start: Op
         if len(_DECODE_PLANS) >= _DECODE_PLANS_MAX:
             _DECODE_PLANS.clear()
         plan_ = _DECODE_PLANS[key] = _DecodePlan(ed, _DecodeShape(B, KV, D, q.element_size(), dev, ed, None))
-    out = _alloc(B, 1, H, D, dtype=q.dtype, device=dev)
+    out = _alloc(B, 1, H, D, dtype=q.dtype, device=dev) if POISON_OUTPUTS else torch.empty(B, 1, H, D, dtype=q.dtype,
+                                                                                            device=dev)
     lse_t = _alloc(B, H, 1, dtype=torch.float32, device=dev) if lse else None
     sh = plan_.shape
     nsplit, chunk = sh.split(S)

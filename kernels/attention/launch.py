@@ -105,14 +105,17 @@ class Launch:
         ``JITFunction.run`` returns (the compiled kernel)."""
         kw = self.kw
         kw.update(zip(self.dynamic, values))
+        if not (self._direct and DIRECT):
+            try:
+                return self.fn.run(grid=grid, warmup=False, **kw)
+            finally:
+                kw.update(self._blank)
         try:
-            return self._launch(grid, values, kw)
+            return self._direct_launch(grid, values, kw)
         finally:
             kw.update(self._blank)
 
-    def _launch(self, grid: tuple, values: tuple, kw: dict):
-        if not (self._direct and DIRECT):
-            return self.fn.run(grid=grid, warmup=False, **kw)
+    def _direct_launch(self, grid: tuple, values: tuple, kw: dict):
         nsi, knobs, driver = _API
         rt = knobs.runtime
         if (self.fn.pre_run_hooks or _hooked(rt.launch_enter_hook) or _hooked(rt.launch_exit_hook)

@@ -114,12 +114,14 @@ class SeamHook(Protocol):
 
 class _Plan:
     """A module's hooks and their optional methods, looked up once at attach / detach instead of per call;
-    ``calls`` counts the module's attention calls while any hook is attached (``AttentionCall.call_index``)."""
+    ``calls`` counts the module's attention calls while any hook is attached (``AttentionCall.call_index``);
+    ``window`` is the module's own ``sliding_window`` attribute (None when it has none), read once."""
 
-    __slots__ = ("hooks", "attend", "received", "edits", "stats", "after", "calls", "graph_safe")
+    __slots__ = ("hooks", "attend", "received", "edits", "stats", "after", "calls", "graph_safe", "window")
 
-    def __init__(self, hooks: list, calls: int = 0):
+    def __init__(self, hooks: list, calls: int = 0, window: Optional[int] = None):
         self.hooks = tuple(hooks)
+        self.window = window
         self.attend = [h for h in hooks if hasattr(h, "attend")]
         self.received = [h.needs_received for h in hooks if hasattr(h, "needs_received")]
         self.edits = [h.edits for h in hooks if hasattr(h, "edits")]
@@ -144,7 +146,8 @@ def _plan(module) -> Optional[_Plan]:
 def attach(module: torch.nn.Module, hook) -> None:
     """Route ``module``'s attention calls through ``hook`` (in attach order)."""
     plan = _plan(module)
-    object.__setattr__(module, _PLAN_ATTR, _Plan(list(plan.hooks if plan else ()) + [hook], plan.calls if plan else 0))
+    object.__setattr__(module, _PLAN_ATTR, _Plan(list(plan.hooks if plan else ()) + [hook], plan.calls if plan else 0,
+                                                 getattr(module, "sliding_window", None)))
 
 
 def detach(module: torch.nn.Module, hook) -> None:
@@ -154,7 +157,7 @@ def detach(module: torch.nn.Module, hook) -> None:
     if hook in hooks:
         hooks.remove(hook)
     if hooks:
-        object.__setattr__(module, _PLAN_ATTR, _Plan(hooks, plan.calls))
+        object.__setattr__(module, _PLAN_ATTR, _Plan(hooks, plan.calls, plan.window))
     elif plan is not None:
         module.__dict__.pop(_PLAN_ATTR, None)
 
@@ -544,12 +547,15 @@ def _output_only(plan, module, query, key, value, attention_mask, dropout, scali
     No host read of tensor values, and (but for the eager ACT / VAR kernel call) traceable by ``torch.compile``."""
     key, value = _filled_keys(key, value, attention_mask)
     B, H, T, D = query.shape
-    window = sliding_window or getattr(module, "sliding_window", None)
+    window = sliding_window or plan.window
     call = AttentionCall(module.layer_idx, module, B, H, key.shape[1], T, key.shape[2], D, None, window,
                          query=query, key=key, value=value)
-    edits = None
-    for fn in plan.edits:
-        edits = merge_edits(edits, fn(call, None))
+    if len(plan.edits) == 1:                      # (one hook: nothing to merge)
+        edits = plan.edits[0](call, None)
+    else:
+        edits = None
+        for fn in plan.edits:
+            edits = merge_edits(edits, fn(call, None))
     decode = T == 1
     if edits is not None and ((not decode and edits.edits_probs) or (edits.col_idx is not None) + (
             edits.head_uniform is not None) + (edits.redist_idx is not None) > 1):
@@ -618,7 +624,7 @@ def probe_attention(module, query, key, value, attention_mask, dropout=0.0, scal
     key, value = _filled_keys(key, value, attention_mask)
     B, H, T, D = query.shape
     KV, S = key.shape[1], key.shape[2]
-    window = sliding_window or getattr(module, "sliding_window", None)
+    window = sliding_window or plan.window
     key_start = _mask_to_key_start(attention_mask, B, T, S, window, query.device)
     idx = plan.calls
     plan.calls = idx + 1
