@@ -635,6 +635,7 @@ def main(argv=None) -> int:
         _run_old(out, args)
     from probe.capture import seam
     out.doc["meta"]["act_tensor_path_off"] = seam._ACT_TENSOR_PATH[0]      # None: ACT decode steps ran as tensor ops
+    out.doc["meta"]["graph_lse_kernel"] = {str(k): v for k, v in seam._LSE_KERNEL.items()}   # ACT / VAR graph-mode calls
     try:                                                                    # None: Triton's direct decode launch was on
         from kernels.attention import launch
         out.doc["meta"]["direct_launch_off"] = launch.launch_off_reason()
