@@ -227,7 +227,7 @@ _HEURISTIC_INPUTS = {
     "decode_fwd_kernel": (("col_idx", "plr", "ptm", "redist_span", "head_uniform"), ("C",)),
     "decode_combine_kernel": (("lse", "col_idx", "ptm", "redist_span", "head_uniform", "head_mean", "head_scale"),
                               ()),
-    "received_fwd_kernel": (("qd",), ("KEYMAJOR", "NPOLY")),
+    "received_fwd_kernel": (("qd", "ld"), ("KEYMAJOR", "NPOLY")),
 }
 # Tests set this: every launch also evaluates the heuristics afresh and checks the cached values against them.
 CHECK_HEURISTICS = False
@@ -386,7 +386,8 @@ def plan(
         return res, _decode(q, k, v, out, lse, key_start, ed, common, opts)
     launches = [_prefill(q, k, v, out, res, key_start, ed, stats, sink_pos, spans, opts or {}, common)]
     if stats.received:
-        rsum, rlaunch = _received(q, k, res.extras.pop("lse_all"), key_start, common, (opts or {}).get("rtile"), opts)
+        lse_all, neg2 = res.extras.pop("lse_all"), res.extras.pop("lse_neg2")
+        rsum, rlaunch = _received(q, k, lse_all, key_start, common, (opts or {}).get("rtile"), opts, neg2)
         launches.append(rlaunch)
         res.received_sum = rsum
         res.received_count = _received_count(key_start, T, S, window, torch.float32)
@@ -406,6 +407,19 @@ def _rows_descriptor(x: Tensor, block_rows: int):
     except ImportError:
         return None
     return TensorDescriptor(x, shape=[B * KV * S, D], strides=[x.stride(2), 1], block_shape=[block_rows, D])
+
+
+def _lse_descriptor(lse: Tensor, block: int):
+    """A TMA tensor descriptor over lse [B, H, T] (float32) viewed as [B * H, T] with [1, block] blocks, or None when
+    that view does not exist (T * 4 bytes not a multiple of 16, say; the kernel then uses pointer loads)."""
+    B, H, T = lse.shape
+    if not lse.is_contiguous() or lse.data_ptr() % 16 or (T * lse.element_size()) % 16:
+        return None
+    try:
+        from triton.tools.tensor_descriptor import TensorDescriptor
+    except ImportError:
+        return None
+    return TensorDescriptor(lse, shape=[B * H, T], strides=[T, 1], block_shape=[1, block])
 
 
 _PREFILL_CFG: dict = {}
@@ -432,6 +446,8 @@ def _prefill(q, k, v, out, res, key_start, ed: _Edits, stats, sink_pos, spans, o
     empty = lambda *shape: _alloc(*shape, dtype=f32, device=dev)  # noqa: E731
     need_lse = stats.lse or stats.received
     lse = empty(B, H, T) if need_lse else None
+    # lse stored as -lse * log2(e) for the received pass (its "lse2" switch) where the caller does not ask for lse
+    neg2 = bool(stats.received and not stats.lse and _received_cfg(D, opts)["lse2"])
     ent = empty(B, H, T) if stats.entropy else None
     if stats.sink_mass and sink_pos is None:
         sink_pos = key_start.clamp(max=S - 1)[:, None]                       # a fully padded row reports 0
@@ -464,37 +480,44 @@ def _prefill(q, k, v, out, res, key_start, ed: _Edits, stats, sink_pos, spans, o
         s_vb=sv[0], s_vh=sv[1], s_vs=sv[2], s_ob=so[0], s_ot=so[1], s_oh=so[2],
         T=T, S=S, H=H, G=H // KV, D=D, BT=BT, BS=BS, NS=NS, P=P, C=ed.C,
         SEG=sw["seg"], SPAN_POST=sw["span_post"], RELOAD_Q=sw["reload_q"], FMA=sw["fma"], REV=sw["rev"],
-        num_warps=nw, num_stages=ns, **common,
+        LSE_NEG2=neg2, num_warps=nw, num_stages=ns, **common,
     )
     res.lse, res.entropy, res.sink_mass, res.span_mass = (lse if stats.lse else None), ent, snk, spm
     if stats.received:
-        res.extras["lse_all"] = lse
+        res.extras["lse_all"], res.extras["lse_neg2"] = lse, neg2
     return _launch("attention_fwd_kernel", (_cdiv(T, BT), B * H), kw)
 
 
-def _received(q, k, lse, key_start, common, tile: Optional[tuple] = None, opts: Optional[dict] = None) -> tuple:
+def _received(q, k, lse, key_start, common, tile: Optional[tuple] = None, opts: Optional[dict] = None,
+              neg2: bool = False) -> tuple:
     """(received-mass column sums [B, H, S] (allocated), the launch that fills them from the forward's lse
-    [B, H, T]). opts: "r_keymajor" / "r_fma" / "r_tma" / "r_poly" overrides of ``tiles.RECEIVED_SWITCHES``."""
+    [B, H, T] (neg2: stored as -lse * log2(e), the prefill kernel's LSE_NEG2). opts: "r_<switch>" overrides of
+    ``tiles.RECEIVED_SWITCHES``."""
     B, H, T, D = q.shape
     KV, S = k.shape[1], k.shape[2]
     rsum = _alloc(B, H, S, dtype=torch.float32, device=q.device)
     RT, RS, nw, ns = tiles.received_tile(D, q.element_size(), INTERPRET, tile)
     sw = _received_cfg(D, opts)
-    npoly = sw["poly"] if sw["keymajor"] and q.element_size() == 2 else 0   # the polynomial: 2-byte inputs only
-    qd = None
+    two = q.element_size() == 2
+    npoly = sw["poly"] if sw["keymajor"] and two else 0                    # the polynomial: 2-byte inputs only
+    pmix = sw["pmix"] if sw["keymajor"] and two and not npoly else 0
+    qd = ld = None
     # TMA only where it was measured and tested on the H200: 2-byte inputs, head_dim 64 / 128
-    if sw["tma"] and q.element_size() == 2 and D in (64, 128):
+    if sw["tma"] and two and D in (64, 128):
         qd = _rows_descriptor(q, RT // 4 if npoly else RT)
+    if sw["ltma"] and sw["keymajor"] and two and D in (64, 128):
+        ld = _lse_descriptor(lse, RT // 4 if npoly else RT)
     sq, sk = q.stride(), k.stride()
+    nb = _cdiv(S, RS)
     kw = dict(
-        q=q, k=k, lse=lse, rsum=rsum, key_start=key_start, qd=qd,
+        q=q, k=k, lse=lse, rsum=rsum, key_start=key_start, qd=qd, ld=ld,
         s_qb=sq[0], s_qh=sq[1], s_qt=sq[2], s_kb=sk[0], s_kh=sk[1], s_ks=sk[2],
         T=T, S=S, H=H, G=H // KV, D=D, BT=RT, BS=RS, KEYMAJOR=sw["keymajor"], FMA=sw["fma"], NPOLY=npoly,
-        num_warps=nw, num_stages=ns, **common,
+        PMIX=pmix, HMAJ=sw["hmaj"], LSE2=bool(neg2), num_warps=nw, num_stages=ns, **common,
     )
     if sw["maxnreg"] and not INTERPRET:
         kw["maxnreg"] = int(sw["maxnreg"])
-    return rsum, _launch("received_fwd_kernel", (_cdiv(S, RS), B * H), kw)
+    return rsum, _launch("received_fwd_kernel", (B * H, nb) if sw["hmaj"] else (nb, B * H), kw)
 
 
 _RECEIVED_CFG: dict = {}

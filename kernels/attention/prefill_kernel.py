@@ -209,7 +209,7 @@ def attention_fwd_kernel(
     USE_COLS: tl.constexpr, USE_UNIFORM: tl.constexpr, USE_HMEAN: tl.constexpr,
     USE_HSCALE: tl.constexpr, USE_VAR: tl.constexpr, USE_TMA: tl.constexpr,
     SEG: tl.constexpr, SPAN_POST: tl.constexpr, RELOAD_Q: tl.constexpr, FMA: tl.constexpr, REV: tl.constexpr,
-    LOOP_SPAN: tl.constexpr, SEG_ON: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr,
+    LSE_NEG2: tl.constexpr, LOOP_SPAN: tl.constexpr, SEG_ON: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr,
 ):
     """One program per (query block, batch x head). Pointers: q [B, H, T, D], k / v [B, KV, S, D],
     o [B, T, H, D]; lse / ent [B, H, T], spm [B, H, T, NS], snk [B, H, T, P] (float32, None = off);
@@ -222,7 +222,8 @@ def attention_fwd_kernel(
     spans' key blocks, from the final max and sum; RELOAD_Q re-loads q for the epilogue's gathers;
     FMA folds the logit scale into one multiply-add per score and accumulates P.V in the MMA; REV runs the
     query blocks of each head last-first (causal: the longest key ranges start first, the short ones fill the
-    last wave)."""
+    last wave). LSE_NEG2: lse is stored as -lse * log2(e) (the received-mass pass's input: the addend of its
+    multiply-adds, with no multiply there)."""
     i_t, i_bh = tl.program_id(0), tl.program_id(1)
     if REV:
         i_t = tl.num_programs(0) - 1 - i_t
@@ -391,7 +392,10 @@ def attention_fwd_kernel(
 
     o_row = (i_b * H + i_h) * T + o_t                                         # [BT] row of [B, H, T]
     if STORE_LSE:
-        b_lse = tl.where(m_ok, (b_m + tl.log2(b_l)) * LN2, float("-inf"))
+        if LSE_NEG2:
+            b_lse = tl.where(m_ok, -(b_m + tl.log2(b_l)), float("inf"))
+        else:
+            b_lse = tl.where(m_ok, (b_m + tl.log2(b_l)) * LN2, float("-inf"))
         tl.store(lse + o_row, b_lse, mask=m_t)
     if USE_ENTROPY:
         b_h = tl.where(m_ok, (tl.log2(b_l) - b_ent / b_l) * LN2, 0.0)

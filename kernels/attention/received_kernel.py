@@ -7,7 +7,9 @@ Variant switches (``tiles.RECEIVED_SWITCHES``, chosen per head_dim by a tuning r
 the scores key-major, S^T = K Q^T [BS, BT] (K the MMA's A operand, loaded once), and reduces each step
 over its queries inside a warp (a [BS] running sum instead of a [BT, BS] tile held across the loop:
 fewer registers, so more keys per program and fewer Q reloads from L2); FMA folds the logit scale
-and the lse into one multiply-add per score; TMA loads the Q blocks through a tensor descriptor.
+and the lse into one multiply-add per score; TMA loads the Q blocks through a tensor descriptor; LTMA the lse
+blocks; LSE2 reads the prefill kernel's -lse * log2(e) (the multiply-add's addend as it is); PMIX sends whole
+query blocks' exp2 to the FMA pipe; HMAJ orders the grid head-first.
 """
 from __future__ import annotations
 
@@ -36,14 +38,36 @@ def exp2_poly(x):
 
 
 @triton.jit
+def _lse_addend(p_lse, o_t, m_t, ld, bh, t0, MASK: tl.constexpr, USE_LTMA: tl.constexpr, LSE2: tl.constexpr,
+                BQ: tl.constexpr):
+    """-lse * log2(e) of the queries o_t = t0 + [0, BQ) [BQ]: the addend of each score's base-2 logit (LSE2: lse is
+    stored that way already, by the prefill kernel's LSE_NEG2; the multiply-add then takes it as it is). Rows that
+    see no key (lse = -inf) and, with MASK, rows past T get -1e30 (their probabilities are 0). USE_LTMA: through the
+    tensor descriptor ld over lse viewed as [B * H, T] ([1, BQ] blocks), row bh."""
+    if USE_LTMA:
+        b_a = tl.reshape(ld.load([bh, t0]), [BQ])                             # [BQ] (past T: zero-filled)
+    elif MASK:
+        b_a = tl.load(p_lse + o_t, mask=m_t, other=0.0)                       # [BQ]
+    else:
+        b_a = tl.load(p_lse + o_t)                                            # [BQ]
+    if not LSE2:
+        b_a = b_a * -LOG2E
+    if MASK:
+        b_a = tl.where(m_t & (b_a < -NEG), b_a, NEG)                          # rows that see nothing
+    return b_a
+
+
+@triton.jit
 def _received_part(
-    b_k, p_q, s_qt, p_lse, t0, o_j, ks, T, S, window, scale, softcap, b_r, qd, q_row0,
+    b_k, p_q, s_qt, p_lse, t0, o_j, ks, T, S, window, scale, softcap, b_r, qd, q_row0, ld, l_row, poly,
     MASK: tl.constexpr, D: tl.constexpr, BQ: tl.constexpr, POLY: tl.constexpr,
     USE_WINDOW: tl.constexpr, USE_SOFTCAP: tl.constexpr, FMA: tl.constexpr,
-    USE_TMA: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr,
+    USE_TMA: tl.constexpr, USE_LTMA: tl.constexpr, PMIX: tl.constexpr, LSE2: tl.constexpr, PREC: tl.constexpr,
+    UPCAST: tl.constexpr,
 ):
     """Key-major: BQ queries from t0 against the program's BS keys; returns b_r [BS] plus their column sums.
-    POLY: exp2 on the FMA pipe (``exp2_poly``) instead of the MUFU."""
+    POLY: exp2 on the FMA pipe (``exp2_poly``) instead of the MUFU; PMIX > 0: the run-time flag ``poly`` picks
+    between the two for the whole step. USE_LTMA: the lse block through the tensor descriptor ld (row l_row)."""
     o_t = t0 + tl.arange(0, BQ)                                               # [BQ]
     o_d = tl.arange(0, D)                                                     # [D]
     m_t = o_t < T
@@ -54,18 +78,19 @@ def _received_part(
         b_q = tl.load(p_q + o_t[:, None] * s_qt + o_d[None, :], mask=m_t[:, None], other=0.0)  # [BQ, D]
     else:
         b_q = tl.load(p_q + o_t[:, None] * s_qt + o_d[None, :])               # [BQ, D]
-    if MASK:
-        b_lse = tl.load(p_lse + o_t, mask=m_t, other=0.0) * LOG2E            # [BQ]
-        b_lse = tl.where(b_lse > NEG, b_lse, -NEG)                            # rows that see nothing
-    else:
-        b_lse = tl.load(p_lse + o_t) * LOG2E                                  # [BQ]
+    b_a = _lse_addend(p_lse, o_t, m_t, ld, l_row, t0, MASK, USE_LTMA, LSE2, BQ)  # [BQ]
     b_s = dot(b_k, tl.trans(b_q), PREC, UPCAST)                               # [BS, BQ]
     if FMA and not USE_SOFTCAP:
-        b_x = b_s * (scale * LOG2E) - b_lse[None, :]                          # [BS, BQ]
+        b_x = b_s * (scale * LOG2E) + b_a[None, :]                            # [BS, BQ]
     else:
-        b_x = scores2(b_s, scale, softcap, False, USE_SOFTCAP, False) - b_lse[None, :]
+        b_x = scores2(b_s, scale, softcap, False, USE_SOFTCAP, False) + b_a[None, :]
     if POLY:
         b_p = exp2_poly(b_x)                                                  # [BS, BQ]
+    elif PMIX > 0:
+        if poly:
+            b_p = exp2_poly(b_x)                                              # [BS, BQ]
+        else:
+            b_p = tl.exp2(b_x)                                                # [BS, BQ]
     else:
         b_p = tl.exp2(b_x)                                                    # [BS, BQ]
     if MASK:
@@ -79,10 +104,11 @@ def _received_part(
 
 @triton.jit
 def _received_step(
-    b_k, p_q, s_qt, p_lse, t0, o_j, ks, T, S, window, scale, softcap, b_r, qd, q_row0,
+    b_k, p_q, s_qt, p_lse, t0, o_j, ks, T, S, window, scale, softcap, b_r, qd, q_row0, ld, l_row, poly,
     MASK: tl.constexpr, D: tl.constexpr, BT: tl.constexpr,
     USE_WINDOW: tl.constexpr, USE_SOFTCAP: tl.constexpr, KEYMAJOR: tl.constexpr, FMA: tl.constexpr,
-    USE_TMA: tl.constexpr, NQ: tl.constexpr, NPOLY: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr,
+    USE_TMA: tl.constexpr, USE_LTMA: tl.constexpr, NQ: tl.constexpr, NPOLY: tl.constexpr, PMIX: tl.constexpr,
+    LSE2: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr,
 ):
     """One query block of the column sums. b_r: [BT, BS] running tile (KEYMAJOR = False) or [BS] running
     sum (KEYMAJOR = True, in NQ parts of BT // NQ queries, the first NPOLY of them with ``exp2_poly``).
@@ -90,8 +116,8 @@ def _received_step(
     if KEYMAJOR:
         for i in tl.static_range(NQ):
             b_r = _received_part(b_k, p_q, s_qt, p_lse, t0 + i * (BT // NQ), o_j, ks, T, S, window, scale, softcap,
-                                 b_r, qd, q_row0, MASK, D, BT // NQ, i < NPOLY, USE_WINDOW, USE_SOFTCAP, FMA,
-                                 USE_TMA, PREC, UPCAST)
+                                 b_r, qd, q_row0, ld, l_row, poly, MASK, D, BT // NQ, i < NPOLY, USE_WINDOW,
+                                 USE_SOFTCAP, FMA, USE_TMA, USE_LTMA, PMIX, LSE2, PREC, UPCAST)
     else:
         o_t = t0 + tl.arange(0, BT)                                           # [BT]
         o_d = tl.arange(0, D)                                                 # [D]
@@ -102,17 +128,13 @@ def _received_step(
             b_q = tl.load(p_q + o_t[:, None] * s_qt + o_d[None, :], mask=m_t[:, None], other=0.0)  # [BT, D]
         else:
             b_q = tl.load(p_q + o_t[:, None] * s_qt + o_d[None, :])           # [BT, D]
-        if MASK:
-            b_lse = tl.load(p_lse + o_t, mask=m_t, other=0.0) * LOG2E        # [BT]
-            b_lse = tl.where(b_lse > NEG, b_lse, -NEG)                        # rows that see nothing
-        else:
-            b_lse = tl.load(p_lse + o_t) * LOG2E                              # [BT]
+        b_a = _lse_addend(p_lse, o_t, m_t, ld, l_row, t0, MASK, False, LSE2, BT)  # [BT]
         b_s = dot(b_q, tl.trans(b_k), PREC, UPCAST)                           # [BT, BS]
         if FMA and not USE_SOFTCAP:
-            b_p = tl.exp2(b_s * (scale * LOG2E) - b_lse[:, None])             # [BT, BS]
+            b_p = tl.exp2(b_s * (scale * LOG2E) + b_a[:, None])               # [BT, BS]
         else:
             b_s = scores2(b_s, scale, softcap, False, USE_SOFTCAP, False)
-            b_p = tl.exp2(b_s - b_lse[:, None])                               # [BT, BS]
+            b_p = tl.exp2(b_s + b_a[:, None])                                 # [BT, BS]
         if MASK:
             p_pos = S - T + o_t                                               # [BT]
             m_s = (o_j[None, :] <= p_pos[:, None]) & (o_j[None, :] >= ks) & m_t[:, None] & (o_j[None, :] < S)
@@ -127,25 +149,36 @@ def _received_step(
     "USE_WINDOW": lambda a: a["window"] > 0,
     "USE_SOFTCAP": lambda a: a["softcap"] > 0,
     "USE_TMA": lambda a: a["qd"] is not None,
+    "USE_LTMA": lambda a: a["ld"] is not None,
     "NQ": lambda a: 4 if a["KEYMAJOR"] and a["NPOLY"] > 0 else 1,
     "PREC": precision,
     "UPCAST": lambda a: INTERPRET,
 })
 @triton.jit
 def received_fwd_kernel(
-    q, k, lse, rsum, key_start, qd,
+    q, k, lse, rsum, key_start, qd, ld,
     s_qb, s_qh, s_qt, s_kb, s_kh, s_ks,
     scale, softcap, window, T, S,
     H: tl.constexpr, G: tl.constexpr, D: tl.constexpr, BT: tl.constexpr, BS: tl.constexpr,
-    KEYMAJOR: tl.constexpr, FMA: tl.constexpr, NPOLY: tl.constexpr,
-    USE_WINDOW: tl.constexpr, USE_SOFTCAP: tl.constexpr, USE_TMA: tl.constexpr, NQ: tl.constexpr,
-    PREC: tl.constexpr, UPCAST: tl.constexpr,
+    KEYMAJOR: tl.constexpr, FMA: tl.constexpr, NPOLY: tl.constexpr, PMIX: tl.constexpr, HMAJ: tl.constexpr,
+    LSE2: tl.constexpr,
+    USE_WINDOW: tl.constexpr, USE_SOFTCAP: tl.constexpr, USE_TMA: tl.constexpr, USE_LTMA: tl.constexpr,
+    NQ: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr,
 ):
-    """One program per (key block, batch x head): rsum [B, H, S] float32 from lse [B, H, T].
+    """One program per (key block, batch x head): rsum [B, H, S] float32 from lse [B, H, T] (LSE2: as -lse * log2(e),
+    the prefill kernel's LSE_NEG2 form; else natural).
     qd: a tensor descriptor over q viewed as [B * H * T, D] with [BT // NQ, D] blocks (None = pointer loads).
     NPOLY (key-major only): of the NQ = 4 quarters of each query block, how many take exp2 on the FMA pipe
-    (``exp2_poly``), so the MUFU and the FMA units share the exponentials (0 = all on the MUFU, NQ = 1)."""
-    i_s, i_bh = tl.program_id(0), tl.program_id(1)
+    (``exp2_poly``), so the MUFU and the FMA units share the exponentials (0 = all on the MUFU, NQ = 1).
+    PMIX (key-major, NPOLY = 0): every PMIX-th query block of the fully visible range takes ``exp2_poly`` for its
+    whole [BS, BT] tile (the MMA keeps its width; co-resident warps keep both pipes busy; 0 = off).
+    ld: a tensor descriptor over lse viewed as [B * H, T] with [1, BT // NQ] blocks (None = pointer loads).
+    HMAJ: the grid is (batch x head, key block) instead of (key block, batch x head): the launch order runs the
+    longest (first) key blocks of every head before the shorter ones of any head."""
+    if HMAJ:
+        i_bh, i_s = tl.program_id(0), tl.program_id(1)
+    else:
+        i_s, i_bh = tl.program_id(0), tl.program_id(1)
     i_b, i_h = (i_bh // H).to(tl.int64), (i_bh % H).to(tl.int64)
     i_kh = i_h // G
     j0 = i_s * BS
@@ -157,6 +190,7 @@ def received_fwd_kernel(
     p_q = q + i_b * s_qb + i_h * s_qh
     p_lse = lse + (i_b * H + i_h) * T
     q_row0 = ((i_b * H + i_h) * T).to(tl.int32)                               # first row of qd
+    l_row = (i_b * H + i_h).to(tl.int32)                                      # row of ld
 
     off = S - T                                                               # position of query 0
     t_lo = tl.maximum(j0 - off, 0) // BT * BT
@@ -179,13 +213,17 @@ def received_fwd_kernel(
         b_r = tl.zeros([BT, BS], tl.float32)                                  # [BT, BS] reduced once at the end
     for t0 in range(t_lo, t_a, BT):
         b_r = _received_step(b_k, p_q, s_qt, p_lse, t0, o_j, ks, T, S, window, scale, softcap, b_r, qd, q_row0,
-                             True, D, BT, USE_WINDOW, USE_SOFTCAP, KEYMAJOR, FMA, USE_TMA, NQ, NPOLY, PREC, UPCAST)
+                             ld, l_row, False, True, D, BT, USE_WINDOW, USE_SOFTCAP, KEYMAJOR, FMA, USE_TMA,
+                             USE_LTMA, NQ, NPOLY, PMIX, LSE2, PREC, UPCAST)
     for t0 in range(t_a, t_b, BT):
+        mix = (t0 // BT) % PMIX == 0 if PMIX > 0 else False                  # this block's exp2 on the FMA pipe
         b_r = _received_step(b_k, p_q, s_qt, p_lse, t0, o_j, ks, T, S, window, scale, softcap, b_r, qd, q_row0,
-                             False, D, BT, USE_WINDOW, USE_SOFTCAP, KEYMAJOR, FMA, USE_TMA, NQ, NPOLY, PREC, UPCAST)
+                             ld, l_row, mix, False, D, BT, USE_WINDOW, USE_SOFTCAP, KEYMAJOR, FMA, USE_TMA,
+                             USE_LTMA, NQ, NPOLY, PMIX, LSE2, PREC, UPCAST)
     for t0 in range(t_b, t_hi, BT):
         b_r = _received_step(b_k, p_q, s_qt, p_lse, t0, o_j, ks, T, S, window, scale, softcap, b_r, qd, q_row0,
-                             True, D, BT, USE_WINDOW, USE_SOFTCAP, KEYMAJOR, FMA, USE_TMA, NQ, NPOLY, PREC, UPCAST)
+                             ld, l_row, False, True, D, BT, USE_WINDOW, USE_SOFTCAP, KEYMAJOR, FMA, USE_TMA,
+                             USE_LTMA, NQ, NPOLY, PMIX, LSE2, PREC, UPCAST)
     if KEYMAJOR:
         b_col = b_r
     else:

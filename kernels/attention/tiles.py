@@ -73,11 +73,20 @@ RECEIVED_TILES: dict = {64: (64, 64, 4, 2), 128: (64, 128, 4, 3), 256: (32, 64, 
 # layout allows it; 2-byte inputs, head_dim 64 / 128 only), "poly" (key-major, 2-byte inputs: of each query
 # block's 4 quarters, how many take exp2 by a polynomial on the FMA pipe; 0 = all on the MUFU).
 # All off = the kernel of sessions 3 and 4.
-_ROFF = {"keymajor": False, "fma": False, "tma": False, "poly": 0, "maxnreg": 0}
+_ROFF = {"keymajor": False, "fma": False, "tma": False, "poly": 0, "maxnreg": 0, "pmix": 0, "ltma": False,
+         "hmaj": False, "lse2": False}
 RECEIVED_SWITCHES: dict = {64: dict(_ROFF, keymajor=True, fma=True, tma=True), 128: dict(_ROFF, fma=True, tma=True),
                            256: dict(_ROFF)}
-# "maxnreg": a register cap per thread for ptxas (more CTAs per SM; 0 = none; GPU builds only)
-RECEIVED_SWITCH_NAMES = ("keymajor", "fma", "tma", "poly", "maxnreg")   # opts keys: "r_" + name
+# "maxnreg": a register cap per thread for ptxas (more CTAs per SM; 0 = none; GPU builds only).
+# Session 6 (issue #15; measured in one device call, see kernels/BENCHMARKS.md): "pmix" (key-major, 2-byte inputs,
+# poly 0): every pmix-th query block of a program's fully visible range takes the polynomial exp2 for its whole tile
+# (the MMA keeps its width; 0 = off); "ltma" (key-major, 2-byte inputs, d 64 / 128): the lse blocks through a tensor
+# descriptor (no per-element address arithmetic; 85 instead of 105 registers in the offline sm_90 build of Triton 3.6
+# at (64, 64, 4, 2)); "hmaj": the grid runs (head, key block), so the longest key blocks of every head launch first;
+# "lse2": the prefill kernel stores -lse * log2(e) for this pass (the addend of its multiply-adds as it is: 16 fewer
+# instructions per thread and query block at (64, 64, 4, 2); only where the call does not return lse).
+RECEIVED_SWITCH_NAMES = ("keymajor", "fma", "tma", "poly", "maxnreg", "pmix", "ltma", "hmaj", "lse2")  # "r_" + name
+_RECEIVED_INTS = ("poly", "maxnreg", "pmix")
 # decode: (BS, num_warps, num_stages); one wave of programs, bandwidth-bound
 DECODE_TILES: dict = {64: (64, 4, 2), 128: (64, 4, 2), 256: (32, 4, 2)}
 # decode column modes and register caps per shape: kernels.attention.fused.decode_edit_config
@@ -123,12 +132,12 @@ def received_tile(D: int, itemsize: int, interpret: bool,
 
 
 def received_switches(D: int, override: Optional[dict] = None) -> dict:
-    """The received-mass kernel's switches ({"keymajor", "fma", "tma"}: bool, "poly": 0..4, "maxnreg") for head_dim D; an
-    ``override`` key "r_<name>" takes precedence (tuning runs and tests)."""
+    """The received-mass kernel's switches ({"keymajor", "fma", "tma", "ltma", "hmaj", "lse2"}: bool, "poly": 0..4,
+    "maxnreg", "pmix") for head_dim D; an ``override`` key "r_<name>" takes precedence (tuning runs and tests)."""
     sw = dict(RECEIVED_SWITCHES[_bucket(D)])
     for name in RECEIVED_SWITCH_NAMES:
         if override and "r_" + name in override:
-            sw[name] = int(override["r_" + name]) if name in ("poly", "maxnreg") else bool(override["r_" + name])
+            sw[name] = int(override["r_" + name]) if name in _RECEIVED_INTS else bool(override["r_" + name])
     return sw
 
 

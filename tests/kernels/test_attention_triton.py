@@ -306,6 +306,27 @@ def test_received_switches_parity(opts, B, H, KV, T, S, D, dtype, window, softca
             softcap=softcap, opts=opts)
 
 
+# session 6: lse through a descriptor, the forward's base-2 lse, the (head, key block) grid, the polynomial exp2 on
+# every 2nd query block (lse2 acts only where the call does not return lse: entropy and received mass here)
+RECEIVED_SWITCHES_S6 = [{"r_keymajor": True, "r_fma": True, "r_tma": True, "r_ltma": True, "r_lse2": True,
+                         "r_hmaj": True},
+                        {"r_keymajor": True, "r_fma": True, "r_pmix": 2},
+                        {"r_lse2": True}]
+
+
+@pytest.mark.parametrize("opts", RECEIVED_SWITCHES_S6)
+@pytest.mark.parametrize("B,H,KV,T,S,D,dtype,window,softcap,ks", [
+    (2, 4, 2, 68, 111, 64, torch.bfloat16, None, None, [0, 20]),     # odd S, GQA, left padding, T * 4 B % 16 = 0
+    (1, 2, 1, 70, 70, 128, torch.bfloat16, 33, None, [5]),           # window, d 128, dead rows, lse by pointers
+    (1, 2, 2, 33, 47, 64, torch.float32, None, 20.0, None),          # softcap, fp32 (lse2 only)
+])
+def test_received_switches_s6_parity(opts, B, H, KV, T, S, D, dtype, window, softcap, ks):
+    q, k, v = _inputs(B, H, KV, T, S, D, dtype, seed=43, sink=3.0)
+    key_start = None if ks is None else torch.tensor(ks, device=DEV)
+    _parity(q, k, v, StatsRequest(entropy=True, received=True), scale=D ** -0.5, key_start=key_start, window=window,
+            softcap=softcap, opts=opts)
+
+
 @pytest.mark.parametrize("opts", SWITCHES)
 def test_prefill_switches_parity(opts):
     """Every prefill variant switch (tuning picks them per variant) keeps the float64 parity:
