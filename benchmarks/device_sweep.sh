@@ -4,7 +4,7 @@
 # all); then the timed sweep (benchmarks/bench_sweep.py), which warms every kernel in-process before
 # timing, with the time left. Every process logs its compile requests (compiles.jsonl). Whole call
 # <= TOTAL_S (+ ~10 s).
-# CPU dry run of this same script: SWEEP_EXTRA="--dry" NPRE=2 PYTEST_K=received_switches TOTAL_S=120
+# CPU dry run of this same script: SWEEP_EXTRA="--dry" NPRE=2 PYTEST_K="received_switches and not gpu" TOTAL_S=120
 R=${1:-/tmp/res}; mkdir -p "$R"
 export PYTHONUNBUFFERED=1
 export TRITON_CACHE_DIR=${TRITON_CACHE_DIR:-/tmp/triton_cache_sweep}
@@ -15,7 +15,7 @@ NPRE=${NPRE:-8}
   python3 -c "import torch, triton; print(torch.__version__, triton.__version__)"; } > "$R/gpu.txt" 2>&1
 PYTEST_N=${PYTEST_N-6}
 python3 -c "import xdist" 2>/dev/null || PYTEST_N=""       # pytest-xdist absent: one process
-( timeout ${TEST_S:-100} python3 -m pytest tests/kernels -q -p no:cacheprovider ${PYTEST_N:+-n $PYTEST_N} ${PYTEST_K:+-k $PYTEST_K} > "$R/pytest.txt" 2>&1
+( timeout ${TEST_S:-100} python3 -m pytest tests/kernels -q -p no:cacheprovider ${PYTEST_N:+-n $PYTEST_N} ${PYTEST_K:+-k "$PYTEST_K"} > "$R/pytest.txt" 2>&1
   echo "pytest rc=$? s=$(( $(date +%s) - T0 ))" >> "$R/pytest.txt" ) &
 PRE=/tmp/sweep_pre; rm -rf $PRE; mkdir -p $PRE
 for i in $(seq 0 $(( NPRE - 1 ))); do

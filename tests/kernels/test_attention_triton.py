@@ -542,6 +542,26 @@ def test_received_switches_parity_gpu(D, opts):
             key_start=torch.tensor([0, 333], device=DEV), window=300 if D == 64 else None, opts=opts)
 
 
+_KMT = {"r_keymajor": True, "r_fma": True, "r_tma": True}
+
+
+@gpu
+@pytest.mark.gpu
+@pytest.mark.parametrize("D", [64, 128])
+@pytest.mark.parametrize("opts", [
+    {"rtile": (64, 64, 4, 2), **_KMT, "r_lse2": True, "r_hmaj": True, "r_pmix": 5, "r_maxnreg": 72},
+    {"rtile": (128, 64, 4, 2), **_KMT, "r_lse2": True, "r_pmix": 4, "r_maxnreg": 128},
+    {"rtile": (64, 64, 4, 2), **_KMT, "r_ltma": True, "r_lse2": True},
+])
+def test_received_switches_s6_parity_gpu(D, opts):
+    """Session 6's received-mass switches at GPU sizes (as test_received_switches_parity_gpu; entropy instead of lse
+    requested, so the prefill kernel stores -lse * log2(e) for the pass)."""
+    B, H, KV, T, S = 2, 4, 2, 1000, 1500
+    q, k, v = _inputs(B, H, KV, T, S, D, torch.bfloat16, seed=47, sink=4.0)
+    _parity(q, k, v, StatsRequest(entropy=True, received=True), scale=D ** -0.5,
+            key_start=torch.tensor([0, 333], device=DEV), window=300 if D == 64 else None, opts=opts)
+
+
 @gpu
 @pytest.mark.gpu
 @pytest.mark.parametrize("col_mode", ["chunk", "block", "split", "bits"])
