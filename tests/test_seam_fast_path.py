@@ -420,3 +420,15 @@ def test_graph_decode_on_the_cuda_kernels_is_near_fp64_like_sdpa(kernel):
             assert (out.double() - ref(e)).abs().max() <= bound
     finally:
         seam._LSE_KERNEL.pop(key) if saved is None else seam._LSE_KERNEL.__setitem__(key, saved)
+
+
+def test_key_mask_compares_or_scatters_to_the_same_mask(monkeypatch):
+    """``_key_mask``: the fused compare and the scatter (beyond its size limit) mark the same positions."""
+    idx = torch.tensor([[[0, 5, 3], [2, 2, 7]]])
+    on = torch.tensor([[[True, False, True], [True, True, True]]])
+    want = torch.zeros(1, 2, 9, dtype=torch.bool)
+    want[0, 0, [0, 3]] = True
+    want[0, 1, [2, 7]] = True
+    assert torch.equal(seam._key_mask(idx, on, 9), want)
+    monkeypatch.setattr(seam, "_COMPARES", 8)                                  # forces the scatter branch
+    assert torch.equal(seam._key_mask(idx, on, 9), want)

@@ -426,6 +426,18 @@ def _partial(q: Tensor, key: Tensor, value: Tensor, keep: Tensor, lo: int, hi: i
     return torch.where(some[..., None], out.float(), 0.0), torch.where(some, lse, _NEG_INF)
 
 
+_COMPARES = 1 << 24      # _key_mask: up to this many (key, position) compares, then a scatter
+
+
+def _key_mask(idx: Tensor, on: Tensor, S: int) -> Tensor:
+    """[..., S] bool: the positions idx [..., C] (in range) where on [..., C] -- one compare per (key, position), which
+    a compiled graph fuses with its consumer, up to ``_COMPARES``; a scatter beyond (no [..., C, S] temporary)."""
+    if idx.numel() * S <= _COMPARES:
+        return (torch.where(on, idx, -1)[..., None] == torch.arange(S, device=idx.device)).any(-2)
+    out = torch.zeros(*idx.shape[:-1], S + 1, dtype=torch.bool, device=idx.device)
+    return out.scatter_(-1, torch.where(on, idx, S), True)[..., :S]
+
+
 def _explicit_keys(q: Tensor, key: Tensor, value: Tensor, idx: Tensor, on: Tensor, scale: float
                    ) -> tuple[Tensor, Tensor]:
     """Scores and values of a few keys taken out of the attention calls, in float32: idx [B, KV, G, C] or [B, 1, 1, C]
@@ -458,8 +470,7 @@ def _act_decode(query: Tensor, key: Tensor, value: Tensor, vis: Tensor, col_idx:
     A'_j = beta A_j on C, A_j (1 - beta m) / (1 - m) elsewhere): one SDPA call over the non-column keys that also
     returns its log-sum-exp, plus the C columns in fp32; 1 - beta m = (1 - beta) m + (1 - m) with 1 - m the
     non-column keys' own probability (no cancellation). The newest key is never a column (columns are prompt
-    positions), so the non-column set is never empty. The column mask is one compare per (key, column): a compiled
-    graph builds mask and bias in one kernel. Used where the step must be graph-capturable (a static cache's
+    positions), so the non-column set is never empty. Used where the step must be graph-capturable (a static cache's
     compiled decode step): eagerly its small ops cost more host time than the Triton kernel's launch (measured on the
     H200, session 5).
     """
@@ -468,8 +479,7 @@ def _act_decode(query: Tensor, key: Tensor, value: Tensor, vis: Tensor, col_idx:
     G, C = H // KV, col_idx.shape[-1]
     safe = col_idx.clamp(0, S - 1)
     on = (col_idx >= 0) & vis.gather(1, safe.view(B, H * C)).view(B, H, C)             # visible columns
-    j = torch.arange(S, device=query.device)
-    cols = (torch.where(on, col_idx, -1)[..., None] == j).any(-2)                       # [B, H, S]
+    cols = _key_mask(safe, on, S)                                                        # [B, H, S]
     q = query.reshape(B, KV, G, D)
     o_rest, lse_rest = _partial(q, key, value, (vis[:, None, :] & ~cols).view(B, KV, G, S), 0, S, scale, False)
     s_c, v_c = _explicit_keys(q, key, value, safe.view(B, KV, G, C), on.view(B, KV, G, C), scale)
@@ -503,7 +513,7 @@ def _var_decode(query: Tensor, key: Tensor, value: Tensor, vis: Tensor, edits: A
     idx = edits.redist_idx                                                                 # [B, C]
     safe = idx.clamp(0, S - 1)
     on = (idx >= 0) & vis.gather(1, safe)                                                  # [B, C] visible sinks
-    sink = (torch.where(on, idx, -1)[:, :, None] == j).any(-2)                            # [B, S]
+    sink = _key_mask(safe, on, S)                                                          # [B, S]
     span = (j >= edits.redist_span[:, :1]) & (j < edits.redist_span[:, 1:])                # [B, S]
     free = vis & ~sink
     q = query.reshape(B, KV, G, D)
