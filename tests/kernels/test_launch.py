@@ -139,7 +139,7 @@ def test_launch_hooks_take_the_normal_launch(monkeypatch):
     q, k, v, kw = _act_step(1024)
     fused._decode_step(q, k[:, :, :1024], v[:, :, :1024], **kw)               # builds the launches
     seen = []
-    hook = lambda meta: seen.append(meta["name"])  # noqa: E731
+    hook = lambda meta: seen.append(meta.get()["name"])  # noqa: E731 - a LazyDict
     knobs.runtime.launch_enter_hook.add(hook)
     try:
         fused._decode_step(q, k[:, :, :1024], v[:, :, :1024], **kw)
