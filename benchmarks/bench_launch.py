@@ -56,10 +56,33 @@ def table(doc: dict) -> str:
     return "\n".join(out)
 
 
+GEN_BLOCK = "decode-host-gen"
+
+
+def table_gen(doc: dict) -> str:
+    """Markdown from a ``bench_e2e_table`` part-gen result: decode ms per step (median, p10-p90) per batch and
+    variant, and the ratio to plain's step (the issue's target: <= 1.10 for ACT and VAR)."""
+    rows = [r for r in doc["rows"] if r.get("part") == "gen"]
+    out = ["| batch | variant | decode ms per step (median) | p10 - p90 | x plain (step) | same tokens every run |",
+           "|---:|---|---:|---|---:|---|"]
+    for r in rows:
+        if r.get("error"):
+            out.append(f"| {r['batch']} | {r['variant']} | failed: {r['error'][:80]} | | | |")
+            continue
+        plain = next((p for p in rows if p["batch"] == r["batch"] and p["variant"] == "plain" and not p.get("error")), None)
+        x = r["step_ms_median"] / plain["step_ms_median"] if plain else None
+        p10, p90 = r["step_ms_p10_p90"]
+        out.append(f"| {r['batch']} | {r['variant']} | {r['step_ms_median']:.2f} | {p10:.2f} - {p90:.2f} | "
+                   f"{'' if x is None else f'{x:.3f}'} | {r.get('same_tokens_every_run')} |")
+    return "\n".join(out)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--write-block", nargs=2, default=None, metavar=("RESULT", "PAGE"),
                     help=f"only replace the <!-- table:{BLOCK} --> block of PAGE with the table from RESULT")
+    ap.add_argument("--write-gen-block", nargs=2, default=None, metavar=("RESULT", "PAGE"),
+                    help=f"only replace the <!-- table:{GEN_BLOCK} --> block of PAGE with the gen table from RESULT")
     ap.add_argument("--out")
     ap.add_argument("--n", type=int, default=200)
     ap.add_argument("--loops", type=int, default=5)
@@ -69,6 +92,12 @@ def main(argv=None) -> int:
 
         with open(args.write_block[0]) as f:
             write_blocks(args.write_block[1], {BLOCK: table(json.load(f)) + "\n"})
+        return 0
+    if args.write_gen_block:
+        from studies.tables import write_blocks
+
+        with open(args.write_gen_block[0]) as f:
+            write_blocks(args.write_gen_block[1], {GEN_BLOCK: table_gen(json.load(f)) + "\n"})
         return 0
     if not args.out:
         ap.error("--out is required")
