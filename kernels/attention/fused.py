@@ -11,6 +11,7 @@ window < 1. Top-k of the last rows is taken by the reference on those few rows (
 from __future__ import annotations
 
 import functools
+import threading
 import weakref
 from typing import Optional
 
@@ -649,13 +650,14 @@ _PARTIAL_BUFS_MAX = 64
 
 def _step_partials(n: int, D: int, act: bool, side: bool, dev) -> tuple:
     """``_partials`` for a decode step of the dispatcher's lane, allocated once per (layout, device, current
-    stream) and reused by every later step and layer: each step's split kernel writes every row its combine
-    kernel reads, and both run on the stream after the previous step's (stream order), so no step sees
-    another's partials. Fresh (NaN-filled) buffers when ``POISON_OUTPUTS`` (the tests)."""
+    stream, thread) and reused by every later step and layer of that thread: each step's split kernel writes every
+    row its combine kernel reads, and both run on the stream after the previous step's (stream order), so no step
+    sees another's partials (a thread of its own: another thread's split kernel could be queued between them).
+    Fresh (NaN-filled) buffers when ``POISON_OUTPUTS`` (the tests)."""
     if POISON_OUTPUTS:
         return _partials(n, D, act, side, dev)
     stream = torch._C._cuda_getCurrentRawStream(dev.index) if dev.type == "cuda" else None
-    key = (n, D, act, side, dev, stream)
+    key = (n, D, act, side, dev, stream, threading.get_ident())
     bufs = _PARTIAL_BUFS.get(key)
     if bufs is None:
         if len(_PARTIAL_BUFS) >= _PARTIAL_BUFS_MAX:
@@ -712,8 +714,9 @@ def _decode(q, k, v, out, lse, key_start, ed: _Edits, common, opts: Optional[dic
 # step swaps in its tensors, strides and key count (``launch.Launch``: Triton's direct launch where it is on)
 # ---------------------------------------------------------------------------------------------
 class _DecodePlan:
-    """The reusable part of a decode step at one (shape, edit object, dtype, device, window, softcap, scale, lse)
-    key: the ``_DecodeShape`` and, per split count, the two ``launch.Launch`` objects and their grids."""
+    """The reusable part of a decode step at one (shape, edit object, dtype, device, window, softcap, scale, lse,
+    thread) key: the ``_DecodeShape`` and, per split count, the two ``launch.Launch`` objects and their grids (a
+    ``Launch`` swaps a call's values into its own keyword dict: one per thread)."""
 
     __slots__ = ("ed", "shape", "launches")
 
@@ -748,7 +751,7 @@ def _decode_step(q: Tensor, k: Tensor, v: Tensor, *, scale: float, key_start: Op
     win = int(window) if window is not None and int(window) < S else 0
     softcap = float(softcap) if softcap else 0.0
     ed = _prepared_edits(edits, B, H, dev)
-    key = (id(ed), B, H, KV, D, q.dtype, dev, win, softcap, float(scale), lse)
+    key = (id(ed), B, H, KV, D, q.dtype, dev, win, softcap, float(scale), lse, threading.get_ident())
     plan_ = _DECODE_PLANS.get(key)
     if plan_ is None or plan_.ed is not ed:
         if len(_DECODE_PLANS) >= _DECODE_PLANS_MAX:

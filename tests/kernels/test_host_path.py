@@ -187,3 +187,30 @@ def test_decode_step_reused_partials_hold_nothing_over(kind, monkeypatch):
         tri._run(launches)
         assert torch.equal(got.out, want.out), S
     assert tri._PARTIAL_BUFS                                                   # the reused buffers were used
+
+
+def test_decode_step_state_is_per_thread():
+    """A cached launch swaps a call's values into its own keyword dict and the partial buffers are reused, so a
+    second thread decoding the same shape and edit gets launches and buffers of its own (a thread switch between
+    one thread's swap and its launch, or between its split and combine kernels, cannot mix two calls), and the
+    same result."""
+    import threading
+    tri = _tri()
+    q, k, v, kw = _step("act")
+    kw.pop("stats")
+    tri._DECODE_PLANS.clear()
+    tri._PARTIAL_BUFS.clear()
+    mp = pytest.MonkeyPatch()
+    mp.setattr(tri, "POISON_OUTPUTS", False)
+    try:
+        here = [tri._decode_step(q, k[:, :, :S], v[:, :, :S], **kw).out for S in (60, 61)]
+        there = []
+        t = threading.Thread(target=lambda: there.extend(
+            tri._decode_step(q, k[:, :, :S], v[:, :, :S], **kw).out for S in (60, 61)))
+        t.start()
+        t.join()
+    finally:
+        mp.undo()
+    assert len(tri._DECODE_PLANS) == 2 and len({key[-1] for key in tri._DECODE_PLANS}) == 2
+    assert len({key[-1] for key in tri._PARTIAL_BUFS}) == 2
+    assert all(torch.equal(a, b) for a, b in zip(here, there))
