@@ -60,8 +60,9 @@ _R = {**_KM, "r_tma": True}                                     # the d64 receiv
 # lse2, pmix, ltma, hmaj) on the two best d64 tiles of call 1 and on wider tiles under a register cap (offline sm_90
 # builds of Triton 3.6 with the device's specialization: (64, 64, 4, 2) 80 registers, 192 -> 176 instructions per thread
 # and query block with lse2, 72 registers without spills under maxnreg 72; (128, 64, 4, 2) 140 registers, 4.4
-# instructions per score against 6.0, 128 without spills under maxnreg 128); the statistics prefill keeps call 1's best
-# two. Each variant's first two candidates are call 1's best two (the same run compares them).
+# instructions per score against 6.0, 128 without spills under maxnreg 128); the statistics prefill: call 1's best two
+# and (64, 128, 4, 2) with and without a 168-register cap (3 CTAs per SM: 73 KiB shared memory each, 243 registers
+# without the cap, an 8-byte stack with it). Each variant's first two candidates are call 1's best two.
 _L = {**_R, "r_lse2": True}
 SWEEP = {
     128: {"stats_fwd": [((128, 128, 8, 3), {**_SP, "tma": True, "rev": True})]},
@@ -73,7 +74,9 @@ SWEEP = {
                       ((128, 64, 4, 2), _L), ((64, 128, 4, 2), {**_L, "r_maxnreg": 128}),
                       ((64, 64, 4, 2), {**_L, "r_ltma": True}), ((64, 64, 4, 2), {**_R, "r_hmaj": True}),
                       ((128, 64, 4, 3), {**_L, "r_maxnreg": 128})],
-         "stats_fwd": [((64, 128, 4, 3), {**_SP, "tma": True, "rev": True}), ((64, 128, 4, 3), {**_SP, "tma": True})]},
+         "stats_fwd": [((64, 128, 4, 3), {**_SP, "tma": True, "rev": True}), ((64, 128, 4, 3), {**_SP, "tma": True}),
+                       ((64, 128, 4, 2), {**_SP, "tma": True, "rev": True, "p_maxnreg": 168}),
+                       ((64, 128, 4, 2), {**_SP, "tma": True, "rev": True})]},
 }
 # variants swept per shape
 SWEEP_VARIANTS = {"llama": ("stats_fwd",), "smollm": ("received", "stats_fwd")}

@@ -298,7 +298,8 @@ def attention(
         tile: (BT, BS, num_warps, num_stages) override of the prefill kernel's tile (tuning runs).
         opts: overrides of the recorded tables (tuning runs and tests): "tile" (as ``tile``), "rtile"
             (the received-mass kernel's tile), the prefill switches "seg" / "span_post" / "reload_q" /
-            "tma" / "fma" (see ``tiles.PREFILL_SWITCHES``), the decode switches "col_mode" (see
+            "tma" / "fma" / "rev" / "p_maxnreg" (see ``tiles.PREFILL_SWITCHES``), the received-mass switches
+            "r_<name>" (``tiles.RECEIVED_SWITCHES``), the decode switches "col_mode" (see
             ``DECODE_COL_MODES``; "block_test": True / False = "block" / "chunk"), "nsplit" (a forced
             key-split count), "dtile" (BS, num_warps, num_stages), "maxnreg" (a register cap) and "cols_out" (True:
             ACT's split / bits modes write the columns' mass and P.V, the combine kernel gathers none).
@@ -483,6 +484,8 @@ def _prefill(q, k, v, out, res, key_start, ed: _Edits, stats, sink_pos, spans, o
         SEG=sw["seg"], SPAN_POST=sw["span_post"], RELOAD_Q=sw["reload_q"], FMA=sw["fma"], REV=sw["rev"],
         LSE_NEG2=neg2, num_warps=nw, num_stages=ns, **common,
     )
+    if sw.get("maxnreg") and not INTERPRET:
+        kw["maxnreg"] = int(sw["maxnreg"])
     res.lse, res.entropy, res.sink_mass, res.span_mass = (lse if stats.lse else None), ent, snk, spm
     if stats.received:
         res.extras["lse_all"], res.extras["lse_neg2"] = lse, neg2

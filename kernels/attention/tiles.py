@@ -44,11 +44,13 @@ PREFILL_TILES: dict = {
 }
 # variant -> {head_dim bucket: kernel switches} (prefill_kernel.attention_fwd_kernel's SEG, SPAN_POST,
 # RELOAD_Q, FMA, REV (query blocks launched longest first); "tma": K / V through tensor descriptors where the
-# layout allows it)
+# layout allows it; "maxnreg": a ptxas register cap, 0 = none, GPU builds only: more CTAs per SM where shared memory
+# allows, e.g. the d64 statistics tile (64, 128, 4, 2) at 168 registers (offline sm_90 build of Triton 3.6: 243
+# without the cap, an 8-byte stack with it; 73 KiB shared memory) fits 3 CTAs per SM instead of 2)
 # Winners of the session 4 sweep at 64K on the H200 (benchmarks/results/sweep_h200.json) for d64 and of session
 # 5's first call (benchmarks/results/prefill_sweep_h200_call1.json) for d128; d256 was not measured with the
 # switches on (parity only), so it keeps the kernel as it was (all off).
-_OFF = {"seg": False, "span_post": False, "reload_q": False, "tma": False, "fma": False, "rev": False}
+_OFF = {"seg": False, "span_post": False, "reload_q": False, "tma": False, "fma": False, "rev": False, "maxnreg": 0}
 PREFILL_SWITCHES: dict = {
     "output": {64: dict(_OFF, tma=True, fma=True, rev=True), 128: dict(_OFF, tma=True, fma=True, rev=True),
                256: dict(_OFF)},
@@ -111,12 +113,15 @@ def prefill_tile(variant: str, D: int, itemsize: int, interpret: bool,
 
 
 def prefill_switches(variant: str, D: int, override: Optional[dict] = None) -> dict:
-    """The prefill kernel's switches for one variant ({"seg", "span_post", "reload_q", "tma", "fma"}: bool),
-    with the keys of ``override`` that name a switch taking precedence."""
+    """The prefill kernel's switches for one variant ({"seg", "span_post", "reload_q", "tma", "fma", "rev"}: bool;
+    "maxnreg": a ptxas register cap, 0 = none), with the keys of ``override`` that name a switch taking precedence
+    (the cap's key: "p_maxnreg"; "maxnreg" is the decode kernel's)."""
     sw = dict(PREFILL_SWITCHES[variant][_bucket(D)])
     for name in SWITCH_NAMES:
         if override and name in override:
             sw[name] = bool(override[name])
+    if override and "p_maxnreg" in override:
+        sw["maxnreg"] = int(override["p_maxnreg"])
     return sw
 
 

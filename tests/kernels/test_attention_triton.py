@@ -549,13 +549,16 @@ _KMT = {"r_keymajor": True, "r_fma": True, "r_tma": True}
 @pytest.mark.gpu
 @pytest.mark.parametrize("D", [64, 128])
 @pytest.mark.parametrize("opts", [
-    {"rtile": (64, 64, 4, 2), **_KMT, "r_lse2": True, "r_hmaj": True, "r_pmix": 5, "r_maxnreg": 72},
+    {"rtile": (64, 64, 4, 2), **_KMT, "r_lse2": True, "r_hmaj": True, "r_pmix": 5, "r_maxnreg": 72,
+     "tile": (64, 128, 4, 2), "span_post": True, "reload_q": True, "tma": True, "fma": True, "rev": True,
+     "p_maxnreg": 168},
     {"rtile": (128, 64, 4, 2), **_KMT, "r_lse2": True, "r_pmix": 4, "r_maxnreg": 128},
     {"rtile": (64, 64, 4, 2), **_KMT, "r_ltma": True, "r_lse2": True},
 ])
 def test_received_switches_s6_parity_gpu(D, opts):
-    """Session 6's received-mass switches at GPU sizes (as test_received_switches_parity_gpu; entropy instead of lse
-    requested, so the prefill kernel stores -lse * log2(e) for the pass)."""
+    """Session 6's received-mass switches (and the statistics prefill under a register cap) at GPU sizes (as
+    test_received_switches_parity_gpu; entropy instead of lse requested, so the prefill kernel stores -lse * log2(e)
+    for the pass)."""
     B, H, KV, T, S = 2, 4, 2, 1000, 1500
     q, k, v = _inputs(B, H, KV, T, S, D, torch.bfloat16, seed=47, sink=4.0)
     _parity(q, k, v, StatsRequest(entropy=True, received=True), scale=D ** -0.5,
