@@ -7,6 +7,7 @@ does): each variant is compiled with inductor (fullgraph, static shapes) and cap
 ``eager_graph_us`` is the same ops captured without inductor (no fusion). Variants (":KERNEL": the attention
 kernel of the seam's calls, cudnn or efficient; without it ``choose_lse_kernel``'s own pick, recorded in meta):
     plain       transformers' SDPA call with the dense bool mask (the unmodified model's decode attention)
+    lse         the seam's attention call alone (bias from the mask, out + log-sum-exp, no edit): kernel vs plain
     act         seam._act_decode: ACT columns {0, 7, S // 2}, beta 0.4, every head
     var         seam._var_decode with Redistribute's SpanPlan: sinks {0}, span [1, 1024) (bench_e2e_table's VAR)
     var_noplan  the same without a plan: two calls over the whole cache (the cost of the session-6 form)
@@ -28,7 +29,8 @@ from types import SimpleNamespace
 import torch
 
 T0 = time.time()
-VARIANTS = ("plain", "act:cudnn", "act:efficient", "var:cudnn", "var:efficient", "var_noplan")
+VARIANTS = ("plain", "lse:cudnn", "lse:efficient", "act:cudnn", "act:efficient", "var:cudnn", "var:efficient",
+            "var_noplan")
 VARIANTS_B16 = ("plain", "act", "var")       # at batch 16 the kernel choose_lse_kernel picks
 
 
@@ -74,6 +76,7 @@ def step(name: str, x: dict):
 
     return {
         "plain": lambda: sdpa_attention_forward(module, q, k, v, mask, scaling=scale)[0],
+        "lse": lambda: seam._partial(q.view(B, k.shape[1], -1, q.shape[3]), k, v, vis(), 0, S, scale, False)[0],
         "act": lambda: seam._act_decode(q, k, v, vis(), x["act"].col_idx, x["act"].col_scale, scale),
         "var": lambda: seam._var_decode(q, k, v, vis(), x["var"], scale, x["plan"]),
         "var_noplan": lambda: seam._var_decode(q, k, v, vis(), x["var"], scale, None),
@@ -85,7 +88,9 @@ def error(name: str, x: dict, out: torch.Tensor) -> float:
     from kernels.attention import reference_attention
 
     n = x["filled"]
-    edits = {"plain": None, "act": x["act"]}.get(name.partition(":")[0], x["var"])
+    edits = {"plain": None, "lse": None, "act": x["act"]}.get(name.partition(":")[0], x["var"])
+    if name.startswith("lse"):                                     # [B, KV, G, D] -> the [B, 1, H, D] layout
+        out = out.reshape(out.shape[0], 1, -1, out.shape[-1])
     ref = reference_attention(x["q"].double(), x["k"][:, :, :n].double(), x["v"][:, :, :n].double(), scale=x["scale"],
                               edits=edits).out
     return float((out.double() - ref).abs().max())

@@ -2,7 +2,7 @@
 # Issue #15, graph mode (static cache + generate's compile / CUDA graphs): the seam's ACT / VAR decode steps on one H200.
 #   source scripts/device_env.sh && bash benchmarks/device_graph.sh [E2E_BUDGET_S]
 # 1. the CUDA cases of tests/test_seam_fast_path.py (both attention kernels of the graph-mode calls vs fp64);
-# 2. benchmarks/bench_graph_decode.py: one layer's decode step per variant, CUDA-graph replay (budget 90 s);
+# 2. benchmarks/bench_graph_decode.py: one layer's decode step per variant, CUDA-graph replay (budget 100 s);
 # 3. with E2E_BUDGET_S > 0 (default 0 = skip): benchmarks/device_e2e.sh static E2E_BUDGET_S (generate, every variant).
 # CPU dry run: OUT=/tmp/o GRAPH_ARGS=--dry bash benchmarks/device_graph.sh
 # $OUT gets: pytest_graph.txt, graph_decode_h200.json, graph_decode_log.txt (+ device_e2e.sh's files with step 3).
@@ -14,7 +14,7 @@ command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,clocks.sm,clocks
 timeout 90 python3 -m pytest -q -p no:cacheprovider tests/test_seam_fast_path.py \
     -k "cuda_kernels or act_decode or var_decode or span_plan or heavy" > "$OUT/pytest_graph.txt" 2>&1
 tail -3 "$OUT/pytest_graph.txt"
-timeout 130 python3 -m benchmarks.bench_graph_decode --out "$OUT/graph_decode_h200.json" --budget 90 ${GRAPH_ARGS:-} \
+timeout 140 python3 -m benchmarks.bench_graph_decode --out "$OUT/graph_decode_h200.json" --budget 100 ${GRAPH_ARGS:-} \
     > "$OUT/graph_decode_log.txt" 2>&1
 echo "bench rc=$?"
 grep -v '^{' "$OUT/graph_decode_log.txt" | grep -v USDT | tail -20
