@@ -44,7 +44,7 @@ GiB = 1024 ** 3
 OFF = {"seg": False, "span_post": False, "reload_q": False, "tma": False, "fma": False, "rev": False}
 
 ROFF = {"r_keymajor": False, "r_fma": False, "r_tma": False, "r_poly": 0, "r_maxnreg": 0, "r_pmix": 0, "r_ltma": False,
-        "r_hmaj": False, "r_lse2": False}
+        "r_hmaj": False, "r_lse2": False, "r_pipe": False}
 _SP = {"span_post": True, "reload_q": True, "fma": True}        # the statistics switches of session 4
 _SEG = {"seg": True, "reload_q": True, "fma": True}             # the ACT switches of session 4
 _KM = {"r_keymajor": True, "r_fma": True}                       # the received kernel's key-major form
@@ -60,19 +60,23 @@ _R = {**_KM, "r_tma": True}                                     # the d64 receiv
 # lse2, pmix, ltma, hmaj) on the two best d64 tiles of call 1 and on wider tiles under a register cap (offline sm_90
 # builds of Triton 3.6 with the device's specialization: (64, 64, 4, 2) 80 registers, 192 -> 176 instructions per thread
 # and query block with lse2, 72 registers without spills under maxnreg 72; (128, 64, 4, 2) 140 registers, 4.4
-# instructions per score against 6.0, 128 without spills under maxnreg 128); the statistics prefill: call 1's best two
+# instructions per score against 6.0, 128 without spills under maxnreg 128; pipe: the MMA a query block ahead, 94
+# registers at (64, 64, 4, 2), 161 at (128, 64, 4, 2) under maxnreg 168); the statistics prefill: call 1's best two
 # and (64, 128, 4, 2) with and without a 168-register cap (3 CTAs per SM: 73 KiB shared memory each, 243 registers
 # without the cap, an 8-byte stack with it). Each variant's first two candidates are call 1's best two.
 _L = {**_R, "r_lse2": True}
 SWEEP = {
     128: {"stats_fwd": [((128, 128, 8, 3), {**_SP, "tma": True, "rev": True})]},
     64: {"received": [((64, 64, 4, 2), _R), ((64, 64, 4, 3), {**_R, "r_maxnreg": 128}),
-                      ((64, 64, 4, 2), _L), ((64, 64, 4, 2), {**_L, "r_maxnreg": 72}),
-                      ((128, 64, 4, 2), {**_L, "r_maxnreg": 128}), ((64, 64, 4, 2), {**_L, "r_hmaj": True}),
+                      ((64, 64, 4, 2), _L), ((64, 64, 4, 2), {**_L, "r_pipe": True}),
+                      ((128, 64, 4, 2), {**_L, "r_pipe": True, "r_maxnreg": 168}),
+                      ((128, 64, 4, 2), {**_L, "r_maxnreg": 128}), ((64, 64, 4, 2), {**_L, "r_maxnreg": 72}),
+                      ((128, 64, 4, 2), {**_L, "r_pipe": True, "r_maxnreg": 168, "r_pmix": 6}),
+                      ((64, 64, 4, 2), {**_L, "r_pipe": True, "r_pmix": 8}), ((64, 64, 4, 2), {**_L, "r_hmaj": True}),
                       ((64, 64, 4, 2), {**_L, "r_pmix": 8}), ((128, 64, 4, 2), {**_L, "r_maxnreg": 128, "r_pmix": 4}),
-                      ((64, 64, 4, 2), {**_L, "r_pmix": 5}), ((128, 64, 4, 2), {**_L, "r_maxnreg": 128, "r_pmix": 6}),
-                      ((128, 64, 4, 2), _L), ((64, 128, 4, 2), {**_L, "r_maxnreg": 128}),
+                      ((64, 128, 4, 2), {**_L, "r_maxnreg": 128}), ((128, 64, 4, 2), _L),
                       ((64, 64, 4, 2), {**_L, "r_ltma": True}), ((64, 64, 4, 2), {**_R, "r_hmaj": True}),
+                      ((64, 64, 4, 2), {**_L, "r_pmix": 5}), ((128, 64, 4, 2), {**_L, "r_maxnreg": 128, "r_pmix": 6}),
                       ((128, 64, 4, 3), {**_L, "r_maxnreg": 128})],
          "stats_fwd": [((64, 128, 4, 3), {**_SP, "tma": True, "rev": True}), ((64, 128, 4, 3), {**_SP, "tma": True}),
                        ((64, 128, 4, 2), {**_SP, "tma": True, "rev": True, "p_maxnreg": 168}),

@@ -517,7 +517,8 @@ def _received(q, k, lse, key_start, common, tile: Optional[tuple] = None, opts: 
         q=q, k=k, lse=lse, rsum=rsum, key_start=key_start, qd=qd, ld=ld,
         s_qb=sq[0], s_qh=sq[1], s_qt=sq[2], s_kb=sk[0], s_kh=sk[1], s_ks=sk[2],
         T=T, S=S, H=H, G=H // KV, D=D, BT=RT, BS=RS, KEYMAJOR=sw["keymajor"], FMA=sw["fma"], NPOLY=npoly,
-        PMIX=pmix, HMAJ=sw["hmaj"], LSE2=bool(neg2), num_warps=nw, num_stages=ns, **common,
+        PMIX=pmix, HMAJ=sw["hmaj"], LSE2=bool(neg2), PIPE=bool(sw["pipe"] and sw["keymajor"] and not npoly),
+        num_warps=nw, num_stages=ns, **common,
     )
     if sw["maxnreg"] and not INTERPRET:
         kw["maxnreg"] = int(sw["maxnreg"])

@@ -58,28 +58,29 @@ def _lse_addend(p_lse, o_t, m_t, ld, bh, t0, MASK: tl.constexpr, USE_LTMA: tl.co
 
 
 @triton.jit
-def _received_part(
-    b_k, p_q, s_qt, p_lse, t0, o_j, ks, T, S, window, scale, softcap, b_r, qd, q_row0, ld, l_row, poly,
-    MASK: tl.constexpr, D: tl.constexpr, BQ: tl.constexpr, POLY: tl.constexpr,
-    USE_WINDOW: tl.constexpr, USE_SOFTCAP: tl.constexpr, FMA: tl.constexpr,
-    USE_TMA: tl.constexpr, USE_LTMA: tl.constexpr, PMIX: tl.constexpr, LSE2: tl.constexpr, PREC: tl.constexpr,
-    UPCAST: tl.constexpr,
-):
-    """Key-major: BQ queries from t0 against the program's BS keys; returns b_r [BS] plus their column sums.
-    POLY: exp2 on the FMA pipe (``exp2_poly``) instead of the MUFU; PMIX > 0: the run-time flag ``poly`` picks
-    between the two for the whole step. USE_LTMA: the lse block through the tensor descriptor ld (row l_row)."""
+def _q_block(p_q, s_qt, t0, T, qd, q_row0, MASK: tl.constexpr, D: tl.constexpr, BQ: tl.constexpr,
+             USE_TMA: tl.constexpr):
+    """Queries t0 + [0, BQ) [BQ, D] (rows past T: zeros, or with TMA the next head's rows; masked by the caller)."""
     o_t = t0 + tl.arange(0, BQ)                                               # [BQ]
     o_d = tl.arange(0, D)                                                     # [D]
-    m_t = o_t < T
     if USE_TMA:
-        # rows past T belong to the next head (or are zero-filled past the end): masked below
         b_q = qd.load([q_row0 + t0, 0])                                       # [BQ, D]
     elif MASK:
-        b_q = tl.load(p_q + o_t[:, None] * s_qt + o_d[None, :], mask=m_t[:, None], other=0.0)  # [BQ, D]
+        b_q = tl.load(p_q + o_t[:, None] * s_qt + o_d[None, :], mask=(o_t < T)[:, None], other=0.0)  # [BQ, D]
     else:
         b_q = tl.load(p_q + o_t[:, None] * s_qt + o_d[None, :])               # [BQ, D]
-    b_a = _lse_addend(p_lse, o_t, m_t, ld, l_row, t0, MASK, USE_LTMA, LSE2, BQ)  # [BQ]
-    b_s = dot(b_k, tl.trans(b_q), PREC, UPCAST)                               # [BS, BQ]
+    return b_q
+
+
+@triton.jit
+def _colsums(
+    b_s, b_a, o_t, m_t, o_j, ks, T, S, window, scale, softcap, b_r, poly,
+    MASK: tl.constexpr, POLY: tl.constexpr, USE_WINDOW: tl.constexpr, USE_SOFTCAP: tl.constexpr, FMA: tl.constexpr,
+    PMIX: tl.constexpr,
+):
+    """b_r [BS] plus the column sums of exp2(logit + addend b_a) over the queries o_t of the score tile b_s
+    [BS, BQ]. POLY: exp2 on the FMA pipe (``exp2_poly``) instead of the MUFU; PMIX > 0: the run-time flag ``poly``
+    picks between the two for the whole tile."""
     if FMA and not USE_SOFTCAP:
         b_x = b_s * (scale * LOG2E) + b_a[None, :]                            # [BS, BQ]
     else:
@@ -100,6 +101,48 @@ def _received_part(
             m_s = m_s & ((p_pos[None, :] - o_j[:, None]) < window)
         b_p = tl.where(m_s, b_p, 0.0)
     return b_r + tl.sum(b_p, 1)                                               # [BS]
+
+
+@triton.jit
+def _scores(b_k, p_q, s_qt, t0, T, qd, q_row0, MASK: tl.constexpr, D: tl.constexpr, BQ: tl.constexpr,
+            USE_TMA: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr):
+    """Key-major raw scores K Q^T [BS, BQ] of the queries t0 + [0, BQ)."""
+    return dot(b_k, tl.trans(_q_block(p_q, s_qt, t0, T, qd, q_row0, MASK, D, BQ, USE_TMA)), PREC, UPCAST)
+
+
+@triton.jit
+def _colsums_at(
+    b_s, t0, p_lse, ld, l_row, o_j, ks, T, S, window, scale, softcap, b_r, BQ: tl.constexpr,
+    USE_WINDOW: tl.constexpr, USE_SOFTCAP: tl.constexpr, FMA: tl.constexpr, USE_LTMA: tl.constexpr,
+    PMIX: tl.constexpr, LSE2: tl.constexpr,
+):
+    """``_colsums`` of the fully visible query block t0 + [0, BQ) from its scores b_s [BS, BQ] (PMIX: its exp2
+    on the FMA pipe when (t0 / BQ) % PMIX == 0)."""
+    o_t = t0 + tl.arange(0, BQ)                                               # [BQ]
+    m_t = o_t < T
+    b_a = _lse_addend(p_lse, o_t, m_t, ld, l_row, t0, False, USE_LTMA, LSE2, BQ)  # [BQ]
+    mix = (t0 // BQ) % PMIX == 0 if PMIX > 0 else False
+    return _colsums(b_s, b_a, o_t, m_t, o_j, ks, T, S, window, scale, softcap, b_r, mix, False, False, USE_WINDOW,
+                    USE_SOFTCAP, FMA, PMIX)
+
+
+@triton.jit
+def _received_part(
+    b_k, p_q, s_qt, p_lse, t0, o_j, ks, T, S, window, scale, softcap, b_r, qd, q_row0, ld, l_row, poly,
+    MASK: tl.constexpr, D: tl.constexpr, BQ: tl.constexpr, POLY: tl.constexpr,
+    USE_WINDOW: tl.constexpr, USE_SOFTCAP: tl.constexpr, FMA: tl.constexpr,
+    USE_TMA: tl.constexpr, USE_LTMA: tl.constexpr, PMIX: tl.constexpr, LSE2: tl.constexpr, PREC: tl.constexpr,
+    UPCAST: tl.constexpr,
+):
+    """Key-major: BQ queries from t0 against the program's BS keys; returns b_r [BS] plus their column sums
+    (``_colsums``). USE_LTMA: the lse block through the tensor descriptor ld (row l_row)."""
+    o_t = t0 + tl.arange(0, BQ)                                               # [BQ]
+    m_t = o_t < T
+    b_q = _q_block(p_q, s_qt, t0, T, qd, q_row0, MASK, D, BQ, USE_TMA)        # [BQ, D]
+    b_a = _lse_addend(p_lse, o_t, m_t, ld, l_row, t0, MASK, USE_LTMA, LSE2, BQ)  # [BQ]
+    b_s = dot(b_k, tl.trans(b_q), PREC, UPCAST)                               # [BS, BQ]
+    return _colsums(b_s, b_a, o_t, m_t, o_j, ks, T, S, window, scale, softcap, b_r, poly, MASK, POLY, USE_WINDOW,
+                    USE_SOFTCAP, FMA, PMIX)
 
 
 @triton.jit
@@ -161,7 +204,7 @@ def received_fwd_kernel(
     scale, softcap, window, T, S,
     H: tl.constexpr, G: tl.constexpr, D: tl.constexpr, BT: tl.constexpr, BS: tl.constexpr,
     KEYMAJOR: tl.constexpr, FMA: tl.constexpr, NPOLY: tl.constexpr, PMIX: tl.constexpr, HMAJ: tl.constexpr,
-    LSE2: tl.constexpr,
+    LSE2: tl.constexpr, PIPE: tl.constexpr,
     USE_WINDOW: tl.constexpr, USE_SOFTCAP: tl.constexpr, USE_TMA: tl.constexpr, USE_LTMA: tl.constexpr,
     NQ: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr,
 ):
@@ -174,7 +217,9 @@ def received_fwd_kernel(
     whole [BS, BT] tile (the MMA keeps its width; co-resident warps keep both pipes busy; 0 = off).
     ld: a tensor descriptor over lse viewed as [B * H, T] with [1, BT // NQ] blocks (None = pointer loads).
     HMAJ: the grid is (batch x head, key block) instead of (key block, batch x head): the launch order runs the
-    longest (first) key blocks of every head before the shorter ones of any head."""
+    longest (first) key blocks of every head before the shorter ones of any head. PIPE (key-major, NQ = 1): in the
+    fully visible range, each query block's Q K^T is issued before the previous block's exp2 and sums, so the MMA
+    runs under them (one [BS, BT] score tile more in registers; at most one repeated, unused MMA per program)."""
     if HMAJ:
         i_bh, i_s = tl.program_id(0), tl.program_id(1)
     else:
@@ -215,11 +260,29 @@ def received_fwd_kernel(
         b_r = _received_step(b_k, p_q, s_qt, p_lse, t0, o_j, ks, T, S, window, scale, softcap, b_r, qd, q_row0,
                              ld, l_row, False, True, D, BT, USE_WINDOW, USE_SOFTCAP, KEYMAJOR, FMA, USE_TMA,
                              USE_LTMA, NQ, NPOLY, PMIX, LSE2, PREC, UPCAST)
-    for t0 in range(t_a, t_b, BT):
-        mix = (t0 // BT) % PMIX == 0 if PMIX > 0 else False                  # this block's exp2 on the FMA pipe
-        b_r = _received_step(b_k, p_q, s_qt, p_lse, t0, o_j, ks, T, S, window, scale, softcap, b_r, qd, q_row0,
-                             ld, l_row, mix, False, D, BT, USE_WINDOW, USE_SOFTCAP, KEYMAJOR, FMA, USE_TMA,
-                             USE_LTMA, NQ, NPOLY, PMIX, LSE2, PREC, UPCAST)
+    if PIPE and KEYMAJOR and NQ == 1:
+        # in pairs of query blocks: each block's Q K^T is issued before the previous block's exp2 and sums (the
+        # MMA runs under them); two score tiles alternate, so no tile is copied
+        n2 = t_a + (t_b - t_a) // (2 * BT) * (2 * BT)                         # end of the pairs
+        b_s = _scores(b_k, p_q, s_qt, t_a, T, qd, q_row0, True, D, BT, USE_TMA, PREC, UPCAST)   # [BS, BT]
+        for t0 in range(t_a, n2, 2 * BT):
+            b_s2 = _scores(b_k, p_q, s_qt, t0 + BT, T, qd, q_row0, False, D, BT, USE_TMA, PREC, UPCAST)
+            b_r = _colsums_at(b_s, t0, p_lse, ld, l_row, o_j, ks, T, S, window, scale, softcap, b_r, BT, USE_WINDOW,
+                              USE_SOFTCAP, FMA, USE_LTMA, PMIX, LSE2)
+            # the next pair's first block (the last pair: the odd block left, or a repeat, unused)
+            b_s = _scores(b_k, p_q, s_qt, tl.minimum(t0 + 2 * BT, t_b - BT), T, qd, q_row0, False, D, BT, USE_TMA,
+                          PREC, UPCAST)
+            b_r = _colsums_at(b_s2, t0 + BT, p_lse, ld, l_row, o_j, ks, T, S, window, scale, softcap, b_r, BT,
+                              USE_WINDOW, USE_SOFTCAP, FMA, USE_LTMA, PMIX, LSE2)
+        if n2 < t_b:                                                          # an odd block left: t_b - BT
+            b_r = _colsums_at(b_s, t_b - BT, p_lse, ld, l_row, o_j, ks, T, S, window, scale, softcap, b_r, BT,
+                              USE_WINDOW, USE_SOFTCAP, FMA, USE_LTMA, PMIX, LSE2)
+    else:
+        for t0 in range(t_a, t_b, BT):
+            mix = (t0 // BT) % PMIX == 0 if PMIX > 0 else False              # this block's exp2 on the FMA pipe
+            b_r = _received_step(b_k, p_q, s_qt, p_lse, t0, o_j, ks, T, S, window, scale, softcap, b_r, qd, q_row0,
+                                 ld, l_row, mix, False, D, BT, USE_WINDOW, USE_SOFTCAP, KEYMAJOR, FMA, USE_TMA,
+                                 USE_LTMA, NQ, NPOLY, PMIX, LSE2, PREC, UPCAST)
     for t0 in range(t_b, t_hi, BT):
         b_r = _received_step(b_k, p_q, s_qt, p_lse, t0, o_j, ks, T, S, window, scale, softcap, b_r, qd, q_row0,
                              ld, l_row, False, True, D, BT, USE_WINDOW, USE_SOFTCAP, KEYMAJOR, FMA, USE_TMA,

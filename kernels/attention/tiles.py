@@ -76,7 +76,7 @@ RECEIVED_TILES: dict = {64: (64, 64, 4, 2), 128: (64, 128, 4, 3), 256: (32, 64, 
 # block's 4 quarters, how many take exp2 by a polynomial on the FMA pipe; 0 = all on the MUFU).
 # All off = the kernel of sessions 3 and 4.
 _ROFF = {"keymajor": False, "fma": False, "tma": False, "poly": 0, "maxnreg": 0, "pmix": 0, "ltma": False,
-         "hmaj": False, "lse2": False}
+         "hmaj": False, "lse2": False, "pipe": False}
 RECEIVED_SWITCHES: dict = {64: dict(_ROFF, keymajor=True, fma=True, tma=True), 128: dict(_ROFF, fma=True, tma=True),
                            256: dict(_ROFF)}
 # "maxnreg": a register cap per thread for ptxas (more CTAs per SM; 0 = none; GPU builds only).
@@ -86,8 +86,9 @@ RECEIVED_SWITCHES: dict = {64: dict(_ROFF, keymajor=True, fma=True, tma=True), 1
 # descriptor (no per-element address arithmetic; 85 instead of 105 registers in the offline sm_90 build of Triton 3.6
 # at (64, 64, 4, 2)); "hmaj": the grid runs (head, key block), so the longest key blocks of every head launch first;
 # "lse2": the prefill kernel stores -lse * log2(e) for this pass (the addend of its multiply-adds as it is: 16 fewer
-# instructions per thread and query block at (64, 64, 4, 2); only where the call does not return lse).
-RECEIVED_SWITCH_NAMES = ("keymajor", "fma", "tma", "poly", "maxnreg", "pmix", "ltma", "hmaj", "lse2")  # "r_" + name
+# instructions per thread and query block at (64, 64, 4, 2); only where the call does not return lse); "pipe"
+# (key-major, poly 0): the next query block's Q K^T issued before this block's exp2 (the MMA under the exponentials).
+RECEIVED_SWITCH_NAMES = ("keymajor", "fma", "tma", "poly", "maxnreg", "pmix", "ltma", "hmaj", "lse2", "pipe")
 _RECEIVED_INTS = ("poly", "maxnreg", "pmix")
 # decode: (BS, num_warps, num_stages); one wave of programs, bandwidth-bound
 DECODE_TILES: dict = {64: (64, 4, 2), 128: (64, 4, 2), 256: (32, 4, 2)}
@@ -137,8 +138,9 @@ def received_tile(D: int, itemsize: int, interpret: bool,
 
 
 def received_switches(D: int, override: Optional[dict] = None) -> dict:
-    """The received-mass kernel's switches ({"keymajor", "fma", "tma", "ltma", "hmaj", "lse2"}: bool, "poly": 0..4,
-    "maxnreg", "pmix") for head_dim D; an ``override`` key "r_<name>" takes precedence (tuning runs and tests)."""
+    """The received-mass kernel's switches ({"keymajor", "fma", "tma", "ltma", "hmaj", "lse2", "pipe"}: bool,
+    "poly": 0..4, "maxnreg", "pmix") for head_dim D; an ``override`` key "r_<name>" takes precedence (tuning runs and
+    tests)."""
     sw = dict(RECEIVED_SWITCHES[_bucket(D)])
     for name in RECEIVED_SWITCH_NAMES:
         if override and "r_" + name in override:

@@ -307,11 +307,14 @@ def test_received_switches_parity(opts, B, H, KV, T, S, D, dtype, window, softca
 
 
 # session 6: lse through a descriptor, the forward's base-2 lse, the (head, key block) grid, the polynomial exp2 on
-# every 2nd query block (lse2 acts only where the call does not return lse: entropy and received mass here)
+# every n-th query block, the MMA issued a block ahead (lse2 acts only where the call does not return lse: entropy and
+# received mass here)
 RECEIVED_SWITCHES_S6 = [{"r_keymajor": True, "r_fma": True, "r_tma": True, "r_ltma": True, "r_lse2": True,
                          "r_hmaj": True},
                         {"r_keymajor": True, "r_fma": True, "r_pmix": 2},
-                        {"r_lse2": True}]
+                        {"r_lse2": True},
+                        {"r_keymajor": True, "r_fma": True, "r_tma": True, "r_pipe": True, "r_pmix": 3},
+                        {"r_keymajor": True, "r_pipe": True, "r_lse2": True}]
 
 
 @pytest.mark.parametrize("opts", RECEIVED_SWITCHES_S6)
@@ -319,6 +322,7 @@ RECEIVED_SWITCHES_S6 = [{"r_keymajor": True, "r_fma": True, "r_tma": True, "r_lt
     (2, 4, 2, 68, 111, 64, torch.bfloat16, None, None, [0, 20]),     # odd S, GQA, left padding, T * 4 B % 16 = 0
     (1, 2, 1, 70, 70, 128, torch.bfloat16, 33, None, [5]),           # window, d 128, dead rows, lse by pointers
     (1, 2, 2, 33, 47, 64, torch.float32, None, 20.0, None),          # softcap, fp32 (lse2 only)
+    (1, 3, 1, 200, 213, 64, torch.bfloat16, None, None, None),       # several pairs of fully visible query blocks
 ])
 def test_received_switches_s6_parity(opts, B, H, KV, T, S, D, dtype, window, softcap, ks):
     q, k, v = _inputs(B, H, KV, T, S, D, dtype, seed=43, sink=3.0)
@@ -554,6 +558,8 @@ _KMT = {"r_keymajor": True, "r_fma": True, "r_tma": True}
      "p_maxnreg": 168},
     {"rtile": (128, 64, 4, 2), **_KMT, "r_lse2": True, "r_pmix": 4, "r_maxnreg": 128},
     {"rtile": (64, 64, 4, 2), **_KMT, "r_ltma": True, "r_lse2": True},
+    {"rtile": (128, 64, 4, 2), **_KMT, "r_lse2": True, "r_pipe": True, "r_pmix": 6, "r_maxnreg": 168},
+    {"rtile": (64, 64, 4, 2), **_KMT, "r_pipe": True},
 ])
 def test_received_switches_s6_parity_gpu(D, opts):
     """Session 6's received-mass switches (and the statistics prefill under a register cap) at GPU sizes (as
