@@ -365,6 +365,8 @@ def _short(r: dict) -> str:
     if r.get("status") == "ok":
         mem = r.get("peak_gib_over_weights")
         return f"{r['wall_s']:.2f} s" + (f" / {mem:.1f} GiB" if mem is not None else "")
+    if r.get("status", "").startswith("skipped: predicted"):
+        return f"not run, ≈{r['predicted_s']:.0f} s predicted"
     return "out of memory" if r.get("status") == "out of memory" else "not run"
 
 
