@@ -10,7 +10,9 @@ never fills):
 and whether the three outputs are bit for bit equal. Writes --out (JSON).
 
     python -m benchmarks.bench_launch --out $OUT/launch_h200.json        # the device call
-    python -m benchmarks.bench_launch --write-block benchmarks/results/launch_h200.json kernels/BENCHMARKS.md
+    python -m benchmarks.bench_launch --write-block benchmarks/results/decode_launch_h200.json kernels/BENCHMARKS.md
+    python -m benchmarks.bench_launch --write-gen-block benchmarks/results/e2e_gen_host_h200_call1.json \
+        kernels/BENCHMARKS.md decode-host-gen-call1          # (and call2): part gen's decode steps
 """
 from __future__ import annotations
 
@@ -81,8 +83,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--write-block", nargs=2, default=None, metavar=("RESULT", "PAGE"),
                     help=f"only replace the <!-- table:{BLOCK} --> block of PAGE with the table from RESULT")
-    ap.add_argument("--write-gen-block", nargs=2, default=None, metavar=("RESULT", "PAGE"),
-                    help=f"only replace the <!-- table:{GEN_BLOCK} --> block of PAGE with the gen table from RESULT")
+    ap.add_argument("--write-gen-block", nargs=3, default=None, metavar=("RESULT", "PAGE", "BLOCK"),
+                    help=f"only replace the <!-- table:BLOCK --> block of PAGE (e.g. {GEN_BLOCK}-call1) with the gen "
+                         "table from RESULT")
     ap.add_argument("--out")
     ap.add_argument("--n", type=int, default=200)
     ap.add_argument("--loops", type=int, default=5)
@@ -97,7 +100,7 @@ def main(argv=None) -> int:
         from studies.tables import write_blocks
 
         with open(args.write_gen_block[0]) as f:
-            write_blocks(args.write_gen_block[1], {GEN_BLOCK: table_gen(json.load(f)) + "\n"})
+            write_blocks(args.write_gen_block[1], {args.write_gen_block[2]: table_gen(json.load(f)) + "\n"})
         return 0
     if not args.out:
         ap.error("--out is required")
