@@ -74,13 +74,14 @@ class Launch:
         dynamic: the names whose values change between calls (passed to ``__call__`` in this order).
     """
 
-    __slots__ = ("fn", "kw", "dynamic", "_blank", "_args", "_flags", "_kernels", "_direct", "_backend")
+    __slots__ = ("fn", "kw", "dynamic", "_blank", "_args", "_flags", "_kernels", "_direct", "_backend", "_guards")
 
     def __init__(self, fn, kw: dict, dynamic: tuple):
         self.fn, self.kw, self.dynamic = fn, kw, tuple(dynamic)
         self._blank = dict.fromkeys(self.dynamic)          # between calls kw holds none of a call's tensors
         self._kernels: dict = {}
         self._backend = None
+        self._guards: tuple = ()
         self._direct = _API is not None and self._plain_params()     # DIRECT itself is read at each call
         if self._direct:
             names = [p.name for p in fn.params]
@@ -118,7 +119,10 @@ class Launch:
     def _direct_launch(self, grid: tuple, values: tuple, kw: dict):
         nsi, knobs, driver = _API
         rt = knobs.runtime
-        if (self.fn.pre_run_hooks or _hooked(rt.launch_enter_hook) or _hooked(rt.launch_exit_hook)
+        # a launch hook is set: a HookChain with calls, or anything else but None (an older plain hook)
+        enter, exit_ = rt.launch_enter_hook, rt.launch_exit_hook
+        if (self.fn.pre_run_hooks or (enter is not None and getattr(enter, "calls", True))
+                or (exit_ is not None and getattr(exit_, "calls", True))
                 or getattr(rt, "add_stages_inspection_hook", None) is not None):
             return self.fn.run(grid=grid, warmup=False, **kw)
         device = driver.active.get_current_device()
@@ -144,8 +148,11 @@ class Launch:
         return kernel
 
     def _globals_unchanged(self) -> bool:
-        """JITFunction.run's check that the global constants the kernel read at compile time are unchanged."""
-        return all(g.get(name, _MISSING) == val for (name, _), (val, g) in self.fn.used_global_vals.items())
+        """JITFunction.run's check that the global constants the kernel read at compile time are unchanged, made
+        without Python-level ``==`` (``tl.constexpr.__eq__`` / ``__bool__``: ~6 µs a launch): each name still holds
+        the object it held after the last ``run`` passed that check and, for a ``tl.constexpr`` around a scalar, the
+        same value (``guard``). Any difference sends the call through ``run``, which checks for itself."""
+        return guards_hold(self._guards)
 
     def _remember(self, device, kernel, values) -> None:
         """Keep the kernel run() launched, under the key of the arguments it launched with."""
@@ -153,15 +160,47 @@ class Launch:
             return
         if self._backend is None:
             self._backend = self.fn.device_caches[device][3]                    # the backend run()'s binder used
+        self._guards = tuple(guard(g, name, val) for (name, _), (val, g) in self.fn.used_global_vals.items())
         nsi, knobs, _ = _API
         key = (device, knobs.runtime.debug, knobs.compilation.instrumentation_mode,
                *[nsi(self._backend, v, c, s, a) for v, (c, s, a) in zip(values, self._flags)])
         self._kernels[key] = (kernel,) + _launcher(kernel)
 
 
-def _hooked(chain) -> bool:
-    """A launch hook is set: a HookChain with calls, or anything else that is not None (an older plain hook)."""
-    return chain is not None and bool(getattr(chain, "calls", True))
+class _Full:
+    """A global whose value is compared whole (anything but a scalar or a tl.constexpr around one)."""
+
+    __slots__ = ("ref",)
+
+    def __init__(self, ref):
+        self.ref = ref
+
+
+_SCALARS = (bool, int, float, str, type(None))
+
+
+def guard(g: dict, name: str, val) -> tuple:
+    """(globals dict, name, the object it holds now, what to compare besides identity): nothing for an immutable
+    scalar, the wrapped scalar of a ``tl.constexpr`` (its value could be reassigned in place), else ``_Full(val)``
+    (a whole ``==``). Built right after ``run`` accepted the globals, so they equal ``val`` (Triton's compile-time
+    copy)."""
+    obj = g.get(name, _MISSING)
+    if isinstance(obj, _SCALARS):
+        return g, name, obj, _MISSING
+    if isinstance(getattr(obj, "value", None), _SCALARS) and type(obj).__name__ == "constexpr":
+        return g, name, obj, getattr(val, "value", val)
+    return g, name, obj, _Full(val)
+
+
+def guards_hold(guards: tuple) -> bool:
+    """True when every ``guard`` still holds: the same object under its name and, where kept, the same value."""
+    for g, name, obj, value in guards:
+        if g.get(name, _MISSING) is not obj:
+            return False
+        if value is not _MISSING and (obj.value if value.__class__ is not _Full else obj) != (
+                value if value.__class__ is not _Full else value.ref):
+            return False
+    return True
 
 
 def _launcher(kernel) -> tuple:

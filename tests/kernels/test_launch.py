@@ -146,3 +146,30 @@ def test_launch_hooks_take_the_normal_launch(monkeypatch):
     finally:
         knobs.runtime.launch_enter_hook.remove(hook)
     assert len(seen) == 2, seen                                               # split kernel, combine kernel
+
+
+def test_global_guards_catch_what_triton_checks():
+    """The direct launch's check of the kernel's global constants (identity, plus the value of a constexpr around a
+    scalar, plus a whole comparison for anything else) says "changed" whenever JITFunction.run's ``!=`` check
+    would -- and also for an equal value in a new object (then run() decides)."""
+    import copy
+
+    import triton.language as tl
+    launch = _launch()
+    g = {"A": tl.constexpr(1.5), "B": 3, "C": [1, 2]}
+    guards = lambda: tuple(launch.guard(g, n, copy.deepcopy(g[n])) for n in g)  # noqa: E731 - as after a run
+    gs = guards()
+    assert launch.guards_hold(gs)
+    g["A"].value = 2.0                                    # a constexpr changed in place
+    assert not launch.guards_hold(gs)
+    g["A"] = tl.constexpr(1.5)                            # an equal value, a new object: conservative
+    assert not launch.guards_hold(gs)
+    gs = guards()
+    g["B"] = 4
+    assert not launch.guards_hold(gs)
+    g["B"] = 3
+    gs = guards()
+    g["C"].append(3)                                      # a mutable global changed in place
+    assert not launch.guards_hold(gs)
+    del g["C"]
+    assert not launch.guards_hold(gs)
