@@ -55,29 +55,23 @@ _KM = {"r_keymajor": True, "r_fma": True}                       # the received k
 # the few candidates left open by call 1 (its list: this file at commit dadeaea; rows in prefill_sweep_h200_call2.json).
 _R = {**_KM, "r_tma": True}                                     # the d64 received default's switches
 # Session 6 call 1 (the SmolLM2 statistics at 1.779x SDPA, target 1.7x) swept 14 d64 received-mass tiles and 5 d64
-# statistics-prefill candidates (its list: this file at commit fcc9f08; rows in prefill_sweep_h200_s6.json); the winners
-# are the defaults now. Call 2 (issue #15, 1.744x left): the received pass's new switches (kernels/attention/tiles.py:
-# lse2, pmix, ltma, hmaj) on the two best d64 tiles of call 1 and on wider tiles under a register cap (offline sm_90
-# builds of Triton 3.6 with the device's specialization: (64, 64, 4, 2) 80 registers, 192 -> 176 instructions per thread
-# and query block with lse2, 72 registers without spills under maxnreg 72; (128, 64, 4, 2) 140 registers, 4.4
-# instructions per score against 6.0, 128 without spills under maxnreg 128; pipe: the MMA a query block ahead, 94
-# registers at (64, 64, 4, 2), 161 at (128, 64, 4, 2) under maxnreg 168); the statistics prefill: call 1's best two
-# and (64, 128, 4, 2) with and without a 168-register cap (3 CTAs per SM: 73 KiB shared memory each, 243 registers
-# without the cap, an 8-byte stack with it). Each variant's first two candidates are call 1's best two.
+# statistics-prefill candidates (its list: this file at commit fcc9f08; rows in prefill_sweep_h200_s6.json). Call 2
+# swept the received pass's new switches (lse2, pmix, ltma, hmaj; kernels/attention/tiles.py) on call 1's two best tiles
+# and on wider tiles under a register cap, picked from offline sm_90 builds of Triton 3.6 with the device's
+# specialization (its list: this file at commit 2cd70c8; rows in prefill_sweep_h200_s6_call2.json); its winner,
+# (128, 64, 4, 2) + lse2 + maxnreg 128, is the d64 default now. Next call (not run yet): the new default and call 2's
+# runner-up first, then what came after call 2 -- the received pass's pipe switch (the MMA a query block ahead: 94
+# registers at (64, 64, 4, 2), 161 at (128, 64, 4, 2) under maxnreg 168, offline; under 128 it spills) and the
+# statistics prefill (64, 128, 4, 2) under a 168-register cap (3 CTAs per SM: 73 KiB shared memory each; 243
+# registers without the cap, an 8-byte stack with it).
 _L = {**_R, "r_lse2": True}
 SWEEP = {
     128: {"stats_fwd": [((128, 128, 8, 3), {**_SP, "tma": True, "rev": True})]},
-    64: {"received": [((64, 64, 4, 2), _R), ((64, 64, 4, 3), {**_R, "r_maxnreg": 128}),
-                      ((64, 64, 4, 2), _L), ((64, 64, 4, 2), {**_L, "r_pipe": True}),
+    64: {"received": [((128, 64, 4, 2), {**_L, "r_maxnreg": 128}), ((64, 64, 4, 2), {**_L, "r_maxnreg": 72}),
+                      ((64, 64, 4, 2), {**_L, "r_pipe": True}),
                       ((128, 64, 4, 2), {**_L, "r_pipe": True, "r_maxnreg": 168}),
-                      ((128, 64, 4, 2), {**_L, "r_maxnreg": 128}), ((64, 64, 4, 2), {**_L, "r_maxnreg": 72}),
                       ((128, 64, 4, 2), {**_L, "r_pipe": True, "r_maxnreg": 168, "r_pmix": 6}),
-                      ((64, 64, 4, 2), {**_L, "r_pipe": True, "r_pmix": 8}), ((64, 64, 4, 2), {**_L, "r_hmaj": True}),
-                      ((64, 64, 4, 2), {**_L, "r_pmix": 8}), ((128, 64, 4, 2), {**_L, "r_maxnreg": 128, "r_pmix": 4}),
-                      ((64, 128, 4, 2), {**_L, "r_maxnreg": 128}), ((128, 64, 4, 2), _L),
-                      ((64, 64, 4, 2), {**_L, "r_ltma": True}), ((64, 64, 4, 2), {**_R, "r_hmaj": True}),
-                      ((64, 64, 4, 2), {**_L, "r_pmix": 5}), ((128, 64, 4, 2), {**_L, "r_maxnreg": 128, "r_pmix": 6}),
-                      ((128, 64, 4, 3), {**_L, "r_maxnreg": 128})],
+                      ((64, 64, 4, 2), {**_L, "r_pipe": True, "r_pmix": 8}), ((64, 64, 4, 2), _R)],
          "stats_fwd": [((64, 128, 4, 3), {**_SP, "tma": True, "rev": True}), ((64, 128, 4, 3), {**_SP, "tma": True}),
                        ((64, 128, 4, 2), {**_SP, "tma": True, "rev": True, "p_maxnreg": 168}),
                        ((64, 128, 4, 2), {**_SP, "tma": True, "rev": True})]},

@@ -144,7 +144,8 @@ RESULTS = "benchmarks/results"
 # generated blocks of kernels/BENCHMARKS.md: name -> the bench_sweep result file it renders
 BLOCKS = {"prefill-sweep-call1": f"{RESULTS}/prefill_sweep_h200_call1.json",
           "prefill-sweep-call2": f"{RESULTS}/prefill_sweep_h200_call2.json",
-          "prefill-sweep-s6-call1": f"{RESULTS}/prefill_sweep_h200_s6.json"}
+          "prefill-sweep-s6-call1": f"{RESULTS}/prefill_sweep_h200_s6.json",
+          "prefill-sweep-s6-call2": f"{RESULTS}/prefill_sweep_h200_s6_call2.json"}
 
 
 def render(data: dict) -> str:

@@ -32,6 +32,8 @@ PREFILL_TILES: dict = {
     # Session 6 call 1 (prefill_sweep_h200_s6.json, median of 5 calls): d64 + rev 11.84 ms vs 12.12 without -> rev on at
     # d64; the whole statistics call with it and the received tile below 18.82 ms (1.744x SDPA) vs 19.42 (1.799x) for
     # session 5's defaults (median of 5 do_bench, same run).
+    # Session 6 call 2 (prefill_sweep_h200_s6_call2.json): d64 + rev 11.995 ms vs 11.851 without -- the opposite of
+    # call 1 by about the run-to-run spread (2-3 %); over both calls rev 23.84 ms vs 23.97 -> rev kept at d64.
     "stats": {64: (64, 128, 4, 3), 128: (128, 128, 8, 3), 256: (64, 32, 4, 2)},
     # probability edits (ACT): tiles_h200.json: d64 0.896 ms vs 1.051; d128 kept (4.902 ms, the best).
     # Session 4 sweep (sweep_h200.json): d64 tile kept, with seg + reload_q + tma + fma: 11.29 ms vs 12.97
@@ -46,7 +48,8 @@ PREFILL_TILES: dict = {
 # RELOAD_Q, FMA, REV (query blocks launched longest first); "tma": K / V through tensor descriptors where the
 # layout allows it; "maxnreg": a ptxas register cap, 0 = none, GPU builds only: more CTAs per SM where shared memory
 # allows, e.g. the d64 statistics tile (64, 128, 4, 2) at 168 registers (offline sm_90 build of Triton 3.6: 243
-# without the cap, an 8-byte stack with it; 73 KiB shared memory) fits 3 CTAs per SM instead of 2)
+# without the cap, an 8-byte stack with it; 73 KiB shared memory) fits 3 CTAs per SM instead of 2 -- added after
+# session 6's call 2, not measured on a GPU)
 # Winners of the session 4 sweep at 64K on the H200 (benchmarks/results/sweep_h200.json) for d64 and of session
 # 5's first call (benchmarks/results/prefill_sweep_h200_call1.json) for d128; d256 was not measured with the
 # switches on (parity only), so it keeps the kernel as it was (all off).
@@ -69,7 +72,12 @@ PREFILL_SWITCHES: dict = {
 # Session 6 call 1 (prefill_sweep_h200_s6.json, 14 d64 tiles, median of 5 calls): (64, 64, 4, 2) 6.84 ms, (64, 64, 4, 3)
 # + maxnreg 128 6.97, (128, 64, 4, 3) 7.13, (64, 64, 4, 3) 7.16, (64, 128, 8, 3) 7.54; the polynomial exp2 12.8 -> d64
 # (64, 64, 4, 2).
-RECEIVED_TILES: dict = {64: (64, 64, 4, 2), 128: (64, 128, 4, 3), 256: (32, 64, 4, 2)}
+# Session 6 call 2 (prefill_sweep_h200_s6_call2.json, median of 5 calls, same run): (128, 64, 4, 2) + lse2 + maxnreg 128
+# 6.81 ms, the best of 15, vs 7.43 for call 1's (64, 64, 4, 2) (this run; 6.84 in call 1's), 7.06 for it + lse2, 7.60
+# for (128, 64, 4, 2) + lse2 without the cap (140 registers: 3 CTAs per SM instead of 4), 7.07 for (128, 64, 4, 3) +
+# lse2 + cap; pmix 7.6-8.1, ltma 10.75 -> d64 (128, 64, 4, 2) with lse2 + maxnreg 128. The whole statistics call with
+# it (and the prefill without rev) 18.53 ms (1.730x SDPA) vs 18.92 (1.767x) for call 1's defaults, same run.
+RECEIVED_TILES: dict = {64: (128, 64, 4, 2), 128: (64, 128, 4, 3), 256: (32, 64, 4, 2)}
 # received_fwd_kernel's switches per head_dim bucket: "keymajor" (S^T = K Q^T, per-step column sums in a warp),
 # "fma" (scale and lse in one multiply-add per score), "tma" (Q blocks through a tensor descriptor where the
 # layout allows it; 2-byte inputs, head_dim 64 / 128 only), "poly" (key-major, 2-byte inputs: of each query
@@ -77,17 +85,20 @@ RECEIVED_TILES: dict = {64: (64, 64, 4, 2), 128: (64, 128, 4, 3), 256: (32, 64, 
 # All off = the kernel of sessions 3 and 4.
 _ROFF = {"keymajor": False, "fma": False, "tma": False, "poly": 0, "maxnreg": 0, "pmix": 0, "ltma": False,
          "hmaj": False, "lse2": False, "pipe": False}
-RECEIVED_SWITCHES: dict = {64: dict(_ROFF, keymajor=True, fma=True, tma=True), 128: dict(_ROFF, fma=True, tma=True),
-                           256: dict(_ROFF)}
+RECEIVED_SWITCHES: dict = {64: dict(_ROFF, keymajor=True, fma=True, tma=True, lse2=True, maxnreg=128),
+                           128: dict(_ROFF, fma=True, tma=True), 256: dict(_ROFF)}
 # "maxnreg": a register cap per thread for ptxas (more CTAs per SM; 0 = none; GPU builds only).
-# Session 6 (issue #15; measured in one device call, see kernels/BENCHMARKS.md): "pmix" (key-major, 2-byte inputs,
-# poly 0): every pmix-th query block of a program's fully visible range takes the polynomial exp2 for its whole tile
-# (the MMA keeps its width; 0 = off); "ltma" (key-major, 2-byte inputs, d 64 / 128): the lse blocks through a tensor
-# descriptor (no per-element address arithmetic; 85 instead of 105 registers in the offline sm_90 build of Triton 3.6
-# at (64, 64, 4, 2)); "hmaj": the grid runs (head, key block), so the longest key blocks of every head launch first;
-# "lse2": the prefill kernel stores -lse * log2(e) for this pass (the addend of its multiply-adds as it is: 16 fewer
-# instructions per thread and query block at (64, 64, 4, 2); only where the call does not return lse); "pipe"
-# (key-major, poly 0): the next query block's Q K^T issued before this block's exp2 (the MMA under the exponentials).
+# Session 6 (issue #15; call 2, see kernels/BENCHMARKS.md): "pmix" (key-major, 2-byte inputs, poly 0): every pmix-th
+# query block of a program's fully visible range takes the polynomial exp2 for its whole tile (the MMA keeps its width;
+# 0 = off; lost: 7.6-8.1 ms against 6.81 -- the pass is bound by issue slots nearly as much as by the MUFU, and the
+# polynomial costs ~9 instructions per score); "ltma" (key-major, 2-byte inputs, d 64 / 128): the lse blocks through a
+# tensor descriptor (lost: 10.75 ms; Triton waits for each load in the same step); "hmaj": the grid runs (head, key
+# block), so the longest key blocks of every head launch first (inconclusive: 7.05 vs 7.06 ms with lse2, 7.13 vs 7.43
+# without);
+# "lse2": the prefill kernel stores -lse * log2(e) for this pass (the addend of its multiply-adds as it is: 192 -> 176
+# instructions per thread and query block at (64, 64, 4, 2), offline sm_90 build of Triton 3.6; 7.06 vs 7.43 ms; only
+# where the call does not return lse); "pipe" (key-major, poly 0; added after call 2, not measured on a GPU): the next
+# query block's Q K^T issued before this block's exp2 (the MMA under the exponentials).
 RECEIVED_SWITCH_NAMES = ("keymajor", "fma", "tma", "poly", "maxnreg", "pmix", "ltma", "hmaj", "lse2", "pipe")
 _RECEIVED_INTS = ("poly", "maxnreg", "pmix")
 # decode: (BS, num_warps, num_stages); one wave of programs, bandwidth-bound
