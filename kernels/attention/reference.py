@@ -104,7 +104,89 @@ def attention(
 
     kf = k.to(cdt)[:, :, None]                                           # [B, KV, 1, S, D]
     vf = v.to(cdt)[:, :, None]                                           # [B, KV, 1, S, D]
-    res = AttentionResult(out=torch.empty(B, T, H, D, dtype=q.dtype, device=dev))
+    res = _with_stats(AttentionResult(out=torch.empty(B, T, H, D, dtype=q.dtype, device=dev)),
+                      B, H, T, S, stats, sink_pos, spans, cdt, dev)
+    for t0 in range(0, T, bq):
+        t1 = min(T, t0 + bq)
+        n = t1 - t0
+        q_pos = q_pos_all[t0:t1]                                          # [n]
+        qb = q[:, :, t0:t1].to(cdt).view(B, KV, G, n, D)
+        s = (qb @ kf.transpose(-1, -2)).mul_(scale).view(B, H, n, S)   # [B, H, n, S]
+        if softcap:
+            s = softcap * torch.tanh(s / softcap)
+        vis, row_ok, p = _softmax_visible(s, key_start, q_pos, S, window)
+        if edits is not None and edits.edits_probs:
+            p = _edit_probs(p, vis, q_pos, edits)
+
+        o = (p.view(B, KV, G, n, S) @ vf).view(B, H, n, D)               # [B, H, n, D]
+        if edits is not None:
+            if edits.head_mean_on is not None:
+                on = edits.head_mean_on.view(1, H, 1, 1).to(torch.bool) & row_ok[..., None]
+                o = torch.where(on, edits.head_mean.to(cdt).view(1, H, 1, D), o)
+            if edits.head_scale is not None:
+                o = o * edits.head_scale.to(cdt).view(1, H, 1, 1)
+        res.out[:, t0:t1] = o.transpose(1, 2).to(q.dtype)
+        _block_stats(res, s, p, vis, t0, t1, T, stats, sink_pos, spans)
+    return res
+
+
+def stats_from_logits(
+    logits: Tensor,
+    *,
+    key_start: Optional[Tensor] = None,
+    window: Optional[int] = None,
+    sink_pos: Optional[Tensor] = None,
+    spans: Optional[Tensor] = None,
+    stats: StatsRequest = NO_STATS,
+    block_q: Optional[int] = None,
+) -> AttentionResult:
+    """``attention``'s statistics from given attention logits, by the same lines, in O(T * S) work.
+
+    For maps computed elsewhere (the TransformerLens / nnsight backends hand over probabilities P; their logits
+    log P give P back under the masked softmax, since P's visible entries sum to 1).
+
+    Args:
+        logits: [B, H, T, S] scores after scale and softcap (query t at key position S - T + t); float64 keeps
+            the round trip exact to ~1e-15.
+        key_start [B], window, sink_pos [B, P], spans [B, NS, 2], stats, block_q: as in ``attention``
+            (``stats.topk`` / ``full`` included; no edits).
+    Returns:
+        AttentionResult with the requested statistics in logits' dtype (float32 for 2-byte inputs); ``out`` is an
+        empty tensor (no values).
+    """
+    B, H, T, S = logits.shape
+    dev = logits.device
+    cdt = torch.float64 if logits.dtype == torch.float64 else torch.float32
+    key_start = torch.zeros(B, dtype=torch.long, device=dev) if key_start is None else key_start.to(dev).long()
+    if stats.sink_mass and sink_pos is None:
+        sink_pos = key_start.clamp(max=S - 1)[:, None]
+    bq = block_q or default_block_q(B, H, T, S)
+    q_pos_all = torch.arange(S - T, S, device=dev)                       # [T]
+    res = _with_stats(AttentionResult(out=torch.empty(0, dtype=logits.dtype, device=dev)),
+                      B, H, T, S, stats, sink_pos, spans, cdt, dev)
+    for t0 in range(0, T, bq):
+        t1 = min(T, t0 + bq)
+        s = logits[:, :, t0:t1].to(cdt, copy=True)                        # [B, H, n, S] (ours: filled in place)
+        vis, _, p = _softmax_visible(s, key_start, q_pos_all[t0:t1], S, window)
+        _block_stats(res, s, p, vis, t0, t1, T, stats, sink_pos, spans)
+    return res
+
+
+def _softmax_visible(s: Tensor, key_start: Tensor, q_pos: Tensor, S: int, window: Optional[int]) -> tuple:
+    """Masks s [B, H, n, S] in place to the visible keys and softmaxes it -> (vis [B, n, S], row_ok [B, 1, n],
+    p [B, H, n, S]); fully masked rows get p = 0."""
+    vis = visible_mask(key_start, q_pos, S, window)                      # [B, n, S]
+    s.masked_fill_(~vis[:, None], float("-inf"))
+    row_ok = vis.any(-1)[:, None, :]                                     # [B, 1, n]
+    p = torch.softmax(s, dim=-1)                                         # [B, H, n, S]
+    if not bool(row_ok.all()):                                           # fully masked rows: NaN -> 0
+        p = p.masked_fill(~row_ok[..., None], 0.0)
+    return vis, row_ok, p
+
+
+def _with_stats(res: AttentionResult, B: int, H: int, T: int, S: int, stats: StatsRequest, sink_pos, spans,
+                cdt, dev) -> AttentionResult:
+    """res with zeroed buffers for the requested statistics."""
     zeros = lambda *shape: torch.zeros(*shape, dtype=cdt, device=dev)  # noqa: E731
     if stats.lse:
         res.lse = zeros(B, H, T)
@@ -126,53 +208,34 @@ def attention(
         res.topk_val = zeros(B, H, rows_topk, kk)
     if stats.full:
         res.probs = zeros(B, H, T, S)
-
-    for t0 in range(0, T, bq):
-        t1 = min(T, t0 + bq)
-        n = t1 - t0
-        q_pos = q_pos_all[t0:t1]                                          # [n]
-        qb = q[:, :, t0:t1].to(cdt).view(B, KV, G, n, D)
-        s = (qb @ kf.transpose(-1, -2)).mul_(scale).view(B, H, n, S)   # [B, H, n, S]
-        if softcap:
-            s = softcap * torch.tanh(s / softcap)
-        vis = visible_mask(key_start, q_pos, S, window)                  # [B, n, S]
-        s.masked_fill_(~vis[:, None], float("-inf"))                     # in place: s is ours
-        row_ok = vis.any(-1)[:, None, :]                                 # [B, 1, n]
-        p = torch.softmax(s, dim=-1)                                     # [B, H, n, S]
-        if not bool(row_ok.all()):                                       # fully masked rows: NaN -> 0
-            p = p.masked_fill(~row_ok[..., None], 0.0)
-        if edits is not None and edits.edits_probs:
-            p = _edit_probs(p, vis, q_pos, edits)
-
-        o = (p.view(B, KV, G, n, S) @ vf).view(B, H, n, D)               # [B, H, n, D]
-        if edits is not None:
-            if edits.head_mean_on is not None:
-                on = edits.head_mean_on.view(1, H, 1, 1).to(torch.bool) & row_ok[..., None]
-                o = torch.where(on, edits.head_mean.to(cdt).view(1, H, 1, D), o)
-            if edits.head_scale is not None:
-                o = o * edits.head_scale.to(cdt).view(1, H, 1, 1)
-        res.out[:, t0:t1] = o.transpose(1, 2).to(q.dtype)
-
-        if stats.lse:
-            res.lse[:, :, t0:t1] = torch.logsumexp(s, dim=-1)            # -inf on fully masked rows
-        if stats.entropy:
-            res.entropy[:, :, t0:t1] = torch.special.entr(p).sum(-1)     # -sum p log p, 0 log 0 = 0
-        if stats.sink_mass:
-            idx = sink_pos[:, None, None, :].expand(B, H, n, -1)
-            res.sink_mass[:, :, t0:t1] = p.gather(-1, idx)
-        if stats.span_mass:
-            j = torch.arange(S, device=dev)
-            in_span = (j >= spans[..., :1]) & (j < spans[..., 1:])       # [B, NS, S]
-            res.span_mass[:, :, t0:t1] = torch.einsum("bhns,bks->bhnk", p, in_span.to(cdt))
-        if stats.received:
-            res.received_sum += p.sum(2)
-            res.received_count += vis.sum(1).to(cdt)
-        if rows_topk and t1 > T - rows_topk:
-            r0 = max(t0, T - rows_topk)
-            val, idx = p[:, :, r0 - t0:].topk(res.topk_idx.shape[-1], dim=-1)
-            d0, d1 = r0 - (T - rows_topk), t1 - (T - rows_topk)
-            res.topk_idx[:, :, d0:d1] = idx
-            res.topk_val[:, :, d0:d1] = val
-        if stats.full:
-            res.probs[:, :, t0:t1] = p
     return res
+
+
+def _block_stats(res: AttentionResult, s: Tensor, p: Tensor, vis: Tensor, t0: int, t1: int, T: int,
+                 stats: StatsRequest, sink_pos, spans) -> None:
+    """Adds one query block's statistics to res: s [B, H, n, S] masked logits, p their probabilities (edited),
+    vis [B, n, S]; rows t0..t1 of T."""
+    B, H, n, S = p.shape
+    if stats.lse:
+        res.lse[:, :, t0:t1] = torch.logsumexp(s, dim=-1)                # -inf on fully masked rows
+    if stats.entropy:
+        res.entropy[:, :, t0:t1] = torch.special.entr(p).sum(-1)         # -sum p log p, 0 log 0 = 0
+    if stats.sink_mass:
+        idx = sink_pos[:, None, None, :].expand(B, H, n, -1)
+        res.sink_mass[:, :, t0:t1] = p.gather(-1, idx)
+    if stats.span_mass:
+        j = torch.arange(S, device=p.device)
+        in_span = (j >= spans[..., :1]) & (j < spans[..., 1:])           # [B, NS, S]
+        res.span_mass[:, :, t0:t1] = torch.einsum("bhns,bks->bhnk", p, in_span.to(p.dtype))
+    if stats.received:
+        res.received_sum += p.sum(2)
+        res.received_count += vis.sum(1).to(p.dtype)
+    rows_topk = res.topk_idx.shape[2] if res.topk_idx is not None else 0
+    if rows_topk and t1 > T - rows_topk:
+        r0 = max(t0, T - rows_topk)
+        val, idx = p[:, :, r0 - t0:].topk(res.topk_idx.shape[-1], dim=-1)
+        d0, d1 = r0 - (T - rows_topk), t1 - (T - rows_topk)
+        res.topk_idx[:, :, d0:d1] = idx
+        res.topk_val[:, :, d0:d1] = val
+    if stats.full:
+        res.probs[:, :, t0:t1] = p

@@ -1,15 +1,18 @@
 """Reduce a backend's full attention map to probe's statistics, with probe's own reduction code.
 
 Hook backends (TransformerLens, nnsight) hand back probability maps P [B, H, T, S]. Instead of
-re-implementing entropy / received mass / sink mass / top-k / spans, this module feeds the map
-through ``kernels.attention.reference_attention`` — the exact code the native seam uses — as
-attention with given logits: queries are log P [B, H, T, S], keys are the identity [S, S] (so the
-scores q.k equal log P) and scale 1. The softmax of log P over the visible keys gives back P
+re-implementing entropy / received mass / sink mass / top-k / spans, this module feeds log P to
+``kernels.attention.reference.stats_from_logits`` — the statistics lines of the reference the native
+seam uses, given the logits instead of q.k. The softmax of log P over the visible keys gives back P
 (its rows already sum to 1), and every statistic comes out of the same lines as native capture.
-Computed in float64, the round trip adds < 1e-12 to the map.
+Computed in float64, the round trip adds < 1e-12 to the map. Work O(B * H * T * S).
 
-Memory: the identity and the values are expanded views (no copies); the reference is query
-blocked, so the extra peak is O(B * H * block * S) float64 beyond the map itself.
+(Until session 6 the map went through ``reference_attention`` itself with identity keys and zero
+values of width S: two T x S x S float64 products per layer, O(N^3), which dominated these backends'
+time in the end-to-end tables measured before the change.)
+
+Memory: log P in float64 beside the map; the reduction is query blocked, so the extra peak is
+O(B * H * block * S) float64 beyond that.
 """
 from __future__ import annotations
 
@@ -18,7 +21,8 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from kernels.attention import AttentionResult, StatsRequest, reference_attention
+from kernels.attention import AttentionResult, StatsRequest
+from kernels.attention.reference import stats_from_logits
 
 from ..capture.recorder import Recorder, _summarise_hidden
 from ..capture.seam import AttentionCall
@@ -43,7 +47,7 @@ def key_start_from_mask(attention_mask: Optional[Tensor], B: int, S: int) -> Ten
 
 def stats_from_probs(probs: Tensor, key_start: Tensor, request: StatsRequest, *, window: Optional[int] = None,
                      sink_pos: Optional[Tensor] = None, spans: Optional[Tensor] = None) -> AttentionResult:
-    """Statistics of a probability map, computed by ``reference_attention`` (see the module docstring).
+    """Statistics of a probability map, by the reference's statistics lines (see the module docstring).
 
     Args:
         probs: [B, H, T, S] attention probabilities (rows of padding queries may hold anything:
@@ -53,15 +57,11 @@ def stats_from_probs(probs: Tensor, key_start: Tensor, request: StatsRequest, *,
     Returns:
         AttentionResult with the requested statistics (float64 on probs' device); ``out`` is unused.
     """
-    B, H, T, S = probs.shape
     dev = probs.device
     logits = probs.detach().to(torch.float64).clamp_min(_TINY).log()                       # [B, H, T, S]
-    eye = torch.eye(S, dtype=torch.float64, device=dev)[None, None].expand(B, 1, S, S)    # keys   [B, 1, S, S]
-    values = torch.zeros((), dtype=torch.float64, device=dev).expand(B, 1, S, S)          # values [B, 1, S, S]
-    # One kv head shared by all H query heads: reference_attention's GQA path views q as [B, 1, H, T, S].
-    return reference_attention(logits, eye, values, scale=1.0, key_start=key_start.to(dev), window=window,
-                               sink_pos=None if sink_pos is None else sink_pos.to(dev),
-                               spans=None if spans is None else spans.to(dev), stats=request)
+    return stats_from_logits(logits, key_start=key_start.to(dev), window=window,
+                             sink_pos=None if sink_pos is None else sink_pos.to(dev),
+                             spans=None if spans is None else spans.to(dev), stats=request)
 
 
 def record_probs(rec: Recorder, layer: int, probs: Tensor, key_start: Tensor, window: Optional[int] = None) -> None:

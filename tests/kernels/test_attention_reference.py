@@ -122,3 +122,28 @@ def test_reference_var_redistribution():
     assert sel_rows > 0
     torch.testing.assert_close(r.probs, exp, rtol=0, atol=1e-12)
     torch.testing.assert_close(r.probs.sum(-1), torch.ones(B, H, T, dtype=torch.float64), rtol=0, atol=1e-12)
+
+
+def test_stats_from_logits_equals_the_reference_statistics():
+    """The statistics of given logits (the hook backends' path) equal those of the reference attention whose
+    q.k gave the logits: padding, a sliding window, sinks, spans, top-k and received mass, odd sizes, GQA."""
+    from kernels.attention.reference import stats_from_logits
+    torch.manual_seed(3)
+    B, H, KV, T, S, D = 2, 6, 2, 37, 53, 16
+    q = torch.randn(B, H, T, D, dtype=torch.float64)
+    k = torch.randn(B, KV, S, D, dtype=torch.float64)
+    v = torch.randn(B, KV, S, D, dtype=torch.float64)
+    key_start = torch.tensor([0, 9])
+    sink_pos = torch.tensor([[0, 3], [9, 10]])
+    spans = torch.tensor([[[2, 11]], [[12, 30]]])
+    req = StatsRequest(lse=True, entropy=True, sink_mass=True, span_mass=True, received=True, topk=4, topk_rows=5)
+    for window in (None, 7):
+        ref = reference_attention(q, k, v, scale=0.3, key_start=key_start, window=window, sink_pos=sink_pos,
+                                  spans=spans, stats=req, block_q=8)
+        G = H // KV
+        logits = (q.view(B, KV, G, T, D) @ k[:, :, None].transpose(-1, -2)).view(B, H, T, S) * 0.3
+        got = stats_from_logits(logits, key_start=key_start, window=window, sink_pos=sink_pos, spans=spans,
+                                stats=req, block_q=5)
+        for name in ("lse", "entropy", "sink_mass", "span_mass", "received_sum", "received_count", "topk_val"):
+            torch.testing.assert_close(getattr(got, name), getattr(ref, name), rtol=1e-12, atol=1e-12, msg=name)
+        assert torch.equal(got.topk_idx, ref.topk_idx)
