@@ -5,10 +5,10 @@
 cache key from them and the options, checks the kernel's global constants, reads knobs and only then calls the
 compiled kernel's launcher: on a host-bound decode step that is most of a layer's host cost. A ``Launch`` holds
 one launch's complete keyword arguments and names the few that change between calls (``dynamic``: the step's
-tensors, strides, key count); a call swaps those in, specializes only them -- with Triton's own
-``native_specialize_impl``, so the key is what Triton's would be for them -- and, when an earlier call with the
-same key went through ``JITFunction.run``, calls that compiled kernel's launcher directly (the arguments Triton's
-binder would pass, in parameter order). Everything else is fixed for the life of a ``Launch``, so it specializes
+tensors, strides, key count); a call swaps those in, specializes only them (``spec_key``: integers with Triton's
+own ``native_specialize_impl``, tensors by dtype and 16-byte alignment -- at least as fine as Triton's key for
+them) and, when an earlier call with the same key went through ``JITFunction.run``, calls that compiled kernel's
+launcher directly (the arguments Triton's binder would pass, in parameter order). Everything else is fixed for the life of a ``Launch``, so it specializes
 as it did then. Anything else Triton's ``run`` would do differently -- knobs.runtime.debug or
 knobs.compilation.instrumentation_mode changed (they are in the key), pre-run hooks, launch enter / exit hooks
 (profilers), a stages-inspection hook, a global constant changed -- makes the call go through ``run`` (which then
@@ -26,6 +26,8 @@ import operator
 import os
 import warnings
 from typing import Optional
+
+from torch import Tensor
 
 from .jit_utils import INTERPRET
 
@@ -117,7 +119,7 @@ class Launch:
             kw.update(self._blank)
 
     def _direct_launch(self, grid: tuple, values: tuple, kw: dict):
-        nsi, knobs, driver = _API
+        _, knobs, driver = _API
         rt = knobs.runtime
         # a launch hook is set: a HookChain with calls, or anything else but None (an older plain hook)
         enter, exit_ = rt.launch_enter_hook, rt.launch_exit_hook
@@ -126,12 +128,9 @@ class Launch:
                 or getattr(rt, "add_stages_inspection_hook", None) is not None):
             return self.fn.run(grid=grid, warmup=False, **kw)
         device = driver.active.get_current_device()
-        be = self._backend
         hit = None
-        if be is not None:                      # (set by the first launch, through run)
-            key = (device, rt.debug, knobs.compilation.instrumentation_mode,
-                   *[nsi(be, v, c, s, a) for v, (c, s, a) in zip(values, self._flags)])
-            hit = self._kernels.get(key)
+        if self._backend is not None:           # (set by the first launch, through run)
+            hit = self._kernels.get(self._key(device, values))
         if hit is None or not self._globals_unchanged():
             kernel = self.fn.run(grid=grid, warmup=False, **kw)
             self._remember(device, kernel, values)
@@ -159,12 +158,23 @@ class Launch:
         if kernel is None or not all(hasattr(kernel, a) for a in ("run", "function", "packed_metadata")):
             return
         if self._backend is None:
-            self._backend = self.fn.device_caches[device][3]                    # the backend run()'s binder used
+            be = self.fn.device_caches[device][3]                               # the backend run()'s binder used
+            from triton.backends.compiler import BaseBackend
+            if getattr(type(be), "get_tensor_specialization", None) is not BaseBackend.get_tensor_specialization:
+                self._direct = False         # a backend with its own tensor specialization (AMD): run() every time
+                return
+            self._backend = be
         self._guards = tuple(guard(g, name, val) for (name, _), (val, g) in self.fn.used_global_vals.items())
+        self._kernels[self._key(device, values)] = (kernel,) + _launcher(kernel)
+
+    def _key(self, device, values: tuple) -> tuple:
+        """The launch's key: device, the knobs run() reads into its options, and per dynamic argument what Triton
+        specializes on -- a tensor by (dtype, 16-byte aligned data pointer), at least as fine as Triton's own
+        (type from dtype and const-ness, "D" for alignment; ``native_specialize_impl`` takes ~2 µs per tensor),
+        anything else by ``native_specialize_impl`` itself (an int's range, == 1 and % 16; None)."""
         nsi, knobs, _ = _API
-        key = (device, knobs.runtime.debug, knobs.compilation.instrumentation_mode,
-               *[nsi(self._backend, v, c, s, a) for v, (c, s, a) in zip(values, self._flags)])
-        self._kernels[key] = (kernel,) + _launcher(kernel)
+        return (device, knobs.runtime.debug, knobs.compilation.instrumentation_mode,
+                *spec_key(values, self._flags, nsi, self._backend))
 
 
 class _Full:
@@ -190,6 +200,14 @@ def guard(g: dict, name: str, val) -> tuple:
     if isinstance(getattr(obj, "value", None), _SCALARS) and type(obj).__name__ == "constexpr":
         return g, name, obj, getattr(val, "value", val)
     return g, name, obj, _Full(val)
+
+
+def spec_key(values: tuple, flags: tuple, nsi, backend) -> list:
+    """Per value what Triton specializes it on: a tensor by (dtype, 16-byte aligned data pointer) -- Triton's
+    base tensor specialization (type from dtype and const-ness, "D" when aligned) or finer -- None as None (Triton:
+    a constexpr None) and anything else by Triton's own ``nsi(backend, value, is_const, specialize, align)``."""
+    return [(v.dtype, not v.data_ptr() % 16) if isinstance(v, Tensor) else (
+            None if v is None else nsi(backend, v, c, s, a)) for v, (c, s, a) in zip(values, flags)]
 
 
 def guards_hold(guards: tuple) -> bool:

@@ -44,6 +44,15 @@ def test_the_key_separates_what_triton_specializes():
     assert key(32) == key(4096) != key(33) == key(4097)               # % 16
     assert key(1) != key(17) and key(1) != key(16)                    # == 1 (a constexpr)
     assert key(2 ** 31 + 16) != key(16)                               # int64
+    launch = _launch()
+    on = (False, True, True)
+    ours = lambda *vals: launch.spec_key(vals, (on,) * len(vals), spec, BaseBackend)  # noqa: E731
+    cases = [t, t[8:], t[1:], t.float(), t.float()[4:], t.float()[1:], 32, 4096, 33, 4097, 1, 17, 16, 2 ** 31 + 16, None]
+    for a in cases:                              # the launch key is at least as fine as Triton's specialization
+        for b in cases:
+            if key(a) != key(b):
+                assert ours(a) != ours(b), (a, b)
+    assert ours(t) == ours(t[8:]) and ours(t[8:], 32) == ours(t, 4096)          # and not finer than needed here
     from kernels.attention import fused
     assert {"q", "k", "v", "S", "chunk", "s_kb", "key_start"} <= set(fused._FWD_DYNAMIC)
     assert {"o", "lse", "S", "s_ob"} <= set(fused._COMBINE_DYNAMIC)
