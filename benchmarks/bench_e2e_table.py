@@ -488,6 +488,7 @@ def part_static(out: Out, handle, device: str, prompt: int, new: int, compile_: 
                 row["first_run_s"] = round(time.perf_counter() - t, 2)
                 row["dynamo"] = {"graphs": counters["stats"].get("unique_graphs", 0),
                                  "graph_breaks": sum(counters["graph_break"].values()),
+                                 "break_reasons": [str(k)[:240] for k in counters["graph_break"]][:6],
                                  "cudagraph_skips": {k: n for k, n in counters["inductor"].items() if "cudagraph" in k}}
                 walls, steps = [], []
                 for _ in range(repeats):

@@ -4,8 +4,8 @@ What the seam runs on a static cache's compiled decode step, one layer, bf16, ra
 shape over a 4,160-key static cache (``--filled`` keys written, the rest masked as transformers' dense mask
 does): each variant is compiled with inductor (fullgraph, static shapes) and captured in a CUDA graph
 (``triton.testing.do_bench_cudagraph``): device time of the replay, as generate's compiled step runs it;
-``eager_graph_us`` is the same ops captured without inductor (no fusion). Variants (":KERNEL": the attention
-kernel of the seam's calls, cudnn or efficient; without it ``choose_lse_kernel``'s own pick, recorded in meta):
+``eager_graph_us`` is the same ops captured without inductor (no fusion). Variants (the seam's default: ATen's
+memory-efficient kernel, batch 1 split into chunks; ":cudnn": cuDNN's kernel; ":nosplit": no chunks):
     plain       transformers' SDPA call with the dense bool mask (the unmodified model's decode attention)
     lse         the seam's attention call alone (bias from the mask, out + log-sum-exp, no edit): kernel vs plain
     act         seam._act_decode: ACT columns {0, 7, S // 2}, beta 0.4, every head
@@ -29,9 +29,8 @@ from types import SimpleNamespace
 import torch
 
 T0 = time.time()
-VARIANTS = ("plain", "lse:cudnn", "lse:efficient", "act:cudnn", "act:efficient", "var:cudnn", "var:efficient",
-            "var_noplan")
-VARIANTS_B16 = ("plain", "act", "var")       # at batch 16 the kernel choose_lse_kernel picks
+VARIANTS = ("plain", "lse", "lse:nosplit", "lse:cudnn", "act", "act:nosplit", "var", "var:nosplit", "var_noplan")
+VARIANTS_B16 = ("plain", "act", "var")       # batch 16: no split either way
 
 
 def inputs(B: int, H: int, KV: int, D: int, S: int, filled: int, dev: str, dtype=torch.bfloat16) -> dict:
@@ -61,9 +60,14 @@ def step(name: str, x: dict):
     """The variant's decode-step function of no arguments -> [B, 1, H, D] (sets the seam's attention kernel)."""
     from probe.capture import seam
 
-    name, _, kernel = name.partition(":")
+    name, _, opt = name.partition(":")
     q = x["q"]
-    seam._LSE_KERNEL[(q.device, q.dtype, q.shape[1] // x["k"].shape[1], q.shape[3])] = kernel or x["chosen"]
+    seam._LSE_KERNEL[(q.device, q.dtype, q.shape[1] // x["k"].shape[1], q.shape[3])] = opt or "efficient"
+    seam._SPLIT_CTAS.pop(q.device, None)
+    if opt != "nosplit":
+        seam.prepare_graph_decode(q.device)
+        if not q.is_cuda:                                              # the dry run: the CPU split too
+            seam._SPLIT_CTAS[q.device] = 8
 
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
@@ -76,7 +80,7 @@ def step(name: str, x: dict):
 
     return {
         "plain": lambda: sdpa_attention_forward(module, q, k, v, mask, scaling=scale)[0],
-        "lse": lambda: seam._partial(q.view(B, k.shape[1], -1, q.shape[3]), k, v, vis(), 0, S, scale, False)[0],
+        "lse": lambda: seam._partial(q.view(B, k.shape[1], -1, q.shape[3]), k, v, vis(), 0, S, scale)[0],
         "act": lambda: seam._act_decode(q, k, v, vis(), x["act"].col_idx, x["act"].col_scale, scale),
         "var": lambda: seam._var_decode(q, k, v, vis(), x["var"], scale, x["plan"]),
         "var_noplan": lambda: seam._var_decode(q, k, v, vis(), x["var"], scale, None),
@@ -135,7 +139,7 @@ def main(argv=None) -> int:
         return 2
     H, KV, D = 32, 32, 128
     if args.dry:
-        H, KV, D, args.cache, args.filled, args.batches = 4, 2, 16, 64, 40, [2]
+        H, KV, D, args.cache, args.filled, args.batches = 4, 2, 16, 640, 600, [1]
 
         def bench(fn, rep):  # noqa: ARG001 - one timed call: plumbing only
             t = time.perf_counter()
@@ -152,7 +156,8 @@ def main(argv=None) -> int:
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     for B in args.batches:
         x = inputs(B, H, KV, D, args.cache, args.filled, dev, torch.float32 if args.dry else torch.bfloat16)
-        x["chosen"] = meta["chosen_kernel"] = seam.choose_lse_kernel(x["q"].device, x["q"].dtype, H // KV, D)
+        if dev == "cuda":
+            meta["sms"] = torch.cuda.get_device_properties(0).multi_processor_count
         for name in (args.variants if B == 1 or args.dry else VARIANTS_B16):
             if time.time() - T0 > args.budget:
                 doc["rows"].append({"batch": B, "variant": name, "status": "skipped: out of time budget"})

@@ -211,8 +211,9 @@ def test_uniform_decode_heads_through_sdpa_equal_the_reference(tiny, kind):
         torch.testing.assert_close(out, ref, atol=2e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["one_layer_noop", "scale", "mask_uniform", "mask_zero", "act", "var", "var_unpadded"])
-def test_static_cache_decode_compiles_to_one_graph_with_graph_safe_edits(tiny, name):
+@pytest.mark.parametrize("name", ["one_layer_noop", "scale", "mask_uniform", "mask_zero", "act", "var", "var_unpadded",
+                                  "act_b1_chunks", "var_b1_chunks"])
+def test_static_cache_decode_compiles_to_one_graph_with_graph_safe_edits(tiny, name, monkeypatch):
     """HeadScale / HeadMask let generate compile a static cache's decode step: one graph, no graph break, no
     recompile per step (fullgraph, dynamo's eager backend on the CPU), and the tokens of the dynamic cache."""
     from torch._dynamo.utils import counters
@@ -220,12 +221,16 @@ def test_static_cache_decode_compiles_to_one_graph_with_graph_safe_edits(tiny, n
 
     ivs = {"one_layer_noop": lambda: [HeadScale([(2, 1)], alpha=1.0)],
            "mask_zero": lambda: [HeadMask([(1, 3), (2, 0)], mode="zero")],
-           "var_unpadded": lambda: [Redistribute(sink_keys=[0, 3], span=(2, 7))]}.get(name) or INTERVENTIONS[name]
+           "var_unpadded": lambda: [Redistribute(sink_keys=[0, 3], span=(2, 7))]}.get(name) or INTERVENTIONS[name.removesuffix("_b1_chunks")]
     cc = CompileConfig(backend="eager", fullgraph=True, mode=None)
     cc._compile_all_devices = True
     ids, am = _batch()
     if name == "var_unpadded":        # one span for every row: VAR's calls over the span and the keys after it only
         am = torch.ones_like(am)
+    if name.endswith("b1_chunks"):    # batch 1: the calls split their keys into chunks (forced on the CPU)
+        ids, am = ids[1:], am[1:]
+        monkeypatch.setitem(seam._SPLIT_CTAS, torch.device("cpu"), 8)
+        monkeypatch.setattr(seam, "_CHUNK_MIN", 3)
     kw = dict(input_ids=ids, attention_mask=am, max_new_tokens=6, min_new_tokens=6, do_sample=False)
     with torch.no_grad(), intervene(tiny, *ivs()):
         dynamic = tiny.model.generate(**kw)
@@ -391,23 +396,28 @@ def test_act_decode_over_a_static_cache_with_a_heavy_sink_equals_the_reference()
 @pytest.mark.parametrize("kernel", ["efficient", "cudnn"])
 def test_graph_decode_on_the_cuda_kernels_is_near_fp64_like_sdpa(kernel):
     """On CUDA, bf16, both kernels ``_sdpa_lse`` may use: ``_act_decode`` / ``_var_decode`` are within 3x plain SDPA's
-    own distance from the fp64 reference (columns / sinks holding most of the mass, a static cache's unwritten keys)."""
-    B, KV, G, S, D, filled = 2, 4, 2, 96, 64, 57
+    own distance from the fp64 reference (columns / sinks holding most of the mass, a static cache's unwritten keys;
+    batch 2, and batch 1 over 1,100 keys: its split into chunks)."""
+    for B, S, filled in ((2, 96, 57), (1, 1100, 1057)):
+        _cuda_case(kernel, B, S, filled)
+
+
+def _cuda_case(kernel: str, B: int, S: int, filled: int) -> None:
+    KV, G, D = 4, 2, 64
     q, k, v = (x.cuda().bfloat16() for x in _static_cache(B, KV, KV * G, S, D, filled, 8))
     k[:, :, 0] = 3.0 * q.view(B, KV, G, D).sum(2)
     key = (q.device, q.dtype, G, D)
-    if kernel == "cudnn" and seam.choose_lse_kernel(q.device, q.dtype, G, D) != "cudnn":
-        pytest.skip("cuDNN's attention refused the probe call here")
+    seam.prepare_graph_decode(q.device)
     saved = seam._LSE_KERNEL.get(key)
     seam._LSE_KERNEL[key] = kernel
     try:
-        ks = torch.tensor([0, 5], device="cuda")
+        ks = torch.tensor([0, 5], device="cuda")[:B]
         j = torch.arange(S, device="cuda")
         vis = (j[None, :] >= ks[:, None]) & (j[None, :] < filled)
         act = AttentionEdits(col_idx=torch.tensor([0, 9, 30], device="cuda").expand(B, KV * G, 3).contiguous(),
                              col_scale=torch.full((B, KV * G), 0.4, device="cuda"))
-        span = torch.tensor([[1, 20], [6, 25]], device="cuda")
-        var = AttentionEdits(redist_idx=torch.tensor([[0, 4], [5, -1]], device="cuda"), redist_span=span,
+        span = torch.tensor([[1, 20], [6, 25]], device="cuda")[:B]
+        var = AttentionEdits(redist_idx=torch.tensor([[0, 4], [5, -1]], device="cuda")[:B], redist_span=span,
                              redist_from=span[:, 1], redist_keep=torch.full((KV * G,), 0.6, device="cuda"),
                              redist_min_mass=0.01)
         f64 = lambda x: x[:, :, :filled].double()  # noqa: E731
@@ -432,3 +442,33 @@ def test_key_mask_compares_or_scatters_to_the_same_mask(monkeypatch):
     assert torch.equal(seam._key_mask(idx, on, 9), want)
     monkeypatch.setattr(seam, "_COMPARES", 8)                                  # forces the scatter branch
     assert torch.equal(seam._key_mask(idx, on, 9), want)
+
+
+@pytest.fixture
+def chunked(monkeypatch):
+    """The batch-1 split into chunks on the CPU: 16 CTAs to fill, chunks of >= 4 keys."""
+    monkeypatch.setitem(seam._SPLIT_CTAS, torch.device("cpu"), 16)
+    monkeypatch.setattr(seam, "_CHUNK_MIN", 4)
+
+
+@pytest.mark.parametrize("case", ["one_span_sink_before_it", "one_span_keys_before_it", "a_span_of_sinks_only"])
+def test_batch_one_decode_in_chunks_equals_the_reference(chunked, case):
+    """At batch 1 the graph-mode calls cut their key ranges into chunks run as a batch (split-KV) and merge them by
+    log-sum-exp: ACT and VAR still equal the reference -- a longer last chunk, chunks holding only unwritten keys
+    (static cache), short ranges in one chunk."""
+    ks, sinks, spans = (torch.tensor(x)[:1] for x in VAR_CASES[case])
+    KV, G, S, D, filled = 2, 2, 37, 16, 30
+    assert seam._chunks(1, KV, S, torch.device("cpu")) == (8, 9, 4)          # 7 chunks of 4 keys + the last 9
+    q, k, v = _static_cache(1, KV, KV * G, S, D, filled, 9)
+    idx = torch.where(sinks >= 0, sinks + ks[:, None], -1)
+    span = spans + ks[:, None]
+    j = torch.arange(S)
+    vis = (j[None, :] >= ks[:, None]) & (j[None, :] < filled)
+    var = AttentionEdits(redist_idx=idx, redist_span=span, redist_from=span[:, 1], redist_rho=0.5,
+                         redist_keep=torch.tensor([0.6, 1.0, 0.3, 0.6]), redist_min_mass=0.05)
+    act = AttentionEdits(col_idx=torch.tensor([[[0, 3], [5, -1], [-1, -1], [2, 9]]]), col_scale=torch.full((1, 4), 0.4))
+    ref = lambda e: reference_attention(q, k[:, :, :filled], v[:, :, :filled], scale=0.25, key_start=ks, edits=e).out  # noqa: E731
+    plan = seam.span_plan(idx, span)
+    torch.testing.assert_close(seam._var_decode(q, k, v, vis, var, 0.25, plan), ref(var), atol=2e-6, rtol=1e-5)
+    torch.testing.assert_close(seam._act_decode(q, k, v, vis, act.col_idx, act.col_scale, 0.25), ref(act),
+                               atol=2e-6, rtol=1e-5)

@@ -117,7 +117,8 @@ class _Plan:
     ``calls`` counts the module's attention calls while any hook is attached (``AttentionCall.call_index``);
     ``window`` is the module's own ``sliding_window`` attribute (None when it has none), read once."""
 
-    __slots__ = ("hooks", "attend", "received", "edits", "stats", "after", "calls", "graph_safe", "window")
+    __slots__ = ("hooks", "attend", "received", "edits", "stats", "after", "calls", "graph_safe", "window",
+                 "span_plans")
 
     def __init__(self, hooks: list, calls: int = 0, window: Optional[int] = None):
         self.hooks = tuple(hooks)
@@ -127,6 +128,7 @@ class _Plan:
         self.edits = [h.edits for h in hooks if hasattr(h, "edits")]
         self.stats = [h.stats_request for h in hooks if getattr(h, "stats_request", None) is not None]
         self.after = [h.after for h in hooks if getattr(h, "after", None) is not None]
+        self.span_plans = [h.var_plan for h in hooks if hasattr(h, "var_plan")]     # VAR's SpanPlan per sequence
         self.calls = calls
         # every hook is graph-safe (HeadScale, HeadMask, ACT): decode steps take the output-only path
         self.graph_safe = all(getattr(h, "graph_safe", False) for h in hooks) and not (self.attend or self.stats)
@@ -363,16 +365,21 @@ def span_plan(idx: Tensor, span: Tensor) -> SpanPlan:
     return SpanPlan(lo, hi, len(set(zip(spans[0::2], spans[1::2]))) > 1, any(n < lo for n in before))
 
 
-# (device, dtype, G, D) -> "cudnn" where cuDNN's attention passed a probe call with a bias and its log-sum-exp
-# (``choose_lse_kernel``, run by ``allow_compile``); else the graph-mode decode calls use the memory-efficient kernel
+# Overrides of the graph-mode decode calls' CUDA kernel: (device, dtype, G, D) -> "cudnn" (benchmarks and tests; the
+# default is ATen's memory-efficient kernel: with cuDNN's kernel, which also returns the log-sum-exp, the H200's static
+# ACT step measured 1.33x plain in session 6's second call, against 1.14x with the efficient kernel in its first)
 _LSE_KERNEL: dict = {}
+# device -> CTAs to aim for (its SM count, set by ``prepare_graph_decode``): a batch-1 call splits its keys into chunks
+# that run as a batch of their own (split-KV), so that B * KV heads (32 on Llama-7B, 3 on SmolLM2) are not the only CTAs
+_SPLIT_CTAS: dict = {}
+_CHUNK_MIN = 256         # keys per chunk, at least
+_ALIGN = 16              # the CUDA kernels' bias rows start at multiples of this many elements
 
 
 def _sdpa_lse(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, scale: float) -> tuple[Tensor, Tensor]:
     """Attention of q [B, KV, G, D] (the G query heads of a KV head as G rows) over k / v [B, KV, S, D] with an
-    additive bias [B, KV, G, S] -> (out [B, KV, G, D], log-sum-exp [B, KV, G] float32): on CUDA cuDNN's kernel where
-    ``_LSE_KERNEL`` says so (the unmodified model's decode SDPA on the H200), else ATen's memory-efficient kernel; the
-    CPU flash kernel elsewhere (all return the log-sum-exp)."""
+    additive bias [B, KV, G, S] -> (out [B, KV, G, D], log-sum-exp [B, KV, G] float32): ATen's memory-efficient kernel
+    on CUDA (cuDNN's where ``_LSE_KERNEL`` says so), the CPU flash kernel elsewhere (all return the log-sum-exp)."""
     if q.is_cuda and _LSE_KERNEL.get((q.device, q.dtype, q.shape[2], q.shape[3])) == "cudnn":
         out, lse = torch.ops.aten._scaled_dot_product_cudnn_attention(q, k, v, bias, True, 0.0, False, False,
                                                                       scale=scale)[:2]
@@ -384,46 +391,54 @@ def _sdpa_lse(q: Tensor, k: Tensor, v: Tensor, bias: Tensor, scale: float) -> tu
     return out, lse.reshape(q.shape[0], q.shape[1], -1)[..., :q.shape[2]].float()
 
 
-def choose_lse_kernel(device, dtype, G: int, D: int) -> str:
-    """The kernel of the graph-mode decode calls for (device, dtype, G query rows, head dim D), chosen once, eagerly:
-    "cudnn" when cuDNN's attention is enabled, takes a bias over an odd key slice and agrees with the memory-efficient
-    kernel on a probe call (out and log-sum-exp), else "efficient" (CPU: "cpu")."""
+def prepare_graph_decode(device) -> None:
+    """Eagerly, before a compiled decode step reads it: the device's SM count for ``_chunks`` (CUDA only)."""
     device = torch.device(device)
-    key = (device, dtype, G, D)
-    if key not in _LSE_KERNEL:
-        _LSE_KERNEL[key] = "efficient" if device.type == "cuda" else "cpu"
-        if device.type == "cuda" and dtype in (torch.float16, torch.bfloat16) and torch.backends.cuda.cudnn_sdp_enabled():
-            g = torch.Generator(device=device).manual_seed(0)
-            q, k, v = (torch.randn(2, 2, n, D, device=device, dtype=dtype, generator=g) for n in (G, 40, 40))
-            keep = torch.rand(2, 40, device=device, generator=g) > 0.3
-            try:
-                ref = _partial(q, k, v, keep, 3, 36, D ** -0.5)
-                _LSE_KERNEL[key] = "cudnn"
-                got = _partial(q, k, v, keep, 3, 36, D ** -0.5)
-                ok = all(torch.allclose(a, b, atol=2e-2, rtol=2e-2) for a, b in zip(got, ref))
-            except RuntimeError:            # a build without the kernel, or one that refuses this layout
-                ok = False
-            _LSE_KERNEL[key] = "cudnn" if ok else "efficient"
-    return _LSE_KERNEL[key]
+    if device.type == "cuda" and device not in _SPLIT_CTAS:
+        _SPLIT_CTAS[device] = torch.cuda.get_device_properties(device).multi_processor_count
 
 
-def _partial(q: Tensor, key: Tensor, value: Tensor, keep: Tensor, lo: int, hi: int, scale: float,
-             empty_rows: bool = True) -> tuple[Tensor, Tensor]:
-    """Attention of q [B, KV, G, D] over the keys [lo, hi) (static slices) that ``keep`` marks -- keep [B, S] (every
-    head) or [B, KV, G, S] -- -> (out [B, KV, G, D] float32, log-sum-exp [B, KV, G]); with ``empty_rows`` a row
-    without a key gets (0, -inf) whatever the backend returns for it (the CPU kernel: lse 0)."""
-    B, KV, G, _ = q.shape
-    keep = keep[..., lo:hi]
+def _chunks(B: int, KV: int, n: int, device) -> tuple[int, int, int]:
+    """(m chunks, c keys each, s keys between chunk starts) covering n keys exactly, (m - 1) s + c = n: one chunk unless
+    the batch is 1 and its KV heads leave SMs idle (``_SPLIT_CTAS``); then as many chunks as fill the SMs, each >=
+    ``_CHUNK_MIN`` keys, s = n // m apart, the last one c = s + n % m long (each key counted in one chunk)."""
+    m = min(_SPLIT_CTAS.get(device, 0) // KV, n // _CHUNK_MIN) if B == 1 else 1
+    if m <= 1:
+        return 1, n, n
+    s = n // m
+    return m, n - (m - 1) * s, s
+
+
+def _partial(q: Tensor, key: Tensor, value: Tensor, keep: Tensor, lo: int, hi: int, scale: float
+             ) -> tuple[Tensor, Tensor]:
+    """Attention of q [B, KV, G, D] over the keys [lo, hi) that ``keep`` marks -- keep [B, S] (every head) or
+    [B, KV, G, S] -- -> (out [B, KV, G, D] float32, log-sum-exp [B, KV, G]); a row without a key gets (0, -inf)
+    whatever the kernel returns for it (the CPU kernel: lse 0). Static slices of the cache; at batch 1 the range is
+    cut into ``_chunks`` -- views of the cache (``unfold``; the last chunk's extra keys are masked in the others) --
+    that the kernel runs as a batch (split-KV), merged here by their log-sum-exps."""
+    B, KV, G, D = q.shape
     n = hi - lo
-    keep = keep.view(B, 1, 1, n) if keep.dim() == 2 else keep
-    pad = -(-n // 16) * 16 if q.is_cuda else n                # an aligned row stride for the CUDA kernel's bias
-    bias = torch.zeros(B, KV, G, pad, dtype=q.dtype, device=q.device)[..., :n]
+    m, c, s = _chunks(B, KV, n, q.device)
+    keep = keep[..., lo:hi]
+    keep = (keep.view(B, 1, 1, n) if keep.dim() == 2 else keep).expand(B, KV, G, n)
+    k, v = key[:, :, lo:hi], value[:, :, lo:hi]
+    if m > 1:                    # batch 1: the chunks become the batch, [m, KV, c, D] views of the cache
+        k, v = (x[0].unfold(1, c, s).permute(1, 0, 3, 2) for x in (k, v))
+        q = q.expand(m, KV, G, D).contiguous()
+        own = torch.arange(c, device=q.device) < s
+        own = own | (torch.arange(m, device=q.device) == m - 1)[:, None]                     # [m, c] its own keys
+        keep = keep[0].unfold(-1, c, s).permute(2, 0, 1, 3) & own[:, None, None, :]          # [m, KV, G, c]
+    pad = -(-c // _ALIGN) * _ALIGN if q.is_cuda else c        # an aligned row stride for the CUDA kernel's bias
+    bias = torch.zeros(*keep.shape[:3], pad, dtype=q.dtype, device=q.device)[..., :c]
     bias.masked_fill_(~keep, _NEG_INF)
-    out, lse = _sdpa_lse(q, key[:, :, lo:hi], value[:, :, lo:hi], bias, scale)
-    if not empty_rows:
-        return out.float(), lse
-    some = keep.any(-1)                                                                      # [B, 1 or KV, 1 or G]
-    return torch.where(some[..., None], out.float(), 0.0), torch.where(some, lse, _NEG_INF)
+    out, lse = _sdpa_lse(q, k, v, bias, scale)                                                # [m or B, KV, G, ...]
+    some = keep.any(-1)
+    out, lse = torch.where(some[..., None], out.float(), 0.0), torch.where(some, lse, _NEG_INF)
+    if m == 1:
+        return out, lse
+    total = torch.logsumexp(lse, 0)                                                           # [KV, G]
+    w = torch.exp(lse - total).nan_to_num(0.0)                                                # [m, KV, G]; no key: 0
+    return (w[..., None] * out).sum(0)[None], total[None]
 
 
 _COMPARES = 1 << 24      # _key_mask: up to this many (key, position) compares, then a scatter
@@ -481,7 +496,7 @@ def _act_decode(query: Tensor, key: Tensor, value: Tensor, vis: Tensor, col_idx:
     on = (col_idx >= 0) & vis.gather(1, safe.view(B, H * C)).view(B, H, C)             # visible columns
     cols = _key_mask(safe, on, S)                                                        # [B, H, S]
     q = query.reshape(B, KV, G, D)
-    o_rest, lse_rest = _partial(q, key, value, (vis[:, None, :] & ~cols).view(B, KV, G, S), 0, S, scale, False)
+    o_rest, lse_rest = _partial(q, key, value, (vis[:, None, :] & ~cols).view(B, KV, G, S), 0, S, scale)
     s_c, v_c = _explicit_keys(q, key, value, safe.view(B, KV, G, C), on.view(B, KV, G, C), scale)
     w, p_c = _weights([lse_rest], s_c)                                                    # [B, KV, G, 1], [B, KV, G, C]
     beta = col_scale.view(B, KV, G, 1).float()
@@ -527,7 +542,9 @@ def _var_decode(query: Tensor, key: Tensor, value: Tensor, vis: Tensor, edits: A
     s_s, v_s = _explicit_keys(q, key, value, safe.view(B, 1, 1, C), on.view(B, 1, 1, C), scale)
     w, p_s = _weights([lse for _, lse in parts], s_s)                                      # [B, KV, G, P], [.., C]
     pv = (p_s[..., None] * v_s).sum(-2)                                                    # [B, KV, G, D] sinks
-    out = pv + sum(w[..., i, None] * o for i, (o, _) in enumerate(parts))                 # plain attention
+    out = pv                                                                               # plain attention
+    for i, (o, _) in enumerate(parts):
+        out = out + w[..., i, None] * o
     denom = w[..., :1]                                                                     # [B, KV, G, 1] target mass
     in_span = (span.gather(1, safe) & on).view(B, 1, 1, C)
     on_span = (p_s * in_span).sum(-1, keepdim=True)
@@ -580,7 +597,8 @@ def _output_only(plan, module, query, key, value, attention_mask, dropout, scali
             return None
         vis = _visible_keys(attention_mask, B, key.shape[2], window, query.device)              # [B, S]
     if edits is not None and edits.redist_idx is not None:
-        out = _var_decode(query, key, value, vis, edits, scale, _first(plan.hooks, "var_plan", call))
+        span_plan = plan.span_plans[0](call) if plan.span_plans else None
+        out = _var_decode(query, key, value, vis, edits, scale, span_plan)
     elif edits is not None and edits.col_idx is not None:
         try:
             out = _act_decode(query, key, value, vis, edits.col_idx, edits.col_scale, scale)
@@ -763,8 +781,8 @@ def allow_compile(model, modules) -> bool:
     active, when every hook attached to ``modules`` is graph-safe (HeadScale, HeadMask, ACT, Redistribute with given
     sinks) -- True when it did. Then the seam's mask function hands a static cache's decode steps SDPA's dense
     mask over the whole cache (fixed shapes, no host read) and those layers run SDPA + tensor ops, which the
-    compiled graph captures (ACT / VAR: ``_act_decode`` / ``_var_decode``, whose attention kernel is chosen here,
-    ``choose_lse_kernel``). Hooks that read statistics (capture, a Redistribute that logs its selection or finds
+    compiled graph captures (ACT / VAR: ``_act_decode`` / ``_var_decode``; ``prepare_graph_decode`` reads the device
+    for them here). Hooks that read statistics (capture, a Redistribute that logs its selection or finds
     its sinks) or compute the attention themselves (HeadwiseKV) keep the forward eager: the kernels take the filled
     key count as a host integer, which changes every step and cannot live in a graph. Undone by the seam's
     outermost exit, or by a nested ``use_seam`` entry."""
@@ -773,10 +791,10 @@ def allow_compile(model, modules) -> bool:
         return False
     if any(not p.graph_safe for p in map(_plan, modules) if p is not None):     # capture, VAR, HeadwiseKV
         return False
-    for m in modules:                   # the kernel of ACT's / VAR's graph-mode decode calls, chosen eagerly
-        w, D = next(m.parameters(), None), getattr(m, "head_dim", None)
-        if _plan(m) is not None and w is not None and w.is_cuda and D is not None:
-            choose_lse_kernel(w.device, w.dtype, getattr(m, "num_key_value_groups", 1), D)
+    for m in modules:                   # what ACT's / VAR's graph-mode decode calls read of the device, eagerly
+        w = next(m.parameters(), None)
+        if _plan(m) is not None and w is not None:
+            prepare_graph_decode(w.device)
     gen = saved.get("disable_compile")
     if gen is not None:
         gen[0].disable_compile = gen[1]
