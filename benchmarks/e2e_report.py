@@ -91,6 +91,9 @@ CODE = {PROFILE: "4b80f29", "e2e_gen_window1_h200.json": "4b80f29", GEN: "d39a36
 # session 6: generate (eager) and the static cache with CUDA graphs in one call per file
 GEN6 = {"e2e_gen_s6_h200.json": "fcc9f08"}
 CODE.update(GEN6)
+# session 6, second call: the static part alone (graph-mode ACT / VAR as lse-combined calls, cuDNN's kernel)
+STATIC6 = {"e2e_static_s6c2_h200.json": "2cd70c8"}
+CODE.update(STATIC6)
 # Rows of e2e_gen_h200.json that measured a path the code has left since (not re-measured: no device time left).
 GEN_NOTES = {"act": "ACT's decode steps ran its tensor-op form (one SDPA with log-sum-exp + ~45 small ops per layer); "
                     "eager steps are back on the Triton kernel since, measured only in the first call's profile"}
@@ -431,7 +434,9 @@ def tables(folder: Path = RESULTS) -> dict:
                                   "e2e-static": static_table(folder), "e2e-capture-cpu": capture_table(folder, CPU),
                                   "e2e-python-calls": python_calls_table(folder),
                                   **{f"e2e-generate-s6-{i}": _generate_table_steps(folder, n) + "\n" + static_table(folder, n)
-                                     for i, n in enumerate(GEN6, 1) if (Path(folder) / n).exists()}},
+                                     for i, n in enumerate(GEN6, 1) if (Path(folder) / n).exists()},
+                                  **{f"e2e-static-s6-{i}": static_table(folder, n) + f"\n(`benchmarks/results/{n}`, code at "
+                                     f"{c}.)\n" for i, (n, c) in enumerate(STATIC6.items(), 2) if (Path(folder) / n).exists()}},
         "README.md": {"e2e-headline": headline(folder)},
     }
 
