@@ -472,3 +472,26 @@ def test_batch_one_decode_in_chunks_equals_the_reference(chunked, case):
     torch.testing.assert_close(seam._var_decode(q, k, v, vis, var, 0.25, plan), ref(var), atol=2e-6, rtol=1e-5)
     torch.testing.assert_close(seam._act_decode(q, k, v, vis, act.col_idx, act.col_scale, 0.25), ref(act),
                                atol=2e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["act", "var", "var_unpadded", "var_b1_chunks"])
+def test_graph_mode_decode_tests_no_method_for_truth(tiny, name, monkeypatch):
+    """The compiled step in one graph even for a dynamo that cannot take the truth value of a bound method: the
+    device's torch 2.11 graph-broke there (session 6 call 2: VAR 17 breaks from ``if fn`` in the seam's ``_first``);
+    the CPU's newer dynamo answers it, so this test makes that construct a break again (and fullgraph an error)."""
+    import torch._dynamo.symbolic_convert as sc
+    from torch._dynamo.exc import unimplemented
+    from torch._dynamo.variables.functions import UserMethodVariable
+
+    if not hasattr(sc, "generic_bool"):
+        pytest.skip("this dynamo has no generic truth test to make strict")
+    generic_bool = sc.generic_bool
+
+    def strict(tx, obj):
+        if isinstance(obj, UserMethodVariable):
+            unimplemented(gb_type="truth value of a bound method", context=str(obj), explanation="as torch 2.11",
+                          hints=[])
+        return generic_bool(tx, obj)
+
+    monkeypatch.setattr(sc, "generic_bool", strict)
+    test_static_cache_decode_compiles_to_one_graph_with_graph_safe_edits(tiny, name, monkeypatch)
