@@ -382,42 +382,47 @@ def _short(r: dict) -> str:
 
 
 def headline(folder: Path) -> str:
-    doc = _load(folder, GPU)
+    """The README's one-paragraph summary: the largest capture row per model and session 6's decode-step ratios."""
     cap = {(r["model"].split(" (")[0], r["tokens"], r["method"]): r for r in _load(folder, _capture_file(folder))["rows"]
            if r.get("part") == "table"}
-    gen = _gen_rows(_load(folder, GEN)) or _gen_rows(doc)
     parts = []
     for model in ("SmolLM2-135M-Instruct", "Gemma-3-270M", "llama7b-shape-8layers"):
         ok = [k for k in cap if k[0] == model and k[2] == "native" and cap[k].get("status") == "ok"]
         if not ok:
             continue
         n = max(k[1] for k in ok)
-        others = "; ".join(f"{lab} {_short(cap.get((model, n, m)))}" for m, lab in
-                           (("eager_output_attentions", "eager `output_attentions`"), ("nnsight", "nnsight"),
-                            ("transformer_lens", "TransformerLens"))
-                           if (model, n, m) in cap and not cap[(model, n, m)].get("status", "").startswith("not "))
+        others = [f"eager `output_attentions` {_short(cap.get((model, n, 'eager_output_attentions')))}"] \
+            if (model, n, "eager_output_attentions") in cap else []
+        hooks = [(lab, cap[(model, n, m)]) for m, lab in (("nnsight", "nnsight"), ("transformer_lens", "TransformerLens"))
+                 if (model, n, m) in cap and cap[(model, n, m)].get("status") in ("ok", "out of memory")]
+        if hooks:     # their times were measured with probe's former O(N^3) map reduction (b57415b): memory only
+            others.append(", ".join(f"{lab} {_short(r).split(' / ')[-1]}" for lab, r in hooks)
+                          + (" (their times predate a fix of probe's map reduction)"
+                             if any(r.get("status") == "ok" for _, r in hooks) else ""))
+        others = "; ".join(others)
         parts.append(f"sink capture of one {n:,}-token prompt on {NAMES[model]}: probe {_short(cap[(model, n, 'native')])}"
                      + (f" ({others})" if others else ""))
-    spans = []
-    if (Path(folder) / GEN).exists():       # session 5: decode ms per step (median over every step) vs plain
+    latest = next((n for n in reversed(list(GEN6)) if (Path(folder) / n).exists()), None)
+    if latest:             # session 6: eager and static (CUDA graphs) decode ms per step vs plain, one call
+        gen = _gen_rows(_load(folder, latest))
+        short = lambda v: LABELS5[v].split(' (')[0].split(':')[0].split(',')[0]  # noqa: E731
+        spans = []
         for B in (1, 16):
             p = gen.get((B, "plain"), {}).get("step_ms_median")
             x = {v: gen[(B, v)]["step_ms_median"] / p for (b, v) in gen if b == B and v != "plain" and p}
             if x:
-                spans.append(f"batch {B}: " + ", ".join(f"{LABELS5[v].split(' (')[0].split(':')[0].split(',')[0]} {r:.2f}×"
-                                                       + (" (its tensor-op decode form, since replaced)" if v in GEN_NOTES else "")
-                                                       for v, r in x.items()))
+                spans.append(f"eager, batch {B}: " + ", ".join(f"{short(v)} {r:.2f}×" for v, r in x.items()))
+        st = {r["variant"]: r for r in _load(folder, latest)["rows"] if r.get("part") == "static" and r.get("step_ms_median")}
+        if "plain" in st and gen.get((1, "plain"), {}).get("step_ms_median"):
+            fast = gen[(1, "plain")]["step_ms_median"] / st["plain"]["step_ms_median"]
+            spans.append(f"static cache + CUDA graphs, batch 1 (plain {fast:.1f}× faster than eager): " + ", ".join(
+                f"{short(v)} {r['step_ms_median'] / st['plain']['step_ms_median']:.2f}×" for v, r in st.items() if v != "plain"))
         if spans:
-            parts.append("a `generate` decode step inside `intervene` (4,096-token prompt) takes, relative to the plain "
-                         "model's: " + "; ".join(spans))
-    else:
-        for B in (1, 16):
-            xs = [gen[k]["x_slower"] for k in gen if k[0] == B and k[1] != "plain"]
-            if xs:
-                spans.append(f"{min(xs):.2f}–{max(xs):.2f}× at batch {B}")
-        if spans:
-            parts.append("`generate` inside `intervene` (no-op seam, HeadScale, HeadMask, ACT, VAR; 4,096-token prompt) takes "
-                         + ", ".join(spans) + " the plain model's time")
+            parts.append("a `generate` decode step inside `intervene` (4,096-token prompt, random-init Llama-7B shape, "
+                         "8 layers) takes, relative to the plain model's: " + "; ".join(spans)
+                         + f" (`{latest}`; later calls in BENCHMARKS.md)")
+        return ("On one H200 (wall time / peak memory over the weights): " + "; ".join(parts)
+                + ". Tables: `kernels/BENCHMARKS.md`, end-to-end section.\n")
     if not parts:
         return ""
     return ("On one H200 (wall time / peak memory over the weights): " + "; ".join(parts)
