@@ -32,12 +32,12 @@ import cProfile
 import contextlib
 import json
 import os
-import platform
 import pstats
 import statistics
-import subprocess
 import sys
 import time
+
+from benchmarks import labelled_runs
 
 EDITED = (2, 3, 4, 5, 6)
 RESULT = "benchmarks/results/decode_host_cpu.json"
@@ -64,19 +64,12 @@ def table(doc: dict) -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--code", default=None, help="import the project from this tree (default: the current one)")
-    ap.add_argument("--label", default="after")
+    labelled_runs.add_args(ap, "import the project from this tree (default: the current one)", BLOCK, RESULT)
     ap.add_argument("--steps", type=int, default=400, help="decode steps timed per variant")
     ap.add_argument("--batches", type=int, default=40, help="batches of 200 isolated calls per variant")
-    ap.add_argument("--out", default=None, help="JSON to write (rows of this label replace earlier ones)")
-    ap.add_argument("--write-block", default=None, metavar="PAGE",
-                    help=f"only replace the <!-- table:{BLOCK} --> block of PAGE with the table from {RESULT}")
     args = ap.parse_args(argv)
     if args.write_block:
-        from studies.tables import write_blocks
-
-        with open(RESULT) as f:
-            write_blocks(args.write_block, {BLOCK: table(json.load(f)) + "\n"})
+        labelled_runs.write_block(args.write_block, BLOCK, RESULT, table)
         return 0
     os.environ.setdefault("TRITON_INTERPRET", "1")          # before the kernels are imported (no CUDA here)
     if args.code:
@@ -188,24 +181,8 @@ def main(argv=None) -> int:
         rows.append(row)
         print(json.dumps(row), flush=True)
     if args.out:
-        old = {"rows": []}
-        if os.path.exists(args.out):
-            with open(args.out) as f:
-                old = json.load(f)
-        code = os.path.abspath(args.code) if args.code else os.getcwd()
-        commit = subprocess.run(["git", "-C", code, "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
-        meta = old.get("meta", {})
-        meta[args.label] = {"command": "PYTHONPATH=. python " + " ".join([sys.argv[0]] + (argv or sys.argv[1:])),
-                            "code": code, "commit": commit or None, "torch": torch.__version__,
-                            "python": platform.python_version(),
-                            "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores (shared), TRITON_INTERPRET=1",
-                            "loadavg_1m_start_end": [round(load0, 2), round(os.getloadavg()[0], 2)],
-                            "note": "seam + hooks + kernel host module up to Triton's launcher; decode kernels are "
-                                    "sinks, prefills run the reference"}
-        out = {"meta": meta, "rows": [r for r in old["rows"] if r["label"] != args.label] + rows}
-        with open(args.out + ".tmp", "w") as f:
-            json.dump(out, f, indent=1)
-        os.replace(args.out + ".tmp", args.out)
+        labelled_runs.save(args, argv, rows, load0, note="seam + hooks + kernel host module up to Triton's launcher; "
+                                                         "decode kernels are sinks, prefills run the reference")
     return 0
 
 

@@ -23,14 +23,13 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import json
 import os
-import platform
 import pstats
 import statistics
-import subprocess
 import sys
 import time
+
+from benchmarks import labelled_runs
 
 
 class _Sink:
@@ -93,19 +92,12 @@ def table(doc: dict) -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--code", default=None, help="import kernels/ from this tree (default: the current one)")
-    ap.add_argument("--label", default="after")
+    labelled_runs.add_args(ap, "import kernels/ from this tree (default: the current one)", BLOCK, RESULT)
     ap.add_argument("--reps", type=int, default=2000)
-    ap.add_argument("--out", default=None, help="JSON to write (rows of this label replace earlier ones)")
-    ap.add_argument("--write-block", default=None, metavar="PAGE",
-                    help=f"only replace the <!-- table:{BLOCK} --> block of PAGE with the table from {RESULT}")
     args = ap.parse_args(argv)
     os.environ.setdefault("TRITON_INTERPRET", "1")          # before the kernels are imported (no CUDA here)
     if args.write_block:
-        with open(RESULT) as f:
-            from studies.tables import write_blocks
-
-            write_blocks(args.write_block, {BLOCK: table(json.load(f)) + "\n"})
+        labelled_runs.write_block(args.write_block, BLOCK, RESULT, table)
         return 0
     if args.code:
         sys.path.insert(0, os.path.abspath(args.code))
@@ -154,28 +146,8 @@ def main(argv=None) -> int:
               f"{calls:6.0f} calls  "
               f"{launches:.0f} launches", flush=True)
     if args.out:
-        old = {"rows": []}
-        if os.path.exists(args.out):
-            with open(args.out) as f:
-                old = json.load(f)
-        code = os.path.abspath(args.code) if args.code else os.getcwd()
-        try:
-            commit = subprocess.run(["git", "-C", code, "rev-parse", "HEAD"], capture_output=True,
-                                    text=True).stdout.strip()
-        except OSError:
-            commit = ""
-        meta = old.get("meta", {})
-        meta[args.label] = {"command": "PYTHONPATH=. python " + " ".join([sys.argv[0]] + (argv or sys.argv[1:])),
-                            "code": code, "commit": commit or None, "torch": torch.__version__,
-                            "triton": triton.__version__, "python": platform.python_version(),
-                            "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores (shared), TRITON_INTERPRET=1",
-                            "loadavg_1m_start_end": [round(load0, 2), round(os.getloadavg()[0], 2)],
-                            "note": "host work up to Triton's JIT launcher only; the GPU effect is not measured here"}
-        out = {"meta": meta, "rows": [r for r in old["rows"] if r["label"] != args.label] + rows}
-        tmp = args.out + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(out, f, indent=1)
-        os.replace(tmp, args.out)
+        labelled_runs.save(args, argv, rows, load0, triton=triton.__version__,
+                           note="host work up to Triton's JIT launcher only; the GPU effect is not measured here")
     return 0
 
 
