@@ -343,6 +343,21 @@ def attention_validated(q: Tensor, k: Tensor, v: Tensor, **kw) -> AttentionResul
     return res
 
 
+def _launch_inputs(q: Tensor, k: Tensor, v: Tensor, key_start: Optional[Tensor], window, softcap, scale) -> tuple:
+    """(q, k, v with a unit last stride, key_start [B] int64 on q's device, the launches' common scalars
+    {"scale", "softcap" (0.0 = off), "window" (0 = none or wider than the keys)}) of a validated request."""
+    if q.stride(-1) != 1:
+        q = q.contiguous()
+    if k.stride(-1) != 1:
+        k = k.contiguous()
+    if v.stride(-1) != 1:
+        v = v.contiguous()
+    B, S = q.shape[0], k.shape[2]
+    key_start = _zeros_i64(B, q.device) if key_start is None else key_start.to(q.device).long().contiguous()
+    win = int(window) if window is not None and int(window) < S else 0
+    return q, k, v, key_start, dict(scale=float(scale), softcap=float(softcap) if softcap else 0.0, window=win)
+
+
 def plan(
     q: Tensor,
     k: Tensor,
@@ -366,15 +381,7 @@ def plan(
     B, H, T, D = q.shape
     S = k.shape[2]
     dev = q.device
-    if q.stride(-1) != 1:
-        q = q.contiguous()
-    if k.stride(-1) != 1:
-        k = k.contiguous()
-    if v.stride(-1) != 1:
-        v = v.contiguous()
-    key_start = _zeros_i64(B, dev) if key_start is None else key_start.to(dev).long().contiguous()
-    win = int(window) if window is not None and int(window) < S else 0
-    common = dict(scale=float(scale), softcap=float(softcap) if softcap else 0.0, window=win)
+    q, k, v, key_start, common = _launch_inputs(q, k, v, key_start, window, softcap, scale)
     ed = _prepared_edits(edits, B, H, dev)
     if tile is not None:
         opts = dict(opts or {}, tile=tile)
@@ -741,34 +748,22 @@ def _decode_step(q: Tensor, k: Tensor, v: Tensor, *, scale: float, key_start: Op
     B, H, _, D = q.shape
     KV, S = k.shape[1], k.shape[2]
     dev = q.device
+    q, k, v, key_start, common = _launch_inputs(q, k, v, key_start, window, softcap, scale)
     sq, sk, sv = q.stride(), k.stride(), v.stride()
-    if sq[-1] != 1:
-        q = q.contiguous()
-        sq = q.stride()
-    if sk[-1] != 1:
-        k = k.contiguous()
-        sk = k.stride()
-    if sv[-1] != 1:
-        v = v.contiguous()
-        sv = v.stride()
-    key_start = _zeros_i64(B, dev) if key_start is None else key_start.to(dev).long().contiguous()
-    win = int(window) if window is not None and int(window) < S else 0
-    softcap = float(softcap) if softcap else 0.0
     ed = _prepared_edits(edits, B, H, dev)
-    key = (id(ed), B, H, KV, D, q.dtype, dev, win, softcap, float(scale), lse, threading.get_ident())
+    key = (id(ed), B, H, KV, D, q.dtype, dev, common["window"], common["softcap"], common["scale"], lse,
+           threading.get_ident())
     plan_ = _DECODE_PLANS.get(key)
     if plan_ is None or plan_.ed is not ed:
         if len(_DECODE_PLANS) >= _DECODE_PLANS_MAX:
             _DECODE_PLANS.clear()
         plan_ = _DECODE_PLANS[key] = _DecodePlan(ed, _DecodeShape(B, KV, D, q.element_size(), dev, ed, None))
-    out = _alloc(B, 1, H, D, dtype=q.dtype, device=dev) if POISON_OUTPUTS else torch.empty(B, 1, H, D, dtype=q.dtype,
-                                                                                            device=dev)
+    out = _alloc(B, 1, H, D, dtype=q.dtype, device=dev)
     lse_t = _alloc(B, H, 1, dtype=torch.float32, device=dev) if lse else None
     sh = plan_.shape
     nsplit, chunk = sh.split(S)
     pair = plan_.launches.get(nsplit)
     if pair is None:                      # first step of this split count: the plan's own launches, kept
-        common = dict(scale=float(scale), softcap=softcap, window=win)
         (ffn, fgrid, fkw), (cfn, cgrid, ckw) = _decode(q, k, v, out, lse_t, key_start, ed, common, None, sh)
         pair = plan_.launches[nsplit] = (launch.Launch(ffn, fkw, _FWD_DYNAMIC), fgrid,
                                          launch.Launch(cfn, ckw, _COMBINE_DYNAMIC), cgrid)

@@ -577,12 +577,7 @@ def _output_only(plan, module, query, key, value, attention_mask, dropout, scali
     window = sliding_window or plan.window
     call = AttentionCall(module.layer_idx, module, B, H, key.shape[1], T, key.shape[2], D, None, window,
                          query=query, key=key, value=value)
-    if len(plan.edits) == 1:                      # (one hook: nothing to merge)
-        edits = plan.edits[0](call, None)
-    else:
-        edits = None
-        for fn in plan.edits:
-            edits = merge_edits(edits, fn(call, None))
+    edits = _merged_edits(plan, call, None)
     decode = T == 1
     if edits is not None and ((not decode and edits.edits_probs) or (edits.col_idx is not None) + (
             edits.head_uniform is not None) + (edits.redist_idx is not None) > 1):
@@ -623,6 +618,15 @@ def _output_only(plan, module, query, key, value, attention_mask, dropout, scali
         for fn in plan.after:
             fn(call, result)
     return out
+
+
+def _merged_edits(plan, call: AttentionCall, pre) -> Optional[AttentionEdits]:
+    """The plan's hooks' edits for one call (``pre``: the received-mass pre-pass or None), composed in attach order
+    by ``merge_edits``."""
+    edits = None
+    for fn in plan.edits:
+        edits = merge_edits(edits, fn(call, pre))
+    return edits
 
 
 def _kernel_decode(plan, call: AttentionCall, edits: AttentionEdits, attention_mask, scale: float, softcap) -> Tensor:
@@ -672,9 +676,7 @@ def probe_attention(module, query, key, value, attention_mask, dropout=0.0, scal
     pre = None
     if plan.received and any(fn(call) for fn in plan.received):
         pre = attention(query, key, value, stats=StatsRequest(received=True), **common)
-    edits = None
-    for fn in plan.edits:
-        edits = merge_edits(edits, fn(call, pre))
+    edits = _merged_edits(plan, call, pre)
     request = _merge_stats([fn(call) for fn in plan.stats]) if plan.stats else NO_STATS
     probs = edits is not None and (edits.head_uniform is not None or edits.col_idx is not None
                                    or edits.redist_idx is not None)
