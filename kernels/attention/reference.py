@@ -96,11 +96,7 @@ def attention(
     G = H // KV
     dev = q.device
     cdt = torch.float64 if q.dtype == torch.float64 else torch.float32
-    key_start = torch.zeros(B, dtype=torch.long, device=dev) if key_start is None else key_start.to(dev).long()
-    if stats.sink_mass and sink_pos is None:
-        sink_pos = key_start.clamp(max=S - 1)[:, None]                  # a fully padded row reports 0
-    bq = block_q or default_block_q(B, H, T, S)
-    q_pos_all = torch.arange(S - T, S, device=dev)                       # [T]
+    key_start, sink_pos, bq, q_pos_all = _rows(B, H, T, S, key_start, sink_pos, stats, block_q, dev)
 
     kf = k.to(cdt)[:, :, None]                                           # [B, KV, 1, S, D]
     vf = v.to(cdt)[:, :, None]                                           # [B, KV, 1, S, D]
@@ -157,11 +153,7 @@ def stats_from_logits(
     B, H, T, S = logits.shape
     dev = logits.device
     cdt = torch.float64 if logits.dtype == torch.float64 else torch.float32
-    key_start = torch.zeros(B, dtype=torch.long, device=dev) if key_start is None else key_start.to(dev).long()
-    if stats.sink_mass and sink_pos is None:
-        sink_pos = key_start.clamp(max=S - 1)[:, None]
-    bq = block_q or default_block_q(B, H, T, S)
-    q_pos_all = torch.arange(S - T, S, device=dev)                       # [T]
+    key_start, sink_pos, bq, q_pos_all = _rows(B, H, T, S, key_start, sink_pos, stats, block_q, dev)
     res = _with_stats(AttentionResult(out=torch.empty(0, dtype=logits.dtype, device=dev)),
                       B, H, T, S, stats, sink_pos, spans, cdt, dev)
     for t0 in range(0, T, bq):
@@ -170,6 +162,15 @@ def stats_from_logits(
         vis, _, p = _softmax_visible(s, key_start, q_pos_all[t0:t1], S, window)
         _block_stats(res, s, p, vis, t0, t1, T, stats, sink_pos, spans)
     return res
+
+
+def _rows(B: int, H: int, T: int, S: int, key_start, sink_pos, stats: StatsRequest, block_q, dev) -> tuple:
+    """(key_start [B] int64 (0 when None), sink_pos [B, P] (the first real key when sink mass is asked without it),
+    the query block, the queries' key positions [T]) of a call."""
+    key_start = torch.zeros(B, dtype=torch.long, device=dev) if key_start is None else key_start.to(dev).long()
+    if stats.sink_mass and sink_pos is None:
+        sink_pos = key_start.clamp(max=S - 1)[:, None]                  # a fully padded row reports 0
+    return key_start, sink_pos, block_q or default_block_q(B, H, T, S), torch.arange(S - T, S, device=dev)
 
 
 def _softmax_visible(s: Tensor, key_start: Tensor, q_pos: Tensor, S: int, window: Optional[int]) -> tuple:
