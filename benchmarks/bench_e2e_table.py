@@ -451,26 +451,31 @@ STATIC_VARIANTS = ("plain", "seam_noop", "headscale", "act", "headmask", "var")
 
 
 def part_static(out: Out, handle, device: str, prompt: int, new: int, compile_: bool, budget: float,
-                variants=STATIC_VARIANTS, repeats: int = 3) -> None:
-    """generate(cache_implementation="static") per variant: tokens equal to the dynamic cache's, tokens/s and decode
-    ms per step (median of ``repeats`` after a first run that compiles and records the CUDA graphs: its time is
-    ``first_run_s``), whether generate may compile (``compile_allowed``: the seam allows it for graph-safe hooks
-    only) and dynamo's graph / graph-break counts of the first run. ``compile_`` False: every run eager."""
+                variants=STATIC_VARIANTS, repeats: int = 3, batches=(1,)) -> None:
+    """generate(cache_implementation="static") per batch size and variant: tokens equal to the dynamic cache's,
+    tokens/s and decode ms per step (median of ``repeats`` after a first run that compiles and records the CUDA
+    graphs: its time is ``first_run_s``), whether generate may compile (``compile_allowed``: the seam allows it for
+    graph-safe hooks only) and dynamo's graph / graph-break counts of the first run. ``compile_`` False: every run
+    eager. A variant ``<name>_tensor`` runs ``<name>`` with the seam's graph-mode ACT / VAR step on its tensor-op
+    forms instead of the Triton decode op (``seam.GRAPH_KERNEL``)."""
     from benchmarks.profile_decode import StepClock
+    from probe.capture import seam
     from torch._dynamo.utils import counters
     from transformers import StoppingCriteriaList
 
     torch._dynamo.config.recompile_limit = max(64, torch._dynamo.config.recompile_limit)   # one graph per variant
     model = handle.model
-    ids = torch.randint(3, model.config.vocab_size, (1, prompt), generator=torch.Generator().manual_seed(7)).to(device)
-    am = torch.ones_like(ids)
     kw = dict(max_new_tokens=new, min_new_tokens=new, do_sample=False)
-    for v in variants:
+    for B, v in [(B, v) for B in batches for v in variants]:
+        ids = torch.randint(3, model.config.vocab_size, (B, prompt), generator=torch.Generator().manual_seed(7)).to(device)
+        am = torch.ones_like(ids)
         if left(budget) < 25:
-            out.add({"part": "static", "variant": v, "status": "skipped: out of time budget"})
+            out.add({"part": "static", "batch": B, "variant": v, "status": "skipped: out of time budget"})
             continue
-        ivs = interventions_for(v, handle, prompt)
-        row = {"part": "static", "variant": v, "compile": compile_, "prompt": prompt, "new_tokens": new}
+        ivs = interventions_for(v.removesuffix("_tensor"), handle, prompt)
+        row = {"part": "static", "batch": B, "variant": v, "compile": compile_, "prompt": prompt, "new_tokens": new,
+               "graph_decode": "tensor ops" if v.endswith("_tensor") else "kernel op"}
+        seam.GRAPH_KERNEL[0] = not v.endswith("_tensor")
         try:
             with torch.no_grad(), _ctx(handle, ivs):
                 dyn = model.generate(input_ids=ids, attention_mask=am, **kw)
@@ -510,6 +515,8 @@ def part_static(out: Out, handle, device: str, prompt: int, new: int, compile_: 
                        step_ms_median=round(steps[len(steps) // 2], 3) if steps else None)
         except Exception as err:  # noqa: BLE001
             row.update(status=f"{type(err).__name__}: {str(err).splitlines()[0][:240] if str(err) else ''}")
+        finally:
+            seam.GRAPH_KERNEL[0] = True
         out.add(row)
 
 
@@ -557,6 +564,7 @@ def main(argv=None) -> int:
     ap.add_argument("--traces", default=None, help="part profile: folder for the chrome traces (default: OUT's folder/traces)")
     ap.add_argument("--no-compile", action="store_true", help="static part: pass disable_compile=True (eager)")
     ap.add_argument("--static-variants", default=",".join(STATIC_VARIANTS))
+    ap.add_argument("--static-batches", default="1", help="part static: batch sizes")
     ap.add_argument("--best", action="store_true", help="table: report the fastest run, not the median (a shared CPU)")
     ap.add_argument("--make-ids", action="store_true",
                     help="write --smollm-ids / --gemma-ids (those given) from Pride and Prejudice, as many tokens as "
@@ -611,7 +619,7 @@ def main(argv=None) -> int:
                        methods, args.device, args.repeats, args.budget, best=args.best, slow=args.slow, cap=args.row_cap)
         if "static" in parts and left(args.budget) > 25:
             part_static(out, h, args.device, args.prompt, args.new, not args.no_compile, args.budget,
-                        args.static_variants.split(","))
+                        args.static_variants.split(","), batches=[int(b) for b in args.static_batches.split(",")])
         if "ties" in parts and left(args.budget) > 10:      # plain vs plain vs seam, with and without cuDNN (no profiler)
             from benchmarks import profile_decode
 

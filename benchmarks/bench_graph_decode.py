@@ -11,6 +11,8 @@ memory-efficient kernel, batch 1 split into chunks; ":cudnn": cuDNN's kernel; ":
     act         seam._act_decode: ACT columns {0, 7, S // 2}, beta 0.4, every head
     var         seam._var_decode with Redistribute's SpanPlan: sinks {0}, span [1, 1024) (bench_e2e_table's VAR)
     var_noplan  the same without a plan: two calls over the whole cache (the cost of the session-6 form)
+    act_op / var_op  the same edits through the Triton decode kernels as the custom op probe::decode_attention
+                (seam._graph_kernel_decode: what the seam runs on CUDA now; act / var are its tensor-op forms)
 ``err_vs_fp64``: max |out - fp64 reference| over the filled keys (plain: the reference without edits);
 ``kernels``: inductor-compiled kernels of one call (torch.profiler, no graph): name -> device us.
 
@@ -29,8 +31,9 @@ from types import SimpleNamespace
 import torch
 
 T0 = time.time()
-VARIANTS = ("plain", "lse", "lse:nosplit", "lse:cudnn", "act", "act:nosplit", "var", "var:nosplit", "var_noplan")
-VARIANTS_B16 = ("plain", "act", "var")       # batch 16: no split either way
+VARIANTS = ("plain", "act_op", "var_op", "lse", "lse:nosplit", "lse:cudnn", "act", "act:nosplit", "var", "var:nosplit",
+            "var_noplan")
+VARIANTS_B16 = ("plain", "act_op", "var_op", "act", "var")       # batch 16: no split either way
 
 
 def inputs(B: int, H: int, KV: int, D: int, S: int, filled: int, dev: str, dtype=torch.bfloat16) -> dict:
@@ -84,6 +87,8 @@ def step(name: str, x: dict):
         "act": lambda: seam._act_decode(q, k, v, vis(), x["act"].col_idx, x["act"].col_scale, scale),
         "var": lambda: seam._var_decode(q, k, v, vis(), x["var"], scale, x["plan"]),
         "var_noplan": lambda: seam._var_decode(q, k, v, vis(), x["var"], scale, None),
+        "act_op": lambda: seam._graph_kernel_decode(q, k, v, vis(), x["act"], scale, None, None),
+        "var_op": lambda: seam._graph_kernel_decode(q, k, v, vis(), x["var"], scale, None, None),
     }[name]
 
 
@@ -92,7 +97,7 @@ def error(name: str, x: dict, out: torch.Tensor) -> float:
     from kernels.attention import reference_attention
 
     n = x["filled"]
-    edits = {"plain": None, "lse": None, "act": x["act"]}.get(name.partition(":")[0], x["var"])
+    edits = {"plain": None, "lse": None, "act": x["act"], "act_op": x["act"]}.get(name.partition(":")[0], x["var"])
     if name.startswith("lse"):                                     # [B, KV, G, D] -> the [B, 1, H, D] layout
         out = out.reshape(out.shape[0], 1, -1, out.shape[-1])
     ref = reference_attention(x["q"].double(), x["k"][:, :, :n].double(), x["v"][:, :, :n].double(), scale=x["scale"],

@@ -175,6 +175,7 @@ def _decode_split_block(
     "USE_LR": lambda a: a["plr"] is not None,
     "USE_VAR": lambda a: a["redist_span"] is not None,
     "USE_UNIFORM": lambda a: a["head_uniform"] is not None,
+    "USE_NKEYS": lambda a: a["n_keys"] is not None,
     "COLS_OUT": lambda a: a["col_idx"] is not None and a["redist_span"] is None and a["ptm"] is not None,
     "CP": lambda a: max(2, triton.next_power_of_2(max(a["C"], 1))),
     "PREC": precision,
@@ -182,14 +183,14 @@ def _decode_split_block(
 })
 @triton.jit
 def decode_fwd_kernel(
-    q, k, v, po, pm, pl, plr, po2, ptm, key_start, col_idx, head_uniform, redist_span,
+    q, k, v, po, pm, pl, plr, po2, ptm, key_start, n_keys, col_idx, head_uniform, redist_span,
     s_qb, s_qh, s_kb, s_kh, s_ks, s_vb, s_vh, s_vs,
     scale, softcap, window, S, chunk, NSPLIT,
     H: tl.constexpr, KV: tl.constexpr, G: tl.constexpr, D: tl.constexpr, BG: tl.constexpr,
     BS: tl.constexpr, C: tl.constexpr, CP: tl.constexpr,
     USE_WINDOW: tl.constexpr, USE_SOFTCAP: tl.constexpr, USE_COLS: tl.constexpr, USE_LR: tl.constexpr,
-    USE_VAR: tl.constexpr, USE_UNIFORM: tl.constexpr, COLS_OUT: tl.constexpr, COL_MODE: tl.constexpr,
-    PREC: tl.constexpr, UPCAST: tl.constexpr,
+    USE_VAR: tl.constexpr, USE_UNIFORM: tl.constexpr, USE_NKEYS: tl.constexpr, COLS_OUT: tl.constexpr,
+    COL_MODE: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr,
 ):
     """Partials per (b, h, chunk): pm, pl (, plr) [B, H, NSPLIT] and po (, po2) [B, H, NSPLIT, D],
     ptm [B, H, NSPLIT], all float32. col_idx [B, H, C] deduplicated (-1 unused). COL_MODE, where the edited
@@ -198,7 +199,9 @@ def decode_fwd_kernel(
     the unedited kernel) between the blocks that hold one, found by one reduction per such block, 3 = bits: the
     unedited loop over every block with those masked out (one bit test per block), then only those (a chunk of
     at most 62 blocks). COLS_OUT (ACT, modes 2 / 3): ptm / po2 take the columns' mass and P.V, so the combine
-    gathers no column."""
+    gathers no column. n_keys [B] (USE_NKEYS; None = S for every row): how many keys row b has -- the query sits at
+    n_keys[b] - 1 and keys n_keys[b] .. S - 1 are never read (a static cache's graph-mode step: S its capacity, fixed,
+    the filled count on the device); chunks past it write an empty partial."""
     i_sp, i_bk = tl.program_id(0), tl.program_id(1)
     i_b, i_kh = (i_bk // KV).to(tl.int64), (i_bk % KV).to(tl.int64)
     o_g = tl.arange(0, BG)                                                    # [BG]
@@ -210,12 +213,15 @@ def decode_fwd_kernel(
     p_k = k + i_b * s_kb + i_kh * s_kh
     p_v = v + i_b * s_vb + i_kh * s_vh
     o_h = i_b * H + i_kh * G + o_g                                            # [BG] rows of [B, H]
-    pos = S - 1
+    n_b = S
+    if USE_NKEYS:
+        n_b = tl.minimum(tl.load(n_keys + i_b).to(tl.int32), S)
+    pos = n_b - 1
     lo = ks
     if USE_WINDOW:
         lo = tl.maximum(lo, pos - window + 1)
     j_lo = tl.maximum(i_sp * chunk, lo // BS * BS)
-    j_hi = tl.minimum(i_sp * chunk + chunk, S)
+    j_hi = tl.minimum(i_sp * chunk + chunk, n_b)
     uni = False
     if USE_UNIFORM:
         uni = (tl.load(head_uniform + i_kh * G + o_g, mask=m_g, other=0) != 0)[:, None]  # [BG, 1]
@@ -346,20 +352,22 @@ def decode_fwd_kernel(
     "USE_UNIFORM": lambda a: a["head_uniform"] is not None,
     "USE_HMEAN": lambda a: a["head_mean"] is not None,
     "USE_HSCALE": lambda a: a["head_scale"] is not None,
+    "USE_NKEYS": lambda a: a["n_keys"] is not None,
     "COLS_DONE": lambda a: a["col_idx"] is not None and a["redist_span"] is None and a["ptm"] is not None,
 })
 @triton.jit
 def decode_combine_kernel(
-    po, pm, pl, plr, po2, ptm, o, lse, q, k, v, key_start, col_idx, col_scale, head_uniform,
+    po, pm, pl, plr, po2, ptm, o, lse, q, k, v, key_start, n_keys, col_idx, col_scale, head_uniform,
     redist_span, redist_from, redist_keep, redist_rho, redist_min_mass, head_mean, head_mean_on, head_scale,
     s_ob, s_oh, s_qb, s_qh, s_kb, s_kh, s_ks, s_vb, s_vh, s_vs,
     scale, softcap, window, S, NSPLIT,
     H: tl.constexpr, G: tl.constexpr, D: tl.constexpr, NSP: tl.constexpr, C: tl.constexpr,
     STORE_LSE: tl.constexpr, USE_WINDOW: tl.constexpr, USE_SOFTCAP: tl.constexpr, USE_COLS: tl.constexpr,
     USE_VAR: tl.constexpr, USE_UNIFORM: tl.constexpr, USE_HMEAN: tl.constexpr, USE_HSCALE: tl.constexpr,
-    COLS_DONE: tl.constexpr,
+    USE_NKEYS: tl.constexpr, COLS_DONE: tl.constexpr,
 ):
-    """o [B, 1, H, D] (and lse [B, H, 1]) from the partials; the edit epilogue of the prefill kernel. COLS_DONE
+    """o [B, 1, H, D] (and lse [B, H, 1]) from the partials; the edit epilogue of the prefill kernel (n_keys: as in
+    ``decode_fwd_kernel``). COLS_DONE
     (ACT): the columns' mass and P.V come in ptm / po2 from the split kernel instead of gathers here."""
     i_bh = tl.program_id(0)
     i_b, i_h = (i_bh // H).to(tl.int64), (i_bh % H).to(tl.int64)
@@ -375,6 +383,8 @@ def decode_combine_kernel(
     l_all = tl.sum(b_l * b_w, 0)
     ks = tl.load(key_start + i_b).to(tl.int32)
     pos = S - 1
+    if USE_NKEYS:
+        pos = tl.minimum(tl.load(n_keys + i_b).to(tl.int32), S) - 1            # the query's position (see fwd)
     ok = pos >= ks
     l_all = tl.where(ok, l_all, 1.0)
     b_acc = tl.sum(b_po * b_w[:, None], 0)                                    # [D]
@@ -405,12 +415,14 @@ def decode_combine_kernel(
         b_oc = tl.zeros([D], tl.float32)                                      # [D] sum of p_c v_c
         for c in tl.static_range(C):
             idx = tl.load(col_idx + i_bh * C + c).to(tl.int32)
-            idx_s = tl.maximum(idx, 0)
-            b_kc = tl.load(p_k + idx_s * s_ks + o_d).to(tl.float32)          # [D]
-            s_c = scores2(tl.sum(b_q * b_kc, 0), scale, softcap, uni, USE_SOFTCAP, USE_UNIFORM)
             vis = (idx >= 0) & (idx >= ks) & (idx <= pos)
             if USE_WINDOW:
                 vis = vis & ((pos - idx) < window)
+            # a column out of sight reads the query's own key instead (p_c = 0): a static cache's slots past the
+            # query hold anything, NaN included, and 0 * NaN would reach the output
+            idx_s = tl.where(vis, idx, tl.maximum(pos, 0))
+            b_kc = tl.load(p_k + idx_s * s_ks + o_d).to(tl.float32)          # [D]
+            s_c = scores2(tl.sum(b_q * b_kc, 0), scale, softcap, uni, USE_SOFTCAP, USE_UNIFORM)
             p_c = tl.where(vis, tl.exp2(s_c - m_all) / l_all, 0.0)
             b_vc = tl.load(p_v + idx_s * s_vs + o_d).to(tl.float32)          # [D]
             b_mc += p_c

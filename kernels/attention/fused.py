@@ -92,6 +92,14 @@ def _dedup_raw(idx: Tensor) -> Tensor:
     return idx.contiguous()
 
 
+def _dedup_fresh(idx: Tensor, dev, expand_heads: int = 0) -> Tensor:
+    """``_dedup_raw(idx)`` on dev, [B, C] -> [B, H, C] when expand_heads = H (no cache)."""
+    out = _dedup_raw(idx.to(dev))
+    if expand_heads:
+        out = out[:, None, :].expand(out.shape[0], expand_heads, out.shape[-1]).contiguous()
+    return out
+
+
 def _dedup(idx: Tensor, dev, expand_heads: int = 0) -> Tensor:
     """``_dedup_raw(idx)`` on dev ([B, C] -> [B, H, C] when expand_heads = H), cached on the identity
     and version of ``idx``: a hook that hands the same column tensor to every decode step of a
@@ -100,9 +108,7 @@ def _dedup(idx: Tensor, dev, expand_heads: int = 0) -> Tensor:
     hit = _DEDUP.get(key)
     if hit is not None and hit[0]() is idx:
         return hit[1]
-    out = _dedup_raw(idx.to(dev))
-    if expand_heads:
-        out = out[:, None, :].expand(out.shape[0], expand_heads, out.shape[-1]).contiguous()
+    out = _dedup_fresh(idx, dev, expand_heads)
     if len(_DEDUP) >= _DEDUP_MAX:
         _DEDUP.clear()
     _DEDUP[key] = (weakref.ref(idx), out)
@@ -159,20 +165,21 @@ def _on_q_device(fn):
 class _Edits:
     """The kernel arguments of an ``AttentionEdits`` (None = off), on dev."""
 
-    def __init__(self, ed: Optional[AttentionEdits], B: int, H: int, dev):
+    def __init__(self, ed: Optional[AttentionEdits], B: int, H: int, dev, cached: bool = True):
         ed = ed if ed is not None else AttentionEdits()
+        dedup = _dedup if cached else _dedup_fresh
         f32 = torch.float32
         self.var = ed.redist_idx is not None
         self.act = ed.col_idx is not None
         self.probs = ed.edits_probs
         self.rho, self.min_mass = float(ed.redist_rho), float(ed.redist_min_mass)
         if self.var:  # the sink keys, per batch row, take the place of the ACT columns
-            self.cols = _dedup(ed.redist_idx, dev, expand_heads=H)
+            self.cols = dedup(ed.redist_idx, dev, expand_heads=H)
             self.span = ed.redist_span.to(dev).long().contiguous()
             self.frm = ed.redist_from.to(dev).long().contiguous()
             self.keep = ed.redist_keep.to(dev).to(f32).contiguous()
         else:
-            self.cols = _dedup(ed.col_idx, dev) if self.act else None
+            self.cols = dedup(ed.col_idx, dev) if self.act else None
             self.span = self.frm = self.keep = None
         self.C = self.cols.shape[-1] if self.cols is not None else 0
         self.col_scale = ed.col_scale.to(dev).to(f32).contiguous() if self.act else None
@@ -225,9 +232,9 @@ _HEURISTICS: dict = {}
 _HEURISTIC_INPUTS = {
     "attention_fwd_kernel": (("lse", "ent", "spm", "snk", "redist_span", "col_idx", "head_uniform", "head_mean",
                               "head_scale", "kd"), ("SPAN_POST", "SEG", "NS", "C")),
-    "decode_fwd_kernel": (("col_idx", "plr", "ptm", "redist_span", "head_uniform"), ("C",)),
-    "decode_combine_kernel": (("lse", "col_idx", "ptm", "redist_span", "head_uniform", "head_mean", "head_scale"),
-                              ()),
+    "decode_fwd_kernel": (("col_idx", "plr", "ptm", "redist_span", "head_uniform", "n_keys"), ("C",)),
+    "decode_combine_kernel": (("lse", "col_idx", "ptm", "redist_span", "head_uniform", "head_mean", "head_scale",
+                               "n_keys"), ()),
     "received_fwd_kernel": (("qd", "ld"), ("KEYMAJOR", "NPOLY")),
 }
 # Tests set this: every launch also evaluates the heuristics afresh and checks the cached values against them.
@@ -341,6 +348,26 @@ def attention_validated(q: Tensor, k: Tensor, v: Tensor, **kw) -> AttentionResul
     else:
         res.extras.pop("key_start", None)
     return res
+
+
+@_on_q_device
+def decode_graph(q: Tensor, k: Tensor, v: Tensor, *, scale: float, key_start: Tensor, n_keys: Tensor,
+                 window: Optional[int] = None, softcap: Optional[float] = None,
+                 edits: Optional[AttentionEdits] = None) -> Tensor:
+    """A decode step whose launches a CUDA graph can capture and replay: q [B, H, 1, D] over k / v [B, KV, S, D], a
+    static cache of capacity S whose rows hold n_keys [B] keys (the query sits at n_keys[b] - 1; later slots are
+    never read) from key_start [B] on, both on the device -> out [B, 1, H, D]. Every tensor the launches read is
+    an argument or made in the call (the edits' conversions and the partial buffers: no per-sequence cache whose
+    tensors a replay could outlive), and the launch shape depends only on S, so a replay at another step is the
+    same launch over new device values. Same kernels and edit epilogue as ``attention`` (ACT, VAR, uniform heads,
+    head mean / scale); no statistics."""
+    B, H, _, D = q.shape
+    q, k, v, key_start, common = _launch_inputs(q, k, v, key_start, window, softcap, scale)
+    ed = _Edits(edits, B, H, q.device, cached=False)
+    out = _alloc(B, 1, H, D, dtype=q.dtype, device=q.device)
+    n_keys = n_keys.to(q.device).long().contiguous()
+    _run(_decode(q, k, v, out, None, key_start, ed, common, n_keys=n_keys))
+    return out
 
 
 def _launch_inputs(q: Tensor, k: Tensor, v: Tensor, key_start: Optional[Tensor], window, softcap, scale) -> tuple:
@@ -686,9 +713,9 @@ _COMBINE_DYNAMIC = ("po", "pm", "pl", "plr", "po2", "ptm", "o", "lse", "q", "k",
 
 
 def _decode(q, k, v, out, lse, key_start, ed: _Edits, common, opts: Optional[dict] = None,
-            shape: Optional[_DecodeShape] = None) -> list:
+            shape: Optional[_DecodeShape] = None, n_keys: Optional[Tensor] = None) -> list:
     """Split-KV decode for T == 1: partials per key chunk, then one combine with the edit epilogue (two launches).
-    lse [B, H, 1] or None."""
+    lse [B, H, 1] or None; n_keys [B] int64 or None: each row's key count on the device (S = k's capacity)."""
     B, H, _, D = q.shape
     KV, S = k.shape[1], k.shape[2]
     G = H // KV
@@ -699,7 +726,7 @@ def _decode(q, k, v, out, lse, key_start, ed: _Edits, common, opts: Optional[dic
     sq, sk, sv, so = q.stride(), k.stride(), v.stride(), out.stride()
     strides = dict(s_qb=sq[0], s_qh=sq[1], s_kb=sk[0], s_kh=sk[1], s_ks=sk[2], s_vb=sv[0], s_vh=sv[1], s_vs=sv[2])
     fwd = dict(
-        q=q, k=k, v=v, po=po, pm=pm, pl=pl, plr=plr, po2=po2, ptm=ptm, key_start=key_start,
+        q=q, k=k, v=v, po=po, pm=pm, pl=pl, plr=plr, po2=po2, ptm=ptm, key_start=key_start, n_keys=n_keys,
         col_idx=ed.cols, head_uniform=ed.uniform, redist_span=ed.span,
         S=S, chunk=chunk, NSPLIT=nsplit, H=H, KV=KV, G=G, D=D, BG=max(16, _pow2(G)),
         BS=BS, C=ed.C, COL_MODE=DECODE_COL_MODES.index(sh.col_mode), num_warps=sh.nw, num_stages=sh.stages,
@@ -707,7 +734,7 @@ def _decode(q, k, v, out, lse, key_start, ed: _Edits, common, opts: Optional[dic
     )
     combine = dict(
         po=po, pm=pm, pl=pl, plr=plr, po2=po2, ptm=ptm, o=out, lse=lse, q=q, k=k, v=v, key_start=key_start,
-        col_idx=ed.cols, col_scale=ed.col_scale, head_uniform=ed.uniform,
+        n_keys=n_keys, col_idx=ed.cols, col_scale=ed.col_scale, head_uniform=ed.uniform,
         redist_span=ed.span, redist_from=ed.frm, redist_keep=ed.keep,
         redist_rho=ed.rho, redist_min_mass=ed.min_mass,
         head_mean=ed.mean, head_mean_on=ed.mean_on, head_scale=ed.scale,

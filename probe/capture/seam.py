@@ -30,7 +30,7 @@ from typing import NamedTuple, Optional, Protocol
 import torch
 from torch import Tensor
 
-from kernels.attention import AttentionEdits, AttentionResult, StatsRequest, attention
+from kernels.attention import AttentionEdits, AttentionResult, StatsRequest, attention, graph_op
 from kernels.attention.api import NO_STATS
 
 from ..errors import ProbeError
@@ -340,6 +340,24 @@ def _uniform_decode(out: Tensor, value: Tensor, vis: Optional[Tensor], on: Tenso
 
 _NEG_INF = float("-inf")
 _ACT_TENSOR_PATH: list = [None]     # why ACT's tensor-op decode path was switched off (None: in use)
+# Graph-mode ACT / VAR decode steps on CUDA: True = the Triton decode kernels as the custom op
+# ``probe::decode_attention`` (kernels/attention/graph_op.py), False = the tensor-op forms ``_act_decode`` /
+# ``_var_decode`` (benchmarks compare the two; CPU always takes the tensor ops).
+GRAPH_KERNEL: list = [True]
+
+
+def _graph_kernel_decode(query: Tensor, key: Tensor, value: Tensor, vis: Tensor, edits: AttentionEdits,
+                         scale: float, window: Optional[int], softcap) -> Tensor:
+    """ACT / VAR on a graph-mode decode step through the Triton decode kernels (``graph_op.decode_step``) ->
+    [B, 1, H, D]. vis [B, S]: the keys SDPA's dense mask shows the query over the whole static cache; its first
+    visible key and its own position (the last visible key: causal with left padding, which the eager prefill
+    checked) become device tensors, so nothing here reads a value on the host."""
+    S = vis.shape[-1]
+    j = torch.arange(S, device=vis.device)
+    key_start = torch.where(vis, j, S).amin(-1)                                            # [B]
+    n_keys = torch.where(vis, j + 1, 0).amax(-1)                                           # [B] position + 1
+    return graph_op.decode_step(query, key, value, key_start, n_keys, scale=scale, window=window, softcap=softcap,
+                                edits=edits)
 
 
 class SpanPlan(NamedTuple):
@@ -591,7 +609,10 @@ def _output_only(plan, module, query, key, value, attention_mask, dropout, scali
         if _ACT_TENSOR_PATH[0] is not None:
             return None
         vis = _visible_keys(attention_mask, B, key.shape[2], window, query.device)              # [B, S]
-    if edits is not None and edits.redist_idx is not None:
+    if edits is not None and query.is_cuda and GRAPH_KERNEL[0] and (edits.redist_idx is not None
+                                                                     or edits.col_idx is not None):
+        out = _graph_kernel_decode(query, key, value, vis, edits, scale, window, softcap)
+    elif edits is not None and edits.redist_idx is not None:
         span_plan = plan.span_plans[0](call) if plan.span_plans else None
         out = _var_decode(query, key, value, vis, edits, scale, span_plan)
     elif edits is not None and edits.col_idx is not None:
