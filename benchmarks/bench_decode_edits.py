@@ -36,10 +36,13 @@ CASES = [("llama", 32, 32, 128, 1, 4096), ("llama", 32, 32, 128, 16, 2048), ("sm
 BASELINE = os.path.join(os.path.dirname(__file__), "results", "bench_decode_gpu_h200.json")
 
 
+VAR_SPAN = [1, 33]        # VAR's span in decode_inputs (--var-span: its end; bench_e2e_table's VAR spans [1, 1024))
+
+
 def decode_inputs(H, KV, D, B, S, dev="cuda"):
     """One decode step's random bf16 tensors (seed 0) and its two probability edits, as every decode benchmark
     times them: q [B, H, 1, D], k / v [B, KV, S, D], scale, ACT (keys 0, 7, S // 2 at beta 0.4 on every head),
-    VAR (sinks {0}, span [1, 33), keep 0.5 on every head)."""
+    VAR (sinks {0}, span ``VAR_SPAN`` = [1, 33) unless --var-span, keep 0.5 on every head)."""
     from kernels.attention.api import AttentionEdits
 
     g = torch.Generator(device=dev).manual_seed(0)
@@ -49,7 +52,7 @@ def decode_inputs(H, KV, D, B, S, dev="cuda"):
     cols = torch.tensor([0, 7, S // 2], device=dev).expand(B, H, 3).contiguous()
     act = AttentionEdits(col_idx=cols, col_scale=torch.full((B, H), 0.4, device=dev))
     var = AttentionEdits(redist_idx=torch.zeros(B, 1, dtype=torch.long, device=dev),
-                         redist_span=torch.tensor([[1, 33]] * B, device=dev),
+                         redist_span=torch.tensor([VAR_SPAN] * B, device=dev),
                          redist_from=torch.zeros(B, dtype=torch.long, device=dev),
                          redist_keep=torch.full((H,), 0.5, device=dev))
     return q, k, v, D ** -0.5, act, var
@@ -215,6 +218,7 @@ def main(argv=None) -> int:
     ap.add_argument("--render", nargs="?", const=RESULT, default=None, metavar="RESULT",
                     help="only rewrite kernels/BENCHMARKS.md's decode-edits block from this result file")
     ap.add_argument("--dry", action="store_true", help="CPU plumbing check under TRITON_INTERPRET=1, tiny sizes")
+    ap.add_argument("--var-span", type=int, default=33, help="end of VAR's span [1, END) (session 5: 33)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     if args.render:
@@ -234,8 +238,9 @@ def main(argv=None) -> int:
     else:
         from triton.testing import do_bench, do_bench_cudagraph
     dev = "cpu" if args.dry else "cuda"
+    VAR_SPAN[1] = args.var_span
     rows = []
-    meta = {"device": "cpu (dry run)" if args.dry else torch.cuda.get_device_name(), "torch": torch.__version__,
+    meta = {"var_span": list(VAR_SPAN), "device": "cpu (dry run)" if args.dry else torch.cuda.get_device_name(), "torch": torch.__version__,
             "triton": __import__("triton").__version__, "argv": sys.argv, "baseline_file": BASELINE,
             "baseline_token_ms": {f"{b}x{s}": ms for (b, s), ms in _baseline().items()},
             "order": "sdpa / ours / act / var / uniform for every case first, then the alternatives",

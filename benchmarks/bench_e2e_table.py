@@ -457,7 +457,8 @@ def part_static(out: Out, handle, device: str, prompt: int, new: int, compile_: 
     graphs: its time is ``first_run_s``), whether generate may compile (``compile_allowed``: the seam allows it for
     graph-safe hooks only) and dynamo's graph / graph-break counts of the first run. ``compile_`` False: every run
     eager. A variant ``<name>_tensor`` runs ``<name>`` with the seam's graph-mode ACT / VAR step on its tensor-op
-    forms instead of the Triton decode op (``seam.GRAPH_KERNEL``)."""
+    forms instead of the Triton decode op (``seam.GRAPH_KERNEL``); ``<name>@<mode>`` with the decode split kernel's
+    column mode ``<mode>`` for that edit at every shape (``fused.DECODE_EDIT_CFG``; e.g. ``var@split``)."""
     from benchmarks.profile_decode import StepClock
     from probe.capture import seam
     from torch._dynamo.utils import counters
@@ -472,10 +473,12 @@ def part_static(out: Out, handle, device: str, prompt: int, new: int, compile_: 
         if left(budget) < 25:
             out.add({"part": "static", "batch": B, "variant": v, "status": "skipped: out of time budget"})
             continue
-        ivs = interventions_for(v.removesuffix("_tensor"), handle, prompt)
+        name, _, mode = v.partition("@")
+        ivs = interventions_for(name.removesuffix("_tensor"), handle, prompt)
         row = {"part": "static", "batch": B, "variant": v, "compile": compile_, "prompt": prompt, "new_tokens": new,
-               "graph_decode": "tensor ops" if v.endswith("_tensor") else "kernel op"}
-        seam.GRAPH_KERNEL[0] = not v.endswith("_tensor")
+               "graph_decode": "tensor ops" if name.endswith("_tensor") else "kernel op"}
+        seam.GRAPH_KERNEL[0] = not name.endswith("_tensor")
+        saved_cfg = _decode_mode(name.removesuffix("_tensor"), mode)
         try:
             with torch.no_grad(), _ctx(handle, ivs):
                 dyn = model.generate(input_ids=ids, attention_mask=am, **kw)
@@ -517,7 +520,25 @@ def part_static(out: Out, handle, device: str, prompt: int, new: int, compile_: 
             row.update(status=f"{type(err).__name__}: {str(err).splitlines()[0][:240] if str(err) else ''}")
         finally:
             seam.GRAPH_KERNEL[0] = True
+            _decode_mode(None, saved_cfg)
         out.add(row)
+
+
+def _decode_mode(kind, mode):
+    """Set the decode split kernel's column mode of edit ``kind`` ("act" / "var") to ``mode`` at every shape and return
+    the table's previous entries; ``_decode_mode(None, saved)`` puts them back. No mode: nothing changes (None)."""
+    from kernels.attention import fused
+
+    if kind is None:
+        if mode is not None:
+            fused.DECODE_EDIT_CFG.update(mode)
+        return None
+    if not mode:
+        return None
+    saved = {w: dict(c) for w, c in fused.DECODE_EDIT_CFG.items()}
+    for c in fused.DECODE_EDIT_CFG.values():
+        c[kind] = (mode,) + tuple(c[kind][1:])
+    return saved
 
 
 def _run_old(out: Out, args) -> None:

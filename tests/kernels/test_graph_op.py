@@ -83,17 +83,18 @@ def test_seam_graph_kernel_step_equals_its_tensor_op_form(kind):
 
     g = torch.Generator().manual_seed(11)
     B, KV, H, S, D, filled = 2, 2, 4, 45, 32, 37
-    q, k, v = (torch.randn(B, n, t, D, generator=g) for n, t in ((H, 1), (KV, S), (KV, S)))
+    q, k, v = (torch.randn(B, n, t, D, generator=g).to(DEV) for n, t in ((H, 1), (KV, S), (KV, S)))
     k[:, :, 0] *= 4.0
-    ks = torch.tensor([0, 5])
-    j = torch.arange(S)
+    ks = torch.tensor([0, 5], device=DEV)
+    j = torch.arange(S, device=DEV)
     vis = (j[None, :] >= ks[:, None]) & (j[None, :] < filled)                              # [B, S]
+    t = lambda x: torch.tensor(x, device=DEV)  # noqa: E731
     if kind == "act":
-        ed = AttentionEdits(col_idx=torch.tensor([[[0, 3]] * H, [[5, 9]] * H]), col_scale=torch.full((B, H), 0.4))
+        ed = AttentionEdits(col_idx=t([[[0, 3]] * H, [[5, 9]] * H]), col_scale=torch.full((B, H), 0.4, device=DEV))
         want = seam._act_decode(q, k, v, vis, ed.col_idx, ed.col_scale, 0.25)
     else:
-        ed = AttentionEdits(redist_idx=torch.tensor([[0, -1], [5, 7]]), redist_span=torch.tensor([[1, 20], [6, 25]]),
-                            redist_from=torch.tensor([20, 25]), redist_keep=torch.tensor([0.6, 1.0, 0.3, 0.6]),
+        ed = AttentionEdits(redist_idx=t([[0, -1], [5, 7]]), redist_span=t([[1, 20], [6, 25]]),
+                            redist_from=t([20, 25]), redist_keep=t([0.6, 1.0, 0.3, 0.6]),
                             redist_rho=0.5, redist_min_mass=0.05)
         want = seam._var_decode(q, k, v, vis, ed, 0.25)
     got = seam._graph_kernel_decode(q, k, v, vis, ed, 0.25, None, None)
