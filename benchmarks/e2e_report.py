@@ -96,6 +96,10 @@ STATIC6 = {"e2e_static_s6c2_h200.json": "2cd70c8",
            # calls 3 and 4 (the session's last device seconds): the rewrite after call 2, plain + VAR, then plain + ACT
            "e2e_static_s6c3_h200.json": "6c6763d", "e2e_static_s6c4_h200.json": "6c6763d"}
 CODE.update(STATIC6)
+# session 7: graph-mode ACT / VAR on the Triton decode kernels (custom op probe::decode_attention); call 2 ran plain
+# before and after the edited variants (the host drifts within a call), batch 1 and 16
+STATIC7 = {"e2e_static_s7c1_h200.json": "6c619b4", "e2e_static_s7c2_h200.json": "6c619b4"}
+CODE.update(STATIC7)
 # Rows of e2e_gen_h200.json that measured a path the code has left since (not re-measured: no device time left).
 GEN_NOTES = {"act": "ACT's decode steps ran its tensor-op form (one SDPA with log-sum-exp + ~45 small ops per layer); "
                     "eager steps are back on the Triton kernel since, measured only in the first call's profile"}
@@ -364,6 +368,40 @@ def static_table(folder: Path, name: str = GEN) -> str:
                 "decode ms / step", "× plain", "same tokens as the dynamic cache", "dynamo graphs / breaks"], out)
 
 
+def _static7(folder: Path, name: str) -> dict:
+    """{batch: (plain step ms runs in call order, {variant: row})} of a session-7 static file (ok rows)."""
+    out: dict = {}
+    for r in _load(folder, name)["rows"]:
+        if r.get("part") != "static" or r.get("status") != "ok" or not r.get("step_ms_median"):
+            continue
+        plains, rows = out.setdefault(r["batch"], ([], {}))
+        if r["variant"] == "plain":
+            plains.append(r["step_ms_median"])
+        else:
+            rows[r["variant"]] = r
+    return out
+
+
+def static_table_s7(folder: Path, name: str) -> str:
+    """Session 7's graph-mode generate per batch and variant: decode ms per step (median over every step of 3 runs)
+    and its ratio to plain's -- plain ran first and, in call 2, again last: the ratio to the mean of the two, with
+    the range over the two."""
+    rows = []
+    for B, (plains, vs) in sorted(_static7(folder, name).items()):
+        if not plains:
+            continue
+        mean = sum(plains) / len(plains)
+        rows.append([f"{B}", "plain", " / ".join(f"{p:.3f}" for p in plains), "1.000", "–"])
+        for v, r in vs.items():
+            st = r["step_ms_median"]
+            rng = "–" if len(plains) < 2 else f"{st / max(plains):.3f}–{st / min(plains):.3f}"
+            label = LABELS5.get(v.split("@")[0], v) + (f" (column mode {v.split('@')[1]})" if "@" in v else "")
+            rows.append([f"{B}", label, f"{st:.3f}", f"{st / mean:.3f}", rng])
+    return _md(["batch", "variant", "decode ms / step", "× plain (mean of its runs)", "× plain, range over its runs"],
+               rows) + f"\n(`benchmarks/results/{name}`, code at {CODE[name]}; generate with a static cache, compiled, " \
+        "CUDA graphs; ACT / VAR through the Triton decode kernels as one custom op per layer.)\n"
+
+
 DISPLAY = {"llama7b-shape-8layers": "Llama-7B shape, 8 layers (random init)", "SmolLM2-135M-Instruct": "SmolLM2-135M-Instruct (real weights)",
            "Gemma-3-270M": "Gemma-3-270M (real weights)"}
 NAMES = {"llama7b-shape-8layers": "a random-init Llama-7B-shaped model, 8 layers", "SmolLM2-135M-Instruct": "SmolLM2",
@@ -413,14 +451,21 @@ def headline(folder: Path) -> str:
             if x:
                 spans.append(f"eager, batch {B}: " + ", ".join(f"{short(v)} {r:.2f}×" for v, r in x.items()))
         st = {r["variant"]: r for r in _load(folder, latest)["rows"] if r.get("part") == "static" and r.get("step_ms_median")}
-        if "plain" in st and gen.get((1, "plain"), {}).get("step_ms_median"):
+        s7 = next((n for n in reversed(list(STATIC7)) if (Path(folder) / n).exists()), None)
+        if "plain" in st and gen.get((1, "plain"), {}).get("step_ms_median") and not s7:
             fast = gen[(1, "plain")]["step_ms_median"] / st["plain"]["step_ms_median"]
             spans.append(f"static cache + CUDA graphs, batch 1 (plain {fast:.1f}× faster than eager): " + ", ".join(
                 f"{short(v)} {r['step_ms_median'] / st['plain']['step_ms_median']:.2f}×" for v, r in st.items() if v != "plain"))
+        if s7:             # session 7: graph mode with ACT / VAR on the decode kernels, batch 1 and 16
+            for B, (plains, vs) in sorted(_static7(folder, s7).items()):
+                mean = sum(plains) / len(plains) if plains else None
+                if mean:
+                    spans.append(f"static cache + CUDA graphs, batch {B} (`{s7}`): " + ", ".join(
+                        f"{short(v)} {r['step_ms_median'] / mean:.2f}×" for v, r in vs.items() if "@" not in v))
         if spans:
             parts.append("a `generate` decode step inside `intervene` (4,096-token prompt, random-init Llama-7B shape, "
                          "8 layers) takes, relative to the plain model's: " + "; ".join(spans)
-                         + f" (`{latest}`; later calls in BENCHMARKS.md)")
+                         + f" (eager and first static rows: `{latest}`; later calls in BENCHMARKS.md)")
         return ("On one H200 (wall time / peak memory over the weights): " + "; ".join(parts)
                 + ". Tables: `kernels/BENCHMARKS.md`, end-to-end section.\n")
     if not parts:
@@ -449,7 +494,9 @@ def tables(folder: Path = RESULTS) -> dict:
                                   **{f"e2e-generate-s6-{i}": _generate_table_steps(folder, n) + "\n" + static_table(folder, n)
                                      for i, n in enumerate(GEN6, 1) if (Path(folder) / n).exists()},
                                   **{f"e2e-static-s6-{i}": static_table(folder, n) + f"\n(`benchmarks/results/{n}`, code at "
-                                     f"{c}.)\n" for i, (n, c) in enumerate(STATIC6.items(), 2) if (Path(folder) / n).exists()}},
+                                     f"{c}.)\n" for i, (n, c) in enumerate(STATIC6.items(), 2) if (Path(folder) / n).exists()},
+                                  **{f"e2e-static-s7-{i}": static_table_s7(folder, n)
+                                     for i, n in enumerate(STATIC7, 1) if (Path(folder) / n).exists()}},
         "README.md": {"e2e-headline": headline(folder)},
     }
 

@@ -92,9 +92,10 @@ def _dedup_raw(idx: Tensor) -> Tensor:
     return idx.contiguous()
 
 
-def _dedup_fresh(idx: Tensor, dev, expand_heads: int = 0) -> Tensor:
-    """``_dedup_raw(idx)`` on dev, [B, C] -> [B, H, C] when expand_heads = H (no cache)."""
-    out = _dedup_raw(idx.to(dev))
+def _dedup_fresh(idx: Tensor, dev, expand_heads: int = 0, distinct: bool = False) -> Tensor:
+    """``_dedup_raw(idx)`` on dev, [B, C] -> [B, H, C] when expand_heads = H (no cache); distinct: the caller's
+    indices repeat no position already (the kernels need no order), so they are only made int64 and contiguous."""
+    out = idx.to(dev).long().contiguous() if distinct else _dedup_raw(idx.to(dev))
     if expand_heads:
         out = out[:, None, :].expand(out.shape[0], expand_heads, out.shape[-1]).contiguous()
     return out
@@ -165,9 +166,9 @@ def _on_q_device(fn):
 class _Edits:
     """The kernel arguments of an ``AttentionEdits`` (None = off), on dev."""
 
-    def __init__(self, ed: Optional[AttentionEdits], B: int, H: int, dev, cached: bool = True):
+    def __init__(self, ed: Optional[AttentionEdits], B: int, H: int, dev, cached: bool = True, distinct: bool = False):
         ed = ed if ed is not None else AttentionEdits()
-        dedup = _dedup if cached else _dedup_fresh
+        dedup = _dedup if cached else functools.partial(_dedup_fresh, distinct=distinct)
         f32 = torch.float32
         self.var = ed.redist_idx is not None
         self.act = ed.col_idx is not None
@@ -353,17 +354,18 @@ def attention_validated(q: Tensor, k: Tensor, v: Tensor, **kw) -> AttentionResul
 @_on_q_device
 def decode_graph(q: Tensor, k: Tensor, v: Tensor, *, scale: float, key_start: Tensor, n_keys: Tensor,
                  window: Optional[int] = None, softcap: Optional[float] = None,
-                 edits: Optional[AttentionEdits] = None) -> Tensor:
+                 edits: Optional[AttentionEdits] = None, distinct: bool = False) -> Tensor:
     """A decode step whose launches a CUDA graph can capture and replay: q [B, H, 1, D] over k / v [B, KV, S, D], a
     static cache of capacity S whose rows hold n_keys [B] keys (the query sits at n_keys[b] - 1; later slots are
     never read) from key_start [B] on, both on the device -> out [B, 1, H, D]. Every tensor the launches read is
     an argument or made in the call (the edits' conversions and the partial buffers: no per-sequence cache whose
     tensors a replay could outlive), and the launch shape depends only on S, so a replay at another step is the
     same launch over new device values. Same kernels and edit epilogue as ``attention`` (ACT, VAR, uniform heads,
-    head mean / scale); no statistics."""
+    head mean / scale); no statistics. distinct: the edits' column / sink indices repeat no position per row (ACT's
+    and Redistribute's never do), so the step skips their deduplication (a sort and a few small kernels)."""
     B, H, _, D = q.shape
     q, k, v, key_start, common = _launch_inputs(q, k, v, key_start, window, softcap, scale)
-    ed = _Edits(edits, B, H, q.device, cached=False)
+    ed = _Edits(edits, B, H, q.device, cached=False, distinct=distinct)
     out = _alloc(B, 1, H, D, dtype=q.dtype, device=q.device)
     n_keys = n_keys.to(q.device).long().contiguous()
     _run(_decode(q, k, v, out, None, key_start, ed, common, n_keys=n_keys))

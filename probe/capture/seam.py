@@ -351,13 +351,14 @@ def _graph_kernel_decode(query: Tensor, key: Tensor, value: Tensor, vis: Tensor,
     """ACT / VAR on a graph-mode decode step through the Triton decode kernels (``graph_op.decode_step``) ->
     [B, 1, H, D]. vis [B, S]: the keys SDPA's dense mask shows the query over the whole static cache; its first
     visible key and its own position (the last visible key: causal with left padding, which the eager prefill
-    checked) become device tensors, so nothing here reads a value on the host."""
+    checked) become device tensors, so nothing here reads a value on the host. The hooks' column / sink indices are
+    distinct per row (what ``_act_decode`` / ``_var_decode`` assume too): no deduplication in the step."""
     S = vis.shape[-1]
     j = torch.arange(S, device=vis.device)
     key_start = torch.where(vis, j, S).amin(-1)                                            # [B]
     n_keys = torch.where(vis, j + 1, 0).amax(-1)                                           # [B] position + 1
     return graph_op.decode_step(query, key, value, key_start, n_keys, scale=scale, window=window, softcap=softcap,
-                                edits=edits)
+                                edits=edits, distinct=True)
 
 
 class SpanPlan(NamedTuple):
@@ -584,8 +585,10 @@ def _filled_keys(key: Tensor, value: Tensor, attention_mask) -> tuple[Tensor, Te
 
 
 def _output_only(plan, module, query, key, value, attention_mask, dropout, scaling, sliding_window, softcap, kwargs):
-    """The path of graph-safe hooks: SDPA (or, for ACT / VAR on a graph-mode decode step, ``_act_decode`` /
-    ``_var_decode``), then the output edits as tensor ops (``_output_edits``) -> [B, T, H, D]; ACT / VAR decode
+    """The path of graph-safe hooks: SDPA (or, for ACT / VAR on a graph-mode decode step, the Triton decode kernels
+    as the custom op ``probe::decode_attention`` on CUDA -- ``_graph_kernel_decode`` -- and the tensor-op forms
+    ``_act_decode`` / ``_var_decode`` elsewhere), then the output edits as tensor ops (``_output_edits``) ->
+    [B, T, H, D]; ACT / VAR decode
     steps with a compact mask (eager) go to the kernels from here (``attention``: the Triton decode kernel on
     CUDA), with the call and edits already built; None when the general path must take the call (probability
     edits on a prefill, two probability edits, ACT / VAR with a dense mask once the tensor-op path is off).
@@ -804,11 +807,11 @@ def allow_compile(model, modules) -> bool:
     active, when every hook attached to ``modules`` is graph-safe (HeadScale, HeadMask, ACT, Redistribute with given
     sinks) -- True when it did. Then the seam's mask function hands a static cache's decode steps SDPA's dense
     mask over the whole cache (fixed shapes, no host read) and those layers run SDPA + tensor ops, which the
-    compiled graph captures (ACT / VAR: ``_act_decode`` / ``_var_decode``; ``prepare_graph_decode`` reads the device
-    for them here). Hooks that read statistics (capture, a Redistribute that logs its selection or finds
-    its sinks) or compute the attention themselves (HeadwiseKV) keep the forward eager: the kernels take the filled
-    key count as a host integer, which changes every step and cannot live in a graph. Undone by the seam's
-    outermost exit, or by a nested ``use_seam`` entry."""
+    compiled graph captures (ACT / VAR: the decode kernels as the custom op ``probe::decode_attention``, which
+    reads the filled key count on the device, on CUDA; ``_act_decode`` / ``_var_decode`` elsewhere;
+    ``prepare_graph_decode`` reads the device for the latter here). Hooks that read statistics (capture, a
+    Redistribute that logs its selection or finds its sinks) or compute the attention themselves (HeadwiseKV)
+    keep the forward eager. Undone by the seam's outermost exit, or by a nested ``use_seam`` entry."""
     saved = use_seam._saved.get(model)
     if saved is None:
         return False
