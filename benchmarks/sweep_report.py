@@ -145,7 +145,8 @@ RESULTS = "benchmarks/results"
 BLOCKS = {"prefill-sweep-call1": f"{RESULTS}/prefill_sweep_h200_call1.json",
           "prefill-sweep-call2": f"{RESULTS}/prefill_sweep_h200_call2.json",
           "prefill-sweep-s6-call1": f"{RESULTS}/prefill_sweep_h200_s6.json",
-          "prefill-sweep-s6-call2": f"{RESULTS}/prefill_sweep_h200_s6_call2.json"}
+          "prefill-sweep-s6-call2": f"{RESULTS}/prefill_sweep_h200_s6_call2.json",
+          "prefill-sweep-s7": f"{RESULTS}/prefill_sweep_h200_s7.json"}
 
 
 def render(data: dict) -> str:
