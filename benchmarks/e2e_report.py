@@ -402,6 +402,22 @@ def static_table_s7(folder: Path, name: str) -> str:
         "CUDA graphs; ACT / VAR through the Triton decode kernels as one custom op per layer.)\n"
 
 
+GRAPH7 = ["graph_decode_s7_h200.json"]     # session 7: one layer's graph-mode step (benchmarks/bench_graph_decode.py)
+GRAPH_LABELS = {"plain": "plain SDPA (the unmodified model)", "act_op": "ACT, decode kernels (custom op)",
+                "var_op": "VAR, decode kernels (custom op)", "act": "ACT, tensor-op form", "var": "VAR, tensor-op form"}
+
+
+def graph_decode_table(folder: Path, name: str) -> str:
+    """One layer's compiled graph-mode decode step per batch and variant: µs per replay (median of 3), over plain."""
+    doc = _load(folder, name)
+    rows = [[str(r["batch"]), GRAPH_LABELS.get(r["variant"], r["variant"]), f"{r['graph_us_median']:.1f}",
+             f"{r['extra_us_vs_plain']:+.1f}", f"{r['graph_us_median'] / p:.2f}", f"{r['err_vs_fp64']:.1e}"]
+            for r in doc["rows"] if r.get("status") == "ok"
+            for p in [next(x["graph_us_median"] for x in doc["rows"] if x["batch"] == r["batch"] and x["variant"] == "plain")]]
+    return _md(["batch", "variant", "µs per layer (CUDA-graph replay)", "µs over plain", "× plain", "max |err| vs fp64"],
+               rows) + f"\n(`benchmarks/results/{name}`; {doc['meta'].get('device')}, torch {doc['meta'].get('torch')}.)\n"
+
+
 DISPLAY = {"llama7b-shape-8layers": "Llama-7B shape, 8 layers (random init)", "SmolLM2-135M-Instruct": "SmolLM2-135M-Instruct (real weights)",
            "Gemma-3-270M": "Gemma-3-270M (real weights)"}
 NAMES = {"llama7b-shape-8layers": "a random-init Llama-7B-shaped model, 8 layers", "SmolLM2-135M-Instruct": "SmolLM2",
@@ -496,7 +512,9 @@ def tables(folder: Path = RESULTS) -> dict:
                                   **{f"e2e-static-s6-{i}": static_table(folder, n) + f"\n(`benchmarks/results/{n}`, code at "
                                      f"{c}.)\n" for i, (n, c) in enumerate(STATIC6.items(), 2) if (Path(folder) / n).exists()},
                                   **{f"e2e-static-s7-{i}": static_table_s7(folder, n)
-                                     for i, n in enumerate(STATIC7, 1) if (Path(folder) / n).exists()}},
+                                     for i, n in enumerate(STATIC7, 1) if (Path(folder) / n).exists()},
+                                  **{f"graph-decode-s7{'' if i == 1 else f'-{i}'}": graph_decode_table(folder, n)
+                                     for i, n in enumerate(GRAPH7, 1) if (Path(folder) / n).exists()}},
         "README.md": {"e2e-headline": headline(folder)},
     }
 
