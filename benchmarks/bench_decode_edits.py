@@ -197,13 +197,13 @@ def block(data: dict) -> str:
     return "\n".join(lines) + "\n\n" + decode(rows) + "\n"
 
 
-def render(path: str = RESULT, page: str = BENCHMARKS) -> None:
-    """Rewrite the ``decode-edits`` block of kernels/BENCHMARKS.md from the result file."""
+def render(path: str = RESULT, page: str = BENCHMARKS, name: str = BLOCK) -> None:
+    """Rewrite the block ``name`` (default ``decode-edits``) of kernels/BENCHMARKS.md from the result file."""
     from pathlib import Path
 
     from studies.tables import write_blocks
     with open(path) as f:
-        write_blocks(Path(page), {BLOCK: block(json.load(f))})
+        write_blocks(Path(page), {name: block(json.load(f))})
 
 
 def main(argv=None) -> int:
@@ -220,9 +220,10 @@ def main(argv=None) -> int:
     ap.add_argument("--dry", action="store_true", help="CPU plumbing check under TRITON_INTERPRET=1, tiny sizes")
     ap.add_argument("--var-span", type=int, default=33, help="end of VAR's span [1, END) (session 5: 33)")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--block", default=BLOCK, help="with --render: the block's name in kernels/BENCHMARKS.md")
     args = ap.parse_args(argv)
     if args.render:
-        render(args.render)
+        render(args.render, name=args.block)
         return 0
     if args.dry:
         os.environ["TRITON_INTERPRET"] = "1"

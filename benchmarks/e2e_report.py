@@ -98,7 +98,9 @@ STATIC6 = {"e2e_static_s6c2_h200.json": "2cd70c8",
 CODE.update(STATIC6)
 # session 7: graph-mode ACT / VAR on the Triton decode kernels (custom op probe::decode_attention); call 2 ran plain
 # before and after the edited variants (the host drifts within a call), batch 1 and 16
-STATIC7 = {"e2e_static_s7c1_h200.json": "6c619b4", "e2e_static_s7c2_h200.json": "6c619b4"}
+STATIC7 = {"e2e_static_s7c1_h200.json": "6c619b4", "e2e_static_s7c2_h200.json": "6c619b4",
+           # the last call: the op without index deduplication (549c3b0; run at 2c05334), VAR also in column mode split
+           "e2e_static_s7c3_h200.json": "2c05334"}
 CODE.update(STATIC7)
 # Rows of e2e_gen_h200.json that measured a path the code has left since (not re-measured: no device time left).
 GEN_NOTES = {"act": "ACT's decode steps ran its tensor-op form (one SDPA with log-sum-exp + ~45 small ops per layer); "
@@ -402,7 +404,8 @@ def static_table_s7(folder: Path, name: str) -> str:
         "CUDA graphs; ACT / VAR through the Triton decode kernels as one custom op per layer.)\n"
 
 
-GRAPH7 = ["graph_decode_s7_h200.json"]     # session 7: one layer's graph-mode step (benchmarks/bench_graph_decode.py)
+# session 7: one layer's graph-mode step (benchmarks/bench_graph_decode.py): file -> code
+GRAPH7 = {"graph_decode_s7_h200.json": "6c619b4", "graph_decode_s7c3_h200.json": "2c05334"}
 GRAPH_LABELS = {"plain": "plain SDPA (the unmodified model)", "act_op": "ACT, decode kernels (custom op)",
                 "var_op": "VAR, decode kernels (custom op)", "act": "ACT, tensor-op form", "var": "VAR, tensor-op form"}
 
@@ -415,7 +418,8 @@ def graph_decode_table(folder: Path, name: str) -> str:
             for r in doc["rows"] if r.get("status") == "ok"
             for p in [next(x["graph_us_median"] for x in doc["rows"] if x["batch"] == r["batch"] and x["variant"] == "plain")]]
     return _md(["batch", "variant", "µs per layer (CUDA-graph replay)", "µs over plain", "× plain", "max |err| vs fp64"],
-               rows) + f"\n(`benchmarks/results/{name}`; {doc['meta'].get('device')}, torch {doc['meta'].get('torch')}.)\n"
+               rows) + (f"\n(`benchmarks/results/{name}`, code at {GRAPH7[name]}; {doc['meta'].get('device')}, "
+                        f"torch {doc['meta'].get('torch')}.)\n")
 
 
 DISPLAY = {"llama7b-shape-8layers": "Llama-7B shape, 8 layers (random init)", "SmolLM2-135M-Instruct": "SmolLM2-135M-Instruct (real weights)",
@@ -476,7 +480,8 @@ def headline(folder: Path) -> str:
             for B, (plains, vs) in sorted(_static7(folder, s7).items()):
                 mean = sum(plains) / len(plains) if plains else None
                 if mean:
-                    spans.append(f"static cache + CUDA graphs, batch {B} (`{s7}`): " + ", ".join(
+                    drift = f"; plain's own runs {min(plains):.2f}–{max(plains):.2f} ms" if len(plains) > 1 else ""
+                    spans.append(f"static cache + CUDA graphs, batch {B} (`{s7}`{drift}): " + ", ".join(
                         f"{short(v)} {r['step_ms_median'] / mean:.2f}×" for v, r in vs.items() if "@" not in v))
         if spans:
             parts.append("a `generate` decode step inside `intervene` (4,096-token prompt, random-init Llama-7B shape, "

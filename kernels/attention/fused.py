@@ -605,8 +605,11 @@ _BITS_MAX_BLOCKS = 62    # "bits": a chunk's key blocks in one int64 mask
 # - final call (benchmarks/results/decode_edits_h200_s5.json): 16 x 2048 (wide; SDPA 124.3): ACT split 131.1 (bits
 #   132.7, split with the columns out 138.0, chunk 170.1), VAR bits 134.2 (split 136.7, block 160.4); 1 x 4096
 #   (narrow, 32 programs; SDPA 22.1): ACT chunk 26.2 (split 26.7, bits 26.6), VAR block 25.7 (bits 27.5, split 29.3).
+# wide VAR: "split" since session 7 -- over a 1,023-key span (VAR's use: a whole image's tokens) 1.22x SDPA per layer at
+# 16 x 2048 against 1.42x for "bits" (benchmarks/results/decode_edits_span1024_h200.json); over session 5's 32-key span
+# bits led by ~3 % (decode_edits_h200_s5.json)
 DECODE_EDIT_CFG: dict = {
-    "wide": {"act": ("split", 128, False), "var": ("bits", 128, False)},
+    "wide": {"act": ("split", 128, False), "var": ("split", 128, False)},
     "narrow": {"act": ("chunk", None, False), "var": ("block", None, False)},
 }
 
