@@ -96,6 +96,10 @@ STATIC6 = {"e2e_static_s6c2_h200.json": "2cd70c8",
            # calls 3 and 4 (the session's last device seconds): the rewrite after call 2, plain + VAR, then plain + ACT
            "e2e_static_s6c3_h200.json": "6c6763d", "e2e_static_s6c4_h200.json": "6c6763d"}
 CODE.update(STATIC6)
+# session 7, last call: eager generate, plain / ACT / VAR at batch 1 and 16 (run from c488611's working tree before
+# its commit: the wide VAR decode in column mode split)
+GEN7 = {"e2e_gen_s7_h200.json": "c488611"}
+CODE.update(GEN7)
 # session 7: graph-mode ACT / VAR on the Triton decode kernels (custom op probe::decode_attention); call 2 ran plain
 # before and after the edited variants (the host drifts within a call), batch 1 and 16
 STATIC7 = {"e2e_static_s7c1_h200.json": "6c619b4", "e2e_static_s7c2_h200.json": "6c619b4",
@@ -460,7 +464,7 @@ def headline(folder: Path) -> str:
         others = "; ".join(others)
         parts.append(f"sink capture of one {n:,}-token prompt on {NAMES[model]}: probe {_short(cap[(model, n, 'native')])}"
                      + (f" ({others})" if others else ""))
-    latest = next((n for n in reversed(list(GEN6)) if (Path(folder) / n).exists()), None)
+    latest = next((n for n in reversed(list(GEN6) + list(GEN7)) if (Path(folder) / n).exists()), None)
     if latest:             # session 6: eager and static (CUDA graphs) decode ms per step vs plain, one call
         gen = _gen_rows(_load(folder, latest))
         short = lambda v: LABELS5[v].split(' (')[0].split(':')[0].split(',')[0]  # noqa: E731
@@ -476,17 +480,22 @@ def headline(folder: Path) -> str:
             fast = gen[(1, "plain")]["step_ms_median"] / st["plain"]["step_ms_median"]
             spans.append(f"static cache + CUDA graphs, batch 1 (plain {fast:.1f}× faster than eager): " + ", ".join(
                 f"{short(v)} {r['step_ms_median'] / st['plain']['step_ms_median']:.2f}×" for v, r in st.items() if v != "plain"))
+        # rows that ran today's defaults in the last static call: at batch 16 VAR's column mode became split after it
+        # (benchmarks/results/decode_edits_span1024_h200.json), and the call timed that mode as "var@split"
+        today = {16: {"var": "var@split"}}
         if s7:             # session 7: graph mode with ACT / VAR on the decode kernels, batch 1 and 16
             for B, (plains, vs) in sorted(_static7(folder, s7).items()):
                 mean = sum(plains) / len(plains) if plains else None
                 if mean:
                     drift = f"; plain's own runs {min(plains):.2f}–{max(plains):.2f} ms" if len(plains) > 1 else ""
+                    pick = {v: vs.get(today.get(B, {}).get(v, v), r) for v, r in vs.items() if "@" not in v}
                     spans.append(f"static cache + CUDA graphs, batch {B} (`{s7}`{drift}): " + ", ".join(
-                        f"{short(v)} {r['step_ms_median'] / mean:.2f}×" for v, r in vs.items() if "@" not in v))
+                        f"{short(v)} {r['step_ms_median'] / mean:.2f}×" for v, r in pick.items()))
         if spans:
             parts.append("a `generate` decode step inside `intervene` (4,096-token prompt, random-init Llama-7B shape, "
                          "8 layers) takes, relative to the plain model's: " + "; ".join(spans)
-                         + f" (eager and first static rows: `{latest}`; later calls in BENCHMARKS.md)")
+                         + f" (eager: `{latest}`; other calls, per-layer GPU times and the noise of these steps in "
+                           "BENCHMARKS.md)")
         return ("On one H200 (wall time / peak memory over the weights): " + "; ".join(parts)
                 + ". Tables: `kernels/BENCHMARKS.md`, end-to-end section.\n")
     if not parts:
@@ -516,6 +525,8 @@ def tables(folder: Path = RESULTS) -> dict:
                                      for i, n in enumerate(GEN6, 1) if (Path(folder) / n).exists()},
                                   **{f"e2e-static-s6-{i}": static_table(folder, n) + f"\n(`benchmarks/results/{n}`, code at "
                                      f"{c}.)\n" for i, (n, c) in enumerate(STATIC6.items(), 2) if (Path(folder) / n).exists()},
+                                  **{f"e2e-generate-s7{'' if i == 1 else f'-{i}'}": _generate_table_steps(folder, n)
+                                     for i, n in enumerate(GEN7, 1) if (Path(folder) / n).exists()},
                                   **{f"e2e-static-s7-{i}": static_table_s7(folder, n)
                                      for i, n in enumerate(STATIC7, 1) if (Path(folder) / n).exists()},
                                   **{f"graph-decode-s7{'' if i == 1 else f'-{i}'}": graph_decode_table(folder, n)
