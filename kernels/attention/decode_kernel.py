@@ -5,7 +5,7 @@ share every K/V load. It writes partial (max, sum, acc) per chunk and, with ACT 
 keys, leaves those keys out of the accumulator (and out of a second sum, l_rest, for ACT), and
 accumulates VAR's span targets separately. The column test runs only in programs whose chunk holds
 an edited column or the VAR span (decided once per program, outside the key loop); every other
-program runs the plain loop. How such a chunk is run is COL_MODE (chunk / block / split / bits, see
+program runs the plain loop. How such a chunk is run is COL_MODE (chunk / block / split / bits / span, see
 the kernel; ``fused.decode_edit_config`` picks one per shape).
 ``decode_combine_kernel``: one program per (batch, head): merges the chunks, gathers the few edited
 columns from q and the final max / sum, and applies ACT / VAR / head mean / head scale exactly as
@@ -131,12 +131,13 @@ def _decode_split_block(
     b_m, b_l, b_acc, b_m2, b_lx, b_acc2, b_tm, sp0, sp1,
     D: tl.constexpr, BS: tl.constexpr, BG: tl.constexpr, C: tl.constexpr,
     USE_SOFTCAP: tl.constexpr, USE_UNIFORM: tl.constexpr, USE_VAR: tl.constexpr, COLS_OUT: tl.constexpr,
-    PREC: tl.constexpr, UPCAST: tl.constexpr,
+    PREC: tl.constexpr, UPCAST: tl.constexpr, ROUTE: tl.constexpr = False,
 ):
-    """One key block that holds an edited column or VAR span key (split / bits modes). COLS_OUT (ACT): b_acc2
+    """One key block that holds an edited column or VAR span key (split / bits / span modes). COLS_OUT (ACT): b_acc2
     takes the columns' P.V (the combine then needs no column gathers). The main state (b_m, b_l, b_acc)
     takes only the keys that are not edited columns; the side state, scaled to its own max b_m2, takes the
-    columns' mass b_lx and VAR's target mass / accumulator (sums of positive terms only: no cancellation)."""
+    columns' mass b_lx and VAR's target mass / accumulator (sums of positive terms only: no cancellation).
+    ROUTE (VAR, span mode): the targets go to the side state only (the chunk's end adds them to the main state)."""
     o_j = j0 + tl.arange(0, BS)                                               # [BS]
     o_d = tl.arange(0, D)                                                     # [D]
     m_j = (o_j < j_hi) & (o_j >= lo)
@@ -154,6 +155,8 @@ def _decode_split_block(
         col = tl.load(p_cols + c, mask=m_g, other=-1).to(tl.int32)           # [BG]
         n_c += (o_j[None, :] == col[:, None]).to(tl.int32)
     b_pv = tl.where(n_c > 0, 0.0, b_p)                                        # [BG, BS] kept keys
+    if ROUTE and USE_VAR:
+        b_pv = tl.where((o_j[None, :] >= sp0) & (o_j[None, :] < sp1), 0.0, b_pv)   # targets: side state only
     b_l = b_l * b_alpha + tl.sum(b_pv, 1)
     b_acc = b_acc * b_alpha[:, None] + dot(b_pv.to(b_v.dtype), b_v, PREC, UPCAST)  # [BG, D]
     b_px = tl.where(n_c > 0, b_p, 0.0)                                        # [BG, BS] edited columns
@@ -166,6 +169,43 @@ def _decode_split_block(
         b_tm = b_tm * b_a2 + tl.sum(b_pt, 1)
         b_acc2 = b_acc2 * b_a2[:, None] + dot(b_pt.to(b_v.dtype), b_v, PREC, UPCAST)
     return b_mn, b_l, b_acc, b_mn, b_lx, b_acc2, b_tm
+
+
+@triton.jit
+def _decode_target_block(
+    b_q, p_k, p_v, s_ks, s_vs, j0, lo, j_hi, scale, softcap, uni,
+    b_m, b_l, b_acc, b_m2, b_lx, b_acc2, b_tm,
+    D: tl.constexpr, BS: tl.constexpr, USE_SOFTCAP: tl.constexpr, USE_UNIFORM: tl.constexpr,
+    PREC: tl.constexpr, UPCAST: tl.constexpr,
+):
+    """One key block inside VAR's span that holds no sink key (span mode): every visible key is a target, so it
+    goes to the side state alone (target mass b_tm, P.V b_acc2), and the main state is only rescaled to the block's
+    new max -- one P.V product, as in the plain loop, which this block's loop is like (software-pipelined)."""
+    o_j = j0 + tl.arange(0, BS)                                               # [BS]
+    o_d = tl.arange(0, D)                                                     # [D]
+    m_j = (o_j < j_hi) & (o_j >= lo)
+    b_k = tl.load(p_k + o_j[:, None] * s_ks + o_d[None, :], mask=m_j[:, None], other=0.0)  # [BS, D]
+    b_v = tl.load(p_v + o_j[:, None] * s_vs + o_d[None, :], mask=m_j[:, None], other=0.0)  # [BS, D]
+    b_s = dot(b_q, tl.trans(b_k), PREC, UPCAST)                               # [BG, BS]
+    b_s = scores2(b_s, scale, softcap, uni, USE_SOFTCAP, USE_UNIFORM)
+    b_s = tl.where(m_j[None, :], b_s, NEG)
+    b_mn = tl.maximum(b_m, tl.max(b_s, 1))                                    # [BG]
+    b_p = tl.exp2(b_s - b_mn[:, None])                                        # [BG, BS]
+    b_alpha = tl.exp2(b_m - b_mn)                                             # [BG]
+    b_a2 = tl.exp2(b_m2 - b_mn)                                               # [BG]
+    b_tm = b_tm * b_a2 + tl.sum(b_p, 1)
+    b_acc2 = b_acc2 * b_a2[:, None] + dot(b_p.to(b_v.dtype), b_v, PREC, UPCAST)
+    return b_mn, b_l * b_alpha, b_acc * b_alpha[:, None], b_mn, b_lx * b_a2, b_acc2, b_tm
+
+
+@triton.jit
+def _interior_end(b_cols, nb, sp0, sp1, j_hi, BS: tl.constexpr):
+    """End of the run of key blocks from nb that lie inside the span [sp0, sp1) whole and hold no edited column of
+    any head (b_cols [BG, CP], -1 unused): nb when block nb is not such a block."""
+    big = 1 << 30
+    c_next = tl.min(tl.min(tl.where(b_cols >= nb, b_cols, big), 1), 0) // BS * BS   # the next block with a column
+    end = tl.minimum(tl.minimum(sp1 // BS * BS, c_next), j_hi)
+    return tl.where(nb >= sp0, tl.maximum(end, nb), nb)
 
 
 @triton.heuristics({
@@ -198,7 +238,8 @@ def decode_fwd_kernel(
     1 = test each key block and mask only those that hold one, 2 = split: plain runs of key blocks (the loop of
     the unedited kernel) between the blocks that hold one, found by one reduction per such block, 3 = bits: the
     unedited loop over every block with those masked out (one bit test per block), then only those (a chunk of
-    at most 62 blocks). COLS_OUT (ACT, modes 2 / 3): ptm / po2 take the columns' mass and P.V, so the combine
+    at most 62 blocks), 4 = span (VAR; ACT: as split): as split, with each run of span blocks that hold no sink key
+    one loop of its own whose targets go to the side state alone. COLS_OUT (ACT, modes 2 / 3): ptm / po2 take the columns' mass and P.V, so the combine
     gathers no column. n_keys [B] (USE_NKEYS; None = S for every row): how many keys row b has -- the query sits at
     n_keys[b] - 1 and keys n_keys[b] .. S - 1 are never read (a static cache's graph-mode step: S its capacity, fixed,
     the filled count on the device); chunks past it write an empty partial."""
@@ -248,7 +289,9 @@ def decode_fwd_kernel(
         special = n_in > 0
         if USE_VAR:
             special = special | ((sp0 < j_hi) & (sp1 > j_lo))
-        if COL_MODE == 2:
+        if COL_MODE == 2 or COL_MODE == 4:
+            # 4 = span (VAR): as split, but a run of span blocks without a sink is one pipelined loop whose targets
+            # go to the side state alone (split runs each span block alone: a load the pipeline does not hide)
             b_m2 = tl.full([BG], NEG, tl.float32)                             # [BG] max of the side state
             b_lx = tl.zeros([BG], tl.float32)                                 # [BG] edited columns' mass
             cur = j_lo
@@ -259,14 +302,23 @@ def decode_fwd_kernel(
                         b_q, p_k, p_v, s_ks, s_vs, j0, lo, j_hi, scale, softcap, uni, p_cols, b_cols, m_g,
                         b_m, b_l, b_lr, b_acc, b_acc2, b_tm, sp0, sp1, 0, D, BS, BG, C,
                         USE_SOFTCAP, USE_UNIFORM, False, False, PREC, UPCAST)
+                nx = nb + BS                                                  # where the next run starts
+                if COL_MODE == 4 and USE_VAR:
+                    ie = _interior_end(b_cols, nb, sp0, sp1, j_hi, BS)
+                    for j2 in range(nb, ie, BS):
+                        b_m, b_l, b_acc, b_m2, b_lx, b_acc2, b_tm = _decode_target_block(
+                            b_q, p_k, p_v, s_ks, s_vs, j2, lo, j_hi, scale, softcap, uni,
+                            b_m, b_l, b_acc, b_m2, b_lx, b_acc2, b_tm, D, BS, USE_SOFTCAP, USE_UNIFORM, PREC, UPCAST)
+                    nx = tl.where(ie > nb, ie, nb + BS)
+                    nb = tl.where(ie > nb, j_hi, nb)                          # an interior run: no special block now
                 # the block at nb (if any) as a loop of at most one trip, not an `if`: compiled like the plain
                 # loop it needs ~181 registers at d 128 on sm_90, as an `if` 255 and spills
                 for j1 in range(nb, tl.minimum(nb + BS, j_hi), BS):
                     b_m, b_l, b_acc, b_m2, b_lx, b_acc2, b_tm = _decode_split_block(
                         b_q, p_k, p_v, s_ks, s_vs, j1, lo, j_hi, scale, softcap, uni, p_cols, m_g,
                         b_m, b_l, b_acc, b_m2, b_lx, b_acc2, b_tm, sp0, sp1, D, BS, BG, C,
-                        USE_SOFTCAP, USE_UNIFORM, USE_VAR, COLS_OUT, PREC, UPCAST)
-                cur = nb + BS
+                        USE_SOFTCAP, USE_UNIFORM, USE_VAR, COLS_OUT, PREC, UPCAST, COL_MODE == 4)
+                cur = nx
             # main state = the kept keys; side state to the final max: l = kept + columns
             b_a2 = tl.exp2(b_m2 - b_m)                                        # [BG]
             b_lr = b_l
@@ -274,6 +326,9 @@ def decode_fwd_kernel(
             if USE_VAR:
                 b_tm = b_tm * b_a2
                 b_acc2 = b_acc2 * b_a2[:, None]
+                if COL_MODE == 4:                                             # the targets back into the main state
+                    b_l = b_l + b_tm
+                    b_acc = b_acc + b_acc2
             if COLS_OUT:
                 b_tm = b_lx * b_a2                                            # columns' mass and P.V
                 b_acc2 = b_acc2 * b_a2[:, None]

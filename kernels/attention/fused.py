@@ -592,7 +592,7 @@ _DECODE_CFG: dict = {}
 # COL_MODE): "chunk" masks every key block of that chunk, "block" tests each block and masks only those that hold
 # one, "split" runs the unedited loop between the blocks that hold one, "bits" runs it over every block with those
 # masked out (one bit test per block) and then only those blocks (a chunk <= 62 key blocks)
-DECODE_COL_MODES = ("chunk", "block", "split", "bits")
+DECODE_COL_MODES = ("chunk", "block", "split", "bits", "span")
 _BITS_MAX_BLOCKS = 62    # "bits": a chunk's key blocks in one int64 mask
 # decode with edited columns (ACT / VAR): (column mode, register cap (ptxas maxnreg, head_dim 64 / 128 only; None =
 # none), ACT's columns out of the split kernel) per edit kind, "wide" when the batch's B x KV programs of one key
@@ -662,7 +662,7 @@ class _DecodeShape:
         self.BS, self.nw, self.stages, self.slots, self.col_mode, self.B, self.KV = BS, nw, stages, slots, col_mode, B, KV
         self.bits = col_mode == "bits" and ed.cols is not None
         # VAR targets, or ACT's columns (split / bits with cols_out: the combine then gathers none)
-        self.side = ed.var or (ed.act and col_mode in ("split", "bits") and cols_out)
+        self.side = ed.var or (ed.act and col_mode in ("split", "bits", "span") and cols_out)
 
     def split(self, S: int) -> tuple[int, int]:
         """(nsplit, chunk): key chunks of the split kernel for S keys (chunk a multiple of BS)."""

@@ -351,10 +351,12 @@ def test_prefill_switches_parity(opts):
 @pytest.mark.parametrize("kind", ["act", "var"])
 @pytest.mark.parametrize("opts", [{"col_mode": "block"}, {"col_mode": "split"}, {"col_mode": "split", "nsplit": 1},
                                   {"col_mode": "chunk", "nsplit": 2}, {"col_mode": "bits"},
-                                  {"col_mode": "bits", "nsplit": 1}])
+                                  {"col_mode": "bits", "nsplit": 1}, {"col_mode": "span"},
+                                  {"col_mode": "span", "nsplit": 1}])
 def test_decode_col_mode_parity(kind, opts):
     """Every decode column mode (mask every block of a chunk holding an edited column or VAR's span, test each
-    block, or split the loop around the blocks that hold one), with several chunks and with one."""
+    block, split the loop around the blocks that hold one, or -- span -- also run the span's sink-free blocks as
+    one loop of targets), with several chunks and with one."""
     q, k, v, key_start, ed = _decode_edits(kind, torch.float16, seed=41, span_lo=40)
     got = _tri().attention(q, k, v, scale=q.shape[-1] ** -0.5, key_start=key_start, edits=ed, opts=opts)
     _check_edited(got, q, k, v, ed, torch.float16, key_start)
@@ -377,7 +379,7 @@ def test_decode_split_window_sink_parity(kind):
         ed.head_uniform = None
         ed.col_idx = torch.tensor([[[0, 5, 172], [3, 70, -1], [-1, -1, -1], [0, 96, 40]]] * B, device=DEV)
     for opts in ({"col_mode": "split"}, {"col_mode": "split", "nsplit": 1}, {"col_mode": "bits"},
-                 {"col_mode": "bits", "nsplit": 1}):
+                 {"col_mode": "bits", "nsplit": 1}, {"col_mode": "span"}, {"col_mode": "span", "nsplit": 1}):
         got = _tri().attention(q, k, v, scale=D ** -0.5, key_start=key_start, window=120, edits=ed, opts=opts)
         exp, p, pe = _edited_expectation(q, k, v, ed, scale=D ** -0.5, key_start=key_start.cpu(), window=120)
         same = reference_attention(q, k, v, scale=D ** -0.5, key_start=key_start, window=120, edits=ed)
