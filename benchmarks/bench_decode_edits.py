@@ -173,7 +173,7 @@ def block(data: dict) -> str:
 
     meta, rows = data["meta"], data["rows"]
     lines = [f"Device: {meta.get('device')}, torch {meta.get('torch')}, Triton {meta.get('triton')}; "
-             f"GPU kernel tests in the same call: {' / '.join(meta.get('pytest_tail', ['not recorded'])[-2:])}.", ""]
+             f"GPU kernel tests in the same call: {_tests_line(meta)}.", ""]
     alts = {r["variant"]: r["config"] for r in rows if "config" in r and r["variant"] not in ("act", "var")}
     for name, c in alts.items():
         lines.append(f"- `{name}`: {_describe(c)}")
@@ -197,6 +197,13 @@ def block(data: dict) -> str:
             lines.append(f"- Llama shape, batch {B}, the default configuration: {', '.join(got)} per token "
                          f"(target ≤ {TARGET}×, stretch ≤ {STRETCH}×): **{verdict}**")
     return "\n".join(lines) + "\n\n" + decode(rows) + "\n"
+
+
+def _tests_line(meta: dict) -> str:
+    """The GPU test run's summary from the recorded pytest tail (its " passed" / " failed" lines; else the last two)."""
+    tail = meta.get("pytest_tail", ["not recorded"])
+    summary = [t for t in tail if " passed" in t or " failed" in t]
+    return " / ".join(summary or tail[-2:])
 
 
 def render(path: str = RESULT, page: str = BENCHMARKS, name: str = BLOCK) -> None:
