@@ -460,7 +460,6 @@ def part_static(out: Out, handle, device: str, prompt: int, new: int, compile_: 
     forms instead of the Triton decode op (``seam.GRAPH_KERNEL``); ``<name>@<mode>`` with the decode split kernel's
     column mode ``<mode>`` for that edit at every shape (``fused.DECODE_EDIT_CFG``; e.g. ``var@split``)."""
     from benchmarks.profile_decode import StepClock
-    from probe.capture import seam
     from torch._dynamo.utils import counters
     from transformers import StoppingCriteriaList
 
@@ -477,10 +476,8 @@ def part_static(out: Out, handle, device: str, prompt: int, new: int, compile_: 
         ivs = interventions_for(name.removesuffix("_tensor"), handle, prompt)
         row = {"part": "static", "batch": B, "variant": v, "compile": compile_, "prompt": prompt, "new_tokens": new,
                "graph_decode": "tensor ops" if name.endswith("_tensor") else "kernel op"}
-        seam.GRAPH_KERNEL[0] = not name.endswith("_tensor")
-        saved_cfg = _decode_mode(name.removesuffix("_tensor"), mode)
         try:
-            with torch.no_grad(), _ctx(handle, ivs):
+            with _graph_decode_path(name, mode), torch.no_grad(), _ctx(handle, ivs):
                 dyn = model.generate(input_ids=ids, attention_mask=am, **kw)
                 flag = {} if compile_ else {"disable_compile": True}
                 if compile_ and not device.startswith("cuda"):   # CPU dry run: dynamo only (generate compiles on CUDA)
@@ -518,27 +515,28 @@ def part_static(out: Out, handle, device: str, prompt: int, new: int, compile_: 
                        step_ms_median=round(steps[len(steps) // 2], 3) if steps else None)
         except Exception as err:  # noqa: BLE001
             row.update(status=f"{type(err).__name__}: {str(err).splitlines()[0][:240] if str(err) else ''}")
-        finally:
-            seam.GRAPH_KERNEL[0] = True
-            _decode_mode(None, saved_cfg)
         out.add(row)
 
 
-def _decode_mode(kind, mode):
-    """Set the decode split kernel's column mode of edit ``kind`` ("act" / "var") to ``mode`` at every shape and return
-    the table's previous entries; ``_decode_mode(None, saved)`` puts them back. No mode: nothing changes (None)."""
+@contextlib.contextmanager
+def _graph_decode_path(name: str, mode: str):
+    """While a static variant runs: ``<kind>_tensor`` -> the seam's tensor-op graph-mode forms (``seam.GRAPH_KERNEL``
+    off); a column mode -> the decode split kernel's mode of that edit kind at every shape (``fused.DECODE_EDIT_CFG``).
+    Both are put back on exit."""
     from kernels.attention import fused
+    from probe.capture import seam
 
-    if kind is None:
-        if mode is not None:
-            fused.DECODE_EDIT_CFG.update(mode)
-        return None
-    if not mode:
-        return None
+    kind = name.removesuffix("_tensor")
     saved = {w: dict(c) for w, c in fused.DECODE_EDIT_CFG.items()}
-    for c in fused.DECODE_EDIT_CFG.values():
-        c[kind] = (mode,) + tuple(c[kind][1:])
-    return saved
+    seam.GRAPH_KERNEL[0] = not name.endswith("_tensor")
+    if mode:
+        for c in fused.DECODE_EDIT_CFG.values():
+            c[kind] = (mode,) + tuple(c[kind][1:])
+    try:
+        yield
+    finally:
+        seam.GRAPH_KERNEL[0] = True
+        fused.DECODE_EDIT_CFG.update(saved)
 
 
 def _run_old(out: Out, args) -> None:

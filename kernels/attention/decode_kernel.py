@@ -42,16 +42,14 @@ def _decode_special(
 
 
 @triton.jit
-def _decode_step(
-    b_q, p_k, p_v, s_ks, s_vs, j0, lo, j_hi, scale, softcap, uni, p_cols, b_cols, m_g,
-    b_m, b_l, b_lr, b_acc, b_acc2, b_tm, sp0, sp1,
-    SPECIAL: tl.constexpr, D: tl.constexpr, BS: tl.constexpr, BG: tl.constexpr, C: tl.constexpr,
-    USE_SOFTCAP: tl.constexpr, USE_UNIFORM: tl.constexpr, USE_LR: tl.constexpr, USE_VAR: tl.constexpr,
+def _block_probs(
+    b_q, p_k, p_v, s_ks, s_vs, j0, lo, j_hi, scale, softcap, uni, b_m,
+    D: tl.constexpr, BS: tl.constexpr, USE_SOFTCAP: tl.constexpr, USE_UNIFORM: tl.constexpr,
     PREC: tl.constexpr, UPCAST: tl.constexpr,
 ):
-    """One key block for the G heads of a kv head. SPECIAL: 0 = no edited column or VAR span key in
-    this block, 1 = mask the columns (and accumulate VAR's targets) in every block, 2 = test each
-    block (b_cols [BG, CP], the span) and mask only blocks that hold one."""
+    """The key block j0 + [0, BS) (keys outside [lo, j_hi) masked) for the G query heads b_q [BG, D]: its keys o_j
+    [BS], values b_v [BS, D], probabilities b_p [BG, BS] against the new running max b_mn [BG] (base 2), and the
+    factor b_alpha [BG] that rescales state kept at the old max b_m."""
     o_j = j0 + tl.arange(0, BS)                                               # [BS]
     o_d = tl.arange(0, D)                                                     # [D]
     m_j = (o_j < j_hi) & (o_j >= lo)
@@ -63,6 +61,22 @@ def _decode_step(
     b_mn = tl.maximum(b_m, tl.max(b_s, 1))                                    # [BG]
     b_p = tl.exp2(b_s - b_mn[:, None])                                        # [BG, BS]
     b_alpha = tl.exp2(b_m - b_mn)                                             # [BG]
+    return o_j, b_v, b_p, b_mn, b_alpha
+
+
+@triton.jit
+def _decode_step(
+    b_q, p_k, p_v, s_ks, s_vs, j0, lo, j_hi, scale, softcap, uni, p_cols, b_cols, m_g,
+    b_m, b_l, b_lr, b_acc, b_acc2, b_tm, sp0, sp1,
+    SPECIAL: tl.constexpr, D: tl.constexpr, BS: tl.constexpr, BG: tl.constexpr, C: tl.constexpr,
+    USE_SOFTCAP: tl.constexpr, USE_UNIFORM: tl.constexpr, USE_LR: tl.constexpr, USE_VAR: tl.constexpr,
+    PREC: tl.constexpr, UPCAST: tl.constexpr,
+):
+    """One key block for the G heads of a kv head. SPECIAL: 0 = no edited column or VAR span key in
+    this block, 1 = mask the columns (and accumulate VAR's targets) in every block, 2 = test each
+    block (b_cols [BG, CP], the span) and mask only blocks that hold one."""
+    o_j, b_v, b_p, b_mn, b_alpha = _block_probs(b_q, p_k, p_v, s_ks, s_vs, j0, lo, j_hi, scale, softcap, uni, b_m,
+                                                D, BS, USE_SOFTCAP, USE_UNIFORM, PREC, UPCAST)
     b_ls = tl.sum(b_p, 1)
     b_l = b_l * b_alpha + b_ls
     b_pv = b_p
@@ -138,17 +152,8 @@ def _decode_split_block(
     takes only the keys that are not edited columns; the side state, scaled to its own max b_m2, takes the
     columns' mass b_lx and VAR's target mass / accumulator (sums of positive terms only: no cancellation).
     ROUTE (VAR, span mode): the targets go to the side state only (the chunk's end adds them to the main state)."""
-    o_j = j0 + tl.arange(0, BS)                                               # [BS]
-    o_d = tl.arange(0, D)                                                     # [D]
-    m_j = (o_j < j_hi) & (o_j >= lo)
-    b_k = tl.load(p_k + o_j[:, None] * s_ks + o_d[None, :], mask=m_j[:, None], other=0.0)  # [BS, D]
-    b_v = tl.load(p_v + o_j[:, None] * s_vs + o_d[None, :], mask=m_j[:, None], other=0.0)  # [BS, D]
-    b_s = dot(b_q, tl.trans(b_k), PREC, UPCAST)                               # [BG, BS]
-    b_s = scores2(b_s, scale, softcap, uni, USE_SOFTCAP, USE_UNIFORM)
-    b_s = tl.where(m_j[None, :], b_s, NEG)
-    b_mn = tl.maximum(b_m, tl.max(b_s, 1))                                    # [BG]
-    b_p = tl.exp2(b_s - b_mn[:, None])                                        # [BG, BS]
-    b_alpha = tl.exp2(b_m - b_mn)                                             # [BG]
+    o_j, b_v, b_p, b_mn, b_alpha = _block_probs(b_q, p_k, p_v, s_ks, s_vs, j0, lo, j_hi, scale, softcap, uni, b_m,
+                                                D, BS, USE_SOFTCAP, USE_UNIFORM, PREC, UPCAST)
     b_a2 = tl.exp2(b_m2 - b_mn)                                               # [BG] side state to the new max
     n_c = tl.zeros([BG, BS], tl.int32)                                        # [BG, BS] edited-column hits
     for c in tl.static_range(C):
@@ -181,17 +186,8 @@ def _decode_target_block(
     """One key block inside VAR's span that holds no sink key (span mode): every visible key is a target, so it
     goes to the side state alone (target mass b_tm, P.V b_acc2), and the main state is only rescaled to the block's
     new max -- one P.V product, as in the plain loop, which this block's loop is like (software-pipelined)."""
-    o_j = j0 + tl.arange(0, BS)                                               # [BS]
-    o_d = tl.arange(0, D)                                                     # [D]
-    m_j = (o_j < j_hi) & (o_j >= lo)
-    b_k = tl.load(p_k + o_j[:, None] * s_ks + o_d[None, :], mask=m_j[:, None], other=0.0)  # [BS, D]
-    b_v = tl.load(p_v + o_j[:, None] * s_vs + o_d[None, :], mask=m_j[:, None], other=0.0)  # [BS, D]
-    b_s = dot(b_q, tl.trans(b_k), PREC, UPCAST)                               # [BG, BS]
-    b_s = scores2(b_s, scale, softcap, uni, USE_SOFTCAP, USE_UNIFORM)
-    b_s = tl.where(m_j[None, :], b_s, NEG)
-    b_mn = tl.maximum(b_m, tl.max(b_s, 1))                                    # [BG]
-    b_p = tl.exp2(b_s - b_mn[:, None])                                        # [BG, BS]
-    b_alpha = tl.exp2(b_m - b_mn)                                             # [BG]
+    o_j, b_v, b_p, b_mn, b_alpha = _block_probs(b_q, p_k, p_v, s_ks, s_vs, j0, lo, j_hi, scale, softcap, uni, b_m,
+                                                D, BS, USE_SOFTCAP, USE_UNIFORM, PREC, UPCAST)
     b_a2 = tl.exp2(b_m2 - b_mn)                                               # [BG]
     b_tm = b_tm * b_a2 + tl.sum(b_p, 1)
     b_acc2 = b_acc2 * b_a2[:, None] + dot(b_p.to(b_v.dtype), b_v, PREC, UPCAST)
