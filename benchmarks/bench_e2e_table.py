@@ -177,6 +177,8 @@ def part_gen(out: Out, handle, device: str, batches, prompt: int, new: int, repe
         ivs = {v: interventions_for(v, handle, prompt) for v in variants}
         results = {v: [] for v in variants}
         steps = {v: [] for v in variants}
+        cpu = {v: [] for v in variants}              # the host thread's CPU ms per step
+        switches = {v: [] for v in variants}         # involuntary context switches per step
         tokens, same_runs = {}, {}
 
         def run(v, n=new, clock=None):
@@ -206,6 +208,8 @@ def part_gen(out: Out, handle, device: str, batches, prompt: int, new: int, repe
                 wall, o = run(v, clock=clock)
                 results[v].append(wall)
                 steps[v] += [1e3 * (b - a) for a, b in zip(clock.times, clock.times[1:])]
+                cpu[v] += [1e3 * (b - a) for a, b in zip(clock.cpu, clock.cpu[1:])]
+                switches[v] += [b - a for a, b in zip(clock.preempted, clock.preempted[1:])]
                 same_runs[v] = same_runs.get(v, True) and bool(torch.equal(o[:, prompt:].cpu(), tokens[v]))
         base = None
         for v in variants:
@@ -215,18 +219,27 @@ def part_gen(out: Out, handle, device: str, batches, prompt: int, new: int, repe
             med = runs[len(runs) // 2]
             tps = new / med
             base = tps if v == "plain" else base
-            st = sorted(steps[v])
             row = {"part": "gen", "batch": B, "prompt": prompt, "new_tokens": new, "variant": v,
                    "wall_s_runs": [round(x, 4) for x in runs], "tokens_per_s": round(tps, 2),
                    "tokens_per_s_all_rows": round(tps * B, 1),
                    "x_slower": round(base / tps, 3) if base else None,
-                   "step_ms_median": round(st[len(st) // 2], 3) if st else None,
-                   "step_ms_p10_p90": [round(st[len(st) // 10], 3), round(st[(9 * len(st)) // 10], 3)] if st else None,
+                   **_spread("step_ms", steps[v]),
+                   **_spread("step_cpu_ms", cpu[v]),
+                   "preempted_per_step": round(sum(switches[v]) / len(switches[v]), 3) if switches[v] else None,
                    "same_tokens_every_run": same_runs.get(v),
                    "same_tokens_as_plain": bool(torch.equal(tokens[v], tokens["plain"])) if v in tokens and "plain" in tokens else None}
             if B == 1:
                 row.update(sync_count(run, v, device))
             out.add(row)
+
+
+def _spread(name: str, xs: list) -> dict:
+    """{name_median, name_p10_p90} of per-step values xs (empty: {})."""
+    if not xs:
+        return {}
+    st = sorted(xs)
+    return {f"{name}_median": round(st[len(st) // 2], 3),
+            f"{name}_p10_p90": [round(st[len(st) // 10], 3), round(st[(9 * len(st)) // 10], 3)]}
 
 
 def sync_count(run, v: str, device: str) -> dict:
@@ -495,7 +508,7 @@ def part_static(out: Out, handle, device: str, prompt: int, new: int, compile_: 
                                  "graph_breaks": sum(counters["graph_break"].values()),
                                  "break_reasons": [str(k)[:240] for k in counters["graph_break"]][:6],
                                  "cudagraph_skips": {k: n for k, n in counters["inductor"].items() if "cudagraph" in k}}
-                walls, steps = [], []
+                walls, steps, cpus = [], [], []
                 for _ in range(repeats):
                     if left(budget) < 10:
                         break
@@ -507,12 +520,12 @@ def part_static(out: Out, handle, device: str, prompt: int, new: int, compile_: 
                     sync(device)
                     walls.append(time.perf_counter() - t)
                     steps += [1e3 * (b - a) for a, b in zip(clock.times, clock.times[1:])]
+                    cpus += [1e3 * (b - a) for a, b in zip(clock.cpu, clock.cpu[1:])]
             walls.sort()
-            steps.sort()
             row.update(status="ok", same_tokens_as_dynamic=bool(torch.equal(dyn, st)),
                        wall_s_runs=[round(x, 4) for x in walls],
                        tokens_per_s=round(new / walls[len(walls) // 2], 2) if walls else None,
-                       step_ms_median=round(steps[len(steps) // 2], 3) if steps else None)
+                       **_spread("step_ms", steps), **_spread("step_cpu_ms", cpus))
         except Exception as err:  # noqa: BLE001
             row.update(status=f"{type(err).__name__}: {str(err).splitlines()[0][:240] if str(err) else ''}")
         out.add(row)

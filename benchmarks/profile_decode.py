@@ -30,6 +30,7 @@ import json
 import os
 import pstats
 import statistics
+import resource
 import sys
 import time
 
@@ -39,19 +40,26 @@ from benchmarks.bench_e2e_table import _ctx, interventions_for, llama
 
 VARIANTS = ("plain", "seam_noop", "headmask", "headscale", "act", "var")
 T0 = time.time()
+_RUSAGE_THREAD = getattr(resource, "RUSAGE_THREAD", resource.RUSAGE_SELF)    # Linux: this thread only
 
 
 class StepClock:
-    """A stopping criterion that never stops: records perf_counter at the end of every step and calls
-    ``on_step(step_index)`` (profiler schedule, cProfile switch)."""
+    """A stopping criterion that never stops: records at the end of every step the wall clock (perf_counter),
+    the calling thread's CPU time (thread_time: what the host itself spent, whatever else the machine ran) and
+    its involuntary context switches (the scheduler took the CPU away), and calls ``on_step(step_index)``
+    (profiler schedule, cProfile switch)."""
 
     def __init__(self, on_step=None):
         self.times: list[float] = []
+        self.cpu: list[float] = []
+        self.preempted: list[int] = []
         self.on_step = on_step
         self._false = None
 
     def __call__(self, input_ids, scores, **kwargs):
         self.times.append(time.perf_counter())
+        self.cpu.append(time.thread_time())
+        self.preempted.append(resource.getrusage(_RUSAGE_THREAD).ru_nivcsw)
         if self.on_step is not None:
             self.on_step(len(self.times) - 1)
         if self._false is None or self._false.shape[0] != input_ids.shape[0]:
