@@ -95,7 +95,8 @@ ALTERNATIVES = {
     "act_split_cols": ("act", {"col_mode": "split", "maxnreg": 128, "cols_out": True}),
     "var_split": ("var", {"col_mode": "split", "maxnreg": 128}),
     "var_split_nocap": ("var", {"col_mode": "split", "maxnreg": 0}),
-    # session 7: split, with each run of span blocks that hold no sink as one pipelined loop of targets (not timed yet)
+    # session 7: split, with each run of span blocks that hold no sink as one pipelined loop of targets (the wide VAR
+    # default since session 8)
     "var_span": ("var", {"col_mode": "span", "maxnreg": 128}),
     # session 4's defaults (before this session): ACT masks whole chunks, VAR tests each block; no register cap
     "act_chunk_s4": ("act", {"col_mode": "chunk", "maxnreg": 0}),

@@ -24,6 +24,9 @@ GPU, OLD, CPU = "e2e_h200.json", "e2e_old_h200.json", "e2e_cpu.json"
 GEN, PROFILE = "e2e_gen_h200.json", "profile_decode_h200.json"
 # session 6: the capture table's own call (Gemma-3-270M rows, TransformerLens on the device); session 4's before
 CAPTURE = "e2e_capture_h200.json"
+# session 8: the SmolLM2 and Llama-shape rows again, after the hook backends' map-reduction fix (b57415b); the Gemma
+# rows stay session 6's (its weights did not travel this time)
+CAPTURE8 = "e2e_capture_s8_h200.json"
 
 LABELS = {
     "plain": "plain `generate` (SDPA, no probe)",
@@ -250,18 +253,29 @@ def _capture_file(folder: Path) -> str:
     return CAPTURE if (Path(folder) / CAPTURE).exists() else GPU
 
 
+def _capture_rows(folder: Path, name: str | None = None) -> list:
+    """The capture table's rows: ``name``'s, or the newest call's per model (session 8's file replaces every row of
+    the models it measured, each row tagged with its file as "file")."""
+    files = [name] if name else [_capture_file(folder)] + ([CAPTURE8] if (Path(folder) / CAPTURE8).exists() else [])
+    by_model: dict = {}
+    for f in files:
+        rows = [dict(r, file=f) for r in _load(folder, f)["rows"] if r.get("part") == "table"]
+        for model in {r["model"] for r in rows}:
+            by_model[model] = [r for r in rows if r["model"] == model]
+    return [r for rows in by_model.values() for r in rows]
+
+
 def capture_table(folder: Path, name: str | None = None) -> str:
-    name = name or _capture_file(folder)
-    doc = _load(folder, name)
-    rows = [r for r in doc["rows"] if r.get("part") == "table"]
+    rows = _capture_rows(folder, name)
     keys = []
     for r in rows:
         if (r["model"], r["tokens"]) not in keys:
             keys.append((r["model"], r["tokens"]))
     have = [(m, lab) for m, lab in METHODS if any(r["method"] == m for r in rows)]
     by = {(r["model"], r["tokens"], r["method"]): r for r in rows}
-    out = [[DISPLAY.get(model.split(" (")[0], model), f"{n:,}"] + [_cell(by.get((model, n, m))) for m, _ in have] for model, n in keys]
-    return _md(["model", "tokens"] + [lab for _, lab in have], out)
+    out = [[DISPLAY.get(model.split(" (")[0], model), f"{n:,}"] + [_cell(by.get((model, n, m))) for m, _ in have]
+           + ([f"`{by[(model, n, have[0][0])]['file']}`"] if name is None else []) for model, n in keys]
+    return _md(["model", "tokens"] + [lab for _, lab in have] + (["file"] if name is None else []), out)
 
 
 def findings(folder: Path) -> str:
@@ -445,8 +459,7 @@ def _short(r: dict) -> str:
 
 def headline(folder: Path) -> str:
     """The README's one-paragraph summary: the largest capture row per model and session 6's decode-step ratios."""
-    cap = {(r["model"].split(" (")[0], r["tokens"], r["method"]): r for r in _load(folder, _capture_file(folder))["rows"]
-           if r.get("part") == "table"}
+    cap = {(r["model"].split(" (")[0], r["tokens"], r["method"]): r for r in _capture_rows(folder)}
     parts = []
     for model in ("SmolLM2-135M-Instruct", "Gemma-3-270M", "llama7b-shape-8layers"):
         ok = [k for k in cap if k[0] == model and k[2] == "native" and cap[k].get("status") == "ok"]
@@ -457,10 +470,10 @@ def headline(folder: Path) -> str:
             if (model, n, "eager_output_attentions") in cap else []
         hooks = [(lab, cap[(model, n, m)]) for m, lab in (("nnsight", "nnsight"), ("transformer_lens", "TransformerLens"))
                  if (model, n, m) in cap and cap[(model, n, m)].get("status") in ("ok", "out of memory")]
-        if hooks:     # their times were measured with probe's former O(N^3) map reduction (b57415b): memory only
-            others.append(", ".join(f"{lab} {_short(r).split(' / ')[-1]}" for lab, r in hooks)
-                          + (" (their times predate a fix of probe's map reduction)"
-                             if any(r.get("status") == "ok" for _, r in hooks) else ""))
+        old = any(r.get("status") == "ok" and r["file"] != CAPTURE8 for _, r in hooks)
+        if hooks:     # before session 8 their times were measured with probe's former O(N^3) map reduction (b57415b)
+            others.append(", ".join(f"{lab} {_short(r).split(' / ')[-1] if old else _short(r)}" for lab, r in hooks)
+                          + (" (their times predate a fix of probe's map reduction)" if old else ""))
         others = "; ".join(others)
         parts.append(f"sink capture of one {n:,}-token prompt on {NAMES[model]}: probe {_short(cap[(model, n, 'native')])}"
                      + (f" ({others})" if others else ""))

@@ -27,13 +27,13 @@ def test_decode_edits_block_matches_its_file():
 
 def test_decode_edit_defaults_follow_the_waves():
     """ACT / VAR decode steps whose B x KV programs fit one wave of the chunk / block kernel keep those modes (no
-    register cap); wider batches take split with the 128-register cap (head_dim 64 / 128 only; VAR: split since
-    session 7's long-span measurement, bits before)."""
+    register cap); wider batches take split with the 128-register cap (head_dim 64 / 128 only); wide VAR takes span since session 8
+    (split in session 7, bits before)."""
     from kernels.attention.fused import decode_edit_config, decode_slots
     slots = decode_slots(128, 2, 132)
     assert slots == 396
     assert decode_edit_config("act", 1, 32, 128, slots) == {"col_mode": "chunk", "maxnreg": None, "cols_out": False}
     assert decode_edit_config("var", 12, 32, 128, slots) == {"col_mode": "block", "maxnreg": None, "cols_out": False}
     assert decode_edit_config("act", 16, 32, 128, slots) == {"col_mode": "split", "maxnreg": 128, "cols_out": False}
-    assert decode_edit_config("var", 16, 32, 128, slots) == {"col_mode": "split", "maxnreg": 128, "cols_out": False}
+    assert decode_edit_config("var", 16, 32, 128, slots) == {"col_mode": "span", "maxnreg": 128, "cols_out": False}
     assert decode_edit_config("var", 16, 32, 256, decode_slots(256, 2, 132))["maxnreg"] is None

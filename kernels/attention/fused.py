@@ -605,11 +605,13 @@ _BITS_MAX_BLOCKS = 62    # "bits": a chunk's key blocks in one int64 mask
 # - final call (benchmarks/results/decode_edits_h200_s5.json): 16 x 2048 (wide; SDPA 124.3): ACT split 131.1 (bits
 #   132.7, split with the columns out 138.0, chunk 170.1), VAR bits 134.2 (split 136.7, block 160.4); 1 x 4096
 #   (narrow, 32 programs; SDPA 22.1): ACT chunk 26.2 (split 26.7, bits 26.6), VAR block 25.7 (bits 27.5, split 29.3).
-# wide VAR: "split" since session 7 -- over a 1,023-key span (VAR's use: a whole image's tokens) 1.22x SDPA per layer at
-# 16 x 2048 against 1.42x for "bits" (benchmarks/results/decode_edits_span1024_h200.json); over session 5's 32-key span
-# bits led by ~3 % (decode_edits_h200_s5.json)
+# wide VAR: "span" since session 8 -- over a 1,023-key span (VAR's use: a whole image's tokens) at 16 x 2048 1.108x SDPA
+# per layer against 1.184x for "split", 1.378x "bits", 1.309x "block" (median of 5, benchmarks/results/
+# decode_edits_span_s8_h200.json); a static-cache generate step at batch 16 1.00x plain vs 1.16x with split
+# (e2e_static_s8_h200.json). Narrow (1 x 4096) span lost: 1.350x against block's 1.165x. Session 7 had moved wide VAR
+# from "bits" (session 5's pick on a 32-key span, where it led split by ~3 %) to "split" (1.22x vs 1.42x).
 DECODE_EDIT_CFG: dict = {
-    "wide": {"act": ("split", 128, False), "var": ("split", 128, False)},
+    "wide": {"act": ("split", 128, False), "var": ("span", 128, False)},
     "narrow": {"act": ("chunk", None, False), "var": ("block", None, False)},
 }
 
