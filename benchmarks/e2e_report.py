@@ -109,6 +109,14 @@ STATIC7 = {"e2e_static_s7c1_h200.json": "6c619b4", "e2e_static_s7c2_h200.json": 
            # the last call: the op without index deduplication (549c3b0; run at 2c05334), VAR also in column mode split
            "e2e_static_s7c3_h200.json": "2c05334"}
 CODE.update(STATIC7)
+# session 8: VAR's span column mode (call 1: static; the "var" rows at batch 16 ran split, the default then), eager
+# batch 1 with the host thread's CPU time (call 2), and the closing call with today's defaults (static + eager)
+STATIC8 = {"e2e_static_s8_h200.json": "64cf88f", "e2e_static_s8f_h200.json": "62abf1e"}
+GEN8 = {"e2e_gen_s8_h200.json": "64cf88f", "e2e_gen_s8f_h200.json": "62abf1e"}
+CODE.update(STATIC8)
+CODE.update(GEN8)
+# the column mode a file's plain "var" rows ran where it is not today's default: file -> {batch: mode}
+VAR_MODE_THEN = {"e2e_static_s8_h200.json": {16: "split"}}
 # Rows of e2e_gen_h200.json that measured a path the code has left since (not re-measured: no device time left).
 GEN_NOTES = {"act": "ACT's decode steps ran its tensor-op form (one SDPA with log-sum-exp + ~45 small ops per layer); "
                     "eager steps are back on the Triton kernel since, measured only in the first call's profile"}
@@ -260,7 +268,7 @@ def _capture_rows(folder: Path, name: str | None = None) -> list:
     by_model: dict = {}
     for f in files:
         rows = [dict(r, file=f) for r in _load(folder, f)["rows"] if r.get("part") == "table"]
-        for model in {r["model"] for r in rows}:
+        for model in dict.fromkeys(r["model"] for r in rows):
             by_model[model] = [r for r in rows if r["model"] == model]
     return [r for rows in by_model.values() for r in rows]
 
@@ -415,11 +423,53 @@ def static_table_s7(folder: Path, name: str) -> str:
         for v, r in vs.items():
             st = r["step_ms_median"]
             rng = "–" if len(plains) < 2 else f"{st / max(plains):.3f}–{st / min(plains):.3f}"
-            label = LABELS5.get(v.split("@")[0], v) + (f" (column mode {v.split('@')[1]})" if "@" in v else "")
+            mode = v.split("@")[1] if "@" in v else VAR_MODE_THEN.get(name, {}).get(B) if v == "var" else None
+            label = LABELS5.get(v.split("@")[0], v) + (f" (column mode {mode})" if mode else "")
             rows.append([f"{B}", label, f"{st:.3f}", f"{st / mean:.3f}", rng])
     return _md(["batch", "variant", "decode ms / step", "× plain (mean of its runs)", "× plain, range over its runs"],
                rows) + f"\n(`benchmarks/results/{name}`, code at {CODE[name]}; generate with a static cache, compiled, " \
         "CUDA graphs; ACT / VAR through the Triton decode kernels as one custom op per layer.)\n"
+
+
+def host_gen_table(folder: Path, name: str) -> str:
+    """Eager generate per batch and variant with the host's clocks (session 8): tokens/s and the median decode step
+    over plain's, the step's wall ms (median, 10th-90th percentile), the host thread's CPU ms per step (wall = CPU:
+    the step is host work, not the host waiting) and the scheduler's involuntary switches per step."""
+    gen = _gen_rows(_load(folder, name))
+    rows = []
+    for (B, v), r in sorted(gen.items(), key=lambda kv: (kv[0][0], list(LABELS5).index(kv[0][1]))):
+        p = gen.get((B, "plain"), {}).get("step_ms_median")
+        lo, hi = r["step_ms_p10_p90"]
+        rows.append([f"{B}", LABELS5[v], f"{r['x_slower']:.3f}", f"{r['step_ms_median'] / p:.3f}" if p else "–",
+                     f"{r['step_ms_median']:.2f} ({lo:.2f}–{hi:.2f})", f"{r['step_cpu_ms_median']:.2f}",
+                     f"{r['preempted_per_step']:.2f}"])
+    return _md(["batch", "variant", "× plain, tokens/s (median of 4 runs)", "× plain, median step",
+                "decode ms / step (p10–p90)", "host thread CPU ms / step", "involuntary switches / step"], rows) + \
+        f"\n(`benchmarks/results/{name}`, code at {CODE[name]}; eager `generate`, dynamic cache.)\n"
+
+
+def seam_host_table(folder: Path, name: str = "seam_host_h200.json") -> str:
+    """Host µs per seam decode call on the GPU's host (benchmarks/profile_seam_host.py): hooked layers vs layers
+    without a hook in the same generate, and the own time of the hooked calls' top functions under cProfile."""
+    doc = _load(folder, name)
+    rows, tops = [], []
+    for r in doc["rows"]:
+        base = r["calls"].get("layer without a hook", {}).get("median_us")
+        for kind, c in r["calls"].items():
+            extra = f"{c['median_us'] - base:+.1f}" if base and kind == "hooked layer" else "–"
+            rows.append([LABELS5.get(r["variant"], r["variant"]) if r["variant"] != "plain" else
+                         "plain model, every layer through the seam (no hook)", kind, f"{c['n']}", f"{c['median_us']:.1f}",
+                         f"{c['p10_us']:.1f}–{c['p90_us']:.1f}", extra])
+        if r["variant"] == "act" and r["top_own_time"]:
+            tops = [[t["function"], f"{t['own_us_per_seam_call']:.1f}", f"{t['calls_per_seam_call']:.2f}"]
+                    for t in r["top_own_time"][:12]]
+    out = _md(["variant", "layer", "decode calls", "host µs per call (median)", "p10–p90", "µs over the same run's "
+               "layers without a hook"], rows)
+    if tops:
+        out += "\nACT's hooked decode calls under cProfile (own time per hooked call; the profiler's own cost inflates " \
+               "every Python call, and calls of unhooked layers fall in the same profile):\n\n" + \
+               _md(["function", "own µs per hooked call", "calls per hooked call"], tops)
+    return out + f"\n(`benchmarks/results/{name}`; {doc['meta'].get('device')}, torch {doc['meta'].get('torch')}.)\n"
 
 
 # session 7: one layer's graph-mode step (benchmarks/bench_graph_decode.py): file -> code
@@ -543,7 +593,13 @@ def tables(folder: Path = RESULTS) -> dict:
                                   **{f"e2e-static-s7-{i}": static_table_s7(folder, n)
                                      for i, n in enumerate(STATIC7, 1) if (Path(folder) / n).exists()},
                                   **{f"graph-decode-s7{'' if i == 1 else f'-{i}'}": graph_decode_table(folder, n)
-                                     for i, n in enumerate(GRAPH7, 1) if (Path(folder) / n).exists()}},
+                                     for i, n in enumerate(GRAPH7, 1) if (Path(folder) / n).exists()},
+                                  **{f"e2e-static-s8-{i}": static_table_s7(folder, n)
+                                     for i, n in enumerate(STATIC8, 1) if (Path(folder) / n).exists()},
+                                  **{f"e2e-generate-s8-{i}": host_gen_table(folder, n)
+                                     for i, n in enumerate(GEN8, 1) if (Path(folder) / n).exists()},
+                                  **({"seam-host-s8": seam_host_table(folder)}
+                                     if (Path(folder) / "seam_host_h200.json").exists() else {})},
         "README.md": {"e2e-headline": headline(folder)},
     }
 

@@ -16,7 +16,8 @@ from collections import defaultdict
 def decode(rows) -> str:
     """Decode-step rows (bench_decode_edits, or bench_sweep's kind == "decode"): µs per layer, × SDPA
     (1.00 where the row is SDPA itself), estimated per-token factor; a failed or skipped row says why."""
-    out = ["| shape | batch x keys | variant | µs per layer (median of 3) | × SDPA | est. per token × unmodified |",
+    n = max((len(r.get("runs_ms") or ()) for r in rows), default=0) or 3          # the call's runs per row
+    out = [f"| shape | batch x keys | variant | µs per layer (median of {n}) | × SDPA | est. per token × unmodified |",
            "|---|---|---|---:|---:|---:|"]
     for r in rows:
         if "ms" not in r:

@@ -123,7 +123,7 @@ class _MaskHook:
         on[self.per_layer[layer]] = True
         mode = self.mask.mode
         if mode == "uniform":
-            return AttentionEdits(head_uniform=on)
+            return AttentionEdits(head_uniform=on, uniform_heads=tuple(sorted(set(self.per_layer[layer]))))
         if mode == "zero":
             return AttentionEdits(head_scale=(~on).float())
         mean = torch.zeros(self.H, self.D, device=device)                         # [H, D]

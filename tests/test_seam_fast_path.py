@@ -191,12 +191,14 @@ class _GrabSafe(_Grab):
     graph_safe = True
 
 
-@pytest.mark.parametrize("kind", ["uniform", "uniform_and_scale"])
+@pytest.mark.parametrize("kind", ["uniform", "uniform_and_scale", "uniform_host_heads", "uniform_host_heads_and_scale"])
 def test_uniform_decode_heads_through_sdpa_equal_the_reference(tiny, kind):
     """Graph-safe hooks: a decode step's uniform heads are SDPA + the mean of the visible values (padded rows
-    included), equal to the reference op; the prefill still goes to the kernel / reference."""
+    included), equal to the reference op; the prefill still goes to the kernel / reference. "host_heads": the
+    heads also as host integers (HeadMask's edits: only their KV heads' values are averaged)."""
     edits = AttentionEdits(head_uniform=torch.tensor([False, True, False, True]),
-                           head_scale=torch.tensor([1.0, 2.0, 0.5, 1.0]) if "scale" in kind else None)
+                           head_scale=torch.tensor([1.0, 2.0, 0.5, 1.0]) if "scale" in kind else None,
+                           uniform_heads=(1, 3) if "host" in kind else None)
     grab = _GrabSafe(edits)
     ids, am = _batch()
     with torch.no_grad(), seam.use_seam(tiny.model), seam.attached(tiny.attention_modules()[1:3], grab):
@@ -287,9 +289,12 @@ def test_act_decode_tensor_ops_equal_the_reference(G):
     torch.testing.assert_close(out, ref, atol=2e-6, rtol=1e-5)
 
 
-def test_uniform_decode_heads_without_padding_equal_the_reference(tiny):
-    """The unpadded decode step's uniform heads (the plain mean of every value) equal the reference op."""
-    edits = AttentionEdits(head_uniform=torch.tensor([True, False, False, True]))
+@pytest.mark.parametrize("heads", [None, (0, 3), (0,)])
+def test_uniform_decode_heads_without_padding_equal_the_reference(tiny, heads):
+    """The unpadded decode step's uniform heads (the plain mean of every value) equal the reference op, with and
+    without the heads as host integers (one head: a single KV head's values)."""
+    on = torch.tensor([h in (heads or (0, 3)) for h in range(4)])
+    edits = AttentionEdits(head_uniform=on, uniform_heads=heads)
     grab = _GrabSafe(edits)
     ids = torch.randint(3, 128, (2, 12), generator=torch.Generator().manual_seed(3))
     with torch.no_grad(), seam.use_seam(tiny.model), seam.attached(tiny.attention_modules()[2:3], grab):

@@ -78,6 +78,8 @@ class AttentionEdits:
     Shapes: col_idx [B, H, C] int64, col_scale [B, H]; redist_idx [B, C] int64,
     redist_span [B, 2] int64, redist_from [B] int64, redist_keep [H]; head_uniform [H] bool;
     head_mean [H, D], head_mean_on [H] bool; head_scale [H].  Any field may be None (= off).
+    ``uniform_heads``: the heads of ``head_uniform`` as host integers, ascending (optional: with it a decode step
+    averages the values of only those heads' KV heads instead of every KV head's).
     """
 
     col_idx: Optional[Tensor] = None
@@ -92,6 +94,7 @@ class AttentionEdits:
     head_mean: Optional[Tensor] = None
     head_mean_on: Optional[Tensor] = None
     head_scale: Optional[Tensor] = None
+    uniform_heads: Optional[tuple] = None
 
     @property
     def edits_probs(self) -> bool:

@@ -254,6 +254,8 @@ def merge_edits(a: Optional[AttentionEdits], b: Optional[AttentionEdits]) -> Opt
         out.head_scale = b.head_scale if a.head_scale is None else a.head_scale * b.head_scale
     if b.head_uniform is not None:
         out.head_uniform = b.head_uniform if a.head_uniform is None else a.head_uniform | b.head_uniform
+        out.uniform_heads = b.uniform_heads if a.head_uniform is None else (
+            tuple(sorted(set(a.uniform_heads) | set(b.uniform_heads))) if a.uniform_heads and b.uniform_heads else None)
     if b.head_mean_on is not None:
         if a.head_mean_on is not None:
             raise ProbeError("two mean-ablation masks on one layer", "combine them into one HeadMask")
@@ -321,21 +323,34 @@ def _visible_keys(attention_mask, B: int, S: int, window: Optional[int], device)
     return (m if m.dtype == torch.bool else m > torch.finfo(m.dtype).min / 2).expand(B, S)
 
 
-def _uniform_decode(out: Tensor, value: Tensor, vis: Optional[Tensor], on: Tensor) -> Tensor:
+def _uniform_decode(out: Tensor, value: Tensor, vis: Optional[Tensor], on: Tensor, heads: Optional[tuple] = None
+                    ) -> Tensor:
     """Uniform heads of one decode step on SDPA's output: out [B, 1, H, D] gets, for the heads in ``on`` [H]
-    bool, the mean of the visible values (value [B, KV, S, D], vis [B, S] or None = every key); in place."""
+    bool, the mean of the visible values (value [B, KV, S, D], vis [B, S] or None = every key); in place.
+    ``heads``: the same heads as host integers (``AttentionEdits.uniform_heads``), so only their KV heads' values
+    are read (one masked head reads 1 / KV of the cache instead of all of it)."""
     KV = value.shape[1]
     H = out.shape[2]
-    if vis is None:
-        mean = value.mean(2, keepdim=True, dtype=torch.float32)                            # [B, KV, 1, D]
-    else:
-        w = vis.to(value.dtype)[:, None, None, :]                                          # [B, 1, 1, S]
-        mean = torch.matmul(w, value).float() / vis.sum(-1).clamp_min(1).float()[:, None, None, None]
+    if heads:
+        kv = sorted({h // (H // KV) for h in heads})
+        pos = [kv.index(h // (H // KV)) for h in heads]
+        mean = _mean_values(value[:, kv], vis)                                            # [B, len(kv), 1, D]
+        out[:, :, list(heads)] = mean[:, pos].transpose(1, 2).to(out.dtype)                # [B, 1, len(heads), D]
+        return out
+    mean = _mean_values(value, vis)                                                        # [B, KV, 1, D]
     if H != KV:
         mean = mean.repeat_interleave(H // KV, dim=1)
     mean = mean.transpose(1, 2).to(out.dtype)                                              # [B, 1, H, D]
     out.copy_(torch.where(on.to(out.device)[None, None, :, None], mean, out))
     return out
+
+
+def _mean_values(value: Tensor, vis: Optional[Tensor]) -> Tensor:
+    """value [B, K, S, D] -> float32 [B, K, 1, D]: the mean over the visible keys (vis [B, S] or None = every key)."""
+    if vis is None:
+        return value.mean(2, keepdim=True, dtype=torch.float32)                           # [B, K, 1, D]
+    w = vis.to(value.dtype)[:, None, None, :]                                              # [B, 1, 1, S]
+    return torch.matmul(w, value).float() / vis.sum(-1).clamp_min(1).float()[:, None, None, None]
 
 
 _NEG_INF = float("-inf")
@@ -635,7 +650,7 @@ def _output_only(plan, module, query, key, value, attention_mask, dropout, scali
             every = attention_mask is None or (isinstance(attention_mask, CompactCausalMask) and window is None
                                                and attention_mask.dense() is None)   # unpadded: every key
             vis = None if every else _visible_keys(attention_mask, B, key.shape[2], window, query.device)
-            _uniform_decode(out, value, vis, edits.head_uniform)
+            _uniform_decode(out, value, vis, edits.head_uniform, edits.uniform_heads)
     out = _output_edits(out, edits)
     if plan.after:
         result = AttentionResult(out=out)
