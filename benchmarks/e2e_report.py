@@ -111,7 +111,8 @@ STATIC7 = {"e2e_static_s7c1_h200.json": "6c619b4", "e2e_static_s7c2_h200.json": 
 CODE.update(STATIC7)
 # session 8: VAR's span column mode (call 1: static; the "var" rows at batch 16 ran split, the default then), eager
 # batch 1 with the host thread's CPU time (call 2), and the closing call with today's defaults (static + eager)
-STATIC8 = {"e2e_static_s8_h200.json": "64cf88f", "e2e_static_s8f_h200.json": "62abf1e"}
+STATIC8 = {"e2e_static_s8_h200.json": "64cf88f", "e2e_static_s8f_h200.json": "62abf1e",
+           "e2e_static_s8g_h200.json": "dceb048"}     # the last call: HeadMask's KV-head fix, ACT / VAR again
 GEN8 = {"e2e_gen_s8_h200.json": "64cf88f", "e2e_gen_s8f_h200.json": "62abf1e"}
 CODE.update(STATIC8)
 CODE.update(GEN8)
@@ -527,7 +528,8 @@ def headline(folder: Path) -> str:
         others = "; ".join(others)
         parts.append(f"sink capture of one {n:,}-token prompt on {NAMES[model]}: probe {_short(cap[(model, n, 'native')])}"
                      + (f" ({others})" if others else ""))
-    latest = next((n for n in reversed(list(GEN6) + list(GEN7)) if (Path(folder) / n).exists()), None)
+    latest = next((n for n in reversed(list(GEN6) + list(GEN7) + ["e2e_gen_s8f_h200.json"])   # (s8: batch 1 and 16)
+                   if (Path(folder) / n).exists()), None)
     if latest:             # session 6: eager and static (CUDA graphs) decode ms per step vs plain, one call
         gen = _gen_rows(_load(folder, latest))
         short = lambda v: LABELS5[v].split(' (')[0].split(':')[0].split(',')[0]  # noqa: E731
@@ -538,14 +540,14 @@ def headline(folder: Path) -> str:
             if x:
                 spans.append(f"eager, batch {B}: " + ", ".join(f"{short(v)} {r:.2f}×" for v, r in x.items()))
         st = {r["variant"]: r for r in _load(folder, latest)["rows"] if r.get("part") == "static" and r.get("step_ms_median")}
-        s7 = next((n for n in reversed(list(STATIC7)) if (Path(folder) / n).exists()), None)
+        s7 = next((n for n in reversed(list(STATIC7) + list(STATIC8)) if (Path(folder) / n).exists()), None)
         if "plain" in st and gen.get((1, "plain"), {}).get("step_ms_median") and not s7:
             fast = gen[(1, "plain")]["step_ms_median"] / st["plain"]["step_ms_median"]
             spans.append(f"static cache + CUDA graphs, batch 1 (plain {fast:.1f}× faster than eager): " + ", ".join(
                 f"{short(v)} {r['step_ms_median'] / st['plain']['step_ms_median']:.2f}×" for v, r in st.items() if v != "plain"))
-        # rows that ran today's defaults in the last static call: at batch 16 VAR's column mode became split after it
-        # (benchmarks/results/decode_edits_span1024_h200.json), and the call timed that mode as "var@split"
-        today = {16: {"var": "var@split"}}
+        # rows that ran today's defaults in session 7's last static call: at batch 16 VAR's column mode became split
+        # after it (benchmarks/results/decode_edits_span1024_h200.json), and the call timed that mode as "var@split"
+        today = {16: {"var": "var@split"}} if s7 == "e2e_static_s7c3_h200.json" else {}
         if s7:             # session 7: graph mode with ACT / VAR on the decode kernels, batch 1 and 16
             for B, (plains, vs) in sorted(_static7(folder, s7).items()):
                 mean = sum(plains) / len(plains) if plains else None
