@@ -15,6 +15,7 @@ variants interleaved per repeat (a garbage collection before each timed run). ``
 (per sequence; the prefill included). Every timed run carries a stopping criterion that never stops and
 records the end of each step (``profile_decode.StepClock``, a few µs per step, in every variant, plain
 included): ``step_ms_median`` / ``step_ms_p10_p90`` are the decode steps alone (prefill excluded), over all
+runs; ``prefill_ms_median``: from the call to the first step's end (the prefill and the first token), over all
 runs; ``same_tokens_every_run``: every timed run produced the warm-up run's tokens.
 ``syncs_per_step``: synchronising CUDA calls per decode step (torch.cuda.set_sync_debug_mode) over a
 short generate, minus nothing (HF's generate itself syncs once per step).
@@ -179,6 +180,7 @@ def part_gen(out: Out, handle, device: str, batches, prompt: int, new: int, repe
         steps = {v: [] for v in variants}
         cpu = {v: [] for v in variants}              # the host thread's CPU ms per step
         switches = {v: [] for v in variants}         # involuntary context switches per step
+        prefill = {v: [] for v in variants}          # ms from the call to the first step's end (prefill + 1 token)
         tokens, same_runs = {}, {}
 
         def run(v, n=new, clock=None):
@@ -186,6 +188,8 @@ def part_gen(out: Out, handle, device: str, batches, prompt: int, new: int, repe
             with torch.no_grad(), _ctx(handle, ivs[v]):
                 sync(device)
                 t = time.perf_counter()
+                if clock is not None:
+                    clock.start = t
                 o = model.generate(input_ids=ids, attention_mask=am, **{**kw, "max_new_tokens": n, "min_new_tokens": n}, **crit)
                 sync(device)
                 return time.perf_counter() - t, o
@@ -210,6 +214,7 @@ def part_gen(out: Out, handle, device: str, batches, prompt: int, new: int, repe
                 steps[v] += [1e3 * (b - a) for a, b in zip(clock.times, clock.times[1:])]
                 cpu[v] += [1e3 * (b - a) for a, b in zip(clock.cpu, clock.cpu[1:])]
                 switches[v] += [b - a for a, b in zip(clock.preempted, clock.preempted[1:])]
+                prefill[v].append(1e3 * (clock.times[0] - clock.start))
                 same_runs[v] = same_runs.get(v, True) and bool(torch.equal(o[:, prompt:].cpu(), tokens[v]))
         base = None
         for v in variants:
@@ -225,6 +230,7 @@ def part_gen(out: Out, handle, device: str, batches, prompt: int, new: int, repe
                    "x_slower": round(base / tps, 3) if base else None,
                    **_spread("step_ms", steps[v]),
                    **_spread("step_cpu_ms", cpu[v]),
+                   **_spread("prefill_ms", prefill[v]),
                    "preempted_per_step": round(sum(switches[v]) / len(switches[v]), 3) if switches[v] else None,
                    "same_tokens_every_run": same_runs.get(v),
                    "same_tokens_as_plain": bool(torch.equal(tokens[v], tokens["plain"])) if v in tokens and "plain" in tokens else None}

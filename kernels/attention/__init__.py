@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import warnings
+import weakref
 from typing import Optional
 
 from .api import NO_STATS, AttentionEdits, AttentionResult, StatsRequest
@@ -64,5 +65,37 @@ def attention(q, k, v, **kw) -> AttentionResult:
     return reference_attention(q, k, v, **kw)
 
 
-__all__ = ["attention", "reference_attention", "fallback_reason", "StatsRequest", "AttentionEdits",
-           "AttentionResult", "NO_STATS"]
+_DECODE_OK: dict = {}        # decode_attention's accepted requests (see there)
+_DECODE_OK_MAX = 256
+
+
+def decode_attention(q, k, v, *, scale: float, key_start=None, window: Optional[int] = None,
+                     softcap: Optional[float] = None, edits: Optional[AttentionEdits] = None) -> AttentionResult:
+    """``attention`` for one eager decode step (q [B, H, 1, D], k / v [B, KV, S, D], no statistics) of a request that
+    repeats step after step with a growing S (the seam's ACT / VAR decode steps): the dispatcher's check runs once per
+    (shapes but S, dtypes, device, window, softcap, edit object and the fields it checks) and is remembered, so later
+    steps go straight to the Triton decode lane; same result as ``attention``."""
+    if not q.is_cuda or q.shape[2] != 1:
+        return attention(q, k, v, scale=scale, key_start=key_start, window=window, softcap=softcap, edits=edits)
+    ks, vs = k.shape, v.shape
+    fields = (None,) if edits is None else (edits.col_idx, edits.redist_idx, edits.head_uniform)
+    key = (q.shape, ks[0], ks[1], ks[3], vs[0], vs[1], vs[3], q.dtype, k.dtype, v.dtype, q.device, k.device,
+           v.device, window, softcap, id(edits), *[None if t is None else (id(t), t.shape) for t in fields])
+    hit = _DECODE_OK.get(key)
+    # the key holds the fields' ids and the entry the fields themselves (so no id is reused while it lives): a field
+    # replaced by another tensor, or another edit object at a dead one's address, is checked again
+    if hit is None or hit[0]() is not edits or vs[2] != ks[2]:
+        why = fallback_reason(q, k, v, window=window, edits=edits)
+        if why is not None:
+            _warn_fallback(why)
+            return reference_attention(q, k, v, scale=scale, key_start=key_start, window=window, softcap=softcap,
+                                       edits=edits)
+        if len(_DECODE_OK) >= _DECODE_OK_MAX:
+            _DECODE_OK.clear()
+        _DECODE_OK[key] = ((lambda: None) if edits is None else weakref.ref(edits), fields)
+    return _KERNELS[0].decode_validated(q, k, v, scale=scale, key_start=key_start, window=window, softcap=softcap,
+                                        edits=edits)
+
+
+__all__ = ["attention", "decode_attention", "reference_attention", "fallback_reason", "StatsRequest",
+           "AttentionEdits", "AttentionResult", "NO_STATS"]

@@ -9,7 +9,8 @@ program runs the plain loop. How such a chunk is run is COL_MODE (chunk / block 
 the kernel; ``fused.decode_edit_config`` picks one per shape).
 ``decode_combine_kernel``: one program per (batch, head): merges the chunks, gathers the few edited
 columns from q and the final max / sum, and applies ACT / VAR / head mean / head scale exactly as
-the prefill epilogue does (no 1 - m cancellation).
+the prefill epilogue does (no 1 - m cancellation). With FUSED the split kernel runs the same combine
+(``_combine_head``) itself, in the program that finishes a (batch, kv head) last: one launch per step.
 """
 from __future__ import annotations
 
@@ -216,17 +217,24 @@ def _interior_end(b_cols, nb, sp0, sp1, j_hi, BS: tl.constexpr):
     "CP": lambda a: max(2, triton.next_power_of_2(max(a["C"], 1))),
     "PREC": precision,
     "UPCAST": lambda a: INTERPRET,
+    "FUSED": lambda a: a["done"] is not None,
+    "STORE_LSE": lambda a: a["lse"] is not None,
+    "USE_HMEAN": lambda a: a["head_mean"] is not None,
+    "USE_HSCALE": lambda a: a["head_scale"] is not None,
 })
 @triton.jit
 def decode_fwd_kernel(
     q, k, v, po, pm, pl, plr, po2, ptm, key_start, n_keys, col_idx, head_uniform, redist_span,
+    done, o, lse, col_scale, redist_from, redist_keep, redist_rho, redist_min_mass, head_mean, head_mean_on,
+    head_scale, s_ob, s_oh,
     s_qb, s_qh, s_kb, s_kh, s_ks, s_vb, s_vh, s_vs,
     scale, softcap, window, S, chunk, NSPLIT,
     H: tl.constexpr, KV: tl.constexpr, G: tl.constexpr, D: tl.constexpr, BG: tl.constexpr,
-    BS: tl.constexpr, C: tl.constexpr, CP: tl.constexpr,
+    BS: tl.constexpr, C: tl.constexpr, CP: tl.constexpr, NSP: tl.constexpr,
     USE_WINDOW: tl.constexpr, USE_SOFTCAP: tl.constexpr, USE_COLS: tl.constexpr, USE_LR: tl.constexpr,
     USE_VAR: tl.constexpr, USE_UNIFORM: tl.constexpr, USE_NKEYS: tl.constexpr, COLS_OUT: tl.constexpr,
     COL_MODE: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr,
+    FUSED: tl.constexpr, STORE_LSE: tl.constexpr, USE_HMEAN: tl.constexpr, USE_HSCALE: tl.constexpr,
 ):
     """Partials per (b, h, chunk): pm, pl (, plr) [B, H, NSPLIT] and po (, po2) [B, H, NSPLIT, D],
     ptm [B, H, NSPLIT], all float32. col_idx [B, H, C] deduplicated (-1 unused). COL_MODE, where the edited
@@ -238,7 +246,13 @@ def decode_fwd_kernel(
     one loop of its own whose targets go to the side state alone. COLS_OUT (ACT, modes 2 / 3): ptm / po2 take the columns' mass and P.V, so the combine
     gathers no column. n_keys [B] (USE_NKEYS; None = S for every row): how many keys row b has -- the query sits at
     n_keys[b] - 1 and keys n_keys[b] .. S - 1 are never read (a static cache's graph-mode step: S its capacity, fixed,
-    the filled count on the device); chunks past it write an empty partial."""
+    the filled count on the device); chunks past it write an empty partial.
+    FUSED (``done`` [B * KV] int32, zero before the launch, zero again after it): the combine in the same launch --
+    each program counts itself done on its (batch, kv head) after its partials are stored (a CTA barrier, then one
+    acquire-release atomic add), and the program that counts last runs ``_combine_head`` for the G heads (o, lse,
+    col_scale, redist_*, head_mean / head_mean_on / head_scale, s_ob, s_oh, NSP: as ``decode_combine_kernel``'s),
+    reading the others' partials through L2, then resets its counter. The order of the combine's sums is fixed, so
+    the output does not depend on which program came last (no atomics touch the data)."""
     i_sp, i_bk = tl.program_id(0), tl.program_id(1)
     i_b, i_kh = (i_bk // KV).to(tl.int64), (i_bk % KV).to(tl.int64)
     o_g = tl.arange(0, BG)                                                    # [BG]
@@ -392,43 +406,52 @@ def decode_fwd_kernel(
     if USE_VAR or COLS_OUT:
         tl.store(ptm + o_p, b_tm, mask=m_g)
         tl.store(po2 + o_p[:, None] * D + o_d[None, :], b_acc2, mask=m_g[:, None])
+    if FUSED:
+        tl.debug_barrier()                                                    # every thread's partials stored
+        n_done = tl.atomic_add(done + i_bk, 1, sem="acq_rel", scope="gpu")
+        if n_done == NSPLIT - 1:                                              # the last of the (b, kv head)'s chunks
+            for g in range(G):
+                _combine_head(i_b, i_kh * G + g, po, pm, pl, plr, po2, ptm, o, lse, q, k, v, key_start, n_keys,
+                              col_idx, col_scale, head_uniform, redist_span, redist_from, redist_keep, redist_rho,
+                              redist_min_mass, head_mean, head_mean_on, head_scale, s_ob, s_oh, s_qb, s_qh, s_kb,
+                              s_kh, s_ks, s_vb, s_vh, s_vs, scale, softcap, window, S, NSPLIT, H, G, D, NSP, C,
+                              STORE_LSE, USE_WINDOW, USE_SOFTCAP, USE_COLS, USE_VAR, USE_UNIFORM, USE_HMEAN,
+                              USE_HSCALE, USE_NKEYS, COLS_OUT, True)
+            tl.store(done + i_bk, 0)                                          # ready for the next launch
 
 
-@triton.heuristics({
-    "STORE_LSE": lambda a: a["lse"] is not None,
-    "USE_WINDOW": lambda a: a["window"] > 0,
-    "USE_SOFTCAP": lambda a: a["softcap"] > 0,
-    "USE_COLS": lambda a: a["col_idx"] is not None,
-    "USE_VAR": lambda a: a["redist_span"] is not None,
-    "USE_UNIFORM": lambda a: a["head_uniform"] is not None,
-    "USE_HMEAN": lambda a: a["head_mean"] is not None,
-    "USE_HSCALE": lambda a: a["head_scale"] is not None,
-    "USE_NKEYS": lambda a: a["n_keys"] is not None,
-    "COLS_DONE": lambda a: a["col_idx"] is not None and a["redist_span"] is None and a["ptm"] is not None,
-})
 @triton.jit
-def decode_combine_kernel(
-    po, pm, pl, plr, po2, ptm, o, lse, q, k, v, key_start, n_keys, col_idx, col_scale, head_uniform,
+def _part(ptr, mask, other, CG: tl.constexpr):
+    """A load of the split kernel's partials; CG (the fused tail): through L2 only (.cg), never a stale L1 line, since
+    other programs of the same launch wrote them."""
+    if CG:
+        return tl.load(ptr, mask=mask, other=other, cache_modifier=".cg")
+    else:
+        return tl.load(ptr, mask=mask, other=other)
+
+
+@triton.jit
+def _combine_head(
+    i_b, i_h, po, pm, pl, plr, po2, ptm, o, lse, q, k, v, key_start, n_keys, col_idx, col_scale, head_uniform,
     redist_span, redist_from, redist_keep, redist_rho, redist_min_mass, head_mean, head_mean_on, head_scale,
     s_ob, s_oh, s_qb, s_qh, s_kb, s_kh, s_ks, s_vb, s_vh, s_vs,
     scale, softcap, window, S, NSPLIT,
     H: tl.constexpr, G: tl.constexpr, D: tl.constexpr, NSP: tl.constexpr, C: tl.constexpr,
     STORE_LSE: tl.constexpr, USE_WINDOW: tl.constexpr, USE_SOFTCAP: tl.constexpr, USE_COLS: tl.constexpr,
     USE_VAR: tl.constexpr, USE_UNIFORM: tl.constexpr, USE_HMEAN: tl.constexpr, USE_HSCALE: tl.constexpr,
-    USE_NKEYS: tl.constexpr, COLS_DONE: tl.constexpr,
+    USE_NKEYS: tl.constexpr, COLS_DONE: tl.constexpr, CG: tl.constexpr,
 ):
-    """o [B, 1, H, D] (and lse [B, H, 1]) from the partials; the edit epilogue of the prefill kernel (n_keys: as in
-    ``decode_fwd_kernel``). COLS_DONE
-    (ACT): the columns' mass and P.V come in ptm / po2 from the split kernel instead of gathers here."""
-    i_bh = tl.program_id(0)
-    i_b, i_h = (i_bh // H).to(tl.int64), (i_bh % H).to(tl.int64)
+    """o[b, 0, h] [D] (and lse[b, h]) of one (batch b, head h) from its NSPLIT partials, with the edit epilogue of the
+    prefill kernel (n_keys: as in ``decode_fwd_kernel``). COLS_DONE (ACT): the columns' mass and P.V come in ptm / po2
+    from the split kernel instead of gathers here. CG: the partials are read through L2 only (``_part``)."""
+    i_bh = i_b * H + i_h
     o_n = tl.arange(0, NSP)                                                   # [NSP]
     o_d = tl.arange(0, D)                                                     # [D]
     m_n = o_n < NSPLIT
-    b_m = tl.load(pm + i_bh * NSPLIT + o_n, mask=m_n, other=NEG)              # [NSP]
-    b_l = tl.load(pl + i_bh * NSPLIT + o_n, mask=m_n, other=0.0)              # [NSP]
+    b_m = _part(pm + i_bh * NSPLIT + o_n, m_n, NEG, CG)                       # [NSP]
+    b_l = _part(pl + i_bh * NSPLIT + o_n, m_n, 0.0, CG)                       # [NSP]
     o_pd = (i_bh * NSPLIT + o_n)[:, None] * D + o_d[None, :]                  # [NSP, D]
-    b_po = tl.load(po + o_pd, mask=m_n[:, None], other=0.0)                   # [NSP, D]
+    b_po = _part(po + o_pd, m_n[:, None], 0.0, CG)                            # [NSP, D]
     m_all = tl.max(b_m, 0)
     b_w = tl.exp2(b_m - m_all)                                                # [NSP]
     l_all = tl.sum(b_l * b_w, 0)
@@ -441,10 +464,10 @@ def decode_combine_kernel(
     b_acc = tl.sum(b_po * b_w[:, None], 0)                                    # [D]
     b_o = b_acc / l_all                                                       # [D]
     if COLS_DONE:
-        b_mc = tl.sum(tl.load(ptm + i_bh * NSPLIT + o_n, mask=m_n, other=0.0) * b_w, 0) / l_all       # column mass
-        b_oc = tl.sum(tl.load(po2 + o_pd, mask=m_n[:, None], other=0.0) * b_w[:, None], 0) / l_all  # [D]
+        b_mc = tl.sum(_part(ptm + i_bh * NSPLIT + o_n, m_n, 0.0, CG) * b_w, 0) / l_all       # column mass
+        b_oc = tl.sum(_part(po2 + o_pd, m_n[:, None], 0.0, CG) * b_w[:, None], 0) / l_all  # [D]
         beta = tl.load(col_scale + i_bh).to(tl.float32)
-        b_lr = tl.load(plr + i_bh * NSPLIT + o_n, mask=m_n, other=0.0)        # [NSP]
+        b_lr = _part(plr + i_bh * NSPLIT + o_n, m_n, 0.0, CG)                 # [NSP]
         l_rest = tl.sum(b_lr * b_w, 0)
         ed = l_rest > 0
         b_rest = b_acc / tl.where(ed, l_rest, 1.0)                            # [D]
@@ -483,8 +506,8 @@ def decode_combine_kernel(
         if USE_VAR:
             keep = tl.load(redist_keep + i_h).to(tl.float32)
             r_from = tl.load(redist_from + i_b).to(tl.int32)
-            b_tm = tl.load(ptm + i_bh * NSPLIT + o_n, mask=m_n, other=0.0)    # [NSP]
-            b_acc2 = tl.sum(tl.load(po2 + o_pd, mask=m_n[:, None], other=0.0) * b_w[:, None], 0)  # [D]
+            b_tm = _part(ptm + i_bh * NSPLIT + o_n, m_n, 0.0, CG)             # [NSP]
+            b_acc2 = tl.sum(_part(po2 + o_pd, m_n[:, None], 0.0, CG) * b_w[:, None], 0)  # [D]
             den = tl.sum(b_tm * b_w, 0) / l_all                               # target mass
             mass = den + b_msi                                                # span mass
             sel = (pos >= r_from) & (b_msi / (mass + 1e-6) <= redist_rho) & (mass >= redist_min_mass)
@@ -493,7 +516,7 @@ def decode_combine_kernel(
             b_o = tl.where(sel, b_o + keep * b_oc + gain * (b_acc2 / l_all), b_o + b_oc)
         else:
             beta = tl.load(col_scale + i_bh).to(tl.float32)
-            b_lr = tl.load(plr + i_bh * NSPLIT + o_n, mask=m_n, other=0.0)    # [NSP]
+            b_lr = _part(plr + i_bh * NSPLIT + o_n, m_n, 0.0, CG)             # [NSP]
             l_rest = tl.sum(b_lr * b_w, 0)
             ed = l_rest > 0
             b_rest = b_acc / tl.where(ed, l_rest, 1.0)                        # [D]
@@ -507,3 +530,39 @@ def decode_combine_kernel(
     tl.store(o + i_b * s_ob + i_h * s_oh + o_d, b_o.to(o.dtype.element_ty))
     if STORE_LSE:
         tl.store(lse + i_bh, tl.where(ok, (m_all + tl.log2(l_all)) * LN2, float("-inf")))
+
+
+_COMBINE_HEURISTICS = {
+    "STORE_LSE": lambda a: a["lse"] is not None,
+    "USE_WINDOW": lambda a: a["window"] > 0,
+    "USE_SOFTCAP": lambda a: a["softcap"] > 0,
+    "USE_COLS": lambda a: a["col_idx"] is not None,
+    "USE_VAR": lambda a: a["redist_span"] is not None,
+    "USE_UNIFORM": lambda a: a["head_uniform"] is not None,
+    "USE_HMEAN": lambda a: a["head_mean"] is not None,
+    "USE_HSCALE": lambda a: a["head_scale"] is not None,
+    "USE_NKEYS": lambda a: a["n_keys"] is not None,
+    "COLS_DONE": lambda a: a["col_idx"] is not None and a["redist_span"] is None and a["ptm"] is not None,
+}
+
+
+@triton.heuristics(_COMBINE_HEURISTICS)
+@triton.jit
+def decode_combine_kernel(
+    po, pm, pl, plr, po2, ptm, o, lse, q, k, v, key_start, n_keys, col_idx, col_scale, head_uniform,
+    redist_span, redist_from, redist_keep, redist_rho, redist_min_mass, head_mean, head_mean_on, head_scale,
+    s_ob, s_oh, s_qb, s_qh, s_kb, s_kh, s_ks, s_vb, s_vh, s_vs,
+    scale, softcap, window, S, NSPLIT,
+    H: tl.constexpr, G: tl.constexpr, D: tl.constexpr, NSP: tl.constexpr, C: tl.constexpr,
+    STORE_LSE: tl.constexpr, USE_WINDOW: tl.constexpr, USE_SOFTCAP: tl.constexpr, USE_COLS: tl.constexpr,
+    USE_VAR: tl.constexpr, USE_UNIFORM: tl.constexpr, USE_HMEAN: tl.constexpr, USE_HSCALE: tl.constexpr,
+    USE_NKEYS: tl.constexpr, COLS_DONE: tl.constexpr,
+):
+    """o [B, 1, H, D] (and lse [B, H, 1]) from the partials, one program per (batch, head): ``_combine_head``."""
+    i_bh = tl.program_id(0)
+    _combine_head((i_bh // H).to(tl.int64), (i_bh % H).to(tl.int64), po, pm, pl, plr, po2, ptm, o, lse, q, k, v,
+                  key_start, n_keys, col_idx, col_scale, head_uniform, redist_span, redist_from, redist_keep,
+                  redist_rho, redist_min_mass, head_mean, head_mean_on, head_scale,
+                  s_ob, s_oh, s_qb, s_qh, s_kb, s_kh, s_ks, s_vb, s_vh, s_vs, scale, softcap, window, S, NSPLIT,
+                  H, G, D, NSP, C, STORE_LSE, USE_WINDOW, USE_SOFTCAP, USE_COLS, USE_VAR, USE_UNIFORM, USE_HMEAN,
+                  USE_HSCALE, USE_NKEYS, COLS_DONE, False)

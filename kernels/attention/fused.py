@@ -11,6 +11,7 @@ window < 1. Top-k of the last rows is taken by the reference on those few rows (
 from __future__ import annotations
 
 import functools
+import operator
 import threading
 import weakref
 from typing import Optional
@@ -192,35 +193,36 @@ class _Edits:
 
 
 _NO_EDITS = _Edits(None, 0, 0, None)
-_PREPARED: dict = {}     # id(AttentionEdits) -> (weakref, signature, its field tensors, _Edits)
+_PREPARED: dict = {}     # id(AttentionEdits) -> (weakref, scalars, its field tensors, their versions, _Edits)
 _PREPARED_MAX = 1024
-
-
-def _edits_signature(ed: AttentionEdits, B: int, H: int, dev) -> tuple:
-    """What an ``_Edits`` is built from: shapes, device, the scalars, and each field tensor's identity and version
-    (an in-place change of a field, or a new tensor in it, gives a new signature)."""
-    fs = (ed.col_idx, ed.col_scale, ed.redist_idx, ed.redist_span, ed.redist_from, ed.redist_keep,
-          ed.head_uniform, ed.head_mean, ed.head_mean_on, ed.head_scale)
-    return (B, H, dev, ed.redist_rho, ed.redist_min_mass,
-            *[None if t is None else (id(t), t._version) for t in fs]), fs
+_EDIT_FIELDS = operator.attrgetter("col_idx", "col_scale", "redist_idx", "redist_span", "redist_from", "redist_keep",
+                                   "head_uniform", "head_mean", "head_mean_on", "head_scale")
 
 
 def _prepared_edits(ed: Optional[AttentionEdits], B: int, H: int, dev) -> _Edits:
     """``_Edits(ed, B, H, dev)``, built once per edit object: the seam hands the same ``AttentionEdits`` to every
     decode step of a sequence (ACT, Redistribute, HeadMask, HeadScale cache theirs), so the conversions,
-    deduplication and copies run once per sequence and layer, not once per call. Rebuilt when any field is
-    replaced or changed in place (tensor versions); the field tensors are held so their ids stay unique."""
+    deduplication and copies run once per sequence and layer, not once per call. Rebuilt when the shape, device or a
+    scalar changes, or any field is replaced (identity) or changed in place (tensor versions); the field tensors are
+    held so their identities stay unique."""
     if ed is None:
         return _NO_EDITS
-    sig, fs = _edits_signature(ed, B, H, dev)
-    key = id(ed)
-    hit = _PREPARED.get(key)
-    if hit is not None and hit[0]() is ed and hit[1] == sig:
-        return hit[3]
+    fs = _EDIT_FIELDS(ed)
+    scalars = (B, H, dev, ed.redist_rho, ed.redist_min_mass)
+    hit = _PREPARED.get(id(ed))
+    if hit is not None and hit[0]() is ed and hit[1] == scalars:
+        for a, b in zip(fs, hit[2]):
+            if a is not b:
+                break
+        else:
+            if tuple([t._version for t in fs if t is not None]) == hit[3]:
+                return hit[4]
     prepared = _Edits(ed, B, H, dev)
     if len(_PREPARED) >= _PREPARED_MAX:
         _PREPARED.clear()
-    _PREPARED[key] = (weakref.ref(ed, lambda _, k=key: _PREPARED.pop(k, None)), sig, fs, prepared)
+    key = id(ed)
+    _PREPARED[key] = (weakref.ref(ed, lambda _, k=key: _PREPARED.pop(k, None)), scalars, fs,
+                      tuple([t._version for t in fs if t is not None]), prepared)
     return prepared
 
 
@@ -233,7 +235,8 @@ _HEURISTICS: dict = {}
 _HEURISTIC_INPUTS = {
     "attention_fwd_kernel": (("lse", "ent", "spm", "snk", "redist_span", "col_idx", "head_uniform", "head_mean",
                               "head_scale", "kd"), ("SPAN_POST", "SEG", "NS", "C")),
-    "decode_fwd_kernel": (("col_idx", "plr", "ptm", "redist_span", "head_uniform", "n_keys"), ("C",)),
+    "decode_fwd_kernel": (("col_idx", "plr", "ptm", "redist_span", "head_uniform", "n_keys", "done", "lse",
+                           "head_mean", "head_scale"), ("C",)),
     "decode_combine_kernel": (("lse", "col_idx", "ptm", "redist_span", "head_uniform", "head_mean", "head_scale",
                                "n_keys"), ()),
     "received_fwd_kernel": (("qd", "ld"), ("KEYMAJOR", "NPOLY")),
@@ -349,6 +352,15 @@ def attention_validated(q: Tensor, k: Tensor, v: Tensor, **kw) -> AttentionResul
     else:
         res.extras.pop("key_start", None)
     return res
+
+
+@_on_q_device
+def decode_validated(q: Tensor, k: Tensor, v: Tensor, *, scale: float, key_start: Optional[Tensor] = None,
+                     window: Optional[int] = None, softcap: Optional[float] = None,
+                     edits: Optional[AttentionEdits] = None) -> AttentionResult:
+    """A decode step (q [B, H, 1, D]) ``unsupported_reason`` has accepted, without statistics: ``_decode_step`` under
+    q's device (the dispatcher's ``decode_attention``)."""
+    return _decode_step(q, k, v, scale=scale, key_start=key_start, window=window, softcap=softcap, edits=edits)
 
 
 @_on_q_device
@@ -587,6 +599,10 @@ def _sm_count(dev) -> int:
     return _SMS[key]
 
 
+# The decode combine runs inside the split kernel (its last program per (batch, kv head); one launch per step, the
+# default) or as its own launch (False; also opts "fused": False per call).
+FUSED_DECODE = True
+
 _DECODE_CFG: dict = {}
 # where decode_fwd_kernel takes the edited columns (VAR: and its span) out, in a key chunk that holds one (its
 # COL_MODE): "chunk" masks every key block of that chunk, "block" tests each block and masks only those that hold
@@ -646,7 +662,7 @@ class _DecodeShape:
     """How the decode kernels run at one (shape, edit, opts): tile, column mode, register cap, split rule and the
     partial buffers' layout -- everything of ``_decode`` that does not depend on the key count S."""
 
-    __slots__ = ("BS", "nw", "stages", "slots", "col_mode", "maxnreg", "side", "nsplit_opt", "bits", "B", "KV")
+    __slots__ = ("BS", "nw", "stages", "slots", "col_mode", "maxnreg", "side", "nsplit_opt", "bits", "B", "KV", "fused")
 
     def __init__(self, B: int, KV: int, D: int, itemsize: int, dev, ed: _Edits, opts: Optional[dict]):
         BS, nw, stages, slots = _decode_cfg(D, itemsize, dev)
@@ -661,6 +677,7 @@ class _DecodeShape:
         cols_out = bool(opts.get("cols_out", cols_out))
         self.maxnreg = opts.get("maxnreg", maxnreg)                    # tuning runs: a register cap (CTAs per SM)
         self.nsplit_opt = opts.get("nsplit")                           # tuning runs: a forced split count
+        self.fused = bool(opts.get("fused", FUSED_DECODE))             # the combine inside the split kernel
         self.BS, self.nw, self.stages, self.slots, self.col_mode, self.B, self.KV = BS, nw, stages, slots, col_mode, B, KV
         self.bits = col_mode == "bits" and ed.cols is not None
         # VAR targets, or ACT's columns (split / bits with cols_out: the combine then gathers none)
@@ -680,40 +697,44 @@ class _DecodeShape:
         return -(-S // chunk), chunk
 
 
-def _partials(n: int, D: int, act: bool, side: bool, dev) -> tuple:
+def _partials(n: int, D: int, act: bool, side: bool, dev, groups: int = 0) -> tuple:
     """The split kernel's partial buffers for n = B * H * nsplit rows, one allocation cut into views: po [n, D],
-    pm, pl [n], plr [n] (ACT, else None), po2 [n, D], ptm [n] (VAR targets or ACT's columns out, else None)."""
+    pm, pl [n], plr [n] (ACT, else None), po2 [n, D], ptm [n] (VAR targets or ACT's columns out, else None); and
+    the fused launch's done counters [groups] int32 zeros (groups = B * KV; 0: None, two launches)."""
     width = D + 2 + (1 if act else 0) + ((D + 1) if side else 0)
     part = _alloc(n * width, dtype=torch.float32, device=dev)
     views = part.split_with_sizes((n * D, n, n) + ((n,) if act else ()) + ((n * D, n) if side else ()))
-    return (views[0], views[1], views[2], views[3] if act else None) + ((views[-2], views[-1]) if side else (None, None))
+    done = torch.zeros(groups, dtype=torch.int32, device=dev) if groups else None
+    return (views[0], views[1], views[2], views[3] if act else None) + (
+        (views[-2], views[-1]) if side else (None, None)) + (done,)
 
 
 _PARTIAL_BUFS: dict = {}
 _PARTIAL_BUFS_MAX = 64
 
 
-def _step_partials(n: int, D: int, act: bool, side: bool, dev) -> tuple:
+def _step_partials(n: int, D: int, act: bool, side: bool, dev, groups: int = 0) -> tuple:
     """``_partials`` for a decode step of the dispatcher's lane, allocated once per (layout, device, current
     stream, thread) and reused by every later step and layer of that thread: each step's split kernel writes every
     row its combine kernel reads, and both run on the stream after the previous step's (stream order), so no step
-    sees another's partials (a thread of its own: another thread's split kernel could be queued between them).
+    sees another's partials (a thread of its own: another thread's split kernel could be queued between them). The
+    fused launch's done counters are back at zero after every launch, so they are reused the same way.
     Fresh (NaN-filled) buffers when ``POISON_OUTPUTS`` (the tests)."""
     if POISON_OUTPUTS:
-        return _partials(n, D, act, side, dev)
+        return _partials(n, D, act, side, dev, groups)
     stream = torch._C._cuda_getCurrentRawStream(dev.index) if dev.type == "cuda" else None
-    key = (n, D, act, side, dev, stream, threading.get_ident())
+    key = (n, D, act, side, groups, dev, stream, threading.get_ident())
     bufs = _PARTIAL_BUFS.get(key)
     if bufs is None:
         if len(_PARTIAL_BUFS) >= _PARTIAL_BUFS_MAX:
             _PARTIAL_BUFS.clear()
-        bufs = _PARTIAL_BUFS[key] = _partials(n, D, act, side, dev)
+        bufs = _PARTIAL_BUFS[key] = _partials(n, D, act, side, dev, groups)
     return bufs
 
 
 # The per-step arguments of the two decode launches (``launch.Launch``'s dynamic names); the rest of their
 # arguments are fixed for a (shape, edit, split count) -- see ``_decode_step``.
-_FWD_DYNAMIC = ("q", "k", "v", "po", "pm", "pl", "plr", "po2", "ptm", "key_start",
+_FWD_DYNAMIC = ("q", "k", "v", "po", "pm", "pl", "plr", "po2", "ptm", "key_start", "done", "o", "lse",
                 "s_qb", "s_qh", "s_kb", "s_kh", "s_ks", "s_vb", "s_vh", "s_vs", "S", "chunk")
 _COMBINE_DYNAMIC = ("po", "pm", "pl", "plr", "po2", "ptm", "o", "lse", "q", "k", "v", "key_start",
                     "s_qb", "s_qh", "s_kb", "s_kh", "s_ks", "s_vb", "s_vh", "s_vs", "s_ob", "s_oh", "S")
@@ -721,7 +742,8 @@ _COMBINE_DYNAMIC = ("po", "pm", "pl", "plr", "po2", "ptm", "o", "lse", "q", "k",
 
 def _decode(q, k, v, out, lse, key_start, ed: _Edits, common, opts: Optional[dict] = None,
             shape: Optional[_DecodeShape] = None, n_keys: Optional[Tensor] = None) -> list:
-    """Split-KV decode for T == 1: partials per key chunk, then one combine with the edit epilogue (two launches).
+    """Split-KV decode for T == 1: partials per key chunk, then one combine with the edit epilogue -- in the split
+    kernel's last program per (batch, kv head) (``FUSED_DECODE``, one launch) or as a second launch.
     lse [B, H, 1] or None; n_keys [B] int64 or None: each row's key count on the device (S = k's capacity)."""
     B, H, _, D = q.shape
     KV, S = k.shape[1], k.shape[2]
@@ -729,29 +751,34 @@ def _decode(q, k, v, out, lse, key_start, ed: _Edits, common, opts: Optional[dic
     sh = shape or _DecodeShape(B, KV, D, q.element_size(), q.device, ed, opts)
     BS = sh.BS
     nsplit, chunk = sh.split(S)
-    po, pm, pl, plr, po2, ptm = _partials(B * H * nsplit, D, ed.act, sh.side, q.device)
+    po, pm, pl, plr, po2, ptm, done = _partials(B * H * nsplit, D, ed.act, sh.side, q.device, B * KV if sh.fused else 0)
     sq, sk, sv, so = q.stride(), k.stride(), v.stride(), out.stride()
     strides = dict(s_qb=sq[0], s_qh=sq[1], s_kb=sk[0], s_kh=sk[1], s_ks=sk[2], s_vb=sv[0], s_vh=sv[1], s_vs=sv[2])
+    # the combine's own arguments (the fused split kernel takes them too; None / 0 there when it is not fused)
+    epilogue = dict(o=out, lse=lse, col_scale=ed.col_scale, redist_from=ed.frm, redist_keep=ed.keep,
+                    head_mean=ed.mean, head_mean_on=ed.mean_on, head_scale=ed.scale, s_ob=so[0], s_oh=so[2])
+    nsp = max(2, _pow2(nsplit))
     fwd = dict(
         q=q, k=k, v=v, po=po, pm=pm, pl=pl, plr=plr, po2=po2, ptm=ptm, key_start=key_start, n_keys=n_keys,
-        col_idx=ed.cols, head_uniform=ed.uniform, redist_span=ed.span,
-        S=S, chunk=chunk, NSPLIT=nsplit, H=H, KV=KV, G=G, D=D, BG=max(16, _pow2(G)),
-        BS=BS, C=ed.C, COL_MODE=DECODE_COL_MODES.index(sh.col_mode), num_warps=sh.nw, num_stages=sh.stages,
-        **strides, **common,
-    )
-    combine = dict(
-        po=po, pm=pm, pl=pl, plr=plr, po2=po2, ptm=ptm, o=out, lse=lse, q=q, k=k, v=v, key_start=key_start,
-        n_keys=n_keys, col_idx=ed.cols, col_scale=ed.col_scale, head_uniform=ed.uniform,
-        redist_span=ed.span, redist_from=ed.frm, redist_keep=ed.keep,
+        col_idx=ed.cols, head_uniform=ed.uniform, redist_span=ed.span, done=done,
         redist_rho=ed.rho, redist_min_mass=ed.min_mass,
-        head_mean=ed.mean, head_mean_on=ed.mean_on, head_scale=ed.scale,
-        s_ob=so[0], s_oh=so[2], S=S, NSPLIT=nsplit,
-        H=H, G=G, D=D, NSP=max(2, _pow2(nsplit)), C=ed.C, num_warps=4, **strides, **common,
+        S=S, chunk=chunk, NSPLIT=nsplit, H=H, KV=KV, G=G, D=D, BG=max(16, _pow2(G)),
+        BS=BS, C=ed.C, NSP=nsp if sh.fused else 2, COL_MODE=DECODE_COL_MODES.index(sh.col_mode), num_warps=sh.nw,
+        num_stages=sh.stages, **(epilogue if sh.fused else dict.fromkeys(epilogue, None) | {"s_ob": 0, "s_oh": 0}),
+        **strides, **common,
     )
     if sh.maxnreg and not INTERPRET:
         fwd["maxnreg"] = int(sh.maxnreg)
-    return [_launch("decode_fwd_kernel", (nsplit, B * KV), fwd),
-            _launch("decode_combine_kernel", (B * H,), combine)]
+    launches = [_launch("decode_fwd_kernel", (nsplit, B * KV), fwd)]
+    if not sh.fused:
+        combine = dict(
+            po=po, pm=pm, pl=pl, plr=plr, po2=po2, ptm=ptm, q=q, k=k, v=v, key_start=key_start,
+            n_keys=n_keys, col_idx=ed.cols, head_uniform=ed.uniform, redist_span=ed.span,
+            redist_rho=ed.rho, redist_min_mass=ed.min_mass, S=S, NSPLIT=nsplit,
+            H=H, G=G, D=D, NSP=nsp, C=ed.C, num_warps=4, **epilogue, **strides, **common,
+        )
+        launches.append(_launch("decode_combine_kernel", (B * H,), combine))
+    return launches
 
 
 # ---------------------------------------------------------------------------------------------
@@ -760,7 +787,8 @@ def _decode(q, k, v, out, lse, key_start, ed: _Edits, common, opts: Optional[dic
 # ---------------------------------------------------------------------------------------------
 class _DecodePlan:
     """The reusable part of a decode step at one (shape, edit object, dtype, device, window, softcap, scale, lse,
-    thread) key: the ``_DecodeShape`` and, per split count, the two ``launch.Launch`` objects and their grids (a
+    thread) key: the ``_DecodeShape`` and, per split count, the ``launch.Launch`` objects and their grids (one, fused;
+    or split + combine) (a
     ``Launch`` swaps a call's values into its own keyword dict: one per thread)."""
 
     __slots__ = ("ed", "shape", "launches")
@@ -798,16 +826,19 @@ def _decode_step(q: Tensor, k: Tensor, v: Tensor, *, scale: float, key_start: Op
     nsplit, chunk = sh.split(S)
     pair = plan_.launches.get(nsplit)
     if pair is None:                      # first step of this split count: the plan's own launches, kept
-        (ffn, fgrid, fkw), (cfn, cgrid, ckw) = _decode(q, k, v, out, lse_t, key_start, ed, common, None, sh)
-        pair = plan_.launches[nsplit] = (launch.Launch(ffn, fkw, _FWD_DYNAMIC), fgrid,
-                                         launch.Launch(cfn, ckw, _COMBINE_DYNAMIC), cgrid)
-        fvals, cvals = [tuple(kw[n] for n in names) for kw, names in ((fkw, _FWD_DYNAMIC), (ckw, _COMBINE_DYNAMIC))]
+        built = _decode(q, k, v, out, lse_t, key_start, ed, common, None, sh)
+        pair = plan_.launches[nsplit] = tuple((launch.Launch(fn, kw, names), grid)
+                                              for (fn, grid, kw), names in zip(built, (_FWD_DYNAMIC, _COMBINE_DYNAMIC)))
+        for (fn, grid, kw), names, (lau, _) in zip(built, (_FWD_DYNAMIC, _COMBINE_DYNAMIC), pair):
+            lau(grid, tuple(kw[n] for n in names))
+        return AttentionResult(out=out, lse=lse_t)
+    po, pm, pl, plr, po2, ptm, done = _step_partials(B * H * nsplit, D, ed.act, sh.side, dev, B * KV if sh.fused else 0)
+    st = (sq[0], sq[1], sk[0], sk[1], sk[2], sv[0], sv[1], sv[2])
+    if sh.fused:
+        (fwd, fgrid), = pair
+        fwd(fgrid, (q, k, v, po, pm, pl, plr, po2, ptm, key_start, done, out, lse_t) + st + (S, chunk))
     else:
-        po, pm, pl, plr, po2, ptm = _step_partials(B * H * nsplit, D, ed.act, sh.side, dev)
-        st = (sq[0], sq[1], sk[0], sk[1], sk[2], sv[0], sv[1], sv[2])
-        fvals = (q, k, v, po, pm, pl, plr, po2, ptm, key_start) + st + (S, chunk)
-        cvals = (po, pm, pl, plr, po2, ptm, out, lse_t, q, k, v, key_start) + st + (H * D, D, S)   # out [B, 1, H, D]
-    fwd, fgrid, comb, cgrid = pair
-    fwd(fgrid, fvals)
-    comb(cgrid, cvals)
+        (fwd, fgrid), (comb, cgrid) = pair
+        fwd(fgrid, (q, k, v, po, pm, pl, plr, po2, ptm, key_start, None, None, None) + st + (S, chunk))
+        comb(cgrid, (po, pm, pl, plr, po2, ptm, out, lse_t, q, k, v, key_start) + st + (H * D, D, S))  # out [B, 1, H, D]
     return AttentionResult(out=out, lse=lse_t)

@@ -30,7 +30,7 @@ from typing import NamedTuple, Optional, Protocol
 import torch
 from torch import Tensor
 
-from kernels.attention import AttentionEdits, AttentionResult, StatsRequest, attention, graph_op
+from kernels.attention import AttentionEdits, AttentionResult, StatsRequest, attention, decode_attention, graph_op
 from kernels.attention.api import NO_STATS
 
 from ..errors import ProbeError
@@ -672,8 +672,8 @@ def _kernel_decode(plan, call: AttentionCall, edits: AttentionEdits, attention_m
     """An eager ACT / VAR decode step of graph-safe hooks on the kernels (what the general path does with these
     hooks: no statistics, no received-mass pre-pass at T == 1, the edits already merged) -> out [B, 1, H, D]."""
     key_start = _mask_to_key_start(attention_mask, call.B, 1, call.S, call.window, call.query.device)
-    result = attention(call.query, call.key, call.value, scale=scale, key_start=key_start, window=call.window,
-                       softcap=softcap, edits=edits)
+    result = decode_attention(call.query, call.key, call.value, scale=scale, key_start=key_start, window=call.window,
+                              softcap=softcap, edits=edits)
     for fn in plan.after:
         fn(call, result)
     return result.out

@@ -83,8 +83,32 @@ def test_decode_host_path_makes_no_host_sync(kind):
             ks, vs = k[:, :, :S], v[:, :, :S]
             assert ka.fallback_reason(q, ks, vs, **kw) is None
             res, launches = tri.plan(q, ks, vs, **kw)
+            res2, two = tri.plan(q, ks, vs, **kw, opts={"fused": False})
     assert sum(counts.values()) == 0, counts
-    assert len(launches) == 2 and launches[0][1][0] >= 1 and launches[1][1] == (2 * 4,)   # split-KV, then combine
+    assert len(launches) == 1 and launches[0][1] == (3, 2 * 2)            # split-KV with the combine inside (B x KV)
+    assert len(two) == 2 and two[0][1][0] >= 2 and two[1][1] == (2 * 4,)  # split-KV, then combine (B x H)
+
+
+@pytest.mark.parametrize("kind", ["none", "act", "var", "heads"])
+def test_fused_decode_equals_two_launches(kind):
+    """The combine inside the split kernel (its last program per (batch, kv head)) gives the two-launch result bit for
+    bit -- output and lse, over several key splits -- and leaves its done counters at zero, so the next launch on
+    the same counters (the lane reuses them) is right too."""
+    tri = _tri()
+    q, k, v, kw = _step(kind, S=81)
+    kw["stats"] = StatsRequest(lse=True)
+    for S in (70, 81):
+        ks, vs = k[:, :, :S], v[:, :, :S]
+        res, launches = tri.plan(q, ks, vs, **kw)
+        assert len(launches) == 1 and launches[0][1][0] >= 3                 # several chunks: a real combine
+        done = launches[0][2]["done"]
+        tri._run(launches)
+        assert int(done.abs().sum()) == 0                                    # the counters are reset
+        tri._run(launches)                                                   # again, on the same counters
+        want, two = tri.plan(q, ks, vs, **kw, opts={"fused": False})
+        tri._run(two)
+        assert torch.equal(res.out, want.out), S
+        assert torch.equal(res.lse, want.lse), S
 
 
 def test_edits_prepared_once_and_rebuilt_on_change():
@@ -179,7 +203,7 @@ def test_decode_step_reused_partials_hold_nothing_over(kind, monkeypatch):
         monkeypatch.setattr(tri, "POISON_OUTPUTS", False)
         for bufs in tri._PARTIAL_BUFS.values():
             for b in bufs:
-                if b is not None:
+                if b is not None and b.is_floating_point():                  # (not the fused launch's counters)
                     b.fill_(float("nan"))
         got = tri._decode_step(q, k[:, :, :S], v[:, :, :S], **kw)
         monkeypatch.setattr(tri, "POISON_OUTPUTS", True)
@@ -214,3 +238,30 @@ def test_decode_step_state_is_per_thread():
     assert len(tri._DECODE_PLANS) == 2 and len({key[-1] for key in tri._DECODE_PLANS}) == 2
     assert len({key[-1] for key in tri._PARTIAL_BUFS}) == 2
     assert all(torch.equal(a, b) for a, b in zip(here, there))
+
+
+@pytest.mark.skipif(not CUDA, reason="the dispatcher sends only CUDA tensors to the kernels")
+@pytest.mark.parametrize("kind", ["none", "act", "var", "heads"])
+def test_decode_attention_checks_once_and_again_on_change(kind, monkeypatch):
+    """``decode_attention`` (the seam's eager decode entry) equals ``attention`` bit for bit step after step while the
+    dispatcher's check runs once per request; a field replaced by one the kernels refuse (17 ACT columns) is checked
+    again and goes to the reference, as ``attention`` would send it."""
+    import kernels.attention as ka
+    tri = _tri()
+    q, k, v, kw = _step(kind, S=81)
+    kw.pop("stats")
+    checks = []
+    real = tri.unsupported_reason
+    monkeypatch.setattr(tri, "unsupported_reason", lambda *a, **k_: checks.append(1) or real(*a, **k_))
+    ka._DECODE_OK.clear()
+    for S in (70, 71, 80):
+        got = ka.decode_attention(q, k[:, :, :S], v[:, :, :S], **kw)
+        want = ka.attention(q, k[:, :, :S], v[:, :, :S], **kw)
+        assert torch.equal(got.out, want.out), S
+    assert len(checks) == 1 + 3                                   # decode_attention once, attention every step
+    if kind == "act":
+        kw["edits"].col_idx = torch.arange(17, device=DEV).expand(2, 4, 17).contiguous()
+        got = ka.decode_attention(q, k[:, :, :81], v[:, :, :81], **kw)
+        want = ka.reference_attention(q, k[:, :, :81], v[:, :, :81], **kw)
+        assert torch.allclose(got.out.float(), want.out.float(), atol=1e-5)
+        assert len(checks) == 4 + 1

@@ -58,8 +58,9 @@ def test_the_key_separates_what_triton_specializes():
     assert {"o", "lse", "S", "s_ob"} <= set(fused._COMBINE_DYNAMIC)
 
 
+@pytest.mark.parametrize("fused_", [True, False])
 @pytest.mark.parametrize("kind", ["none", "act", "var"])
-def test_decode_launches_name_every_kernel_parameter(kind):
+def test_decode_launches_name_every_kernel_parameter(kind, fused_):
     """What the direct launch needs of the decode launches (``Launch._plain_params``, checked here from the kernels'
     Python signatures, as the interpreter has no ``JITFunction.params``): the keyword arguments name every
     parameter of the kernel, and every dynamic name is a non-constexpr parameter."""
@@ -77,7 +78,8 @@ def test_decode_launches_name_every_kernel_parameter(kind):
     prepared = fused._prepared_edits(ed, B, H, q.device)
     out = torch.empty(B, 1, H, D)
     launches = fused._decode(q.to(DEV), k.to(DEV), v.to(DEV), out.to(DEV), None, torch.zeros(B, dtype=torch.long,
-                             device=DEV), prepared, dict(scale=0.1, softcap=0.0, window=0))
+                             device=DEV), prepared, dict(scale=0.1, softcap=0.0, window=0), {"fused": fused_})
+    assert len(launches) == (1 if fused_ else 2)
     for (fn, _, kw), dynamic in zip(launches, (fused._FWD_DYNAMIC, fused._COMBINE_DYNAMIC)):
         py = fn
         while not inspect.isfunction(py):
