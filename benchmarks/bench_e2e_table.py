@@ -15,8 +15,9 @@ variants interleaved per repeat (a garbage collection before each timed run). ``
 (per sequence; the prefill included). Every timed run carries a stopping criterion that never stops and
 records the end of each step (``profile_decode.StepClock``, a few µs per step, in every variant, plain
 included): ``step_ms_median`` / ``step_ms_p10_p90`` are the decode steps alone (prefill excluded), over all
-runs; ``prefill_ms_median``: from the call to the first step's end (the prefill and the first token), over all
-runs; ``same_tokens_every_run``: every timed run produced the warm-up run's tokens.
+runs; ``x_slower_paired_median``: the median over repeats of this variant's wall over plain's in the same round (the
+runs interleave, so each pair shares the host's state of the moment); ``prefill_ms_median``: from the call to the
+first stopping-criterion call (the prefill's and the first token's host work: the GPU may still be busy) over all runs; ``same_tokens_every_run``: every timed run produced the warm-up run's tokens.
 ``syncs_per_step``: synchronising CUDA calls per decode step (torch.cuda.set_sync_debug_mode) over a
 short generate, minus nothing (HF's generate itself syncs once per step).
 
@@ -218,6 +219,9 @@ def part_gen(out: Out, handle, device: str, batches, prompt: int, new: int, repe
                 same_runs[v] = same_runs.get(v, True) and bool(torch.equal(o[:, prompt:].cpu(), tokens[v]))
         base = None
         for v in variants:
+            # per repeat, this variant's wall over plain's in the same round (the runs interleave, so a pair shares the
+            # host's state of the moment): robust to a host whose speed drifts between rounds
+            pairs = [a / b for a, b in zip(results[v] or [], results.get("plain") or [])]
             runs = sorted(results[v] or [])
             if not runs:
                 continue
@@ -228,6 +232,8 @@ def part_gen(out: Out, handle, device: str, batches, prompt: int, new: int, repe
                    "wall_s_runs": [round(x, 4) for x in runs], "tokens_per_s": round(tps, 2),
                    "tokens_per_s_all_rows": round(tps * B, 1),
                    "x_slower": round(base / tps, 3) if base else None,
+                   "x_slower_paired_median": round(sorted(pairs)[len(pairs) // 2], 3) if pairs else None,
+                   "x_slower_paired_runs": [round(x, 3) for x in pairs],
                    **_spread("step_ms", steps[v]),
                    **_spread("step_cpu_ms", cpu[v]),
                    **_spread("prefill_ms", prefill[v]),

@@ -4,7 +4,8 @@ Session 8's eager generate at batch 1 spent ~37 ms before the first decode step 
 ~51 ms with VAR (``benchmarks/results/e2e_gen_s8f_h200.json``: wall minus the decode steps). This times one
 prefill forward (the model of ``bench_e2e_table.llama``: random-init Llama-7B shape, 8 layers, bf16; a
 --prompt-token random prompt, batch 1) per variant of ``bench_e2e_table.interventions_for``, inside
-``intervene`` as ``generate`` would run it (a fresh sequence each call):
+``intervene`` (entered once per variant, outside the timed calls) as ``generate`` would run it (a fresh sequence
+each call; the last call's wall includes its synchronisation):
     wall_ms       median of --repeats synchronised calls (after one warm-up call)
     cpu_ms        the host thread's CPU time of the same calls (time.thread_time)
     syncs         synchronising CUDA calls of one call (torch.cuda.set_sync_debug_mode)
@@ -77,35 +78,37 @@ def main(argv=None) -> int:
         ivs = interventions_for(v, handle, args.prompt)
 
         def call():
-            with torch.no_grad(), _ctx(handle, ivs):
+            with torch.no_grad():
                 model(input_ids=ids, attention_mask=am, use_cache=True, logits_to_keep=1)
             sync()
 
-        call()
-        walls, cpus = [], []
-        for _ in range(args.repeats):
-            sync()
-            t, c = time.perf_counter(), time.thread_time()
+        with _ctx(handle, ivs):                  # entered once: the timed calls are the forwards alone
             call()
-            walls.append(1e3 * (time.perf_counter() - t))
-            cpus.append(1e3 * (time.thread_time() - c))
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            if dev == "cuda":
-                torch.cuda.set_sync_debug_mode("warn")
-            try:
+            walls, cpus = [], []
+            for _ in range(args.repeats):
+                sync()
+                t, c = time.perf_counter(), time.thread_time()
                 call()
-            finally:
+                walls.append(1e3 * (time.perf_counter() - t))
+                cpus.append(1e3 * (time.thread_time() - c))
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
                 if dev == "cuda":
-                    torch.cuda.set_sync_debug_mode("default")
-        syncs = sum("synchroniz" in str(w.message) for w in caught)
-        acts = [torch.profiler.ProfilerActivity.CUDA if dev == "cuda" else torch.profiler.ProfilerActivity.CPU]
-        with torch.profiler.profile(activities=acts) as prof:
-            call()
-        kms, top = _kernels(prof, args.top)
+                    torch.cuda.set_sync_debug_mode("warn")
+                try:
+                    call()
+                finally:
+                    if dev == "cuda":
+                        torch.cuda.set_sync_debug_mode("default")
+            syncs = sum("synchroniz" in str(w.message) for w in caught)
+            acts = [torch.profiler.ProfilerActivity.CUDA if dev == "cuda" else torch.profiler.ProfilerActivity.CPU]
+            with torch.profiler.profile(activities=acts) as prof:
+                call()
+            kms, top = _kernels(prof, args.top)
+            py = _python(call, args.top)
         row = {"variant": v, "wall_ms": round(statistics.median(walls), 3), "wall_ms_runs": [round(x, 3) for x in walls],
                "cpu_ms": round(statistics.median(cpus), 3), "syncs": syncs, "kernels_ms": kms, "top_kernels": top,
-               "top_python": _python(call, args.top)}
+               "top_python": py}
         doc["rows"].append(row)
         print(json.dumps({k: row[k] for k in ("variant", "wall_ms", "cpu_ms", "syncs", "kernels_ms")}), flush=True)
         for t_ in top[:6]:

@@ -144,8 +144,9 @@ class _ACTHook:
             scale = torch.full((call.B, call.H), self.act.beta, device=cols.device)      # [B, H]
             self._edits[call.layer] = AttentionEdits(col_idx=cols, col_scale=scale)
             rel = lambda x: torch.where(x >= 0, x - call.key_start.view(-1, *[1] * (x.dim() - 1)), x)  # noqa: E731
-            self.act.dropped[call.layer] = rel(dropped).cpu()
-            self.act.sinks[call.layer] = rel(cols).cpu()
+            both = torch.cat([rel(dropped).flatten(), rel(cols).flatten()]).cpu()   # one copy to the host, not two
+            self.act.dropped[call.layer] = both[:dropped.numel()].view(dropped.shape)
+            self.act.sinks[call.layer] = both[dropped.numel():].view(cols.shape)
         edits = self._edits.get(call.layer)
         if edits is None or edits.col_idx.shape[0] != call.B:
             raise ProbeError("ACT saw a decode step without its prompt",

@@ -139,6 +139,10 @@ class _RedistHook:
         self._edits: dict[int, AttentionEdits] = {}  # layer -> this sequence's edit
         self._plans: dict[int, SpanPlan] = {}        # layer -> this sequence's host integers (graph-mode decode)
         self._keeps: dict = {}                      # (layer, device) -> keep [H]
+        self._spans_rel: dict = {}                  # (spans, device) -> the spans [B, 2] relative to each row's first token
+        self._sequence: Optional[tuple] = None      # explicit sinks: (key, key_start, (idx, span, frm, found)) of the
+                                                    # latest prefill, shared by the layers of one forward
+        self._plan_memo: Optional[tuple] = None     # (idx, span, their SpanPlan): the latest one
 
     def residual_taps(self, handle, layers):
         """TapSet computing phi [B, T] from the residual stream entering each of ``layers``."""
@@ -158,8 +162,31 @@ class _RedistHook:
         return spans
 
     def _prefill(self, call) -> tuple:
+        """This sequence's (idx [B, C], span [B, 2], from [B]) at call's layer; records ``found_sinks``. Explicit sinks
+        give every layer of one forward the same state (same key_start tensor, S, B): the first hooked layer finds it
+        (its host reads), the others reuse it."""
+        ks = call.key_start
+        key = (id(ks), ks._version, call.S, call.B, call.device, tuple(map(tuple, self._spans(call.B))))
+        hit = self._sequence
+        if self.red.sink_keys != "auto" and hit is not None and hit[0] == key and hit[1] is ks:
+            idx, span, frm, found = hit[2]
+            self.red.found_sinks[call.layer] = [list(r) for r in found]
+            return idx, span, frm
+        idx, span, frm = self._find(call)
+        if self.red.sink_keys != "auto":
+            self._sequence = (key, ks, (idx, span, frm, [list(r) for r in self.red.found_sinks[call.layer]]))
+        return idx, span, frm
+
+    def _find(self, call) -> tuple:
         dev, ks = call.device, call.key_start
-        span = torch.tensor(self._spans(call.B), device=dev) + ks[:, None]         # [B, 2] absolute
+        spans = self._spans(call.B)
+        rel_key = (tuple(map(tuple, spans)), dev)                                 # the spans may change per input (VLM)
+        rel = self._spans_rel.get(rel_key)
+        if rel is None:
+            if len(self._spans_rel) > 64:
+                self._spans_rel.clear()
+            rel = self._spans_rel[rel_key] = torch.tensor(spans, device=dev)      # [B, 2]
+        span = rel + ks[:, None]                                                  # [B, 2] absolute
         if span.max() > call.S:
             raise ProbeError(f"Redistribute span {self.red.spans} runs past the prompt", "check the span positions")
         frm = span[:, 1].clone()                                                  # [B] rows after the span
@@ -196,7 +223,10 @@ class _RedistHook:
         use also its ``SpanPlan`` (the span's key range as host integers: one read here, none per decode step)."""
         idx, span, frm = self._state[layer] = state
         if self.graph_safe:
-            self._plans[layer] = span_plan(idx, span)
+            memo = self._plan_memo                       # the layers of one forward share idx / span (explicit sinks)
+            if memo is None or memo[0] is not idx or memo[1] is not span:
+                memo = self._plan_memo = (idx, span, span_plan(idx, span))
+            self._plans[layer] = memo[2]
         self._edits[layer] = AttentionEdits(redist_idx=idx, redist_span=span, redist_from=frm,
                                             redist_keep=self._keep(layer, idx.device),
                                             redist_rho=self.red.rho, redist_min_mass=self.red.min_mass)
