@@ -40,3 +40,20 @@ if os.path.exists(sys.argv[1]):
                   "cpu", r.get("step_cpu_ms_median"), "prefill", r.get("prefill_ms_median"), r.get("error", ""))
 PY
 fi
+# (appended) part "gen1": profile_prefill (plain / ACT / VAR) and part gen at batch 1 only with 8 repeats (paired ratios)
+if [ "$PART" = gen1 ]; then
+  timeout 100 python3 -m benchmarks.profile_prefill --variants plain,act,var --out "$OUT/prefill_profile_${TAG}_h200.json" \
+      > "$OUT/prefill_log.txt" 2>&1
+  echo "prefill rc=$? $(( $(date +%s) - T )) s"; grep '"variant"' "$OUT/prefill_log.txt"
+  timeout 200 python3 -m benchmarks.bench_e2e_table --out "$OUT/e2e_gen1_${TAG}_h200.json" --parts gen --budget 180 \
+      --repeats 8 --batches 1 --variants plain,seam_noop,headscale,headmask,act,var > "$OUT/e2e_gen_log.txt" 2>&1
+  echo "gen rc=$? $(( $(date +%s) - T )) s"
+  python3 - "$OUT/e2e_gen1_${TAG}_h200.json" <<'PY'
+import json, os, sys
+if os.path.exists(sys.argv[1]):
+    for r in json.load(open(sys.argv[1]))["rows"]:
+        if r.get("part") == "gen":
+            print(r.get("batch"), r["variant"], r.get("x_slower"), "paired", r.get("x_slower_paired_median"), r.get("x_slower_paired_runs"),
+                  "step", r.get("step_ms_median"), r.get("step_ms_p10_p90"), "prefill", r.get("prefill_ms_median"), r.get("error", ""))
+PY
+fi
