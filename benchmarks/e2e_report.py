@@ -90,7 +90,7 @@ def generate_table_s4(folder: Path) -> str:
 
 LABELS5 = {**LABELS, "seam_noop": "seam active, no edit (HeadScale α=1: no layer hooked)"}
 # What code each session-5 device file measured (main's commit when the call started; from the call times).
-CODE = {PROFILE: "4b80f29", "e2e_gen_window1_h200.json": "4b80f29", GEN: "d39a368"}
+CODE = {PROFILE: "4b80f29", "e2e_gen_window1_h200.json": "4b80f29", GEN: "d39a368"}   # (+ GEN8 / GEN9 below)
 # session 6: generate (eager) and the static cache with CUDA graphs in one call per file
 GEN6 = {"e2e_gen_s6_h200.json": "fcc9f08"}
 CODE.update(GEN6)
@@ -437,15 +437,22 @@ def host_gen_table(folder: Path, name: str) -> str:
     over plain's, the step's wall ms (median, 10th-90th percentile), the host thread's CPU ms per step (wall = CPU:
     the step is host work, not the host waiting) and the scheduler's involuntary switches per step."""
     gen = _gen_rows(_load(folder, name))
+    paired = any("x_slower_paired_median" in r for r in gen.values())
     rows = []
     for (B, v), r in sorted(gen.items(), key=lambda kv: (kv[0][0], list(LABELS5).index(kv[0][1]))):
         p = gen.get((B, "plain"), {}).get("step_ms_median")
         lo, hi = r["step_ms_p10_p90"]
-        rows.append([f"{B}", LABELS5[v], f"{r['x_slower']:.3f}", f"{r['step_ms_median'] / p:.3f}" if p else "–",
-                     f"{r['step_ms_median']:.2f} ({lo:.2f}–{hi:.2f})", f"{r['step_cpu_ms_median']:.2f}",
-                     f"{r['preempted_per_step']:.2f}"])
-    return _md(["batch", "variant", "× plain, tokens/s (median of 4 runs)", "× plain, median step",
-                "decode ms / step (p10–p90)", "host thread CPU ms / step", "involuntary switches / step"], rows) + \
+        pr = r.get("x_slower_paired_runs") or []
+        rows.append([f"{B}", LABELS5[v], f"{r['x_slower']:.3f}"] +
+                    ([f"{r['x_slower_paired_median']:.3f} ({min(pr):.3f}–{max(pr):.3f})" if pr else "–"] if paired else [])
+                    + [f"{r['step_ms_median'] / p:.3f}" if p else "–",
+                       f"{r['step_ms_median']:.2f} ({lo:.2f}–{hi:.2f})", f"{r['step_cpu_ms_median']:.2f}",
+                       f"{r['preempted_per_step']:.2f}"])
+    n = len(next(iter(gen.values()))["wall_s_runs"])
+    return _md(["batch", "variant", f"× plain, tokens/s (median of {n} runs)"] +
+               (["× plain, per round (median; range)"] if paired else []) +
+               ["× plain, median step", "decode ms / step (p10–p90)", "host thread CPU ms / step",
+                "involuntary switches / step"], rows) + \
         f"\n(`benchmarks/results/{name}`, code at {CODE[name]}; eager `generate`, dynamic cache.)\n"
 
 
@@ -471,6 +478,62 @@ def seam_host_table(folder: Path, name: str = "seam_host_h200.json") -> str:
                "every Python call, and calls of unhooked layers fall in the same profile):\n\n" + \
                _md(["function", "own µs per hooked call", "calls per hooked call"], tops)
     return out + f"\n(`benchmarks/results/{name}`; {doc['meta'].get('device')}, torch {doc['meta'].get('torch')}.)\n"
+
+
+# session 9: the decode combine inside the split kernel (one launch) and the seam's decode entry (decode_attention)
+GEN9 = {"e2e_gen_s9_h200.json": "2f9716d", "e2e_gen1_s9_h200.json": "8154225"}
+STAGES9 = ("seam_stages_s9_before_h200.json", "seam_stages_s9_h200.json")      # before (29256dc), after (8cd88c3)
+LAUNCH9 = ("decode_launch_s9_before_h200.json", "decode_launch_s9_h200.json")
+PREFILL9 = ("prefill_profile_s9_h200.json", "prefill_profile2_s9_h200.json")   # intervene inside / outside the timing
+CODE.update(GEN9)
+
+
+def stages_table(folder: Path, names: tuple = STAGES9) -> str:
+    """Inclusive host µs per hooked decode call, per stage (benchmarks/profile_seam_host.py --stages), before and
+    after session 9's change, for ACT and VAR (each stage's wrapper adds ~0.5 µs to every stage around it)."""
+    docs = [_load(folder, n) for n in names]
+    by = [{r["variant"]: r for r in d["rows"]} for d in docs]
+    rows = []
+    for v in ("act", "var"):
+        st = [b.get(v, {}).get("stages", {}).get("us_per_hooked_call", {}) for b in by]
+        med = [b.get(v, {}).get("calls", {}).get("hooked layer", {}).get("median_us") for b in by]
+        rows.append([LABELS5[v], "hooked decode call, untimed (median)"] + [f"{m:.1f}" if m else "–" for m in med])
+        for stage in dict.fromkeys(list(st[0]) + list(st[1])):
+            rows.append(["", f"`{stage}`"] + [f"{x[stage]:.1f}" if stage in x else "–" for x in st])
+    for v in ("headscale",):
+        med = [b.get(v, {}).get("calls", {}).get("hooked layer", {}).get("median_us") for b in by]
+        rows.append([LABELS5[v], "hooked decode call, untimed (median): SDPA + the scale"] +
+                    [f"{m:.1f}" if m else "–" for m in med])
+    return _md(["variant", "stage (inclusive µs per hooked decode call)", "before (29256dc)", "after (8cd88c3)"], rows) + \
+        f"\n(`benchmarks/results/{names[0]}`, `{names[1]}`; {docs[1]['meta'].get('device')}; eager generate, batch 1, " \
+        "4,096-token prompt; `seam.decode_attention` replaced `seam.attention` and `fused.decode_validated` " \
+        "`fused.attention_validated` on this path.)\n"
+
+
+def launch_table9(folder: Path, names: tuple = LAUNCH9) -> str:
+    """Host µs of one decode call of the Triton kernels (benchmarks/bench_launch.py), before and after the fused launch."""
+    docs = [{r["case"]: r for r in _load(folder, n)["rows"]} for n in names]
+    rows = [[c] + [f"{d[c][k]:.1f}" for d in docs for k in ("step_direct_us",)] +
+            [f"{docs[0][c]['step_direct_us'] / docs[1][c]['step_direct_us']:.2f}×"] for c in docs[1]]
+    return _md(["case (Llama-7B attention shape, S = 4,096)", "two launches (29256dc), µs", "one launch (8cd88c3), µs",
+                "before / after"], rows) + \
+        f"\n(`benchmarks/results/{names[0]}`, `{names[1]}`: `fused._decode_step` with the direct launch, median of 5 " \
+        "loops of 200 calls; the two files come from two calls of the same session, whose host speed differs.)\n"
+
+
+def prefill_table(folder: Path, names: tuple = PREFILL9) -> str:
+    """One prefill forward per variant (benchmarks/profile_prefill.py): wall, host CPU, syncs, CUDA kernel time."""
+    rows = []
+    for n in names:
+        if not (Path(folder) / n).exists():
+            continue
+        for r in _load(folder, n)["rows"]:
+            rows.append([f"`{n}`", LABELS5[r["variant"]], f"{r['wall_ms']:.1f}", f"{r['cpu_ms']:.1f}", f"{r['syncs']}",
+                         f"{r['kernels_ms']:.1f}"])
+    return _md(["file", "variant", "wall ms (median of 5)", "host CPU ms", "synchronising calls", "CUDA kernel ms"], rows) \
+        + "\n(Random-init Llama-7B shape, 8 layers, bf16, a 4,096-token prompt, batch 1. The first file timed " \
+          "`intervene`'s entry and exit with each forward (HeadScale on every head installs 256 hooks), the second " \
+          "the forwards alone.)\n"
 
 
 # session 7: one layer's graph-mode step (benchmarks/bench_graph_decode.py): file -> code
@@ -601,7 +664,13 @@ def tables(folder: Path = RESULTS) -> dict:
                                   **{f"e2e-generate-s8-{i}": host_gen_table(folder, n)
                                      for i, n in enumerate(GEN8, 1) if (Path(folder) / n).exists()},
                                   **({"seam-host-s8": seam_host_table(folder)}
-                                     if (Path(folder) / "seam_host_h200.json").exists() else {})},
+                                     if (Path(folder) / "seam_host_h200.json").exists() else {}),
+                                  **{f"e2e-generate-s9-{i}": host_gen_table(folder, n)
+                                     for i, n in enumerate(GEN9, 1) if (Path(folder) / n).exists()},
+                                  **({"seam-stages-s9": stages_table(folder), "decode-launch-s9": launch_table9(folder)}
+                                     if all((Path(folder) / n).exists() for n in STAGES9 + LAUNCH9) else {}),
+                                  **({"prefill-profile-s9": prefill_table(folder)}
+                                     if (Path(folder) / PREFILL9[0]).exists() else {})},
         "README.md": {"e2e-headline": headline(folder)},
     }
 

@@ -500,3 +500,23 @@ def test_graph_mode_decode_tests_no_method_for_truth(tiny, name, monkeypatch):
 
     monkeypatch.setattr(sc, "generic_bool", strict)
     test_static_cache_decode_compiles_to_one_graph_with_graph_safe_edits(tiny, name, monkeypatch)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="host syncs are a CUDA matter")
+@pytest.mark.parametrize("heads", [(1,), (2, 3), (0, 3)])
+def test_uniform_decode_makes_no_host_sync(heads):
+    """A uniform-head decode step never waits for the device (an index list copied to the GPU would: session 9's
+    eager HeadMask steps made 4 such syncs each), with its KV heads a run (slices) or not (the whole cache)."""
+    H, KV, S, D = 4, 2, 40, 16
+    g = torch.Generator().manual_seed(1)
+    value = torch.randn(2, KV, S, D, generator=g).cuda()
+    out = torch.randn(2, 1, H, D, generator=g).cuda()
+    on = torch.tensor([h in heads for h in range(H)]).cuda()
+    want = seam._uniform_decode(out.clone(), value, None, on, None)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        got = seam._uniform_decode(out.clone(), value, None, on, heads)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    torch.testing.assert_close(got, want)

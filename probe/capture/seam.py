@@ -327,15 +327,20 @@ def _uniform_decode(out: Tensor, value: Tensor, vis: Optional[Tensor], on: Tenso
                     ) -> Tensor:
     """Uniform heads of one decode step on SDPA's output: out [B, 1, H, D] gets, for the heads in ``on`` [H]
     bool, the mean of the visible values (value [B, KV, S, D], vis [B, S] or None = every key); in place.
-    ``heads``: the same heads as host integers (``AttentionEdits.uniform_heads``), so only their KV heads' values
-    are read (one masked head reads 1 / KV of the cache instead of all of it)."""
+    ``heads``: the same heads as host integers (``AttentionEdits.uniform_heads``): when their KV heads form one run,
+    only those KV heads' values are read (one masked head reads 1 / KV of the cache instead of all of it)."""
     KV = value.shape[1]
     H = out.shape[2]
-    if heads:
-        kv = sorted({h // (H // KV) for h in heads})
-        pos = [kv.index(h // (H // KV)) for h in heads]
-        mean = _mean_values(value[:, kv], vis)                                            # [B, len(kv), 1, D]
-        out[:, :, list(heads)] = mean[:, pos].transpose(1, 2).to(out.dtype)                # [B, 1, len(heads), D]
+    G = H // KV
+    kv = sorted({h // G for h in heads}) if heads else None
+    if kv and kv[-1] - kv[0] + 1 == len(kv):
+        # a run of KV heads (one masked head: one KV head), read by slices: no index tensor (whose copy to the
+        # device would wait for it) and no host read; other KV head sets take the whole cache below
+        k0, k1 = kv[0], kv[-1] + 1
+        mean = _mean_values(value[:, k0:k1], vis).repeat_interleave(G, dim=1)             # [B, (k1 - k0) G, 1, D]
+        mean = mean.transpose(1, 2).to(out.dtype)                                          # [B, 1, (k1 - k0) G, D]
+        part = out[:, :, k0 * G:k1 * G]
+        part.copy_(torch.where(on.to(out.device)[k0 * G:k1 * G][None, None, :, None], mean, part))
         return out
     mean = _mean_values(value, vis)                                                        # [B, KV, 1, D]
     if H != KV:
