@@ -394,7 +394,10 @@ def _launch_inputs(q: Tensor, k: Tensor, v: Tensor, key_start: Optional[Tensor],
     if v.stride(-1) != 1:
         v = v.contiguous()
     B, S = q.shape[0], k.shape[2]
-    key_start = _zeros_i64(B, q.device) if key_start is None else key_start.to(q.device).long().contiguous()
+    if key_start is None:
+        key_start = _zeros_i64(B, q.device)
+    elif key_start.dtype is not torch.int64 or key_start.device != q.device or not key_start.is_contiguous():
+        key_start = key_start.to(q.device).long().contiguous()
     win = int(window) if window is not None and int(window) < S else 0
     return q, k, v, key_start, dict(scale=float(scale), softcap=float(softcap) if softcap else 0.0, window=win)
 

@@ -202,12 +202,31 @@ def guard(g: dict, name: str, val) -> tuple:
     return g, name, obj, _Full(val)
 
 
+_INT_KEYS: dict = {}        # (int, flags, backend) -> nsi's key: strides repeat across steps and layers
+_INT_KEYS_MAX = 4096
+
+
 def spec_key(values: tuple, flags: tuple, nsi, backend) -> list:
     """Per value what Triton specializes it on: a tensor by (dtype, 16-byte aligned data pointer) -- Triton's
     base tensor specialization (type from dtype and const-ness, "D" when aligned) or finer -- None as None (Triton:
-    a constexpr None) and anything else by Triton's own ``nsi(backend, value, is_const, specialize, align)``."""
-    return [(v.dtype, not v.data_ptr() % 16) if isinstance(v, Tensor) else (
-            None if v is None else nsi(backend, v, c, s, a)) for v, (c, s, a) in zip(values, flags)]
+    a constexpr None) and anything else by Triton's own ``nsi(backend, value, is_const, specialize, align)``, which
+    for a Python int is remembered per (value, flags, backend) (a pure function of them)."""
+    out = []
+    for v, f in zip(values, flags):
+        if v is None:
+            out.append(None)
+        elif v.__class__ is int:
+            k = _INT_KEYS.get((v, f, backend))
+            if k is None:
+                if len(_INT_KEYS) >= _INT_KEYS_MAX:
+                    _INT_KEYS.clear()
+                k = _INT_KEYS[(v, f, backend)] = nsi(backend, v, *f)
+            out.append(k)
+        elif isinstance(v, Tensor):
+            out.append((v.dtype, not v.data_ptr() % 16))
+        else:
+            out.append(nsi(backend, v, *f))
+    return out
 
 
 def guards_hold(guards: tuple) -> bool:
