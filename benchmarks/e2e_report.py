@@ -443,14 +443,16 @@ def host_gen_table(folder: Path, name: str) -> str:
         p = gen.get((B, "plain"), {}).get("step_ms_median")
         lo, hi = r["step_ms_p10_p90"]
         pr = r.get("x_slower_paired_runs") or []
+        fast = gen.get((B, "plain"), {}).get("wall_s_runs")
         rows.append([f"{B}", LABELS5[v], f"{r['x_slower']:.3f}"] +
+                    ([f"{min(r['wall_s_runs']) / min(fast):.3f}" if fast else "–"] if paired else []) +
                     ([f"{r['x_slower_paired_median']:.3f} ({min(pr):.3f}–{max(pr):.3f})" if pr else "–"] if paired else [])
                     + [f"{r['step_ms_median'] / p:.3f}" if p else "–",
                        f"{r['step_ms_median']:.2f} ({lo:.2f}–{hi:.2f})", f"{r['step_cpu_ms_median']:.2f}",
                        f"{r['preempted_per_step']:.2f}"])
     n = len(next(iter(gen.values()))["wall_s_runs"])
     return _md(["batch", "variant", f"× plain, tokens/s (median of {n} runs)"] +
-               (["× plain, per round (median; range)"] if paired else []) +
+               (["× plain, fastest run over plain's fastest", "× plain, per round (median; range)"] if paired else []) +
                ["× plain, median step", "decode ms / step (p10–p90)", "host thread CPU ms / step",
                 "involuntary switches / step"], rows) + \
         f"\n(`benchmarks/results/{name}`, code at {CODE[name]}; eager `generate`, dynamic cache.)\n"
@@ -481,7 +483,11 @@ def seam_host_table(folder: Path, name: str = "seam_host_h200.json") -> str:
 
 
 # session 9: the decode combine inside the split kernel (one launch) and the seam's decode entry (decode_attention)
-GEN9 = {"e2e_gen_s9_h200.json": "2f9716d", "e2e_gen1_s9_h200.json": "8154225"}
+GEN9 = {"e2e_gen_s9_h200.json": "2f9716d", "e2e_gen_s9b_h200.json": "8154225", "e2e_gen1_s9_h200.json": "8154225",
+        "e2e_gen_s9f_b1_h200.json": "0c2d16c", "e2e_gen_s9f_b16_h200.json": "0c2d16c"}
+STATIC9 = {"e2e_static_s9f_h200.json": "0c2d16c"}
+CODE.update(STATIC9)
+HEADLINE_GEN = ("e2e_gen_s9f_b1_h200.json", "e2e_gen_s9f_b16_h200.json")     # the README's eager rows (merged)
 STAGES9 = ("seam_stages_s9_before_h200.json", "seam_stages_s9_h200.json")      # before (29256dc), after (8cd88c3)
 LAUNCH9 = ("decode_launch_s9_before_h200.json", "decode_launch_s9_h200.json")
 PREFILL9 = ("prefill_profile_s9_h200.json", "prefill_profile2_s9_h200.json")   # intervene inside / outside the timing
@@ -591,10 +597,14 @@ def headline(folder: Path) -> str:
         others = "; ".join(others)
         parts.append(f"sink capture of one {n:,}-token prompt on {NAMES[model]}: probe {_short(cap[(model, n, 'native')])}"
                      + (f" ({others})" if others else ""))
-    latest = next((n for n in reversed(list(GEN6) + list(GEN7) + ["e2e_gen_s8f_h200.json"])   # (s8: batch 1 and 16)
-                   if (Path(folder) / n).exists()), None)
+    final9 = all((Path(folder) / n).exists() for n in HEADLINE_GEN)
+    latest = HEADLINE_GEN[0] if final9 else next(
+        (n for n in reversed(list(GEN6) + list(GEN7) + ["e2e_gen_s8f_h200.json"])   # (s8: batch 1 and 16)
+         if (Path(folder) / n).exists()), None)
     if latest:             # session 6: eager and static (CUDA graphs) decode ms per step vs plain, one call
         gen = _gen_rows(_load(folder, latest))
+        if final9:         # session 9: batch 1 and batch 16 in two files of one call
+            gen.update(_gen_rows(_load(folder, HEADLINE_GEN[1])))
         short = lambda v: LABELS5[v].split(' (')[0].split(':')[0].split(',')[0]  # noqa: E731
         spans = []
         for B in (1, 16):
@@ -603,7 +613,8 @@ def headline(folder: Path) -> str:
             if x:
                 spans.append(f"eager, batch {B}: " + ", ".join(f"{short(v)} {r:.2f}×" for v, r in x.items()))
         st = {r["variant"]: r for r in _load(folder, latest)["rows"] if r.get("part") == "static" and r.get("step_ms_median")}
-        s7 = next((n for n in reversed(list(STATIC7) + list(STATIC8)) if (Path(folder) / n).exists()), None)
+        s7 = next((n for n in reversed(list(STATIC7) + list(STATIC8) + list(STATIC9)) if (Path(folder) / n).exists()),
+                  None)
         if "plain" in st and gen.get((1, "plain"), {}).get("step_ms_median") and not s7:
             fast = gen[(1, "plain")]["step_ms_median"] / st["plain"]["step_ms_median"]
             spans.append(f"static cache + CUDA graphs, batch 1 (plain {fast:.1f}× faster than eager): " + ", ".join(
@@ -667,6 +678,8 @@ def tables(folder: Path = RESULTS) -> dict:
                                      if (Path(folder) / "seam_host_h200.json").exists() else {}),
                                   **{f"e2e-generate-s9-{i}": host_gen_table(folder, n)
                                      for i, n in enumerate(GEN9, 1) if (Path(folder) / n).exists()},
+                                  **{f"e2e-static-s9-{i}": static_table_s7(folder, n)
+                                     for i, n in enumerate(STATIC9, 1) if (Path(folder) / n).exists()},
                                   **({"seam-stages-s9": stages_table(folder), "decode-launch-s9": launch_table9(folder)}
                                      if all((Path(folder) / n).exists() for n in STAGES9 + LAUNCH9) else {}),
                                   **({"prefill-profile-s9": prefill_table(folder)}

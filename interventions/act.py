@@ -51,20 +51,46 @@ def sink_columns(received_mean: Tensor, key_start: Tensor, threshold: Union[floa
         col_idx [B, H, C] int64: absolute positions of S' (sinks minus the first), -1 padded, C >= 1;
         dropped [B, H] int64: absolute position of the dropped first sink (-1 = no sink).
     """
+    col_idx, dropped, _ = sink_columns_logged(received_mean, key_start, threshold, heads_on)
+    return col_idx, dropped
+
+
+_LOG_COLS = 16     # sink columns per head read back with the count in the same transfer (more: a second one)
+
+
+def sink_columns_logged(received_mean: Tensor, key_start: Tensor, threshold: Union[float, Tensor], heads_on: Tensor
+                        ) -> tuple[Tensor, Tensor, tuple[Tensor, Tensor]]:
+    """``sink_columns`` plus its result on the host for the log, relative to each row's first real key (-1 kept):
+    (col_idx, dropped, (dropped_rel [B, H], cols_rel [B, H, C]) on the CPU), with one device-to-host transfer (the
+    column count C, the dropped sinks and the first 16 columns per head together), where reading C and then the
+    log took two, and a scalar threshold compared as a Python number (a tensor made from it is a host-to-device
+    copy that waits for the device)."""
     B, H, S = received_mean.shape
-    thr = torch.as_tensor(threshold, dtype=received_mean.dtype, device=received_mean.device)
-    thr = thr.view(-1, 1, 1) if thr.dim() else thr
-    j = torch.arange(S, device=received_mean.device)
+    dev = received_mean.device
+    if isinstance(threshold, Tensor) and threshold.dim():
+        thr = threshold.to(device=dev, dtype=received_mean.dtype).view(-1, 1, 1)     # [B, 1, 1]
+    else:
+        thr = float(threshold)
+    j = torch.arange(S, device=dev)
     sink = (received_mean > thr) & (j[None, None, :] >= key_start[:, None, None])   # [B, H, S]
     has = sink.any(-1)                                                               # [B, H]
     first = sink.float().argmax(-1)                                                  # [B, H]
     dropped = torch.where(has, first, torch.full_like(first, -1))
-    rest = sink & (j[None, None, :] != first[..., None]) & heads_on.view(1, H, 1)    # [B, H, S]
-    C = max(1, int(rest.sum(-1).max()))
+    rest = sink & (j[None, None, :] != first[..., None]) & heads_on.to(dev).view(1, H, 1)   # [B, H, S]
     order = torch.where(rest, j.expand(B, H, S), torch.full_like(rest, S, dtype=torch.long))
-    col_idx = order.sort(-1).values[..., :C]                                         # [B, H, C]
+    ranked = order.sort(-1).values                                                   # [B, H, S], S = unused
+    K = min(S, _LOG_COLS)
+    ks = key_start.to(torch.long)
+    pack = torch.cat([rest.sum(-1).max().view(1).long(), ks, dropped.flatten(), ranked[..., :K].flatten()]).cpu()
+    C = max(1, int(pack[0]))
+    col_idx = ranked[..., :C]                                                        # [B, H, C]
     col_idx = torch.where(col_idx >= S, torch.full_like(col_idx, -1), col_idx)
-    return col_idx, dropped
+    ks_h = pack[1:1 + B]
+    dropped_h = pack[1 + B:1 + B + B * H].view(B, H)
+    cols_h = pack[1 + B + B * H:].view(B, H, K)[..., :C] if C <= K else col_idx.cpu()
+    cols_h = torch.where(cols_h >= S, torch.full_like(cols_h, -1), cols_h)
+    rel = lambda x: torch.where(x >= 0, x - ks_h.view(-1, *[1] * (x.dim() - 1)), x)  # noqa: E731
+    return col_idx, dropped, (rel(dropped_h), rel(cols_h))
 
 
 class ACT(Intervention):
@@ -130,6 +156,15 @@ class _ACTHook:
         self.act = act
         self.table = table                      # [L, H] bool
         self._edits: dict[int, AttentionEdits] = {}   # layer -> col_idx [B, H, C] (absolute positions), col_scale [B, H]
+        self._on: dict = {}                     # (layer, device) -> the layer's row of table on that device
+
+    def _heads_on(self, call) -> Tensor:
+        """[H] bool: the calibrated heads of call's layer, on its device (copied there once per layer and device)."""
+        key = (call.layer, call.device)
+        on = self._on.get(key)
+        if on is None:
+            on = self._on[key] = self.table[call.layer].to(call.device)
+        return on
 
     def needs_received(self, call) -> bool:
         return call.T == call.S                 # a new sequence: find the sinks on its prompt
@@ -140,13 +175,11 @@ class _ACTHook:
             thr = self.act.threshold
             if self.act.alpha is not None:
                 thr = self.act.alpha / (call.S - call.key_start).clamp_min(1).to(s.dtype)  # [B]
-            cols, dropped = sink_columns(s, call.key_start, thr, self.table[call.layer].to(s.device))
+            cols, dropped, (dropped_h, cols_h) = sink_columns_logged(s, call.key_start, thr, self._heads_on(call))
             scale = torch.full((call.B, call.H), self.act.beta, device=cols.device)      # [B, H]
             self._edits[call.layer] = AttentionEdits(col_idx=cols, col_scale=scale)
-            rel = lambda x: torch.where(x >= 0, x - call.key_start.view(-1, *[1] * (x.dim() - 1)), x)  # noqa: E731
-            both = torch.cat([rel(dropped).flatten(), rel(cols).flatten()]).cpu()   # one copy to the host, not two
-            self.act.dropped[call.layer] = both[:dropped.numel()].view(dropped.shape)
-            self.act.sinks[call.layer] = both[dropped.numel():].view(cols.shape)
+            self.act.dropped[call.layer] = dropped_h
+            self.act.sinks[call.layer] = cols_h
         edits = self._edits.get(call.layer)
         if edits is None or edits.col_idx.shape[0] != call.B:
             raise ProbeError("ACT saw a decode step without its prompt",
