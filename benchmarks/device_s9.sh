@@ -16,6 +16,16 @@ TAG=${TAG:-s9}
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,memory.used --format=csv,noheader 2>/dev/null
 T=$(date +%s)
+show() {     # the gen rows of a result file, one line each
+python3 - "$1" <<'PY'
+import json, os, sys
+if os.path.exists(sys.argv[1]):
+    for r in json.load(open(sys.argv[1]))["rows"]:
+        if r.get("part") == "gen":
+            print(r.get("batch"), r["variant"], r.get("x_slower"), "paired", r.get("x_slower_paired_median"), "step",
+                  r.get("step_ms_median"), r.get("step_ms_p10_p90"), "prefill", r.get("prefill_ms_median"), r.get("error", ""))
+PY
+}
 if [ "$PART" = host ]; then
   PYTEST_N=${PYTEST_N-6}
   python3 -c "import xdist" 2>/dev/null || PYTEST_N=""
@@ -27,20 +37,14 @@ if [ "$PART" = host ]; then
   timeout 90 python3 -m benchmarks.profile_seam_host --stages --variants headscale,act,var \
       --out "$OUT/seam_stages_${TAG}_h200.json" > "$OUT/stages_log.txt" 2>&1
   echo "stages rc=$? $(( $(date +%s) - T )) s"; grep -v USDT "$OUT/stages_log.txt" | cut -c1-900 | tail -3
-else
+elif [ "$PART" = gen ]; then
   timeout 215 python3 -m benchmarks.bench_e2e_table --out "$OUT/e2e_gen_${TAG}_h200.json" --parts gen --budget 195 \
       --repeats 4 --batches 1,16 --variants plain,seam_noop,headscale,headmask,act,var > "$OUT/e2e_gen_log.txt" 2>&1
   echo "gen rc=$? $(( $(date +%s) - T )) s"
-  python3 - "$OUT/e2e_gen_${TAG}_h200.json" <<'PY'
-import json, os, sys
-if os.path.exists(sys.argv[1]):
-    for r in json.load(open(sys.argv[1]))["rows"]:
-        if r.get("part") == "gen":
-            print(r.get("batch"), r["variant"], r.get("x_slower"), "step", r.get("step_ms_median"), r.get("step_ms_p10_p90"),
-                  "cpu", r.get("step_cpu_ms_median"), "prefill", r.get("prefill_ms_median"), r.get("error", ""))
-PY
+  show "$OUT/e2e_gen_${TAG}_h200.json"
 fi
-# (appended) part "gen1": profile_prefill (plain / ACT / VAR) and part gen at batch 1 only with 8 repeats (paired ratios)
+# part "gen1": profile_prefill (plain / ACT / VAR) and part gen at batch 1 only with 8 repeats (paired ratios). (Its
+# first run, the call behind e2e_gen1_s9_h200.json, also ran part gen first: the branch above was a plain "else" then.)
 if [ "$PART" = gen1 ]; then
   timeout 100 python3 -m benchmarks.profile_prefill --variants plain,act,var --out "$OUT/prefill_profile_${TAG}_h200.json" \
       > "$OUT/prefill_log.txt" 2>&1
@@ -48,12 +52,5 @@ if [ "$PART" = gen1 ]; then
   timeout 200 python3 -m benchmarks.bench_e2e_table --out "$OUT/e2e_gen1_${TAG}_h200.json" --parts gen --budget 180 \
       --repeats 8 --batches 1 --variants plain,seam_noop,headscale,headmask,act,var > "$OUT/e2e_gen_log.txt" 2>&1
   echo "gen rc=$? $(( $(date +%s) - T )) s"
-  python3 - "$OUT/e2e_gen1_${TAG}_h200.json" <<'PY'
-import json, os, sys
-if os.path.exists(sys.argv[1]):
-    for r in json.load(open(sys.argv[1]))["rows"]:
-        if r.get("part") == "gen":
-            print(r.get("batch"), r["variant"], r.get("x_slower"), "paired", r.get("x_slower_paired_median"), r.get("x_slower_paired_runs"),
-                  "step", r.get("step_ms_median"), r.get("step_ms_p10_p90"), "prefill", r.get("prefill_ms_median"), r.get("error", ""))
-PY
+  show "$OUT/e2e_gen1_${TAG}_h200.json"
 fi

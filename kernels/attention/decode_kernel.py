@@ -205,22 +205,30 @@ def _interior_end(b_cols, nb, sp0, sp1, j_hi, BS: tl.constexpr):
     return tl.where(nb >= sp0, tl.maximum(end, nb), nb)
 
 
-@triton.heuristics({
+# the switches both decode kernels read from which optional arguments are given (the split kernel's epilogue ones
+# matter only when it is FUSED)
+_FLAGS = {
     "USE_WINDOW": lambda a: a["window"] > 0,
     "USE_SOFTCAP": lambda a: a["softcap"] > 0,
     "USE_COLS": lambda a: a["col_idx"] is not None,
-    "USE_LR": lambda a: a["plr"] is not None,
     "USE_VAR": lambda a: a["redist_span"] is not None,
     "USE_UNIFORM": lambda a: a["head_uniform"] is not None,
     "USE_NKEYS": lambda a: a["n_keys"] is not None,
-    "COLS_OUT": lambda a: a["col_idx"] is not None and a["redist_span"] is None and a["ptm"] is not None,
+    "STORE_LSE": lambda a: a["lse"] is not None,
+    "USE_HMEAN": lambda a: a["head_mean"] is not None,
+    "USE_HSCALE": lambda a: a["head_scale"] is not None,
+}
+_cols_out = lambda a: a["col_idx"] is not None and a["redist_span"] is None and a["ptm"] is not None  # noqa: E731
+
+
+@triton.heuristics({
+    **_FLAGS,
+    "USE_LR": lambda a: a["plr"] is not None,
+    "COLS_OUT": _cols_out,
     "CP": lambda a: max(2, triton.next_power_of_2(max(a["C"], 1))),
     "PREC": precision,
     "UPCAST": lambda a: INTERPRET,
     "FUSED": lambda a: a["done"] is not None,
-    "STORE_LSE": lambda a: a["lse"] is not None,
-    "USE_HMEAN": lambda a: a["head_mean"] is not None,
-    "USE_HSCALE": lambda a: a["head_scale"] is not None,
 })
 @triton.jit
 def decode_fwd_kernel(
@@ -532,21 +540,7 @@ def _combine_head(
         tl.store(lse + i_bh, tl.where(ok, (m_all + tl.log2(l_all)) * LN2, float("-inf")))
 
 
-_COMBINE_HEURISTICS = {
-    "STORE_LSE": lambda a: a["lse"] is not None,
-    "USE_WINDOW": lambda a: a["window"] > 0,
-    "USE_SOFTCAP": lambda a: a["softcap"] > 0,
-    "USE_COLS": lambda a: a["col_idx"] is not None,
-    "USE_VAR": lambda a: a["redist_span"] is not None,
-    "USE_UNIFORM": lambda a: a["head_uniform"] is not None,
-    "USE_HMEAN": lambda a: a["head_mean"] is not None,
-    "USE_HSCALE": lambda a: a["head_scale"] is not None,
-    "USE_NKEYS": lambda a: a["n_keys"] is not None,
-    "COLS_DONE": lambda a: a["col_idx"] is not None and a["redist_span"] is None and a["ptm"] is not None,
-}
-
-
-@triton.heuristics(_COMBINE_HEURISTICS)
+@triton.heuristics({**_FLAGS, "COLS_DONE": _cols_out})
 @triton.jit
 def decode_combine_kernel(
     po, pm, pl, plr, po2, ptm, o, lse, q, k, v, key_start, n_keys, col_idx, col_scale, head_uniform,
