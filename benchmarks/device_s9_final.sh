@@ -38,7 +38,7 @@ if [ "$PART" = static ]; then
   show "$OUT/e2e_static_s9f_h200.json"
 else
   timeout 150 python3 -m benchmarks.bench_e2e_table --out "$OUT/e2e_gen_s9f_b1_h200.json" --parts gen --budget 135 \
-      --repeats 12 --batches 1 --variants plain,seam_noop,headscale,headmask,act,var > "$OUT/e2e_gen_b1_log.txt" 2>&1
+      --repeats 10 --batches 1 --variants plain,seam_noop,headscale,headmask,act,var > "$OUT/e2e_gen_b1_log.txt" 2>&1
   echo "gen b1 rc=$? $(( $(date +%s) - T )) s"
   show "$OUT/e2e_gen_s9f_b1_h200.json"
   timeout 100 python3 -m benchmarks.bench_e2e_table --out "$OUT/e2e_gen_s9f_b16_h200.json" --parts gen --budget 90 \

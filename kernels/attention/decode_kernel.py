@@ -14,9 +14,12 @@ the prefill epilogue does (no 1 - m cancellation). With FUSED the split kernel r
 """
 from __future__ import annotations
 
+import sys
+
 import triton
 import triton.language as tl
 
+from . import jit_utils
 from .jit_utils import INTERPRET, LN2, NEG, dot, precision, scores2
 
 
@@ -203,6 +206,118 @@ def _interior_end(b_cols, nb, sp0, sp1, j_hi, BS: tl.constexpr):
     c_next = tl.min(tl.min(tl.where(b_cols >= nb, b_cols, big), 1), 0) // BS * BS   # the next block with a column
     end = tl.minimum(tl.minimum(sp1 // BS * BS, c_next), j_hi)
     return tl.where(nb >= sp0, tl.maximum(end, nb), nb)
+
+
+@triton.jit
+def _part(ptr, mask, other, CG: tl.constexpr):
+    """A load of the split kernel's partials; CG (the fused tail): through L2 only (.cg), never a stale L1 line, since
+    other programs of the same launch wrote them."""
+    if CG:
+        return tl.load(ptr, mask=mask, other=other, cache_modifier=".cg")
+    else:
+        return tl.load(ptr, mask=mask, other=other)
+
+
+@triton.jit
+def _combine_head(
+    i_b, i_h, po, pm, pl, plr, po2, ptm, o, lse, q, k, v, key_start, n_keys, col_idx, col_scale, head_uniform,
+    redist_span, redist_from, redist_keep, redist_rho, redist_min_mass, head_mean, head_mean_on, head_scale,
+    s_ob, s_oh, s_qb, s_qh, s_kb, s_kh, s_ks, s_vb, s_vh, s_vs,
+    scale, softcap, window, S, NSPLIT,
+    H: tl.constexpr, G: tl.constexpr, D: tl.constexpr, NSP: tl.constexpr, C: tl.constexpr,
+    STORE_LSE: tl.constexpr, USE_WINDOW: tl.constexpr, USE_SOFTCAP: tl.constexpr, USE_COLS: tl.constexpr,
+    USE_VAR: tl.constexpr, USE_UNIFORM: tl.constexpr, USE_HMEAN: tl.constexpr, USE_HSCALE: tl.constexpr,
+    USE_NKEYS: tl.constexpr, COLS_DONE: tl.constexpr, CG: tl.constexpr,
+):
+    """o[b, 0, h] [D] (and lse[b, h]) of one (batch b, head h) from its NSPLIT partials, with the edit epilogue of the
+    prefill kernel (n_keys: as in ``decode_fwd_kernel``). COLS_DONE (ACT): the columns' mass and P.V come in ptm / po2
+    from the split kernel instead of gathers here. CG: the partials are read through L2 only (``_part``)."""
+    i_bh = i_b * H + i_h
+    o_n = tl.arange(0, NSP)                                                   # [NSP]
+    o_d = tl.arange(0, D)                                                     # [D]
+    m_n = o_n < NSPLIT
+    b_m = _part(pm + i_bh * NSPLIT + o_n, m_n, NEG, CG)                       # [NSP]
+    b_l = _part(pl + i_bh * NSPLIT + o_n, m_n, 0.0, CG)                       # [NSP]
+    o_pd = (i_bh * NSPLIT + o_n)[:, None] * D + o_d[None, :]                  # [NSP, D]
+    b_po = _part(po + o_pd, m_n[:, None], 0.0, CG)                            # [NSP, D]
+    m_all = tl.max(b_m, 0)
+    b_w = tl.exp2(b_m - m_all)                                                # [NSP]
+    l_all = tl.sum(b_l * b_w, 0)
+    ks = tl.load(key_start + i_b).to(tl.int32)
+    pos = S - 1
+    if USE_NKEYS:
+        pos = tl.minimum(tl.load(n_keys + i_b).to(tl.int32), S) - 1            # the query's position (see fwd)
+    ok = pos >= ks
+    l_all = tl.where(ok, l_all, 1.0)
+    b_acc = tl.sum(b_po * b_w[:, None], 0)                                    # [D]
+    b_o = b_acc / l_all                                                       # [D]
+    if COLS_DONE:
+        b_mc = tl.sum(_part(ptm + i_bh * NSPLIT + o_n, m_n, 0.0, CG) * b_w, 0) / l_all       # column mass
+        b_oc = tl.sum(_part(po2 + o_pd, m_n[:, None], 0.0, CG) * b_w[:, None], 0) / l_all  # [D]
+        beta = tl.load(col_scale + i_bh).to(tl.float32)
+        b_lr = _part(plr + i_bh * NSPLIT + o_n, m_n, 0.0, CG)                 # [NSP]
+        l_rest = tl.sum(b_lr * b_w, 0)
+        ed = l_rest > 0
+        b_rest = b_acc / tl.where(ed, l_rest, 1.0)                            # [D]
+        b_o = tl.where(ed, (1.0 - beta * b_mc) * b_rest + beta * b_oc, b_o + b_oc)
+    elif USE_COLS:
+        i_kh = i_h // G
+        b_q = tl.load(q + i_b * s_qb + i_h * s_qh + o_d).to(tl.float32)       # [D]
+        p_k = k + i_b * s_kb + i_kh * s_kh
+        p_v = v + i_b * s_vb + i_kh * s_vh
+        uni = False
+        if USE_UNIFORM:
+            uni = tl.load(head_uniform + i_h) != 0
+        sp0, sp1 = 0, 0
+        if USE_VAR:
+            sp0 = tl.load(redist_span + i_b * 2).to(tl.int32)
+            sp1 = tl.load(redist_span + i_b * 2 + 1).to(tl.int32)
+        b_mc = tl.sum(tl.zeros([D], tl.float32), 0)                           # column mass
+        b_msi = tl.sum(tl.zeros([D], tl.float32), 0)                          # VAR: sink mass in the span
+        b_oc = tl.zeros([D], tl.float32)                                      # [D] sum of p_c v_c
+        for c in tl.static_range(C):
+            idx = tl.load(col_idx + i_bh * C + c).to(tl.int32)
+            vis = (idx >= 0) & (idx >= ks) & (idx <= pos)
+            if USE_WINDOW:
+                vis = vis & ((pos - idx) < window)
+            # a column out of sight reads the query's own key instead (p_c = 0): a static cache's slots past the
+            # query hold anything, NaN included, and 0 * NaN would reach the output
+            idx_s = tl.where(vis, idx, tl.maximum(pos, 0))
+            b_kc = tl.load(p_k + idx_s * s_ks + o_d).to(tl.float32)          # [D]
+            s_c = scores2(tl.sum(b_q * b_kc, 0), scale, softcap, uni, USE_SOFTCAP, USE_UNIFORM)
+            p_c = tl.where(vis, tl.exp2(s_c - m_all) / l_all, 0.0)
+            b_vc = tl.load(p_v + idx_s * s_vs + o_d).to(tl.float32)          # [D]
+            b_mc += p_c
+            b_oc += p_c * b_vc
+            if USE_VAR:
+                b_msi += tl.where((idx >= sp0) & (idx < sp1), p_c, 0.0)
+        if USE_VAR:
+            keep = tl.load(redist_keep + i_h).to(tl.float32)
+            r_from = tl.load(redist_from + i_b).to(tl.int32)
+            b_tm = _part(ptm + i_bh * NSPLIT + o_n, m_n, 0.0, CG)             # [NSP]
+            b_acc2 = tl.sum(_part(po2 + o_pd, m_n[:, None], 0.0, CG) * b_w[:, None], 0)  # [D]
+            den = tl.sum(b_tm * b_w, 0) / l_all                               # target mass
+            mass = den + b_msi                                                # span mass
+            sel = (pos >= r_from) & (b_msi / (mass + 1e-6) <= redist_rho) & (mass >= redist_min_mass)
+            sel = sel & (den > 0) & (keep < 1.0)
+            gain = (1.0 - keep) * b_mc / tl.where(sel, den, 1.0)
+            b_o = tl.where(sel, b_o + keep * b_oc + gain * (b_acc2 / l_all), b_o + b_oc)
+        else:
+            beta = tl.load(col_scale + i_bh).to(tl.float32)
+            b_lr = _part(plr + i_bh * NSPLIT + o_n, m_n, 0.0, CG)             # [NSP]
+            l_rest = tl.sum(b_lr * b_w, 0)
+            ed = l_rest > 0
+            b_rest = b_acc / tl.where(ed, l_rest, 1.0)                        # [D]
+            b_o = tl.where(ed, (1.0 - beta * b_mc) * b_rest + beta * b_oc, b_o + b_oc)
+    b_o = tl.where(ok, b_o, 0.0)
+    if USE_HMEAN:
+        on = tl.load(head_mean_on + i_h) != 0
+        b_o = tl.where(ok & on, tl.load(head_mean + i_h * D + o_d).to(tl.float32), b_o)
+    if USE_HSCALE:
+        b_o = b_o * tl.load(head_scale + i_h).to(tl.float32)
+    tl.store(o + i_b * s_ob + i_h * s_oh + o_d, b_o.to(o.dtype.element_ty))
+    if STORE_LSE:
+        tl.store(lse + i_bh, tl.where(ok, (m_all + tl.log2(l_all)) * LN2, float("-inf")))
 
 
 # the switches both decode kernels read from which optional arguments are given (the split kernel's epilogue ones
@@ -428,118 +543,6 @@ def decode_fwd_kernel(
             tl.store(done + i_bk, 0)                                          # ready for the next launch
 
 
-@triton.jit
-def _part(ptr, mask, other, CG: tl.constexpr):
-    """A load of the split kernel's partials; CG (the fused tail): through L2 only (.cg), never a stale L1 line, since
-    other programs of the same launch wrote them."""
-    if CG:
-        return tl.load(ptr, mask=mask, other=other, cache_modifier=".cg")
-    else:
-        return tl.load(ptr, mask=mask, other=other)
-
-
-@triton.jit
-def _combine_head(
-    i_b, i_h, po, pm, pl, plr, po2, ptm, o, lse, q, k, v, key_start, n_keys, col_idx, col_scale, head_uniform,
-    redist_span, redist_from, redist_keep, redist_rho, redist_min_mass, head_mean, head_mean_on, head_scale,
-    s_ob, s_oh, s_qb, s_qh, s_kb, s_kh, s_ks, s_vb, s_vh, s_vs,
-    scale, softcap, window, S, NSPLIT,
-    H: tl.constexpr, G: tl.constexpr, D: tl.constexpr, NSP: tl.constexpr, C: tl.constexpr,
-    STORE_LSE: tl.constexpr, USE_WINDOW: tl.constexpr, USE_SOFTCAP: tl.constexpr, USE_COLS: tl.constexpr,
-    USE_VAR: tl.constexpr, USE_UNIFORM: tl.constexpr, USE_HMEAN: tl.constexpr, USE_HSCALE: tl.constexpr,
-    USE_NKEYS: tl.constexpr, COLS_DONE: tl.constexpr, CG: tl.constexpr,
-):
-    """o[b, 0, h] [D] (and lse[b, h]) of one (batch b, head h) from its NSPLIT partials, with the edit epilogue of the
-    prefill kernel (n_keys: as in ``decode_fwd_kernel``). COLS_DONE (ACT): the columns' mass and P.V come in ptm / po2
-    from the split kernel instead of gathers here. CG: the partials are read through L2 only (``_part``)."""
-    i_bh = i_b * H + i_h
-    o_n = tl.arange(0, NSP)                                                   # [NSP]
-    o_d = tl.arange(0, D)                                                     # [D]
-    m_n = o_n < NSPLIT
-    b_m = _part(pm + i_bh * NSPLIT + o_n, m_n, NEG, CG)                       # [NSP]
-    b_l = _part(pl + i_bh * NSPLIT + o_n, m_n, 0.0, CG)                       # [NSP]
-    o_pd = (i_bh * NSPLIT + o_n)[:, None] * D + o_d[None, :]                  # [NSP, D]
-    b_po = _part(po + o_pd, m_n[:, None], 0.0, CG)                            # [NSP, D]
-    m_all = tl.max(b_m, 0)
-    b_w = tl.exp2(b_m - m_all)                                                # [NSP]
-    l_all = tl.sum(b_l * b_w, 0)
-    ks = tl.load(key_start + i_b).to(tl.int32)
-    pos = S - 1
-    if USE_NKEYS:
-        pos = tl.minimum(tl.load(n_keys + i_b).to(tl.int32), S) - 1            # the query's position (see fwd)
-    ok = pos >= ks
-    l_all = tl.where(ok, l_all, 1.0)
-    b_acc = tl.sum(b_po * b_w[:, None], 0)                                    # [D]
-    b_o = b_acc / l_all                                                       # [D]
-    if COLS_DONE:
-        b_mc = tl.sum(_part(ptm + i_bh * NSPLIT + o_n, m_n, 0.0, CG) * b_w, 0) / l_all       # column mass
-        b_oc = tl.sum(_part(po2 + o_pd, m_n[:, None], 0.0, CG) * b_w[:, None], 0) / l_all  # [D]
-        beta = tl.load(col_scale + i_bh).to(tl.float32)
-        b_lr = _part(plr + i_bh * NSPLIT + o_n, m_n, 0.0, CG)                 # [NSP]
-        l_rest = tl.sum(b_lr * b_w, 0)
-        ed = l_rest > 0
-        b_rest = b_acc / tl.where(ed, l_rest, 1.0)                            # [D]
-        b_o = tl.where(ed, (1.0 - beta * b_mc) * b_rest + beta * b_oc, b_o + b_oc)
-    elif USE_COLS:
-        i_kh = i_h // G
-        b_q = tl.load(q + i_b * s_qb + i_h * s_qh + o_d).to(tl.float32)       # [D]
-        p_k = k + i_b * s_kb + i_kh * s_kh
-        p_v = v + i_b * s_vb + i_kh * s_vh
-        uni = False
-        if USE_UNIFORM:
-            uni = tl.load(head_uniform + i_h) != 0
-        sp0, sp1 = 0, 0
-        if USE_VAR:
-            sp0 = tl.load(redist_span + i_b * 2).to(tl.int32)
-            sp1 = tl.load(redist_span + i_b * 2 + 1).to(tl.int32)
-        b_mc = tl.sum(tl.zeros([D], tl.float32), 0)                           # column mass
-        b_msi = tl.sum(tl.zeros([D], tl.float32), 0)                          # VAR: sink mass in the span
-        b_oc = tl.zeros([D], tl.float32)                                      # [D] sum of p_c v_c
-        for c in tl.static_range(C):
-            idx = tl.load(col_idx + i_bh * C + c).to(tl.int32)
-            vis = (idx >= 0) & (idx >= ks) & (idx <= pos)
-            if USE_WINDOW:
-                vis = vis & ((pos - idx) < window)
-            # a column out of sight reads the query's own key instead (p_c = 0): a static cache's slots past the
-            # query hold anything, NaN included, and 0 * NaN would reach the output
-            idx_s = tl.where(vis, idx, tl.maximum(pos, 0))
-            b_kc = tl.load(p_k + idx_s * s_ks + o_d).to(tl.float32)          # [D]
-            s_c = scores2(tl.sum(b_q * b_kc, 0), scale, softcap, uni, USE_SOFTCAP, USE_UNIFORM)
-            p_c = tl.where(vis, tl.exp2(s_c - m_all) / l_all, 0.0)
-            b_vc = tl.load(p_v + idx_s * s_vs + o_d).to(tl.float32)          # [D]
-            b_mc += p_c
-            b_oc += p_c * b_vc
-            if USE_VAR:
-                b_msi += tl.where((idx >= sp0) & (idx < sp1), p_c, 0.0)
-        if USE_VAR:
-            keep = tl.load(redist_keep + i_h).to(tl.float32)
-            r_from = tl.load(redist_from + i_b).to(tl.int32)
-            b_tm = _part(ptm + i_bh * NSPLIT + o_n, m_n, 0.0, CG)             # [NSP]
-            b_acc2 = tl.sum(_part(po2 + o_pd, m_n[:, None], 0.0, CG) * b_w[:, None], 0)  # [D]
-            den = tl.sum(b_tm * b_w, 0) / l_all                               # target mass
-            mass = den + b_msi                                                # span mass
-            sel = (pos >= r_from) & (b_msi / (mass + 1e-6) <= redist_rho) & (mass >= redist_min_mass)
-            sel = sel & (den > 0) & (keep < 1.0)
-            gain = (1.0 - keep) * b_mc / tl.where(sel, den, 1.0)
-            b_o = tl.where(sel, b_o + keep * b_oc + gain * (b_acc2 / l_all), b_o + b_oc)
-        else:
-            beta = tl.load(col_scale + i_bh).to(tl.float32)
-            b_lr = _part(plr + i_bh * NSPLIT + o_n, m_n, 0.0, CG)             # [NSP]
-            l_rest = tl.sum(b_lr * b_w, 0)
-            ed = l_rest > 0
-            b_rest = b_acc / tl.where(ed, l_rest, 1.0)                        # [D]
-            b_o = tl.where(ed, (1.0 - beta * b_mc) * b_rest + beta * b_oc, b_o + b_oc)
-    b_o = tl.where(ok, b_o, 0.0)
-    if USE_HMEAN:
-        on = tl.load(head_mean_on + i_h) != 0
-        b_o = tl.where(ok & on, tl.load(head_mean + i_h * D + o_d).to(tl.float32), b_o)
-    if USE_HSCALE:
-        b_o = b_o * tl.load(head_scale + i_h).to(tl.float32)
-    tl.store(o + i_b * s_ob + i_h * s_oh + o_d, b_o.to(o.dtype.element_ty))
-    if STORE_LSE:
-        tl.store(lse + i_bh, tl.where(ok, (m_all + tl.log2(l_all)) * LN2, float("-inf")))
-
-
 @triton.heuristics({**_FLAGS, "COLS_DONE": _cols_out})
 @triton.jit
 def decode_combine_kernel(
@@ -560,3 +563,8 @@ def decode_combine_kernel(
                   s_ob, s_oh, s_qb, s_qh, s_kb, s_kh, s_ks, s_vb, s_vh, s_vs, scale, softcap, window, S, NSPLIT,
                   H, G, D, NSP, C, STORE_LSE, USE_WINDOW, USE_SOFTCAP, USE_COLS, USE_VAR, USE_UNIFORM, USE_HMEAN,
                   USE_HSCALE, USE_NKEYS, COLS_DONE, False)
+
+
+# cache keys in a fixed order at import (jit_utils.stable_cache_keys: Triton 3.6 keys depend on hashing order; the
+# split kernel and the combine kernel share _combine_head, so whichever a process hashed first set its key)
+jit_utils.stable_cache_keys(jit_utils, sys.modules[__name__])
