@@ -484,8 +484,8 @@ def seam_host_table(folder: Path, name: str = "seam_host_h200.json") -> str:
 
 # session 9: the decode combine inside the split kernel (one launch) and the seam's decode entry (decode_attention)
 GEN9 = {"e2e_gen_s9_h200.json": "2f9716d", "e2e_gen_s9b_h200.json": "8154225", "e2e_gen1_s9_h200.json": "8154225",
-        "e2e_gen_s9f_b1_h200.json": "0c2d16c", "e2e_gen_s9f_b16_h200.json": "0c2d16c"}
-STATIC9 = {"e2e_static_s9f_h200.json": "0c2d16c"}
+        "e2e_gen_s9f_b1_h200.json": "b90618b", "e2e_gen_s9f_b16_h200.json": "b90618b"}
+STATIC9 = {"e2e_static_s9f_h200.json": "b90618b"}
 CODE.update(STATIC9)
 HEADLINE_GEN = ("e2e_gen_s9f_b1_h200.json", "e2e_gen_s9f_b16_h200.json")     # the README's eager rows (merged)
 STAGES9 = ("seam_stages_s9_before_h200.json", "seam_stages_s9_h200.json")      # before (29256dc), after (8cd88c3)
@@ -633,8 +633,9 @@ def headline(folder: Path) -> str:
         if spans:
             parts.append("a `generate` decode step inside `intervene` (4,096-token prompt, random-init Llama-7B shape, "
                          "8 layers) takes, relative to the plain model's: " + "; ".join(spans)
-                         + f" (eager: `{latest}`; other calls, per-layer GPU times and the noise of these steps in "
-                           "BENCHMARKS.md)")
+                         + (f" (eager: `{HEADLINE_GEN[0]}` / `{HEADLINE_GEN[1]}`, on a host whose speed drifted "
+                            "between runs all that session; " if final9 else f" (eager: `{latest}`; ")
+                         + "other calls, per-layer GPU times and the noise of these steps in BENCHMARKS.md)")
         return ("On one H200 (wall time / peak memory over the weights): " + "; ".join(parts)
                 + ". Tables: `kernels/BENCHMARKS.md`, end-to-end section.\n")
     if not parts:
