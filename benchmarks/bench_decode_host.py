@@ -2,8 +2,9 @@
 
 A tiny random-init 8-layer Llama (fp32, H = KV = 4, head_dim 64), batch 1, a 48-token prompt, greedy
 ``generate`` inside ``intervene`` with ACT (layers 2..6, every head) or VAR (sink key 0 -> span [1, 32),
-layers 2..6). The seam's kernel calls take the CUDA branch of ``kernels.attention.attention`` (what runs on
-the GPU: validation, the Triton host module, its launch plan) with the two decode kernels replaced by sinks
+layers 2..6). The seam's kernel calls take the CUDA branch of ``kernels.attention.attention`` (session 9 on:
+of ``kernels.attention.decode_attention``, ``decode_lane``; what runs on the GPU: validation, the Triton host
+module, its launch plan) with the two decode kernels replaced by sinks
 (``bench_host_path._Sink``: a launch returns at once) under TRITON_INTERPRET=1; prefills go to the PyTorch
 reference (real sink sets). So the numbers are everything the seam, the hooks and ``kernels/attention/fused.py``
 do on the host per decode step before Triton's launcher; Triton's own launcher (``JITFunction.run`` or the
@@ -97,7 +98,14 @@ def main(argv=None) -> int:
         assert why is None, why
         return ka._KERNELS[0].attention_validated(q, k, v, **kw)
 
+    def cuda_decode(q, k, v, **kw):            # kernels.attention.decode_attention's CUDA branch (session 9 on)
+        if q.shape[2] > 1:
+            return ka.reference_attention(q, k, v, **kw)
+        return ka.decode_lane(q, k, v, **kw)
+
     seam.attention = cuda_branch
+    if hasattr(seam, "decode_attention"):      # the seam's eager ACT / VAR decode entry since session 9
+        seam.decode_attention = cuda_decode
     timed: list = []
     captured: list = []
     inner = seam.probe_attention

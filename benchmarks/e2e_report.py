@@ -494,6 +494,17 @@ PREFILL9 = ("prefill_profile_s9_h200.json", "prefill_profile2_s9_h200.json")   #
 CODE.update(GEN9)
 
 
+HOST9 = "decode_host_cpu_s9.json"     # benchmarks/bench_decode_host.py on the CPU: 29256dc ("before") vs this session
+
+
+def decode_host_table(folder: Path, name: str = HOST9) -> str:
+    """``bench_decode_host.table`` of session 9's CPU run (the seam's host path up to Triton's launcher)."""
+    from benchmarks.bench_decode_host import table
+    doc = _load(folder, name)
+    return table(doc) + f"\n\n(`benchmarks/results/{name}`: before = {doc['meta']['before'].get('commit', '')[:7]}, " \
+        f"after = {doc['meta']['after'].get('commit', '')[:7]}; {doc['meta']['after'].get('machine', '')}.)\n"
+
+
 def stages_table(folder: Path, names: tuple = STAGES9) -> str:
     """Inclusive host µs per hooked decode call, per stage (benchmarks/profile_seam_host.py --stages), before and
     after session 9's change, for ACT and VAR (each stage's wrapper adds ~0.5 µs to every stage around it)."""
@@ -684,7 +695,9 @@ def tables(folder: Path = RESULTS) -> dict:
                                   **({"seam-stages-s9": stages_table(folder), "decode-launch-s9": launch_table9(folder)}
                                      if all((Path(folder) / n).exists() for n in STAGES9 + LAUNCH9) else {}),
                                   **({"prefill-profile-s9": prefill_table(folder)}
-                                     if (Path(folder) / PREFILL9[0]).exists() else {})},
+                                     if (Path(folder) / PREFILL9[0]).exists() else {}),
+                                  **({"decode-host-s9": decode_host_table(folder)}
+                                     if (Path(folder) / HOST9).exists() else {})},
         "README.md": {"e2e-headline": headline(folder)},
     }
 
