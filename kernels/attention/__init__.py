@@ -83,7 +83,8 @@ def decode_attention(q, k, v, *, scale: float, key_start=None, window: Optional[
 def decode_lane(q, k, v, *, scale: float, key_start=None, window: Optional[int] = None,
                 softcap: Optional[float] = None, edits: Optional[AttentionEdits] = None) -> AttentionResult:
     """``decode_attention``'s CUDA branch (q [B, H, 1, D]): the remembered check, then the kernels' decode lane (or
-    the reference for a request they refuse). Called directly only by the CPU benchmark of the host path."""
+    the reference for a request they refuse). Called directly only by the CPU benchmark of the host path.
+    PROBE_DISABLE_TRITON is read by the first check of a request (set it before the generation starts)."""
     ks, vs = k.shape, v.shape
     fields = (None,) if edits is None else (edits.col_idx, edits.redist_idx, edits.head_uniform)
     key = (q.shape, ks[0], ks[1], ks[3], vs[0], vs[1], vs[3], q.dtype, k.dtype, v.dtype, q.device, k.device,
