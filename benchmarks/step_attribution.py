@@ -93,23 +93,92 @@ def _median(rows: list) -> dict:
     return {p: round(statistics.median(r[p] for r in rows), 4) for p in PARTS} if rows else {}
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--device", default="cuda")
-    ap.add_argument("--quick", action="store_true", help="tiny model (CPU dry run)")
-    ap.add_argument("--prompt", type=int, default=4096)
-    ap.add_argument("--new", type=int, default=64)
-    ap.add_argument("--batch", type=int, default=1)
-    ap.add_argument("--rounds", type=int, default=12)
-    ap.add_argument("--variants", default="plain,seam_noop,act,var,headmask")
-    args = ap.parse_args(argv)
-    variants = args.variants.split(",")
-    handle = llama(args.device, args.quick)
+def _speed_ratio(rows: list) -> float:
+    """Median over steps of step time / the model's own host work in that step (``forward_other_ms``): the step's
+    cost in units of the host's speed at that moment (the same model code runs in every variant)."""
+    return statistics.median(r["step_ms"] / r["forward_other_ms"] for r in rows)
+
+
+def summarize(steps: dict, rounds: dict, ref: str = "plain", draws: int = 2000, seed: int = 0) -> dict:
+    """Per variant: medians of the parts, and against ``ref``
+    * ``x_ref_speed_normalized``: the variant's ``_speed_ratio`` over ref's (pooled steps), with a 95 % bootstrap
+      interval over rounds (rounds drawn with replacement, the same draw for both variants: paired);
+    * ``x_ref_step_median``: the raw median step over ref's (host-speed changes between runs included);
+    * ``x_ref_paired_rounds``: the median over rounds of the variant's median step over ref's in the same round;
+    * ``forward_other_x_ref_paired``: the same for the model's own host work -- near 1 unless the variant slows the
+      code around it (a cost the normalisation would hide).
+    steps[v]: per-step part dicts of every round; rounds[v]: a list of per-round lists of them."""
+    import random
+
+    rng = random.Random(seed)
+    out = {}
+    base = [r for rs in rounds.get(ref, []) for r in rs]
+    for v, rs in rounds.items():
+        row = {"steps": sum(len(x) for x in rs), "rounds": len(rs), "median": _median(steps[v])}
+        if ref in rounds and v != ref and base:
+            n = min(len(rs), len(rounds[ref]))
+            point = _speed_ratio(steps[v]) / _speed_ratio(base)
+            boots = []
+            for _ in range(draws):
+                pick = [rng.randrange(n) for _ in range(n)]
+                a = [r for i in pick for r in rs[i]]
+                b = [r for i in pick for r in rounds[ref][i]]
+                boots.append(_speed_ratio(a) / _speed_ratio(b))
+            boots.sort()
+            med = lambda xs, p: statistics.median(r[p] for r in xs)   # noqa: E731
+            row.update({
+                "x_ref_speed_normalized": round(point, 4),
+                "x_ref_speed_normalized_ci95": [round(boots[int(0.025 * draws)], 4), round(boots[int(0.975 * draws)], 4)],
+                "x_ref_step_median": round(med(steps[v], "step_ms") / med(base, "step_ms"), 4),
+                "x_ref_paired_rounds": round(statistics.median(
+                    med(rs[i], "step_ms") / med(rounds[ref][i], "step_ms") for i in range(n)), 4),
+                "forward_other_x_ref_paired": round(statistics.median(
+                    med(rs[i], "forward_other_ms") / med(rounds[ref][i], "forward_other_ms") for i in range(n)), 4),
+                "extra_ms_at_ref_speed": round((point - 1) * med(base, "step_ms"), 4),
+            })
+        out[v] = row
+    return out
+
+
+LABELS = {"plain": "plain `generate` (SDPA, no probe)", "seam_noop": "seam active, no edit (HeadScale α=1: no layer hooked)",
+          "headscale": "HeadScale ×2, head 0 of every layer", "headmask": "HeadMask uniform, one head (L4H7)",
+          "act": "ACT (layers 2..6, every head)", "var": "VAR: Redistribute key 0 → span [1, 1024), layers 2..6"}
+
+
+def table(doc: dict) -> str:
+    """Markdown: per batch and variant, × plain at the host's speed (95 % interval), the raw ratios, the model's own
+    work paired, and the median parts of a step (ms)."""
+    out = ["| batch | variant | × plain at equal host speed (95 % CI) | × plain, median step (raw) | × plain, per round "
+           "(median) | model's own work, × plain per round | × plain, generate wall per round (prefill included) | step ms | attention, hooked layers ms | attention, "
+           "other layers ms | rest of forward ms | outside forward ms |",
+           "|---|---|---|---|---|---|---|---:|---:|---:|---:|---:|"]
+    for batch, res in doc["batches"].items():
+        for v, r in res.items():
+            m = r["median"]
+            if "x_ref_speed_normalized" in r:
+                lo, hi = r["x_ref_speed_normalized_ci95"]
+                x = f"{r['x_ref_speed_normalized']:.3f} ({lo:.3f}–{hi:.3f})"
+                raw = f"{r['x_ref_step_median']:.3f} | {r['x_ref_paired_rounds']:.3f} | {r['forward_other_x_ref_paired']:.3f}"
+            else:
+                x, raw = "1.000", "1.000 | 1.000 | 1.000"
+            raw += f" | {r.get('x_ref_generate_paired_rounds', 1.0):.3f}"
+            out.append(f"| {batch} | {LABELS.get(v, v)} | {x} | {raw} | {m['step_ms']:.2f} | {m['attn_hooked_ms']:.2f} | "
+                       f"{m['attn_unhooked_ms']:.2f} | {m['forward_other_ms']:.2f} | {m['outside_forward_ms']:.2f} |")
+    meta = doc["meta"]
+    out.append("")
+    out.append(f"(`{meta.get('file', 'benchmarks/results/step_attribution_h200.json')}`, code at "
+               f"{meta.get('commit') or '?'}; {meta['device']}; eager `generate`, dynamic cache, {meta['prompt']}-token "
+               f"prompt, {meta['new']} new tokens, {meta['rounds']} rounds in rotated order; host clocks.)")
+    return "\n".join(out)
+
+
+def run_batch(handle, args, batch: int, variants: list) -> tuple:
+    """(steps, rounds, walls) of every variant at one batch size: per-step part dicts, pooled and per round, and
+    each generate's wall time (s, prefill included)."""
     model = handle.model
     prompt = min(args.prompt, 64) if args.quick else args.prompt
-    g = torch.Generator().manual_seed(args.batch)
-    ids = torch.randint(3, model.config.vocab_size, (args.batch, prompt), generator=g).to(args.device)
+    g = torch.Generator().manual_seed(batch)
+    ids = torch.randint(3, model.config.vocab_size, (batch, prompt), generator=g).to(args.device)
 
     def generate(n: int):
         return model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, min_new_tokens=n,
@@ -117,7 +186,7 @@ def main(argv=None) -> int:
 
     steps: dict = {v: [] for v in variants}
     rounds: dict = {v: [] for v in variants}
-    t_start = time.time()
+    walls: dict = {v: [] for v in variants}                  # s per generate (prefill + every step)
     with torch.no_grad():
         for v in variants:                                   # warm-up: compile, allocate, fill caches
             with _ctx(handle, interventions_for(v, handle, prompt)):
@@ -130,33 +199,73 @@ def main(argv=None) -> int:
                     h1 = model.register_forward_pre_hook(timer.pre, with_kwargs=True)
                     h2 = model.register_forward_hook(timer.post, with_kwargs=True)
                     try:
+                        w0 = time.perf_counter()
                         generate(args.new)
+                        if args.device.startswith("cuda"):
+                            torch.cuda.synchronize()
+                        walls[v].append(time.perf_counter() - w0)
                     finally:
                         h1.remove()
                         h2.remove()
                 rows = timer.rows()
                 steps[v] += rows
-                rounds[v].append(_median(rows))
-    res = {}
-    for v in variants:
-        res[v] = {"steps": len(steps[v]), "median": _median(steps[v]), "rounds": rounds[v]}
-    for v in variants:
-        for ref in ("plain", "seam_noop"):
-            if ref in res and v != ref:
-                res[v][f"vs_{ref}"] = {p: round(res[v]["median"][p] - res[ref]["median"][p], 4) for p in PARTS}
-                # per round: the difference of the two variants' medians in the same round (paired), then its median
-                paired = [a["step_ms"] - b["step_ms"] for a, b in zip(rounds[v], rounds[ref])]
-                res[v][f"vs_{ref}"]["step_ms_paired_rounds_median"] = round(statistics.median(paired), 4)
-    meta = {"device": torch.cuda.get_device_name(0) if args.device.startswith("cuda") else platform.processor(),
-            "torch": torch.__version__, "python": sys.version.split()[0], "argv": sys.argv[1:],
-            "prompt": prompt, "new": args.new, "batch": args.batch, "rounds": args.rounds,
-            "loadavg": os.getloadavg(), "seconds": round(time.time() - t_start, 1),
-            "note": "host clocks per decode step; attention calls timed by a wrapper (every layer)"}
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump({"variants": res, "meta": meta}, f, indent=1)
-    for v in variants:
-        print(v, json.dumps(res[v]["median"]), json.dumps(res[v].get("vs_seam_noop", {})), flush=True)
+                rounds[v].append(rows)
+    return steps, rounds, walls
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--quick", action="store_true", help="tiny model (CPU dry run)")
+    ap.add_argument("--prompt", type=int, default=4096)
+    ap.add_argument("--new", type=int, default=64)
+    ap.add_argument("--batches", default="1")
+    ap.add_argument("--rounds", type=int, default=12)
+    ap.add_argument("--variants", default="plain,seam_noop,act,var,headmask")
+    ap.add_argument("--commit", default=None, help="the code's commit, recorded in the JSON (the device has no git)")
+    ap.add_argument("--write-block", nargs=3, metavar=("PAGE", "BLOCK", "RESULT"), default=None,
+                    help="only render RESULT's table into the <!-- table:BLOCK --> block of PAGE")
+    args = ap.parse_args(argv)
+    if args.write_block:
+        from studies.tables import write_blocks
+        page, block, result = args.write_block
+        with open(result) as f:
+            doc = json.load(f)
+        doc["meta"]["file"] = result
+        write_blocks(page, {block: table(doc) + "\n"})
+        return 0
+    variants = args.variants.split(",")
+    handle = llama(args.device, args.quick)
+    t_start = time.time()
+    doc = {"batches": {}, "per_step": {}}
+    for batch in [int(b) for b in args.batches.split(",")]:
+        steps, rounds, walls = run_batch(handle, args, batch, variants)
+        doc["batches"][str(batch)] = res = summarize(steps, rounds)
+        for v in variants:          # tokens/s as generate gives it (prefill included), raw: paired per round
+            res[v]["generate_s"] = [round(w, 4) for w in walls[v]]
+            if v != "plain" and "plain" in walls:
+                res[v]["x_ref_generate_paired_rounds"] = round(statistics.median(
+                    a / b for a, b in zip(walls[v], walls["plain"])), 4)
+        # every step's parts, per variant and round: [step, forward_other, attn_hooked, attn_unhooked, outside] ms
+        doc["per_step"][str(batch)] = {v: [[[round(r[p], 4) for p in ("step_ms", "forward_other_ms", "attn_hooked_ms",
+                                                                       "attn_unhooked_ms", "outside_forward_ms")]
+                                            for r in rs] for rs in rounds[v]] for v in variants}
+        for v, r in doc["batches"][str(batch)].items():
+            print(batch, v, json.dumps({k: r[k] for k in r if k.startswith(("x_", "forward_other", "extra"))}),
+                  json.dumps(r["median"]), flush=True)
+    doc["meta"] = {"device": torch.cuda.get_device_name(0) if args.device.startswith("cuda") else platform.processor(),
+                   "torch": torch.__version__, "python": sys.version.split()[0], "argv": sys.argv[1:],
+                   "commit": args.commit, "prompt": min(args.prompt, 64) if args.quick else args.prompt,
+                   "new": args.new, "rounds": args.rounds, "loadavg": os.getloadavg(),
+                   "seconds": round(time.time() - t_start, 1),
+                   "note": "host clocks per decode step; attention calls timed by a wrapper (every layer); "
+                           "x_ref_speed_normalized = median(step / forward_other) over plain's"}
+    if args.out:
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        with open(args.out + ".tmp", "w") as f:
+            json.dump(doc, f)
+        os.replace(args.out + ".tmp", args.out)
     return 0
 
 
