@@ -30,7 +30,7 @@ from benchmarks.bench_e2e_table import _ctx, interventions_for, llama
 
 PARTS = ("step_ms", "thread_cpu_ms", "outside_forward_ms", "forward_ms", "attn_hooked_ms", "attn_unhooked_ms",
          "forward_other_ms")
-HOOKED_LAYERS = {"act": (2, 3, 4, 5, 6), "var": (2, 3, 4, 5, 6), "headmask": (4,)}   # layers with a hook, per variant
+HOOKED_LAYERS = {"act": (2, 3, 4, 5, 6), "var": (2, 3, 4, 5, 6), "headmask": (4,), "headscale": tuple(range(8))}   # layers with a hook, per variant
 
 
 class StepTimer:
