@@ -44,7 +44,7 @@ GiB = 1024 ** 3
 OFF = {"seg": False, "span_post": False, "reload_q": False, "tma": False, "fma": False, "rev": False}
 
 ROFF = {"r_keymajor": False, "r_fma": False, "r_tma": False, "r_poly": 0, "r_maxnreg": 0, "r_pmix": 0, "r_ltma": False,
-        "r_hmaj": False, "r_lse2": False, "r_pipe": False}
+        "r_hmaj": False, "r_lse2": False, "r_pipe": False, "r_lpre": False, "r_unroll": 1}
 _SP = {"span_post": True, "reload_q": True, "fma": True}        # the statistics switches of session 4
 _SEG = {"seg": True, "reload_q": True, "fma": True}             # the ACT switches of session 4
 _KM = {"r_keymajor": True, "r_fma": True}                       # the received kernel's key-major form
@@ -67,15 +67,14 @@ _R = {**_KM, "r_tma": True}                                     # the d64 receiv
 _L = {**_R, "r_lse2": True}
 SWEEP = {
     128: {"stats_fwd": [((128, 128, 8, 3), {**_SP, "tma": True, "rev": True})]},
-    64: {"received": [((128, 64, 4, 2), {**_L, "r_maxnreg": 128}), ((64, 64, 4, 2), {**_L, "r_maxnreg": 72}),
-                      ((64, 64, 4, 2), {**_L, "r_pipe": True}),
-                      ((128, 64, 4, 2), {**_L, "r_pipe": True, "r_maxnreg": 168}),
-                      ((128, 64, 4, 2), {**_L, "r_pipe": True, "r_maxnreg": 168, "r_pmix": 6}),
-                      ((64, 64, 4, 2), {**_L, "r_pipe": True, "r_pmix": 8}), ((64, 64, 4, 2), _R)],
-         "stats_fwd": [((64, 128, 4, 3), {**_SP, "tma": True, "rev": True}), ((64, 128, 4, 3), {**_SP, "tma": True}),
-                       ((64, 128, 4, 2), {**_SP, "tma": True, "rev": True, "p_maxnreg": 168}),
-                       ((64, 128, 4, 2), {**_SP, "tma": True, "rev": True})]},
+    64: {"received": [((128, 64, 4, 2), {**_L, "r_maxnreg": 128}), ((128, 64, 4, 2), {**_L, "r_maxnreg": 128, "r_lpre": True}),
+                      ((128, 64, 4, 2), {**_L, "r_maxnreg": 128, "r_unroll": 2}),
+                      ((128, 64, 4, 2), {**_L, "r_maxnreg": 128, "r_lpre": True, "r_unroll": 2})],
+         "stats_fwd": [((64, 128, 4, 3), {**_SP, "tma": True, "rev": True})]},
 }
+# Session 10's list: the d64 received default, then its lse addend loaded a block ahead (lpre), its fully visible loop
+# unrolled twice, and both (benchmarks/sass_loops.py: 276 instructions per 64 exp2 per thread in that loop, 263 per
+# 64 unrolled; session 7's list, which timed pipe and the prefill's register cap, is this file at commit 3ccdf30).
 # variants swept per shape
 SWEEP_VARIANTS = {"llama": ("stats_fwd",), "smollm": ("received", "stats_fwd")}
 DECODE_CASES = [("llama", 32, 32, 128, 1, 4096), ("llama", 32, 32, 128, 16, 2048), ("smollm", 9, 3, 64, 1, 4096)]

@@ -494,6 +494,8 @@ PREFILL9 = ("prefill_profile_s9_h200.json", "prefill_profile2_s9_h200.json")   #
 CODE.update(GEN9)
 
 
+ATTR10 = {"step_attribution_s10b_h200.json": "3c09591"}   # benchmarks/step_attribution.py, batch 1 and 16
+HEADLINE_ATTR = "step_attribution_s10b_h200.json"           # the README's eager rows from session 10 on
 HOST9 = "decode_host_cpu_s9.json"     # benchmarks/bench_decode_host.py on the CPU: 29256dc ("before") vs this session
 
 
@@ -503,6 +505,33 @@ def decode_host_table(folder: Path, name: str = HOST9) -> str:
     doc = _load(folder, name)
     return table(doc) + f"\n\n(`benchmarks/results/{name}`: before = {doc['meta']['before'].get('commit', '')[:7]}, " \
         f"after = {doc['meta']['after'].get('commit', '')[:7]}; {doc['meta']['after'].get('machine', '')}.)\n"
+
+
+def attribution_table(folder: Path, name: str) -> str:
+    """``benchmarks/step_attribution.py``'s table of one result file."""
+    from benchmarks.step_attribution import table
+
+    doc = _load(folder, name)
+    doc["meta"]["file"] = f"benchmarks/results/{name}"
+    return table(doc)
+
+
+def _attribution_spans(folder: Path) -> list:
+    """(the headline's eager decode-step ratios from ``HEADLINE_ATTR``: batch 1 at equal host speed (the host's speed
+    drifted between runs), batch 16 by the fastest round (there the GPU sets a fast host's step); the range of the raw
+    median-step ratios)."""
+    from benchmarks.step_attribution import LABELS, summaries
+
+    res = summaries(_load(folder, HEADLINE_ATTR))
+    raw = [r["x_ref_step_median"] for b in res.values() for r in b.values() if "x_ref_step_median" in r]
+    short = lambda v: LABELS[v].split(' (')[0].split(':')[0].split(',')[0]  # noqa: E731
+    spans = []
+    for B, key, how in (("1", "x_ref_speed_normalized", "at equal host speed"),
+                        ("16", "x_ref_fastest_round", "fastest of its rounds")):
+        if B in res:
+            spans.append(f"eager, batch {B}, {how}: " + ", ".join(
+                f"{short(v)} {r[key]:.2f}×" for v, r in res[B].items() if key in r))
+    return spans, (min(raw), max(raw))
 
 
 def stages_table(folder: Path, names: tuple = STAGES9) -> str:
@@ -618,11 +647,15 @@ def headline(folder: Path) -> str:
             gen.update(_gen_rows(_load(folder, HEADLINE_GEN[1])))
         short = lambda v: LABELS5[v].split(' (')[0].split(':')[0].split(',')[0]  # noqa: E731
         spans = []
-        for B in (1, 16):
+        attr = (Path(folder) / HEADLINE_ATTR).exists()
+        for B in () if attr else (1, 16):
             p = gen.get((B, "plain"), {}).get("step_ms_median")
             x = {v: gen[(B, v)]["step_ms_median"] / p for (b, v) in gen if b == B and v != "plain" and p}
             if x:
                 spans.append(f"eager, batch {B}: " + ", ".join(f"{short(v)} {r:.2f}×" for v, r in x.items()))
+        if attr:
+            more, raw = _attribution_spans(folder)
+            spans += more
         st = {r["variant"]: r for r in _load(folder, latest)["rows"] if r.get("part") == "static" and r.get("step_ms_median")}
         s7 = next((n for n in reversed(list(STATIC7) + list(STATIC8) + list(STATIC9)) if (Path(folder) / n).exists()),
                   None)
@@ -644,7 +677,9 @@ def headline(folder: Path) -> str:
         if spans:
             parts.append("a `generate` decode step inside `intervene` (4,096-token prompt, random-init Llama-7B shape, "
                          "8 layers) takes, relative to the plain model's: " + "; ".join(spans)
-                         + (f" (eager: `{HEADLINE_GEN[0]}` / `{HEADLINE_GEN[1]}`, on a host whose speed drifted "
+                         + (f" (eager: `{HEADLINE_ATTR}`; the raw median-step ratios on that host, whose speed "
+                            f"drifted between runs, ranged {raw[0]:.2f}–{raw[1]:.2f}×; " if attr else
+                            f" (eager: `{HEADLINE_GEN[0]}` / `{HEADLINE_GEN[1]}`, on a host whose speed drifted "
                             "between runs all that session; " if final9 else f" (eager: `{latest}`; ")
                          + "other calls, per-layer GPU times and the noise of these steps in BENCHMARKS.md)")
         return ("On one H200 (wall time / peak memory over the weights): " + "; ".join(parts)
@@ -697,7 +732,9 @@ def tables(folder: Path = RESULTS) -> dict:
                                   **({"prefill-profile-s9": prefill_table(folder)}
                                      if (Path(folder) / PREFILL9[0]).exists() else {}),
                                   **({"decode-host-s9": decode_host_table(folder)}
-                                     if (Path(folder) / HOST9).exists() else {})},
+                                     if (Path(folder) / HOST9).exists() else {}),
+                                  **{f"e2e-attribution-s10-{i}": attribution_table(folder, n)
+                                     for i, n in enumerate(ATTR10, 1) if (Path(folder) / n).exists()}},
         "README.md": {"e2e-headline": headline(folder)},
     }
 

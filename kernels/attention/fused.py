@@ -569,6 +569,8 @@ def _received(q, k, lse, key_start, common, tile: Optional[tuple] = None, opts: 
         s_qb=sq[0], s_qh=sq[1], s_qt=sq[2], s_kb=sk[0], s_kh=sk[1], s_ks=sk[2],
         T=T, S=S, H=H, G=H // KV, D=D, BT=RT, BS=RS, KEYMAJOR=sw["keymajor"], FMA=sw["fma"], NPOLY=npoly,
         PMIX=pmix, HMAJ=sw["hmaj"], LSE2=bool(neg2), PIPE=bool(sw["pipe"] and sw["keymajor"] and not npoly),
+        LPRE=bool(sw["lpre"] and sw["keymajor"] and not npoly and not pmix and not sw["pipe"]),
+        UNROLL=max(1, int(sw["unroll"])),
         num_warps=nw, num_stages=ns, **common,
     )
     if sw["maxnreg"] and not INTERPRET:

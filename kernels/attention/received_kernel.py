@@ -204,7 +204,7 @@ def received_fwd_kernel(
     scale, softcap, window, T, S,
     H: tl.constexpr, G: tl.constexpr, D: tl.constexpr, BT: tl.constexpr, BS: tl.constexpr,
     KEYMAJOR: tl.constexpr, FMA: tl.constexpr, NPOLY: tl.constexpr, PMIX: tl.constexpr, HMAJ: tl.constexpr,
-    LSE2: tl.constexpr, PIPE: tl.constexpr,
+    LSE2: tl.constexpr, PIPE: tl.constexpr, LPRE: tl.constexpr, UNROLL: tl.constexpr,
     USE_WINDOW: tl.constexpr, USE_SOFTCAP: tl.constexpr, USE_TMA: tl.constexpr, USE_LTMA: tl.constexpr,
     NQ: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr,
 ):
@@ -219,7 +219,11 @@ def received_fwd_kernel(
     HMAJ: the grid is (batch x head, key block) instead of (key block, batch x head): the launch order runs the
     longest (first) key blocks of every head before the shorter ones of any head. PIPE (key-major, NQ = 1): in the
     fully visible range, each query block's Q K^T is issued before the previous block's exp2 and sums, so the MMA
-    runs under them (one [BS, BT] score tile more in registers; at most one repeated, unused MMA per program)."""
+    runs under them (one [BS, BT] score tile more in registers; at most one repeated, unused MMA per program).
+    LPRE (key-major, NQ = 1, PMIX = 0, no PIPE): in the fully visible range, the next query block's lse addend is loaded
+    one block ahead (in the sm_90 build the load is otherwise issued beside the block's MMA and waited for right after
+    it). UNROLL: the fully visible range's loop unrolled that many times (1 = not), so its per-block loop control and
+    barrier bookkeeping is shared by more scores."""
     if HMAJ:
         i_bh, i_s = tl.program_id(0), tl.program_id(1)
     else:
@@ -277,8 +281,20 @@ def received_fwd_kernel(
         if n2 < t_b:                                                          # an odd block left: t_b - BT
             b_r = _colsums_at(b_s, t_b - BT, p_lse, ld, l_row, o_j, ks, T, S, window, scale, softcap, b_r, BT,
                               USE_WINDOW, USE_SOFTCAP, FMA, USE_LTMA, PMIX, LSE2)
+    elif LPRE and KEYMAJOR and NQ == 1 and PMIX == 0:
+        # each query block's lse addend loaded one block ahead: its global load's latency is off the block's path
+        o_n = t_a + tl.arange(0, BT)                                          # [BT]
+        b_a = _lse_addend(p_lse, o_n, o_n < T, ld, l_row, t_a, True, False, LSE2, BT)      # [BT]
+        for t0 in tl.range(t_a, t_b, BT, loop_unroll_factor=UNROLL):
+            o_n = t0 + BT + tl.arange(0, BT)                                  # [BT] (past T: masked)
+            b_an = _lse_addend(p_lse, o_n, o_n < T, ld, l_row, t0 + BT, True, False, LSE2, BT)
+            b_s = _scores(b_k, p_q, s_qt, t0, T, qd, q_row0, False, D, BT, USE_TMA, PREC, UPCAST)  # [BS, BT]
+            o_t = t0 + tl.arange(0, BT)                                       # [BT]
+            b_r = _colsums(b_s, b_a, o_t, o_t < T, o_j, ks, T, S, window, scale, softcap, b_r, False, False, False,
+                           USE_WINDOW, USE_SOFTCAP, FMA, 0)
+            b_a = b_an
     else:
-        for t0 in range(t_a, t_b, BT):
+        for t0 in tl.range(t_a, t_b, BT, loop_unroll_factor=UNROLL):
             mix = (t0 // BT) % PMIX == 0 if PMIX > 0 else False              # this block's exp2 on the FMA pipe
             b_r = _received_step(b_k, p_q, s_qt, p_lse, t0, o_j, ks, T, S, window, scale, softcap, b_r, qd, q_row0,
                                  ld, l_row, mix, False, D, BT, USE_WINDOW, USE_SOFTCAP, KEYMAJOR, FMA, USE_TMA,

@@ -84,7 +84,7 @@ RECEIVED_TILES: dict = {64: (128, 64, 4, 2), 128: (64, 128, 4, 3), 256: (32, 64,
 # block's 4 quarters, how many take exp2 by a polynomial on the FMA pipe; 0 = all on the MUFU).
 # All off = the kernel of sessions 3 and 4.
 _ROFF = {"keymajor": False, "fma": False, "tma": False, "poly": 0, "maxnreg": 0, "pmix": 0, "ltma": False,
-         "hmaj": False, "lse2": False, "pipe": False}
+         "hmaj": False, "lse2": False, "pipe": False, "lpre": False, "unroll": 1}
 RECEIVED_SWITCHES: dict = {64: dict(_ROFF, keymajor=True, fma=True, tma=True, lse2=True, maxnreg=128),
                            128: dict(_ROFF, fma=True, tma=True), 256: dict(_ROFF)}
 # "maxnreg": a register cap per thread for ptxas (more CTAs per SM; 0 = none; GPU builds only).
@@ -99,8 +99,12 @@ RECEIVED_SWITCHES: dict = {64: dict(_ROFF, keymajor=True, fma=True, tma=True, ls
 # instructions per thread and query block at (64, 64, 4, 2), offline sm_90 build of Triton 3.6; 7.06 vs 7.43 ms; only
 # where the call does not return lse); "pipe" (key-major, poly 0; added after call 2, not measured on a GPU): the next
 # query block's Q K^T issued before this block's exp2 (the MMA under the exponentials).
-RECEIVED_SWITCH_NAMES = ("keymajor", "fma", "tma", "poly", "maxnreg", "pmix", "ltma", "hmaj", "lse2", "pipe")
-_RECEIVED_INTS = ("poly", "maxnreg", "pmix")
+# Session 10 (not measured on a GPU when added): "lpre" (key-major, poly 0, pmix 0, no pipe): the next query block's
+# lse addend loaded one block ahead in the fully visible range (the sm_90 build issues that load beside the block's MMA
+# and waits for it right after: benchmarks/sass_loops.py); "unroll": that loop unrolled n times (1 = not).
+RECEIVED_SWITCH_NAMES = ("keymajor", "fma", "tma", "poly", "maxnreg", "pmix", "ltma", "hmaj", "lse2", "pipe", "lpre",
+                         "unroll")
+_RECEIVED_INTS = ("poly", "maxnreg", "pmix", "unroll")
 # decode: (BS, num_warps, num_stages); one wave of programs, bandwidth-bound
 DECODE_TILES: dict = {64: (64, 4, 2), 128: (64, 4, 2), 256: (32, 4, 2)}
 # decode column modes and register caps per shape: kernels.attention.fused.decode_edit_config

@@ -314,7 +314,11 @@ RECEIVED_SWITCHES_S6 = [{"r_keymajor": True, "r_fma": True, "r_tma": True, "r_lt
                         {"r_keymajor": True, "r_fma": True, "r_pmix": 2},
                         {"r_lse2": True},
                         {"r_keymajor": True, "r_fma": True, "r_tma": True, "r_pipe": True, "r_pmix": 3},
-                        {"r_keymajor": True, "r_pipe": True, "r_lse2": True}]
+                        {"r_keymajor": True, "r_pipe": True, "r_lse2": True},
+                        # session 10: the lse addend a block ahead, the fully visible loop unrolled
+                        {"r_keymajor": True, "r_fma": True, "r_tma": True, "r_lse2": True, "r_lpre": True},
+                        {"r_keymajor": True, "r_fma": True, "r_lpre": True, "r_unroll": 2},
+                        {"r_keymajor": True, "r_unroll": 3}]
 
 
 @pytest.mark.parametrize("opts", RECEIVED_SWITCHES_S6)
@@ -562,6 +566,9 @@ _KMT = {"r_keymajor": True, "r_fma": True, "r_tma": True}
     {"rtile": (64, 64, 4, 2), **_KMT, "r_ltma": True, "r_lse2": True},
     {"rtile": (128, 64, 4, 2), **_KMT, "r_lse2": True, "r_pipe": True, "r_pmix": 6, "r_maxnreg": 168},
     {"rtile": (64, 64, 4, 2), **_KMT, "r_pipe": True},
+    {"rtile": (128, 64, 4, 2), **_KMT, "r_lse2": True, "r_maxnreg": 128, "r_lpre": True},
+    {"rtile": (128, 64, 4, 2), **_KMT, "r_lse2": True, "r_maxnreg": 128, "r_unroll": 2},
+    {"rtile": (128, 64, 4, 2), **_KMT, "r_lse2": True, "r_maxnreg": 128, "r_lpre": True, "r_unroll": 2},
 ])
 def test_received_switches_s6_parity_gpu(D, opts):
     """Session 6's received-mass switches (and the statistics prefill under a register cap) at GPU sizes (as

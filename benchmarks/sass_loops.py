@@ -1,0 +1,115 @@
+"""The instruction mix of the received-mass kernel's loops in an sm_90 build, made offline (no GPU needed).
+
+Compiles ``received_kernel.received_fwd_kernel`` for sm_90 (H100 / H200) with the installed Triton -- or another one
+put first on ``sys.path`` with ``--triton`` (the device runs Triton 3.6: ``pip download triton==3.6.0`` and unzip the
+wheel) -- at the recorded d 64 defaults (``tiles.RECEIVED_TILES`` / ``RECEIVED_SWITCHES``: bf16, key-major, FMA, TMA
+Q loads, LSE2, the register cap) unless overridden, disassembles it with the Triton wheel's ``cuobjdump`` and, per
+loop (a backward branch), counts the SASS opcodes: how many instructions a thread issues per exp2 (``MUFU.EX2``).
+The fully visible query blocks' loop is the one without ``FSEL`` (no masking).
+
+    PYTHONPATH=. python -m benchmarks.sass_loops --triton /tmp/t36 --out benchmarks/results/sass_received_d64.json
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+
+def loops(sass: str) -> list:
+    """[{start, end, instructions, mufu_ex2, ops}] per backward branch of a cuobjdump -sass listing."""
+    ins = []
+    for line in sass.splitlines():
+        m = re.match(r"\s*/\*([0-9a-f]{4,})\*/\s+(.*?);", line)
+        if m:
+            ins.append((int(m.group(1), 16), m.group(2).strip()))
+    at = {a: i for i, (a, _) in enumerate(ins)}
+    out = []
+    for i, (a, text) in enumerate(ins):
+        m = re.search(r"BRA (0x[0-9a-f]+)", text)
+        if not m or int(m.group(1), 16) >= a or int(m.group(1), 16) not in at:
+            continue
+        body = ins[at[int(m.group(1), 16)]:i + 1]
+        if len(body) < 8:                    # barrier spin loops
+            continue
+        ops = collections.Counter(re.sub(r"^@!?U?P\w+\s+", "", t).split()[0].split(".")[0] for _, t in body)
+        out.append({"start": hex(body[0][0]), "end": hex(a), "instructions": len(body),
+                    "mufu_ex2": sum("MUFU.EX2" in t for _, t in body), "ops": dict(ops.most_common())})
+    return out
+
+
+def build(tile: tuple, maxnreg: int, extra: dict) -> tuple:
+    """(cubin bytes, Triton version) of the received kernel for sm_90 at tile (BT, BS, warps, stages), D = 64, bf16."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from kernels.attention import received_kernel
+
+    fn = received_kernel.received_fwd_kernel
+    while type(fn).__name__ != "JITFunction":          # the heuristics wrapper holds the JITFunction
+        fn = fn.fn
+    BT, BS, nw, ns = tile
+    D = 64
+    sig = dict(q="*bf16", k="*bf16", lse="*fp32", rsum="*fp32", key_start="*i64", qd=f"tensordesc<bf16[{BT},{D}]>",
+               s_qb="i32", s_qh="i32", s_qt="i32", s_kb="i32", s_kh="i32", s_ks="i32", scale="fp32", softcap="fp32",
+               window="i32", T="i32", S="i32")
+    cx = dict(ld=None, H=9, G=3, D=D, BT=BT, BS=BS, KEYMAJOR=True, FMA=True, NPOLY=0, PMIX=0, HMAJ=False, LSE2=True,
+              PIPE=False, USE_WINDOW=False, USE_SOFTCAP=False, USE_TMA=True, USE_LTMA=False, NQ=1, PREC="tf32",
+              UPCAST=False, LPRE=False, UNROLL=1)
+    cx.update(extra)
+    sig.update(dict.fromkeys(cx, "constexpr"))
+    aligned = ("q", "k", "lse", "rsum", "key_start", "s_qb", "s_qh", "s_qt", "s_kb", "s_kh", "s_ks", "T", "S")
+    attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(fn.arg_names) if n in aligned}
+    src = ASTSource(fn=fn, signature=sig, constexprs={(fn.arg_names.index(n),): v for n, v in cx.items()}, attrs=attrs)
+    opts = dict(num_warps=nw, num_stages=ns, **({"maxnreg": maxnreg} if maxnreg else {}))
+    return triton.compile(src, target=GPUTarget("cuda", 90, 32), options=opts).asm["cubin"], triton.__version__
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--triton", default=None, help="a folder holding another Triton package (put first on sys.path)")
+    ap.add_argument("--tile", default=None, help="BT,BS,warps,stages (default: tiles.RECEIVED_TILES[64])")
+    ap.add_argument("--maxnreg", type=int, default=None, help="register cap (default: the recorded switch)")
+    ap.add_argument("--lpre", action="store_true", help="the received kernel's lpre switch")
+    ap.add_argument("--unroll", type=int, default=1, help="the received kernel's unroll switch")
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args(argv)
+    if args.triton:
+        sys.path.insert(0, os.path.abspath(args.triton))
+    from kernels.attention import tiles
+
+    tile = tuple(int(x) for x in args.tile.split(",")) if args.tile else tiles.RECEIVED_TILES[64]
+    cap = tiles.RECEIVED_SWITCHES[64]["maxnreg"] if args.maxnreg is None else args.maxnreg
+    cubin, version = build(tile, cap, {"LPRE": args.lpre, "UNROLL": args.unroll})
+    import triton
+    tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(cubin)
+        f.flush()
+        sass = subprocess.run([tool, "-sass", f.name], capture_output=True, text=True, check=True).stdout
+        res = subprocess.run([tool, "-res-usage", f.name], capture_output=True, text=True, check=True).stdout
+    usage = res.strip().splitlines()[-1].strip()
+    found = loops(sass)
+    doc = {"kernel": "received_fwd_kernel", "target": "sm_90", "triton": version, "tile": tile, "maxnreg": cap,
+           "lpre": args.lpre, "unroll": args.unroll,
+           "head_dim": 64, "dtype": "bf16", "resource_usage": usage, "loops": found,
+           "command": "PYTHONPATH=. python -m benchmarks.sass_loops " + " ".join(sys.argv[1:] if argv is None else argv)}
+    for lp in found:
+        per = lp["instructions"] / lp["mufu_ex2"] if lp["mufu_ex2"] else float("nan")
+        print(f"loop {lp['start']}..{lp['end']}: {lp['instructions']} instructions, {lp['mufu_ex2']} MUFU.EX2 "
+              f"({per:.2f} per exp2); masked: {'FSEL' in lp['ops']}")
+    print(usage)
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(doc, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
