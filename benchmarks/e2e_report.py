@@ -494,7 +494,9 @@ PREFILL9 = ("prefill_profile_s9_h200.json", "prefill_profile2_s9_h200.json")   #
 CODE.update(GEN9)
 
 
-ATTR10 = {"step_attribution_s10b_h200.json": "3c09591"}   # benchmarks/step_attribution.py, batch 1 and 16
+ATTR10 = {"step_attribution_s10b_h200.json": "3c09591"}
+STATIC10 = {"e2e_static_s10_b1_h200.json": "2dc92c8"}       # batch 1 with HeadMask (session 9's ran out of time)
+CODE.update(STATIC10)   # benchmarks/step_attribution.py, batch 1 and 16
 HEADLINE_ATTR = "step_attribution_s10b_h200.json"           # the README's eager rows from session 10 on
 HOST9 = "decode_host_cpu_s9.json"     # benchmarks/bench_decode_host.py on the CPU: 29256dc ("before") vs this session
 
@@ -734,7 +736,9 @@ def tables(folder: Path = RESULTS) -> dict:
                                   **({"decode-host-s9": decode_host_table(folder)}
                                      if (Path(folder) / HOST9).exists() else {}),
                                   **{f"e2e-attribution-s10-{i}": attribution_table(folder, n)
-                                     for i, n in enumerate(ATTR10, 1) if (Path(folder) / n).exists()}},
+                                     for i, n in enumerate(ATTR10, 1) if (Path(folder) / n).exists()},
+                                  **{f"e2e-static-s10-{i}": static_table_s7(folder, n)
+                                     for i, n in enumerate(STATIC10, 1) if (Path(folder) / n).exists()}},
         "README.md": {"e2e-headline": headline(folder)},
     }
 
