@@ -515,7 +515,7 @@ def attribution_table(folder: Path, name: str) -> str:
 
     doc = _load(folder, name)
     doc["meta"]["file"] = f"benchmarks/results/{name}"
-    return table(doc)
+    return table(doc) + "\n"
 
 
 def _attribution_spans(folder: Path) -> list:
