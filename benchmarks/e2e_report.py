@@ -494,7 +494,7 @@ PREFILL9 = ("prefill_profile_s9_h200.json", "prefill_profile2_s9_h200.json")   #
 CODE.update(GEN9)
 
 
-ATTR10 = {"step_attribution_s10b_h200.json": "3c09591"}
+ATTR10 = {"step_attribution_s10b_h200.json": "3c09591", "step_attribution_s10c_h200.json": "fd7b72f"}
 STATIC10 = {"e2e_static_s10_b1_h200.json": "2dc92c8"}       # batch 1 with HeadMask (session 9's ran out of time)
 CODE.update(STATIC10)   # benchmarks/step_attribution.py, batch 1 and 16
 HEADLINE_ATTR = "step_attribution_s10b_h200.json"           # the README's eager rows from session 10 on
