@@ -44,7 +44,7 @@ GiB = 1024 ** 3
 OFF = {"seg": False, "span_post": False, "reload_q": False, "tma": False, "fma": False, "rev": False}
 
 ROFF = {"r_keymajor": False, "r_fma": False, "r_tma": False, "r_poly": 0, "r_maxnreg": 0, "r_pmix": 0, "r_ltma": False,
-        "r_hmaj": False, "r_lse2": False, "r_pipe": False, "r_lpre": False, "r_unroll": 1}
+        "r_hmaj": False, "r_lse2": False, "r_pipe": False, "r_lpre": False, "r_unroll": 1, "r_amma": False}
 _SP = {"span_post": True, "reload_q": True, "fma": True}        # the statistics switches of session 4
 _SEG = {"seg": True, "reload_q": True, "fma": True}             # the ACT switches of session 4
 _KM = {"r_keymajor": True, "r_fma": True}                       # the received kernel's key-major form
@@ -67,14 +67,16 @@ _R = {**_KM, "r_tma": True}                                     # the d64 receiv
 _L = {**_R, "r_lse2": True}
 SWEEP = {
     128: {"stats_fwd": [((128, 128, 8, 3), {**_SP, "tma": True, "rev": True})]},
-    64: {"received": [((128, 64, 4, 2), {**_L, "r_maxnreg": 128}), ((128, 64, 4, 2), {**_L, "r_maxnreg": 128, "r_lpre": True}),
-                      ((128, 64, 4, 2), {**_L, "r_maxnreg": 128, "r_unroll": 2}),
-                      ((128, 64, 4, 2), {**_L, "r_maxnreg": 128, "r_lpre": True, "r_unroll": 2})],
+    64: {"received": [((128, 64, 4, 2), {**_L, "r_maxnreg": 128}), ((128, 64, 4, 2), {**_L, "r_maxnreg": 128, "r_amma": True}),
+                      ((128, 64, 4, 2), {**_R, "r_maxnreg": 128, "r_amma": True}),
+                      ((64, 64, 4, 2), {**_R, "r_amma": True})],
          "stats_fwd": [((64, 128, 4, 3), {**_SP, "tma": True, "rev": True})]},
 }
-# Session 10's list: the d64 received default, then its lse addend loaded a block ahead (lpre), its fully visible loop
-# unrolled twice, and both (benchmarks/sass_loops.py: 276 instructions per 64 exp2 per thread in that loop, 263 per
-# 64 unrolled; session 7's list, which timed pipe and the prefill's register cap, is this file at commit 3ccdf30).
+# Session 10's lists: call 3 timed the d64 received default, its lse addend loaded a block ahead (lpre), its fully
+# visible loop unrolled twice, and both (all lost; benchmarks/sass_loops.py: 276 instructions per 64 exp2 per thread in
+# that loop, 263 per 64 unrolled); call 6 the addend added by the MMA (amma: the prefill kernel writes it split into
+# three bf16 parts; no lse load or shared-memory trip in the loop). Session 7's list (pipe, the prefill's register cap)
+# is this file at commit 3ccdf30.
 # variants swept per shape
 SWEEP_VARIANTS = {"llama": ("stats_fwd",), "smollm": ("received", "stats_fwd")}
 DECODE_CASES = [("llama", 32, 32, 128, 1, 4096), ("llama", 32, 32, 128, 16, 2048), ("smollm", 9, 3, 64, 1, 4096)]
@@ -160,7 +162,8 @@ class Case:
             lse = -self._lse * 1.4426950408889634 if neg2 else self._lse
             ks = tri._zeros_i64(1, q.device)
             common = dict(scale=s, softcap=0.0, window=0)
-            return lambda: tri._run([tri._received(q, k, lse, ks, common, opts.get("rtile"), opts, neg2)[1]])
+            split = tri.split_addend(self._lse, s) if opts.get("r_amma") else None     # (the prefill kernel's adq)
+            return lambda: tri._run([tri._received(q, k, lse, ks, common, opts.get("rtile"), opts, neg2, split)[1]])
         raise ValueError(variant)
 
 
@@ -363,8 +366,9 @@ def _launches(case: "Case", variant: str, opts: dict) -> list:
     c = case
     if variant == "received":
         lse = torch.zeros(1, c.H, c.N, device=c.q.device)
+        split = torch.zeros(1, c.H, c.N, 16, dtype=torch.bfloat16, device=c.q.device) if opts.get("r_amma") else None
         return [tri._received(c.q, c.k, lse, tri._zeros_i64(1, c.q.device), dict(scale=c.scale, softcap=0.0, window=0),
-                              opts.get("rtile"), opts, bool(opts.get("r_lse2")))[1]]
+                              opts.get("rtile"), opts, bool(opts.get("r_lse2")), split)[1]]
     kw = {"output": {}, "edit": {"edits": c.act}, "var": {"edits": c.var},
           "stats_fwd": {"spans": c.spans, "stats": c.fwd_stats}, "stats": {"spans": c.spans, "stats": c.full_stats}}
     return tri.plan(c.q, c.k, c.v, scale=c.scale, opts=opts, **kw[variant])[1]

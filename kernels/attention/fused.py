@@ -234,12 +234,12 @@ _HEURISTICS: dict = {}
 # kernel -> (arguments whose None-ness the heuristics read, integer / bool arguments they read)
 _HEURISTIC_INPUTS = {
     "attention_fwd_kernel": (("lse", "ent", "spm", "snk", "redist_span", "col_idx", "head_uniform", "head_mean",
-                              "head_scale", "kd"), ("SPAN_POST", "SEG", "NS", "C")),
+                              "head_scale", "kd", "adq"), ("SPAN_POST", "SEG", "NS", "C")),
     "decode_fwd_kernel": (("col_idx", "plr", "ptm", "redist_span", "head_uniform", "n_keys", "done", "lse",
                            "head_mean", "head_scale"), ("C",)),
     "decode_combine_kernel": (("lse", "col_idx", "ptm", "redist_span", "head_uniform", "head_mean", "head_scale",
                                "n_keys"), ()),
-    "received_fwd_kernel": (("qd", "ld"), ("KEYMAJOR", "NPOLY")),
+    "received_fwd_kernel": (("qd", "ld", "ad"), ("KEYMAJOR", "NPOLY")),
 }
 # Tests set this: every launch also evaluates the heuristics afresh and checks the cached values against them.
 CHECK_HEURISTICS = False
@@ -439,8 +439,8 @@ def plan(
         return res, _decode(q, k, v, out, lse, key_start, ed, common, opts)
     launches = [_prefill(q, k, v, out, res, key_start, ed, stats, sink_pos, spans, opts or {}, common)]
     if stats.received:
-        lse_all, neg2 = res.extras.pop("lse_all"), res.extras.pop("lse_neg2")
-        rsum, rlaunch = _received(q, k, lse_all, key_start, common, (opts or {}).get("rtile"), opts, neg2)
+        lse_all, neg2, split = (res.extras.pop(n) for n in ("lse_all", "lse_neg2", "lse_split"))
+        rsum, rlaunch = _received(q, k, lse_all, key_start, common, (opts or {}).get("rtile"), opts, neg2, split)
         launches.append(rlaunch)
         res.received_sum = rsum
         res.received_count = _received_count(key_start, T, S, window, torch.float32)
@@ -501,6 +501,8 @@ def _prefill(q, k, v, out, res, key_start, ed: _Edits, stats, sink_pos, spans, o
     lse = empty(B, H, T) if need_lse else None
     # lse stored as -lse * log2(e) for the received pass (its "lse2" switch) where the caller does not ask for lse
     neg2 = bool(stats.received and not stats.lse and _received_cfg(D, opts)["lse2"])
+    # the received pass's addend split for its MMA (its "amma" switch), written by this kernel's epilogue
+    adq = _alloc(B, H, T, 16, dtype=torch.bfloat16, device=dev) if _amma_on(q, stats, opts, common) else None
     ent = empty(B, H, T) if stats.entropy else None
     if stats.sink_mass and sink_pos is None:
         sink_pos = key_start.clamp(max=S - 1)[:, None]                       # a fully padded row reports 0
@@ -522,7 +524,7 @@ def _prefill(q, k, v, out, res, key_start, ed: _Edits, stats, sink_pos, spans, o
             kd = vd = None
     sq, sk, sv, so = q.stride(), k.stride(), v.stride(), out.stride()
     kw = dict(
-        q=q, k=k, v=v, kd=kd, vd=vd, o=out, lse=lse, ent=ent, spm=spm, snk=snk, key_start=key_start,
+        q=q, k=k, v=v, kd=kd, vd=vd, o=out, lse=lse, ent=ent, spm=spm, snk=snk, adq=adq, key_start=key_start,
         sink_pos=sink_pos.to(dev).long().contiguous() if stats.sink_mass else None,
         spans=spans.to(dev).long().contiguous() if stats.span_mass else None,
         col_idx=ed.cols, col_scale=ed.col_scale, head_uniform=ed.uniform,
@@ -539,15 +541,43 @@ def _prefill(q, k, v, out, res, key_start, ed: _Edits, stats, sink_pos, spans, o
         kw["maxnreg"] = int(sw["maxnreg"])
     res.lse, res.entropy, res.sink_mass, res.span_mass = (lse if stats.lse else None), ent, snk, spm
     if stats.received:
-        res.extras["lse_all"], res.extras["lse_neg2"] = lse, neg2
+        res.extras["lse_all"], res.extras["lse_neg2"], res.extras["lse_split"] = lse, neg2, adq
     return _launch("attention_fwd_kernel", (_cdiv(T, BT), B * H), kw)
 
 
+def _amma_on(q: Tensor, stats, opts: Optional[dict], common: dict) -> bool:
+    """Whether the received pass adds the lse by its MMA (its "amma" switch): key-major, no pipe / polynomial, 2-byte
+    inputs, head_dim 64 / 128, no softcap, and q's TMA descriptor exists (the pass then reads the prefill kernel's
+    split addend [B, H, T, 16] through one)."""
+    D = q.shape[3]
+    if not stats.received or q.element_size() != 2 or D not in (64, 128) or common["softcap"]:
+        return False
+    sw = _received_cfg(D, opts)
+    if not (sw["amma"] and sw["keymajor"] and sw["tma"]) or sw["pipe"] or sw["poly"] or sw["pmix"]:
+        return False
+    return _rows_descriptor(q, tiles.received_tile(D, 2, INTERPRET, (opts or {}).get("rtile"))[0]) is not None
+
+
+def split_addend(lse: Tensor, scale: float) -> Tensor:
+    """The prefill kernel's adq from a natural-log lse [B, H, T]: -lse / scale (the received pass's addend in
+    raw-score units) as three bfloat16 parts in columns 0..2 of [B, H, T, 16], zeros after (rows with lse = -inf: 0).
+    For benchmarks and tests that time or check the received pass alone."""
+    a = torch.where(torch.isfinite(lse), -lse.float() / scale, torch.zeros_like(lse, dtype=torch.float32))
+    parts = []
+    for _ in range(3):
+        p = a.to(torch.bfloat16)
+        parts.append(p)
+        a = a - p.float()
+    out = torch.zeros(*lse.shape, 16, dtype=torch.bfloat16, device=lse.device)
+    out[..., :3] = torch.stack(parts, -1)
+    return out
+
+
 def _received(q, k, lse, key_start, common, tile: Optional[tuple] = None, opts: Optional[dict] = None,
-              neg2: bool = False) -> tuple:
+              neg2: bool = False, split: Optional[Tensor] = None) -> tuple:
     """(received-mass column sums [B, H, S] (allocated), the launch that fills them from the forward's lse
-    [B, H, T] (neg2: stored as -lse * log2(e), the prefill kernel's LSE_NEG2). opts: "r_<switch>" overrides of
-    ``tiles.RECEIVED_SWITCHES``."""
+    [B, H, T] (neg2: stored as -lse * log2(e), the prefill kernel's LSE_NEG2; split: its adq, the addend split for
+    the MMA, or None). opts: "r_<switch>" overrides of ``tiles.RECEIVED_SWITCHES``."""
     B, H, T, D = q.shape
     KV, S = k.shape[1], k.shape[2]
     rsum = _alloc(B, H, S, dtype=torch.float32, device=q.device)
@@ -562,10 +592,14 @@ def _received(q, k, lse, key_start, common, tile: Optional[tuple] = None, opts: 
         qd = _rows_descriptor(q, RT // 4 if npoly else RT)
     if sw["ltma"] and sw["keymajor"] and two and D in (64, 128):
         ld = _lse_descriptor(lse, RT // 4 if npoly else RT)
+    ad = None
+    if split is not None and qd is not None:
+        from triton.tools.tensor_descriptor import TensorDescriptor
+        ad = TensorDescriptor(split, shape=[B * H * T, 16], strides=[16, 1], block_shape=[RT, 16])
     sq, sk = q.stride(), k.stride()
     nb = _cdiv(S, RS)
     kw = dict(
-        q=q, k=k, lse=lse, rsum=rsum, key_start=key_start, qd=qd, ld=ld,
+        q=q, k=k, lse=lse, rsum=rsum, key_start=key_start, qd=qd, ld=ld, ad=ad,
         s_qb=sq[0], s_qh=sq[1], s_qt=sq[2], s_kb=sk[0], s_kh=sk[1], s_ks=sk[2],
         T=T, S=S, H=H, G=H // KV, D=D, BT=RT, BS=RS, KEYMAJOR=sw["keymajor"], FMA=sw["fma"], NPOLY=npoly,
         PMIX=pmix, HMAJ=sw["hmaj"], LSE2=bool(neg2), PIPE=bool(sw["pipe"] and sw["keymajor"] and not npoly),

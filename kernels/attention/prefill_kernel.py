@@ -179,6 +179,7 @@ def _span_mass(
     "USE_WINDOW": lambda a: a["window"] > 0,
     "USE_SOFTCAP": lambda a: a["softcap"] > 0,
     "STORE_LSE": lambda a: a["lse"] is not None,
+    "STORE_AD": lambda a: a["adq"] is not None,
     "USE_ENTROPY": lambda a: a["ent"] is not None,
     "USE_SPAN": lambda a: a["spm"] is not None,
     "USE_SINK": lambda a: a["snk"] is not None,
@@ -197,7 +198,7 @@ def _span_mass(
 })
 @triton.jit
 def attention_fwd_kernel(
-    q, k, v, kd, vd, o, lse, ent, spm, snk,
+    q, k, v, kd, vd, o, lse, ent, spm, snk, adq,
     key_start, sink_pos, spans, col_idx, col_scale, head_uniform, head_mean, head_mean_on, head_scale,
     redist_span, redist_from, redist_keep, redist_rho, redist_min_mass,
     s_qb, s_qh, s_qt, s_kb, s_kh, s_ks, s_vb, s_vh, s_vs, s_ob, s_ot, s_oh,
@@ -210,6 +211,7 @@ def attention_fwd_kernel(
     USE_HSCALE: tl.constexpr, USE_VAR: tl.constexpr, USE_TMA: tl.constexpr,
     SEG: tl.constexpr, SPAN_POST: tl.constexpr, RELOAD_Q: tl.constexpr, FMA: tl.constexpr, REV: tl.constexpr,
     LSE_NEG2: tl.constexpr, LOOP_SPAN: tl.constexpr, SEG_ON: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr,
+    STORE_AD: tl.constexpr,
 ):
     """One program per (query block, batch x head). Pointers: q [B, H, T, D], k / v [B, KV, S, D],
     o [B, T, H, D]; lse / ent [B, H, T], spm [B, H, T, NS], snk [B, H, T, P] (float32, None = off);
@@ -223,7 +225,9 @@ def attention_fwd_kernel(
     FMA folds the logit scale into one multiply-add per score and accumulates P.V in the MMA; REV runs the
     query blocks of each head last-first (causal: the longest key ranges start first, the short ones fill the
     last wave). LSE_NEG2: lse is stored as -lse * log2(e) (the received-mass pass's input: the addend of its
-    multiply-adds, with no multiply there)."""
+    multiply-adds, with no multiply there). adq [B, H, T, 16] bfloat16 (None = off; STORE_AD): the received pass's
+    addend -lse2 / (scale * log2(e)) in raw-score units as three bfloat16 parts in columns 0..2 (their sum is the
+    float32 value to ~2^-24), zeros after: that pass adds it to its scores with the MMA (its AMMA switch)."""
     i_t, i_bh = tl.program_id(0), tl.program_id(1)
     if REV:
         i_t = tl.num_programs(0) - 1 - i_t
@@ -397,6 +401,16 @@ def attention_fwd_kernel(
         else:
             b_lse = tl.where(m_ok, (b_m + tl.log2(b_l)) * LN2, float("-inf"))
         tl.store(lse + o_row, b_lse, mask=m_t)
+    if STORE_AD:
+        b_a = tl.where(m_ok, -(b_m + tl.log2(b_l)) / (scale * LOG2E), 0.0)   # [BT] raw-score units
+        a1 = b_a.to(tl.bfloat16).to(tl.float32)
+        r1 = b_a - a1
+        a2 = r1.to(tl.bfloat16).to(tl.float32)
+        a3 = (r1 - a2).to(tl.bfloat16).to(tl.float32)
+        o_c = tl.arange(0, 16)                                                # [16]
+        b_ad = tl.where(o_c[None, :] == 0, a1[:, None], tl.where(o_c[None, :] == 1, a2[:, None],
+                                                                 tl.where(o_c[None, :] == 2, a3[:, None], 0.0)))
+        tl.store(adq + o_row[:, None] * 16 + o_c[None, :], b_ad.to(tl.bfloat16), mask=m_t[:, None])
     if USE_ENTROPY:
         b_h = tl.where(m_ok, (tl.log2(b_l) - b_ent / b_l) * LN2, 0.0)
         tl.store(ent + o_row, b_h, mask=m_t)

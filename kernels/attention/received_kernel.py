@@ -19,7 +19,7 @@ import triton
 import triton.language as tl
 
 from . import jit_utils
-from .jit_utils import INTERPRET, LOG2E, NEG, dot, precision, scores2
+from .jit_utils import INTERPRET, LOG2E, NEG, dot, dot_acc, precision, scores2
 
 
 @triton.jit
@@ -193,20 +193,21 @@ def _received_step(
     "USE_SOFTCAP": lambda a: a["softcap"] > 0,
     "USE_TMA": lambda a: a["qd"] is not None,
     "USE_LTMA": lambda a: a["ld"] is not None,
+    "AMMA": lambda a: a["ad"] is not None,
     "NQ": lambda a: 4 if a["KEYMAJOR"] and a["NPOLY"] > 0 else 1,
     "PREC": precision,
     "UPCAST": lambda a: INTERPRET,
 })
 @triton.jit
 def received_fwd_kernel(
-    q, k, lse, rsum, key_start, qd, ld,
+    q, k, lse, rsum, key_start, qd, ld, ad,
     s_qb, s_qh, s_qt, s_kb, s_kh, s_ks,
     scale, softcap, window, T, S,
     H: tl.constexpr, G: tl.constexpr, D: tl.constexpr, BT: tl.constexpr, BS: tl.constexpr,
     KEYMAJOR: tl.constexpr, FMA: tl.constexpr, NPOLY: tl.constexpr, PMIX: tl.constexpr, HMAJ: tl.constexpr,
     LSE2: tl.constexpr, PIPE: tl.constexpr, LPRE: tl.constexpr, UNROLL: tl.constexpr,
     USE_WINDOW: tl.constexpr, USE_SOFTCAP: tl.constexpr, USE_TMA: tl.constexpr, USE_LTMA: tl.constexpr,
-    NQ: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr,
+    NQ: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr, AMMA: tl.constexpr,
 ):
     """One program per (key block, batch x head): rsum [B, H, S] float32 from lse [B, H, T] (LSE2: as -lse * log2(e),
     the prefill kernel's LSE_NEG2 form; else natural).
@@ -223,7 +224,11 @@ def received_fwd_kernel(
     LPRE (key-major, NQ = 1, PMIX = 0, no PIPE): in the fully visible range, the next query block's lse addend is loaded
     one block ahead (in the sm_90 build the load is otherwise issued beside the block's MMA and waited for right after
     it). UNROLL: the fully visible range's loop unrolled that many times (1 = not), so its per-block loop control and
-    barrier bookkeeping is shared by more scores."""
+    barrier bookkeeping is shared by more scores.
+    ad: a tensor descriptor over the prefill kernel's split addend (its adq, [B * H * T, 16] bfloat16, [BT, 16]
+    blocks; None = off; AMMA, key-major, NQ = 1, with qd): in the fully visible range the MMA adds it to the scores
+    (S' = K Q^T + ones . A^T, ones in the first three columns), so a score's base-2 logit is one multiply, and no lse
+    block is loaded, laid out through shared memory or waited for there."""
     if HMAJ:
         i_bh, i_s = tl.program_id(0), tl.program_id(1)
     else:
@@ -281,6 +286,16 @@ def received_fwd_kernel(
         if n2 < t_b:                                                          # an odd block left: t_b - BT
             b_r = _colsums_at(b_s, t_b - BT, p_lse, ld, l_row, o_j, ks, T, S, window, scale, softcap, b_r, BT,
                               USE_WINDOW, USE_SOFTCAP, FMA, USE_LTMA, PMIX, LSE2)
+    elif AMMA and KEYMAJOR and NQ == 1 and PMIX == 0 and USE_TMA:
+        o_c = tl.arange(0, 16)                                                # [16]
+        b_one = tl.where(o_c < 3, 1.0, 0.0)                                   # [16] the addend's three parts
+        b_ones = (tl.zeros([BS, 16], tl.float32) + b_one[None, :]).to(q.dtype.element_ty)   # [BS, 16]
+        for t0 in range(t_a, t_b, BT):
+            b_q = _q_block(p_q, s_qt, t0, T, qd, q_row0, False, D, BT, USE_TMA)   # [BT, D]
+            b_ad = ad.load([q_row0 + t0, 0])                                  # [BT, 16]
+            b_s = dot(b_k, tl.trans(b_q), PREC, UPCAST)                       # [BS, BT] raw scores
+            b_s = dot_acc(b_ones, tl.trans(b_ad), b_s, PREC, UPCAST)          # [BS, BT] + -lse2 / c per query
+            b_r += tl.sum(tl.exp2(b_s * (scale * LOG2E)), 1)                  # [BS]
     elif LPRE and KEYMAJOR and NQ == 1 and PMIX == 0:
         # each query block's lse addend loaded one block ahead: its global load's latency is off the block's path
         o_n = t_a + tl.arange(0, BT)                                          # [BT]

@@ -84,7 +84,7 @@ RECEIVED_TILES: dict = {64: (128, 64, 4, 2), 128: (64, 128, 4, 3), 256: (32, 64,
 # block's 4 quarters, how many take exp2 by a polynomial on the FMA pipe; 0 = all on the MUFU).
 # All off = the kernel of sessions 3 and 4.
 _ROFF = {"keymajor": False, "fma": False, "tma": False, "poly": 0, "maxnreg": 0, "pmix": 0, "ltma": False,
-         "hmaj": False, "lse2": False, "pipe": False, "lpre": False, "unroll": 1}
+         "hmaj": False, "lse2": False, "pipe": False, "lpre": False, "unroll": 1, "amma": False}
 RECEIVED_SWITCHES: dict = {64: dict(_ROFF, keymajor=True, fma=True, tma=True, lse2=True, maxnreg=128),
                            128: dict(_ROFF, fma=True, tma=True), 256: dict(_ROFF)}
 # "maxnreg": a register cap per thread for ptxas (more CTAs per SM; 0 = none; GPU builds only).
@@ -101,9 +101,12 @@ RECEIVED_SWITCHES: dict = {64: dict(_ROFF, keymajor=True, fma=True, tma=True, ls
 # query block's Q K^T issued before this block's exp2 (the MMA under the exponentials).
 # Session 10 (not measured on a GPU when added): "lpre" (key-major, poly 0, pmix 0, no pipe): the next query block's
 # lse addend loaded one block ahead in the fully visible range (the sm_90 build issues that load beside the block's MMA
-# and waits for it right after: benchmarks/sass_loops.py); "unroll": that loop unrolled n times (1 = not).
+# and waits for it right after: benchmarks/sass_loops.py); "unroll": that loop unrolled n times (1 = not); "amma"
+# (key-major with TMA, no pipe / poly / pmix, no softcap): the prefill kernel writes the addend -lse2 / c split into
+# three bf16 parts ([B, H, T, 16] bf16: 19 MB at the SmolLM2 shape, 64K), and the fully visible loop adds it to the
+# scores in the MMA (ones . A^T) -- no lse load, no trip through shared memory, one multiply per score.
 RECEIVED_SWITCH_NAMES = ("keymajor", "fma", "tma", "poly", "maxnreg", "pmix", "ltma", "hmaj", "lse2", "pipe", "lpre",
-                         "unroll")
+                         "unroll", "amma")
 _RECEIVED_INTS = ("poly", "maxnreg", "pmix", "unroll")
 # decode: (BS, num_warps, num_stages); one wave of programs, bandwidth-bound
 DECODE_TILES: dict = {64: (64, 4, 2), 128: (64, 4, 2), 256: (32, 4, 2)}

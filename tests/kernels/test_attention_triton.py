@@ -318,7 +318,10 @@ RECEIVED_SWITCHES_S6 = [{"r_keymajor": True, "r_fma": True, "r_tma": True, "r_lt
                         # session 10: the lse addend a block ahead, the fully visible loop unrolled
                         {"r_keymajor": True, "r_fma": True, "r_tma": True, "r_lse2": True, "r_lpre": True},
                         {"r_keymajor": True, "r_fma": True, "r_lpre": True, "r_unroll": 2},
-                        {"r_keymajor": True, "r_unroll": 3}]
+                        {"r_keymajor": True, "r_unroll": 3},
+                        # the addend -lse2 / c added by the MMA (from the prefill kernel's split of it)
+                        {"r_keymajor": True, "r_fma": True, "r_tma": True, "r_lse2": True, "r_amma": True},
+                        {"r_keymajor": True, "r_tma": True, "r_amma": True}]
 
 
 @pytest.mark.parametrize("opts", RECEIVED_SWITCHES_S6)
@@ -569,6 +572,8 @@ _KMT = {"r_keymajor": True, "r_fma": True, "r_tma": True}
     {"rtile": (128, 64, 4, 2), **_KMT, "r_lse2": True, "r_maxnreg": 128, "r_lpre": True},
     {"rtile": (128, 64, 4, 2), **_KMT, "r_lse2": True, "r_maxnreg": 128, "r_unroll": 2},
     {"rtile": (128, 64, 4, 2), **_KMT, "r_lse2": True, "r_maxnreg": 128, "r_lpre": True, "r_unroll": 2},
+    {"rtile": (128, 64, 4, 2), **_KMT, "r_lse2": True, "r_maxnreg": 128, "r_amma": True},
+    {"rtile": (64, 64, 4, 2), **_KMT, "r_amma": True},
 ])
 def test_received_switches_s6_parity_gpu(D, opts):
     """Session 6's received-mass switches (and the statistics prefill under a register cap) at GPU sizes (as
@@ -616,3 +621,25 @@ def test_dispatcher_uses_kernel_on_cuda():
     assert torch.equal(a.out, b.out)
     full = attention(q, k, v, scale=0.125, stats=StatsRequest(full=True))   # falls back to the reference
     assert full.probs is not None
+
+
+def test_prefill_split_addend_equals_host_split():
+    """The prefill kernel's split addend (amma): its three bfloat16 parts sum to -lse / scale within float32
+    rounding, as ``split_addend``'s of the same lse do (a dead row: zeros)."""
+    tri = _tri()
+    B, H, KV, T, S, D = 2, 3, 1, 40, 70, 64
+    q, k, v = _inputs(B, H, KV, T, S, D, torch.bfloat16, seed=5)
+    ks = torch.tensor([0, 45], device=DEV)                   # row 1: queries before key 45 see nothing
+    opts = {"r_keymajor": True, "r_tma": True, "r_amma": True}
+    stats = StatsRequest(lse=True, received=True)
+    res, launches = tri.plan(q, k, v, scale=D ** -0.5, key_start=ks, stats=stats, opts=opts)
+    (fn, grid, kw), = [x for x in launches if "adq" in x[2]]
+    assert kw["adq"] is not None
+    tri._run(launches)
+    fin = torch.isfinite(res.lse)
+    exact = -res.lse.double() / D ** -0.5
+    for split in (kw["adq"], tri.split_addend(res.lse, D ** -0.5)):
+        total = split[..., :3].double().sum(-1)
+        assert torch.allclose(total[fin], exact[fin], rtol=1e-6, atol=0), (total[fin] - exact[fin]).abs().max()
+        assert (split[..., 3:] == 0).all()
+    assert (kw["adq"][~fin] == 0).all() and (~fin).any()
