@@ -104,7 +104,9 @@ RECEIVED_SWITCHES: dict = {64: dict(_ROFF, keymajor=True, fma=True, tma=True, ls
 # and waits for it right after: benchmarks/sass_loops.py); "unroll": that loop unrolled n times (1 = not); "amma"
 # (key-major with TMA, no pipe / poly / pmix, no softcap): the prefill kernel writes the addend -lse2 / c split into
 # three bf16 parts ([B, H, T, 16] bf16: 19 MB at the SmolLM2 shape, 64K), and the fully visible loop adds it to the
-# scores in the MMA (ones . A^T) -- no lse load, no trip through shared memory, one multiply per score.
+# scores in the MMA (ones . A^T) -- no lse load, no trip through shared memory, one multiply per score. Added after
+# session 10's last GPU call: compiled for sm_90 offline (benchmarks/sass_loops.py --amma), parity-tested on the
+# interpreter only; its GPU parity tests and its timing are the next call's (benchmarks/bench_sweep.py SWEEP).
 RECEIVED_SWITCH_NAMES = ("keymajor", "fma", "tma", "poly", "maxnreg", "pmix", "ltma", "hmaj", "lse2", "pipe", "lpre",
                          "unroll", "amma")
 _RECEIVED_INTS = ("poly", "maxnreg", "pmix", "unroll")
