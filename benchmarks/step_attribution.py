@@ -212,8 +212,8 @@ def summaries(doc: dict) -> dict:
 
 
 def run_batch(handle, args, batch: int, variants: list) -> tuple:
-    """(steps, rounds, walls) of every variant at one batch size: per-step part dicts, pooled and per round, and
-    each generate's wall time (s, prefill included)."""
+    """(rounds, walls) of every variant at one batch size: per-step part dicts per round, and each generate's wall
+    time (s, prefill included)."""
     model = handle.model
     prompt = min(args.prompt, 64) if args.quick else args.prompt
     g = torch.Generator().manual_seed(batch)
@@ -223,7 +223,6 @@ def run_batch(handle, args, batch: int, variants: list) -> tuple:
         return model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, min_new_tokens=n,
                               do_sample=False)
 
-    steps: dict = {v: [] for v in variants}
     rounds: dict = {v: [] for v in variants}
     walls: dict = {v: [] for v in variants}                  # s per generate (prefill + every step)
     with torch.no_grad():
@@ -246,10 +245,8 @@ def run_batch(handle, args, batch: int, variants: list) -> tuple:
                     finally:
                         h1.remove()
                         h2.remove()
-                rows = timer.rows()
-                steps[v] += rows
-                rounds[v].append(rows)
-    return steps, rounds, walls
+                rounds[v].append(timer.rows())
+    return rounds, walls
 
 
 def main(argv=None) -> int:
@@ -279,7 +276,7 @@ def main(argv=None) -> int:
     t_start = time.time()
     doc = {"per_step": {}, "generate_s": {}}
     for batch in [int(b) for b in args.batches.split(",")]:
-        steps, rounds, walls = run_batch(handle, args, batch, variants)
+        rounds, walls = run_batch(handle, args, batch, variants)
         # every step's STORED parts (ms), per variant and round; each generate's wall (s)
         doc["per_step"][str(batch)] = {v: [[[round(r[p], 4) for p in STORED] for r in rs] for rs in rounds[v]]
                                        for v in variants}

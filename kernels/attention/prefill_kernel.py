@@ -395,14 +395,15 @@ def attention_fwd_kernel(
     tl.store(p_o, b_o.to(o.dtype.element_ty), mask=m_t[:, None])
 
     o_row = (i_b * H + i_h) * T + o_t                                         # [BT] row of [B, H, T]
+    b_lse2 = b_m + tl.log2(b_l)                                               # [BT] base-2 lse
     if STORE_LSE:
         if LSE_NEG2:
-            b_lse = tl.where(m_ok, -(b_m + tl.log2(b_l)), float("inf"))
+            b_lse = tl.where(m_ok, -b_lse2, float("inf"))
         else:
-            b_lse = tl.where(m_ok, (b_m + tl.log2(b_l)) * LN2, float("-inf"))
+            b_lse = tl.where(m_ok, b_lse2 * LN2, float("-inf"))
         tl.store(lse + o_row, b_lse, mask=m_t)
     if STORE_AD:
-        b_a = tl.where(m_ok, -(b_m + tl.log2(b_l)) / (scale * LOG2E), 0.0)   # [BT] raw-score units
+        b_a = tl.where(m_ok, -b_lse2 / (scale * LOG2E), 0.0)                  # [BT] raw-score units
         a1 = b_a.to(tl.bfloat16).to(tl.float32)
         r1 = b_a - a1
         a2 = r1.to(tl.bfloat16).to(tl.float32)

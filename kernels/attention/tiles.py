@@ -99,7 +99,8 @@ RECEIVED_SWITCHES: dict = {64: dict(_ROFF, keymajor=True, fma=True, tma=True, ls
 # instructions per thread and query block at (64, 64, 4, 2), offline sm_90 build of Triton 3.6; 7.06 vs 7.43 ms; only
 # where the call does not return lse); "pipe" (key-major, poly 0; added after call 2, not measured on a GPU): the next
 # query block's Q K^T issued before this block's exp2 (the MMA under the exponentials).
-# Session 10 (not measured on a GPU when added): "lpre" (key-major, poly 0, pmix 0, no pipe): the next query block's
+# Session 10: "lpre" (key-major, poly 0, pmix 0, no pipe; lost in call 3 of prefill_sweep_h200_s10.json: 7.23 ms
+# against 6.92 for the default, unroll 2: 7.24, both: 7.20): the next query block's
 # lse addend loaded one block ahead in the fully visible range (the sm_90 build issues that load beside the block's MMA
 # and waits for it right after: benchmarks/sass_loops.py); "unroll": that loop unrolled n times (1 = not); "amma"
 # (key-major with TMA, no pipe / poly / pmix, no softcap): the prefill kernel writes the addend -lse2 / c split into
