@@ -4,7 +4,11 @@ key-0 mass, one span mass and received mass, against cuDNN SDPA at the same shap
 For each shape (``bench_sweep.SHAPES``, N = 65,536 by default, bf16, causal, batch 1, random tensors) it records
 the whole call's time (median of ``--repeats`` ``do_bench`` runs), one profiled call's kernels (name, device
 time, launches; ``torch.profiler``) and the time between them (the call's wall time minus its kernels' device
-time), and the registers / spills of the compiled received-mass and prefill kernels. ``--dry`` runs the same on
+time), and the registers / spills of the compiled received-mass and prefill kernels. ``--parts`` adds what each piece costs:
+the prefill kernel with lse only and with each statistic alone added (entropy, key-0 mass, span mass), the
+received pass alone, the whole call from launches planned once (``fused.plan``; no host work inside the timed
+call: the gap to the plain call is the call's host time the GPU waits for), and the median device time per kernel
+over ``--repeats`` profiled calls. ``--dry`` runs the same on
 the CPU under TRITON_INTERPRET=1 at a tiny N (plumbing only; no profile).
 
     python -m benchmarks.profile_stats --out benchmarks/results/profile_stats_h200.json
@@ -46,12 +50,43 @@ def compiled_resources() -> list[dict]:
     return out
 
 
+def part_calls(case) -> dict:
+    """{name: zero-argument call} of the pieces of the statistics call (``--parts``)."""
+    from kernels.attention import fused, tiles
+    from kernels.attention.api import StatsRequest
+    q, k, v, s = case.q, case.k, case.v, case.scale
+    fwd = lambda st: (lambda: fused.attention(q, k, v, scale=s, spans=case.spans, stats=st))  # noqa: E731
+    out = {"fwd_lse": fwd(StatsRequest(lse=True)),
+           "fwd_lse_entropy": fwd(StatsRequest(lse=True, entropy=True)),
+           "fwd_lse_sink": fwd(StatsRequest(lse=True, sink_mass=True)),
+           "fwd_lse_span": fwd(StatsRequest(lse=True, span_mass=True)),
+           "received": case.call("received", {"r_" + n: x for n, x in tiles.received_switches(case.D).items()})}
+    _, launches = fused.plan(q, k, v, scale=s, spans=case.spans, stats=case.full_stats)
+    out["stats_planned"] = lambda: fused._run(launches)
+    return out
+
+
+def kernel_medians(fn, n: int) -> dict:
+    """{kernel name: median device ms over n profiled calls} (each call after a sync)."""
+    import torch
+    per = {}
+    for _ in range(n):
+        torch.cuda.synchronize()
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+            fn()
+            torch.cuda.synchronize()
+        for r in kernel_rows(prof):
+            per.setdefault(r["name"], []).append(r["device_ms"])
+    return {name: statistics.median(v) for name, v in per.items() if statistics.median(v) > 0.01}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=65536)
     ap.add_argument("--shapes", nargs="+", default=["smollm", "llama"])
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--dry", action="store_true")
+    ap.add_argument("--parts", action="store_true", help="the per-piece costs (see the module docstring)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     if args.dry:
@@ -69,6 +104,8 @@ def main(argv=None) -> int:
         row = {"shape": shape, "N": N}
         calls = {"sdpa": case.sdpa(), "stats": case.call("stats", {}), "stats_fwd": case.call("stats_fwd", {}),
                  "output": case.call("output", {})}
+        if args.parts:
+            calls.update(part_calls(case))
         for name, fn in calls.items():
             fn()
             if dev == "cuda":
@@ -84,6 +121,8 @@ def main(argv=None) -> int:
                 torch.cuda.synchronize()
             row["kernels"] = kernel_rows(prof)
             row["kernels_device_ms"] = sum(r["device_ms"] for r in row["kernels"])
+            if args.parts:
+                row["kernel_medians_ms"] = kernel_medians(calls["stats"], args.repeats)
         out["rows"].append(row)
         print(json.dumps({k: v for k, v in row.items() if not k.endswith("runs_ms")}, default=str)[:1500], flush=True)
         del case
