@@ -67,16 +67,19 @@ _R = {**_KM, "r_tma": True}                                     # the d64 receiv
 _L = {**_R, "r_lse2": True}
 SWEEP = {
     128: {"stats_fwd": [((128, 128, 8, 3), {**_SP, "tma": True, "rev": True})]},
-    64: {"received": [((128, 64, 4, 2), {**_L, "r_maxnreg": 128}), ((128, 64, 4, 2), {**_L, "r_maxnreg": 128, "r_amma": True}),
-                      ((128, 64, 4, 2), {**_R, "r_maxnreg": 128, "r_amma": True}),
-                      ((64, 64, 4, 2), {**_R, "r_amma": True})],
+    64: {"received": [((128, 64, 4, 2), {**_L, "r_maxnreg": 128}),
+                      ((128, 64, 4, 2), {**_L, "r_maxnreg": 128, "r_gluon": True, "gtile": (128, 2)}),
+                      ((128, 64, 4, 2), {**_L, "r_maxnreg": 128, "r_gluon": True, "gtile": (64, 2)}),
+                      ((128, 64, 4, 2), {**_L, "r_maxnreg": 128, "r_gluon": True, "gtile": (128, 3)}),
+                      ((128, 64, 4, 2), {**_L, "r_maxnreg": 128, "r_gluon": True, "gtile": (64, 3)})],
          "stats_fwd": [((64, 128, 4, 3), {**_SP, "tma": True, "rev": True})]},
 }
 # Session 10's lists: call 3 timed the d64 received default, its lse addend loaded a block ahead (lpre), its fully
 # visible loop unrolled twice, and both (all lost; benchmarks/sass_loops.py: 276 instructions per 64 exp2 per thread in
-# that loop, 263 per 64 unrolled); call 6 the addend added by the MMA (amma: the prefill kernel writes it split into
-# three bf16 parts; no lse load or shared-memory trip in the loop). Session 7's list (pipe, the prefill's register cap)
-# is this file at commit 3ccdf30.
+# that loop, 263 per 64 unrolled); session 11's call 1 the addend added by the MMA (amma: the prefill kernel writes it
+# split into three bf16 parts; no lse load or shared-memory trip in the loop; lost: 6.86 ms against 6.81). Session 11
+# call 2: the fully visible blocks in Gluon (kernels/attention/received_gluon.py, "gluon") at four (BT, NBUF) tiles.
+# Session 7's list (pipe, the prefill's register cap) is this file at commit 3ccdf30.
 # variants swept per shape
 SWEEP_VARIANTS = {"llama": ("stats_fwd",), "smollm": ("received", "stats_fwd")}
 DECODE_CASES = [("llama", 32, 32, 128, 1, 4096), ("llama", 32, 32, 128, 16, 2048), ("smollm", 9, 3, 64, 1, 4096)]
@@ -162,8 +165,9 @@ class Case:
             lse = -self._lse * 1.4426950408889634 if neg2 else self._lse
             ks = tri._zeros_i64(1, q.device)
             common = dict(scale=s, softcap=0.0, window=0)
-            split = tri.split_addend(self._lse, s) if opts.get("r_amma") else None     # (the prefill kernel's adq)
-            return lambda: tri._run([tri._received(q, k, lse, ks, common, opts.get("rtile"), opts, neg2, split)[1]])
+            split = (tri.split_addend(self._lse, s) if opts.get("r_amma") or opts.get("r_gluon")
+                     else None)                                                # (the prefill kernel's adq)
+            return lambda: tri._run(tri._received(q, k, lse, ks, common, opts.get("rtile"), opts, neg2, split)[1])
         raise ValueError(variant)
 
 
@@ -366,9 +370,10 @@ def _launches(case: "Case", variant: str, opts: dict) -> list:
     c = case
     if variant == "received":
         lse = torch.zeros(1, c.H, c.N, device=c.q.device)
-        split = torch.zeros(1, c.H, c.N, 16, dtype=torch.bfloat16, device=c.q.device) if opts.get("r_amma") else None
-        return [tri._received(c.q, c.k, lse, tri._zeros_i64(1, c.q.device), dict(scale=c.scale, softcap=0.0, window=0),
-                              opts.get("rtile"), opts, bool(opts.get("r_lse2")), split)[1]]
+        split = (torch.zeros(1, c.H, c.N, 16, dtype=torch.bfloat16, device=c.q.device)
+                 if opts.get("r_amma") or opts.get("r_gluon") else None)
+        return tri._received(c.q, c.k, lse, tri._zeros_i64(1, c.q.device), dict(scale=c.scale, softcap=0.0, window=0),
+                             opts.get("rtile"), opts, bool(opts.get("r_lse2")), split)[1]
     kw = {"output": {}, "edit": {"edits": c.act}, "var": {"edits": c.var},
           "stats_fwd": {"spans": c.spans, "stats": c.fwd_stats}, "stats": {"spans": c.spans, "stats": c.full_stats}}
     return tri.plan(c.q, c.k, c.v, scale=c.scale, opts=opts, **kw[variant])[1]

@@ -84,7 +84,7 @@ RECEIVED_TILES: dict = {64: (128, 64, 4, 2), 128: (64, 128, 4, 3), 256: (32, 64,
 # block's 4 quarters, how many take exp2 by a polynomial on the FMA pipe; 0 = all on the MUFU).
 # All off = the kernel of sessions 3 and 4.
 _ROFF = {"keymajor": False, "fma": False, "tma": False, "poly": 0, "maxnreg": 0, "pmix": 0, "ltma": False,
-         "hmaj": False, "lse2": False, "pipe": False, "lpre": False, "unroll": 1, "amma": False}
+         "hmaj": False, "lse2": False, "pipe": False, "lpre": False, "unroll": 1, "amma": False, "gluon": False}
 RECEIVED_SWITCHES: dict = {64: dict(_ROFF, keymajor=True, fma=True, tma=True, lse2=True, maxnreg=128),
                            128: dict(_ROFF, fma=True, tma=True), 256: dict(_ROFF)}
 # "maxnreg": a register cap per thread for ptxas (more CTAs per SM; 0 = none; GPU builds only).
@@ -108,8 +108,11 @@ RECEIVED_SWITCHES: dict = {64: dict(_ROFF, keymajor=True, fma=True, tma=True, ls
 # scores in the MMA (ones . A^T) -- no lse load, no trip through shared memory, one multiply per score. Added after
 # session 10's last GPU call: compiled for sm_90 offline (benchmarks/sass_loops.py --amma), parity-tested on the
 # interpreter only; its GPU parity tests and its timing are the next call's (benchmarks/bench_sweep.py SWEEP).
+# Session 11: "gluon" (Hopper, 2-byte inputs, d 64 / 128, no softcap; key-major with TMA): the fully visible range goes
+# to kernels/attention/received_gluon.py (a TMA ring, the addend and the column sums on the tensor cores, each block's
+# MMA issued under the previous block's exponentials); this kernel does the masked blocks first (SKIP_FULL).
 RECEIVED_SWITCH_NAMES = ("keymajor", "fma", "tma", "poly", "maxnreg", "pmix", "ltma", "hmaj", "lse2", "pipe", "lpre",
-                         "unroll", "amma")
+                         "unroll", "amma", "gluon")
 _RECEIVED_INTS = ("poly", "maxnreg", "pmix", "unroll")
 # decode: (BS, num_warps, num_stages); one wave of programs, bandwidth-bound
 DECODE_TILES: dict = {64: (64, 4, 2), 128: (64, 4, 2), 256: (32, 4, 2)}
@@ -167,6 +170,16 @@ def received_switches(D: int, override: Optional[dict] = None) -> dict:
         if override and "r_" + name in override:
             sw[name] = int(override["r_" + name]) if name in _RECEIVED_INTS else bool(override["r_" + name])
     return sw
+
+
+# received_gluon: (BT query rows per block, NBUF TMA stages) per head_dim (64 only so far); BT must divide the Triton
+# pass's query block, whose key block must be 64
+RECEIVED_GLUON_TILES: dict = {64: (128, 2)}
+
+
+def received_gluon_tile(D: int, override: Optional[tuple] = None) -> tuple[int, int]:
+    """(BT, NBUF) of ``received_gluon.received_full_kernel`` for head_dim D, None where it has none."""
+    return tuple(override) if override is not None else RECEIVED_GLUON_TILES.get(D)
 
 
 def decode_tile(D: int, itemsize: int, interpret: bool) -> tuple[int, int, int]:

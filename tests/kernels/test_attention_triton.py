@@ -643,3 +643,60 @@ def test_prefill_split_addend_equals_host_split():
         assert torch.allclose(total[fin], exact[fin], rtol=1e-6, atol=0), (total[fin] - exact[fin]).abs().max()
         assert (split[..., 3:] == 0).all()
     assert (kw["adq"][~fin] == 0).all() and (~fin).any()
+
+
+_GLUON = {"rtile": (128, 64, 4, 2), **_KMT, "r_lse2": True, "r_maxnreg": 128, "r_gluon": True}
+
+
+def _gluon_launched(launches) -> bool:
+    return any(getattr(fn, "__name__", "") == "received_full_kernel" or "received_full_kernel" in str(fn)
+               for fn, _, _ in launches)
+
+
+def test_received_gluon_falls_back_off_hopper():
+    """The "gluon" switch where Gluon cannot run (the interpreter, a CPU): the plan has no Gluon launch, the Triton
+    kernel keeps the fully visible blocks, and the sums keep their float64 parity."""
+    tri = _tri()
+    B, H, KV, T, S, D = 1, 2, 1, 70, 90, 64
+    q, k, v = _inputs(B, H, KV, T, S, D, torch.bfloat16, seed=9)
+    stats = StatsRequest(lse=True, received=True)
+    if not CUDA or torch.cuda.get_device_capability()[0] != 9:
+        _, launches = tri.plan(q, k, v, scale=D ** -0.5, stats=stats, opts=_GLUON)
+        assert not _gluon_launched(launches)
+        assert all(not kw.get("SKIP_FULL") for _, _, kw in launches)
+    _parity(q, k, v, stats, scale=D ** -0.5, opts=_GLUON)
+
+
+hopper = pytest.mark.skipif(not (CUDA and torch.cuda.get_device_capability()[0] == 9),
+                            reason="Gluon received pass: Hopper only")
+
+
+@gpu
+@pytest.mark.gpu
+@hopper
+@pytest.mark.parametrize("gtile", [(128, 2), (64, 2), (128, 3), (64, 3)])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("window", [None, 300])
+@pytest.mark.parametrize("stats", [StatsRequest(lse=True, received=True), StatsRequest(entropy=True, received=True)])
+def test_received_gluon_parity_gpu(gtile, dtype, window, stats):
+    """The Gluon kernel's fully visible blocks plus the Triton kernel's masked ones (SKIP_FULL) keep the float64 parity
+    of the column sums: odd lengths, GQA, left padding, a window, a continued prefill (T < S), both 2-byte dtypes, an
+    odd and an even number of full blocks per key block; the plan does launch the Gluon kernel."""
+    B, H, KV, T, S, D = 2, 4, 2, 1000, 1500, 64
+    q, k, v = _inputs(B, H, KV, T, S, D, dtype, seed=47, sink=4.0)
+    opts = dict(_GLUON, gtile=gtile)
+    ks = torch.tensor([0, 333], device=DEV)
+    _, launches = _tri().plan(q, k, v, scale=D ** -0.5, key_start=ks, window=window, stats=stats, opts=opts)
+    assert _gluon_launched(launches)
+    _parity(q, k, v, stats, scale=D ** -0.5, key_start=ks, window=window, opts=opts)
+
+
+@gpu
+@pytest.mark.gpu
+@hopper
+@pytest.mark.parametrize("T", [4096, 4096 + 128, 3000])
+def test_received_gluon_long_gpu(T):
+    """Many full blocks per key block (the pair loop and its odd / even tails) at T = S."""
+    B, H, KV, D = 1, 3, 1, 64
+    q, k, v = _inputs(B, H, KV, T, T, D, torch.bfloat16, seed=3, sink=4.0)
+    _parity(q, k, v, StatsRequest(lse=True, received=True), scale=D ** -0.5, opts=_GLUON)
