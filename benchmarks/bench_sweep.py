@@ -68,17 +68,17 @@ _L = {**_R, "r_lse2": True}
 SWEEP = {
     128: {"stats_fwd": [((128, 128, 8, 3), {**_SP, "tma": True, "rev": True})]},
     64: {"received": [((128, 64, 4, 2), {**_L, "r_maxnreg": 128}),
-                      ((128, 64, 4, 2), {**_L, "r_maxnreg": 128, "r_gluon": True, "gtile": (128, 2)}),
-                      ((128, 64, 4, 2), {**_L, "r_maxnreg": 128, "r_gluon": True, "gtile": (64, 2)}),
-                      ((128, 64, 4, 2), {**_L, "r_maxnreg": 128, "r_gluon": True, "gtile": (128, 3)}),
-                      ((128, 64, 4, 2), {**_L, "r_maxnreg": 128, "r_gluon": True, "gtile": (64, 3)})],
+                      ((128, 64, 4, 2), {**_L, "r_maxnreg": 128, "r_gluon": True, "gtile": (128, 2, 0)}),
+                      ((128, 64, 4, 2), {**_L, "r_maxnreg": 128, "r_gluon": True, "gtile": (128, 2, 1)}),
+                      ((128, 64, 4, 2), {**_L, "r_maxnreg": 128, "r_gluon": True, "gtile": (128, 3, 1)}),
+                      ((128, 64, 4, 2), {**_L, "r_maxnreg": 128, "r_gluon": True, "gtile": (64, 3, 1)})],
          "stats_fwd": [((64, 128, 4, 3), {**_SP, "tma": True, "rev": True})]},
 }
 # Session 10's lists: call 3 timed the d64 received default, its lse addend loaded a block ahead (lpre), its fully
 # visible loop unrolled twice, and both (all lost; benchmarks/sass_loops.py: 276 instructions per 64 exp2 per thread in
 # that loop, 263 per 64 unrolled); session 11's call 1 the addend added by the MMA (amma: the prefill kernel writes it
 # split into three bf16 parts; no lse load or shared-memory trip in the loop; lost: 6.86 ms against 6.81). Session 11
-# call 2: the fully visible blocks in Gluon (kernels/attention/received_gluon.py, "gluon") at four (BT, NBUF) tiles.
+# call 2: the fully visible blocks in Gluon (kernels/attention/received_gluon.py, "gluon") at four (BT, NBUF, WS) tiles.
 # Session 7's list (pipe, the prefill's register cap) is this file at commit 3ccdf30.
 # variants swept per shape
 SWEEP_VARIANTS = {"llama": ("stats_fwd",), "smollm": ("received", "stats_fwd")}

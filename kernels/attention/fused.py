@@ -629,8 +629,8 @@ def _received(q, k, lse, key_start, common, tile: Optional[tuple] = None, opts: 
         kw["maxnreg"] = int(sw["maxnreg"])
     launches = [_launch("received_fwd_kernel", (B * H, nb) if sw["hmaj"] else (nb, B * H), kw)]
     if gluon:
-        GBT, nbuf = tiles.received_gluon_tile(D, (opts or {}).get("gtile"))
-        grid, gkw = received_gluon.launch_args(q, k, split, rsum, key_start, common, RS, RT, GBT, nbuf)
+        GBT, nbuf, ws = tiles.received_gluon_tile(D, (opts or {}).get("gtile"))
+        grid, gkw = received_gluon.launch_args(q, k, split, rsum, key_start, common, RS, RT, GBT, nbuf, ws)
         launches.append((received_gluon.received_full_kernel, grid, gkw))
     return rsum, launches
 

@@ -42,10 +42,12 @@ if HAVE_GLUON:
         qd, kd, ad, rsum, key_start, T, S, window, c2,
         H: gl.constexpr, G: gl.constexpr, KV: gl.constexpr, D: gl.constexpr, BS: gl.constexpr,
         BT: gl.constexpr, BTR: gl.constexpr, NBUF: gl.constexpr, SHIFT: gl.constexpr, USE_WINDOW: gl.constexpr,
+        WS: gl.constexpr,
     ):
         """rsum [B, H, S] += the column sums of the fully visible query blocks of key block program_id(0) in (batch x
         head) program_id(1). qd: q as [B * H * T, D] ([BT, D] blocks); kd: k as [B * KV * S, D] ([BS, D]);
-        ad: the split addend as [B * H * T, 16] bf16 ([BT, 16]); c2 = scale * log2(e)."""
+        ad: the split addend as [B * H * T, 16] bf16 ([BT, 16]); c2 = scale * log2(e). WS: a one-warp partition issues
+        the TMA loads (empty / ready barriers per stage), the four compute warps only wait on their stage."""
         i_s = gl.program_id(0)
         i_bh = gl.program_id(1)
         i_b = i_bh // H
@@ -68,18 +70,15 @@ if HAVE_GLUON:
         t_b = gl.minimum(gl.maximum(t_b, t_a), t_hi)
         n = (t_b - t_a) // BT
         if n > 0:
-            _full_blocks(qd, kd, ad, rsum, c2, i_b, i_h, i_bh, j0, t_a, n, T, S, H, G, KV, D, BS, BT, NBUF, SHIFT)
+            _full_blocks(qd, kd, ad, rsum, c2, i_b, i_h, i_bh, j0, t_a, n, T, S, H, G, KV, D, BS, BT, NBUF, SHIFT, WS)
 
     @gluon.jit
     def _full_blocks(qd, kd, ad, rsum, c2, i_b, i_h, i_bh, j0, t_a, n, T, S,
                      H: gl.constexpr, G: gl.constexpr, KV: gl.constexpr, D: gl.constexpr, BS: gl.constexpr,
-                     BT: gl.constexpr, NBUF: gl.constexpr, SHIFT: gl.constexpr):
+                     BT: gl.constexpr, NBUF: gl.constexpr, SHIFT: gl.constexpr, WS: gl.constexpr):
         """The n query blocks from t_a against keys j0 + [0, BS): adds their column sums to rsum."""
-        s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
-                                                           instr_shape=[16, BT, 16])
         r_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                            instr_shape=[16, 8, 16])
-        p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=r_layout, k_width=2)
         blk: gl.constexpr = gl.BlockedLayout([1, 1], [32, 1], [4, 1], [1, 0])
         ones_a_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BS, 16], gl.bfloat16)
         e0_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BT, 8], gl.float16)
@@ -93,10 +92,12 @@ if HAVE_GLUON:
         c8 = gl.arange(0, 8, layout=gl.SliceLayout(0, blk))
         e0 = gl.full([BT, 8], 0.0, gl.float32, blk) + gl.where(c8 == 0, 1.0, 0.0)[None, :]            # [BT, 8]
         e0_s = gl.allocate_shared_memory(gl.float16, [BT, 8], e0_layout, e0.to(gl.float16))
-        bars = gl.allocate_shared_memory(gl.int64, [NBUF, 1], mbarrier.MBarrierLayout())
+        bars = gl.allocate_shared_memory(gl.int64, [NBUF, 1], mbarrier.MBarrierLayout())     # stage landed
+        empty = gl.allocate_shared_memory(gl.int64, [NBUF, 1], mbarrier.MBarrierLayout())    # stage read (WS)
         kbar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
         for i in gl.static_range(NBUF):
             mbarrier.init(bars.index(i), count=1)
+            mbarrier.init(empty.index(i), count=1)
         mbarrier.init(kbar, count=1)
         fence_async_shared()
 
@@ -105,13 +106,40 @@ if HAVE_GLUON:
         nbytes: gl.constexpr = BT * D * 2 + BT * 16 * 2
         mbarrier.expect(kbar, BS * D * 2)
         tma.async_copy_global_to_shared(kd, [k_row, 0], kbar, k_s)
+        if WS:
+            racc, = gl.warp_specialize([
+                (_consume, (k_s, q_s, a_s, one_s, e0_s, bars, empty, kbar, n, c2, qd, ad, q_row0,
+                            BS, BT, NBUF, SHIFT, True)),
+                (_produce, (qd, ad, q_s, a_s, bars, empty, q_row0, n, BT, NBUF)),
+            ], [1], [24])
+        else:
+            for i in gl.static_range(NBUF):
+                if i < n:
+                    mbarrier.expect(bars.index(i), nbytes)
+                    tma.async_copy_global_to_shared(qd, [q_row0 + i * BT, 0], bars.index(i), q_s.index(i))
+                    tma.async_copy_global_to_shared(ad, [q_row0 + i * BT, 0], bars.index(i), a_s.index(i))
+            racc, = _consume(k_s, q_s, a_s, one_s, e0_s, bars, empty, kbar, n, c2, qd, ad, q_row0,
+                             BS, BT, NBUF, SHIFT, False)
         for i in gl.static_range(NBUF):
-            if i < n:
-                mbarrier.expect(bars.index(i), nbytes)
-                tma.async_copy_global_to_shared(qd, [q_row0 + i * BT, 0], bars.index(i), q_s.index(i))
-                tma.async_copy_global_to_shared(ad, [q_row0 + i * BT, 0], bars.index(i), a_s.index(i))
-        mbarrier.wait(kbar, 0)
+            mbarrier.invalidate(bars.index(i))
+            mbarrier.invalidate(empty.index(i))
+        mbarrier.invalidate(kbar)
 
+        col = gl.sum(racc, axis=1) * (1.0 / (1 << SHIFT))                    # [BS] (only column 0 is nonzero)
+        o_j = j0 + gl.arange(0, BS, layout=gl.SliceLayout(1, r_layout))
+        p_r = rsum + i_bh.to(gl.int64) * S + o_j
+        gl.store(p_r, gl.load(p_r) + col)
+
+    @gluon.jit
+    def _consume(k_s, q_s, a_s, one_s, e0_s, bars, empty, kbar, n, c2, qd, ad, q_row0, BS: gl.constexpr,
+                 BT: gl.constexpr, NBUF: gl.constexpr, SHIFT: gl.constexpr, WS: gl.constexpr):
+        """The compute warps: (racc [BS, 8],) whose column 0 holds 2^SHIFT times the column sums of the n blocks."""
+        s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                           instr_shape=[16, BT, 16])
+        r_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                           instr_shape=[16, 8, 16])
+        p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=r_layout, k_width=2)
+        mbarrier.wait(kbar, 0)
         zero_s = gl.zeros([BS, BT], gl.float32, s_layout)
         racc = gl.zeros([BS, 8], gl.float32, r_layout)
         # block 0's scores; then pairs of blocks with two score tiles that swap roles (no register copies): each
@@ -119,18 +147,18 @@ if HAVE_GLUON:
         # (NBUF = 2: the pair's stages are 1 and 0, known when compiling: no address arithmetic in the loop)
         s_a = _scores(k_s, q_s, a_s, one_s, zero_s, bars, 0, 0, NBUF)
         s_a = warpgroup_mma_wait(num_outstanding=0, deps=(s_a, ))
-        _refill(qd, ad, q_s, a_s, bars, q_row0, 0, 0, n, BT, NBUF, nbytes)
+        _release(qd, ad, q_s, a_s, bars, empty, q_row0, 0, 0, n, BT, NBUF, WS)
         for i in range(1, n - 1, 2):
             st_b = 1 if NBUF == 2 else i % NBUF
             st_a = 0 if NBUF == 2 else (i + 1) % NBUF
             s_b = _scores(k_s, q_s, a_s, one_s, zero_s, bars, i, st_b, NBUF)
             racc = _colsum(s_a, c2, e0_s, racc, p_layout, SHIFT)
             s_b, racc = warpgroup_mma_wait(num_outstanding=0, deps=(s_b, racc))
-            _refill(qd, ad, q_s, a_s, bars, q_row0, i, st_b, n, BT, NBUF, nbytes)
+            _release(qd, ad, q_s, a_s, bars, empty, q_row0, i, st_b, n, BT, NBUF, WS)
             s_a = _scores(k_s, q_s, a_s, one_s, zero_s, bars, i + 1, st_a, NBUF)
             racc = _colsum(s_b, c2, e0_s, racc, p_layout, SHIFT)
             s_a, racc = warpgroup_mma_wait(num_outstanding=0, deps=(s_a, racc))
-            _refill(qd, ad, q_s, a_s, bars, q_row0, i + 1, st_a, n, BT, NBUF, nbytes)
+            _release(qd, ad, q_s, a_s, bars, empty, q_row0, i + 1, st_a, n, BT, NBUF, WS)
         if n % 2 == 0:                                                        # one block left: n - 1
             s_b = _scores(k_s, q_s, a_s, one_s, zero_s, bars, n - 1, (n - 1) % NBUF, NBUF)
             racc = _colsum(s_a, c2, e0_s, racc, p_layout, SHIFT)
@@ -140,15 +168,17 @@ if HAVE_GLUON:
         else:
             racc = _colsum(s_a, c2, e0_s, racc, p_layout, SHIFT)
             racc = warpgroup_mma_wait(num_outstanding=0, deps=(racc, ))
-        for i in gl.static_range(NBUF):
-            mbarrier.invalidate(bars.index(i))
-        mbarrier.invalidate(kbar)
+        return (racc, )
 
-        col = gl.sum(racc, axis=1) * (1.0 / (1 << SHIFT))                    # [BS] (only column 0 is nonzero)
-        o_j = j0 + gl.arange(0, BS, layout=gl.SliceLayout(1, r_layout))
-        p_r = rsum + i_bh.to(gl.int64) * S + o_j
-        gl.store(p_r, gl.load(p_r) + col)
-
+    @gluon.jit
+    def _produce(qd, ad, q_s, a_s, bars, empty, q_row0, n, BT: gl.constexpr, NBUF: gl.constexpr):
+        """The load warp (WS): block i into stage i % NBUF once the compute warps have released it."""
+        for i in range(n):
+            st = i % NBUF
+            mbarrier.wait(empty.index(st), ((i // NBUF) & 1) ^ 1)
+            mbarrier.expect(bars.index(st), BT * qd.block_type.shape[1] * 2 + BT * 16 * 2)
+            tma.async_copy_global_to_shared(qd, [q_row0 + i * BT, 0], bars.index(st), q_s.index(st))
+            tma.async_copy_global_to_shared(ad, [q_row0 + i * BT, 0], bars.index(st), a_s.index(st))
 
     @gluon.jit
     def _scores(k_s, q_s, a_s, one_s, zero_s, bars, i, st, NBUF: gl.constexpr):
@@ -165,11 +195,14 @@ if HAVE_GLUON:
         return warpgroup_mma(gl.convert_layout(p, p_layout), e0_s, racc, is_async=True)
 
     @gluon.jit
-    def _refill(qd, ad, q_s, a_s, bars, q_row0, i, st, n, BT: gl.constexpr, NBUF: gl.constexpr,
-                nbytes: gl.constexpr):
-        """Block i's stage st (= i % NBUF; its MMA done) <- block i + NBUF, when there is one."""
-        if i + NBUF < n:
-            mbarrier.expect(bars.index(st), nbytes)
+    def _release(qd, ad, q_s, a_s, bars, empty, q_row0, i, st, n, BT: gl.constexpr, NBUF: gl.constexpr,
+                 WS: gl.constexpr):
+        """Block i's stage st (= i % NBUF; its MMA done) is free: WS tells the load warp; otherwise it is refilled
+        here with block i + NBUF, when there is one."""
+        if WS:
+            mbarrier.arrive(empty.index(st), count=1)
+        elif i + NBUF < n:
+            mbarrier.expect(bars.index(st), BT * qd.block_type.shape[1] * 2 + BT * 16 * 2)
             tma.async_copy_global_to_shared(qd, [q_row0 + (i + NBUF) * BT, 0], bars.index(st), q_s.index(st))
             tma.async_copy_global_to_shared(ad, [q_row0 + (i + NBUF) * BT, 0], bars.index(st), a_s.index(st))
 
@@ -188,7 +221,7 @@ def supported(q: torch.Tensor, common: dict) -> bool:
     return torch.cuda.get_device_capability(q.device)[0] == 9
 
 
-def launch_args(q, k, split, rsum, key_start, common, BS: int, BTR: int, BT: int, NBUF: int) -> tuple:
+def launch_args(q, k, split, rsum, key_start, common, BS: int, BTR: int, BT: int, NBUF: int, WS: bool = False) -> tuple:
     """(grid, keyword arguments) of ``received_full_kernel`` over q [B, H, T, D] and k [B, KV, S, D] whose rows
     form one [rows, D] matrix each (``fused._rows_descriptor`` says so), the prefill kernel's split addend
     [B, H, T, 16] bf16 and rsum [B, H, S] (already written by the Triton pass)."""
@@ -199,5 +232,9 @@ def launch_args(q, k, split, rsum, key_start, common, BS: int, BTR: int, BT: int
     ad = TensorDescriptor(split, [B * H * T, 16], [16, 1], [BT, 16], _shared([BT, 16], torch.bfloat16))
     kw = dict(qd=qd, kd=kd, ad=ad, rsum=rsum, key_start=key_start, T=T, S=S, window=common["window"],
               c2=common["scale"] * 1.4426950408889634, H=H, G=H // KV, KV=KV, D=D, BS=BS, BT=BT, BTR=BTR,
-              NBUF=NBUF, SHIFT=SHIFT, USE_WINDOW=common["window"] > 0, num_warps=4)
+              NBUF=NBUF, SHIFT=SHIFT, USE_WINDOW=common["window"] > 0, WS=bool(WS), num_warps=4)
+    if WS:
+        # registers are given per warpgroup: with the load warp's group, 8 warps x 96 = 24,576 per program (two per
+        # SM); the load warp takes 24, the compute warps the rest (168 each; they use ~150)
+        kw["maxnreg"] = 96
     return (-(-S // BS), B * H), kw

@@ -172,13 +172,13 @@ def received_switches(D: int, override: Optional[dict] = None) -> dict:
     return sw
 
 
-# received_gluon: (BT query rows per block, NBUF TMA stages) per head_dim (64 only so far); BT must divide the Triton
-# pass's query block, whose key block must be 64
-RECEIVED_GLUON_TILES: dict = {64: (128, 2)}
+# received_gluon: (BT query rows per block, NBUF TMA stages, WS: a load warp) per head_dim (64 only so far); BT must
+# divide the Triton pass's query block, whose key block must be 64
+RECEIVED_GLUON_TILES: dict = {64: (128, 2, 0)}
 
 
-def received_gluon_tile(D: int, override: Optional[tuple] = None) -> tuple[int, int]:
-    """(BT, NBUF) of ``received_gluon.received_full_kernel`` for head_dim D, None where it has none."""
+def received_gluon_tile(D: int, override: Optional[tuple] = None) -> tuple[int, int, int]:
+    """(BT, NBUF, WS) of ``received_gluon.received_full_kernel`` for head_dim D, None where it has none."""
     return tuple(override) if override is not None else RECEIVED_GLUON_TILES.get(D)
 
 

@@ -674,7 +674,7 @@ hopper = pytest.mark.skipif(not (CUDA and torch.cuda.get_device_capability()[0] 
 @gpu
 @pytest.mark.gpu
 @hopper
-@pytest.mark.parametrize("gtile", [(128, 2), (64, 2), (128, 3), (64, 3)])
+@pytest.mark.parametrize("gtile", [(128, 2, 0), (64, 3, 0), (128, 2, 1), (128, 3, 1), (64, 3, 1)])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("window", [None, 300])
 @pytest.mark.parametrize("stats", [StatsRequest(lse=True, received=True), StatsRequest(entropy=True, received=True)])
