@@ -66,7 +66,11 @@ _R = {**_KM, "r_tma": True}                                     # the d64 receiv
 # registers without the cap, an 8-byte stack with it).
 _L = {**_R, "r_lse2": True}
 SWEEP = {
-    128: {"stats_fwd": [((128, 128, 8, 3), {**_SP, "tma": True, "rev": True})]},
+    128: {"received": [((64, 128, 4, 3), {"r_fma": True, "r_tma": True}),
+                       ((64, 128, 4, 3), {"r_fma": True, "r_tma": True, "r_gluon": True, "gtile": (64, 2, 0)}),
+                       ((64, 128, 4, 3), {"r_fma": True, "r_tma": True, "r_gluon": True, "gtile": (64, 2, 1)}),
+                       ((64, 128, 4, 3), {"r_fma": True, "r_tma": True, "r_gluon": True, "gtile": (64, 3, 1)})],
+          "stats_fwd": [((128, 128, 8, 3), {**_SP, "tma": True, "rev": True})]},
     64: {"received": [((128, 64, 4, 2), {**_L, "r_maxnreg": 128}),
                       ((128, 64, 4, 2), {**_L, "r_maxnreg": 128, "r_gluon": True, "gtile": (128, 2, 0)}),
                       ((128, 64, 4, 2), {**_L, "r_maxnreg": 128, "r_gluon": True, "gtile": (128, 2, 1)}),
@@ -81,7 +85,7 @@ SWEEP = {
 # call 2: the fully visible blocks in Gluon (kernels/attention/received_gluon.py, "gluon") at four (BT, NBUF, WS) tiles.
 # Session 7's list (pipe, the prefill's register cap) is this file at commit 3ccdf30.
 # variants swept per shape
-SWEEP_VARIANTS = {"llama": ("stats_fwd",), "smollm": ("received", "stats_fwd")}
+SWEEP_VARIANTS = {"llama": ("received", "stats_fwd"), "smollm": ("received", "stats_fwd")}
 DECODE_CASES = [("llama", 32, 32, 128, 1, 4096), ("llama", 32, 32, 128, 16, 2048), ("smollm", 9, 3, 64, 1, 4096)]
 BASELINE = os.path.join(os.path.dirname(__file__), "results", "bench_decode_gpu_h200.json")
 

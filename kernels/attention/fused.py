@@ -546,15 +546,15 @@ def _prefill(q, k, v, out, res, key_start, ed: _Edits, stats, sink_pos, spans, o
 
 
 def _gluon_on(q: Tensor, k: Tensor, opts: Optional[dict], common: dict) -> bool:
-    """Whether the received pass's fully visible blocks go to ``received_gluon`` (its "gluon" switch, key-major, on a
-    Hopper GPU with Gluon; q's and k's rows each one [rows, D] matrix)."""
+    """Whether the received pass's fully visible blocks go to ``received_gluon`` (its "gluon" switch, on a Hopper GPU
+    with Gluon; q's and k's rows each one [rows, D] matrix; the Triton pass's key block 64 or 128)."""
     D = q.shape[3]
     sw = _received_cfg(D, opts)
-    if not (sw["gluon"] and sw["keymajor"]) or INTERPRET or not received_gluon.supported(q, common):
+    if not sw["gluon"] or INTERPRET or not received_gluon.supported(q, common):
         return False
     gt = tiles.received_gluon_tile(D, (opts or {}).get("gtile"))
     RT, RS = tiles.received_tile(D, 2, INTERPRET, (opts or {}).get("rtile"))[:2]
-    if gt is None or RS != 64 or RT % gt[0]:
+    if gt is None or RS not in (64, 128) or RT % gt[0]:
         return False
     return _rows_descriptor(q, gt[0]) is not None and _rows_descriptor(k, RS) is not None
 

@@ -77,9 +77,9 @@ if HAVE_GLUON:
                      H: gl.constexpr, G: gl.constexpr, KV: gl.constexpr, D: gl.constexpr, BS: gl.constexpr,
                      BT: gl.constexpr, NBUF: gl.constexpr, SHIFT: gl.constexpr, WS: gl.constexpr):
         """The n query blocks from t_a against keys j0 + [0, BS): adds their column sums to rsum."""
-        r_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+        r_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[BS // 16, 1],
                                                            instr_shape=[16, 8, 16])
-        blk: gl.constexpr = gl.BlockedLayout([1, 1], [32, 1], [4, 1], [1, 0])
+        blk: gl.constexpr = gl.BlockedLayout([1, 1], [32, 1], [BS // 16, 1], [1, 0])
         ones_a_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BS, 16], gl.bfloat16)
         e0_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BT, 8], gl.float16)
 
@@ -134,9 +134,9 @@ if HAVE_GLUON:
     def _consume(k_s, q_s, a_s, one_s, e0_s, bars, empty, kbar, n, c2, qd, ad, q_row0, BS: gl.constexpr,
                  BT: gl.constexpr, NBUF: gl.constexpr, SHIFT: gl.constexpr, WS: gl.constexpr):
         """The compute warps: (racc [BS, 8],) whose column 0 holds 2^SHIFT times the column sums of the n blocks."""
-        s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+        s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[BS // 16, 1],
                                                            instr_shape=[16, BT, 16])
-        r_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+        r_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[BS // 16, 1],
                                                            instr_shape=[16, 8, 16])
         p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=r_layout, k_width=2)
         mbarrier.wait(kbar, 0)
@@ -222,7 +222,8 @@ def supported(q: torch.Tensor, common: dict) -> bool:
 
 
 def launch_args(q, k, split, rsum, key_start, common, BS: int, BTR: int, BT: int, NBUF: int, WS: bool = False) -> tuple:
-    """(grid, keyword arguments) of ``received_full_kernel`` over q [B, H, T, D] and k [B, KV, S, D] whose rows
+    """(grid, keyword arguments) of ``received_full_kernel`` (BS // 16 warps: one 16-key row of the MMA each) over
+    q [B, H, T, D] and k [B, KV, S, D] whose rows
     form one [rows, D] matrix each (``fused._rows_descriptor`` says so), the prefill kernel's split addend
     [B, H, T, 16] bf16 and rsum [B, H, S] (already written by the Triton pass)."""
     B, H, T, D = q.shape
@@ -232,9 +233,10 @@ def launch_args(q, k, split, rsum, key_start, common, BS: int, BTR: int, BT: int
     ad = TensorDescriptor(split, [B * H * T, 16], [16, 1], [BT, 16], _shared([BT, 16], torch.bfloat16))
     kw = dict(qd=qd, kd=kd, ad=ad, rsum=rsum, key_start=key_start, T=T, S=S, window=common["window"],
               c2=common["scale"] * 1.4426950408889634, H=H, G=H // KV, KV=KV, D=D, BS=BS, BT=BT, BTR=BTR,
-              NBUF=NBUF, SHIFT=SHIFT, USE_WINDOW=common["window"] > 0, WS=bool(WS), num_warps=4)
+              NBUF=NBUF, SHIFT=SHIFT, USE_WINDOW=common["window"] > 0, WS=bool(WS), num_warps=BS // 16)
     if WS:
-        # registers are given per warpgroup: with the load warp's group, 8 warps x 96 = 24,576 per program (two per
-        # SM); the load warp takes 24, the compute warps the rest (168 each; they use ~150)
-        kw["maxnreg"] = 96
+        # registers are given per warpgroup; with the load warp's group, BS 64: 8 warps x 96 = 24,576 per program, BS
+        # 128: 12 x 80 = 30,720 (two programs per SM either way); the load warp takes 24, the compute warps the rest
+        # (168 / 108 each; the offline sm_90 build uses ~150 / ~86)
+        kw["maxnreg"] = 96 if BS == 64 else 80
     return (-(-S // BS), B * H), kw

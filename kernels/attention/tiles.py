@@ -172,9 +172,9 @@ def received_switches(D: int, override: Optional[dict] = None) -> dict:
     return sw
 
 
-# received_gluon: (BT query rows per block, NBUF TMA stages, WS: a load warp) per head_dim (64 only so far); BT must
-# divide the Triton pass's query block, whose key block must be 64
-RECEIVED_GLUON_TILES: dict = {64: (128, 2, 0)}
+# received_gluon: (BT query rows per block, NBUF TMA stages, WS: a load warp) per head_dim; BT must divide the Triton
+# pass's query block, whose key block (64 or 128) the Gluon kernel shares (BS // 16 warps)
+RECEIVED_GLUON_TILES: dict = {64: (128, 2, 0), 128: (64, 2, 0)}
 
 
 def received_gluon_tile(D: int, override: Optional[tuple] = None) -> tuple[int, int, int]:

@@ -695,8 +695,26 @@ def test_received_gluon_parity_gpu(gtile, dtype, window, stats):
 @pytest.mark.gpu
 @hopper
 @pytest.mark.parametrize("T", [4096, 4096 + 128, 3000])
-def test_received_gluon_long_gpu(T):
+@pytest.mark.parametrize("gtile", [(128, 2, 0), (128, 2, 1)])
+def test_received_gluon_long_gpu(T, gtile):
     """Many full blocks per key block (the pair loop and its odd / even tails) at T = S."""
     B, H, KV, D = 1, 3, 1, 64
     q, k, v = _inputs(B, H, KV, T, T, D, torch.bfloat16, seed=3, sink=4.0)
-    _parity(q, k, v, StatsRequest(lse=True, received=True), scale=D ** -0.5, opts=_GLUON)
+    _parity(q, k, v, StatsRequest(lse=True, received=True), scale=D ** -0.5, opts=dict(_GLUON, gtile=gtile))
+
+
+@gpu
+@pytest.mark.gpu
+@hopper
+@pytest.mark.parametrize("gtile", [(64, 2, 0), (64, 2, 1), (64, 3, 1)])
+@pytest.mark.parametrize("window", [None, 300])
+def test_received_gluon_d128_gpu(gtile, window):
+    """Head_dim 128 (the Triton pass's recorded (64, 128) tile, query-major: 128-key blocks, eight compute warps)."""
+    B, H, KV, T, S, D = 2, 4, 2, 1000, 1500, 128
+    q, k, v = _inputs(B, H, KV, T, S, D, torch.bfloat16, seed=11, sink=4.0)
+    opts = {"rtile": (64, 128, 4, 3), "r_fma": True, "r_tma": True, "r_gluon": True, "gtile": gtile}
+    ks = torch.tensor([0, 333], device=DEV)
+    _, launches = _tri().plan(q, k, v, scale=D ** -0.5, key_start=ks, window=window,
+                              stats=StatsRequest(lse=True, received=True), opts=opts)
+    assert _gluon_launched(launches)
+    _parity(q, k, v, StatsRequest(lse=True, received=True), scale=D ** -0.5, key_start=ks, window=window, opts=opts)
