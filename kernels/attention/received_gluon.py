@@ -81,7 +81,7 @@ if HAVE_GLUON:
                                                            instr_shape=[16, 8, 16])
         blk: gl.constexpr = gl.BlockedLayout([1, 1], [32, 1], [BS // 16, 1], [1, 0])
         ones_a_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BS, 16], gl.bfloat16)
-        e0_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BT, 8], gl.float16)
+        e0_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([8, BT], gl.float16)
 
         k_s = gl.allocate_shared_memory(kd.dtype, [BS, D], kd.layout)
         q_s = gl.allocate_shared_memory(qd.dtype, [NBUF, BT, D], qd.layout)
@@ -89,9 +89,10 @@ if HAVE_GLUON:
         c16 = gl.arange(0, 16, layout=gl.SliceLayout(0, blk))
         ones_a = gl.full([BS, 16], 0.0, gl.float32, blk) + gl.where(c16 < 3, 1.0, 0.0)[None, :]      # [BS, 16]
         one_s = gl.allocate_shared_memory(gl.bfloat16, [BS, 16], ones_a_layout, ones_a.to(gl.bfloat16))
-        c8 = gl.arange(0, 8, layout=gl.SliceLayout(0, blk))
-        e0 = gl.full([BT, 8], 0.0, gl.float32, blk) + gl.where(c8 == 0, 1.0, 0.0)[None, :]            # [BT, 8]
-        e0_s = gl.allocate_shared_memory(gl.float16, [BT, 8], e0_layout, e0.to(gl.float16))
+        # e0 stored N-major ([8, BT], row 0 ones), the MMA reads its [BT, 8] transpose (K-major, as Q^T)
+        r8 = gl.arange(0, 8, layout=gl.SliceLayout(1, blk))
+        e0 = gl.full([8, BT], 0.0, gl.float32, blk) + gl.where(r8 == 0, 1.0, 0.0)[:, None]            # [8, BT]
+        e0_s = gl.allocate_shared_memory(gl.float16, [8, BT], e0_layout, e0.to(gl.float16)).permute((1, 0))
         bars = gl.allocate_shared_memory(gl.int64, [NBUF, 1], mbarrier.MBarrierLayout())     # stage landed
         empty = gl.allocate_shared_memory(gl.int64, [NBUF, 1], mbarrier.MBarrierLayout())    # stage read (WS)
         kbar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
