@@ -66,26 +66,19 @@ _R = {**_KM, "r_tma": True}                                     # the d64 receiv
 # registers without the cap, an 8-byte stack with it).
 _L = {**_R, "r_lse2": True}
 SWEEP = {
-    128: {"received": [((64, 128, 4, 3), {"r_fma": True, "r_tma": True}),
-                       ((64, 128, 4, 3), {"r_fma": True, "r_tma": True, "r_gluon": True, "gtile": (64, 2, 0)}),
-                       ((64, 128, 4, 3), {"r_fma": True, "r_tma": True, "r_gluon": True, "gtile": (64, 2, 1)}),
-                       ((64, 128, 4, 3), {"r_fma": True, "r_tma": True, "r_gluon": True, "gtile": (64, 3, 1)})],
-          "stats_fwd": [((128, 128, 8, 3), {**_SP, "tma": True, "rev": True})]},
-    64: {"received": [((128, 64, 4, 2), {**_L, "r_maxnreg": 128}),
-                      ((128, 64, 4, 2), {**_L, "r_maxnreg": 128, "r_gluon": True, "gtile": (128, 2, 0)}),
-                      ((128, 64, 4, 2), {**_L, "r_maxnreg": 128, "r_gluon": True, "gtile": (128, 2, 1)}),
-                      ((128, 64, 4, 2), {**_L, "r_maxnreg": 128, "r_gluon": True, "gtile": (128, 3, 1)}),
-                      ((128, 64, 4, 2), {**_L, "r_maxnreg": 128, "r_gluon": True, "gtile": (64, 3, 1)})],
+    128: {"stats_fwd": [((128, 128, 8, 3), {**_SP, "tma": True, "rev": True})]},
+    64: {"received": [((128, 64, 4, 2), {**_L, "r_maxnreg": 128})],
          "stats_fwd": [((64, 128, 4, 3), {**_SP, "tma": True, "rev": True})]},
 }
 # Session 10's lists: call 3 timed the d64 received default, its lse addend loaded a block ahead (lpre), its fully
 # visible loop unrolled twice, and both (all lost; benchmarks/sass_loops.py: 276 instructions per 64 exp2 per thread in
-# that loop, 263 per 64 unrolled); session 11's call 1 the addend added by the MMA (amma: the prefill kernel writes it
-# split into three bf16 parts; no lse load or shared-memory trip in the loop; lost: 6.86 ms against 6.81). Session 11
-# call 2: the fully visible blocks in Gluon (kernels/attention/received_gluon.py, "gluon") at four (BT, NBUF, WS) tiles.
-# Session 7's list (pipe, the prefill's register cap) is this file at commit 3ccdf30.
+# that loop, 263 per 64 unrolled). Session 11 call 1 the addend added by the MMA (amma: the prefill kernel writes it
+# split into three bf16 parts; lost; that list: this file at commit e001e6e; rows in prefill_sweep_h200_s11_call1.json);
+# call 2 the fully visible blocks in Gluon at d64 and d128 (this file at commit b5775f6; rows in
+# prefill_sweep_h200_s11_call2_gluon.json -- that call's Gluon kernel summed wrongly, see kernels/BENCHMARKS.md). The
+# list now holds the defaults only. Session 7's list (pipe, the prefill's register cap) is this file at commit 3ccdf30.
 # variants swept per shape
-SWEEP_VARIANTS = {"llama": ("received", "stats_fwd"), "smollm": ("received", "stats_fwd")}
+SWEEP_VARIANTS = {"llama": ("stats_fwd",), "smollm": ("received", "stats_fwd")}
 DECODE_CASES = [("llama", 32, 32, 128, 1, 4096), ("llama", 32, 32, 128, 16, 2048), ("smollm", 9, 3, 64, 1, 4096)]
 BASELINE = os.path.join(os.path.dirname(__file__), "results", "bench_decode_gpu_h200.json")
 
@@ -169,9 +162,8 @@ class Case:
             lse = -self._lse * 1.4426950408889634 if neg2 else self._lse
             ks = tri._zeros_i64(1, q.device)
             common = dict(scale=s, softcap=0.0, window=0)
-            split = (tri.split_addend(self._lse, s) if opts.get("r_amma") or opts.get("r_gluon")
-                     else None)                                                # (the prefill kernel's adq)
-            return lambda: tri._run(tri._received(q, k, lse, ks, common, opts.get("rtile"), opts, neg2, split)[1])
+            split = tri.split_addend(self._lse, s) if opts.get("r_amma") else None     # (the prefill kernel's adq)
+            return lambda: tri._run([tri._received(q, k, lse, ks, common, opts.get("rtile"), opts, neg2, split)[1]])
         raise ValueError(variant)
 
 
@@ -374,10 +366,9 @@ def _launches(case: "Case", variant: str, opts: dict) -> list:
     c = case
     if variant == "received":
         lse = torch.zeros(1, c.H, c.N, device=c.q.device)
-        split = (torch.zeros(1, c.H, c.N, 16, dtype=torch.bfloat16, device=c.q.device)
-                 if opts.get("r_amma") or opts.get("r_gluon") else None)
-        return tri._received(c.q, c.k, lse, tri._zeros_i64(1, c.q.device), dict(scale=c.scale, softcap=0.0, window=0),
-                             opts.get("rtile"), opts, bool(opts.get("r_lse2")), split)[1]
+        split = torch.zeros(1, c.H, c.N, 16, dtype=torch.bfloat16, device=c.q.device) if opts.get("r_amma") else None
+        return [tri._received(c.q, c.k, lse, tri._zeros_i64(1, c.q.device), dict(scale=c.scale, softcap=0.0, window=0),
+                              opts.get("rtile"), opts, bool(opts.get("r_lse2")), split)[1]]
     kw = {"output": {}, "edit": {"edits": c.act}, "var": {"edits": c.var},
           "stats_fwd": {"spans": c.spans, "stats": c.fwd_stats}, "stats": {"spans": c.spans, "stats": c.full_stats}}
     return tri.plan(c.q, c.k, c.v, scale=c.scale, opts=opts, **kw[variant])[1]

@@ -151,7 +151,7 @@ BLOCKS = {"prefill-sweep-call1": f"{RESULTS}/prefill_sweep_h200_call1.json",
           "prefill-sweep-s7": f"{RESULTS}/prefill_sweep_h200_s7.json",
           "prefill-sweep-s10": f"{RESULTS}/prefill_sweep_h200_s10.json",
           "prefill-sweep-s11-call1": f"{RESULTS}/prefill_sweep_h200_s11_call1.json",
-          "prefill-sweep-s11": f"{RESULTS}/prefill_sweep_h200_s11.json"}
+          "prefill-sweep-s11-call2": f"{RESULTS}/prefill_sweep_h200_s11_call2_gluon.json"}
 
 
 def render(data: dict) -> str:

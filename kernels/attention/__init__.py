@@ -6,8 +6,7 @@ and to the PyTorch reference (``reference``) everywhere else; both share one sig
 to the reference, a one-time warning names the reason (per reason).
 
 Layout: api.py (contract), reference.py (PyTorch), naive.py (float64 test oracle), fused.py (host
-side of the kernels), prefill_kernel.py / received_kernel.py / decode_kernel.py (Triton), received_gluon.py (the received
-pass's unmasked blocks in Gluon, Hopper only), graph_op.py (the
+side of the kernels), prefill_kernel.py / received_kernel.py / decode_kernel.py (Triton), graph_op.py (the
 decode step as the custom op probe::decode_attention, for compiled / CUDA-graph decode steps),
 jit_utils.py (shared Triton helpers), tiles.py (tile table per variant). Benchmarks live outside
 the package, in benchmarks/.

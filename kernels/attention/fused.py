@@ -19,7 +19,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from . import decode_kernel, jit_utils, launch, prefill_kernel, received_gluon, received_kernel, tiles
+from . import decode_kernel, jit_utils, launch, prefill_kernel, received_kernel, tiles
 from .api import NO_STATS, AttentionEdits, AttentionResult, StatsRequest, check_shapes
 from .decode_kernel import decode_combine_kernel, decode_fwd_kernel
 from .jit_utils import INTERPRET
@@ -440,8 +440,8 @@ def plan(
     launches = [_prefill(q, k, v, out, res, key_start, ed, stats, sink_pos, spans, opts or {}, common)]
     if stats.received:
         lse_all, neg2, split = (res.extras.pop(n) for n in ("lse_all", "lse_neg2", "lse_split"))
-        rsum, rlaunches = _received(q, k, lse_all, key_start, common, (opts or {}).get("rtile"), opts, neg2, split)
-        launches.extend(rlaunches)
+        rsum, rlaunch = _received(q, k, lse_all, key_start, common, (opts or {}).get("rtile"), opts, neg2, split)
+        launches.append(rlaunch)
         res.received_sum = rsum
         res.received_count = _received_count(key_start, T, S, window, torch.float32)
     return res, launches
@@ -502,7 +502,7 @@ def _prefill(q, k, v, out, res, key_start, ed: _Edits, stats, sink_pos, spans, o
     # lse stored as -lse * log2(e) for the received pass (its "lse2" switch) where the caller does not ask for lse
     neg2 = bool(stats.received and not stats.lse and _received_cfg(D, opts)["lse2"])
     # the received pass's addend split for its MMA (its "amma" switch), written by this kernel's epilogue
-    adq = _alloc(B, H, T, 16, dtype=torch.bfloat16, device=dev) if _amma_on(q, stats, opts, common, k) else None
+    adq = _alloc(B, H, T, 16, dtype=torch.bfloat16, device=dev) if _amma_on(q, stats, opts, common) else None
     ent = empty(B, H, T) if stats.entropy else None
     if stats.sink_mass and sink_pos is None:
         sink_pos = key_start.clamp(max=S - 1)[:, None]                       # a fully padded row reports 0
@@ -545,29 +545,13 @@ def _prefill(q, k, v, out, res, key_start, ed: _Edits, stats, sink_pos, spans, o
     return _launch("attention_fwd_kernel", (_cdiv(T, BT), B * H), kw)
 
 
-def _gluon_on(q: Tensor, k: Tensor, opts: Optional[dict], common: dict) -> bool:
-    """Whether the received pass's fully visible blocks go to ``received_gluon`` (its "gluon" switch, on a Hopper GPU
-    with Gluon; q's and k's rows each one [rows, D] matrix; the Triton pass's key block 64 or 128)."""
-    D = q.shape[3]
-    sw = _received_cfg(D, opts)
-    if not sw["gluon"] or INTERPRET or not received_gluon.supported(q, common):
-        return False
-    gt = tiles.received_gluon_tile(D, (opts or {}).get("gtile"))
-    RT, RS = tiles.received_tile(D, 2, INTERPRET, (opts or {}).get("rtile"))[:2]
-    if gt is None or RS not in (64, 128) or RT % gt[0]:
-        return False
-    return _rows_descriptor(q, gt[0]) is not None and _rows_descriptor(k, RS) is not None
-
-
-def _amma_on(q: Tensor, stats, opts: Optional[dict], common: dict, k: Optional[Tensor] = None) -> bool:
+def _amma_on(q: Tensor, stats, opts: Optional[dict], common: dict) -> bool:
     """Whether the received pass adds the lse by its MMA (its "amma" switch): key-major, no pipe / polynomial, 2-byte
     inputs, head_dim 64 / 128, no softcap, and q's TMA descriptor exists (the pass then reads the prefill kernel's
-    split addend [B, H, T, 16] through one); or (k given) when the Gluon kernel takes the fully visible blocks."""
+    split addend [B, H, T, 16] through one)."""
     D = q.shape[3]
     if not stats.received or q.element_size() != 2 or D not in (64, 128) or common["softcap"]:
         return False
-    if k is not None and _gluon_on(q, k, opts, common):
-        return True
     sw = _received_cfg(D, opts)
     if not (sw["amma"] and sw["keymajor"] and sw["tma"]) or sw["pipe"] or sw["poly"] or sw["pmix"]:
         return False
@@ -591,10 +575,9 @@ def split_addend(lse: Tensor, scale: float) -> Tensor:
 
 def _received(q, k, lse, key_start, common, tile: Optional[tuple] = None, opts: Optional[dict] = None,
               neg2: bool = False, split: Optional[Tensor] = None) -> tuple:
-    """(received-mass column sums [B, H, S] (allocated), the launches that fill them from the forward's lse
+    """(received-mass column sums [B, H, S] (allocated), the launch that fills them from the forward's lse
     [B, H, T] (neg2: stored as -lse * log2(e), the prefill kernel's LSE_NEG2; split: its adq, the addend split for
-    the MMA, or None): the Triton kernel, and with the "gluon" switch (and split) the Gluon kernel after it, which
-    adds the fully visible blocks. opts: "r_<switch>" overrides of ``tiles.RECEIVED_SWITCHES``, "gtile"."""
+    the MMA, or None). opts: "r_<switch>" overrides of ``tiles.RECEIVED_SWITCHES``."""
     B, H, T, D = q.shape
     KV, S = k.shape[1], k.shape[2]
     rsum = _alloc(B, H, S, dtype=torch.float32, device=q.device)
@@ -610,8 +593,7 @@ def _received(q, k, lse, key_start, common, tile: Optional[tuple] = None, opts: 
     if sw["ltma"] and sw["keymajor"] and two and D in (64, 128):
         ld = _lse_descriptor(lse, RT // 4 if npoly else RT)
     ad = None
-    gluon = split is not None and _gluon_on(q, k, opts, common)
-    if split is not None and qd is not None and not gluon:
+    if split is not None and qd is not None:
         from triton.tools.tensor_descriptor import TensorDescriptor
         ad = TensorDescriptor(split, shape=[B * H * T, 16], strides=[16, 1], block_shape=[RT, 16])
     sq, sk = q.stride(), k.stride()
@@ -622,17 +604,12 @@ def _received(q, k, lse, key_start, common, tile: Optional[tuple] = None, opts: 
         T=T, S=S, H=H, G=H // KV, D=D, BT=RT, BS=RS, KEYMAJOR=sw["keymajor"], FMA=sw["fma"], NPOLY=npoly,
         PMIX=pmix, HMAJ=sw["hmaj"], LSE2=bool(neg2), PIPE=bool(sw["pipe"] and sw["keymajor"] and not npoly),
         LPRE=bool(sw["lpre"] and sw["keymajor"] and not npoly and not pmix and not sw["pipe"]),
-        UNROLL=max(1, int(sw["unroll"])), SKIP_FULL=gluon,
+        UNROLL=max(1, int(sw["unroll"])),
         num_warps=nw, num_stages=ns, **common,
     )
     if sw["maxnreg"] and not INTERPRET:
         kw["maxnreg"] = int(sw["maxnreg"])
-    launches = [_launch("received_fwd_kernel", (B * H, nb) if sw["hmaj"] else (nb, B * H), kw)]
-    if gluon:
-        GBT, nbuf, ws = tiles.received_gluon_tile(D, (opts or {}).get("gtile"))
-        grid, gkw = received_gluon.launch_args(q, k, split, rsum, key_start, common, RS, RT, GBT, nbuf, ws)
-        launches.append((received_gluon.received_full_kernel, grid, gkw))
-    return rsum, launches
+    return rsum, _launch("received_fwd_kernel", (B * H, nb) if sw["hmaj"] else (nb, B * H), kw)
 
 
 _RECEIVED_CFG: dict = {}

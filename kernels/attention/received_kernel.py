@@ -207,7 +207,7 @@ def received_fwd_kernel(
     KEYMAJOR: tl.constexpr, FMA: tl.constexpr, NPOLY: tl.constexpr, PMIX: tl.constexpr, HMAJ: tl.constexpr,
     LSE2: tl.constexpr, PIPE: tl.constexpr, LPRE: tl.constexpr, UNROLL: tl.constexpr,
     USE_WINDOW: tl.constexpr, USE_SOFTCAP: tl.constexpr, USE_TMA: tl.constexpr, USE_LTMA: tl.constexpr,
-    NQ: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr, AMMA: tl.constexpr, SKIP_FULL: tl.constexpr = False,
+    NQ: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr, AMMA: tl.constexpr,
 ):
     """One program per (key block, batch x head): rsum [B, H, S] float32 from lse [B, H, T] (LSE2: as -lse * log2(e),
     the prefill kernel's LSE_NEG2 form; else natural).
@@ -228,8 +228,7 @@ def received_fwd_kernel(
     ad: a tensor descriptor over the prefill kernel's split addend (its adq, [B * H * T, 16] bfloat16, [BT, 16]
     blocks; None = off; AMMA, key-major, NQ = 1, with qd): in the fully visible range the MMA adds it to the scores
     (S' = K Q^T + ones . A^T, ones in the first three columns), so a score's base-2 logit is one multiply, and no lse
-    block is loaded, laid out through shared memory or waited for there.
-    SKIP_FULL: the fully visible range is left out (``received_gluon.received_full_kernel``, launched next, adds it)."""
+    block is loaded, laid out through shared memory or waited for there."""
     if HMAJ:
         i_bh, i_s = tl.program_id(0), tl.program_id(1)
     else:
@@ -270,9 +269,7 @@ def received_fwd_kernel(
         b_r = _received_step(b_k, p_q, s_qt, p_lse, t0, o_j, ks, T, S, window, scale, softcap, b_r, qd, q_row0,
                              ld, l_row, False, True, D, BT, USE_WINDOW, USE_SOFTCAP, KEYMAJOR, FMA, USE_TMA,
                              USE_LTMA, NQ, NPOLY, PMIX, LSE2, PREC, UPCAST)
-    if SKIP_FULL:
-        pass
-    elif PIPE and KEYMAJOR and NQ == 1:
+    if PIPE and KEYMAJOR and NQ == 1:
         # in pairs of query blocks: each block's Q K^T is issued before the previous block's exp2 and sums (the
         # MMA runs under them); two score tiles alternate, so no tile is copied
         n2 = t_a + (t_b - t_a) // (2 * BT) * (2 * BT)                         # end of the pairs

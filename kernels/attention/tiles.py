@@ -84,7 +84,7 @@ RECEIVED_TILES: dict = {64: (128, 64, 4, 2), 128: (64, 128, 4, 3), 256: (32, 64,
 # block's 4 quarters, how many take exp2 by a polynomial on the FMA pipe; 0 = all on the MUFU).
 # All off = the kernel of sessions 3 and 4.
 _ROFF = {"keymajor": False, "fma": False, "tma": False, "poly": 0, "maxnreg": 0, "pmix": 0, "ltma": False,
-         "hmaj": False, "lse2": False, "pipe": False, "lpre": False, "unroll": 1, "amma": False, "gluon": False}
+         "hmaj": False, "lse2": False, "pipe": False, "lpre": False, "unroll": 1, "amma": False}
 RECEIVED_SWITCHES: dict = {64: dict(_ROFF, keymajor=True, fma=True, tma=True, lse2=True, maxnreg=128),
                            128: dict(_ROFF, fma=True, tma=True), 256: dict(_ROFF)}
 # "maxnreg": a register cap per thread for ptxas (more CTAs per SM; 0 = none; GPU builds only).
@@ -105,14 +105,16 @@ RECEIVED_SWITCHES: dict = {64: dict(_ROFF, keymajor=True, fma=True, tma=True, ls
 # and waits for it right after: benchmarks/sass_loops.py); "unroll": that loop unrolled n times (1 = not); "amma"
 # (key-major with TMA, no pipe / poly / pmix, no softcap): the prefill kernel writes the addend -lse2 / c split into
 # three bf16 parts ([B, H, T, 16] bf16: 19 MB at the SmolLM2 shape, 64K), and the fully visible loop adds it to the
-# scores in the MMA (ones . A^T) -- no lse load, no trip through shared memory, one multiply per score. Added after
-# session 10's last GPU call: compiled for sm_90 offline (benchmarks/sass_loops.py --amma), parity-tested on the
-# interpreter only; its GPU parity tests and its timing are the next call's (benchmarks/bench_sweep.py SWEEP).
-# Session 11: "gluon" (Hopper, 2-byte inputs, d 64 / 128, no softcap; key-major with TMA): the fully visible range goes
-# to kernels/attention/received_gluon.py (a TMA ring, the addend and the column sums on the tensor cores, each block's
-# MMA issued under the previous block's exponentials); this kernel does the masked blocks first (SKIP_FULL).
+# scores in the MMA (ones . A^T) -- no lse load, no trip through shared memory, one multiply per score. Session 11
+# call 1 (prefill_sweep_h200_s11_call1.json; its GPU parity tests passed there): lost -- 6.86 ms at (128, 64, 4, 2)
+# under the register cap, 7.50 with lse2 also on, 7.25 at (64, 64, 4, 2), against 6.81 for the default.
+# Session 11 also built the fully visible loop in Gluon (a TMA ring, the addend and the column sums on the tensor cores,
+# each block's MMA issued under the previous block's exponentials, optionally a warp-specialized load warp; 3.3
+# instructions per exp2 in the sm_90 build against 4.3 here): correct once its ones operand was stored K-major, but
+# slower at every tile (d64 7.6-8.1 ms against 6.81, d128 37.4-38.8 against 31.4; logs_session11/call3_gluon_debug.txt)
+# and removed; the code is at commit cdec33d (kernels/attention/received_gluon.py).
 RECEIVED_SWITCH_NAMES = ("keymajor", "fma", "tma", "poly", "maxnreg", "pmix", "ltma", "hmaj", "lse2", "pipe", "lpre",
-                         "unroll", "amma", "gluon")
+                         "unroll", "amma")
 _RECEIVED_INTS = ("poly", "maxnreg", "pmix", "unroll")
 # decode: (BS, num_warps, num_stages); one wave of programs, bandwidth-bound
 DECODE_TILES: dict = {64: (64, 4, 2), 128: (64, 4, 2), 256: (32, 4, 2)}
@@ -170,16 +172,6 @@ def received_switches(D: int, override: Optional[dict] = None) -> dict:
         if override and "r_" + name in override:
             sw[name] = int(override["r_" + name]) if name in _RECEIVED_INTS else bool(override["r_" + name])
     return sw
-
-
-# received_gluon: (BT query rows per block, NBUF TMA stages, WS: a load warp) per head_dim; BT must divide the Triton
-# pass's query block, whose key block (64 or 128) the Gluon kernel shares (BS // 16 warps)
-RECEIVED_GLUON_TILES: dict = {64: (128, 2, 0), 128: (64, 2, 0)}
-
-
-def received_gluon_tile(D: int, override: Optional[tuple] = None) -> tuple[int, int, int]:
-    """(BT, NBUF, WS) of ``received_gluon.received_full_kernel`` for head_dim D, None where it has none."""
-    return tuple(override) if override is not None else RECEIVED_GLUON_TILES.get(D)
 
 
 def decode_tile(D: int, itemsize: int, interpret: bool) -> tuple[int, int, int]:
