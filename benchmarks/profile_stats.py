@@ -12,6 +12,8 @@ over ``--repeats`` profiled calls. ``--dry`` runs the same on
 the CPU under TRITON_INTERPRET=1 at a tiny N (plumbing only; no profile).
 
     python -m benchmarks.profile_stats --out benchmarks/results/profile_stats_h200.json
+    python -m benchmarks.profile_stats --render benchmarks/results/profile_stats_parts_s11_h200.json \
+        --write-block profile-stats-parts-s11          # the --parts table into kernels/BENCHMARKS.md
 """
 from __future__ import annotations
 
@@ -80,6 +82,32 @@ def kernel_medians(fn, n: int) -> dict:
     return {name: statistics.median(v) for name, v in per.items() if statistics.median(v) > 0.01}
 
 
+PARTS = (("sdpa", "cuDNN SDPA"), ("output", "prefill kernel, output only"), ("fwd_lse", "+ lse"),
+         ("fwd_lse_sink", "+ lse, key-0 mass"), ("fwd_lse_span", "+ lse, one 576-key span mass"),
+         ("fwd_lse_entropy", "+ lse, entropy"), ("stats_fwd", "+ lse, entropy, key-0 and span mass"),
+         ("received", "received pass alone"), ("stats", "whole statistics call"),
+         ("stats_planned", "whole call from launches planned once (no host work)"))
+
+
+def render_parts(data: dict) -> str:
+    """Markdown table of a ``--parts`` result: ms (median of do_bench runs) and x SDPA per piece and shape, then the
+    profiled kernels' median device time."""
+    rows = data["rows"]
+    head = "| piece | " + " | ".join(f"{r['shape']} ms | × SDPA" for r in rows) + " |"
+    out = [f"Device: {data['meta']['gpu']}, torch {data['meta']['torch']}, N = {data['meta']['N']}; "
+           f"ms = median of {len(rows[0]['sdpa_runs_ms'])} `do_bench` runs", "", head,
+           "|---|" + "---:|---:|" * len(rows)]
+    for key, label in PARTS:
+        if all(key + "_ms" in r for r in rows):
+            out.append(f"| {label} | " + " | ".join(f"{r[key + '_ms']:.3f} | {r[key + '_ms'] / r['sdpa_ms']:.3f}"
+                                                     for r in rows) + " |")
+    names = sorted({n for r in rows for n in r.get("kernel_medians_ms", {})})
+    for n in names:
+        out.append(f"| profiled `{n}`, device time (median of {len(rows[0]['sdpa_runs_ms'])} calls) | "
+                   + " | ".join(f"{r.get('kernel_medians_ms', {}).get(n, float('nan')):.3f} | –" for r in rows) + " |")
+    return "\n".join(out) + "\n"
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=65536)
@@ -87,8 +115,19 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--dry", action="store_true")
     ap.add_argument("--parts", action="store_true", help="the per-piece costs (see the module docstring)")
+    ap.add_argument("--render", default=None, help="print the --parts table of this result file and stop")
+    ap.add_argument("--write-block", default=None, help="with --render: write it into this block of BENCHMARKS.md")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
+    if args.render:
+        with open(args.render) as f:
+            table = render_parts(json.load(f))
+        if args.write_block:
+            from pathlib import Path
+            from studies.tables import write_blocks
+            write_blocks(Path(__file__).resolve().parent.parent / "kernels" / "BENCHMARKS.md", {args.write_block: table})
+        print(table)
+        return 0
     if args.dry:
         os.environ["TRITON_INTERPRET"] = "1"
     import torch
