@@ -7,8 +7,8 @@ time, launches; ``torch.profiler``) and the time between them (the call's wall t
 time), and the registers / spills of the compiled received-mass and prefill kernels. ``--parts`` adds what each piece costs:
 the prefill kernel with lse only and with each statistic alone added (entropy, key-0 mass, span mass), the
 received pass alone, the whole call from launches planned once (``fused.plan``; no host work inside the timed
-call: the gap to the plain call is the call's host time the GPU waits for), and the median device time per kernel
-over ``--repeats`` profiled calls. ``--dry`` runs the same on
+call: if the plain call were slower, the difference would be host time the GPU waits for), and the median device
+time per kernel over ``--repeats`` profiled calls. ``--dry`` runs the same on
 the CPU under TRITON_INTERPRET=1 at a tiny N (plumbing only; no profile).
 
     python -m benchmarks.profile_stats --out benchmarks/results/profile_stats_h200.json
