@@ -4,8 +4,8 @@ key-0 mass, one span mass and received mass, against cuDNN SDPA at the same shap
 For each shape (``bench_sweep.SHAPES``, N = 65,536 by default, bf16, causal, batch 1, random tensors) it records
 the whole call's time (median of ``--repeats`` ``do_bench`` runs), one profiled call's kernels (name, device
 time, launches; ``torch.profiler``) and the time between them (the call's wall time minus its kernels' device
-time), and the registers / spills of the compiled received-mass and prefill kernels. ``--parts`` adds what each piece costs:
-the prefill kernel with lse only and with each statistic alone added (entropy, key-0 mass, span mass), the
+time), and the registers / spills of the compiled received-mass and prefill kernels. ``--parts`` adds what each
+piece costs: the prefill kernel with lse only and with each statistic alone added (entropy, key-0 mass, span mass), the
 received pass alone, the whole call from launches planned once (``fused.plan``; no host work inside the timed
 call: if the plain call were slower, the difference would be host time the GPU waits for), and the median device
 time per kernel over ``--repeats`` profiled calls. ``--dry`` runs the same on
@@ -103,8 +103,9 @@ def render_parts(data: dict) -> str:
                                                      for r in rows) + " |")
     names = sorted({n for r in rows for n in r.get("kernel_medians_ms", {})})
     for n in names:
+        cells = (f"{r.get('kernel_medians_ms', {}).get(n, float('nan')):.3f} | –" for r in rows)
         out.append(f"| profiled `{n}`, device time (median of {len(rows[0]['sdpa_runs_ms'])} calls) | "
-                   + " | ".join(f"{r.get('kernel_medians_ms', {}).get(n, float('nan')):.3f} | –" for r in rows) + " |")
+                   + " | ".join(cells) + " |")
     return "\n".join(out) + "\n"
 
 
@@ -125,7 +126,8 @@ def main(argv=None) -> int:
         if args.write_block:
             from pathlib import Path
             from studies.tables import write_blocks
-            write_blocks(Path(__file__).resolve().parent.parent / "kernels" / "BENCHMARKS.md", {args.write_block: table})
+            md = Path(__file__).resolve().parent.parent / "kernels" / "BENCHMARKS.md"
+            write_blocks(md, {args.write_block: table})
         print(table)
         return 0
     if args.dry:

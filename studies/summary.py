@@ -264,7 +264,8 @@ def engineering_table(root: Path = ROOT) -> str:
             for (b, s, kind), r in sorted(default_rows(data).items()) if kind == "var")
 
     # prefill: the newest sweep call that exists (the recorded defaults, and a winner where one beat them)
-    sweeps = [("prefill_sweep_h200_s11_call1.json", "session 11"), ("prefill_sweep_h200_s10.json", "session 10"), ("prefill_sweep_h200_s7.json", "session 7"),
+    sweeps = [("prefill_sweep_h200_s11_call1.json", "session 11"), ("prefill_sweep_h200_s10.json", "session 10"),
+              ("prefill_sweep_h200_s7.json", "session 7"),
               ("prefill_sweep_h200_s6_call2.json", "session 6, call 2"), ("prefill_sweep_h200_s6.json", "session 6, call 1"),
               ("prefill_sweep_h200_call2.json", "session 5, call 2"), ("prefill_sweep_h200_call1.json", "session 5, call 1")]
     prefill_file, prefill_when = next((root / "benchmarks" / "results" / n, w) for n, w in sweeps
