@@ -44,7 +44,8 @@ GiB = 1024 ** 3
 OFF = {"seg": False, "span_post": False, "reload_q": False, "tma": False, "fma": False, "rev": False}
 
 ROFF = {"r_keymajor": False, "r_fma": False, "r_tma": False, "r_poly": 0, "r_maxnreg": 0, "r_pmix": 0, "r_ltma": False,
-        "r_hmaj": False, "r_lse2": False, "r_pipe": False, "r_lpre": False, "r_unroll": 1, "r_amma": False}
+        "r_hmaj": False, "r_lse2": False, "r_pipe": False, "r_lpre": False, "r_unroll": 1, "r_amma": False,
+        "r_mix": 0}
 _SP = {"span_post": True, "reload_q": True, "fma": True}        # the statistics switches of session 4
 _SEG = {"seg": True, "reload_q": True, "fma": True}             # the ACT switches of session 4
 _KM = {"r_keymajor": True, "r_fma": True}                       # the received kernel's key-major form
@@ -67,7 +68,9 @@ _R = {**_KM, "r_tma": True}                                     # the d64 receiv
 _L = {**_R, "r_lse2": True}
 SWEEP = {
     128: {"stats_fwd": [((128, 128, 8, 3), {**_SP, "tma": True, "rev": True})]},
-    64: {"received": [((128, 64, 4, 2), {**_L, "r_maxnreg": 128})],
+    64: {"received": [((128, 64, 4, 2), {**_L, "r_maxnreg": 128}),
+                      *(((128, 64, 4, 2), {**_L, "r_maxnreg": 128, "r_mix": m}) for m in (1, 2, 3, 4)),
+                      ((64, 64, 4, 2), {**_L, "r_mix": 1}), ((64, 64, 4, 2), {**_L, "r_mix": 2})],
          "stats_fwd": [((64, 128, 4, 3), {**_SP, "tma": True, "rev": True})]},
 }
 # Session 10's lists: call 3 timed the d64 received default, its lse addend loaded a block ahead (lpre), its fully
@@ -77,6 +80,11 @@ SWEEP = {
 # call 2 the fully visible blocks in Gluon at d64 and d128 (this file at commit b5775f6; rows in
 # prefill_sweep_h200_s11_call2_gluon.json -- that call's Gluon kernel summed wrongly, see kernels/BENCHMARKS.md). The
 # list now holds the defaults only. Session 7's list (pipe, the prefill's register cap) is this file at commit 3ccdf30.
+# Session 12: the received pass's mix switch (a fixed share of each thread's exp2 by a polynomial on the FMA pipe, inline
+# PTX; received_kernel.MIX_SPLITS) on the d64 default tile and on (64, 64, 4, 2). Offline sm_90 builds (Triton 3.6,
+# benchmarks/sass_loops.py): the default's fully visible loop has 276 instructions per 64 MUFU.EX2 per thread (the MUFU,
+# 8 cycles per warp instruction, is the busier pipe: 512 cycles against 276 issue slots); mix 1 / 2 / 3 (= 4): 340 / 372 /
+# 404 instructions and 56 / 52 / 48 MUFU.EX2, 128 registers, no stack.
 # variants swept per shape
 SWEEP_VARIANTS = {"llama": ("stats_fwd",), "smollm": ("received", "stats_fwd")}
 DECODE_CASES = [("llama", 32, 32, 128, 1, 4096), ("llama", 32, 32, 128, 16, 2048), ("smollm", 9, 3, 64, 1, 4096)]

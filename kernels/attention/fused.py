@@ -605,6 +605,8 @@ def _received(q, k, lse, key_start, common, tile: Optional[tuple] = None, opts: 
         PMIX=pmix, HMAJ=sw["hmaj"], LSE2=bool(neg2), PIPE=bool(sw["pipe"] and sw["keymajor"] and not npoly),
         LPRE=bool(sw["lpre"] and sw["keymajor"] and not npoly and not pmix and not sw["pipe"]),
         UNROLL=max(1, int(sw["unroll"])),
+        MIX=int(sw["mix"]) if (sw["keymajor"] and two and not (npoly or pmix or sw["pipe"] or sw["lpre"])
+                               and split is None) else 0,
         num_warps=nw, num_stages=ns, **common,
     )
     if sw["maxnreg"] and not INTERPRET:

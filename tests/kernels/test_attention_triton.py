@@ -321,7 +321,10 @@ RECEIVED_SWITCHES_S6 = [{"r_keymajor": True, "r_fma": True, "r_tma": True, "r_lt
                         {"r_keymajor": True, "r_unroll": 3},
                         # the addend -lse2 / c added by the MMA (from the prefill kernel's split of it)
                         {"r_keymajor": True, "r_fma": True, "r_tma": True, "r_lse2": True, "r_amma": True},
-                        {"r_keymajor": True, "r_tma": True, "r_amma": True}]
+                        {"r_keymajor": True, "r_tma": True, "r_amma": True},
+                        # session 12: a fixed share of the exponentials on the FMA pipe (the interpreter: all of them)
+                        {"r_keymajor": True, "r_fma": True, "r_tma": True, "r_lse2": True, "r_mix": 2},
+                        {"r_keymajor": True, "r_mix": 4}]
 
 
 @pytest.mark.parametrize("opts", RECEIVED_SWITCHES_S6)
@@ -574,6 +577,8 @@ _KMT = {"r_keymajor": True, "r_fma": True, "r_tma": True}
     {"rtile": (128, 64, 4, 2), **_KMT, "r_lse2": True, "r_maxnreg": 128, "r_lpre": True, "r_unroll": 2},
     {"rtile": (128, 64, 4, 2), **_KMT, "r_lse2": True, "r_maxnreg": 128, "r_amma": True},
     {"rtile": (64, 64, 4, 2), **_KMT, "r_amma": True},
+    *({"rtile": (128, 64, 4, 2), **_KMT, "r_lse2": True, "r_maxnreg": 128, "r_mix": m} for m in (1, 2, 3, 4)),
+    {"rtile": (64, 64, 4, 2), **_KMT, "r_mix": 2},
 ])
 def test_received_switches_s6_parity_gpu(D, opts):
     """Session 6's received-mass switches (and the statistics prefill under a register cap) at GPU sizes (as
@@ -643,3 +648,26 @@ def test_prefill_split_addend_equals_host_split():
         assert torch.allclose(total[fin], exact[fin], rtol=1e-6, atol=0), (total[fin] - exact[fin]).abs().max()
         assert (split[..., 3:] == 0).all()
     assert (kw["adq"][~fin] == 0).all() and (~fin).any()
+
+
+@pytest.mark.parametrize("mix", [1, 2, 3, 4])
+def test_exp2_mix_accuracy(mix):
+    """``exp2_mix`` (the received pass's MIX switch) against float64 2^x over the range the pass feeds it: relative
+    error <= 4e-6 where 2^x is a normal float32, and 0 <= result < 2^-125 below -127 (masked and negligible scores; the clamp at -126).
+    On a GPU each thread's values are split between the MUFU and the polynomial; the interpreter runs the
+    polynomial on all of them. A wrong split, clamp or exponent shift fails this."""
+    from tests.kernels.exp2_kernel import apply_exp2_mix
+
+    g = torch.Generator().manual_seed(mix)
+    x = torch.cat([torch.linspace(-126.0, 0.0, 3000), -40 * torch.rand(1000, generator=g),
+                   torch.tensor([0.0, -1e-7, 1e-7, -0.5, 0.5, -126.5, -127.0, -127.4, -300.0, -1e30]),
+                   torch.zeros(86)])                                              # 4096 values
+    y = torch.empty_like(x)
+    xd, yd = x.to(DEV), y.to(DEV)
+    apply_exp2_mix[(1,)](xd, yd, N=x.numel(), MIX=mix, UPCAST=not CUDA, num_warps=4)
+    y, exact = yd.cpu().double(), torch.exp2(x.double())
+    normal = x >= -126.0
+    rel = ((y[normal] - exact[normal]) / exact[normal]).abs().max().item()
+    assert rel <= 4e-6, rel
+    low = x < -127.0
+    assert (y[low] >= 0).all() and (y[low] < 2.0 ** -125).all()
