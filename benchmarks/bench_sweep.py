@@ -41,7 +41,7 @@ SHAPES = {"llama": (32, 32, 128), "smollm": (9, 3, 64)}
 DRY = {"shapes": {"llama": (2, 2, 128), "smollm": (3, 1, 64)}, "max_tiles": 1, "calls": 1}
 N_DEFAULT = 65536
 GiB = 1024 ** 3
-OFF = {"seg": False, "span_post": False, "reload_q": False, "tma": False, "fma": False, "rev": False}
+OFF = {"seg": False, "span_post": False, "reload_q": False, "tma": False, "fma": False, "rev": False, "lazy": False}
 
 ROFF = {"r_keymajor": False, "r_fma": False, "r_tma": False, "r_poly": 0, "r_maxnreg": 0, "r_pmix": 0, "r_ltma": False,
         "r_hmaj": False, "r_lse2": False, "r_pipe": False, "r_lpre": False, "r_unroll": 1, "r_amma": False,
@@ -66,12 +66,16 @@ _R = {**_KM, "r_tma": True}                                     # the d64 receiv
 # statistics prefill (64, 128, 4, 2) under a 168-register cap (3 CTAs per SM: 73 KiB shared memory each; 243
 # registers without the cap, an 8-byte stack with it).
 _L = {**_R, "r_lse2": True}
+_TFR = {"tma": True, "fma": True, "rev": True}
 SWEEP = {
-    128: {"stats_fwd": [((128, 128, 8, 3), {**_SP, "tma": True, "rev": True})]},
+    128: {"stats_fwd": [((128, 128, 8, 3), {**_SP, "tma": True, "rev": True}),
+                        ((128, 128, 8, 3), {**_SP, "tma": True, "rev": True, "lazy": True})],
+          "output": [((128, 128, 8, 3), _TFR), ((128, 128, 8, 3), {**_TFR, "lazy": True})]},
     64: {"received": [((128, 64, 4, 2), {**_L, "r_maxnreg": 128}),
-                      *(((128, 64, 4, 2), {**_L, "r_maxnreg": 128, "r_mix": m}) for m in (1, 2, 3, 4)),
-                      ((64, 64, 4, 2), {**_L, "r_mix": 1}), ((64, 64, 4, 2), {**_L, "r_mix": 2})],
-         "stats_fwd": [((64, 128, 4, 3), {**_SP, "tma": True, "rev": True})]},
+                      *(((128, 64, 4, 2), {**_L, "r_maxnreg": 128, "r_mix": m}) for m in (2, 3))],
+         "stats_fwd": [((64, 128, 4, 3), {**_SP, "tma": True, "rev": True}),
+                       ((64, 128, 4, 3), {**_SP, "tma": True, "rev": True, "lazy": True})],
+         "output": [((64, 128, 4, 3), _TFR), ((64, 128, 4, 3), {**_TFR, "lazy": True})]},
 }
 # Session 10's lists: call 3 timed the d64 received default, its lse addend loaded a block ahead (lpre), its fully
 # visible loop unrolled twice, and both (all lost; benchmarks/sass_loops.py: 276 instructions per 64 exp2 per thread in
@@ -84,9 +88,12 @@ SWEEP = {
 # PTX; received_kernel.MIX_SPLITS) on the d64 default tile and on (64, 64, 4, 2). Offline sm_90 builds (Triton 3.6,
 # benchmarks/sass_loops.py): the default's fully visible loop has 276 instructions per 64 MUFU.EX2 per thread (the MUFU,
 # 8 cycles per warp instruction, is the busier pipe: 512 cycles against 276 issue slots); mix 1 / 2 / 3 (= 4): 340 / 372 /
-# 404 instructions and 56 / 52 / 48 MUFU.EX2, 128 registers, no stack.
+# 404 instructions and 56 / 52 / 48 MUFU.EX2, 128 registers, no stack. Call 1 (prefill_sweep_h200_s12_call1.json; this file
+# at commit 218e3cd): mix 2 6.78 ms against 7.24 for the default (median of 5 calls); mix 1 7.22, mix 3 6.98, mix 4 7.08,
+# (64, 64, 4, 2) + mix 1 / 2 7.14 / 7.46. Call 2: mix 2 / 3 again, and the prefill's lazy running max (stats and output,
+# both shapes; prefill_kernel.LAZY_TAU), then the whole statistics call interleaved with SDPA and the default (--ab).
 # variants swept per shape
-SWEEP_VARIANTS = {"llama": ("stats_fwd",), "smollm": ("received", "stats_fwd")}
+SWEEP_VARIANTS = {"llama": ("stats_fwd", "output"), "smollm": ("received", "stats_fwd", "output")}
 DECODE_CASES = [("llama", 32, 32, 128, 1, 4096), ("llama", 32, 32, 128, 16, 2048), ("smollm", 9, 3, 64, 1, 4096)]
 BASELINE = os.path.join(os.path.dirname(__file__), "results", "bench_decode_gpu_h200.json")
 
@@ -351,10 +358,26 @@ def prefill_shape(run: Run, clock: Clock, shape: str, N: int, dev: str, shapes_a
         headline(run, clock, case, f"{v}_best", v, o, base)
     if run.args.sdpa_again:
         headline(run, clock, case, "sdpa_again", "sdpa", {}, base)
+    if run.args.ab and "stats" in win:
+        ab(run, clock, case, {"sdpa": ("sdpa", {}), "stats_default": ("stats", {}), "stats_best": ("stats", win["stats"])},
+           run.args.ab)
     del case
     gc.collect()
     if dev == "cuda":
         torch.cuda.empty_cache()
+
+
+def ab(run: Run, clock: Clock, case: Case, arms: dict, rounds: int) -> None:
+    """Interleaved timing of arms {name: (variant, opts)}: ``rounds`` rounds of one do_bench per arm, in a fixed order,
+    so a slow drift of the GPU (clocks, temperature) reaches every arm alike; rows of kind "ab" (compare the medians, or
+    each round's ratio)."""
+    fns = {name: case.sdpa() if v == "sdpa" else case.call(v, o) for name, (v, o) in arms.items()}
+    for r in range(rounds):
+        if run.left() < -run.args.grace_s:
+            break
+        for name, fn in fns.items():
+            _try(run, {"kind": "ab", "shape": case.shape, "N": case.N, "round": r, "method": name,
+                       "opts": _jsonable(arms[name][1])}, lambda: {"ms": clock.do_bench(fn, 1)[0]})  # noqa: B023
 
 
 def _jobs(case: "Case") -> list[tuple[str, dict]]:
@@ -549,6 +572,7 @@ def main(argv=None) -> int:
     ap.add_argument("--precompile", default=None, metavar="I/N")
     ap.add_argument("--decode", action="store_true", help="also time the decode cases (ACT / VAR steps)")
     ap.add_argument("--sdpa-again", action="store_true", help="time SDPA again after each shape (a drift check)")
+    ap.add_argument("--ab", type=int, default=0, help="rounds of interleaved SDPA / statistics default / winner timing")
     ap.add_argument("--log-compiles", default=None, metavar="JSONL",
                     help="append one line per kernel compile request (cache-key pieces, cache hits) to this file")
     ap.add_argument("--pytest-log", default=None, help="the GPU test run's output (its summary goes in meta)")

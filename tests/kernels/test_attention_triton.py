@@ -284,7 +284,35 @@ def test_decode_edits_run_split_kv(kind, monkeypatch):
 
 
 SWITCHES = [{"seg": True}, {"span_post": True, "reload_q": True},
-            {"seg": True, "span_post": True, "reload_q": True, "tma": True, "fma": True, "rev": True}]
+            {"seg": True, "span_post": True, "reload_q": True, "tma": True, "fma": True, "rev": True},
+            # session 12: the running max moved (and the accumulators rescaled) only past LAZY_TAU
+            {"seg": True, "span_post": True, "reload_q": True, "tma": True, "fma": True, "rev": True, "lazy": True},
+            {"fma": True, "lazy": True}]
+
+
+@pytest.mark.parametrize("D,T,S,dtype", [(64, 70, 130, torch.bfloat16), (64, 40, 97, torch.float32),
+                                         (128, 33, 160, torch.bfloat16)])
+def test_lazy_max_parity(D, T, S, dtype):
+    """The lazy running max (prefill switch "lazy") where a row's max grows gradually over many key blocks (the
+    probabilities taken against a stale max, up to 2^8) and jumps by ~20 (base 2) at one key (the rescale path), with
+    every statistic, ACT columns and VAR: float64 parity of the output and statistics."""
+    g = torch.Generator().manual_seed(D + S)
+    u = torch.randn(D, generator=g)
+    u = u / u.norm()
+    q = torch.randn(1, 2, T, D, generator=g) + 1.5 * u
+    k = torch.randn(1, 1, S, D, generator=g)
+    v = torch.randn(1, 1, S, D, generator=g)
+    ramp = 110.0 * torch.arange(S) / S * (D / 64) ** 0.5              # ~30 (base 2) over the sequence
+    k = k + ramp[:, None] * u
+    k[:, :, S // 2] += 75.0 * (D / 64) ** 0.5 * u                      # one key ~20 above its neighbours
+    q, k, v = (x.to(dtype).to(DEV) for x in (q, k, v))
+    opts = {"fma": True, "lazy": True, "span_post": True}
+    _parity(q, k, v, ALL, scale=D ** -0.5, sink_pos=torch.tensor([[0, S // 2]], device=DEV), spans=_spans(1, S),
+            opts=opts)
+    ed = _edits(1, 2, D, S, dtype)
+    ed.col_idx[0, 0] = torch.tensor([S // 2, 0, 5])
+    got = _tri().attention(q, k, v, scale=D ** -0.5, edits=ed, opts=opts)
+    _check_edited(got, q, k, v, ed, dtype, active=False)
 
 
 RECEIVED_SWITCHES = [{"r_keymajor": True}, {"r_fma": True}, {"r_keymajor": True, "r_fma": True, "r_tma": True},
