@@ -92,6 +92,23 @@ SWEEP = {
 # at commit 218e3cd): mix 2 6.78 ms against 7.24 for the default (median of 5 calls); mix 1 7.22, mix 3 6.98, mix 4 7.08,
 # (64, 64, 4, 2) + mix 1 / 2 7.14 / 7.46. Call 2: mix 2 / 3 again, and the prefill's lazy running max (stats and output,
 # both shapes; prefill_kernel.LAZY_TAU), then the whole statistics call interleaved with SDPA and the default (--ab).
+# --ab-only arms per shape: (name, variant, opts); every configuration is also in SWEEP (so the precompile and the
+# in-process warm-up cover it). Session 12 call 3: the received pass's mix 2 / 3, the prefill's lazy running max, and
+# the whole statistics call with each and with both, interleaved with SDPA.
+_RMIX = {"rtile": (128, 64, 4, 2), **ROFF, **_L, "r_maxnreg": 128}
+_PLAZY = {"tile": (64, 128, 4, 3), **OFF, **_SP, "tma": True, "rev": True, "lazy": True}
+AB_ARMS = {
+    "smollm": [("received", "received", dict(_RMIX)), ("received_mix2", "received", {**_RMIX, "r_mix": 2}),
+               ("received_mix3", "received", {**_RMIX, "r_mix": 3}),
+               ("stats_fwd", "stats_fwd", {}), ("stats_fwd_lazy", "stats_fwd", _PLAZY),
+               ("sdpa", "sdpa", {}), ("stats", "stats", {}), ("stats_lazy", "stats", _PLAZY),
+               ("stats_mix2", "stats", {**_RMIX, "r_mix": 2}), ("stats_lazy_mix2", "stats", {**_PLAZY, **_RMIX, "r_mix": 2})],
+    "llama": [("stats_fwd", "stats_fwd", {}),
+              ("stats_fwd_lazy", "stats_fwd", {"tile": (128, 128, 8, 3), **OFF, **_SP, "tma": True, "rev": True,
+                                                 "lazy": True}),
+              ("sdpa", "sdpa", {}), ("stats", "stats", {}),
+              ("stats_lazy", "stats", {"tile": (128, 128, 8, 3), **OFF, **_SP, "tma": True, "rev": True, "lazy": True})],
+}
 # variants swept per shape
 SWEEP_VARIANTS = {"llama": ("stats_fwd", "output"), "smollm": ("received", "stats_fwd", "output")}
 DECODE_CASES = [("llama", 32, 32, 128, 1, 4096), ("llama", 32, 32, 128, 16, 2048), ("smollm", 9, 3, 64, 1, 4096)]
@@ -573,6 +590,8 @@ def main(argv=None) -> int:
     ap.add_argument("--decode", action="store_true", help="also time the decode cases (ACT / VAR steps)")
     ap.add_argument("--sdpa-again", action="store_true", help="time SDPA again after each shape (a drift check)")
     ap.add_argument("--ab", type=int, default=0, help="rounds of interleaved SDPA / statistics default / winner timing")
+    ap.add_argument("--ab-only", type=int, default=0, metavar="ROUNDS",
+                    help="no sweep or headlines: ROUNDS interleaved rounds of the AB_ARMS of each shape")
     ap.add_argument("--log-compiles", default=None, metavar="JSONL",
                     help="append one line per kernel compile request (cache-key pieces, cache hits) to this file")
     ap.add_argument("--pytest-log", default=None, help="the GPU test run's output (its summary goes in meta)")
@@ -607,6 +626,18 @@ def main(argv=None) -> int:
     if args.decode:
         decode_cases(run, clock, dev, small=args.dry)
     order = sorted(args.shapes, key=lambda s: s != "llama")           # the Llama shape first (never swept before)
+    if args.ab_only:
+        for shape in order:
+            case = Case(shape, args.n, dev)
+            t0 = time.time()
+            n_warm, n_all = warm(case, deadline=t0 + 60)
+            run.add({"kind": "warm", "shape": shape, "kernels": n_warm, "of": n_all, "s": round(time.time() - t0, 2)})
+            ab(run, clock, case, {n: (v, o) for n, v, o in AB_ARMS[shape]}, args.ab_only)
+            del case
+            gc.collect()
+            if cuda:
+                torch.cuda.empty_cache()
+        return 0
     for i, shape in enumerate(order):
         prefill_shape(run, clock, shape, args.n, dev, shapes_after=len(order) - 1 - i)
     return 0

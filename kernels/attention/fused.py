@@ -234,7 +234,7 @@ _HEURISTICS: dict = {}
 # kernel -> (arguments whose None-ness the heuristics read, integer / bool arguments they read)
 _HEURISTIC_INPUTS = {
     "attention_fwd_kernel": (("lse", "ent", "spm", "snk", "redist_span", "col_idx", "head_uniform", "head_mean",
-                              "head_scale", "kd", "adq"), ("SPAN_POST", "SEG", "NS", "C")),
+                              "head_scale", "kd", "adq"), ("SPAN_POST", "SEG", "NS", "C", "LAZY", "FMA")),
     "decode_fwd_kernel": (("col_idx", "plr", "ptm", "redist_span", "head_uniform", "n_keys", "done", "lse",
                            "head_mean", "head_scale"), ("C",)),
     "decode_combine_kernel": (("lse", "col_idx", "ptm", "redist_span", "head_uniform", "head_mean", "head_scale",
