@@ -41,11 +41,10 @@ SHAPES = {"llama": (32, 32, 128), "smollm": (9, 3, 64)}
 DRY = {"shapes": {"llama": (2, 2, 128), "smollm": (3, 1, 64)}, "max_tiles": 1, "calls": 1}
 N_DEFAULT = 65536
 GiB = 1024 ** 3
-OFF = {"seg": False, "span_post": False, "reload_q": False, "tma": False, "fma": False, "rev": False, "lazy": False}
+OFF = {"seg": False, "span_post": False, "reload_q": False, "tma": False, "fma": False, "rev": False, "tmax": False}
 
 ROFF = {"r_keymajor": False, "r_fma": False, "r_tma": False, "r_poly": 0, "r_maxnreg": 0, "r_pmix": 0, "r_ltma": False,
-        "r_hmaj": False, "r_lse2": False, "r_pipe": False, "r_lpre": False, "r_unroll": 1, "r_amma": False,
-        "r_mix": 0}
+        "r_hmaj": False, "r_lse2": False, "r_pipe": False, "r_lpre": False, "r_unroll": 1, "r_amma": False}
 _SP = {"span_post": True, "reload_q": True, "fma": True}        # the statistics switches of session 4
 _SEG = {"seg": True, "reload_q": True, "fma": True}             # the ACT switches of session 4
 _KM = {"r_keymajor": True, "r_fma": True}                       # the received kernel's key-major form
@@ -67,15 +66,15 @@ _R = {**_KM, "r_tma": True}                                     # the d64 receiv
 # registers without the cap, an 8-byte stack with it).
 _L = {**_R, "r_lse2": True}
 _TFR = {"tma": True, "fma": True, "rev": True}
+_T128, _T64 = (128, 128, 8, 3), (64, 128, 4, 3)                # the prefill tiles of the recorded defaults
 SWEEP = {
-    128: {"stats_fwd": [((128, 128, 8, 3), {**_SP, "tma": True, "rev": True}),
-                        ((128, 128, 8, 3), {**_SP, "tma": True, "rev": True, "lazy": True})],
-          "output": [((128, 128, 8, 3), _TFR), ((128, 128, 8, 3), {**_TFR, "lazy": True})]},
-    64: {"received": [((128, 64, 4, 2), {**_L, "r_maxnreg": 128}),
-                      *(((128, 64, 4, 2), {**_L, "r_maxnreg": 128, "r_mix": m}) for m in (2, 3))],
-         "stats_fwd": [((64, 128, 4, 3), {**_SP, "tma": True, "rev": True}),
-                       ((64, 128, 4, 3), {**_SP, "tma": True, "rev": True, "lazy": True})],
-         "output": [((64, 128, 4, 3), _TFR), ((64, 128, 4, 3), {**_TFR, "lazy": True})]},
+    128: {"stats_fwd": [(_T128, {**_SP, "tma": True, "rev": True}), (_T128, {**_SP, "tma": True, "rev": True, "tmax": True})],
+          "output": [(_T128, _TFR), (_T128, {**_TFR, "tmax": True})],
+          "edit": [(_T128, {**_SEG, "tma": True, "rev": True}), (_T128, {**_SEG, "tma": True, "rev": True, "tmax": True})]},
+    64: {"received": [((128, 64, 4, 2), {**_L, "r_maxnreg": 128})],
+         "stats_fwd": [(_T64, {**_SP, "tma": True, "rev": True}), (_T64, {**_SP, "tma": True, "rev": True, "tmax": True})],
+         "output": [(_T64, _TFR), (_T64, {**_TFR, "tmax": True})],
+         "edit": [(_T64, {**_SEG, "tma": True}), (_T64, {**_SEG, "tma": True, "tmax": True})]},
 }
 # Session 10's lists: call 3 timed the d64 received default, its lse addend loaded a block ahead (lpre), its fully
 # visible loop unrolled twice, and both (all lost; benchmarks/sass_loops.py: 276 instructions per 64 exp2 per thread in
@@ -84,33 +83,30 @@ SWEEP = {
 # call 2 the fully visible blocks in Gluon at d64 and d128 (this file at commit b5775f6; rows in
 # prefill_sweep_h200_s11_call2_gluon.json -- that call's Gluon kernel summed wrongly, see kernels/BENCHMARKS.md). The
 # list now holds the defaults only. Session 7's list (pipe, the prefill's register cap) is this file at commit 3ccdf30.
-# Session 12: the received pass's mix switch (a fixed share of each thread's exp2 by a polynomial on the FMA pipe, inline
-# PTX; received_kernel.MIX_SPLITS) on the d64 default tile and on (64, 64, 4, 2). Offline sm_90 builds (Triton 3.6,
-# benchmarks/sass_loops.py): the default's fully visible loop has 276 instructions per 64 MUFU.EX2 per thread (the MUFU,
-# 8 cycles per warp instruction, is the busier pipe: 512 cycles against 276 issue slots); mix 1 / 2 / 3 (= 4): 340 / 372 /
-# 404 instructions and 56 / 52 / 48 MUFU.EX2, 128 registers, no stack. Call 1 (prefill_sweep_h200_s12_call1.json; this file
-# at commit 218e3cd): mix 2 6.78 ms against 7.24 for the default (median of 5 calls); mix 1 7.22, mix 3 6.98, mix 4 7.08,
-# (64, 64, 4, 2) + mix 1 / 2 7.14 / 7.46. Call 2: mix 2 / 3 again, and the prefill's lazy running max (stats and output,
-# both shapes; prefill_kernel.LAZY_TAU), then the whole statistics call interleaved with SDPA and the default (--ab).
+# Session 12 (the code of calls 1-3: commit 52e055d): call 1 (prefill_sweep_h200_s12_call1.json) swept the received pass's
+# "mix" switch (a fixed share of each thread's exp2 by exp2_poly's polynomial on the FMA pipe, inline PTX, 1-4 of every
+# 8 or 3 of 16: 340-404 instructions and 48-56 MUFU.EX2 per 64 exp2 in the sm_90 build against 276 / 64): mix 2 6.78 ms
+# against 7.24 for the default (median of 5 calls); call 3's interleaved rounds showed it losing: 7.11 / 7.26 ms (mix 2 /
+# 3) against 6.94. Call 2 swept a lazy running max for the prefill (the max moved, and the accumulators rescaled, only
+# when some row's grew by more than 8: one CTA-wide test per key block); its rows ran the plain kernel (a cached
+# heuristic; prefill_sweep_h200_s12_call2_lazy_cached_off.json); call 3 timed it: 13.20 ms against 12.50 (SmolLM2
+# statistics prefill), 73.4 against 67.4 (Llama) -- lost. Both were removed. Call 4: the prefill's row max by a tree in
+# registers ("tmax": depth 9 against ~33 dependent FMNMX / SHFL per row at BS = 128, the same 526 instructions).
 # --ab-only arms per shape: (name, variant, opts); every configuration is also in SWEEP (so the precompile and the
-# in-process warm-up cover it). Session 12 call 3: the received pass's mix 2 / 3, the prefill's lazy running max, and
-# the whole statistics call with each and with both, interleaved with SDPA.
-_RMIX = {"rtile": (128, 64, 4, 2), **ROFF, **_L, "r_maxnreg": 128}
-_PLAZY = {"tile": (64, 128, 4, 3), **OFF, **_SP, "tma": True, "rev": True, "lazy": True}
+# in-process warm-up cover it).
+_TM64 = {"tile": _T64, **OFF, **_SP, "tma": True, "rev": True, "tmax": True}
+_TM128 = {"tile": _T128, **OFF, **_SP, "tma": True, "rev": True, "tmax": True}
 AB_ARMS = {
-    "smollm": [("received", "received", dict(_RMIX)), ("received_mix2", "received", {**_RMIX, "r_mix": 2}),
-               ("received_mix3", "received", {**_RMIX, "r_mix": 3}),
-               ("stats_fwd", "stats_fwd", {}), ("stats_fwd_lazy", "stats_fwd", _PLAZY),
-               ("sdpa", "sdpa", {}), ("stats", "stats", {}), ("stats_lazy", "stats", _PLAZY),
-               ("stats_mix2", "stats", {**_RMIX, "r_mix": 2}), ("stats_lazy_mix2", "stats", {**_PLAZY, **_RMIX, "r_mix": 2})],
-    "llama": [("stats_fwd", "stats_fwd", {}),
-              ("stats_fwd_lazy", "stats_fwd", {"tile": (128, 128, 8, 3), **OFF, **_SP, "tma": True, "rev": True,
-                                                 "lazy": True}),
-              ("sdpa", "sdpa", {}), ("stats", "stats", {}),
-              ("stats_lazy", "stats", {"tile": (128, 128, 8, 3), **OFF, **_SP, "tma": True, "rev": True, "lazy": True})],
+    "smollm": [("stats_fwd", "stats_fwd", {}), ("stats_fwd_tmax", "stats_fwd", _TM64),
+               ("sdpa", "sdpa", {}), ("stats", "stats", {}), ("stats_tmax", "stats", _TM64),
+               ("output", "output", {}), ("output_tmax", "output", {"tile": _T64, **OFF, **_TFR, "tmax": True}),
+               ("edit", "edit", {}), ("edit_tmax", "edit", {"tile": _T64, **OFF, **_SEG, "tma": True, "tmax": True})],
+    "llama": [("stats_fwd", "stats_fwd", {}), ("stats_fwd_tmax", "stats_fwd", _TM128),
+              ("sdpa", "sdpa", {}), ("stats", "stats", {}), ("stats_tmax", "stats", _TM128),
+              ("output", "output", {}), ("output_tmax", "output", {"tile": _T128, **OFF, **_TFR, "tmax": True})],
 }
 # variants swept per shape
-SWEEP_VARIANTS = {"llama": ("stats_fwd", "output"), "smollm": ("received", "stats_fwd", "output")}
+SWEEP_VARIANTS = {"llama": ("stats_fwd", "output", "edit"), "smollm": ("received", "stats_fwd", "output", "edit")}
 DECODE_CASES = [("llama", 32, 32, 128, 1, 4096), ("llama", 32, 32, 128, 16, 2048), ("smollm", 9, 3, 64, 1, 4096)]
 BASELINE = os.path.join(os.path.dirname(__file__), "results", "bench_decode_gpu_h200.json")
 

@@ -19,8 +19,24 @@ import triton.language as tl
 from . import jit_utils
 from .jit_utils import INTERPRET, LN2, LOG2E, NEG, dot, dot_acc, precision, scores2
 
-# LAZY: how far (base 2) a row's max may grow before the running max moves and the accumulators are rescaled
-LAZY_TAU = tl.constexpr(8.0)
+
+@triton.jit
+def _rowmax(b_s, TREE: tl.constexpr):
+    """Row max of a score tile [BT, BS] -> [BT]. TREE: the key axis is halved in registers (a depth-log2 tree of
+    independent max ops) before the reduction across lanes, instead of one dependent chain per row (the sm_90 build's
+    plain ``tl.max`` runs 31 dependent FMNMX per row at BS = 128 before any exp2 can start)."""
+    if TREE:
+        BT: tl.constexpr = b_s.shape[0]
+        BS: tl.constexpr = b_s.shape[1]
+        if BS >= 16:
+            b_s = tl.max(tl.reshape(b_s, [BT, 2, BS // 2]), 1)                # [BT, BS / 2]
+        if BS >= 32:
+            b_s = tl.max(tl.reshape(b_s, [BT, 2, BS // 4]), 1)                # [BT, BS / 4]
+        if BS >= 64:
+            b_s = tl.max(tl.reshape(b_s, [BT, 2, BS // 8]), 1)                # [BT, BS / 8]
+        if BS >= 128:
+            b_s = tl.max(tl.reshape(b_s, [BT, 2, BS // 16]), 1)               # [BT, BS / 16]
+    return tl.max(b_s, 1)                                                     # [BT]
 
 
 @triton.jit
@@ -30,7 +46,7 @@ def _fwd_step(
     MASK: tl.constexpr, D: tl.constexpr, BS: tl.constexpr, NS: tl.constexpr, NSP: tl.constexpr,
     USE_WINDOW: tl.constexpr, USE_SOFTCAP: tl.constexpr, USE_UNIFORM: tl.constexpr,
     USE_ENTROPY: tl.constexpr, USE_SPAN: tl.constexpr, USE_COLS: tl.constexpr, COLMODE: tl.constexpr,
-    USE_VAR: tl.constexpr, USE_TMA: tl.constexpr, FMA: tl.constexpr, LAZY: tl.constexpr, PREC: tl.constexpr,
+    USE_VAR: tl.constexpr, USE_TMA: tl.constexpr, FMA: tl.constexpr, TMAX: tl.constexpr, PREC: tl.constexpr,
     UPCAST: tl.constexpr,
 ):
     """One key block of the online softmax; MASK=False for blocks every query fully sees.
@@ -39,10 +55,7 @@ def _fwd_step(
     USE_COLS): 0 = a block known to hold no edited column (only l_rest is kept), 1 = test the block
     for a column at run time, 2 = a block known to hold one (mask the columns). FMA: the row max of the
     raw scores, one fused multiply-add per score for the base-2 logit, P.V accumulated into the
-    running output by the MMA (no softcap). LAZY (with FMA, no softcap): the running max moves, and every accumulator is
-    rescaled, only when some row's max grew by more than LAZY_TAU (base 2) -- one test per block for the whole program,
-    no per-score or per-accumulator work otherwise; probabilities are then taken against a max up to LAZY_TAU stale
-    (p~ <= 2^LAZY_TAU, exact in float32 and in range for bfloat16). USE_TMA: K / V come
+    running output by the MMA (no softcap). TMAX: the row max by ``_rowmax``'s tree. USE_TMA: K / V come
     from tensor descriptors kd / vd over the [rows, D] view, this (batch, kv head)'s keys at row0."""
     o_j = j0 + tl.arange(0, BS)                                               # [BS]
     o_d = tl.arange(0, D)                                                     # [D]
@@ -68,23 +81,7 @@ def _fwd_step(
                 m_s = m_s & ((p_pos[:, None] - o_j[None, :]) < window)
             b_s = tl.where(m_s, b_s, NEG)
         c2 = scale * LOG2E
-        b_mn = tl.maximum(b_m, tl.max(b_s, 1) * c2)                           # [BT]
-        if LAZY:
-            if tl.max(b_mn - b_m, 0) > LAZY_TAU:
-                b_al = tl.exp2(b_m - b_mn)                                    # [BT]
-                if USE_ENTROPY:
-                    b_ent = b_al * (b_ent - (b_mn - b_m) * b_l)
-                if USE_SPAN:
-                    b_spm = b_spm * b_al[:, None]
-                if USE_COLS:
-                    b_lr = b_lr * b_al
-                if USE_VAR:
-                    b_acc2 = b_acc2 * b_al[:, None]
-                    b_tm = b_tm * b_al
-                b_l = b_l * b_al
-                b_acc = b_acc * b_al[:, None]
-                b_m = b_mn
-            b_mn = b_m                                                        # [BT] (up to LAZY_TAU stale)
+        b_mn = tl.maximum(b_m, _rowmax(b_s, TMAX) * c2)                       # [BT]
         b_x = b_s * c2 - b_mn[:, None]                                        # [BT, BS]
         if MASK:
             # a row with no visible key in this block has b_mn = NEG * c2 rounded, and the fused multiply-add
@@ -98,19 +95,13 @@ def _fwd_step(
             if USE_WINDOW:
                 m_s = m_s & ((p_pos[:, None] - o_j[None, :]) < window)
             b_s = tl.where(m_s, b_s, NEG)
-        b_mn = tl.maximum(b_m, tl.max(b_s, 1))                                # [BT]
+        b_mn = tl.maximum(b_m, _rowmax(b_s, TMAX))                            # [BT]
         b_x = b_s - b_mn[:, None]                                             # [BT, BS]
     b_p = tl.exp2(b_x)                                                        # [BT, BS]
-    if LAZY:
-        b_alpha = tl.zeros_like(b_m) + 1.0                                    # [BT] on b_mn already (x * 1 folds)
-    else:
-        b_alpha = tl.exp2(b_m - b_mn)                                         # [BT]
+    b_alpha = tl.exp2(b_m - b_mn)                                             # [BT]
     if USE_ENTROPY:
         # running sum of p~ * (s - m), re-based on the new max like the accumulator
-        if LAZY:
-            b_ent = b_ent + tl.sum(b_p * b_x, 1)
-        else:
-            b_ent = b_alpha * (b_ent - (b_mn - b_m) * b_l) + tl.sum(b_p * b_x, 1)
+        b_ent = b_alpha * (b_ent - (b_mn - b_m) * b_l) + tl.sum(b_p * b_x, 1)
     if USE_SPAN:
         b_spm = b_spm * b_alpha[:, None]                                      # [BT, NSP]
         for i in tl.static_range(NS):
@@ -220,7 +211,6 @@ def _span_mass(
     "USE_TMA": lambda a: a["kd"] is not None,
     "LOOP_SPAN": lambda a: a["spm"] is not None and not a["SPAN_POST"],
     "SEG_ON": lambda a: bool(a["SEG"]) and a["col_idx"] is not None and a["redist_span"] is None,
-    "LZ": lambda a: bool(a["LAZY"]) and bool(a["FMA"]) and not a["softcap"] > 0,
     "NSP": lambda a: max(2, triton.next_power_of_2(max(a["NS"], 1))),
     "CP": lambda a: max(2, triton.next_power_of_2(max(a["C"], 1))),
     "PREC": precision,
@@ -241,7 +231,7 @@ def attention_fwd_kernel(
     USE_HSCALE: tl.constexpr, USE_VAR: tl.constexpr, USE_TMA: tl.constexpr,
     SEG: tl.constexpr, SPAN_POST: tl.constexpr, RELOAD_Q: tl.constexpr, FMA: tl.constexpr, REV: tl.constexpr,
     LSE_NEG2: tl.constexpr, LOOP_SPAN: tl.constexpr, SEG_ON: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr,
-    STORE_AD: tl.constexpr, LAZY: tl.constexpr, LZ: tl.constexpr,
+    STORE_AD: tl.constexpr, TMAX: tl.constexpr,
 ):
     """One program per (query block, batch x head). Pointers: q [B, H, T, D], k / v [B, KV, S, D],
     o [B, T, H, D]; lse / ent [B, H, T], spm [B, H, T, NS], snk [B, H, T, P] (float32, None = off);
@@ -258,8 +248,7 @@ def attention_fwd_kernel(
     multiply-adds, with no multiply there). adq [B, H, T, 16] bfloat16 (None = off; STORE_AD): the received pass's
     addend -lse2 / (scale * log2(e)) in raw-score units as three bfloat16 parts in columns 0..2 (their sum is the
     float32 value to ~2^-24), zeros after: that pass adds it to its scores with the MMA (its AMMA switch).
-    LAZY (in effect as LZ: with FMA and no softcap): the running max moves only when some row's grew by more than
-    LAZY_TAU, so the accumulators' rescale is skipped (one test per key block) in most blocks."""
+    TMAX: each key block's row max by a tree in registers (``_rowmax``) rather than one dependent chain per row."""
     i_t, i_bh = tl.program_id(0), tl.program_id(1)
     if REV:
         i_t = tl.num_programs(0) - 1 - i_t
@@ -319,7 +308,7 @@ def attention_fwd_kernel(
             b_q, p_k, p_v, kd, vd, row0, s_ks, s_vs, j0, p_pos, ks, S, window, scale, softcap, uni,
             b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_cols, p_spans, b_acc2, b_tm, sp0, sp1, True, D, BS, NS, NSP,
             USE_WINDOW, USE_SOFTCAP, USE_UNIFORM, USE_ENTROPY, LOOP_SPAN, USE_COLS, 1, USE_VAR, USE_TMA,
-            FMA, LZ, PREC, UPCAST)
+            FMA, TMAX, PREC, UPCAST)
     if SEG_ON:
         # the sorted column list splits [j_a, j_b) into plain segments and the blocks holding a
         # column (a repeat, -1 or an out-of-range column adds an empty segment and no block)
@@ -335,33 +324,33 @@ def attention_fwd_kernel(
                     b_q, p_k, p_v, kd, vd, row0, s_ks, s_vs, j0, p_pos, ks, S, window, scale, softcap, uni,
                     b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_cols, p_spans, b_acc2, b_tm, sp0, sp1, False, D, BS, NS, NSP,
                     USE_WINDOW, USE_SOFTCAP, USE_UNIFORM, USE_ENTROPY, LOOP_SPAN, USE_COLS, 0, USE_VAR, USE_TMA,
-                    FMA, LZ, PREC, UPCAST)
+                    FMA, TMAX, PREC, UPCAST)
             for j0 in range(e, tl.where(ok, e + BS, e), BS):
                 b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_acc2, b_tm = _fwd_step(
                     b_q, p_k, p_v, kd, vd, row0, s_ks, s_vs, j0, p_pos, ks, S, window, scale, softcap, uni,
                     b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_cols, p_spans, b_acc2, b_tm, sp0, sp1, False, D, BS, NS, NSP,
                     USE_WINDOW, USE_SOFTCAP, USE_UNIFORM, USE_ENTROPY, LOOP_SPAN, USE_COLS, 2, USE_VAR, USE_TMA,
-                    FMA, LZ, PREC, UPCAST)
+                    FMA, TMAX, PREC, UPCAST)
             cur = tl.where(ok, e + BS, cur)
         for j0 in range(cur, j_b, BS):
             b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_acc2, b_tm = _fwd_step(
                 b_q, p_k, p_v, kd, vd, row0, s_ks, s_vs, j0, p_pos, ks, S, window, scale, softcap, uni,
                 b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_cols, p_spans, b_acc2, b_tm, sp0, sp1, False, D, BS, NS, NSP,
                 USE_WINDOW, USE_SOFTCAP, USE_UNIFORM, USE_ENTROPY, LOOP_SPAN, USE_COLS, 0, USE_VAR, USE_TMA,
-                FMA, LZ, PREC, UPCAST)
+                FMA, TMAX, PREC, UPCAST)
     else:
         for j0 in range(j_a, j_b, BS):
             b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_acc2, b_tm = _fwd_step(
                 b_q, p_k, p_v, kd, vd, row0, s_ks, s_vs, j0, p_pos, ks, S, window, scale, softcap, uni,
                 b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_cols, p_spans, b_acc2, b_tm, sp0, sp1, False, D, BS, NS, NSP,
                 USE_WINDOW, USE_SOFTCAP, USE_UNIFORM, USE_ENTROPY, LOOP_SPAN, USE_COLS, 1, USE_VAR, USE_TMA,
-                FMA, LZ, PREC, UPCAST)
+                FMA, TMAX, PREC, UPCAST)
     for j0 in range(j_b, hi, BS):
         b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_acc2, b_tm = _fwd_step(
             b_q, p_k, p_v, kd, vd, row0, s_ks, s_vs, j0, p_pos, ks, S, window, scale, softcap, uni,
             b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_cols, p_spans, b_acc2, b_tm, sp0, sp1, True, D, BS, NS, NSP,
             USE_WINDOW, USE_SOFTCAP, USE_UNIFORM, USE_ENTROPY, LOOP_SPAN, USE_COLS, 1, USE_VAR, USE_TMA,
-            FMA, LZ, PREC, UPCAST)
+            FMA, TMAX, PREC, UPCAST)
 
     b_qe = b_q                                                                # [BT, D] q of the epilogue
     if RELOAD_Q:

@@ -13,7 +13,6 @@ query blocks' exp2 to the FMA pipe; HMAJ orders the grid head-first.
 """
 from __future__ import annotations
 
-import struct
 import sys
 
 import triton
@@ -37,70 +36,6 @@ def exp2_poly(x):
     p = p * f + 0.9999991655349731
     e = j.to(tl.int32, bitcast=True) << 23                                    # round(x) << 23 (the offset shifts out)
     return (p.to(tl.int32, bitcast=True) + e).to(tl.float32, bitcast=True)
-
-
-_POLY4 = (0.009560510516166687, 0.05591703951358795, 0.24024981260299683, 0.6931219696998596, 0.9999991655349731)
-
-
-def _f32_hex(x: float) -> str:
-    """A float32 constant as PTX writes it (0fXXXXXXXX)."""
-    return "0f%08X" % struct.unpack("<I", struct.pack("<f", x))[0]
-
-
-def mix_asm(pack: int, npoly: int) -> str:
-    """PTX for ``tl.inline_asm_elementwise`` over ``pack`` float32 values (as .b32 registers): the first
-    ``pack - npoly`` by ``ex2.approx.ftz.f32`` (the MUFU), the last ``npoly`` by ``exp2_poly``'s polynomial on the FMA
-    pipe (clamp at -126, round by the 1.5 * 2^23 shift, degree 4, 2^round added to the exponent bits), so every
-    thread's exponentials are split between the two pipes at a fixed ratio, interleaved in one instruction stream."""
-    lines = ["{", ".reg .b32 x<%d>, j<%d>, t<%d>, f<%d>, p<%d>, e<%d>;" % ((npoly,) * 6)]
-    for i in range(pack - npoly):
-        lines.append(f"ex2.approx.ftz.f32 ${i}, ${pack + i};")
-    c = [_f32_hex(v) for v in _POLY4]
-    for n in range(npoly):
-        o, a = pack - npoly + n, 2 * pack - npoly + n
-        lines += [f"max.f32 x{n}, ${a}, {_f32_hex(-126.0)};",
-                  f"add.rn.f32 j{n}, x{n}, {_f32_hex(12582912.0)};",
-                  f"sub.rn.f32 t{n}, j{n}, {_f32_hex(12582912.0)};",
-                  f"sub.rn.f32 f{n}, x{n}, t{n};",
-                  f"fma.rn.f32 p{n}, f{n}, {c[0]}, {c[1]};",
-                  f"fma.rn.f32 p{n}, p{n}, f{n}, {c[2]};",
-                  f"fma.rn.f32 p{n}, p{n}, f{n}, {c[3]};",
-                  f"fma.rn.f32 p{n}, p{n}, f{n}, {c[4]};",
-                  f"shl.b32 e{n}, j{n}, 23;",
-                  f"add.s32 ${o}, p{n}, e{n};"]
-    lines.append("}")
-    return "\n".join(lines)
-
-
-# MIX (received_fwd_kernel): an index into these (pack, poly elements per pack); 0 = every exp2 on the MUFU
-MIX_SPLITS = ((0, 0), (8, 1), (16, 3), (8, 2), (4, 1))
-_MIX1 = tl.constexpr(mix_asm(*MIX_SPLITS[1]))
-_MIX2 = tl.constexpr(mix_asm(*MIX_SPLITS[2]))
-_MIX3 = tl.constexpr(mix_asm(*MIX_SPLITS[3]))
-_MIX4 = tl.constexpr(mix_asm(*MIX_SPLITS[4]))
-_C8 = tl.constexpr(",".join(["=r"] * 8 + ["r"] * 8))
-_C16 = tl.constexpr(",".join(["=r"] * 16 + ["r"] * 16))
-_C4 = tl.constexpr(",".join(["=r"] * 4 + ["r"] * 4))
-
-
-@triton.jit
-def exp2_mix(x, MIX: tl.constexpr, UPCAST: tl.constexpr):
-    """2^x with a fixed share of the exponentials on the FMA pipe (``MIX_SPLITS[MIX]``: of every ``pack`` values a
-    thread holds, ``npoly`` by ``exp2_poly``'s polynomial, the rest on the MUFU; inline PTX, GPU builds only).
-    UPCAST (the interpreter, which runs no PTX): every value by ``exp2_poly``, so the parity tests still check the
-    polynomial's accuracy there."""
-    if UPCAST:
-        return exp2_poly(x)
-    xi = x.to(tl.int32, bitcast=True)
-    if MIX == 1:
-        y = tl.inline_asm_elementwise(_MIX1, _C8, [xi], dtype=tl.int32, is_pure=True, pack=8)
-    elif MIX == 2:
-        y = tl.inline_asm_elementwise(_MIX2, _C16, [xi], dtype=tl.int32, is_pure=True, pack=16)
-    elif MIX == 3:
-        y = tl.inline_asm_elementwise(_MIX3, _C8, [xi], dtype=tl.int32, is_pure=True, pack=8)
-    else:
-        y = tl.inline_asm_elementwise(_MIX4, _C4, [xi], dtype=tl.int32, is_pure=True, pack=4)
-    return y.to(tl.float32, bitcast=True)
 
 
 @triton.jit
@@ -142,20 +77,17 @@ def _q_block(p_q, s_qt, t0, T, qd, q_row0, MASK: tl.constexpr, D: tl.constexpr, 
 def _colsums(
     b_s, b_a, o_t, m_t, o_j, ks, T, S, window, scale, softcap, b_r, poly,
     MASK: tl.constexpr, POLY: tl.constexpr, USE_WINDOW: tl.constexpr, USE_SOFTCAP: tl.constexpr, FMA: tl.constexpr,
-    PMIX: tl.constexpr, MIX: tl.constexpr, UPCAST: tl.constexpr,
+    PMIX: tl.constexpr,
 ):
     """b_r [BS] plus the column sums of exp2(logit + addend b_a) over the queries o_t of the score tile b_s
     [BS, BQ]. POLY: exp2 on the FMA pipe (``exp2_poly``) instead of the MUFU; PMIX > 0: the run-time flag ``poly``
-    picks between the two for the whole tile; MIX > 0 (not with MASK): ``exp2_mix``, a fixed share of every thread's
-    exponentials on the FMA pipe."""
+    picks between the two for the whole tile."""
     if FMA and not USE_SOFTCAP:
         b_x = b_s * (scale * LOG2E) + b_a[None, :]                            # [BS, BQ]
     else:
         b_x = scores2(b_s, scale, softcap, False, USE_SOFTCAP, False) + b_a[None, :]
     if POLY:
         b_p = exp2_poly(b_x)                                                  # [BS, BQ]
-    elif MIX > 0 and not MASK:
-        b_p = exp2_mix(b_x, MIX, UPCAST)                                      # [BS, BQ]
     elif PMIX > 0:
         if poly:
             b_p = exp2_poly(b_x)                                              # [BS, BQ]
@@ -192,7 +124,7 @@ def _colsums_at(
     b_a = _lse_addend(p_lse, o_t, m_t, ld, l_row, t0, False, USE_LTMA, LSE2, BQ)  # [BQ]
     mix = (t0 // BQ) % PMIX == 0 if PMIX > 0 else False
     return _colsums(b_s, b_a, o_t, m_t, o_j, ks, T, S, window, scale, softcap, b_r, mix, False, False, USE_WINDOW,
-                    USE_SOFTCAP, FMA, PMIX, 0, False)
+                    USE_SOFTCAP, FMA, PMIX)
 
 
 @triton.jit
@@ -201,7 +133,7 @@ def _received_part(
     MASK: tl.constexpr, D: tl.constexpr, BQ: tl.constexpr, POLY: tl.constexpr,
     USE_WINDOW: tl.constexpr, USE_SOFTCAP: tl.constexpr, FMA: tl.constexpr,
     USE_TMA: tl.constexpr, USE_LTMA: tl.constexpr, PMIX: tl.constexpr, LSE2: tl.constexpr, PREC: tl.constexpr,
-    UPCAST: tl.constexpr, MIX: tl.constexpr,
+    UPCAST: tl.constexpr,
 ):
     """Key-major: BQ queries from t0 against the program's BS keys; returns b_r [BS] plus their column sums
     (``_colsums``). USE_LTMA: the lse block through the tensor descriptor ld (row l_row)."""
@@ -211,7 +143,7 @@ def _received_part(
     b_a = _lse_addend(p_lse, o_t, m_t, ld, l_row, t0, MASK, USE_LTMA, LSE2, BQ)  # [BQ]
     b_s = dot(b_k, tl.trans(b_q), PREC, UPCAST)                               # [BS, BQ]
     return _colsums(b_s, b_a, o_t, m_t, o_j, ks, T, S, window, scale, softcap, b_r, poly, MASK, POLY, USE_WINDOW,
-                    USE_SOFTCAP, FMA, PMIX, MIX, UPCAST)
+                    USE_SOFTCAP, FMA, PMIX)
 
 
 @triton.jit
@@ -220,7 +152,7 @@ def _received_step(
     MASK: tl.constexpr, D: tl.constexpr, BT: tl.constexpr,
     USE_WINDOW: tl.constexpr, USE_SOFTCAP: tl.constexpr, KEYMAJOR: tl.constexpr, FMA: tl.constexpr,
     USE_TMA: tl.constexpr, USE_LTMA: tl.constexpr, NQ: tl.constexpr, NPOLY: tl.constexpr, PMIX: tl.constexpr,
-    LSE2: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr, MIX: tl.constexpr,
+    LSE2: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr,
 ):
     """One query block of the column sums. b_r: [BT, BS] running tile (KEYMAJOR = False) or [BS] running
     sum (KEYMAJOR = True, in NQ parts of BT // NQ queries, the first NPOLY of them with ``exp2_poly``).
@@ -229,7 +161,7 @@ def _received_step(
         for i in tl.static_range(NQ):
             b_r = _received_part(b_k, p_q, s_qt, p_lse, t0 + i * (BT // NQ), o_j, ks, T, S, window, scale, softcap,
                                  b_r, qd, q_row0, ld, l_row, poly, MASK, D, BT // NQ, i < NPOLY, USE_WINDOW,
-                                 USE_SOFTCAP, FMA, USE_TMA, USE_LTMA, PMIX, LSE2, PREC, UPCAST, MIX)
+                                 USE_SOFTCAP, FMA, USE_TMA, USE_LTMA, PMIX, LSE2, PREC, UPCAST)
     else:
         o_t = t0 + tl.arange(0, BT)                                           # [BT]
         o_d = tl.arange(0, D)                                                 # [D]
@@ -276,7 +208,7 @@ def received_fwd_kernel(
     KEYMAJOR: tl.constexpr, FMA: tl.constexpr, NPOLY: tl.constexpr, PMIX: tl.constexpr, HMAJ: tl.constexpr,
     LSE2: tl.constexpr, PIPE: tl.constexpr, LPRE: tl.constexpr, UNROLL: tl.constexpr,
     USE_WINDOW: tl.constexpr, USE_SOFTCAP: tl.constexpr, USE_TMA: tl.constexpr, USE_LTMA: tl.constexpr,
-    NQ: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr, AMMA: tl.constexpr, MIX: tl.constexpr,
+    NQ: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr, AMMA: tl.constexpr,
 ):
     """One program per (key block, batch x head): rsum [B, H, S] float32 from lse [B, H, T] (LSE2: as -lse * log2(e),
     the prefill kernel's LSE_NEG2 form; else natural).
@@ -297,10 +229,7 @@ def received_fwd_kernel(
     ad: a tensor descriptor over the prefill kernel's split addend (its adq, [B * H * T, 16] bfloat16, [BT, 16]
     blocks; None = off; AMMA, key-major, NQ = 1, with qd): in the fully visible range the MMA adds it to the scores
     (S' = K Q^T + ones . A^T, ones in the first three columns), so a score's base-2 logit is one multiply, and no lse
-    block is loaded, laid out through shared memory or waited for there.
-    MIX (key-major, NQ = 1, no PMIX / PIPE / LPRE / AMMA): the fully visible range's exp2 by ``exp2_mix`` with
-    ``MIX_SPLITS[MIX]``: a fixed share of each thread's exponentials by the polynomial on the FMA pipe, in the same
-    instruction stream as the MUFU's (the MUFU is the pass's busiest unit; 0 = off)."""
+    block is loaded, laid out through shared memory or waited for there."""
     if HMAJ:
         i_bh, i_s = tl.program_id(0), tl.program_id(1)
     else:
@@ -340,7 +269,7 @@ def received_fwd_kernel(
     for t0 in range(t_lo, t_a, BT):
         b_r = _received_step(b_k, p_q, s_qt, p_lse, t0, o_j, ks, T, S, window, scale, softcap, b_r, qd, q_row0,
                              ld, l_row, False, True, D, BT, USE_WINDOW, USE_SOFTCAP, KEYMAJOR, FMA, USE_TMA,
-                             USE_LTMA, NQ, NPOLY, PMIX, LSE2, PREC, UPCAST, 0)
+                             USE_LTMA, NQ, NPOLY, PMIX, LSE2, PREC, UPCAST)
     if PIPE and KEYMAJOR and NQ == 1:
         # in pairs of query blocks: each block's Q K^T is issued before the previous block's exp2 and sums (the
         # MMA runs under them); two score tiles alternate, so no tile is copied
@@ -378,18 +307,18 @@ def received_fwd_kernel(
             b_s = _scores(b_k, p_q, s_qt, t0, T, qd, q_row0, False, D, BT, USE_TMA, PREC, UPCAST)  # [BS, BT]
             o_t = t0 + tl.arange(0, BT)                                       # [BT]
             b_r = _colsums(b_s, b_a, o_t, o_t < T, o_j, ks, T, S, window, scale, softcap, b_r, False, False, False,
-                           USE_WINDOW, USE_SOFTCAP, FMA, 0, 0, False)
+                           USE_WINDOW, USE_SOFTCAP, FMA, 0)
             b_a = b_an
     else:
         for t0 in tl.range(t_a, t_b, BT, loop_unroll_factor=UNROLL):
             mix = (t0 // BT) % PMIX == 0 if PMIX > 0 else False              # this block's exp2 on the FMA pipe
             b_r = _received_step(b_k, p_q, s_qt, p_lse, t0, o_j, ks, T, S, window, scale, softcap, b_r, qd, q_row0,
                                  ld, l_row, mix, False, D, BT, USE_WINDOW, USE_SOFTCAP, KEYMAJOR, FMA, USE_TMA,
-                                 USE_LTMA, NQ, NPOLY, PMIX, LSE2, PREC, UPCAST, MIX)
+                                 USE_LTMA, NQ, NPOLY, PMIX, LSE2, PREC, UPCAST)
     for t0 in range(t_b, t_hi, BT):
         b_r = _received_step(b_k, p_q, s_qt, p_lse, t0, o_j, ks, T, S, window, scale, softcap, b_r, qd, q_row0,
                              ld, l_row, False, True, D, BT, USE_WINDOW, USE_SOFTCAP, KEYMAJOR, FMA, USE_TMA,
-                             USE_LTMA, NQ, NPOLY, PMIX, LSE2, PREC, UPCAST, 0)
+                             USE_LTMA, NQ, NPOLY, PMIX, LSE2, PREC, UPCAST)
     if KEYMAJOR:
         b_col = b_r
     else:

@@ -1,15 +1,13 @@
-"""A test kernel that applies the received pass's ``exp2_mix`` to a vector (imported inside test bodies, after the
+"""A test kernel that applies the received pass's ``exp2_poly`` to a vector (imported inside test bodies, after the
 conftest has set TRITON_INTERPRET)."""
 import triton
 import triton.language as tl
 
-from kernels.attention.received_kernel import exp2_mix
+from kernels.attention.received_kernel import exp2_poly
 
 
 @triton.jit
-def apply_exp2_mix(x_ptr, y_ptr, N: tl.constexpr, MIX: tl.constexpr, UPCAST: tl.constexpr):
-    """y = exp2_mix(x) for x, y [N] float32, N a multiple of 64 (a [N / 64, 64] tile, as in the pass)."""
+def apply_exp2_poly(x_ptr, y_ptr, N: tl.constexpr):
+    """y = exp2_poly(x) for x, y [N] float32."""
     o = tl.arange(0, N)                                                       # [N]
-    x = tl.reshape(tl.load(x_ptr + o), [N // 64, 64])                         # [N / 64, 64]
-    y = exp2_mix(x, MIX, UPCAST)
-    tl.store(y_ptr + o, tl.reshape(y, [N]))
+    tl.store(y_ptr + o, exp2_poly(tl.load(x_ptr + o)))

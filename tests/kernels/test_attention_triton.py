@@ -285,17 +285,20 @@ def test_decode_edits_run_split_kv(kind, monkeypatch):
 
 SWITCHES = [{"seg": True}, {"span_post": True, "reload_q": True},
             {"seg": True, "span_post": True, "reload_q": True, "tma": True, "fma": True, "rev": True},
-            # session 12: the running max moved (and the accumulators rescaled) only past LAZY_TAU
-            {"seg": True, "span_post": True, "reload_q": True, "tma": True, "fma": True, "rev": True, "lazy": True},
-            {"fma": True, "lazy": True}]
+            # session 12: the row max by a tree in registers
+            {"seg": True, "span_post": True, "reload_q": True, "tma": True, "fma": True, "rev": True, "tmax": True},
+            {"tmax": True}]
 
 
+@pytest.mark.parametrize("opts", [{"fma": True, "span_post": True}, {"fma": True, "tmax": True, "span_post": True},
+                                  {"tmax": True}])
 @pytest.mark.parametrize("D,T,S,dtype", [(64, 70, 130, torch.bfloat16), (64, 40, 97, torch.float32),
                                          (128, 33, 160, torch.bfloat16)])
-def test_lazy_max_parity(D, T, S, dtype):
-    """The lazy running max (prefill switch "lazy") where a row's max grows gradually over many key blocks (the
-    probabilities taken against a stale max, up to 2^8) and jumps by ~20 (base 2) at one key (the rescale path), with
-    every statistic, ACT columns and VAR: float64 parity of the output and statistics."""
+def test_growing_max_parity(D, T, S, dtype, opts):
+    """Rows whose max grows over many key blocks (~30, base 2) and jumps by ~20 at one key (every key block rescales
+    the running output and sums): float64 parity of the output, every statistic and ACT columns, with the row max by a
+    chain or by a tree (tmax), with and without the FMA path. A kernel that dropped the accumulators' rescale fails this
+    (checked in session 12 against a lazily rescaling variant)."""
     g = torch.Generator().manual_seed(D + S)
     u = torch.randn(D, generator=g)
     u = u / u.norm()
@@ -306,7 +309,6 @@ def test_lazy_max_parity(D, T, S, dtype):
     k = k + ramp[:, None] * u
     k[:, :, S // 2] += 75.0 * (D / 64) ** 0.5 * u                      # one key ~20 above its neighbours
     q, k, v = (x.to(dtype).to(DEV) for x in (q, k, v))
-    opts = {"fma": True, "lazy": True, "span_post": True}
     _parity(q, k, v, ALL, scale=D ** -0.5, sink_pos=torch.tensor([[0, S // 2]], device=DEV), spans=_spans(1, S),
             opts=opts)
     ed = _edits(1, 2, D, S, dtype)
@@ -350,9 +352,7 @@ RECEIVED_SWITCHES_S6 = [{"r_keymajor": True, "r_fma": True, "r_tma": True, "r_lt
                         # the addend -lse2 / c added by the MMA (from the prefill kernel's split of it)
                         {"r_keymajor": True, "r_fma": True, "r_tma": True, "r_lse2": True, "r_amma": True},
                         {"r_keymajor": True, "r_tma": True, "r_amma": True},
-                        # session 12: a fixed share of the exponentials on the FMA pipe (the interpreter: all of them)
-                        {"r_keymajor": True, "r_fma": True, "r_tma": True, "r_lse2": True, "r_mix": 2},
-                        {"r_keymajor": True, "r_mix": 4}]
+]
 
 
 @pytest.mark.parametrize("opts", RECEIVED_SWITCHES_S6)
@@ -605,8 +605,6 @@ _KMT = {"r_keymajor": True, "r_fma": True, "r_tma": True}
     {"rtile": (128, 64, 4, 2), **_KMT, "r_lse2": True, "r_maxnreg": 128, "r_lpre": True, "r_unroll": 2},
     {"rtile": (128, 64, 4, 2), **_KMT, "r_lse2": True, "r_maxnreg": 128, "r_amma": True},
     {"rtile": (64, 64, 4, 2), **_KMT, "r_amma": True},
-    *({"rtile": (128, 64, 4, 2), **_KMT, "r_lse2": True, "r_maxnreg": 128, "r_mix": m} for m in (1, 2, 3, 4)),
-    {"rtile": (64, 64, 4, 2), **_KMT, "r_mix": 2},
 ])
 def test_received_switches_s6_parity_gpu(D, opts):
     """Session 6's received-mass switches (and the statistics prefill under a register cap) at GPU sizes (as
@@ -678,21 +676,19 @@ def test_prefill_split_addend_equals_host_split():
     assert (kw["adq"][~fin] == 0).all() and (~fin).any()
 
 
-@pytest.mark.parametrize("mix", [1, 2, 3, 4])
-def test_exp2_mix_accuracy(mix):
-    """``exp2_mix`` (the received pass's MIX switch) against float64 2^x over the range the pass feeds it: relative
-    error <= 4e-6 where 2^x is a normal float32, and 0 <= result < 2^-125 below -127 (masked and negligible scores; the clamp at -126).
-    On a GPU each thread's values are split between the MUFU and the polynomial; the interpreter runs the
-    polynomial on all of them. A wrong split, clamp or exponent shift fails this."""
-    from tests.kernels.exp2_kernel import apply_exp2_mix
 
-    g = torch.Generator().manual_seed(mix)
+def test_exp2_poly_accuracy():
+    """``exp2_poly`` (the received pass's polynomial exp2 on the FMA pipe: its poly / pmix switches) against float64
+    2^x: relative error <= 4e-6 where 2^x is a normal float32, and 0 <= result < 2^-125 below -127 (masked and
+    negligible scores; at the old clamp of -127 the result's exponent bits wrapped to a NaN)."""
+    from tests.kernels.exp2_kernel import apply_exp2_poly
+
+    g = torch.Generator().manual_seed(0)
     x = torch.cat([torch.linspace(-126.0, 0.0, 3000), -40 * torch.rand(1000, generator=g),
                    torch.tensor([0.0, -1e-7, 1e-7, -0.5, 0.5, -126.5, -127.0, -127.4, -300.0, -1e30]),
                    torch.zeros(86)])                                              # 4096 values
-    y = torch.empty_like(x)
-    xd, yd = x.to(DEV), y.to(DEV)
-    apply_exp2_mix[(1,)](xd, yd, N=x.numel(), MIX=mix, UPCAST=not CUDA, num_warps=4)
+    xd, yd = x.to(DEV), torch.empty_like(x).to(DEV)
+    apply_exp2_poly[(1,)](xd, yd, N=x.numel(), num_warps=4)
     y, exact = yd.cpu().double(), torch.exp2(x.double())
     normal = x >= -126.0
     rel = ((y[normal] - exact[normal]) / exact[normal]).abs().max().item()
