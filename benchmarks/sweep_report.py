@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
+import statistics
 from collections import defaultdict
 
 from benchmarks import tables
@@ -153,7 +155,52 @@ BLOCKS = {"prefill-sweep-call1": f"{RESULTS}/prefill_sweep_h200_call1.json",
           "prefill-sweep-s7": f"{RESULTS}/prefill_sweep_h200_s7.json",
           "prefill-sweep-s10": f"{RESULTS}/prefill_sweep_h200_s10.json",
           "prefill-sweep-s11-call1": f"{RESULTS}/prefill_sweep_h200_s11_call1.json",
-          "prefill-sweep-s11-call2": f"{RESULTS}/prefill_sweep_h200_s11_call2_gluon.json"}
+          "prefill-sweep-s11-call2": f"{RESULTS}/prefill_sweep_h200_s11_call2_gluon.json",
+          "prefill-sweep-s12-call1": f"{RESULTS}/prefill_sweep_h200_s12_call1.json",
+          "ab-s12-call3": f"{RESULTS}/ab_h200_s12_call3.json"}
+
+
+PLAIN_ARMS = ("received", "stats_fwd", "stats", "output", "edit")      # AB arms without a switch in their name
+
+
+def _median_ci(xs: list, n: int = 2000, seed: int = 0) -> tuple:
+    """(median, 2.5 %, 97.5 % bootstrap quantiles of the median) of xs, with a fixed seed."""
+    rng = random.Random(seed)
+    boot = sorted(statistics.median(rng.choices(xs, k=len(xs))) for _ in range(n))
+    return statistics.median(xs), boot[int(0.025 * n)], boot[int(0.975 * n) - 1]
+
+
+def ab(rows) -> str:
+    """Interleaved rounds (bench_sweep --ab / --ab-only): per arm the median ms over rounds, its range, and two
+    per-round ratios with 95 % bootstrap intervals of their medians: against SDPA in the same round, and against the
+    plain arm it extends (``stats_tmax`` and ``stats_lazy_mix2`` against ``stats``) in the same round."""
+    ms = defaultdict(dict)                                   # (shape, arm) -> {round: ms}
+    order = []
+    for r in rows:
+        if r.get("kind") == "ab" and "ms" in r:
+            key = (r["shape"], r["method"])
+            if key not in ms:
+                order.append(key)
+            ms[key][r["round"]] = r["ms"]
+
+    def ratio(a, b) -> str:
+        both = sorted(set(ms[a]) & set(ms[b]))
+        if not both:
+            return ""
+        med, lo, hi = _median_ci([ms[a][i] / ms[b][i] for i in both])
+        return f"{med:.3f} [{lo:.3f}, {hi:.3f}]"
+
+    out = ["| shape | arm | rounds | ms (median) | min – max | × SDPA, same round (95 % CI) | × the plain arm, same round "
+           "(95 % CI) |", "|---|---|---:|---:|---|---|---|"]
+    for shape, arm in order:
+        v = list(ms[(shape, arm)].values())
+        plain = [p for p in PLAIN_ARMS if arm.startswith(p + "_")] if arm not in PLAIN_ARMS else []
+        base = (shape, max(plain, key=len)) if plain else None
+        vs_sdpa = ratio((shape, arm), (shape, "sdpa")) if arm != "sdpa" and (shape, "sdpa") in ms else ""
+        vs_base = ratio((shape, arm), base) if base in ms else ""
+        out.append(f"| {shape} | {arm} | {len(v)} | {statistics.median(v):.3f} | {min(v):.2f} – {max(v):.2f} | "
+                   f"{vs_sdpa} | {vs_base} |")
+    return "\n".join(out)
 
 
 def render(data: dict) -> str:
@@ -165,11 +212,16 @@ def render(data: dict) -> str:
     if warm:
         out.append("In-process warm-up before timing: " + "; ".join(
             f"{r['shape']} {r['kernels']} of {r['of']} launches in {r['s']} s" for r in warm) + ".")
-    out += ["", "Targets (the faster of the recorded-default and winner headlines of each variant):", "", targets(rows),
-            "", f"Headlines (median of {meta.get('repeats', 3)} `do_bench`, cuDNN SDPA in the same run):", "", headline(rows)]
+    if any(r.get("kind") == "headline" for r in rows):
+        out += ["", "Targets (the faster of the recorded-default and winner headlines of each variant):", "",
+                targets(rows), "", f"Headlines (median of {meta.get('repeats', 3)} `do_bench`, cuDNN SDPA in the same run):",
+                "", headline(rows)]
     if any(r.get("kind") == "decode" for r in rows):
         out += ["", "Decode step with edits, per layer (CUDA-graph replay):", "", decode(rows)]
-    out += ["", "Every sweep candidate (median of 5 calls, L2 flushed):", "", sweep(rows)]
+    if any(r.get("kind") == "sweep" for r in rows):
+        out += ["", "Every sweep candidate (median of 5 calls, L2 flushed):", "", sweep(rows)]
+    if any(r.get("kind") == "ab" for r in rows):
+        out += ["", "Interleaved rounds (one `do_bench` per arm per round, the arms in a fixed order):", "", ab(rows)]
     return "\n".join(out) + "\n"
 
 
