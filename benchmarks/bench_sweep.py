@@ -41,10 +41,11 @@ SHAPES = {"llama": (32, 32, 128), "smollm": (9, 3, 64)}
 DRY = {"shapes": {"llama": (2, 2, 128), "smollm": (3, 1, 64)}, "max_tiles": 1, "calls": 1}
 N_DEFAULT = 65536
 GiB = 1024 ** 3
-OFF = {"seg": False, "span_post": False, "reload_q": False, "tma": False, "fma": False, "rev": False, "tmax": False}
+OFF = {"seg": False, "span_post": False, "reload_q": False, "tma": False, "fma": False, "rev": False, "tmax": False, "lsum": False}
 
 ROFF = {"r_keymajor": False, "r_fma": False, "r_tma": False, "r_poly": 0, "r_maxnreg": 0, "r_pmix": 0, "r_ltma": False,
-        "r_hmaj": False, "r_lse2": False, "r_pipe": False, "r_lpre": False, "r_unroll": 1, "r_amma": False}
+        "r_hmaj": False, "r_lse2": False, "r_pipe": False, "r_lpre": False, "r_unroll": 1, "r_amma": False,
+        "r_rlanes": False}
 _SP = {"span_post": True, "reload_q": True, "fma": True}        # the statistics switches of session 4
 _SEG = {"seg": True, "reload_q": True, "fma": True}             # the ACT switches of session 4
 _KM = {"r_keymajor": True, "r_fma": True}                       # the received kernel's key-major form
@@ -68,12 +69,14 @@ _L = {**_R, "r_lse2": True}
 _TFR = {"tma": True, "fma": True, "rev": True}
 _T128, _T64 = (128, 128, 8, 3), (64, 128, 4, 3)                # the prefill tiles of the recorded defaults
 SWEEP = {
-    128: {"stats_fwd": [(_T128, {**_SP, "tma": True, "rev": True}), (_T128, {**_SP, "tma": True, "rev": True, "tmax": True})],
-          "output": [(_T128, _TFR), (_T128, {**_TFR, "tmax": True})],
+    128: {"stats_fwd": [(_T128, {**_SP, "tma": True, "rev": True}), (_T128, {**_SP, "tma": True, "rev": True, "tmax": True}),
+                        (_T128, {**_SP, "tma": True, "rev": True, "tmax": True, "lsum": True})],
+          "output": [(_T128, _TFR), (_T128, {**_TFR, "tmax": True}), (_T128, {**_TFR, "tmax": True, "lsum": True})],
           "edit": [(_T128, {**_SEG, "tma": True, "rev": True}), (_T128, {**_SEG, "tma": True, "rev": True, "tmax": True})]},
-    64: {"received": [((128, 64, 4, 2), {**_L, "r_maxnreg": 128})],
-         "stats_fwd": [(_T64, {**_SP, "tma": True, "rev": True}), (_T64, {**_SP, "tma": True, "rev": True, "tmax": True})],
-         "output": [(_T64, _TFR), (_T64, {**_TFR, "tmax": True})],
+    64: {"received": [((128, 64, 4, 2), {**_L, "r_maxnreg": 128}), ((128, 64, 4, 2), {**_L, "r_maxnreg": 128, "r_rlanes": True})],
+         "stats_fwd": [(_T64, {**_SP, "tma": True, "rev": True}), (_T64, {**_SP, "tma": True, "rev": True, "tmax": True}),
+                       (_T64, {**_SP, "tma": True, "rev": True, "tmax": True, "lsum": True})],
+         "output": [(_T64, _TFR), (_T64, {**_TFR, "tmax": True}), (_T64, {**_TFR, "tmax": True, "lsum": True})],
          "edit": [(_T64, {**_SEG, "tma": True}), (_T64, {**_SEG, "tma": True, "tmax": True})]},
 }
 # Session 10's lists: call 3 timed the d64 received default, its lse addend loaded a block ahead (lpre), its fully
@@ -91,19 +94,30 @@ SWEEP = {
 # when some row's grew by more than 8: one CTA-wide test per key block); its rows ran the plain kernel (a cached
 # heuristic; prefill_sweep_h200_s12_call2_lazy_cached_off.json); call 3 timed it: 13.20 ms against 12.50 (SmolLM2
 # statistics prefill), 73.4 against 67.4 (Llama) -- lost. Both were removed. Call 4: the prefill's row max by a tree in
-# registers ("tmax": depth 9 against ~33 dependent FMNMX / SHFL per row at BS = 128, the same 526 instructions).
+# registers ("tmax": depth 9 against ~33 dependent FMNMX / SHFL per row at BS = 128, the same 526 instructions), the
+# row and entropy sums kept per lane through the key loop ("lsum": 512 instructions, no shuffles), and the received
+# pass's column sums kept per lane ("r_rlanes": 267 instructions against 276, no shuffles in its loops).
 # --ab-only arms per shape: (name, variant, opts); every configuration is also in SWEEP (so the precompile and the
 # in-process warm-up cover it).
 _TM64 = {"tile": _T64, **OFF, **_SP, "tma": True, "rev": True, "tmax": True}
 _TM128 = {"tile": _T128, **OFF, **_SP, "tma": True, "rev": True, "tmax": True}
+_RL = {"rtile": (128, 64, 4, 2), **ROFF, **_L, "r_maxnreg": 128, "r_rlanes": True}
 AB_ARMS = {
-    "smollm": [("stats_fwd", "stats_fwd", {}), ("stats_fwd_tmax", "stats_fwd", _TM64),
+    "smollm": [("received", "received", {"rtile": (128, 64, 4, 2), **ROFF, **_L, "r_maxnreg": 128}),
+               ("received_rlanes", "received", _RL),
+               ("stats_fwd", "stats_fwd", {}), ("stats_fwd_tmax", "stats_fwd", _TM64),
+               ("stats_fwd_tmax_lsum", "stats_fwd", {**_TM64, "lsum": True}),
                ("sdpa", "sdpa", {}), ("stats", "stats", {}), ("stats_tmax", "stats", _TM64),
-               ("output", "output", {}), ("output_tmax", "output", {"tile": _T64, **OFF, **_TFR, "tmax": True}),
+               ("stats_tmax_lsum", "stats", {**_TM64, "lsum": True}),
+               ("stats_tmax_lsum_rlanes", "stats", {**_TM64, "lsum": True, **_RL}),
+               ("output", "output", {}), ("output_tmax_lsum", "output", {"tile": _T64, **OFF, **_TFR, "tmax": True,
+                                                                        "lsum": True}),
                ("edit", "edit", {}), ("edit_tmax", "edit", {"tile": _T64, **OFF, **_SEG, "tma": True, "tmax": True})],
     "llama": [("stats_fwd", "stats_fwd", {}), ("stats_fwd_tmax", "stats_fwd", _TM128),
-              ("sdpa", "sdpa", {}), ("stats", "stats", {}), ("stats_tmax", "stats", _TM128),
-              ("output", "output", {}), ("output_tmax", "output", {"tile": _T128, **OFF, **_TFR, "tmax": True})],
+              ("stats_fwd_tmax_lsum", "stats_fwd", {**_TM128, "lsum": True}),
+              ("sdpa", "sdpa", {}), ("stats", "stats", {}), ("stats_tmax_lsum", "stats", {**_TM128, "lsum": True}),
+              ("output", "output", {}), ("output_tmax_lsum", "output", {"tile": _T128, **OFF, **_TFR, "tmax": True,
+                                                                       "lsum": True})],
 }
 # variants swept per shape
 SWEEP_VARIANTS = {"llama": ("stats_fwd", "output", "edit"), "smollm": ("received", "stats_fwd", "output", "edit")}

@@ -64,7 +64,7 @@ def build(tile: tuple, maxnreg: int, extra: dict) -> tuple:
         sig["ad"] = f"tensordesc<bf16[{BT},16]>"
     cx = dict(ld=None, **({} if amma else {"ad": None}), H=9, G=3, D=D, BT=BT, BS=BS, KEYMAJOR=True, FMA=True,
               NPOLY=0, PMIX=0, HMAJ=False, LSE2=True, PIPE=False, USE_WINDOW=False, USE_SOFTCAP=False, USE_TMA=True, USE_LTMA=False, NQ=1, PREC="tf32",
-              UPCAST=False, LPRE=False, UNROLL=1, AMMA=False)
+              UPCAST=False, LPRE=False, UNROLL=1, AMMA=False, RLANES=False, RL=False)
     cx.update(extra)
     sig.update(dict.fromkeys(cx, "constexpr"))
     aligned = ("q", "k", "lse", "rsum", "key_start", "s_qb", "s_qh", "s_qt", "s_kb", "s_kh", "s_ks", "T", "S")
@@ -82,6 +82,7 @@ def main(argv=None) -> int:
     ap.add_argument("--lpre", action="store_true", help="the received kernel's lpre switch")
     ap.add_argument("--unroll", type=int, default=1, help="the received kernel's unroll switch")
     ap.add_argument("--amma", action="store_true", help="the received kernel's amma switch")
+    ap.add_argument("--rlanes", action="store_true", help="the received kernel's rlanes switch")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     if args.triton:
@@ -90,7 +91,8 @@ def main(argv=None) -> int:
 
     tile = tuple(int(x) for x in args.tile.split(",")) if args.tile else tiles.RECEIVED_TILES[64]
     cap = tiles.RECEIVED_SWITCHES[64]["maxnreg"] if args.maxnreg is None else args.maxnreg
-    cubin, version = build(tile, cap, {"LPRE": args.lpre, "UNROLL": args.unroll, "AMMA": args.amma})
+    cubin, version = build(tile, cap, {"LPRE": args.lpre, "UNROLL": args.unroll, "AMMA": args.amma,
+                                      "RLANES": args.rlanes, "RL": args.rlanes})
     import triton
     tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
     with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
@@ -101,7 +103,7 @@ def main(argv=None) -> int:
     usage = res.strip().splitlines()[-1].strip()
     found = loops(sass)
     doc = {"kernel": "received_fwd_kernel", "target": "sm_90", "triton": version, "tile": tile, "maxnreg": cap,
-           "lpre": args.lpre, "unroll": args.unroll, "amma": args.amma,
+           "lpre": args.lpre, "unroll": args.unroll, "amma": args.amma, "rlanes": args.rlanes,
            "head_dim": 64, "dtype": "bf16", "resource_usage": usage, "loops": found,
            "command": "PYTHONPATH=. python -m benchmarks.sass_loops " + " ".join(sys.argv[1:] if argv is None else argv)}
     for lp in found:

@@ -234,12 +234,12 @@ _HEURISTICS: dict = {}
 # kernel -> (arguments whose None-ness the heuristics read, integer / bool arguments they read)
 _HEURISTIC_INPUTS = {
     "attention_fwd_kernel": (("lse", "ent", "spm", "snk", "redist_span", "col_idx", "head_uniform", "head_mean",
-                              "head_scale", "kd", "adq"), ("SPAN_POST", "SEG", "NS", "C")),
+                              "head_scale", "kd", "adq"), ("SPAN_POST", "SEG", "NS", "C", "LSUM")),
     "decode_fwd_kernel": (("col_idx", "plr", "ptm", "redist_span", "head_uniform", "n_keys", "done", "lse",
                            "head_mean", "head_scale"), ("C",)),
     "decode_combine_kernel": (("lse", "col_idx", "ptm", "redist_span", "head_uniform", "head_mean", "head_scale",
                                "n_keys"), ()),
-    "received_fwd_kernel": (("qd", "ld", "ad"), ("KEYMAJOR", "NPOLY")),
+    "received_fwd_kernel": (("qd", "ld", "ad"), ("KEYMAJOR", "NPOLY", "RLANES")),
 }
 # Tests set this: every launch also evaluates the heuristics afresh and checks the cached values against them.
 CHECK_HEURISTICS = False
@@ -535,7 +535,7 @@ def _prefill(q, k, v, out, res, key_start, ed: _Edits, stats, sink_pos, spans, o
         s_vb=sv[0], s_vh=sv[1], s_vs=sv[2], s_ob=so[0], s_ot=so[1], s_oh=so[2],
         T=T, S=S, H=H, G=H // KV, D=D, BT=BT, BS=BS, NS=NS, P=P, C=ed.C,
         SEG=sw["seg"], SPAN_POST=sw["span_post"], RELOAD_Q=sw["reload_q"], FMA=sw["fma"], REV=sw["rev"],
-        TMAX=sw["tmax"], LSE_NEG2=neg2, num_warps=nw, num_stages=ns, **common,
+        TMAX=sw["tmax"], LSUM=sw["lsum"], LSE_NEG2=neg2, num_warps=nw, num_stages=ns, **common,
     )
     if sw.get("maxnreg") and not INTERPRET:
         kw["maxnreg"] = int(sw["maxnreg"])
@@ -604,7 +604,7 @@ def _received(q, k, lse, key_start, common, tile: Optional[tuple] = None, opts: 
         T=T, S=S, H=H, G=H // KV, D=D, BT=RT, BS=RS, KEYMAJOR=sw["keymajor"], FMA=sw["fma"], NPOLY=npoly,
         PMIX=pmix, HMAJ=sw["hmaj"], LSE2=bool(neg2), PIPE=bool(sw["pipe"] and sw["keymajor"] and not npoly),
         LPRE=bool(sw["lpre"] and sw["keymajor"] and not npoly and not pmix and not sw["pipe"]),
-        UNROLL=max(1, int(sw["unroll"])),
+        UNROLL=max(1, int(sw["unroll"])), RLANES=sw["rlanes"],
         num_warps=nw, num_stages=ns, **common,
     )
     if sw["maxnreg"] and not INTERPRET:

@@ -55,6 +55,20 @@ def dot_acc(a, b, acc, PREC: tl.constexpr, UPCAST: tl.constexpr):
 
 
 @triton.jit
+def lane_sum(x, LANES: tl.constexpr):
+    """Sum of a tile [R, C] over its columns: [R] (LANES False), or [R, 4] partial sums, one per lane of the
+    MMA accumulator's column quad (LANES: the reduction stays in registers -- columns 2 (t % 4) + {0, 1} + 8 i of a
+    row live in lane t % 4 -- and the lanes are summed once, later, instead of by two shuffle levels per call)."""
+    if LANES:
+        R: tl.constexpr = x.shape[0]
+        C: tl.constexpr = x.shape[1]
+        y = tl.sum(tl.sum(tl.reshape(x, [R, C // 8, 4, 2]), 1), 2)           # [R, 4]
+    else:
+        y = tl.sum(x, 1)                                                      # [R]
+    return y
+
+
+@triton.jit
 def scores2(b_s, scale, softcap, uni, USE_SOFTCAP: tl.constexpr, USE_UNIFORM: tl.constexpr):
     """Raw q.k -> base-2 logits (scale, optional softcap, optional uniform-head zeroing)."""
     if USE_SOFTCAP:

@@ -17,7 +17,7 @@ import triton
 import triton.language as tl
 
 from . import jit_utils
-from .jit_utils import INTERPRET, LN2, LOG2E, NEG, dot, dot_acc, precision, scores2
+from .jit_utils import INTERPRET, LN2, LOG2E, NEG, dot, dot_acc, lane_sum, precision, scores2
 
 
 @triton.jit
@@ -46,8 +46,8 @@ def _fwd_step(
     MASK: tl.constexpr, D: tl.constexpr, BS: tl.constexpr, NS: tl.constexpr, NSP: tl.constexpr,
     USE_WINDOW: tl.constexpr, USE_SOFTCAP: tl.constexpr, USE_UNIFORM: tl.constexpr,
     USE_ENTROPY: tl.constexpr, USE_SPAN: tl.constexpr, USE_COLS: tl.constexpr, COLMODE: tl.constexpr,
-    USE_VAR: tl.constexpr, USE_TMA: tl.constexpr, FMA: tl.constexpr, TMAX: tl.constexpr, PREC: tl.constexpr,
-    UPCAST: tl.constexpr,
+    USE_VAR: tl.constexpr, USE_TMA: tl.constexpr, FMA: tl.constexpr, TMAX: tl.constexpr, LS: tl.constexpr,
+    PREC: tl.constexpr, UPCAST: tl.constexpr,
 ):
     """One key block of the online softmax; MASK=False for blocks every query fully sees.
 
@@ -55,7 +55,9 @@ def _fwd_step(
     USE_COLS): 0 = a block known to hold no edited column (only l_rest is kept), 1 = test the block
     for a column at run time, 2 = a block known to hold one (mask the columns). FMA: the row max of the
     raw scores, one fused multiply-add per score for the base-2 logit, P.V accumulated into the
-    running output by the MMA (no softcap). TMAX: the row max by ``_rowmax``'s tree. USE_TMA: K / V come
+    running output by the MMA (no softcap). TMAX: the row max by ``_rowmax``'s tree. LS (no ACT columns, no VAR): the
+    row sum and entropy sum as per-lane partials b_l, b_ent [BT, 4] (``lane_sum``; no shuffles in the loop). USE_TMA:
+    K / V come
     from tensor descriptors kd / vd over the [rows, D] view, this (batch, kv head)'s keys at row0."""
     o_j = j0 + tl.arange(0, BS)                                               # [BS]
     o_d = tl.arange(0, D)                                                     # [D]
@@ -101,7 +103,10 @@ def _fwd_step(
     b_alpha = tl.exp2(b_m - b_mn)                                             # [BT]
     if USE_ENTROPY:
         # running sum of p~ * (s - m), re-based on the new max like the accumulator
-        b_ent = b_alpha * (b_ent - (b_mn - b_m) * b_l) + tl.sum(b_p * b_x, 1)
+        if LS:
+            b_ent = b_alpha[:, None] * (b_ent - (b_mn - b_m)[:, None] * b_l) + lane_sum(b_p * b_x, True)
+        else:
+            b_ent = b_alpha * (b_ent - (b_mn - b_m) * b_l) + tl.sum(b_p * b_x, 1)
     if USE_SPAN:
         b_spm = b_spm * b_alpha[:, None]                                      # [BT, NSP]
         for i in tl.static_range(NS):
@@ -111,8 +116,12 @@ def _fwd_step(
                 m_in = (o_j >= s0) & (o_j < s1)                               # [BS]
                 b_c = tl.sum(tl.where(m_in[None, :], b_p, 0.0), 1)            # [BT]
                 b_spm += tl.where(tl.arange(0, NSP)[None, :] == i, b_c[:, None], 0.0)
-    b_ls = tl.sum(b_p, 1)                                                     # [BT]
-    b_l = b_l * b_alpha + b_ls
+    if LS:
+        b_ls = lane_sum(b_p, True)                                            # [BT, 4]
+        b_l = b_l * b_alpha[:, None] + b_ls
+    else:
+        b_ls = tl.sum(b_p, 1)                                                 # [BT]
+        b_l = b_l * b_alpha + b_ls
     b_acc = b_acc * b_alpha[:, None]
     b_pv = b_p
     if USE_COLS:
@@ -211,6 +220,7 @@ def _span_mass(
     "USE_TMA": lambda a: a["kd"] is not None,
     "LOOP_SPAN": lambda a: a["spm"] is not None and not a["SPAN_POST"],
     "SEG_ON": lambda a: bool(a["SEG"]) and a["col_idx"] is not None and a["redist_span"] is None,
+    "LS": lambda a: bool(a["LSUM"]) and a["col_idx"] is None and a["redist_span"] is None,
     "NSP": lambda a: max(2, triton.next_power_of_2(max(a["NS"], 1))),
     "CP": lambda a: max(2, triton.next_power_of_2(max(a["C"], 1))),
     "PREC": precision,
@@ -231,7 +241,7 @@ def attention_fwd_kernel(
     USE_HSCALE: tl.constexpr, USE_VAR: tl.constexpr, USE_TMA: tl.constexpr,
     SEG: tl.constexpr, SPAN_POST: tl.constexpr, RELOAD_Q: tl.constexpr, FMA: tl.constexpr, REV: tl.constexpr,
     LSE_NEG2: tl.constexpr, LOOP_SPAN: tl.constexpr, SEG_ON: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr,
-    STORE_AD: tl.constexpr, TMAX: tl.constexpr,
+    STORE_AD: tl.constexpr, TMAX: tl.constexpr, LSUM: tl.constexpr, LS: tl.constexpr,
 ):
     """One program per (query block, batch x head). Pointers: q [B, H, T, D], k / v [B, KV, S, D],
     o [B, T, H, D]; lse / ent [B, H, T], spm [B, H, T, NS], snk [B, H, T, P] (float32, None = off);
@@ -248,7 +258,8 @@ def attention_fwd_kernel(
     multiply-adds, with no multiply there). adq [B, H, T, 16] bfloat16 (None = off; STORE_AD): the received pass's
     addend -lse2 / (scale * log2(e)) in raw-score units as three bfloat16 parts in columns 0..2 (their sum is the
     float32 value to ~2^-24), zeros after: that pass adds it to its scores with the MMA (its AMMA switch).
-    TMAX: each key block's row max by a tree in registers (``_rowmax``) rather than one dependent chain per row."""
+    TMAX: each key block's row max by a tree in registers (``_rowmax``) rather than one dependent chain per row. LSUM (in
+    effect as LS: no ACT columns, no VAR): the row and entropy sums kept per lane through the key loop (``lane_sum``)."""
     i_t, i_bh = tl.program_id(0), tl.program_id(1)
     if REV:
         i_t = tl.num_programs(0) - 1 - i_t
@@ -278,9 +289,9 @@ def attention_fwd_kernel(
         p_spans = spans + i_b * NS * 2
 
     b_m = tl.full([BT], NEG, tl.float32)                                      # [BT]
-    b_l = tl.zeros([BT], tl.float32)                                          # [BT]
+    b_l = tl.zeros([BT, 4] if LS else [BT], tl.float32)                       # [BT] (LS: [BT, 4] per lane)
     b_lr = tl.zeros([BT], tl.float32)                                         # [BT] sum without ACT columns
-    b_ent = tl.zeros([BT], tl.float32)                                        # [BT]
+    b_ent = tl.zeros([BT, 4] if LS else [BT], tl.float32)                     # [BT] (LS: [BT, 4] per lane)
     b_spm = tl.zeros([BT, NSP], tl.float32)                                   # [BT, NSP]
     b_acc = tl.zeros([BT, D], tl.float32)                                     # [BT, D]
     b_acc2 = tl.zeros([BT, D], tl.float32)                                    # [BT, D] VAR targets
@@ -308,7 +319,7 @@ def attention_fwd_kernel(
             b_q, p_k, p_v, kd, vd, row0, s_ks, s_vs, j0, p_pos, ks, S, window, scale, softcap, uni,
             b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_cols, p_spans, b_acc2, b_tm, sp0, sp1, True, D, BS, NS, NSP,
             USE_WINDOW, USE_SOFTCAP, USE_UNIFORM, USE_ENTROPY, LOOP_SPAN, USE_COLS, 1, USE_VAR, USE_TMA,
-            FMA, TMAX, PREC, UPCAST)
+            FMA, TMAX, LS, PREC, UPCAST)
     if SEG_ON:
         # the sorted column list splits [j_a, j_b) into plain segments and the blocks holding a
         # column (a repeat, -1 or an out-of-range column adds an empty segment and no block)
@@ -324,34 +335,37 @@ def attention_fwd_kernel(
                     b_q, p_k, p_v, kd, vd, row0, s_ks, s_vs, j0, p_pos, ks, S, window, scale, softcap, uni,
                     b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_cols, p_spans, b_acc2, b_tm, sp0, sp1, False, D, BS, NS, NSP,
                     USE_WINDOW, USE_SOFTCAP, USE_UNIFORM, USE_ENTROPY, LOOP_SPAN, USE_COLS, 0, USE_VAR, USE_TMA,
-                    FMA, TMAX, PREC, UPCAST)
+                    FMA, TMAX, LS, PREC, UPCAST)
             for j0 in range(e, tl.where(ok, e + BS, e), BS):
                 b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_acc2, b_tm = _fwd_step(
                     b_q, p_k, p_v, kd, vd, row0, s_ks, s_vs, j0, p_pos, ks, S, window, scale, softcap, uni,
                     b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_cols, p_spans, b_acc2, b_tm, sp0, sp1, False, D, BS, NS, NSP,
                     USE_WINDOW, USE_SOFTCAP, USE_UNIFORM, USE_ENTROPY, LOOP_SPAN, USE_COLS, 2, USE_VAR, USE_TMA,
-                    FMA, TMAX, PREC, UPCAST)
+                    FMA, TMAX, LS, PREC, UPCAST)
             cur = tl.where(ok, e + BS, cur)
         for j0 in range(cur, j_b, BS):
             b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_acc2, b_tm = _fwd_step(
                 b_q, p_k, p_v, kd, vd, row0, s_ks, s_vs, j0, p_pos, ks, S, window, scale, softcap, uni,
                 b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_cols, p_spans, b_acc2, b_tm, sp0, sp1, False, D, BS, NS, NSP,
                 USE_WINDOW, USE_SOFTCAP, USE_UNIFORM, USE_ENTROPY, LOOP_SPAN, USE_COLS, 0, USE_VAR, USE_TMA,
-                FMA, TMAX, PREC, UPCAST)
+                FMA, TMAX, LS, PREC, UPCAST)
     else:
         for j0 in range(j_a, j_b, BS):
             b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_acc2, b_tm = _fwd_step(
                 b_q, p_k, p_v, kd, vd, row0, s_ks, s_vs, j0, p_pos, ks, S, window, scale, softcap, uni,
                 b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_cols, p_spans, b_acc2, b_tm, sp0, sp1, False, D, BS, NS, NSP,
                 USE_WINDOW, USE_SOFTCAP, USE_UNIFORM, USE_ENTROPY, LOOP_SPAN, USE_COLS, 1, USE_VAR, USE_TMA,
-                FMA, TMAX, PREC, UPCAST)
+                FMA, TMAX, LS, PREC, UPCAST)
     for j0 in range(j_b, hi, BS):
         b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_acc2, b_tm = _fwd_step(
             b_q, p_k, p_v, kd, vd, row0, s_ks, s_vs, j0, p_pos, ks, S, window, scale, softcap, uni,
             b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_cols, p_spans, b_acc2, b_tm, sp0, sp1, True, D, BS, NS, NSP,
             USE_WINDOW, USE_SOFTCAP, USE_UNIFORM, USE_ENTROPY, LOOP_SPAN, USE_COLS, 1, USE_VAR, USE_TMA,
-            FMA, TMAX, PREC, UPCAST)
+            FMA, TMAX, LS, PREC, UPCAST)
 
+    if LS:
+        b_l = tl.sum(b_l, 1)                                                  # [BT] the lanes' partial sums
+        b_ent = tl.sum(b_ent, 1)                                              # [BT]
     b_qe = b_q                                                                # [BT, D] q of the epilogue
     if RELOAD_Q:
         b_qe = tl.load(p_q + o_t[:, None] * s_qt + o_d[None, :], mask=m_t[:, None], other=0.0)

@@ -19,7 +19,7 @@ import triton
 import triton.language as tl
 
 from . import jit_utils
-from .jit_utils import INTERPRET, LOG2E, NEG, dot, dot_acc, precision, scores2
+from .jit_utils import INTERPRET, LOG2E, NEG, dot, dot_acc, lane_sum, precision, scores2
 
 
 @triton.jit
@@ -77,9 +77,9 @@ def _q_block(p_q, s_qt, t0, T, qd, q_row0, MASK: tl.constexpr, D: tl.constexpr, 
 def _colsums(
     b_s, b_a, o_t, m_t, o_j, ks, T, S, window, scale, softcap, b_r, poly,
     MASK: tl.constexpr, POLY: tl.constexpr, USE_WINDOW: tl.constexpr, USE_SOFTCAP: tl.constexpr, FMA: tl.constexpr,
-    PMIX: tl.constexpr,
+    PMIX: tl.constexpr, RL: tl.constexpr,
 ):
-    """b_r [BS] plus the column sums of exp2(logit + addend b_a) over the queries o_t of the score tile b_s
+    """b_r [BS] (RL: [BS, 4] per-lane partials, ``lane_sum``) plus the column sums of exp2(logit + addend b_a) over the queries o_t of the score tile b_s
     [BS, BQ]. POLY: exp2 on the FMA pipe (``exp2_poly``) instead of the MUFU; PMIX > 0: the run-time flag ``poly``
     picks between the two for the whole tile."""
     if FMA and not USE_SOFTCAP:
@@ -101,7 +101,7 @@ def _colsums(
         if USE_WINDOW:
             m_s = m_s & ((p_pos[None, :] - o_j[:, None]) < window)
         b_p = tl.where(m_s, b_p, 0.0)
-    return b_r + tl.sum(b_p, 1)                                               # [BS]
+    return b_r + lane_sum(b_p, RL)                                            # [BS] (RL: [BS, 4])
 
 
 @triton.jit
@@ -115,7 +115,7 @@ def _scores(b_k, p_q, s_qt, t0, T, qd, q_row0, MASK: tl.constexpr, D: tl.constex
 def _colsums_at(
     b_s, t0, p_lse, ld, l_row, o_j, ks, T, S, window, scale, softcap, b_r, BQ: tl.constexpr,
     USE_WINDOW: tl.constexpr, USE_SOFTCAP: tl.constexpr, FMA: tl.constexpr, USE_LTMA: tl.constexpr,
-    PMIX: tl.constexpr, LSE2: tl.constexpr,
+    PMIX: tl.constexpr, LSE2: tl.constexpr, RL: tl.constexpr,
 ):
     """``_colsums`` of the fully visible query block t0 + [0, BQ) from its scores b_s [BS, BQ] (PMIX: its exp2
     on the FMA pipe when (t0 / BQ) % PMIX == 0)."""
@@ -124,7 +124,7 @@ def _colsums_at(
     b_a = _lse_addend(p_lse, o_t, m_t, ld, l_row, t0, False, USE_LTMA, LSE2, BQ)  # [BQ]
     mix = (t0 // BQ) % PMIX == 0 if PMIX > 0 else False
     return _colsums(b_s, b_a, o_t, m_t, o_j, ks, T, S, window, scale, softcap, b_r, mix, False, False, USE_WINDOW,
-                    USE_SOFTCAP, FMA, PMIX)
+                    USE_SOFTCAP, FMA, PMIX, RL)
 
 
 @triton.jit
@@ -133,7 +133,7 @@ def _received_part(
     MASK: tl.constexpr, D: tl.constexpr, BQ: tl.constexpr, POLY: tl.constexpr,
     USE_WINDOW: tl.constexpr, USE_SOFTCAP: tl.constexpr, FMA: tl.constexpr,
     USE_TMA: tl.constexpr, USE_LTMA: tl.constexpr, PMIX: tl.constexpr, LSE2: tl.constexpr, PREC: tl.constexpr,
-    UPCAST: tl.constexpr,
+    UPCAST: tl.constexpr, RL: tl.constexpr,
 ):
     """Key-major: BQ queries from t0 against the program's BS keys; returns b_r [BS] plus their column sums
     (``_colsums``). USE_LTMA: the lse block through the tensor descriptor ld (row l_row)."""
@@ -143,7 +143,7 @@ def _received_part(
     b_a = _lse_addend(p_lse, o_t, m_t, ld, l_row, t0, MASK, USE_LTMA, LSE2, BQ)  # [BQ]
     b_s = dot(b_k, tl.trans(b_q), PREC, UPCAST)                               # [BS, BQ]
     return _colsums(b_s, b_a, o_t, m_t, o_j, ks, T, S, window, scale, softcap, b_r, poly, MASK, POLY, USE_WINDOW,
-                    USE_SOFTCAP, FMA, PMIX)
+                    USE_SOFTCAP, FMA, PMIX, RL)
 
 
 @triton.jit
@@ -152,7 +152,7 @@ def _received_step(
     MASK: tl.constexpr, D: tl.constexpr, BT: tl.constexpr,
     USE_WINDOW: tl.constexpr, USE_SOFTCAP: tl.constexpr, KEYMAJOR: tl.constexpr, FMA: tl.constexpr,
     USE_TMA: tl.constexpr, USE_LTMA: tl.constexpr, NQ: tl.constexpr, NPOLY: tl.constexpr, PMIX: tl.constexpr,
-    LSE2: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr,
+    LSE2: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr, RL: tl.constexpr,
 ):
     """One query block of the column sums. b_r: [BT, BS] running tile (KEYMAJOR = False) or [BS] running
     sum (KEYMAJOR = True, in NQ parts of BT // NQ queries, the first NPOLY of them with ``exp2_poly``).
@@ -161,7 +161,7 @@ def _received_step(
         for i in tl.static_range(NQ):
             b_r = _received_part(b_k, p_q, s_qt, p_lse, t0 + i * (BT // NQ), o_j, ks, T, S, window, scale, softcap,
                                  b_r, qd, q_row0, ld, l_row, poly, MASK, D, BT // NQ, i < NPOLY, USE_WINDOW,
-                                 USE_SOFTCAP, FMA, USE_TMA, USE_LTMA, PMIX, LSE2, PREC, UPCAST)
+                                 USE_SOFTCAP, FMA, USE_TMA, USE_LTMA, PMIX, LSE2, PREC, UPCAST, RL)
     else:
         o_t = t0 + tl.arange(0, BT)                                           # [BT]
         o_d = tl.arange(0, D)                                                 # [D]
@@ -196,6 +196,7 @@ def _received_step(
     "USE_LTMA": lambda a: a["ld"] is not None,
     "AMMA": lambda a: a["ad"] is not None,
     "NQ": lambda a: 4 if a["KEYMAJOR"] and a["NPOLY"] > 0 else 1,
+    "RL": lambda a: bool(a["RLANES"]) and bool(a["KEYMAJOR"]),
     "PREC": precision,
     "UPCAST": lambda a: INTERPRET,
 })
@@ -208,7 +209,7 @@ def received_fwd_kernel(
     KEYMAJOR: tl.constexpr, FMA: tl.constexpr, NPOLY: tl.constexpr, PMIX: tl.constexpr, HMAJ: tl.constexpr,
     LSE2: tl.constexpr, PIPE: tl.constexpr, LPRE: tl.constexpr, UNROLL: tl.constexpr,
     USE_WINDOW: tl.constexpr, USE_SOFTCAP: tl.constexpr, USE_TMA: tl.constexpr, USE_LTMA: tl.constexpr,
-    NQ: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr, AMMA: tl.constexpr,
+    NQ: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr, AMMA: tl.constexpr, RLANES: tl.constexpr, RL: tl.constexpr,
 ):
     """One program per (key block, batch x head): rsum [B, H, S] float32 from lse [B, H, T] (LSE2: as -lse * log2(e),
     the prefill kernel's LSE_NEG2 form; else natural).
@@ -229,7 +230,9 @@ def received_fwd_kernel(
     ad: a tensor descriptor over the prefill kernel's split addend (its adq, [B * H * T, 16] bfloat16, [BT, 16]
     blocks; None = off; AMMA, key-major, NQ = 1, with qd): in the fully visible range the MMA adds it to the scores
     (S' = K Q^T + ones . A^T, ones in the first three columns), so a score's base-2 logit is one multiply, and no lse
-    block is loaded, laid out through shared memory or waited for there."""
+    block is loaded, laid out through shared memory or waited for there.
+    RLANES (in effect as RL, key-major): the column sums kept per lane of the MMA accumulator's quad through the loops
+    ([BS, 4], ``lane_sum``: no shuffles per query block), the lanes summed once at the end."""
     if HMAJ:
         i_bh, i_s = tl.program_id(0), tl.program_id(1)
     else:
@@ -263,13 +266,13 @@ def received_fwd_kernel(
     t_b = tl.minimum(tl.maximum(t_b, t_a), t_hi)
 
     if KEYMAJOR:
-        b_r = tl.zeros([BS], tl.float32)                                      # [BS] running column sums
+        b_r = tl.zeros([BS, 4] if RL else [BS], tl.float32)                   # [BS] running column sums (RL: per lane)
     else:
         b_r = tl.zeros([BT, BS], tl.float32)                                  # [BT, BS] reduced once at the end
     for t0 in range(t_lo, t_a, BT):
         b_r = _received_step(b_k, p_q, s_qt, p_lse, t0, o_j, ks, T, S, window, scale, softcap, b_r, qd, q_row0,
                              ld, l_row, False, True, D, BT, USE_WINDOW, USE_SOFTCAP, KEYMAJOR, FMA, USE_TMA,
-                             USE_LTMA, NQ, NPOLY, PMIX, LSE2, PREC, UPCAST)
+                             USE_LTMA, NQ, NPOLY, PMIX, LSE2, PREC, UPCAST, RL)
     if PIPE and KEYMAJOR and NQ == 1:
         # in pairs of query blocks: each block's Q K^T is issued before the previous block's exp2 and sums (the
         # MMA runs under them); two score tiles alternate, so no tile is copied
@@ -278,15 +281,15 @@ def received_fwd_kernel(
         for t0 in range(t_a, n2, 2 * BT):
             b_s2 = _scores(b_k, p_q, s_qt, t0 + BT, T, qd, q_row0, False, D, BT, USE_TMA, PREC, UPCAST)
             b_r = _colsums_at(b_s, t0, p_lse, ld, l_row, o_j, ks, T, S, window, scale, softcap, b_r, BT, USE_WINDOW,
-                              USE_SOFTCAP, FMA, USE_LTMA, PMIX, LSE2)
+                              USE_SOFTCAP, FMA, USE_LTMA, PMIX, LSE2, RL)
             # the next pair's first block (the last pair: the odd block left, or a repeat, unused)
             b_s = _scores(b_k, p_q, s_qt, tl.minimum(t0 + 2 * BT, t_b - BT), T, qd, q_row0, False, D, BT, USE_TMA,
                           PREC, UPCAST)
             b_r = _colsums_at(b_s2, t0 + BT, p_lse, ld, l_row, o_j, ks, T, S, window, scale, softcap, b_r, BT,
-                              USE_WINDOW, USE_SOFTCAP, FMA, USE_LTMA, PMIX, LSE2)
+                              USE_WINDOW, USE_SOFTCAP, FMA, USE_LTMA, PMIX, LSE2, RL)
         if n2 < t_b:                                                          # an odd block left: t_b - BT
             b_r = _colsums_at(b_s, t_b - BT, p_lse, ld, l_row, o_j, ks, T, S, window, scale, softcap, b_r, BT,
-                              USE_WINDOW, USE_SOFTCAP, FMA, USE_LTMA, PMIX, LSE2)
+                              USE_WINDOW, USE_SOFTCAP, FMA, USE_LTMA, PMIX, LSE2, RL)
     elif AMMA and KEYMAJOR and NQ == 1 and PMIX == 0 and USE_TMA:
         o_c = tl.arange(0, 16)                                                # [16]
         b_one = tl.where(o_c < 3, 1.0, 0.0)                                   # [16] the addend's three parts
@@ -296,7 +299,7 @@ def received_fwd_kernel(
             b_ad = ad.load([q_row0 + t0, 0])                                  # [BT, 16]
             b_s = dot(b_k, tl.trans(b_q), PREC, UPCAST)                       # [BS, BT] raw scores
             b_s = dot_acc(b_ones, tl.trans(b_ad), b_s, PREC, UPCAST)          # [BS, BT] + -lse2 / c per query
-            b_r += tl.sum(tl.exp2(b_s * (scale * LOG2E)), 1)                  # [BS]
+            b_r += lane_sum(tl.exp2(b_s * (scale * LOG2E)), RL)               # [BS] (RL: [BS, 4])
     elif LPRE and KEYMAJOR and NQ == 1 and PMIX == 0:
         # each query block's lse addend loaded one block ahead: its global load's latency is off the block's path
         o_n = t_a + tl.arange(0, BT)                                          # [BT]
@@ -307,20 +310,23 @@ def received_fwd_kernel(
             b_s = _scores(b_k, p_q, s_qt, t0, T, qd, q_row0, False, D, BT, USE_TMA, PREC, UPCAST)  # [BS, BT]
             o_t = t0 + tl.arange(0, BT)                                       # [BT]
             b_r = _colsums(b_s, b_a, o_t, o_t < T, o_j, ks, T, S, window, scale, softcap, b_r, False, False, False,
-                           USE_WINDOW, USE_SOFTCAP, FMA, 0)
+                           USE_WINDOW, USE_SOFTCAP, FMA, 0, RL)
             b_a = b_an
     else:
         for t0 in tl.range(t_a, t_b, BT, loop_unroll_factor=UNROLL):
             mix = (t0 // BT) % PMIX == 0 if PMIX > 0 else False              # this block's exp2 on the FMA pipe
             b_r = _received_step(b_k, p_q, s_qt, p_lse, t0, o_j, ks, T, S, window, scale, softcap, b_r, qd, q_row0,
                                  ld, l_row, mix, False, D, BT, USE_WINDOW, USE_SOFTCAP, KEYMAJOR, FMA, USE_TMA,
-                                 USE_LTMA, NQ, NPOLY, PMIX, LSE2, PREC, UPCAST)
+                                 USE_LTMA, NQ, NPOLY, PMIX, LSE2, PREC, UPCAST, RL)
     for t0 in range(t_b, t_hi, BT):
         b_r = _received_step(b_k, p_q, s_qt, p_lse, t0, o_j, ks, T, S, window, scale, softcap, b_r, qd, q_row0,
                              ld, l_row, False, True, D, BT, USE_WINDOW, USE_SOFTCAP, KEYMAJOR, FMA, USE_TMA,
-                             USE_LTMA, NQ, NPOLY, PMIX, LSE2, PREC, UPCAST)
+                             USE_LTMA, NQ, NPOLY, PMIX, LSE2, PREC, UPCAST, RL)
     if KEYMAJOR:
-        b_col = b_r
+        if RL:
+            b_col = tl.sum(b_r, 1)                                            # [BS] the lanes' partial sums
+        else:
+            b_col = b_r
     else:
         b_col = tl.sum(b_r, 0)
     tl.store(rsum + (i_b * H + i_h) * S + o_j, b_col, mask=o_j < S)

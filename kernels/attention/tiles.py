@@ -54,7 +54,7 @@ PREFILL_TILES: dict = {
 # 5's first call (benchmarks/results/prefill_sweep_h200_call1.json) for d128; d256 was not measured with the
 # switches on (parity only), so it keeps the kernel as it was (all off).
 _OFF = {"seg": False, "span_post": False, "reload_q": False, "tma": False, "fma": False, "rev": False, "maxnreg": 0,
-        "tmax": False}
+        "tmax": False, "lsum": False}
 PREFILL_SWITCHES: dict = {
     "output": {64: dict(_OFF, tma=True, fma=True, rev=True), 128: dict(_OFF, tma=True, fma=True, rev=True),
                256: dict(_OFF)},
@@ -85,7 +85,7 @@ RECEIVED_TILES: dict = {64: (128, 64, 4, 2), 128: (64, 128, 4, 3), 256: (32, 64,
 # block's 4 quarters, how many take exp2 by a polynomial on the FMA pipe; 0 = all on the MUFU).
 # All off = the kernel of sessions 3 and 4.
 _ROFF = {"keymajor": False, "fma": False, "tma": False, "poly": 0, "maxnreg": 0, "pmix": 0, "ltma": False,
-         "hmaj": False, "lse2": False, "pipe": False, "lpre": False, "unroll": 1, "amma": False}
+         "hmaj": False, "lse2": False, "pipe": False, "lpre": False, "unroll": 1, "amma": False, "rlanes": False}
 RECEIVED_SWITCHES: dict = {64: dict(_ROFF, keymajor=True, fma=True, tma=True, lse2=True, maxnreg=128),
                            128: dict(_ROFF, fma=True, tma=True), 256: dict(_ROFF)}
 # "maxnreg": a register cap per thread for ptxas (more CTAs per SM; 0 = none; GPU builds only).
@@ -115,12 +115,12 @@ RECEIVED_SWITCHES: dict = {64: dict(_ROFF, keymajor=True, fma=True, tma=True, ls
 # slower at every tile (d64 7.6-8.1 ms against 6.81, d128 37.4-38.8 against 31.4; logs_session11/call3_gluon_debug.txt)
 # and removed; the code is at commit cdec33d (kernels/attention/received_gluon.py).
 RECEIVED_SWITCH_NAMES = ("keymajor", "fma", "tma", "poly", "maxnreg", "pmix", "ltma", "hmaj", "lse2", "pipe", "lpre",
-                         "unroll", "amma")
+                         "unroll", "amma", "rlanes")
 _RECEIVED_INTS = ("poly", "maxnreg", "pmix", "unroll")
 # decode: (BS, num_warps, num_stages); one wave of programs, bandwidth-bound
 DECODE_TILES: dict = {64: (64, 4, 2), 128: (64, 4, 2), 256: (32, 4, 2)}
 # decode column modes and register caps per shape: kernels.attention.fused.decode_edit_config
-SWITCH_NAMES = ("seg", "span_post", "reload_q", "tma", "fma", "rev", "tmax")
+SWITCH_NAMES = ("seg", "span_post", "reload_q", "tma", "fma", "rev", "tmax", "lsum")
 
 INTERPRET_TILE = (32, 32, 4, 1)
 

@@ -285,13 +285,14 @@ def test_decode_edits_run_split_kv(kind, monkeypatch):
 
 SWITCHES = [{"seg": True}, {"span_post": True, "reload_q": True},
             {"seg": True, "span_post": True, "reload_q": True, "tma": True, "fma": True, "rev": True},
-            # session 12: the row max by a tree in registers
-            {"seg": True, "span_post": True, "reload_q": True, "tma": True, "fma": True, "rev": True, "tmax": True},
-            {"tmax": True}]
+            # session 12: the row max by a tree in registers, the row sums kept per lane
+            {"seg": True, "span_post": True, "reload_q": True, "tma": True, "fma": True, "rev": True, "tmax": True,
+             "lsum": True},
+            {"tmax": True}, {"lsum": True, "fma": True}]
 
 
 @pytest.mark.parametrize("opts", [{"fma": True, "span_post": True}, {"fma": True, "tmax": True, "span_post": True},
-                                  {"tmax": True}])
+                                  {"tmax": True, "lsum": True}])
 @pytest.mark.parametrize("D,T,S,dtype", [(64, 70, 130, torch.bfloat16), (64, 40, 97, torch.float32),
                                          (128, 33, 160, torch.bfloat16)])
 def test_growing_max_parity(D, T, S, dtype, opts):
@@ -352,7 +353,10 @@ RECEIVED_SWITCHES_S6 = [{"r_keymajor": True, "r_fma": True, "r_tma": True, "r_lt
                         # the addend -lse2 / c added by the MMA (from the prefill kernel's split of it)
                         {"r_keymajor": True, "r_fma": True, "r_tma": True, "r_lse2": True, "r_amma": True},
                         {"r_keymajor": True, "r_tma": True, "r_amma": True},
-]
+                        # session 12: the column sums kept per lane through the loops
+                        {"r_keymajor": True, "r_fma": True, "r_tma": True, "r_lse2": True, "r_rlanes": True},
+                        {"r_keymajor": True, "r_tma": True, "r_amma": True, "r_rlanes": True},
+                        {"r_keymajor": True, "r_pipe": True, "r_rlanes": True, "r_poly": 1}]
 
 
 @pytest.mark.parametrize("opts", RECEIVED_SWITCHES_S6)
@@ -605,6 +609,8 @@ _KMT = {"r_keymajor": True, "r_fma": True, "r_tma": True}
     {"rtile": (128, 64, 4, 2), **_KMT, "r_lse2": True, "r_maxnreg": 128, "r_lpre": True, "r_unroll": 2},
     {"rtile": (128, 64, 4, 2), **_KMT, "r_lse2": True, "r_maxnreg": 128, "r_amma": True},
     {"rtile": (64, 64, 4, 2), **_KMT, "r_amma": True},
+    {"rtile": (128, 64, 4, 2), **_KMT, "r_lse2": True, "r_maxnreg": 128, "r_rlanes": True},
+    {"rtile": (64, 64, 4, 2), **_KMT, "r_rlanes": True, "r_amma": True},
 ])
 def test_received_switches_s6_parity_gpu(D, opts):
     """Session 6's received-mass switches (and the statistics prefill under a register cap) at GPU sizes (as
