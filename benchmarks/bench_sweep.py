@@ -41,7 +41,8 @@ SHAPES = {"llama": (32, 32, 128), "smollm": (9, 3, 64)}
 DRY = {"shapes": {"llama": (2, 2, 128), "smollm": (3, 1, 64)}, "max_tiles": 1, "calls": 1}
 N_DEFAULT = 65536
 GiB = 1024 ** 3
-OFF = {"seg": False, "span_post": False, "reload_q": False, "tma": False, "fma": False, "rev": False, "tmax": False, "lsum": False}
+OFF = {"seg": False, "span_post": False, "reload_q": False, "tma": False, "fma": False, "rev": False, "tmax": False,
+       "lsum": False}
 
 ROFF = {"r_keymajor": False, "r_fma": False, "r_tma": False, "r_poly": 0, "r_maxnreg": 0, "r_pmix": 0, "r_ltma": False,
         "r_hmaj": False, "r_lse2": False, "r_pipe": False, "r_lpre": False, "r_unroll": 1, "r_amma": False,
@@ -69,12 +70,15 @@ _L = {**_R, "r_lse2": True}
 _TFR = {"tma": True, "fma": True, "rev": True}
 _T128, _T64 = (128, 128, 8, 3), (64, 128, 4, 3)                # the prefill tiles of the recorded defaults
 SWEEP = {
-    128: {"stats_fwd": [(_T128, {**_SP, "tma": True, "rev": True}), (_T128, {**_SP, "tma": True, "rev": True, "tmax": True}),
+    128: {"stats_fwd": [(_T128, {**_SP, "tma": True, "rev": True}),
+                        (_T128, {**_SP, "tma": True, "rev": True, "tmax": True}),
                         (_T128, {**_SP, "tma": True, "rev": True, "tmax": True, "lsum": True})],
           "output": [(_T128, _TFR), (_T128, {**_TFR, "tmax": True}), (_T128, {**_TFR, "tmax": True, "lsum": True})],
-          "edit": [(_T128, {**_SEG, "tma": True, "rev": True}), (_T128, {**_SEG, "tma": True, "rev": True, "tmax": True})]},
+          "edit": [(_T128, {**_SEG, "tma": True, "rev": True}),
+                   (_T128, {**_SEG, "tma": True, "rev": True, "tmax": True})]},
     64: {"received": [((128, 64, 4, 2), {**_L, "r_maxnreg": 128})],
-         "stats_fwd": [(_T64, {**_SP, "tma": True, "rev": True}), (_T64, {**_SP, "tma": True, "rev": True, "lsum": True}),
+         "stats_fwd": [(_T64, {**_SP, "tma": True, "rev": True}),
+                       (_T64, {**_SP, "tma": True, "rev": True, "lsum": True}),
                        (_T64, {**_SP, "tma": True, "rev": True, "tmax": True, "lsum": True})]},
 }
 # Session 10's lists: call 3 timed the d64 received default, its lse addend loaded a block ahead (lpre), its fully
@@ -84,18 +88,20 @@ SWEEP = {
 # call 2 the fully visible blocks in Gluon at d64 and d128 (this file at commit b5775f6; rows in
 # prefill_sweep_h200_s11_call2_gluon.json -- that call's Gluon kernel summed wrongly, see kernels/BENCHMARKS.md). The
 # list now holds the defaults only. Session 7's list (pipe, the prefill's register cap) is this file at commit 3ccdf30.
-# Session 12 (the code of calls 1-3: commit 52e055d): call 1 (prefill_sweep_h200_s12_call1.json) swept the received pass's
-# "mix" switch (a fixed share of each thread's exp2 by exp2_poly's polynomial on the FMA pipe, inline PTX, 1-4 of every
-# 8 or 3 of 16: 340-404 instructions and 48-56 MUFU.EX2 per 64 exp2 in the sm_90 build against 276 / 64): mix 2 6.78 ms
-# against 7.24 for the default (median of 5 calls); call 3's interleaved rounds showed it losing: 7.11 / 7.26 ms (mix 2 /
-# 3) against 6.94. Call 2 swept a lazy running max for the prefill (the max moved, and the accumulators rescaled, only
-# when some row's grew by more than 8: one CTA-wide test per key block); its rows ran the plain kernel (a cached
-# heuristic; prefill_sweep_h200_s12_call2_lazy_cached_off.json); call 3 timed it: 13.20 ms against 12.50 (SmolLM2
-# statistics prefill), 73.4 against 67.4 (Llama) -- lost. Both were removed. Call 4: the prefill's row max by a tree in
-# registers ("tmax": depth 9 against ~33 dependent FMNMX / SHFL per row at BS = 128, the same 526 instructions), the
-# row and entropy sums kept per lane through the key loop ("lsum": 512 instructions, no shuffles), and the received
-# pass's column sums kept per lane ("r_rlanes": 267 instructions against 276, no shuffles in its loops); its lists:
-# this file at commit 0286f76, rows in ab_h200_s12_call4.json. Call 5 (SmolLM2 only): lsum without tmax.
+# Session 12 (the code of calls 1-3: commit 52e055d): call 1 (prefill_sweep_h200_s12_call1.json) swept the received
+# pass's "mix" switch (a fixed share of each thread's exp2 by exp2_poly's polynomial on the FMA pipe, inline PTX, 1-4
+# of every 8 or 3 of 16: 340-404 instructions and 48-56 MUFU.EX2 per 64 exp2 in the sm_90 build against 276 / 64): mix
+# 2 6.78 ms against 7.24 for the default (median of 5 calls); call 3's interleaved rounds showed it losing: 7.11 /
+# 7.26 ms (mix 2 / 3) against 6.94. Call 2 swept a lazy running max for the prefill (the max moved, and the
+# accumulators rescaled, only when some row's grew by more than 8: one CTA-wide test per key block); its rows ran the
+# plain kernel (a cached heuristic; prefill_sweep_h200_s12_call2_lazy_cached_off.json); call 3 timed it: 13.20 ms
+# against 12.50 (SmolLM2 statistics prefill), 73.4 against 67.4 (Llama) -- lost. Both were removed. Call 4: the
+# prefill's row max by a tree in registers ("tmax": depth 9 against ~33 dependent FMNMX / SHFL per row at BS = 128,
+# the same 526 instructions), the row and entropy sums kept per lane through the key loop ("lsum": 512 instructions,
+# no shuffles), and the received pass's column sums kept per lane ("r_rlanes": 267 instructions against 276, no
+# shuffles in its loops); its lists: this file at commit 0286f76, rows in ab_h200_s12_call4.json (tmax + lsum won
+# on the statistics prefill: the "stats" default now, kernels/attention/tiles.py). The lists below are the next call's
+# (not run: no device time left in session 12): lsum without tmax on the SmolLM2 shape, the call 4 Llama arms.
 # --ab-only arms per shape: (name, variant, opts); every configuration is also in SWEEP (so the precompile and the
 # in-process warm-up cover it).
 _TM64 = {"tile": _T64, **OFF, **_SP, "tma": True, "rev": True, "tmax": True}
@@ -104,7 +110,8 @@ _RL = {"rtile": (128, 64, 4, 2), **ROFF, **_L, "r_maxnreg": 128, "r_rlanes": Tru
 AB_ARMS = {
     "smollm": [("stats_fwd", "stats_fwd", {}), ("stats_fwd_lsum", "stats_fwd", {**_TM64, "tmax": False, "lsum": True}),
                ("stats_fwd_tmax_lsum", "stats_fwd", {**_TM64, "lsum": True}),
-               ("sdpa", "sdpa", {}), ("stats", "stats", {}), ("stats_lsum", "stats", {**_TM64, "tmax": False, "lsum": True}),
+               ("sdpa", "sdpa", {}), ("stats", "stats", {}),
+               ("stats_lsum", "stats", {**_TM64, "tmax": False, "lsum": True}),
                ("stats_tmax_lsum", "stats", {**_TM64, "lsum": True})],
     "llama": [("stats_fwd", "stats_fwd", {}), ("stats_fwd_tmax", "stats_fwd", _TM128),
               ("stats_fwd_tmax_lsum", "stats_fwd", {**_TM128, "lsum": True}),
@@ -379,8 +386,8 @@ def prefill_shape(run: Run, clock: Clock, shape: str, N: int, dev: str, shapes_a
     if run.args.sdpa_again:
         headline(run, clock, case, "sdpa_again", "sdpa", {}, base)
     if run.args.ab and "stats" in win:
-        ab(run, clock, case, {"sdpa": ("sdpa", {}), "stats_default": ("stats", {}), "stats_best": ("stats", win["stats"])},
-           run.args.ab)
+        arms = {"sdpa": ("sdpa", {}), "stats_default": ("stats", {}), "stats_best": ("stats", win["stats"])}
+        ab(run, clock, case, arms, run.args.ab)
     del case
     gc.collect()
     if dev == "cuda":

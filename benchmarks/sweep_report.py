@@ -25,7 +25,8 @@ FLUSH_GIB = 0.25   # bench_sweep's L2-flush buffer (256 MiB), allocated for the 
 
 def _sw(opts: dict) -> str:
     on = [k for k in ("seg", "span_post", "reload_q", "tma", "fma", "rev", "tmax", "lsum") if opts.get(k)]
-    on += [k for k in ("r_keymajor", "r_fma", "r_tma", "r_ltma", "r_lse2", "r_hmaj", "r_pipe", "r_lpre", "r_amma", "r_rlanes",
+    on += [k for k in ("r_keymajor", "r_fma", "r_tma", "r_ltma", "r_lse2", "r_hmaj", "r_pipe", "r_lpre", "r_amma",
+                       "r_rlanes",
                        "r_gluon") if opts.get(k)]
     on += [f"{k}={opts[k]}" for k in ("p_maxnreg", "r_poly", "r_pmix", "r_maxnreg") if opts.get(k)]
     on += [f"r_unroll={opts['r_unroll']}" for _ in (0,) if (opts.get("r_unroll") or 1) > 1]
@@ -190,8 +191,8 @@ def ab(rows) -> str:
         med, lo, hi = _median_ci([ms[a][i] / ms[b][i] for i in both])
         return f"{med:.3f} [{lo:.3f}, {hi:.3f}]"
 
-    out = ["| shape | arm | rounds | ms (median) | min – max | × SDPA, same round (95 % CI) | × the plain arm, same round "
-           "(95 % CI) |", "|---|---|---:|---:|---|---|---|"]
+    out = ["| shape | arm | rounds | ms (median) | min – max | × SDPA, same round (95 % CI) | "
+           "× the plain arm, same round (95 % CI) |", "|---|---|---:|---:|---|---|---|"]
     for shape, arm in order:
         v = list(ms[(shape, arm)].values())
         plain = [p for p in PLAIN_ARMS if arm.startswith(p + "_")] if arm not in PLAIN_ARMS else []
@@ -214,8 +215,9 @@ def render(data: dict) -> str:
             f"{r['shape']} {r['kernels']} of {r['of']} launches in {r['s']} s" for r in warm) + ".")
     if any(r.get("kind") == "headline" for r in rows):
         out += ["", "Targets (the faster of the recorded-default and winner headlines of each variant):", "",
-                targets(rows), "", f"Headlines (median of {meta.get('repeats', 3)} `do_bench`, cuDNN SDPA in the same run):",
-                "", headline(rows)]
+                targets(rows), "",
+                f"Headlines (median of {meta.get('repeats', 3)} `do_bench`, cuDNN SDPA in the same run):", "",
+                headline(rows)]
     if any(r.get("kind") == "decode" for r in rows):
         out += ["", "Decode step with edits, per layer (CUDA-graph replay):", "", decode(rows)]
     if any(r.get("kind") == "sweep" for r in rows):

@@ -258,8 +258,9 @@ def attention_fwd_kernel(
     multiply-adds, with no multiply there). adq [B, H, T, 16] bfloat16 (None = off; STORE_AD): the received pass's
     addend -lse2 / (scale * log2(e)) in raw-score units as three bfloat16 parts in columns 0..2 (their sum is the
     float32 value to ~2^-24), zeros after: that pass adds it to its scores with the MMA (its AMMA switch).
-    TMAX: each key block's row max by a tree in registers (``_rowmax``) rather than one dependent chain per row. LSUM (in
-    effect as LS: no ACT columns, no VAR): the row and entropy sums kept per lane through the key loop (``lane_sum``)."""
+    TMAX: each key block's row max by a tree in registers (``_rowmax``) rather than one dependent chain per row.
+    LSUM (in effect as LS: no ACT columns, no VAR): the row and entropy sums kept per lane through the key loop
+    (``lane_sum``)."""
     i_t, i_bh = tl.program_id(0), tl.program_id(1)
     if REV:
         i_t = tl.num_programs(0) - 1 - i_t

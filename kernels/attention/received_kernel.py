@@ -79,9 +79,9 @@ def _colsums(
     MASK: tl.constexpr, POLY: tl.constexpr, USE_WINDOW: tl.constexpr, USE_SOFTCAP: tl.constexpr, FMA: tl.constexpr,
     PMIX: tl.constexpr, RL: tl.constexpr,
 ):
-    """b_r [BS] (RL: [BS, 4] per-lane partials, ``lane_sum``) plus the column sums of exp2(logit + addend b_a) over the queries o_t of the score tile b_s
-    [BS, BQ]. POLY: exp2 on the FMA pipe (``exp2_poly``) instead of the MUFU; PMIX > 0: the run-time flag ``poly``
-    picks between the two for the whole tile."""
+    """b_r [BS] (RL: [BS, 4] per-lane partials, ``lane_sum``) plus the column sums of exp2(logit + addend b_a) over
+    the queries o_t of the score tile b_s [BS, BQ]. POLY: exp2 on the FMA pipe (``exp2_poly``) instead of the MUFU;
+    PMIX > 0: the run-time flag ``poly`` picks between the two for the whole tile."""
     if FMA and not USE_SOFTCAP:
         b_x = b_s * (scale * LOG2E) + b_a[None, :]                            # [BS, BQ]
     else:
@@ -209,7 +209,8 @@ def received_fwd_kernel(
     KEYMAJOR: tl.constexpr, FMA: tl.constexpr, NPOLY: tl.constexpr, PMIX: tl.constexpr, HMAJ: tl.constexpr,
     LSE2: tl.constexpr, PIPE: tl.constexpr, LPRE: tl.constexpr, UNROLL: tl.constexpr,
     USE_WINDOW: tl.constexpr, USE_SOFTCAP: tl.constexpr, USE_TMA: tl.constexpr, USE_LTMA: tl.constexpr,
-    NQ: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr, AMMA: tl.constexpr, RLANES: tl.constexpr, RL: tl.constexpr,
+    NQ: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr, AMMA: tl.constexpr, RLANES: tl.constexpr,
+    RL: tl.constexpr,
 ):
     """One program per (key block, batch x head): rsum [B, H, S] float32 from lse [B, H, T] (LSE2: as -lse * log2(e),
     the prefill kernel's LSE_NEG2 form; else natural).

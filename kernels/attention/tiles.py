@@ -44,12 +44,19 @@ PREFILL_TILES: dict = {
     # VAR: two [BT, D] accumulators (not tuned)
     "var": {64: (64, 64, 4, 3), 128: (64, 128, 8, 3), 256: (32, 32, 4, 2)},
 }
-# variant -> {head_dim bucket: kernel switches} (prefill_kernel.attention_fwd_kernel's SEG, SPAN_POST,
-# RELOAD_Q, FMA, REV (query blocks launched longest first); "tma": K / V through tensor descriptors where the
-# layout allows it; "maxnreg": a ptxas register cap, 0 = none, GPU builds only: more CTAs per SM where shared memory
-# allows, e.g. the d64 statistics tile (64, 128, 4, 2) at 168 registers (offline sm_90 build of Triton 3.6: 243
-# without the cap, an 8-byte stack with it; 73 KiB shared memory) fits 3 CTAs per SM instead of 2 -- added after
-# session 6's call 2, not measured on a GPU)
+# variant -> {head_dim bucket: kernel switches} (prefill_kernel.attention_fwd_kernel's SEG, SPAN_POST, RELOAD_Q, FMA,
+# REV (query blocks launched longest first), TMAX, LSUM (no ACT columns / VAR); "tma": K / V through tensor
+# descriptors where the layout allows it; "maxnreg": a ptxas register cap, 0 = none, GPU builds only: more CTAs per SM
+# where shared memory allows, e.g. the d64 statistics tile (64, 128, 4, 2) at 168 registers (offline sm_90 build of
+# Triton 3.6: 243 without the cap, an 8-byte stack with it; 73 KiB shared memory) fits 3 CTAs per SM instead of 2 --
+# added after session 6's call 2, not measured on a GPU).
+# Session 12 (benchmarks/results/ab_h200_s12_call4.json: 9 interleaved rounds, one do_bench per arm per round,
+# per-round ratios with 95 % bootstrap intervals): "tmax" (each key block's row max by a tree in registers) and "lsum"
+# (the row and entropy sums kept per lane through the key loop, summed once after it) together: the statistics prefill
+# 0.986x [0.978, 0.995] of the plain one at d64 and 0.980x [0.973, 0.989] at d128; the whole statistics call 0.983x
+# [0.976, 0.995] on the Llama shape and 0.997x [0.988, 1.028] (no clear change) on the SmolLM2 shape -> on for "stats"
+# at d64 and d128. tmax alone: 1.016x at d64 (worse); on the output variant tmax + lsum 1.033x at d128 (worse), 1.000x
+# at d64; on ACT edits tmax 1.013x at d64 -> off there. lsum alone was not timed (no device time left).
 # Winners of the session 4 sweep at 64K on the H200 (benchmarks/results/sweep_h200.json) for d64 and of session
 # 5's first call (benchmarks/results/prefill_sweep_h200_call1.json) for d128; d256 was not measured with the
 # switches on (parity only), so it keeps the kernel as it was (all off).
@@ -58,8 +65,9 @@ _OFF = {"seg": False, "span_post": False, "reload_q": False, "tma": False, "fma"
 PREFILL_SWITCHES: dict = {
     "output": {64: dict(_OFF, tma=True, fma=True, rev=True), 128: dict(_OFF, tma=True, fma=True, rev=True),
                256: dict(_OFF)},
-    "stats": {64: dict(_OFF, span_post=True, reload_q=True, tma=True, fma=True, rev=True),
-              128: dict(_OFF, span_post=True, reload_q=True, tma=True, fma=True, rev=True), 256: dict(_OFF)},
+    "stats": {64: dict(_OFF, span_post=True, reload_q=True, tma=True, fma=True, rev=True, tmax=True, lsum=True),
+              128: dict(_OFF, span_post=True, reload_q=True, tma=True, fma=True, rev=True, tmax=True, lsum=True),
+              256: dict(_OFF)},
     "edit": {64: dict(_OFF, seg=True, reload_q=True, tma=True, fma=True),
              128: dict(_OFF, seg=True, reload_q=True, tma=True, fma=True, rev=True), 256: dict(_OFF)},
     "var": {64: dict(_OFF), 128: dict(_OFF), 256: dict(_OFF)},
@@ -79,6 +87,10 @@ PREFILL_SWITCHES: dict = {
 # lse2 + cap; pmix 7.6-8.1, ltma 10.75 -> d64 (128, 64, 4, 2) with lse2 + maxnreg 128. The whole statistics call with
 # it (and the prefill without rev) 18.53 ms (1.730x SDPA) vs 18.92 (1.767x) for call 1's defaults, same run.
 RECEIVED_TILES: dict = {64: (128, 64, 4, 2), 128: (64, 128, 4, 3), 256: (32, 64, 4, 2)}
+# Session 12: "rlanes" (key-major: the column sums kept per lane of the MMA accumulator's quad through the loops, no
+# shuffles per query block; 267 instructions against 276 per 64 exp2 in the sm_90 build) timed 1.004x [0.994, 1.009] of
+# the default (ab_h200_s12_call4.json) -> off. "mix" (a fixed share of the exp2 by a polynomial on the FMA pipe) lost
+# (1.022x / 1.045x, ab_h200_s12_call3.json) and was removed (code at commit 52e055d).
 # received_fwd_kernel's switches per head_dim bucket: "keymajor" (S^T = K Q^T, per-step column sums in a warp),
 # "fma" (scale and lse in one multiply-add per score), "tma" (Q blocks through a tensor descriptor where the
 # layout allows it; 2-byte inputs, head_dim 64 / 128 only), "poly" (key-major, 2-byte inputs: of each query
@@ -141,9 +153,9 @@ def prefill_tile(variant: str, D: int, itemsize: int, interpret: bool,
 
 
 def prefill_switches(variant: str, D: int, override: Optional[dict] = None) -> dict:
-    """The prefill kernel's switches for one variant ({"seg", "span_post", "reload_q", "tma", "fma", "rev"}: bool;
-    "maxnreg": a ptxas register cap, 0 = none), with the keys of ``override`` that name a switch taking precedence
-    (the cap's key: "p_maxnreg"; "maxnreg" is the decode kernel's)."""
+    """The prefill kernel's switches for one variant ({"seg", "span_post", "reload_q", "tma", "fma", "rev", "tmax",
+    "lsum"}: bool; "maxnreg": a ptxas register cap, 0 = none), with the keys of ``override`` that name a switch taking
+    precedence (the cap's key: "p_maxnreg"; "maxnreg" is the decode kernel's)."""
     sw = dict(PREFILL_SWITCHES[variant][_bucket(D)])
     for name in SWITCH_NAMES:
         if override and name in override:
