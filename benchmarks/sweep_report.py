@@ -14,6 +14,7 @@ import json
 import random
 import statistics
 from collections import defaultdict
+from typing import Optional
 
 from benchmarks import tables
 
@@ -172,25 +173,31 @@ def _median_ci(xs: list, n: int = 2000, seed: int = 0) -> tuple:
     return statistics.median(xs), boot[int(0.025 * n)], boot[int(0.975 * n) - 1]
 
 
+def ab_rounds(rows) -> dict:
+    """{(shape, arm): {round: ms}} of the interleaved rounds (bench_sweep --ab / --ab-only), in the rows' order."""
+    ms = defaultdict(dict)
+    for r in rows:
+        if r.get("kind") == "ab" and "ms" in r:
+            ms[(r["shape"], r["method"])][r["round"]] = r["ms"]
+    return dict(ms)
+
+
+def ab_ratio(ms: dict, a: tuple, b: tuple) -> Optional[tuple]:
+    """(median, 2.5 %, 97.5 %) of arm a's per-round ratio to arm b (``ab_rounds`` keys), None without shared rounds."""
+    both = sorted(set(ms.get(a, {})) & set(ms.get(b, {})))
+    return _median_ci([ms[a][i] / ms[b][i] for i in both]) if both else None
+
+
 def ab(rows) -> str:
     """Interleaved rounds (bench_sweep --ab / --ab-only): per arm the median ms over rounds, its range, and two
     per-round ratios with 95 % bootstrap intervals of their medians: against SDPA in the same round, and against the
     plain arm it extends (``stats_tmax`` and ``stats_lazy_mix2`` against ``stats``) in the same round."""
-    ms = defaultdict(dict)                                   # (shape, arm) -> {round: ms}
-    order = []
-    for r in rows:
-        if r.get("kind") == "ab" and "ms" in r:
-            key = (r["shape"], r["method"])
-            if key not in ms:
-                order.append(key)
-            ms[key][r["round"]] = r["ms"]
+    ms = ab_rounds(rows)
+    order = list(ms)
 
     def ratio(a, b) -> str:
-        both = sorted(set(ms[a]) & set(ms[b]))
-        if not both:
-            return ""
-        med, lo, hi = _median_ci([ms[a][i] / ms[b][i] for i in both])
-        return f"{med:.3f} [{lo:.3f}, {hi:.3f}]"
+        r = ab_ratio(ms, a, b)
+        return f"{r[0]:.3f} [{r[1]:.3f}, {r[2]:.3f}]" if r else ""
 
     out = ["| shape | arm | rounds | ms (median) | min – max | × SDPA, same round (95 % CI) | "
            "× the plain arm, same round (95 % CI) |", "|---|---|---:|---:|---|---|---|"]

@@ -280,6 +280,25 @@ def engineering_table(root: Path = ROOT) -> str:
             parts.append(f"{variant} {best['x_sdpa']:.3f}×")
         return ", ".join(parts)
 
+    # the statistics call in interleaved rounds (session 12 call 4): the plain prefill and today's default
+    ab_file = root / "benchmarks" / "results" / "ab_h200_s12_call4.json"
+    ab_rows = []
+    if ab_file.exists():
+        from benchmarks.sweep_report import ab_ratio, ab_rounds
+        rounds = ab_rounds(json.loads(ab_file.read_text())["rows"])
+
+        def stats_x(shape):
+            cells = []
+            for arm, label in (("stats", "plain prefill"), ("stats_tmax_lsum", "tmax + lsum, the default now")):
+                med, lo, hi = ab_ratio(rounds, (shape, arm), (shape, "sdpa"))
+                cells.append(f"{label} {med:.3f}× [{lo:.3f}, {hi:.3f}]")
+            return ", ".join(cells)
+        ab_rows = [["full statistics at 64K tokens vs cuDNN SDPA, interleaved rounds (one do_bench per arm per round, "
+                    "median per-round ratio, 95 % bootstrap interval), H200, session 12 (target ≤ 1.7×)",
+                    "SmolLM2 shape: " + stats_x("smollm") + "; Llama-7B shape: " + stats_x("llama")
+                    + f"; GPU kernel tests in the same call: {sweep_tests(ab_file)}",
+                    f"`benchmarks/results/{ab_file.name}` (`kernels/BENCHMARKS.md`)"]]
+
     def memory(r):
         return (f"{r['shape']} {r['N'] // 1024}K {r['capture_peak_gib']:.2f} vs {r['plain_sdpa_peak_gib']:.2f} GiB")
 
@@ -300,6 +319,7 @@ def engineering_table(root: Path = ROOT) -> str:
          "SmolLM2 shape: " + prefill("smollm") + "; Llama-7B shape: " + prefill("llama")
          + f"; GPU kernel tests in the same call: {sweep_tests(prefill_file)}",
          f"`benchmarks/results/{prefill_file.name}` (`kernels/BENCHMARKS.md`)"],
+        *ab_rows,
         ["capture memory at long context, H200, bf16 (random-init shapes)",
          "peak GPU memory of `probe.capture` vs a plain SDPA forward: " + "; ".join(memory(r) for r in mem),
          "`benchmarks/results/seam_memory_h200.json`"],

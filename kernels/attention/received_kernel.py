@@ -9,7 +9,8 @@ over its queries inside a warp (a [BS] running sum instead of a [BT, BS] tile he
 fewer registers, so more keys per program and fewer Q reloads from L2); FMA folds the logit scale
 and the lse into one multiply-add per score; TMA loads the Q blocks through a tensor descriptor; LTMA the lse
 blocks; LSE2 reads the prefill kernel's -lse * log2(e) (the multiply-add's addend as it is); PMIX sends whole
-query blocks' exp2 to the FMA pipe; HMAJ orders the grid head-first.
+query blocks' exp2 to the FMA pipe; HMAJ orders the grid head-first; RLANES keeps the column sums per lane of
+the MMA accumulator's column quad through the loops.
 """
 from __future__ import annotations
 
