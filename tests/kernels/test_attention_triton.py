@@ -682,7 +682,6 @@ def test_prefill_split_addend_equals_host_split():
     assert (kw["adq"][~fin] == 0).all() and (~fin).any()
 
 
-
 def test_exp2_poly_accuracy():
     """``exp2_poly`` (the received pass's polynomial exp2 on the FMA pipe: its poly / pmix switches) against float64
     2^x: relative error <= 4e-6 where 2^x is a normal float32, and 0 <= result < 2^-125 below -127 (masked and
