@@ -56,7 +56,9 @@ PREFILL_TILES: dict = {
 # 0.986x [0.978, 0.995] of the plain one at d64 and 0.980x [0.973, 0.989] at d128; the whole statistics call 0.983x
 # [0.976, 0.995] on the Llama shape and 0.997x [0.988, 1.028] (no clear change) on the SmolLM2 shape -> on for "stats"
 # at d64 and d128. tmax alone: 1.016x at d64 (worse); on the output variant tmax + lsum 1.033x at d128 (worse), 1.000x
-# at d64; on ACT edits tmax 1.013x at d64 -> off there. lsum alone was not timed (no device time left).
+# at d64; on ACT edits tmax 1.013x at d64 -> off there. lsum alone was not timed (no device time left); its sm_90 build
+# (d64 statistics tile) has 534 instructions per loop with the shuffles back and 255 registers, against 512 and 243
+# with tmax.
 # Winners of the session 4 sweep at 64K on the H200 (benchmarks/results/sweep_h200.json) for d64 and of session
 # 5's first call (benchmarks/results/prefill_sweep_h200_call1.json) for d128; d256 was not measured with the
 # switches on (parity only), so it keeps the kernel as it was (all off).
