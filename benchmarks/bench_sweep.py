@@ -365,12 +365,9 @@ def prefill_shape(run: Run, clock: Clock, shape: str, N: int, dev: str, shapes_a
     """Headlines of the recorded defaults, the sweep, headlines of the winners for one shape. The sweep
     stops when what is left of the budget is only this shape's reserve plus an equal share for each of
     the ``shapes_after`` shapes still to come (session 4's run spent it all on the first shape)."""
-    import torch
     case = Case(shape, N, dev)
-    t0 = time.time()
     share = max(run.left() - run.args.reserve_s, 0.0) / (shapes_after + 1)
-    n_warm, n_all = warm(case, deadline=t0 + 0.6 * share)
-    run.add({"kind": "warm", "shape": shape, "kernels": n_warm, "of": n_all, "s": round(time.time() - t0, 2)})
+    warm_logged(run, case, 0.6 * share)
     base = headline(run, clock, case, "sdpa", "sdpa", {}, None).get("ms")
     for v in ("output", "edit", "stats"):                 # the recorded tables (tiles.py) as they are now
         headline(run, clock, case, f"{v}_default", v, {}, base)
@@ -390,8 +387,30 @@ def prefill_shape(run: Run, clock: Clock, shape: str, N: int, dev: str, shapes_a
         arms = {"sdpa": ("sdpa", {}), "stats_default": ("stats", {}), "stats_best": ("stats", win["stats"])}
         ab(run, clock, case, arms, run.args.ab)
     del case
+    free_gpu(dev)
+
+
+def ab_shape(run: Run, clock: Clock, shape: str, N: int, dev: str) -> None:
+    """--ab-only: the kernels warmed (at most a minute), then ``run.args.ab_only`` interleaved rounds of AB_ARMS[shape]."""
+    case = Case(shape, N, dev)
+    warm_logged(run, case, 60.0)
+    ab(run, clock, case, {n: (v, o) for n, v, o in AB_ARMS[shape]}, run.args.ab_only)
+    del case
+    free_gpu(dev)
+
+
+def warm_logged(run: Run, case: Case, seconds: float) -> None:
+    """``warm`` for at most ``seconds``, recorded as a row of kind "warm"."""
+    t0 = time.time()
+    n_warm, n_all = warm(case, deadline=t0 + seconds)
+    run.add({"kind": "warm", "shape": case.shape, "kernels": n_warm, "of": n_all, "s": round(time.time() - t0, 2)})
+
+
+def free_gpu(dev: str) -> None:
+    """Return a finished shape's memory (its Case deleted by the caller) before the next shape."""
     gc.collect()
     if dev == "cuda":
+        import torch
         torch.cuda.empty_cache()
 
 
@@ -639,15 +658,7 @@ def main(argv=None) -> int:
     order = sorted(args.shapes, key=lambda s: s != "llama")           # the Llama shape first (never swept before)
     if args.ab_only:
         for shape in order:
-            case = Case(shape, args.n, dev)
-            t0 = time.time()
-            n_warm, n_all = warm(case, deadline=t0 + 60)
-            run.add({"kind": "warm", "shape": shape, "kernels": n_warm, "of": n_all, "s": round(time.time() - t0, 2)})
-            ab(run, clock, case, {n: (v, o) for n, v, o in AB_ARMS[shape]}, args.ab_only)
-            del case
-            gc.collect()
-            if cuda:
-                torch.cuda.empty_cache()
+            ab_shape(run, clock, shape, args.n, dev)
         return 0
     for i, shape in enumerate(order):
         prefill_shape(run, clock, shape, args.n, dev, shapes_after=len(order) - 1 - i)

@@ -63,8 +63,9 @@ def build(tile: tuple, maxnreg: int, extra: dict) -> tuple:
     if amma:
         sig["ad"] = f"tensordesc<bf16[{BT},16]>"
     cx = dict(ld=None, **({} if amma else {"ad": None}), H=9, G=3, D=D, BT=BT, BS=BS, KEYMAJOR=True, FMA=True,
-              NPOLY=0, PMIX=0, HMAJ=False, LSE2=True, PIPE=False, USE_WINDOW=False, USE_SOFTCAP=False, USE_TMA=True, USE_LTMA=False, NQ=1, PREC="tf32",
-              UPCAST=False, LPRE=False, UNROLL=1, AMMA=False, RLANES=False, RL=False)
+              NPOLY=0, PMIX=0, HMAJ=False, LSE2=True, PIPE=False, USE_WINDOW=False, USE_SOFTCAP=False, USE_TMA=True,
+              USE_LTMA=False, NQ=1, PREC="tf32", UPCAST=False, LPRE=False, UNROLL=1, AMMA=False, RLANES=False,
+              RL=False)
     cx.update(extra)
     sig.update(dict.fromkeys(cx, "constexpr"))
     aligned = ("q", "k", "lse", "rsum", "key_start", "s_qb", "s_qh", "s_qt", "s_kb", "s_kh", "s_ks", "T", "S")

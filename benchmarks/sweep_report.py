@@ -27,8 +27,7 @@ FLUSH_GIB = 0.25   # bench_sweep's L2-flush buffer (256 MiB), allocated for the 
 def _sw(opts: dict) -> str:
     on = [k for k in ("seg", "span_post", "reload_q", "tma", "fma", "rev", "tmax", "lsum") if opts.get(k)]
     on += [k for k in ("r_keymajor", "r_fma", "r_tma", "r_ltma", "r_lse2", "r_hmaj", "r_pipe", "r_lpre", "r_amma",
-                       "r_rlanes",
-                       "r_gluon") if opts.get(k)]
+                       "r_rlanes", "r_gluon") if opts.get(k)]
     on += [f"{k}={opts[k]}" for k in ("p_maxnreg", "r_poly", "r_pmix", "r_maxnreg") if opts.get(k)]
     on += [f"r_unroll={opts['r_unroll']}" for _ in (0,) if (opts.get("r_unroll") or 1) > 1]
     if opts.get("gtile"):                                    # session 11's Gluon tile (BT, NBUF, WS)

@@ -27,15 +27,9 @@ def _rowmax(b_s, TREE: tl.constexpr):
     plain ``tl.max`` runs 31 dependent FMNMX per row at BS = 128 before any exp2 can start)."""
     if TREE:
         BT: tl.constexpr = b_s.shape[0]
-        BS: tl.constexpr = b_s.shape[1]
-        if BS >= 16:
-            b_s = tl.max(tl.reshape(b_s, [BT, 2, BS // 2]), 1)                # [BT, BS / 2]
-        if BS >= 32:
-            b_s = tl.max(tl.reshape(b_s, [BT, 2, BS // 4]), 1)                # [BT, BS / 4]
-        if BS >= 64:
-            b_s = tl.max(tl.reshape(b_s, [BT, 2, BS // 8]), 1)                # [BT, BS / 8]
-        if BS >= 128:
-            b_s = tl.max(tl.reshape(b_s, [BT, 2, BS // 16]), 1)               # [BT, BS / 16]
+        for _ in tl.static_range(4):                                          # BS -> BS / 16 (at least 8)
+            if b_s.shape[1] >= 16:
+                b_s = tl.max(tl.reshape(b_s, [BT, 2, b_s.shape[1] // 2]), 1)  # [BT, half the keys]
     return tl.max(b_s, 1)                                                     # [BT]
 
 
