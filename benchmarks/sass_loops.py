@@ -7,7 +7,12 @@ Q loads, LSE2, the register cap) unless overridden, disassembles it with the Tri
 loop (a backward branch), counts the SASS opcodes: how many instructions a thread issues per exp2 (``MUFU.EX2``).
 The fully visible query blocks' loop is the one without ``FSEL`` (no masking).
 
+``--kernel prefill`` builds the prefill kernel instead (``--variant stats``: lse, entropy, key-0 mass and one span with
+the recorded statistics switches, as the statistics call launches it; ``--variant output``), ``--set NAME=VALUE``
+overriding any of its constexprs; SASS_DUMP=FILE also writes the whole listing.
+
     PYTHONPATH=. python -m benchmarks.sass_loops --triton /tmp/t36 --out benchmarks/results/sass_received_d64.json
+    PYTHONPATH=. python -m benchmarks.sass_loops --triton /tmp/t36 --kernel prefill --set TMAX=false
 """
 from __future__ import annotations
 
@@ -75,25 +80,90 @@ def build(tile: tuple, maxnreg: int, extra: dict) -> tuple:
     return triton.compile(src, target=GPUTarget("cuda", 90, 32), options=opts).asm["cubin"], triton.__version__
 
 
+def build_prefill(tile: tuple, maxnreg: int, variant: str, extra: dict) -> tuple:
+    """(cubin bytes, Triton version) of the prefill kernel for sm_90 at tile (BT, BS, warps, stages), D = 64, bf16, with
+    the recorded switches of ``variant`` ("stats": lse, entropy, key-0 mass and one span, as the statistics call
+    launches it; "output": output only); ``extra`` overrides constexprs (e.g. {"TMAX": False})."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from kernels.attention import prefill_kernel, tiles
+
+    fn = prefill_kernel.attention_fwd_kernel
+    while type(fn).__name__ != "JITFunction":
+        fn = fn.fn
+    BT, BS, nw, ns = tile
+    D = 64
+    sw = tiles.prefill_switches(variant, D)
+    stats = variant == "stats"
+    f32, none = "*fp32", None
+    sig = dict(q="*bf16", k="*bf16", v="*bf16", kd=f"tensordesc<bf16[{BS},{D}]>", vd=f"tensordesc<bf16[{BS},{D}]>",
+               o="*bf16", lse=f32, key_start="*i64")
+    if stats:
+        sig.update(ent=f32, spm=f32, snk=f32, sink_pos="*i64", spans="*i64")
+    for n in ("s_qb", "s_qh", "s_qt", "s_kb", "s_kh", "s_ks", "s_vb", "s_vh", "s_vs", "s_ob", "s_ot", "s_oh"):
+        sig[n] = "i32"
+    sig.update(scale="fp32", softcap="fp32", window="i32", T="i32", S="i32")
+    cx = {n: none for n in ("adq", "col_idx", "col_scale", "head_uniform", "head_mean", "head_mean_on", "head_scale",
+                            "redist_span", "redist_from", "redist_keep", "redist_rho", "redist_min_mass")}
+    if not stats:
+        cx.update(ent=none, spm=none, snk=none, sink_pos=none, spans=none)
+    cx.update(H=9, G=3, D=D, BT=BT, BS=BS, NS=1 if stats else 0, NSP=2, P=1 if stats else 0, C=0, CP=2,
+              USE_WINDOW=False, USE_SOFTCAP=False, STORE_LSE=True, USE_ENTROPY=stats, USE_SPAN=stats, USE_SINK=stats,
+              USE_COLS=False, USE_UNIFORM=False, USE_HMEAN=False, USE_HSCALE=False, USE_VAR=False, USE_TMA=True,
+              SEG=sw["seg"], SPAN_POST=sw["span_post"], RELOAD_Q=sw["reload_q"], FMA=sw["fma"], REV=sw["rev"],
+              LSE_NEG2=stats, LOOP_SPAN=stats and not sw["span_post"], SEG_ON=False, PREC="tf32", UPCAST=False,
+              STORE_AD=False, TMAX=sw["tmax"], LSUM=sw["lsum"], LS=sw["lsum"])
+    cx.update(extra)
+    sig.update(dict.fromkeys(cx, "constexpr"))
+    aligned = ("q", "k", "v", "o", "lse", "ent", "spm", "snk", "key_start", "sink_pos", "spans", "s_qb", "s_qh",
+               "s_qt", "s_kb", "s_kh", "s_ks", "s_vb", "s_vh", "s_vs", "s_ob", "s_ot", "s_oh", "T", "S")
+    attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(fn.arg_names) if n in aligned}
+    src = ASTSource(fn=fn, signature=sig, constexprs={(fn.arg_names.index(n),): v for n, v in cx.items()}, attrs=attrs)
+    opts = dict(num_warps=nw, num_stages=ns, **({"maxnreg": maxnreg} if maxnreg else {}))
+    return triton.compile(src, target=GPUTarget("cuda", 90, 32), options=opts).asm["cubin"], triton.__version__
+
+
+def _constexpr(text: str):
+    """NAME=VALUE of --set: VALUE as a bool, int or the string itself."""
+    name, val = text.split("=", 1)
+    lo = val.lower()
+    return name, (lo == "true") if lo in ("true", "false") else (int(val) if val.lstrip("-").isdigit() else val)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--triton", default=None, help="a folder holding another Triton package (put first on sys.path)")
-    ap.add_argument("--tile", default=None, help="BT,BS,warps,stages (default: tiles.RECEIVED_TILES[64])")
+    ap.add_argument("--kernel", choices=("received", "prefill"), default="received")
+    ap.add_argument("--variant", default="stats", help="prefill: the tile table's variant (stats / output)")
+    ap.add_argument("--tile", default=None, help="BT,BS,warps,stages (default: the recorded d 64 tile)")
     ap.add_argument("--maxnreg", type=int, default=None, help="register cap (default: the recorded switch)")
     ap.add_argument("--lpre", action="store_true", help="the received kernel's lpre switch")
     ap.add_argument("--unroll", type=int, default=1, help="the received kernel's unroll switch")
     ap.add_argument("--amma", action="store_true", help="the received kernel's amma switch")
     ap.add_argument("--rlanes", action="store_true", help="the received kernel's rlanes switch")
+    ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                    help="prefill: override one constexpr of the build (repeatable)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     if args.triton:
         sys.path.insert(0, os.path.abspath(args.triton))
     from kernels.attention import tiles
 
-    tile = tuple(int(x) for x in args.tile.split(",")) if args.tile else tiles.RECEIVED_TILES[64]
-    cap = tiles.RECEIVED_SWITCHES[64]["maxnreg"] if args.maxnreg is None else args.maxnreg
-    cubin, version = build(tile, cap, {"LPRE": args.lpre, "UNROLL": args.unroll, "AMMA": args.amma,
-                                      "RLANES": args.rlanes, "RL": args.rlanes})
+    if args.kernel == "prefill":
+        tile = tuple(int(x) for x in args.tile.split(",")) if args.tile else tiles.PREFILL_TILES[args.variant][64]
+        cap = tiles.prefill_switches(args.variant, 64)["maxnreg"] if args.maxnreg is None else args.maxnreg
+        sets = dict(_constexpr(x) for x in args.set)
+        cubin, version = build_prefill(tile, cap, args.variant, sets)
+        about = {"kernel": "attention_fwd_kernel", "variant": args.variant, "set": sets}
+    else:
+        tile = tuple(int(x) for x in args.tile.split(",")) if args.tile else tiles.RECEIVED_TILES[64]
+        cap = tiles.RECEIVED_SWITCHES[64]["maxnreg"] if args.maxnreg is None else args.maxnreg
+        cubin, version = build(tile, cap, {"LPRE": args.lpre, "UNROLL": args.unroll, "AMMA": args.amma,
+                                          "RLANES": args.rlanes, "RL": args.rlanes})
+        about = {"kernel": "received_fwd_kernel", "lpre": args.lpre, "unroll": args.unroll, "amma": args.amma,
+                 "rlanes": args.rlanes}
     import triton
     tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
     with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
@@ -101,11 +171,13 @@ def main(argv=None) -> int:
         f.flush()
         sass = subprocess.run([tool, "-sass", f.name], capture_output=True, text=True, check=True).stdout
         res = subprocess.run([tool, "-res-usage", f.name], capture_output=True, text=True, check=True).stdout
+    if os.environ.get("SASS_DUMP"):
+        with open(os.environ["SASS_DUMP"], "w") as f:
+            f.write(sass)
     usage = res.strip().splitlines()[-1].strip()
     found = loops(sass)
-    doc = {"kernel": "received_fwd_kernel", "target": "sm_90", "triton": version, "tile": tile, "maxnreg": cap,
-           "lpre": args.lpre, "unroll": args.unroll, "amma": args.amma, "rlanes": args.rlanes,
-           "head_dim": 64, "dtype": "bf16", "resource_usage": usage, "loops": found,
+    doc = {**about, "target": "sm_90", "triton": version, "tile": tile, "maxnreg": cap, "head_dim": 64,
+           "dtype": "bf16", "resource_usage": usage, "loops": found,
            "command": "PYTHONPATH=. python -m benchmarks.sass_loops " + " ".join(sys.argv[1:] if argv is None else argv)}
     for lp in found:
         per = lp["instructions"] / lp["mufu_ex2"] if lp["mufu_ex2"] else float("nan")
