@@ -103,22 +103,14 @@ SWEEP = {
 # on the statistics prefill: the "stats" default now, kernels/attention/tiles.py). The lists below are the next call's
 # (not run: no device time left in session 12): lsum without tmax on the SmolLM2 shape (offline its sm_90 build has
 # 534 instructions per loop, shuffles back, 255 registers: unlikely to win), the call 4 Llama arms.
-# --ab-only arms per shape: (name, variant, opts); every configuration is also in SWEEP (so the precompile and the
-# in-process warm-up cover it).
-_TM64 = {"tile": _T64, **OFF, **_SP, "tma": True, "rev": True, "tmax": True}
-_TM128 = {"tile": _T128, **OFF, **_SP, "tma": True, "rev": True, "tmax": True}
-_RL = {"rtile": (128, 64, 4, 2), **ROFF, **_L, "r_maxnreg": 128, "r_rlanes": True}
+# Session 13, call 1: the statistics call as head chunks ("hchunks": chunk c's received pass on a side stream beside
+# chunk c + 1's prefill; "hprio": that stream's priority, -1 = scheduled first, 0 = normal).
+# --ab-only arms per shape: (name, variant, opts); ``_jobs`` adds them to the precompile and the in-process warm-up.
 AB_ARMS = {
-    "smollm": [("stats_fwd", "stats_fwd", {}), ("stats_fwd_lsum", "stats_fwd", {**_TM64, "tmax": False, "lsum": True}),
-               ("stats_fwd_tmax_lsum", "stats_fwd", {**_TM64, "lsum": True}),
-               ("sdpa", "sdpa", {}), ("stats", "stats", {}),
-               ("stats_lsum", "stats", {**_TM64, "tmax": False, "lsum": True}),
-               ("stats_tmax_lsum", "stats", {**_TM64, "lsum": True})],
-    "llama": [("stats_fwd", "stats_fwd", {}), ("stats_fwd_tmax", "stats_fwd", _TM128),
-              ("stats_fwd_tmax_lsum", "stats_fwd", {**_TM128, "lsum": True}),
-              ("sdpa", "sdpa", {}), ("stats", "stats", {}), ("stats_tmax_lsum", "stats", {**_TM128, "lsum": True}),
-              ("output", "output", {}), ("output_tmax_lsum", "output", {"tile": _T128, **OFF, **_TFR, "tmax": True,
-                                                                       "lsum": True})],
+    "smollm": [("sdpa", "sdpa", {}), ("stats", "stats", {}), ("stats_h3", "stats", {"hchunks": 3}),
+               ("stats_h3p0", "stats", {"hchunks": 3, "hprio": 0})],
+    "llama": [("sdpa", "sdpa", {}), ("stats", "stats", {}), ("stats_h4", "stats", {"hchunks": 4}),
+              ("stats_h8", "stats", {"hchunks": 8}), ("stats_h4p0", "stats", {"hchunks": 4, "hprio": 0})],
 }
 # variants swept per shape
 SWEEP_VARIANTS = {"llama": ("stats_fwd", "output", "edit"), "smollm": ("received", "stats_fwd")}
@@ -424,17 +416,19 @@ def ab(run: Run, clock: Clock, case: Case, arms: dict, rounds: int) -> None:
             break
         for name, fn in fns.items():
             _try(run, {"kind": "ab", "shape": case.shape, "N": case.N, "round": r, "method": name,
-                       "opts": _jsonable(arms[name][1])}, lambda: {"ms": clock.do_bench(fn, 1)[0]})  # noqa: B023
+                       "opts": _jsonable(arms[name][1])},
+                 lambda: {"ms": clock.do_bench(fn, 1)[0], "t": round(time.time(), 2)})  # noqa: B023
 
 
 def _jobs(case: "Case") -> list[tuple[str, dict]]:
     """Every (variant, opts) a timed run of this shape launches: the sweep's candidates and the defaults, and, where
     a received-mass candidate reads the prefill kernel's -lse * log2(e) (r_lse2), the statistics prefill candidates
-    in that form (the prefill kernel a winner's whole-call headline launches)."""
+    in that form (the prefill kernel a winner's whole-call headline launches); then the interleaved rounds' arms."""
     cands = candidates(case.D, SWEEP_VARIANTS.get(case.shape))
     neg2 = [("stats", {**o, "r_lse2": True}) for v, o in cands if v == "stats_fwd"] \
         if any(v == "received" and o.get("r_lse2") for v, o in cands) else []
-    return cands + neg2 + [(v, {}) for v in ("output", "edit", "stats")]
+    arms = [(v, o) for _, v, o in AB_ARMS.get(case.shape, []) if v != "sdpa" and (v, o) not in cands + neg2]
+    return cands + neg2 + arms + [(v, {}) for v in ("output", "edit", "stats")]
 
 
 def _launches(case: "Case", variant: str, opts: dict) -> list:
@@ -449,7 +443,7 @@ def _launches(case: "Case", variant: str, opts: dict) -> list:
                               opts.get("rtile"), opts, bool(opts.get("r_lse2")), split)[1]]
     kw = {"output": {}, "edit": {"edits": c.act}, "var": {"edits": c.var},
           "stats_fwd": {"spans": c.spans, "stats": c.fwd_stats}, "stats": {"spans": c.spans, "stats": c.full_stats}}
-    return tri.plan(c.q, c.k, c.v, scale=c.scale, opts=opts, **kw[variant])[1]
+    return tri.kernel_launches(tri.plan(c.q, c.k, c.v, scale=c.scale, opts=opts, **kw[variant])[1])
 
 
 def warm(case: "Case", threads: int = 8, deadline: float = float("inf")) -> tuple[int, int]:

@@ -3,7 +3,7 @@
 # processes that compile every kernel of the timed sweep into Triton's cache (one TRITON_CACHE_DIR for
 # all); then the timed sweep (benchmarks/bench_sweep.py), which warms every kernel in-process before
 # timing, with the time left. Every process logs its compile requests (compiles.jsonl). Whole call
-# <= TOTAL_S (+ ~10 s).
+# <= TOTAL_S (+ ~10 s). The timed part also logs the SM clock, power and temperature (smi.csv).
 # CPU dry run of this same script: SWEEP_EXTRA="--dry" NPRE=2 PYTEST_K="received_switches and not gpu" TOTAL_S=120
 R=${1:-/tmp/res}; mkdir -p "$R"
 export PYTHONUNBUFFERED=1
@@ -25,8 +25,14 @@ done
 wait
 echo "tests + precompile s=$(( $(date +%s) - T0 ))" >> "$R/gpu.txt"
 LEFT=$(( ${TOTAL_S:-165} - ($(date +%s) - T0) - 10 ))
+# SM clock, power and temperature every 200 ms through the timed part (SMI=0: off)
+if [ "${SMI:-1}" = 1 ]; then
+  nvidia-smi --query-gpu=timestamp,clocks.sm,power.draw,temperature.gpu,clocks_throttle_reasons.active \
+      --format=csv,noheader -lms 200 > "$R/smi.csv" 2>&1 & SMI_PID=$!
+fi
 python3 -m benchmarks.bench_sweep $SWEEP_EXTRA --budget-s $LEFT --reserve-s ${RESERVE_S:-30} --grace-s ${GRACE_S:-15} \
     --log-compiles $PRE/compiles.jsonl --pytest-log "$R/pytest.txt" --out "$R/sweep_h200.json" > "$R/sweep.log" 2>&1
 echo "sweep rc=$? total s=$(( $(date +%s) - T0 ))" >> "$R/gpu.txt"
+[ -n "$SMI_PID" ] && kill $SMI_PID 2>/dev/null
 ls "$TRITON_CACHE_DIR" | wc -l >> "$R/gpu.txt"
 tar czf "$R/precompile_logs.tgz" -C /tmp sweep_pre
