@@ -104,11 +104,13 @@ SWEEP = {
 # (not run: no device time left in session 12): lsum without tmax on the SmolLM2 shape (offline its sm_90 build has
 # 534 instructions per loop, shuffles back, 255 registers: unlikely to win), the call 4 Llama arms.
 # Session 13, call 1: the statistics call as head chunks ("hchunks": chunk c's received pass on a side stream beside
-# chunk c + 1's prefill; "hprio": that stream's priority, -1 = scheduled first, 0 = normal).
+# chunk c + 1's prefill; "hprio": that stream's priority, -1 = scheduled first, 0 = normal) and the received pass at 96
+# registers (5 CTAs per SM instead of 4; offline sm_90 build: the same 279-instruction main loop, an 88-byte stack).
 # --ab-only arms per shape: (name, variant, opts); ``_jobs`` adds them to the precompile and the in-process warm-up.
 AB_ARMS = {
     "smollm": [("sdpa", "sdpa", {}), ("stats", "stats", {}), ("stats_h3", "stats", {"hchunks": 3}),
-               ("stats_h3p0", "stats", {"hchunks": 3, "hprio": 0})],
+               ("stats_h3p0", "stats", {"hchunks": 3, "hprio": 0}), ("stats_rm96", "stats", {"r_maxnreg": 96}),
+               ("stats_h3_rm96", "stats", {"hchunks": 3, "r_maxnreg": 96})],
     "llama": [("sdpa", "sdpa", {}), ("stats", "stats", {}), ("stats_h4", "stats", {"hchunks": 4}),
               ("stats_h8", "stats", {"hchunks": 8}), ("stats_h4p0", "stats", {"hchunks": 4, "hprio": 0})],
 }
