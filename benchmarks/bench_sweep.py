@@ -105,14 +105,17 @@ SWEEP = {
 # 534 instructions per loop, shuffles back, 255 registers: unlikely to win), the call 4 Llama arms.
 # Session 13, call 1: the statistics call as head chunks ("hchunks": chunk c's received pass on a side stream beside
 # chunk c + 1's prefill; "hprio": that stream's priority, -1 = scheduled first, 0 = normal) and the received pass at 96
-# registers (5 CTAs per SM instead of 4; offline sm_90 build: the same 279-instruction main loop, an 88-byte stack).
+# registers (5 CTAs per SM instead of 4; offline sm_90 build: the same 279-instruction main loop, an 88-byte stack):
+# neither won (ab_h200_s13_call1.json). Call 3: the received pass with two key blocks per program ("r_kpair": each Q
+# tile and lse addend loaded once for both; offline 3.95 instructions per exp2 against 4.31, half the Q reads).
 # --ab-only arms per shape: (name, variant, opts); ``_jobs`` adds them to the precompile and the in-process warm-up.
+_RD = {"rtile": (128, 64, 4, 2), **ROFF, **_L, "r_maxnreg": 128}         # the recorded d64 received pass, in full
 AB_ARMS = {
-    "smollm": [("sdpa", "sdpa", {}), ("stats", "stats", {}), ("stats_h3", "stats", {"hchunks": 3}),
-               ("stats_h3p0", "stats", {"hchunks": 3, "hprio": 0}), ("stats_rm96", "stats", {"r_maxnreg": 96}),
-               ("stats_h3_rm96", "stats", {"hchunks": 3, "r_maxnreg": 96})],
-    "llama": [("sdpa", "sdpa", {}), ("stats", "stats", {}), ("stats_h4", "stats", {"hchunks": 4}),
-              ("stats_h8", "stats", {"hchunks": 8}), ("stats_h4p0", "stats", {"hchunks": 4, "hprio": 0})],
+    "smollm": [("sdpa", "sdpa", {}), ("stats", "stats", {}), ("stats_kp", "stats", {"r_kpair": True}),
+               ("stats_kp_rl", "stats", {"r_kpair": True, "r_rlanes": True}), ("received", "received", _RD),
+               ("received_kp", "received", {**_RD, "r_kpair": True}),
+               ("received_kp_rl", "received", {**_RD, "r_kpair": True, "r_rlanes": True})],
+    "llama": [("sdpa", "sdpa", {}), ("stats", "stats", {})],
 }
 # variants swept per shape
 SWEEP_VARIANTS = {"llama": ("stats_fwd", "output", "edit"), "smollm": ("received", "stats_fwd")}
