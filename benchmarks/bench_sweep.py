@@ -104,7 +104,8 @@ SWEEP = {
 # (not run: no device time left in session 12): lsum without tmax on the SmolLM2 shape (offline its sm_90 build has
 # 534 instructions per loop, shuffles back, 255 registers: unlikely to win), the call 4 Llama arms.
 # Session 13, call 1: the statistics call as head chunks ("hchunks": chunk c's received pass on a side stream beside
-# chunk c + 1's prefill; "hprio": that stream's priority, -1 = scheduled first, 0 = normal) and the received pass at 96
+# chunk c + 1's prefill; "hprio": that stream's priority, -1 = scheduled first, 0 = normal; code at commit 16ba5d4,
+# removed) and the received pass at 96
 # registers (5 CTAs per SM instead of 4; offline sm_90 build: the same 279-instruction main loop, an 88-byte stack):
 # neither won (ab_h200_s13_call1.json). Call 3: the received pass with two key blocks per program ("r_kpair": each Q
 # tile and lse addend loaded once for both; offline 3.95 instructions per exp2 against 4.31, half the Q reads).
@@ -448,7 +449,7 @@ def _launches(case: "Case", variant: str, opts: dict) -> list:
                               opts.get("rtile"), opts, bool(opts.get("r_lse2")), split)[1]]
     kw = {"output": {}, "edit": {"edits": c.act}, "var": {"edits": c.var},
           "stats_fwd": {"spans": c.spans, "stats": c.fwd_stats}, "stats": {"spans": c.spans, "stats": c.full_stats}}
-    return tri.kernel_launches(tri.plan(c.q, c.k, c.v, scale=c.scale, opts=opts, **kw[variant])[1])
+    return tri.plan(c.q, c.k, c.v, scale=c.scale, opts=opts, **kw[variant])[1]
 
 
 def warm(case: "Case", threads: int = 8, deadline: float = float("inf")) -> tuple[int, int]:

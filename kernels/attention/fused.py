@@ -269,14 +269,8 @@ def _launch(name: str, grid: tuple, kw: dict) -> tuple:
 
 
 def _run(launches: list) -> None:
-    """Run planned launches in order; an entry is (JIT function, grid, keyword arguments) or a callable (a stream
-    fork / join, or a launch on a side stream)."""
-    for item in launches:
-        if callable(item):
-            item()
-        else:
-            fn, grid, kw = item
-            fn.run(grid=grid, warmup=False, **kw)
+    for fn, grid, kw in launches:
+        fn.run(grid=grid, warmup=False, **kw)
 
 
 def _cdiv(a: int, b: int) -> int:
@@ -443,11 +437,6 @@ def plan(
         lse = _alloc(B, H, 1, dtype=torch.float32, device=dev) if stats.lse else None
         res.lse = lse
         return res, _decode(q, k, v, out, lse, key_start, ed, common, opts)
-    chunks = _head_chunks(q, k, stats, edits, opts)
-    if chunks:
-        launches = _plan_chunks(q, k, v, out, res, key_start, ed, stats, sink_pos, spans, opts or {}, common, chunks)
-        res.received_count = _received_count(key_start, T, S, window, torch.float32)
-        return res, launches
     launches = [_prefill(q, k, v, out, res, key_start, ed, stats, sink_pos, spans, opts or {}, common)]
     if stats.received:
         lse_all, neg2, split = (res.extras.pop(n) for n in ("lse_all", "lse_neg2", "lse_split"))
@@ -458,117 +447,11 @@ def plan(
     return res, launches
 
 
-class _HeadSlices:
-    """An allocator for one head chunk [h0, h1) at a time (``chunk``): every chunk makes the same allocations in the
-    same order, and the i-th is the chunk's view of one buffer allocated at the full head count H (dim 1). Batch 1
-    only, where that view of a [1, H, ...] buffer is contiguous, as the kernels index it."""
-
-    def __init__(self, H: int):
-        self.H, self.h0, self.h1, self.i, self.full = H, 0, H, 0, []
-
-    def chunk(self, h0: int, h1: int) -> None:
-        self.h0, self.h1, self.i = h0, h1, 0
-
-    def __call__(self, *shape: int, dtype, device) -> Tensor:
-        if self.i == len(self.full):
-            self.full.append(_alloc(shape[0], self.H, *shape[2:], dtype=dtype, device=device))
-        full = self.full[self.i]
-        self.i += 1
-        return full[:, self.h0:self.h1]
-
-
-_SIDE: dict = {}
-
-
-def _side_stream(dev, priority: int):
-    """A cached second stream on dev (priority: CUDA's stream priority, lower = scheduled first)."""
-    key = (str(dev), priority)
-    if key not in _SIDE:
-        _SIDE[key] = torch.cuda.Stream(dev, priority=priority)
-    return _SIDE[key]
-
-
-def _head_chunks(q: Tensor, k: Tensor, stats, edits, opts: Optional[dict]) -> list:
-    """[(h0, h1, kv0, kv1)] head chunks of a statistics call with received mass, whose received pass of one chunk can
-    run beside the next chunk's prefill ("hchunks" in opts or ``tiles.STATS_CHUNKS``: how many chunks of whole KV
-    heads); [] for one chunk, batch > 1, edits, or an fp32 / interpreter call."""
-    B, H, _, D = q.shape
-    KV = k.shape[1]
-    n = int((opts or {}).get("hchunks", tiles.stats_chunks(D)))
-    if n < 2 or not stats.received or B != 1 or edits is not None or KV < 2 or q.element_size() != 2:
-        return []
-    n = min(n, KV)
-    G, cuts = H // KV, [KV * i // n for i in range(n + 1)]
-    return [(a * G, b * G, a, b) for a, b in zip(cuts, cuts[1:])]
-
-
-def _plan_chunks(q, k, v, out, res, key_start, ed: _Edits, stats, sink_pos, spans, opts: dict, common,
-                 chunks: list) -> list:
-    """The launches of a batch-1 statistics call as head chunks: chunk c's prefill on the current stream, then its
-    received pass on a side stream once that prefill is done, so it runs beside chunk c + 1's prefill (the prefill
-    kernel is tensor-core and exp2 heavy at 2 CTAs per SM, the received pass exp2 heavy at 4: SMs can hold both).
-    Same kernels, tiles and per-head arithmetic as one launch of each (bitwise the same results). Entries are
-    launches or callables (stream fork / join), run in order by ``_run``. opts "hprio": the side stream's priority
-    (default -1, scheduled first; 0 = normal)."""
-    alloc = _HeadSlices(q.shape[1])
-    launches, cuda = [], q.is_cuda
-    main = torch.cuda.current_stream(q.device) if cuda else None
-    side = _side_stream(q.device, int(opts.get("hprio", -1))) if cuda else None
-    if cuda:
-        launches.append(lambda: side.wait_stream(main))
-    for h0, h1, kv0, kv1 in chunks:
-        alloc.chunk(h0, h1)
-        part = AttentionResult(out=out[:, :, h0:h1])
-        launches.append(_prefill(q[:, h0:h1], k[:, kv0:kv1], v[:, kv0:kv1], part.out, part, key_start, ed, stats,
-                                 sink_pos, spans, opts, common, alloc))
-        lse_all, neg2, split = (part.extras.pop(n) for n in ("lse_all", "lse_neg2", "lse_split"))
-        _, rl = _received(q[:, h0:h1], k[:, kv0:kv1], lse_all, key_start, common, opts.get("rtile"), opts, neg2,
-                          split, alloc)
-        if cuda:
-            ev = torch.cuda.Event()
-            launches.append(lambda ev=ev: ev.record(main))
-            launches.append(_SideLaunch(side, ev, rl))
-        else:
-            launches.append(rl)
-    if cuda:
-        launches.append(lambda: main.wait_stream(side))
-    for f, t in (("lse", stats.lse), ("entropy", stats.entropy), ("sink_mass", stats.sink_mass),
-                 ("span_mass", stats.span_mass)):
-        setattr(res, f, _full_of(alloc, getattr(part, f)) if t else None)
-    res.received_sum = _full_of(alloc, rl[2]["rsum"])
-    return launches
-
-
-def _full_of(alloc: _HeadSlices, view: Tensor) -> Tensor:
-    """The full-head buffer a chunk's view belongs to."""
-    return next(f for f in alloc.full if f.untyped_storage().data_ptr() == view.untyped_storage().data_ptr())
-
-
-class _SideLaunch:
-    """A planned launch (``launch``: JIT function, grid, keyword arguments) run on ``stream`` once ``event`` is done."""
-
-    def __init__(self, stream, event, launch: tuple):
-        self.stream, self.event, self.launch = stream, event, launch
-
-    def __call__(self) -> None:
-        self.stream.wait_event(self.event)
-        fn, grid, kw = self.launch
-        with torch.cuda.stream(self.stream):
-            fn.run(grid=grid, warmup=False, **kw)
-
-
-def kernel_launches(launches: list) -> list:
-    """The (JIT function, grid, keyword arguments) of planned launches, side-stream ones included, stream
-    operations left out (for warming the kernels)."""
-    return [x.launch if isinstance(x, _SideLaunch) else x for x in launches
-            if isinstance(x, _SideLaunch) or not callable(x)]
-
-
 def _rows_descriptor(x: Tensor, block_rows: int):
     """A TMA tensor descriptor over x [B, KV, S, D] (k / v; or q [B, H, T, D]) viewed as [B * KV * S, D] with
     [block_rows, D] blocks, or None when that view does not exist (the kernel then uses pointer loads)."""
     B, KV, S, D = x.shape
-    if not (x.stride(3) == 1 and x.stride(1) == S * x.stride(2) and (B == 1 or x.stride(0) == KV * x.stride(1))):
+    if not (x.stride(3) == 1 and x.stride(1) == S * x.stride(2) and x.stride(0) == KV * x.stride(1)):
         return None
     if (x.stride(2) * x.element_size()) % 16 or x.data_ptr() % 16 or D * x.element_size() < 16:
         return None
@@ -608,19 +491,18 @@ def _prefill_cfg(variant: str, D: int, itemsize: int, opts: dict) -> tuple:
     return cfg
 
 
-def _prefill(q, k, v, out, res, key_start, ed: _Edits, stats, sink_pos, spans, opts, common, alloc=_alloc) -> tuple:
-    """The launch of the prefill kernel; allocates res's lse / entropy / sink / span fields (by ``alloc``: a
-    ``_HeadSlices`` hands out one head chunk's views of full-size buffers)."""
+def _prefill(q, k, v, out, res, key_start, ed: _Edits, stats, sink_pos, spans, opts, common) -> tuple:
+    """The launch of the prefill kernel; allocates res's lse / entropy / sink / span fields."""
     B, H, T, D = q.shape
     KV, S = k.shape[1], k.shape[2]
     dev, f32 = q.device, torch.float32
-    empty = lambda *shape: alloc(*shape, dtype=f32, device=dev)  # noqa: E731
+    empty = lambda *shape: _alloc(*shape, dtype=f32, device=dev)  # noqa: E731
     need_lse = stats.lse or stats.received
     lse = empty(B, H, T) if need_lse else None
     # lse stored as -lse * log2(e) for the received pass (its "lse2" switch) where the caller does not ask for lse
     neg2 = bool(stats.received and not stats.lse and _received_cfg(D, opts)["lse2"])
     # the received pass's addend split for its MMA (its "amma" switch), written by this kernel's epilogue
-    adq = alloc(B, H, T, 16, dtype=torch.bfloat16, device=dev) if _amma_on(q, stats, opts, common) else None
+    adq = _alloc(B, H, T, 16, dtype=torch.bfloat16, device=dev) if _amma_on(q, stats, opts, common) else None
     ent = empty(B, H, T) if stats.entropy else None
     if stats.sink_mass and sink_pos is None:
         sink_pos = key_start.clamp(max=S - 1)[:, None]                       # a fully padded row reports 0
@@ -692,13 +574,13 @@ def split_addend(lse: Tensor, scale: float) -> Tensor:
 
 
 def _received(q, k, lse, key_start, common, tile: Optional[tuple] = None, opts: Optional[dict] = None,
-              neg2: bool = False, split: Optional[Tensor] = None, alloc=_alloc) -> tuple:
-    """(received-mass column sums [B, H, S] (allocated by ``alloc``), the launch that fills them from the forward's
-    lse [B, H, T] (neg2: stored as -lse * log2(e), the prefill kernel's LSE_NEG2; split: its adq, the addend split
-    for the MMA, or None). opts: "r_<switch>" overrides of ``tiles.RECEIVED_SWITCHES``."""
+              neg2: bool = False, split: Optional[Tensor] = None) -> tuple:
+    """(received-mass column sums [B, H, S] (allocated), the launch that fills them from the forward's lse
+    [B, H, T] (neg2: stored as -lse * log2(e), the prefill kernel's LSE_NEG2; split: its adq, the addend split for
+    the MMA, or None). opts: "r_<switch>" overrides of ``tiles.RECEIVED_SWITCHES``."""
     B, H, T, D = q.shape
     KV, S = k.shape[1], k.shape[2]
-    rsum = alloc(B, H, S, dtype=torch.float32, device=q.device)
+    rsum = _alloc(B, H, S, dtype=torch.float32, device=q.device)
     RT, RS, nw, ns = tiles.received_tile(D, q.element_size(), INTERPRET, tile)
     sw = _received_cfg(D, opts)
     two = q.element_size() == 2

@@ -137,16 +137,6 @@ DECODE_TILES: dict = {64: (64, 4, 2), 128: (64, 4, 2), 256: (32, 4, 2)}
 # decode column modes and register caps per shape: kernels.attention.fused.decode_edit_config
 SWITCH_NAMES = ("seg", "span_post", "reload_q", "tma", "fma", "rev", "tmax", "lsum")
 
-# statistics calls with received mass at batch 1: how many chunks of whole KV heads run as separate prefill launches,
-# each chunk's received pass on a side stream beside the next chunk's prefill (1 = one launch of each kernel).
-STATS_CHUNKS: dict = {64: 1, 128: 1, 256: 1}
-
-
-def stats_chunks(D: int) -> int:
-    """Head chunks of a batch-1 statistics call with received mass (``STATS_CHUNKS``)."""
-    return STATS_CHUNKS[_bucket(D)]
-
-
 INTERPRET_TILE = (32, 32, 4, 1)
 
 

@@ -394,29 +394,6 @@ def test_prefill_switches_parity(opts):
     _check_edited(got, q, k, v, ed, torch.bfloat16, key_start, active=False)
 
 
-@pytest.mark.parametrize("B,H,KV,T,S,n,hchunks,window,ks", [
-    (1, 9, 3, 70, 100, 3, 3, None, [5]),
-    (1, 8, 4, 50, 50, 2, 2, 30, None),                                   # two KV heads per chunk, a window
-    (1, 6, 3, 40, 40, 3, 9, None, None),                                 # more chunks asked than KV heads
-])
-def test_head_chunks_match_one_launch(B, H, KV, T, S, n, hchunks, window, ks):
-    """A batch-1 statistics call as head chunks (each chunk's received pass on a side stream on the GPU) writes
-    exactly what one launch of each kernel writes (same kernels and per-head arithmetic), and keeps the fp64 parity."""
-    tri = _tri()
-    D = 64
-    q, k, v = _inputs(B, H, KV, T, S, D, torch.bfloat16, seed=53, sink=3.0)
-    kw = dict(scale=D ** -0.5, key_start=None if ks is None else torch.tensor(ks, device=DEV), window=window,
-              spans=_spans(B, S), sink_pos=torch.tensor([[0, S // 2]] * B, device=DEV))
-    stats = StatsRequest(lse=True, entropy=True, sink_mass=True, span_mass=True, received=True)
-    opts = {"hchunks": hchunks}
-    assert len(tri._head_chunks(q, k, stats, None, opts)) == n
-    one = tri.attention(q, k, v, stats=stats, **kw)
-    got, _ = _parity(q, k, v, stats, opts=opts, **kw)
-    for f in ("out", "lse", "entropy", "sink_mass", "span_mass", "received_sum", "received_count"):
-        assert torch.equal(getattr(got, f), getattr(one, f)), f
-    assert not tri._head_chunks(q.expand(2, -1, -1, -1), k, stats, None, opts)    # batch 2: one launch
-
-
 @pytest.mark.parametrize("kind", ["act", "var"])
 @pytest.mark.parametrize("opts", [{"col_mode": "block"}, {"col_mode": "split"}, {"col_mode": "split", "nsplit": 1},
                                   {"col_mode": "chunk", "nsplit": 2}, {"col_mode": "bits"},
@@ -533,22 +510,6 @@ def test_forward_parity_gpu(B, H, KV, T, S, D, window, ks):
     key_start = None if ks is None else torch.tensor(ks, device=DEV)
     _parity(q, k, v, ALL, scale=D ** -0.5, key_start=key_start, window=window,
             sink_pos=torch.tensor([[0, 1, S // 2]] * B, device=DEV), spans=_spans(B, S))
-
-
-@gpu
-@pytest.mark.gpu
-@pytest.mark.parametrize("H,KV,T,D,hchunks", [(9, 3, 4097, 64, 3), (32, 32, 2049, 128, 4)])
-def test_head_chunks_gpu(H, KV, T, D, hchunks):
-    """Head chunks with the side stream at sizes where the chunks' kernels overlap: the same bits as one launch."""
-    tri = _tri()
-    q, k, v = _inputs(1, H, KV, T, T, D, torch.bfloat16, seed=59, sink=3.0)
-    stats = StatsRequest(lse=True, entropy=True, sink_mass=True, span_mass=True, received=True)
-    kw = dict(scale=D ** -0.5, spans=_spans(1, T), stats=stats)
-    one = tri.attention(q, k, v, **kw)
-    for _ in range(3):
-        got = tri.attention(q, k, v, opts={"hchunks": hchunks}, **kw)
-        for f in ("out", "lse", "entropy", "sink_mass", "span_mass", "received_sum"):
-            assert torch.equal(getattr(got, f), getattr(one, f)), f
 
 
 @gpu
