@@ -70,7 +70,7 @@ def build(tile: tuple, maxnreg: int, extra: dict) -> tuple:
     cx = dict(ld=None, **({} if amma else {"ad": None}), H=9, G=3, D=D, BT=BT, BS=BS, KEYMAJOR=True, FMA=True,
               NPOLY=0, PMIX=0, HMAJ=False, LSE2=True, PIPE=False, USE_WINDOW=False, USE_SOFTCAP=False, USE_TMA=True,
               USE_LTMA=False, NQ=1, PREC="tf32", UPCAST=False, LPRE=False, UNROLL=1, AMMA=False, RLANES=False,
-              RL=False, KP=1)
+              RL=False)
     cx.update(extra)
     sig.update(dict.fromkeys(cx, "constexpr"))
     aligned = ("q", "k", "lse", "rsum", "key_start", "s_qb", "s_qh", "s_qt", "s_kb", "s_kh", "s_ks", "T", "S")
@@ -143,7 +143,6 @@ def main(argv=None) -> int:
     ap.add_argument("--unroll", type=int, default=1, help="the received kernel's unroll switch")
     ap.add_argument("--amma", action="store_true", help="the received kernel's amma switch")
     ap.add_argument("--rlanes", action="store_true", help="the received kernel's rlanes switch")
-    ap.add_argument("--kpair", action="store_true", help="the received kernel's kpair switch (KP = 2)")
     ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                     help="prefill: override one constexpr of the build (repeatable)")
     ap.add_argument("--out", default=None)
@@ -162,9 +161,9 @@ def main(argv=None) -> int:
         tile = tuple(int(x) for x in args.tile.split(",")) if args.tile else tiles.RECEIVED_TILES[64]
         cap = tiles.RECEIVED_SWITCHES[64]["maxnreg"] if args.maxnreg is None else args.maxnreg
         cubin, version = build(tile, cap, {"LPRE": args.lpre, "UNROLL": args.unroll, "AMMA": args.amma,
-                                          "RLANES": args.rlanes, "RL": args.rlanes, "KP": 2 if args.kpair else 1})
+                                          "RLANES": args.rlanes, "RL": args.rlanes})
         about = {"kernel": "received_fwd_kernel", "lpre": args.lpre, "unroll": args.unroll, "amma": args.amma,
-                 "rlanes": args.rlanes, "kpair": args.kpair}
+                 "rlanes": args.rlanes}
     import triton
     tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
     with tempfile.NamedTemporaryFile(suffix=".cubin") as f:

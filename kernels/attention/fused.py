@@ -597,17 +597,14 @@ def _received(q, k, lse, key_start, common, tile: Optional[tuple] = None, opts: 
         from triton.tools.tensor_descriptor import TensorDescriptor
         ad = TensorDescriptor(split, shape=[B * H * T, 16], strides=[16, 1], block_shape=[RT, 16])
     sq, sk = q.stride(), k.stride()
-    # two key blocks per program (the "kpair" switch): key-major, NQ = 1, none of pipe / lpre / amma / pmix
-    kp = 2 if (sw["kpair"] and sw["keymajor"] and not npoly and not pmix and not sw["pipe"] and not sw["lpre"]
-               and ad is None) else 1
-    nb = _cdiv(S, RS * kp)
+    nb = _cdiv(S, RS)
     kw = dict(
         q=q, k=k, lse=lse, rsum=rsum, key_start=key_start, qd=qd, ld=ld, ad=ad,
         s_qb=sq[0], s_qh=sq[1], s_qt=sq[2], s_kb=sk[0], s_kh=sk[1], s_ks=sk[2],
         T=T, S=S, H=H, G=H // KV, D=D, BT=RT, BS=RS, KEYMAJOR=sw["keymajor"], FMA=sw["fma"], NPOLY=npoly,
         PMIX=pmix, HMAJ=sw["hmaj"], LSE2=bool(neg2), PIPE=bool(sw["pipe"] and sw["keymajor"] and not npoly),
         LPRE=bool(sw["lpre"] and sw["keymajor"] and not npoly and not pmix and not sw["pipe"]),
-        UNROLL=max(1, int(sw["unroll"])), RLANES=sw["rlanes"], KP=kp,
+        UNROLL=max(1, int(sw["unroll"])), RLANES=sw["rlanes"],
         num_warps=nw, num_stages=ns, **common,
     )
     if sw["maxnreg"] and not INTERPRET:

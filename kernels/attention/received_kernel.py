@@ -211,7 +211,7 @@ def received_fwd_kernel(
     LSE2: tl.constexpr, PIPE: tl.constexpr, LPRE: tl.constexpr, UNROLL: tl.constexpr,
     USE_WINDOW: tl.constexpr, USE_SOFTCAP: tl.constexpr, USE_TMA: tl.constexpr, USE_LTMA: tl.constexpr,
     NQ: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr, AMMA: tl.constexpr, RLANES: tl.constexpr,
-    RL: tl.constexpr, KP: tl.constexpr = 1,
+    RL: tl.constexpr,
 ):
     """One program per (key block, batch x head): rsum [B, H, S] float32 from lse [B, H, T] (LSE2: as -lse * log2(e),
     the prefill kernel's LSE_NEG2 form; else natural).
@@ -234,25 +234,19 @@ def received_fwd_kernel(
     (S' = K Q^T + ones . A^T, ones in the first three columns), so a score's base-2 logit is one multiply, and no lse
     block is loaded, laid out through shared memory or waited for there.
     RLANES (in effect as RL, key-major): the column sums kept per lane of the MMA accumulator's quad through the loops
-    ([BS, 4], ``lane_sum``: no shuffles per query block), the lanes summed once at the end.
-    KP (key-major, NQ = 1, no pipe / lpre / amma / pmix; the launcher sets it): key blocks per program, 1 or 2. At 2 a
-    program owns 2 BS keys as two [BS, D] halves with their own sums, and each query block's Q tile and lse addend,
-    loaded once, serve both halves' MMAs: half the Q reads from L2, half the per-block bookkeeping per exp2."""
+    ([BS, 4], ``lane_sum``: no shuffles per query block), the lanes summed once at the end."""
     if HMAJ:
         i_bh, i_s = tl.program_id(0), tl.program_id(1)
     else:
         i_s, i_bh = tl.program_id(0), tl.program_id(1)
     i_b, i_h = (i_bh // H).to(tl.int64), (i_bh % H).to(tl.int64)
     i_kh = i_h // G
-    j0 = i_s * (BS * KP)
+    j0 = i_s * BS
     o_j = j0 + tl.arange(0, BS)                                               # [BS]
     o_d = tl.arange(0, D)                                                     # [D]
     ks = tl.load(key_start + i_b).to(tl.int32)
     p_k = k + i_b * s_kb + i_kh * s_kh
     b_k = tl.load(p_k + o_j[:, None] * s_ks + o_d[None, :], mask=(o_j < S)[:, None], other=0.0)  # [BS, D]
-    if KP == 2:
-        o_j2 = o_j + BS                                                       # [BS] the second half's keys
-        b_k2 = tl.load(p_k + o_j2[:, None] * s_ks + o_d[None, :], mask=(o_j2 < S)[:, None], other=0.0)  # [BS, D]
     p_q = q + i_b * s_qb + i_h * s_qh
     p_lse = lse + (i_b * H + i_h) * T
     q_row0 = ((i_b * H + i_h) * T).to(tl.int32)                               # first row of qd
@@ -262,13 +256,13 @@ def received_fwd_kernel(
     t_lo = tl.maximum(j0 - off, 0) // BT * BT
     t_hi = T
     # fully visible query blocks [t_a, t_b)
-    t_a = (tl.maximum(j0 + BS * KP - 1 - off, 0) + BT - 1) // BT * BT
+    t_a = (tl.maximum(j0 + BS - 1 - off, 0) + BT - 1) // BT * BT
     t_b = T // BT * BT
     if USE_WINDOW:
-        t_hi = tl.minimum(T, tl.maximum(j0 + BS * KP - 1 + window - off, 0))
+        t_hi = tl.minimum(T, tl.maximum(j0 + BS - 1 + window - off, 0))
         x = window + j0 - off - BT
         t_b = tl.where(x >= 0, tl.minimum(t_b, (x // BT + 1) * BT), 0)
-    if (j0 < ks) | (j0 + BS * KP > S):
+    if (j0 < ks) | (j0 + BS > S):
         t_b = 0
     t_a = tl.minimum(tl.maximum(t_a, t_lo), t_hi)
     t_b = tl.minimum(tl.maximum(t_b, t_a), t_hi)
@@ -277,28 +271,11 @@ def received_fwd_kernel(
         b_r = tl.zeros([BS, 4] if RL else [BS], tl.float32)                   # [BS] running column sums (RL: per lane)
     else:
         b_r = tl.zeros([BT, BS], tl.float32)                                  # [BT, BS] reduced once at the end
-    if KP == 2:
-        b_r2 = tl.zeros([BS, 4] if RL else [BS], tl.float32)                  # [BS] the second half's sums
     for t0 in range(t_lo, t_a, BT):
         b_r = _received_step(b_k, p_q, s_qt, p_lse, t0, o_j, ks, T, S, window, scale, softcap, b_r, qd, q_row0,
                              ld, l_row, False, True, D, BT, USE_WINDOW, USE_SOFTCAP, KEYMAJOR, FMA, USE_TMA,
                              USE_LTMA, NQ, NPOLY, PMIX, LSE2, PREC, UPCAST, RL)
-        if KP == 2:
-            b_r2 = _received_step(b_k2, p_q, s_qt, p_lse, t0, o_j2, ks, T, S, window, scale, softcap, b_r2, qd,
-                                  q_row0, ld, l_row, False, True, D, BT, USE_WINDOW, USE_SOFTCAP, KEYMAJOR, FMA,
-                                  USE_TMA, USE_LTMA, NQ, NPOLY, PMIX, LSE2, PREC, UPCAST, RL)
-    if KP == 2:
-        # each query block's Q tile and lse addend loaded once for both halves
-        for t0 in tl.range(t_a, t_b, BT, loop_unroll_factor=UNROLL):
-            o_t = t0 + tl.arange(0, BT)                                       # [BT]
-            m_t = o_t < T
-            b_q = _q_block(p_q, s_qt, t0, T, qd, q_row0, False, D, BT, USE_TMA)    # [BT, D]
-            b_a = _lse_addend(p_lse, o_t, m_t, ld, l_row, t0, False, USE_LTMA, LSE2, BT)  # [BT]
-            b_r = _colsums(dot(b_k, tl.trans(b_q), PREC, UPCAST), b_a, o_t, m_t, o_j, ks, T, S, window, scale,
-                           softcap, b_r, False, False, False, USE_WINDOW, USE_SOFTCAP, FMA, 0, RL)
-            b_r2 = _colsums(dot(b_k2, tl.trans(b_q), PREC, UPCAST), b_a, o_t, m_t, o_j2, ks, T, S, window, scale,
-                            softcap, b_r2, False, False, False, USE_WINDOW, USE_SOFTCAP, FMA, 0, RL)
-    elif PIPE and KEYMAJOR and NQ == 1:
+    if PIPE and KEYMAJOR and NQ == 1:
         # in pairs of query blocks: each block's Q K^T is issued before the previous block's exp2 and sums (the
         # MMA runs under them); two score tiles alternate, so no tile is copied
         n2 = t_a + (t_b - t_a) // (2 * BT) * (2 * BT)                         # end of the pairs
@@ -347,10 +324,6 @@ def received_fwd_kernel(
         b_r = _received_step(b_k, p_q, s_qt, p_lse, t0, o_j, ks, T, S, window, scale, softcap, b_r, qd, q_row0,
                              ld, l_row, False, True, D, BT, USE_WINDOW, USE_SOFTCAP, KEYMAJOR, FMA, USE_TMA,
                              USE_LTMA, NQ, NPOLY, PMIX, LSE2, PREC, UPCAST, RL)
-        if KP == 2:
-            b_r2 = _received_step(b_k2, p_q, s_qt, p_lse, t0, o_j2, ks, T, S, window, scale, softcap, b_r2, qd,
-                                  q_row0, ld, l_row, False, True, D, BT, USE_WINDOW, USE_SOFTCAP, KEYMAJOR, FMA,
-                                  USE_TMA, USE_LTMA, NQ, NPOLY, PMIX, LSE2, PREC, UPCAST, RL)
     if KEYMAJOR:
         if RL:
             b_col = tl.sum(b_r, 1)                                            # [BS] the lanes' partial sums
@@ -359,9 +332,6 @@ def received_fwd_kernel(
     else:
         b_col = tl.sum(b_r, 0)
     tl.store(rsum + (i_b * H + i_h) * S + o_j, b_col, mask=o_j < S)
-    if KP == 2:
-        b_col2 = tl.sum(b_r2, 1) if RL else b_r2                              # [BS]
-        tl.store(rsum + (i_b * H + i_h) * S + o_j2, b_col2, mask=o_j2 < S)
 
 
 # cache keys in a fixed order at import (jit_utils.stable_cache_keys: Triton 3.6 keys depend on hashing order)

@@ -99,8 +99,7 @@ RECEIVED_TILES: dict = {64: (128, 64, 4, 2), 128: (64, 128, 4, 3), 256: (32, 64,
 # block's 4 quarters, how many take exp2 by a polynomial on the FMA pipe; 0 = all on the MUFU).
 # All off = the kernel of sessions 3 and 4.
 _ROFF = {"keymajor": False, "fma": False, "tma": False, "poly": 0, "maxnreg": 0, "pmix": 0, "ltma": False,
-         "hmaj": False, "lse2": False, "pipe": False, "lpre": False, "unroll": 1, "amma": False, "rlanes": False,
-         "kpair": False}
+         "hmaj": False, "lse2": False, "pipe": False, "lpre": False, "unroll": 1, "amma": False, "rlanes": False}
 RECEIVED_SWITCHES: dict = {64: dict(_ROFF, keymajor=True, fma=True, tma=True, lse2=True, maxnreg=128),
                            128: dict(_ROFF, fma=True, tma=True), 256: dict(_ROFF)}
 # "maxnreg": a register cap per thread for ptxas (more CTAs per SM; 0 = none; GPU builds only).
@@ -129,8 +128,14 @@ RECEIVED_SWITCHES: dict = {64: dict(_ROFF, keymajor=True, fma=True, tma=True, ls
 # instructions per exp2 in the sm_90 build against 4.3 here): correct once its ones operand was stored K-major, but
 # slower at every tile (d64 7.6-8.1 ms against 6.81, d128 37.4-38.8 against 31.4; logs_session11/call3_gluon_debug.txt)
 # and removed; the code is at commit cdec33d (kernels/attention/received_gluon.py).
+# Session 13 (kernels/BENCHMARKS.md "Session 13"): the received pass at 96 registers (5 CTAs per SM) 0.999x of the
+# whole statistics call (ab_h200_s13_call1.json) -> the cap stays 128; two key blocks per program sharing each Q tile
+# and lse addend ("kpair": 3.95 instructions per exp2 against 4.31 offline, half the Q reads) 1.009x / with rlanes
+# 1.004x of the default pass (ab_h200_s13_call3.json) -> removed (code at commit 28014f0). Every piece of the
+# statistics call runs at the H200's 700 W power cap (power_profile_s13_h200.json), so a change pays only by saving
+# energy; the pass stays at ~72 % of the exp2 unit's rate at its capped clock.
 RECEIVED_SWITCH_NAMES = ("keymajor", "fma", "tma", "poly", "maxnreg", "pmix", "ltma", "hmaj", "lse2", "pipe", "lpre",
-                         "unroll", "amma", "rlanes", "kpair")
+                         "unroll", "amma", "rlanes")
 _RECEIVED_INTS = ("poly", "maxnreg", "pmix", "unroll")
 # decode: (BS, num_warps, num_stages); one wave of programs, bandwidth-bound
 DECODE_TILES: dict = {64: (64, 4, 2), 128: (64, 4, 2), 256: (32, 4, 2)}

@@ -356,11 +356,7 @@ RECEIVED_SWITCHES_S6 = [{"r_keymajor": True, "r_fma": True, "r_tma": True, "r_lt
                         # session 12: the column sums kept per lane through the loops
                         {"r_keymajor": True, "r_fma": True, "r_tma": True, "r_lse2": True, "r_rlanes": True},
                         {"r_keymajor": True, "r_tma": True, "r_amma": True, "r_rlanes": True},
-                        {"r_keymajor": True, "r_pipe": True, "r_rlanes": True, "r_poly": 1},
-                        # session 13: two key blocks per program sharing each Q tile and lse addend
-                        {"r_keymajor": True, "r_fma": True, "r_tma": True, "r_lse2": True, "r_kpair": True},
-                        {"r_keymajor": True, "r_kpair": True, "r_rlanes": True, "r_unroll": 2},
-                        {"r_keymajor": True, "r_tma": True, "r_kpair": True, "r_amma": True}]      # amma: kpair off
+                        {"r_keymajor": True, "r_pipe": True, "r_rlanes": True, "r_poly": 1}]
 
 
 @pytest.mark.parametrize("opts", RECEIVED_SWITCHES_S6)
@@ -615,8 +611,6 @@ _KMT = {"r_keymajor": True, "r_fma": True, "r_tma": True}
     {"rtile": (64, 64, 4, 2), **_KMT, "r_amma": True},
     {"rtile": (128, 64, 4, 2), **_KMT, "r_lse2": True, "r_maxnreg": 128, "r_rlanes": True},
     {"rtile": (64, 64, 4, 2), **_KMT, "r_rlanes": True, "r_amma": True},
-    {"rtile": (128, 64, 4, 2), **_KMT, "r_lse2": True, "r_maxnreg": 128, "r_kpair": True},
-    {"rtile": (128, 64, 4, 2), **_KMT, "r_lse2": True, "r_maxnreg": 128, "r_kpair": True, "r_rlanes": True},
 ])
 def test_received_switches_s6_parity_gpu(D, opts):
     """Session 6's received-mass switches (and the statistics prefill under a register cap) at GPU sizes (as
