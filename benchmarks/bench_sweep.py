@@ -109,14 +109,11 @@ SWEEP = {
 # registers (5 CTAs per SM instead of 4; offline sm_90 build: the same 279-instruction main loop, an 88-byte stack):
 # neither won (ab_h200_s13_call1.json). Call 3: the received pass with two key blocks per program ("r_kpair": each Q
 # tile and lse addend loaded once for both; offline 3.95 instructions per exp2 against 4.31, half the Q reads): lost
-# (1.009x, ab_h200_s13_call3.json), removed (code at commit 28014f0); its arms below no longer run.
+# (1.009x, ab_h200_s13_call3.json), removed (code at commit 28014f0). The arms below: the defaults only.
 # --ab-only arms per shape: (name, variant, opts); ``_jobs`` adds them to the precompile and the in-process warm-up.
 _RD = {"rtile": (128, 64, 4, 2), **ROFF, **_L, "r_maxnreg": 128}         # the recorded d64 received pass, in full
 AB_ARMS = {
-    "smollm": [("sdpa", "sdpa", {}), ("stats", "stats", {}), ("stats_kp", "stats", {"r_kpair": True}),
-               ("stats_kp_rl", "stats", {"r_kpair": True, "r_rlanes": True}), ("received", "received", _RD),
-               ("received_kp", "received", {**_RD, "r_kpair": True}),
-               ("received_kp_rl", "received", {**_RD, "r_kpair": True, "r_rlanes": True})],
+    "smollm": [("sdpa", "sdpa", {}), ("stats", "stats", {}), ("received", "received", _RD)],
     "llama": [("sdpa", "sdpa", {}), ("stats", "stats", {})],
 }
 # variants swept per shape
