@@ -280,24 +280,35 @@ def engineering_table(root: Path = ROOT) -> str:
             parts.append(f"{variant} {best['x_sdpa']:.3f}×")
         return ", ".join(parts)
 
-    # the statistics call in interleaved rounds (session 12 call 4): the plain prefill and today's default
-    ab_file = root / "benchmarks" / "results" / "ab_h200_s12_call4.json"
+    # the statistics call in interleaved rounds (session 13 calls 1 and 3) and its energy per call (call 2)
+    res = root / "benchmarks" / "results"
+    ab_files = [(res / "ab_h200_s13_call1.json", "call 1"), (res / "ab_h200_s13_call3.json", "call 3")]
+    power_file = res / "power_profile_s13_h200.json"
     ab_rows = []
-    if ab_file.exists():
+    if all(f.exists() for f, _ in ab_files):
         from benchmarks.sweep_report import ab_ratio, ab_rounds
-        rounds = ab_rounds(json.loads(ab_file.read_text())["rows"])
+        rounds = {w: ab_rounds(json.loads(f.read_text())["rows"]) for f, w in ab_files}
 
         def stats_x(shape):
             cells = []
-            for arm, label in (("stats", "plain prefill"), ("stats_tmax_lsum", "tmax + lsum, the default now")):
-                med, lo, hi = ab_ratio(rounds, (shape, arm), (shape, "sdpa"))
-                cells.append(f"{label} {med:.3f}× [{lo:.3f}, {hi:.3f}]")
+            for _, w in ab_files:
+                med, lo, hi = ab_ratio(rounds[w], (shape, "stats"), (shape, "sdpa"))
+                cells.append(f"{med:.3f}× [{lo:.3f}, {hi:.3f}] ({w})")
             return ", ".join(cells)
+        energy = ""
+        if power_file.exists():
+            prow = {(r["shape"], r["piece"]): r for r in json.loads(power_file.read_text())["rows"]}
+            watts = sorted(r["power_w"] for r in prow.values())
+            energy = ("; energy per call (call 2, every piece at the 700 W power cap, "
+                      f"{watts[0]:.0f}–{watts[-1]:.0f} W): SmolLM2 "
+                      f"{prow[('smollm', 'stats')]['energy_j'] / prow[('smollm', 'sdpa')]['energy_j']:.3f}× SDPA's, "
+                      f"Llama-7B {prow[('llama', 'stats')]['energy_j'] / prow[('llama', 'sdpa')]['energy_j']:.3f}×")
         ab_rows = [["full statistics at 64K tokens vs cuDNN SDPA, interleaved rounds (one do_bench per arm per round, "
-                    "median per-round ratio, 95 % bootstrap interval), H200, session 12 (target ≤ 1.7×)",
-                    "SmolLM2 shape: " + stats_x("smollm") + "; Llama-7B shape: " + stats_x("llama")
-                    + f"; GPU kernel tests in the same call: {sweep_tests(ab_file)}",
-                    f"`benchmarks/results/{ab_file.name}` (`kernels/BENCHMARKS.md`)"]]
+                    "median per-round ratio, 95 % bootstrap interval), H200, session 13 (target ≤ 1.7×)",
+                    "SmolLM2 shape: " + stats_x("smollm") + "; Llama-7B shape: " + stats_x("llama") + energy
+                    + f"; GPU kernel tests in call 3: {sweep_tests(ab_files[1][0])}",
+                    "`benchmarks/results/ab_h200_s13_call{1,3}.json`, `power_profile_s13_h200.json` "
+                    "(`kernels/BENCHMARKS.md`)"]]
 
     def memory(r):
         return (f"{r['shape']} {r['N'] // 1024}K {r['capture_peak_gib']:.2f} vs {r['plain_sdpa_peak_gib']:.2f} GiB")
