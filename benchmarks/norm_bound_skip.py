@@ -15,8 +15,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
+
+from benchmarks.tables import write_json
 
 BT, BS = 64, 128                                     # the d 64 statistics tile (kernels/attention/tiles.py)
 
@@ -84,9 +85,7 @@ def main(argv=None) -> int:
                                                                                        else argv)}
     print(json.dumps(overall), json.dumps({str(mg): rnd[mg] for mg in margins}))
     if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, "w") as f:
-            json.dump(out, f, indent=1)
+        write_json(args.out, out)
     return 0
 
 

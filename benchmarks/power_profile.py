@@ -24,6 +24,8 @@ import sys
 import tempfile
 import time
 
+from benchmarks.tables import render_file, write_json
+
 PIECES = ("sdpa", "output", "stats_fwd", "received", "stats")
 LABELS = {"sdpa": "cuDNN SDPA", "output": "prefill kernel, output only",
           "stats_fwd": "prefill kernel, lse + entropy + key-0 + span mass", "received": "received-mass pass alone",
@@ -119,13 +121,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     if args.render:
-        with open(args.render) as f:
-            table = render(json.load(f))
-        if args.write_block:
-            from pathlib import Path
-            from studies.tables import write_blocks
-            write_blocks(Path(__file__).resolve().parent.parent / "kernels" / "BENCHMARKS.md", {args.write_block: table})
-        print(table)
+        render_file(args.render, render, args.write_block)
         return 0
     import torch
     from benchmarks.bench_sweep import Case
@@ -152,9 +148,7 @@ def main(argv=None) -> int:
         del case
         torch.cuda.empty_cache()
     if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, "w") as f:
-            json.dump(out, f, indent=1)
+        write_json(args.out, out)
     print(render(out))
     return 0
 

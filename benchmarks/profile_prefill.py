@@ -30,6 +30,8 @@ import warnings
 
 import torch
 
+from benchmarks.tables import write_json
+
 
 def _kernels(prof, top: int) -> tuple[float, list]:
     rows = {}
@@ -116,9 +118,7 @@ def main(argv=None) -> int:
         for t_ in row["top_python"][:8]:
             print("   ", t_, flush=True)
     if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, "w") as f:
-            json.dump(doc, f, indent=1)
+        write_json(args.out, doc)
     return 0
 
 

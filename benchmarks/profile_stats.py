@@ -23,6 +23,8 @@ import os
 import statistics
 import sys
 
+from benchmarks.tables import render_file, write_json
+
 
 def kernel_rows(prof) -> list[dict]:
     """[{name, device_ms, calls}] of the profiled CUDA kernels, longest first."""
@@ -121,14 +123,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     if args.render:
-        with open(args.render) as f:
-            table = render_parts(json.load(f))
-        if args.write_block:
-            from pathlib import Path
-            from studies.tables import write_blocks
-            md = Path(__file__).resolve().parent.parent / "kernels" / "BENCHMARKS.md"
-            write_blocks(md, {args.write_block: table})
-        print(table)
+        render_file(args.render, render_parts, args.write_block)
         return 0
     if args.dry:
         os.environ["TRITON_INTERPRET"] = "1"
@@ -169,9 +164,7 @@ def main(argv=None) -> int:
         del case
     out["compiled"] = compiled_resources()
     if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, "w") as f:
-            json.dump(out, f, indent=1, default=str)
+        write_json(args.out, out)
     return 0
 
 

@@ -9,8 +9,31 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections import defaultdict
+from pathlib import Path
+
+BENCHMARKS_MD = Path(__file__).resolve().parent.parent / "kernels" / "BENCHMARKS.md"
+
+
+def write_json(path: str, doc) -> None:
+    """A benchmark's result document to path (its folder made), indented."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(doc, f, indent=1, default=str)
+
+
+def render_file(path: str, render, block=None) -> str:
+    """render(the JSON document at path) -> markdown; with block, also written into that block of
+    kernels/BENCHMARKS.md (``studies.tables.write_blocks``). Printed and returned."""
+    with open(path) as f:
+        table = render(json.load(f))
+    if block:
+        from studies.tables import write_blocks
+        write_blocks(BENCHMARKS_MD, {block: table})
+    print(table)
+    return table
 
 
 def decode(rows) -> str:
