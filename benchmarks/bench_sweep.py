@@ -105,9 +105,8 @@ SWEEP = {
 # 534 instructions per loop, shuffles back, 255 registers: unlikely to win), the call 4 Llama arms.
 # Session 13, call 1: the statistics call as head chunks ("hchunks": chunk c's received pass on a side stream beside
 # chunk c + 1's prefill; "hprio": that stream's priority, -1 = scheduled first, 0 = normal; code at commit 16ba5d4,
-# removed) and the received pass at 96
-# registers (5 CTAs per SM instead of 4; offline sm_90 build: the same 279-instruction main loop, an 88-byte stack):
-# neither won (ab_h200_s13_call1.json). Call 3: the received pass with two key blocks per program ("r_kpair": each Q
+# removed) and the received pass at 96 registers (5 CTAs per SM instead of 4; offline sm_90 build: the same
+# 279-instruction main loop, an 88-byte stack): neither won (ab_h200_s13_call1.json). Call 3: the received pass with two key blocks per program ("r_kpair": each Q
 # tile and lse addend loaded once for both; offline 3.95 instructions per exp2 against 4.31, half the Q reads): lost
 # (1.009x, ab_h200_s13_call3.json), removed (code at commit 28014f0). The arms below: the defaults only.
 # --ab-only arms per shape: (name, variant, opts); ``_jobs`` adds them to the precompile and the in-process warm-up.

@@ -33,6 +33,6 @@ fi
 python3 -m benchmarks.bench_sweep $SWEEP_EXTRA --budget-s $LEFT --reserve-s ${RESERVE_S:-30} --grace-s ${GRACE_S:-15} \
     --log-compiles $PRE/compiles.jsonl --pytest-log "$R/pytest.txt" --out "$R/sweep_h200.json" > "$R/sweep.log" 2>&1
 echo "sweep rc=$? total s=$(( $(date +%s) - T0 ))" >> "$R/gpu.txt"
-[ -n "$SMI_PID" ] && kill $SMI_PID 2>/dev/null
+[ -n "${SMI_PID:-}" ] && kill "$SMI_PID" 2>/dev/null
 ls "$TRITON_CACHE_DIR" | wc -l >> "$R/gpu.txt"
 tar czf "$R/precompile_logs.tgz" -C /tmp sweep_pre
