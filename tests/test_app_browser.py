@@ -107,6 +107,8 @@ def test_select_head_and_live_ab_in_chromium(server, report, tmp_path):
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.goto(server)
             page.wait_for_selector(".js-plotly-plot", timeout=120_000)
+            # the figures render one after another: wait for all of them, then count
+            page.wait_for_function("document.querySelectorAll('.js-plotly-plot').length >= 5", timeout=120_000)
             assert page.locator(".js-plotly-plot").count() >= 5  # key0, sink rate, hidden mass/count, entropy
             assert_clean(page)
 
@@ -146,6 +148,8 @@ def test_select_head_and_live_ab_in_chromium(server, report, tmp_path):
             page.wait_for_timeout(500)
             page.get_by_role("button", name="Generate A/B").click()
             page.wait_for_selector("text=Intervened (", timeout=240_000)
+            # the comparison caption renders after the two columns (Streamlit streams the elements): wait for it
+            page.wait_for_selector(r"text=/Identical generations\.|diverge at new token/", timeout=60_000)
             assert_clean(page)
             body = page.inner_text("body")
             assert "Baseline (5 tokens)" in body and "act:beta=0.4" in body and "mask:L17H4:mode=uniform" in body
