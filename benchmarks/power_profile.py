@@ -57,9 +57,9 @@ def steady(fn, seconds: float, sample_ms: int) -> dict:
     torch.cuda.synchronize()
     with tempfile.NamedTemporaryFile(suffix=".csv", delete=False) as tmp:
         path = tmp.name
+    log = open(path, "w")
     smi = subprocess.Popen(["nvidia-smi", "--query-gpu=timestamp,clocks.sm,power.draw,clocks_throttle_reasons.active",
-                            "--format=csv,noheader", f"-lms={sample_ms}"], stdout=open(path, "w"),
-                           stderr=subprocess.STDOUT)
+                            "--format=csv,noheader", f"-lms={sample_ms}"], stdout=log, stderr=subprocess.STDOUT)
     time.sleep(0.5)
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     t0 = time.time()
@@ -75,6 +75,7 @@ def steady(fn, seconds: float, sample_ms: int) -> dict:
     t1 = time.time()
     smi.terminate()
     smi.wait()
+    log.close()
     rows = parse_smi(path)
     os.unlink(path)
     mid = [r for r in rows if t0 + 0.25 * (t1 - t0) <= r[0] <= t1 - 0.1]
