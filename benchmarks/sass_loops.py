@@ -48,18 +48,33 @@ def loops(sass: str) -> list:
     return out
 
 
-def build(tile: tuple, maxnreg: int, extra: dict) -> tuple:
-    """(cubin bytes, Triton version) of the received kernel for sm_90 at tile (BT, BS, warps, stages), D = 64, bf16."""
+def _jit(kernel):
+    """The JITFunction under a kernel's ``triton.heuristics`` wrapper."""
+    while type(kernel).__name__ != "JITFunction":
+        kernel = kernel.fn
+    return kernel
+
+
+def _compile_sm90(fn, sig: dict, cx: dict, aligned: tuple, tile: tuple, maxnreg: int) -> tuple:
+    """(cubin bytes, Triton version) of JITFunction fn for sm_90: runtime arguments typed by sig, constexprs cx, the
+    ``aligned`` arguments marked 16-divisible, num_warps / num_stages from tile (BT, BS, warps, stages), an optional
+    register cap."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
+    sig = {**sig, **dict.fromkeys(cx, "constexpr")}
+    attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(fn.arg_names) if n in aligned}
+    src = ASTSource(fn=fn, signature=sig, constexprs={(fn.arg_names.index(n),): v for n, v in cx.items()}, attrs=attrs)
+    opts = dict(num_warps=tile[2], num_stages=tile[3], **({"maxnreg": maxnreg} if maxnreg else {}))
+    return triton.compile(src, target=GPUTarget("cuda", 90, 32), options=opts).asm["cubin"], triton.__version__
+
+
+def build(tile: tuple, maxnreg: int, extra: dict) -> tuple:
+    """(cubin bytes, Triton version) of the received kernel for sm_90 at tile (BT, BS, warps, stages), D = 64, bf16."""
     from kernels.attention import received_kernel
 
-    fn = received_kernel.received_fwd_kernel
-    while type(fn).__name__ != "JITFunction":          # the heuristics wrapper holds the JITFunction
-        fn = fn.fn
-    BT, BS, nw, ns = tile
+    BT, BS = tile[:2]
     D = 64
     sig = dict(q="*bf16", k="*bf16", lse="*fp32", rsum="*fp32", key_start="*i64", qd=f"tensordesc<bf16[{BT},{D}]>",
                s_qb="i32", s_qh="i32", s_qt="i32", s_kb="i32", s_kh="i32", s_ks="i32", scale="fp32", softcap="fp32",
@@ -72,28 +87,17 @@ def build(tile: tuple, maxnreg: int, extra: dict) -> tuple:
               USE_LTMA=False, NQ=1, PREC="tf32", UPCAST=False, LPRE=False, UNROLL=1, AMMA=False, RLANES=False,
               RL=False)
     cx.update(extra)
-    sig.update(dict.fromkeys(cx, "constexpr"))
     aligned = ("q", "k", "lse", "rsum", "key_start", "s_qb", "s_qh", "s_qt", "s_kb", "s_kh", "s_ks", "T", "S")
-    attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(fn.arg_names) if n in aligned}
-    src = ASTSource(fn=fn, signature=sig, constexprs={(fn.arg_names.index(n),): v for n, v in cx.items()}, attrs=attrs)
-    opts = dict(num_warps=nw, num_stages=ns, **({"maxnreg": maxnreg} if maxnreg else {}))
-    return triton.compile(src, target=GPUTarget("cuda", 90, 32), options=opts).asm["cubin"], triton.__version__
+    return _compile_sm90(_jit(received_kernel.received_fwd_kernel), sig, cx, aligned, tile, maxnreg)
 
 
 def build_prefill(tile: tuple, maxnreg: int, variant: str, extra: dict) -> tuple:
     """(cubin bytes, Triton version) of the prefill kernel for sm_90 at tile (BT, BS, warps, stages), D = 64, bf16, with
     the recorded switches of ``variant`` ("stats": lse, entropy, key-0 mass and one span, as the statistics call
     launches it; "output": output only); ``extra`` overrides constexprs (e.g. {"TMAX": False})."""
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-
     from kernels.attention import prefill_kernel, tiles
 
-    fn = prefill_kernel.attention_fwd_kernel
-    while type(fn).__name__ != "JITFunction":
-        fn = fn.fn
-    BT, BS, nw, ns = tile
+    BT, BS = tile[:2]
     D = 64
     sw = tiles.prefill_switches(variant, D)
     stats = variant == "stats"
@@ -116,13 +120,9 @@ def build_prefill(tile: tuple, maxnreg: int, variant: str, extra: dict) -> tuple
               LSE_NEG2=stats, LOOP_SPAN=stats and not sw["span_post"], SEG_ON=False, PREC="tf32", UPCAST=False,
               STORE_AD=False, TMAX=sw["tmax"], LSUM=sw["lsum"], LS=sw["lsum"])
     cx.update(extra)
-    sig.update(dict.fromkeys(cx, "constexpr"))
     aligned = ("q", "k", "v", "o", "lse", "ent", "spm", "snk", "key_start", "sink_pos", "spans", "s_qb", "s_qh",
                "s_qt", "s_kb", "s_kh", "s_ks", "s_vb", "s_vh", "s_vs", "s_ob", "s_ot", "s_oh", "T", "S")
-    attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(fn.arg_names) if n in aligned}
-    src = ASTSource(fn=fn, signature=sig, constexprs={(fn.arg_names.index(n),): v for n, v in cx.items()}, attrs=attrs)
-    opts = dict(num_warps=nw, num_stages=ns, **({"maxnreg": maxnreg} if maxnreg else {}))
-    return triton.compile(src, target=GPUTarget("cuda", 90, 32), options=opts).asm["cubin"], triton.__version__
+    return _compile_sm90(_jit(prefill_kernel.attention_fwd_kernel), sig, cx, aligned, tile, maxnreg)
 
 
 def _constexpr(text: str):
@@ -151,14 +151,15 @@ def main(argv=None) -> int:
         sys.path.insert(0, os.path.abspath(args.triton))
     from kernels.attention import tiles
 
+    given = tuple(int(x) for x in args.tile.split(",")) if args.tile else None
     if args.kernel == "prefill":
-        tile = tuple(int(x) for x in args.tile.split(",")) if args.tile else tiles.PREFILL_TILES[args.variant][64]
+        tile = given or tiles.PREFILL_TILES[args.variant][64]
         cap = tiles.prefill_switches(args.variant, 64)["maxnreg"] if args.maxnreg is None else args.maxnreg
         sets = dict(_constexpr(x) for x in args.set)
         cubin, version = build_prefill(tile, cap, args.variant, sets)
         about = {"kernel": "attention_fwd_kernel", "variant": args.variant, "set": sets}
     else:
-        tile = tuple(int(x) for x in args.tile.split(",")) if args.tile else tiles.RECEIVED_TILES[64]
+        tile = given or tiles.RECEIVED_TILES[64]
         cap = tiles.RECEIVED_SWITCHES[64]["maxnreg"] if args.maxnreg is None else args.maxnreg
         cubin, version = build(tile, cap, {"LPRE": args.lpre, "UNROLL": args.unroll, "AMMA": args.amma,
                                           "RLANES": args.rlanes, "RL": args.rlanes})
