@@ -42,7 +42,7 @@ DRY = {"shapes": {"llama": (2, 2, 128), "smollm": (3, 1, 64)}, "max_tiles": 1, "
 N_DEFAULT = 65536
 GiB = 1024 ** 3
 OFF = {"seg": False, "span_post": False, "reload_q": False, "tma": False, "fma": False, "rev": False, "tmax": False,
-       "lsum": False}
+       "lsum": False, "fixref": False}
 
 ROFF = {"r_keymajor": False, "r_fma": False, "r_tma": False, "r_poly": 0, "r_maxnreg": 0, "r_pmix": 0, "r_ltma": False,
         "r_hmaj": False, "r_lse2": False, "r_pipe": False, "r_lpre": False, "r_unroll": 1, "r_amma": False,
@@ -108,12 +108,19 @@ SWEEP = {
 # removed) and the received pass at 96 registers (5 CTAs per SM instead of 4; offline sm_90 build: the same
 # 279-instruction main loop, an 88-byte stack): neither won (ab_h200_s13_call1.json). Call 3: the received pass with two key blocks per program ("r_kpair": each Q
 # tile and lse addend loaded once for both; offline 3.95 instructions per exp2 against 4.31, half the Q reads): lost
-# (1.009x, ab_h200_s13_call3.json), removed (code at commit 28014f0). The arms below: the defaults only.
+# (1.009x, ab_h200_s13_call3.json), removed (code at commit 28014f0).
+# Session 14: the prefill's fully visible range against a fixed reference ("fixref": no row max, no rescaling past the
+# range's first block; offline sm_90 build of the d64 loop: 395 instructions against 512 (statistics), 335 against 448
+# (output); no FMNMX, 4 FMUL against 38). "edit_fixref" runs ACT without its segments (seg off), where fixref applies.
 # --ab-only arms per shape: (name, variant, opts); ``_jobs`` adds them to the precompile and the in-process warm-up.
 _RD = {"rtile": (128, 64, 4, 2), **ROFF, **_L, "r_maxnreg": 128}         # the recorded d64 received pass, in full
+_FX = {"fixref": True}
 AB_ARMS = {
-    "smollm": [("sdpa", "sdpa", {}), ("stats", "stats", {}), ("received", "received", _RD)],
-    "llama": [("sdpa", "sdpa", {}), ("stats", "stats", {})],
+    "smollm": [("sdpa", "sdpa", {}), ("stats", "stats", {}), ("stats_fixref", "stats", _FX), ("output", "output", {}),
+               ("output_fixref", "output", _FX), ("edit", "edit", {}),
+               ("edit_fixref", "edit", {"seg": False, "fixref": True})],
+    "llama": [("sdpa", "sdpa", {}), ("stats", "stats", {}), ("stats_fixref", "stats", _FX), ("output", "output", {}),
+              ("output_fixref", "output", _FX)],
 }
 # variants swept per shape
 SWEEP_VARIANTS = {"llama": ("stats_fwd", "output", "edit"), "smollm": ("received", "stats_fwd")}

@@ -118,7 +118,7 @@ def build_prefill(tile: tuple, maxnreg: int, variant: str, extra: dict) -> tuple
               USE_COLS=False, USE_UNIFORM=False, USE_HMEAN=False, USE_HSCALE=False, USE_VAR=False, USE_TMA=True,
               SEG=sw["seg"], SPAN_POST=sw["span_post"], RELOAD_Q=sw["reload_q"], FMA=sw["fma"], REV=sw["rev"],
               LSE_NEG2=stats, LOOP_SPAN=stats and not sw["span_post"], SEG_ON=False, PREC="tf32", UPCAST=False,
-              STORE_AD=False, TMAX=sw["tmax"], LSUM=sw["lsum"], LS=sw["lsum"])
+              STORE_AD=False, TMAX=sw["tmax"], LSUM=sw["lsum"], LS=sw["lsum"], FIXREF=sw["fixref"])
     cx.update(extra)
     aligned = ("q", "k", "v", "o", "lse", "ent", "spm", "snk", "key_start", "sink_pos", "spans", "s_qb", "s_qh",
                "s_qt", "s_kb", "s_kh", "s_ks", "s_vb", "s_vh", "s_vs", "s_ob", "s_ot", "s_oh", "T", "S")

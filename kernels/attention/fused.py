@@ -535,7 +535,7 @@ def _prefill(q, k, v, out, res, key_start, ed: _Edits, stats, sink_pos, spans, o
         s_vb=sv[0], s_vh=sv[1], s_vs=sv[2], s_ob=so[0], s_ot=so[1], s_oh=so[2],
         T=T, S=S, H=H, G=H // KV, D=D, BT=BT, BS=BS, NS=NS, P=P, C=ed.C,
         SEG=sw["seg"], SPAN_POST=sw["span_post"], RELOAD_Q=sw["reload_q"], FMA=sw["fma"], REV=sw["rev"],
-        TMAX=sw["tmax"], LSUM=sw["lsum"], LSE_NEG2=neg2, num_warps=nw, num_stages=ns, **common,
+        TMAX=sw["tmax"], LSUM=sw["lsum"], FIXREF=sw["fixref"], LSE_NEG2=neg2, num_warps=nw, num_stages=ns, **common,
     )
     if sw.get("maxnreg") and not INTERPRET:
         kw["maxnreg"] = int(sw["maxnreg"])

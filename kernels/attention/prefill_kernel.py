@@ -34,6 +34,15 @@ def _rowmax(b_s, TREE: tl.constexpr):
 
 
 @triton.jit
+def _rescaled(x, alpha, FIX: tl.constexpr):
+    """x * alpha, or x as it is under a fixed reference (FIX: nothing is re-based)."""
+    if FIX:
+        return x
+    else:
+        return x * alpha
+
+
+@triton.jit
 def _fwd_step(
     b_q, p_k, p_v, kd, vd, row0, s_ks, s_vs, j0, p_pos, ks, S, window, scale, softcap, uni,
     b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_cols, p_spans, b_acc2, b_tm, sp0, sp1,
@@ -41,7 +50,7 @@ def _fwd_step(
     USE_WINDOW: tl.constexpr, USE_SOFTCAP: tl.constexpr, USE_UNIFORM: tl.constexpr,
     USE_ENTROPY: tl.constexpr, USE_SPAN: tl.constexpr, USE_COLS: tl.constexpr, COLMODE: tl.constexpr,
     USE_VAR: tl.constexpr, USE_TMA: tl.constexpr, FMA: tl.constexpr, TMAX: tl.constexpr, LS: tl.constexpr,
-    PREC: tl.constexpr, UPCAST: tl.constexpr,
+    PREC: tl.constexpr, UPCAST: tl.constexpr, FIX: tl.constexpr = False,
 ):
     """One key block of the online softmax; MASK=False for blocks every query fully sees.
 
@@ -52,7 +61,9 @@ def _fwd_step(
     running output by the MMA (no softcap). TMAX: the row max by ``_rowmax``'s tree. LS (no ACT columns, no VAR): the
     row sum and entropy sum as per-lane partials b_l, b_ent [BT, 4] (``lane_sum``; no shuffles in the loop). USE_TMA:
     K / V come
-    from tensor descriptors kd / vd over the [rows, D] view, this (batch, kv head)'s keys at row0."""
+    from tensor descriptors kd / vd over the [rows, D] view, this (batch, kv head)'s keys at row0.
+    FIX (MASK = False only): no row max -- the probabilities are taken against the reference b_m as it is, so nothing
+    is rescaled (no max, no alpha, no accumulator multiply); the caller checks the sums for overflow afterwards."""
     o_j = j0 + tl.arange(0, BS)                                               # [BS]
     o_d = tl.arange(0, D)                                                     # [D]
     if USE_TMA:
@@ -67,7 +78,15 @@ def _fwd_step(
         b_k = tl.load(p_k + o_j[:, None] * s_ks + o_d[None, :])               # [BS, D]
         b_v = tl.load(p_v + o_j[:, None] * s_vs + o_d[None, :])               # [BS, D]
     b_s = dot(b_q, tl.trans(b_k), PREC, UPCAST)                               # [BT, BS]
-    if FMA and not USE_SOFTCAP:
+    if FIX:
+        if FMA and not USE_SOFTCAP:
+            if USE_UNIFORM:
+                b_s = tl.where(uni, 0.0, b_s)
+            b_x = b_s * (scale * LOG2E) - b_m[:, None]                        # [BT, BS]
+        else:
+            b_x = scores2(b_s, scale, softcap, uni, USE_SOFTCAP, USE_UNIFORM) - b_m[:, None]
+        b_mn = b_m
+    elif FMA and not USE_SOFTCAP:
         # the max of the raw scores, scaled once per row; then one FMA per score: s * c - m
         if USE_UNIFORM:
             b_s = tl.where(uni, 0.0, b_s)
@@ -94,15 +113,17 @@ def _fwd_step(
         b_mn = tl.maximum(b_m, _rowmax(b_s, TMAX))                            # [BT]
         b_x = b_s - b_mn[:, None]                                             # [BT, BS]
     b_p = tl.exp2(b_x)                                                        # [BT, BS]
-    b_alpha = tl.exp2(b_m - b_mn)                                             # [BT]
+    b_alpha = tl.exp2(b_m - b_mn)                                             # [BT] (FIX: unused)
     if USE_ENTROPY:
         # running sum of p~ * (s - m), re-based on the new max like the accumulator
-        if LS:
+        if FIX:
+            b_ent = b_ent + lane_sum(b_p * b_x, LS)
+        elif LS:
             b_ent = b_alpha[:, None] * (b_ent - (b_mn - b_m)[:, None] * b_l) + lane_sum(b_p * b_x, True)
         else:
             b_ent = b_alpha * (b_ent - (b_mn - b_m) * b_l) + tl.sum(b_p * b_x, 1)
     if USE_SPAN:
-        b_spm = b_spm * b_alpha[:, None]                                      # [BT, NSP]
+        b_spm = _rescaled(b_spm, b_alpha[:, None], FIX)                       # [BT, NSP]
         for i in tl.static_range(NS):
             s0 = tl.load(p_spans + 2 * i).to(tl.int32)
             s1 = tl.load(p_spans + 2 * i + 1).to(tl.int32)
@@ -112,11 +133,11 @@ def _fwd_step(
                 b_spm += tl.where(tl.arange(0, NSP)[None, :] == i, b_c[:, None], 0.0)
     if LS:
         b_ls = lane_sum(b_p, True)                                            # [BT, 4]
-        b_l = b_l * b_alpha[:, None] + b_ls
+        b_l = _rescaled(b_l, b_alpha[:, None], FIX) + b_ls
     else:
         b_ls = tl.sum(b_p, 1)                                                 # [BT]
-        b_l = b_l * b_alpha + b_ls
-    b_acc = b_acc * b_alpha[:, None]
+        b_l = _rescaled(b_l, b_alpha, FIX) + b_ls
+    b_acc = _rescaled(b_acc, b_alpha[:, None], FIX)                           # [BT, D]
     b_pv = b_p
     if USE_COLS:
         # edited columns are kept out of the accumulator and out of l_rest; the epilogue adds
@@ -132,11 +153,11 @@ def _fwd_step(
             m_c = tl.sum((o_j[:, None] == b_cols[None, :]).to(tl.int32), 1) > 0  # [BS]
             b_pv = tl.where(m_c[None, :], 0.0, b_p)
             b_lsr = tl.sum(b_pv, 1)
-        b_lr = b_lr * b_alpha + b_lsr
+        b_lr = _rescaled(b_lr, b_alpha, FIX) + b_lsr
     if USE_VAR:
         # VAR: mass and partial output of the span's non-sink keys (the redistribution targets)
-        b_acc2 = b_acc2 * b_alpha[:, None]
-        b_tm = b_tm * b_alpha
+        b_acc2 = _rescaled(b_acc2, b_alpha[:, None], FIX)
+        b_tm = _rescaled(b_tm, b_alpha, FIX)
         if (sp0 < j0 + BS) & (sp1 > j0):
             m_snk = tl.sum((o_j[:, None] == b_cols[None, :]).to(tl.int32), 1) > 0  # [BS]
             m_tg = (o_j >= sp0) & (o_j < sp1) & (m_snk == 0)                 # [BS]
@@ -148,6 +169,29 @@ def _fwd_step(
     else:
         b_acc += dot(b_pv.to(b_v.dtype), b_v, PREC, UPCAST)                  # [BT, D]
     return b_mn, b_l, b_lr, b_acc, b_ent, b_spm, b_acc2, b_tm
+
+
+@triton.jit
+def _state0(BT: tl.constexpr, D: tl.constexpr, NSP: tl.constexpr, LS: tl.constexpr):
+    """The online softmax's state before any key: max, sum, sum without ACT columns, output, entropy sum, span
+    masses, VAR's target output and mass."""
+    b_m = tl.full([BT], NEG, tl.float32)                                      # [BT]
+    b_l = tl.zeros([BT, 4] if LS else [BT], tl.float32)                       # [BT] (LS: [BT, 4] per lane)
+    b_lr = tl.zeros([BT], tl.float32)                                         # [BT] sum without ACT columns
+    b_acc = tl.zeros([BT, D], tl.float32)                                     # [BT, D]
+    b_ent = tl.zeros([BT, 4] if LS else [BT], tl.float32)                     # [BT] (LS: [BT, 4] per lane)
+    b_spm = tl.zeros([BT, NSP], tl.float32)                                   # [BT, NSP]
+    b_acc2 = tl.zeros([BT, D], tl.float32)                                    # [BT, D] VAR targets
+    b_tm = tl.zeros([BT], tl.float32)                                         # [BT] VAR target mass
+    return b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_acc2, b_tm
+
+
+@triton.jit
+def _overflowed(b_l, b_acc):
+    """Whether any sum b_l ([BT] or per lane [BT, 4]) reached 1e30 or any output accumulator b_acc [BT, D] 1e37
+    (inf and NaN included): a scalar for the whole program."""
+    n = tl.sum(tl.where(b_l < 1e30, 0, 1)) + tl.sum(tl.where(tl.abs(b_acc) < 1e37, 0, 1))
+    return n > 0
 
 
 @triton.jit
@@ -235,7 +279,7 @@ def attention_fwd_kernel(
     USE_HSCALE: tl.constexpr, USE_VAR: tl.constexpr, USE_TMA: tl.constexpr,
     SEG: tl.constexpr, SPAN_POST: tl.constexpr, RELOAD_Q: tl.constexpr, FMA: tl.constexpr, REV: tl.constexpr,
     LSE_NEG2: tl.constexpr, LOOP_SPAN: tl.constexpr, SEG_ON: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr,
-    STORE_AD: tl.constexpr, TMAX: tl.constexpr, LSUM: tl.constexpr, LS: tl.constexpr,
+    STORE_AD: tl.constexpr, TMAX: tl.constexpr, LSUM: tl.constexpr, LS: tl.constexpr, FIXREF: tl.constexpr,
 ):
     """One program per (query block, batch x head). Pointers: q [B, H, T, D], k / v [B, KV, S, D],
     o [B, T, H, D]; lse / ent [B, H, T], spm [B, H, T, NS], snk [B, H, T, P] (float32, None = off);
@@ -254,7 +298,11 @@ def attention_fwd_kernel(
     float32 value to ~2^-24), zeros after: that pass adds it to its scores with the MMA (its AMMA switch).
     TMAX: each key block's row max by a tree in registers (``_rowmax``) rather than one dependent chain per row.
     LSUM (in effect as LS: no ACT columns, no VAR): the row and entropy sums kept per lane through the key loop
-    (``lane_sum``)."""
+    (``lane_sum``). FIXREF (without SEG_ON): the fully visible key range past its first block runs with no row max
+    and no rescaling, against the row max of that first block: a base-2 logit up to 128 above it keeps exp2 finite in
+    float32, and one 126 below it (so at least that far below the row's max) is far under float32's precision of the
+    sum. A program whose sums pass 1e30 (logits ~100 above the reference) runs the range again with the running max
+    (``_overflowed``), so the result never depends on the reference."""
     i_t, i_bh = tl.program_id(0), tl.program_id(1)
     if REV:
         i_t = tl.num_programs(0) - 1 - i_t
@@ -283,14 +331,7 @@ def attention_fwd_kernel(
     if USE_SPAN:
         p_spans = spans + i_b * NS * 2
 
-    b_m = tl.full([BT], NEG, tl.float32)                                      # [BT]
-    b_l = tl.zeros([BT, 4] if LS else [BT], tl.float32)                       # [BT] (LS: [BT, 4] per lane)
-    b_lr = tl.zeros([BT], tl.float32)                                         # [BT] sum without ACT columns
-    b_ent = tl.zeros([BT, 4] if LS else [BT], tl.float32)                     # [BT] (LS: [BT, 4] per lane)
-    b_spm = tl.zeros([BT, NSP], tl.float32)                                   # [BT, NSP]
-    b_acc = tl.zeros([BT, D], tl.float32)                                     # [BT, D]
-    b_acc2 = tl.zeros([BT, D], tl.float32)                                    # [BT, D] VAR targets
-    b_tm = tl.zeros([BT], tl.float32)                                         # [BT] VAR target mass
+    b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_acc2, b_tm = _state0(BT, D, NSP, LS)
     sp0, sp1 = 0, 0
     if USE_VAR:
         sp0 = tl.load(redist_span + i_b * 2).to(tl.int32)
@@ -344,6 +385,38 @@ def attention_fwd_kernel(
                 b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_cols, p_spans, b_acc2, b_tm, sp0, sp1, False, D, BS, NS, NSP,
                 USE_WINDOW, USE_SOFTCAP, USE_UNIFORM, USE_ENTROPY, LOOP_SPAN, USE_COLS, 0, USE_VAR, USE_TMA,
                 FMA, TMAX, LS, PREC, UPCAST)
+    elif FIXREF:
+        # the first fully visible block with its row max gives every row a reference; the rest of the range is
+        # taken against it, unrescaled (``_fwd_step``'s FIX)
+        j_f = tl.minimum(j_a + BS, j_b)
+        for j0 in range(j_a, j_f, BS):
+            b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_acc2, b_tm = _fwd_step(
+                b_q, p_k, p_v, kd, vd, row0, s_ks, s_vs, j0, p_pos, ks, S, window, scale, softcap, uni,
+                b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_cols, p_spans, b_acc2, b_tm, sp0, sp1, False, D, BS, NS, NSP,
+                USE_WINDOW, USE_SOFTCAP, USE_UNIFORM, USE_ENTROPY, LOOP_SPAN, USE_COLS, 1, USE_VAR, USE_TMA,
+                FMA, TMAX, LS, PREC, UPCAST)
+        for j0 in range(j_f, j_b, BS):
+            b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_acc2, b_tm = _fwd_step(
+                b_q, p_k, p_v, kd, vd, row0, s_ks, s_vs, j0, p_pos, ks, S, window, scale, softcap, uni,
+                b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_cols, p_spans, b_acc2, b_tm, sp0, sp1, False, D, BS, NS, NSP,
+                USE_WINDOW, USE_SOFTCAP, USE_UNIFORM, USE_ENTROPY, LOOP_SPAN, USE_COLS, 1, USE_VAR, USE_TMA,
+                FMA, TMAX, LS, PREC, UPCAST, True)
+        # scores far above the reference (sums past 1e30, or an accumulator past 1e37, inf or NaN): the key range
+        # again from the start with the running max, so the result never depends on the reference
+        if _overflowed(b_l, b_acc):
+            b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_acc2, b_tm = _state0(BT, D, NSP, LS)
+            for j0 in range(lo, j_a, BS):
+                b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_acc2, b_tm = _fwd_step(
+                    b_q, p_k, p_v, kd, vd, row0, s_ks, s_vs, j0, p_pos, ks, S, window, scale, softcap, uni,
+                    b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_cols, p_spans, b_acc2, b_tm, sp0, sp1, True, D, BS, NS,
+                    NSP, USE_WINDOW, USE_SOFTCAP, USE_UNIFORM, USE_ENTROPY, LOOP_SPAN, USE_COLS, 1, USE_VAR, USE_TMA,
+                    FMA, TMAX, LS, PREC, UPCAST)
+            for j0 in range(j_a, j_b, BS):
+                b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_acc2, b_tm = _fwd_step(
+                    b_q, p_k, p_v, kd, vd, row0, s_ks, s_vs, j0, p_pos, ks, S, window, scale, softcap, uni,
+                    b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_cols, p_spans, b_acc2, b_tm, sp0, sp1, False, D, BS, NS,
+                    NSP, USE_WINDOW, USE_SOFTCAP, USE_UNIFORM, USE_ENTROPY, LOOP_SPAN, USE_COLS, 1, USE_VAR, USE_TMA,
+                    FMA, TMAX, LS, PREC, UPCAST)
     else:
         for j0 in range(j_a, j_b, BS):
             b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_acc2, b_tm = _fwd_step(

@@ -63,7 +63,7 @@ PREFILL_TILES: dict = {
 # 5's first call (benchmarks/results/prefill_sweep_h200_call1.json) for d128; d256 was not measured with the
 # switches on (parity only), so it keeps the kernel as it was (all off).
 _OFF = {"seg": False, "span_post": False, "reload_q": False, "tma": False, "fma": False, "rev": False, "maxnreg": 0,
-        "tmax": False, "lsum": False}
+        "tmax": False, "lsum": False, "fixref": False}
 PREFILL_SWITCHES: dict = {
     "output": {64: dict(_OFF, tma=True, fma=True, rev=True), 128: dict(_OFF, tma=True, fma=True, rev=True),
                256: dict(_OFF)},
@@ -140,7 +140,7 @@ _RECEIVED_INTS = ("poly", "maxnreg", "pmix", "unroll")
 # decode: (BS, num_warps, num_stages); one wave of programs, bandwidth-bound
 DECODE_TILES: dict = {64: (64, 4, 2), 128: (64, 4, 2), 256: (32, 4, 2)}
 # decode column modes and register caps per shape: kernels.attention.fused.decode_edit_config
-SWITCH_NAMES = ("seg", "span_post", "reload_q", "tma", "fma", "rev", "tmax", "lsum")
+SWITCH_NAMES = ("seg", "span_post", "reload_q", "tma", "fma", "rev", "tmax", "lsum", "fixref")
 
 INTERPRET_TILE = (32, 32, 4, 1)
 

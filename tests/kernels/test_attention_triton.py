@@ -288,17 +288,22 @@ SWITCHES = [{"seg": True}, {"span_post": True, "reload_q": True},
             # session 12: the row max by a tree in registers, the row sums kept per lane
             {"seg": True, "span_post": True, "reload_q": True, "tma": True, "fma": True, "rev": True, "tmax": True,
              "lsum": True},
-            {"tmax": True}, {"lsum": True, "fma": True}]
+            {"tmax": True}, {"lsum": True, "fma": True},
+            # session 14: the fully visible range against a fixed reference (no row max, no rescaling)
+            {"fixref": True}, {"span_post": True, "reload_q": True, "tma": True, "fma": True, "rev": True, "tmax": True,
+                               "lsum": True, "fixref": True}]
 
 
 @pytest.mark.parametrize("opts", [{"fma": True, "span_post": True}, {"fma": True, "tmax": True, "span_post": True},
-                                  {"tmax": True, "lsum": True}])
+                                  {"tmax": True, "lsum": True}, {"fixref": True},
+                                  {"fma": True, "tmax": True, "lsum": True, "span_post": True, "fixref": True}])
 @pytest.mark.parametrize("D,T,S,dtype", [(64, 70, 130, torch.bfloat16), (64, 40, 97, torch.float32),
                                          (128, 33, 160, torch.bfloat16)])
 def test_growing_max_parity(D, T, S, dtype, opts):
     """Rows whose max grows over many key blocks (~30, base 2) and jumps by ~20 at one key (every key block rescales
     the running output and sums): float64 parity of the output, every statistic and ACT columns, with the row max by a
-    chain or by a tree (tmax), with and without the FMA path. A kernel that dropped the accumulators' rescale fails this
+    chain or by a tree (tmax), with and without the FMA path, and against a fixed reference (fixref: the max grows ~50
+    above it, so the entropy sum is taken far from the max). A kernel that dropped the accumulators' rescale fails this
     (checked in session 12 against a lazily rescaling variant)."""
     g = torch.Generator().manual_seed(D + S)
     u = torch.randn(D, generator=g)
@@ -314,6 +319,33 @@ def test_growing_max_parity(D, T, S, dtype, opts):
             opts=opts)
     ed = _edits(1, 2, D, S, dtype)
     ed.col_idx[0, 0] = torch.tensor([S // 2, 0, 5])
+    got = _tri().attention(q, k, v, scale=D ** -0.5, edits=ed, opts=opts)
+    _check_edited(got, q, k, v, ed, dtype, active=False)
+
+
+@pytest.mark.parametrize("jump", [150.0, 110.0, 60.0])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fixref_overflow_parity(jump, dtype):
+    """fixref takes the fully visible keys against the first block's row max. A key whose base-2 logit is ``jump``
+    above it: at 150 exp2 overflows (inf), at 110 the sums pass 1e30; both send the program back over the range with
+    the running max (without that fallback the 150 cases come out inf / NaN and fail); at 60 the fixed reference
+    holds. Output, every statistic, ACT and VAR edits keep float64 parity."""
+    B, H, KV, T, S, D = 1, 2, 1, 70, 130, 64
+    g = torch.Generator().manual_seed(int(jump))
+    u = torch.randn(D, generator=g)
+    u = u / u.norm()
+    q = torch.randn(B, H, T, D, generator=g) * 0.5 + 20.0 * u
+    k = torch.randn(B, KV, S, D, generator=g) * 0.5
+    v = torch.randn(B, KV, S, D, generator=g)
+    k[:, :, 90] += jump / 1.4427 * D ** 0.5 / 20.0 * u                 # q . k * scale * log2(e) ~ jump at key 90
+    q, k, v = (x.to(dtype).to(DEV) for x in (q, k, v))
+    opts = {"fixref": True, "fma": True, "lsum": True, "span_post": True}
+    # sinks and ACT columns away from key 90: its own mass, p ~ 1 from a logit ~150 in float32, is off by ~2e-5
+    # with or without fixref, and ACT on a column holding all of a row's mass is ill-conditioned in float64 too
+    _parity(q, k, v, ALL, scale=D ** -0.5, sink_pos=torch.tensor([[0, 40]], device=DEV), spans=_spans(1, S),
+            opts=opts)
+    ed = _edits(1, H, D, S, dtype)
+    ed.col_idx[0, 0] = torch.tensor([40, 0, 5])
     got = _tri().attention(q, k, v, scale=D ** -0.5, edits=ed, opts=opts)
     _check_edited(got, q, k, v, ed, dtype, active=False)
 
