@@ -45,7 +45,7 @@ PREFILL_TILES: dict = {
     "var": {64: (64, 64, 4, 3), 128: (64, 128, 8, 3), 256: (32, 32, 4, 2)},
 }
 # variant -> {head_dim bucket: kernel switches} (prefill_kernel.attention_fwd_kernel's SEG, SPAN_POST, RELOAD_Q, FMA,
-# REV (query blocks launched longest first), TMAX, LSUM (no ACT columns / VAR); "tma": K / V through tensor
+# REV (query blocks launched longest first), TMAX, LSUM (no ACT columns / VAR), FIXREF (no SEG); "tma": K / V through tensor
 # descriptors where the layout allows it; "maxnreg": a ptxas register cap, 0 = none, GPU builds only: more CTAs per SM
 # where shared memory allows, e.g. the d64 statistics tile (64, 128, 4, 2) at 168 registers (offline sm_90 build of
 # Triton 3.6: 243 without the cap, an 8-byte stack with it; 73 KiB shared memory) fits 3 CTAs per SM instead of 2 --
@@ -64,13 +64,20 @@ PREFILL_TILES: dict = {
 # switches on (parity only), so it keeps the kernel as it was (all off).
 _OFF = {"seg": False, "span_post": False, "reload_q": False, "tma": False, "fma": False, "rev": False, "maxnreg": 0,
         "tmax": False, "lsum": False, "fixref": False}
+# Session 14 (benchmarks/results/ab_h200_s14_call1.json, 10 interleaved rounds): "fixref" (the fully visible key range
+# past its first block against that block's row max: no row max, no rescaling; an overflow check runs the range again
+# with the running max) -- statistics 0.966x [0.961, 0.977] of the plain default at d64 (1.653x SDPA) but 1.013x
+# [1.003, 1.018] at d128; output 0.934x at d64 (0.950x SDPA) and 0.939x at d128 (1.001x SDPA); ACT edits without
+# segments 0.922x of the segmented default at d64 (0.969x SDPA) -> on for output (d64, d128), statistics (d64) and
+# edits (d64, with seg off: the segments' column-free runs are what fixref speeds up anyway).
 PREFILL_SWITCHES: dict = {
-    "output": {64: dict(_OFF, tma=True, fma=True, rev=True), 128: dict(_OFF, tma=True, fma=True, rev=True),
-               256: dict(_OFF)},
-    "stats": {64: dict(_OFF, span_post=True, reload_q=True, tma=True, fma=True, rev=True, tmax=True, lsum=True),
+    "output": {64: dict(_OFF, tma=True, fma=True, rev=True, fixref=True),
+               128: dict(_OFF, tma=True, fma=True, rev=True, fixref=True), 256: dict(_OFF)},
+    "stats": {64: dict(_OFF, span_post=True, reload_q=True, tma=True, fma=True, rev=True, tmax=True, lsum=True,
+                       fixref=True),
               128: dict(_OFF, span_post=True, reload_q=True, tma=True, fma=True, rev=True, tmax=True, lsum=True),
               256: dict(_OFF)},
-    "edit": {64: dict(_OFF, seg=True, reload_q=True, tma=True, fma=True),
+    "edit": {64: dict(_OFF, reload_q=True, tma=True, fma=True, fixref=True),
              128: dict(_OFF, seg=True, reload_q=True, tma=True, fma=True, rev=True), 256: dict(_OFF)},
     "var": {64: dict(_OFF), 128: dict(_OFF), 256: dict(_OFF)},
 }
@@ -162,7 +169,7 @@ def prefill_tile(variant: str, D: int, itemsize: int, interpret: bool,
 
 def prefill_switches(variant: str, D: int, override: Optional[dict] = None) -> dict:
     """The prefill kernel's switches for one variant ({"seg", "span_post", "reload_q", "tma", "fma", "rev", "tmax",
-    "lsum"}: bool; "maxnreg": a ptxas register cap, 0 = none), with the keys of ``override`` that name a switch taking
+    "lsum", "fixref"}: bool; "maxnreg": a ptxas register cap, 0 = none), with the keys of ``override`` that name a switch taking
     precedence (the cap's key: "p_maxnreg"; "maxnreg" is the decode kernel's)."""
     sw = dict(PREFILL_SWITCHES[variant][_bucket(D)])
     for name in SWITCH_NAMES:
