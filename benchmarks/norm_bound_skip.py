@@ -43,12 +43,10 @@ def skip_fractions(q, k, margins: tuple) -> dict:
     return {mg: hits[mg] / max(total, 1) for mg in margins} | {"pairs": total}
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--tokens", type=int, default=2048)
-    ap.add_argument("--margins", type=int, nargs="+", default=[8, 16, 32, 64])
-    ap.add_argument("--out", default=None)
-    args = ap.parse_args(argv)
+def smollm2_qk(tokens: int) -> tuple:
+    """(every layer's post-RoPE (q [H, T, D], k [KV, T, D]) float32, token count) of SmolLM2-135M-Instruct (the
+    embedded GGUF, CPU) over the first ``tokens`` tokens of Austen, recorded through transformers' attention
+    interface."""
     import torch
     from transformers import AttentionInterface
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
@@ -64,9 +62,21 @@ def main(argv=None) -> int:
 
     AttentionInterface.register("norm_bound_record", record)
     h = load("smollm2", device="cpu", attn_implementation="norm_bound_record")
-    ids = h.tokenizer(austen()[:40000], return_tensors="pt").input_ids[:, :args.tokens]
+    ids = h.tokenizer(austen()[:40000], return_tensors="pt").input_ids[:, :tokens]
     with torch.no_grad():
         h.model(ids)
+    return seen, int(ids.shape[1])
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tokens", type=int, default=2048)
+    ap.add_argument("--margins", type=int, nargs="+", default=[8, 16, 32, 64])
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args(argv)
+    import torch
+
+    seen, n_tokens = smollm2_qk(args.tokens)
     margins = tuple(args.margins)
     layers = []
     for q, k in seen:
@@ -77,7 +87,7 @@ def main(argv=None) -> int:
     g = torch.Generator().manual_seed(0)
     q0 = seen[0][0]
     rnd = skip_fractions(torch.randn(q0.shape, generator=g), torch.randn(q0.shape, generator=g), margins)
-    out = {"model": "smollm2", "text": "austen prideprejudice", "tokens": int(ids.shape[1]), "tile": [BT, BS],
+    out = {"model": "smollm2", "text": "austen prideprejudice", "tokens": n_tokens, "tile": [BT, BS],
            "skip_fraction_by_margin_bits": overall,
            "random_normal_skip_fraction_by_margin_bits": {str(mg): rnd[mg] for mg in margins},
            "per_layer": [{str(mg): x[mg] for mg in margins} for x in layers],
