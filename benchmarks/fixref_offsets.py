@@ -6,8 +6,8 @@ all the keys the kernel takes that way) - (row max over the first block), in bas
   * a program runs its key range a second time (the exact running-max path) when some row's sums pass 1e30, i.e. only
     when r approaches ~100 for some row of its query block;
   * the entropy sum is taken r away from the row max, so its float32 cancellation grows with r.
-This script runs SmolLM2-135M-Instruct (the embedded GGUF) over real text (Austen), takes every layer's post-RoPE q and k
-(``norm_bound_skip.smollm2_qk``), and reports r's distribution over the rows the switch applies to (query blocks with
+This script runs SmolLM2-135M-Instruct (the embedded GGUF) over real text (Austen), takes every layer's post-RoPE q and
+k (``norm_bound_skip.smollm2_qk``), and reports r's distribution over the rows the switch applies to (query blocks with
 more than one fully visible key block at the d 64 statistics tile: 64 query rows, 128 keys), per layer and overall,
 with the same for standard normal q and k (the benchmarks' inputs) at layer 0's shape.
 

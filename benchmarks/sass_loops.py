@@ -91,14 +91,13 @@ def build(tile: tuple, maxnreg: int, extra: dict) -> tuple:
     return _compile_sm90(_jit(received_kernel.received_fwd_kernel), sig, cx, aligned, tile, maxnreg)
 
 
-def build_prefill(tile: tuple, maxnreg: int, variant: str, extra: dict) -> tuple:
-    """(cubin bytes, Triton version) of the prefill kernel for sm_90 at tile (BT, BS, warps, stages), D = 64, bf16, with
-    the recorded switches of ``variant`` ("stats": lse, entropy, key-0 mass and one span, as the statistics call
+def build_prefill(tile: tuple, maxnreg: int, variant: str, extra: dict, D: int = 64) -> tuple:
+    """(cubin bytes, Triton version) of the prefill kernel for sm_90 at tile (BT, BS, warps, stages), head_dim D, bf16,
+    with the recorded switches of ``variant`` ("stats": lse, entropy, key-0 mass and one span, as the statistics call
     launches it; "output": output only); ``extra`` overrides constexprs (e.g. {"TMAX": False})."""
     from kernels.attention import prefill_kernel, tiles
 
     BT, BS = tile[:2]
-    D = 64
     sw = tiles.prefill_switches(variant, D)
     stats = variant == "stats"
     f32, none = "*fp32", None
@@ -113,12 +112,13 @@ def build_prefill(tile: tuple, maxnreg: int, variant: str, extra: dict) -> tuple
                             "redist_span", "redist_from", "redist_keep", "redist_rho", "redist_min_mass")}
     if not stats:
         cx.update(ent=none, spm=none, snk=none, sink_pos=none, spans=none)
-    cx.update(H=9, G=3, D=D, BT=BT, BS=BS, NS=1 if stats else 0, NSP=2, P=1 if stats else 0, C=0, CP=2,
+    cx.update(D=D, BT=BT, BS=BS, NS=1 if stats else 0, NSP=2, P=1 if stats else 0, C=0, CP=2,
               USE_WINDOW=False, USE_SOFTCAP=False, STORE_LSE=True, USE_ENTROPY=stats, USE_SPAN=stats, USE_SINK=stats,
               USE_COLS=False, USE_UNIFORM=False, USE_HMEAN=False, USE_HSCALE=False, USE_VAR=False, USE_TMA=True,
               SEG=sw["seg"], SPAN_POST=sw["span_post"], RELOAD_Q=sw["reload_q"], FMA=sw["fma"], REV=sw["rev"],
               LSE_NEG2=stats, LOOP_SPAN=stats and not sw["span_post"], SEG_ON=False, PREC="tf32", UPCAST=False,
-              STORE_AD=False, TMAX=sw["tmax"], LSUM=sw["lsum"], LS=sw["lsum"], FIXREF=sw["fixref"])
+              STORE_AD=False, TMAX=sw["tmax"], LSUM=sw["lsum"], LS=sw["lsum"], FIXREF=sw["fixref"],
+              H=32 if D > 64 else 9, G=1 if D > 64 else 3)
     cx.update(extra)
     aligned = ("q", "k", "v", "o", "lse", "ent", "spm", "snk", "key_start", "sink_pos", "spans", "s_qb", "s_qh",
                "s_qt", "s_kb", "s_kh", "s_ks", "s_vb", "s_vh", "s_vs", "s_ob", "s_ot", "s_oh", "T", "S")
@@ -137,7 +137,9 @@ def main(argv=None) -> int:
     ap.add_argument("--triton", default=None, help="a folder holding another Triton package (put first on sys.path)")
     ap.add_argument("--kernel", choices=("received", "prefill"), default="received")
     ap.add_argument("--variant", default="stats", help="prefill: the tile table's variant (stats / output)")
-    ap.add_argument("--tile", default=None, help="BT,BS,warps,stages (default: the recorded d 64 tile)")
+    ap.add_argument("--tile", default=None, help="BT,BS,warps,stages (default: the recorded tile of the head_dim)")
+    ap.add_argument("--head-dim", type=int, default=64, help="prefill: 64 (SmolLM2 shape, 9 / 3 heads) or 128 (Llama "
+                    "shape, 32 / 32)")
     ap.add_argument("--maxnreg", type=int, default=None, help="register cap (default: the recorded switch)")
     ap.add_argument("--lpre", action="store_true", help="the received kernel's lpre switch")
     ap.add_argument("--unroll", type=int, default=1, help="the received kernel's unroll switch")
@@ -153,10 +155,10 @@ def main(argv=None) -> int:
 
     given = tuple(int(x) for x in args.tile.split(",")) if args.tile else None
     if args.kernel == "prefill":
-        tile = given or tiles.PREFILL_TILES[args.variant][64]
-        cap = tiles.prefill_switches(args.variant, 64)["maxnreg"] if args.maxnreg is None else args.maxnreg
+        tile = given or tiles.PREFILL_TILES[args.variant][args.head_dim]
+        cap = tiles.prefill_switches(args.variant, args.head_dim)["maxnreg"] if args.maxnreg is None else args.maxnreg
         sets = dict(_constexpr(x) for x in args.set)
-        cubin, version = build_prefill(tile, cap, args.variant, sets)
+        cubin, version = build_prefill(tile, cap, args.variant, sets, args.head_dim)
         about = {"kernel": "attention_fwd_kernel", "variant": args.variant, "set": sets}
     else:
         tile = given or tiles.RECEIVED_TILES[64]
@@ -177,7 +179,8 @@ def main(argv=None) -> int:
             f.write(sass)
     usage = res.strip().splitlines()[-1].strip()
     found = loops(sass)
-    doc = {**about, "target": "sm_90", "triton": version, "tile": tile, "maxnreg": cap, "head_dim": 64,
+    doc = {**about, "target": "sm_90", "triton": version, "tile": tile, "maxnreg": cap,
+           "head_dim": args.head_dim if args.kernel == "prefill" else 64,
            "dtype": "bf16", "resource_usage": usage, "loops": found,
            "command": "PYTHONPATH=. python -m benchmarks.sass_loops " + " ".join(sys.argv[1:] if argv is None else argv)}
     for lp in found:

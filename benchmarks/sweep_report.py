@@ -161,7 +161,10 @@ BLOCKS = {"prefill-sweep-call1": f"{RESULTS}/prefill_sweep_h200_call1.json",
           "ab-s12-call3": f"{RESULTS}/ab_h200_s12_call3.json",
           "ab-s12-call4": f"{RESULTS}/ab_h200_s12_call4.json",
           "ab-s13-call1": f"{RESULTS}/ab_h200_s13_call1.json",
-          "ab-s13-call3": f"{RESULTS}/ab_h200_s13_call3.json"}
+          "ab-s13-call3": f"{RESULTS}/ab_h200_s13_call3.json",
+          "ab-s14-call1": f"{RESULTS}/ab_h200_s14_call1.json",
+          "ab-s14-call2": f"{RESULTS}/ab_h200_s14_call2.json",
+          "ab-s14-call3": f"{RESULTS}/ab_h200_s14_call3.json"}
 
 
 PLAIN_ARMS = ("received", "stats_fwd", "stats", "output", "edit")      # AB arms without a switch in their name

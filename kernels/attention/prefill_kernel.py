@@ -350,80 +350,80 @@ def attention_fwd_kernel(
     j_a = tl.minimum(tl.maximum(j_a, lo), hi)
     j_b = tl.minimum(tl.maximum(j_b, j_a), hi)
 
-    for j0 in range(lo, j_a, BS):
-        b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_acc2, b_tm = _fwd_step(
-            b_q, p_k, p_v, kd, vd, row0, s_ks, s_vs, j0, p_pos, ks, S, window, scale, softcap, uni,
-            b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_cols, p_spans, b_acc2, b_tm, sp0, sp1, True, D, BS, NS, NSP,
-            USE_WINDOW, USE_SOFTCAP, USE_UNIFORM, USE_ENTROPY, LOOP_SPAN, USE_COLS, 1, USE_VAR, USE_TMA,
-            FMA, TMAX, LS, PREC, UPCAST)
-    if SEG_ON:
-        # the sorted column list splits [j_a, j_b) into plain segments and the blocks holding a
-        # column (a repeat, -1 or an out-of-range column adds an empty segment and no block)
-        p_c = col_idx + (i_b * H + i_h) * C
-        cur = j_a
-        for c in range(0, C):
-            idx = tl.load(p_c + c).to(tl.int32)
-            blk = tl.maximum(idx, 0) // BS * BS
-            ok = (idx >= 0) & (blk >= cur) & (blk < j_b)
-            e = tl.where(ok, blk, cur)
-            for j0 in range(cur, e, BS):
+    if FIXREF and not SEG_ON:
+        # the first fully visible block with its row max gives every row a reference; the rest of the range is taken
+        # against it, unrescaled (``_fwd_step``'s FIX). Scores far above the reference (sums past 1e30, an accumulator
+        # past 1e37, inf or NaN): a second pass over the key range from the start with the running max throughout
+        # (j_f = j_b), so the result never depends on the reference. One copy of each loop serves both passes.
+        j_f = tl.minimum(j_a + BS, j_b)
+        n_pass = 0
+        while n_pass < 2:
+            for j0 in range(lo, j_a, BS):
+                b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_acc2, b_tm = _fwd_step(
+                    b_q, p_k, p_v, kd, vd, row0, s_ks, s_vs, j0, p_pos, ks, S, window, scale, softcap, uni,
+                    b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_cols, p_spans, b_acc2, b_tm, sp0, sp1, True, D, BS, NS, NSP,
+                    USE_WINDOW, USE_SOFTCAP, USE_UNIFORM, USE_ENTROPY, LOOP_SPAN, USE_COLS, 1, USE_VAR, USE_TMA,
+                    FMA, TMAX, LS, PREC, UPCAST)
+            for j0 in range(j_a, j_f, BS):
+                b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_acc2, b_tm = _fwd_step(
+                    b_q, p_k, p_v, kd, vd, row0, s_ks, s_vs, j0, p_pos, ks, S, window, scale, softcap, uni,
+                    b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_cols, p_spans, b_acc2, b_tm, sp0, sp1, False, D, BS, NS, NSP,
+                    USE_WINDOW, USE_SOFTCAP, USE_UNIFORM, USE_ENTROPY, LOOP_SPAN, USE_COLS, 1, USE_VAR, USE_TMA,
+                    FMA, TMAX, LS, PREC, UPCAST)
+            for j0 in range(j_f, j_b, BS):
+                b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_acc2, b_tm = _fwd_step(
+                    b_q, p_k, p_v, kd, vd, row0, s_ks, s_vs, j0, p_pos, ks, S, window, scale, softcap, uni,
+                    b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_cols, p_spans, b_acc2, b_tm, sp0, sp1, False, D, BS, NS, NSP,
+                    USE_WINDOW, USE_SOFTCAP, USE_UNIFORM, USE_ENTROPY, LOOP_SPAN, USE_COLS, 1, USE_VAR, USE_TMA,
+                    FMA, TMAX, LS, PREC, UPCAST, True)
+            bad = _overflowed(b_l, b_acc)
+            if bad:
+                b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_acc2, b_tm = _state0(BT, D, NSP, LS)
+            j_f = tl.where(bad, j_b, j_f)
+            n_pass = tl.where(bad, n_pass + 1, 2)
+    else:
+        for j0 in range(lo, j_a, BS):
+            b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_acc2, b_tm = _fwd_step(
+                b_q, p_k, p_v, kd, vd, row0, s_ks, s_vs, j0, p_pos, ks, S, window, scale, softcap, uni,
+                b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_cols, p_spans, b_acc2, b_tm, sp0, sp1, True, D, BS, NS, NSP,
+                USE_WINDOW, USE_SOFTCAP, USE_UNIFORM, USE_ENTROPY, LOOP_SPAN, USE_COLS, 1, USE_VAR, USE_TMA,
+                FMA, TMAX, LS, PREC, UPCAST)
+        if SEG_ON:
+            # the sorted column list splits [j_a, j_b) into plain segments and the blocks holding a
+            # column (a repeat, -1 or an out-of-range column adds an empty segment and no block)
+            p_c = col_idx + (i_b * H + i_h) * C
+            cur = j_a
+            for c in range(0, C):
+                idx = tl.load(p_c + c).to(tl.int32)
+                blk = tl.maximum(idx, 0) // BS * BS
+                ok = (idx >= 0) & (blk >= cur) & (blk < j_b)
+                e = tl.where(ok, blk, cur)
+                for j0 in range(cur, e, BS):
+                    b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_acc2, b_tm = _fwd_step(
+                        b_q, p_k, p_v, kd, vd, row0, s_ks, s_vs, j0, p_pos, ks, S, window, scale, softcap, uni,
+                        b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_cols, p_spans, b_acc2, b_tm, sp0, sp1, False, D, BS, NS,
+                        NSP, USE_WINDOW, USE_SOFTCAP, USE_UNIFORM, USE_ENTROPY, LOOP_SPAN, USE_COLS, 0, USE_VAR, USE_TMA,
+                        FMA, TMAX, LS, PREC, UPCAST)
+                for j0 in range(e, tl.where(ok, e + BS, e), BS):
+                    b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_acc2, b_tm = _fwd_step(
+                        b_q, p_k, p_v, kd, vd, row0, s_ks, s_vs, j0, p_pos, ks, S, window, scale, softcap, uni,
+                        b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_cols, p_spans, b_acc2, b_tm, sp0, sp1, False, D, BS, NS,
+                        NSP, USE_WINDOW, USE_SOFTCAP, USE_UNIFORM, USE_ENTROPY, LOOP_SPAN, USE_COLS, 2, USE_VAR, USE_TMA,
+                        FMA, TMAX, LS, PREC, UPCAST)
+                cur = tl.where(ok, e + BS, cur)
+            for j0 in range(cur, j_b, BS):
                 b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_acc2, b_tm = _fwd_step(
                     b_q, p_k, p_v, kd, vd, row0, s_ks, s_vs, j0, p_pos, ks, S, window, scale, softcap, uni,
                     b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_cols, p_spans, b_acc2, b_tm, sp0, sp1, False, D, BS, NS, NSP,
                     USE_WINDOW, USE_SOFTCAP, USE_UNIFORM, USE_ENTROPY, LOOP_SPAN, USE_COLS, 0, USE_VAR, USE_TMA,
                     FMA, TMAX, LS, PREC, UPCAST)
-            for j0 in range(e, tl.where(ok, e + BS, e), BS):
-                b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_acc2, b_tm = _fwd_step(
-                    b_q, p_k, p_v, kd, vd, row0, s_ks, s_vs, j0, p_pos, ks, S, window, scale, softcap, uni,
-                    b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_cols, p_spans, b_acc2, b_tm, sp0, sp1, False, D, BS, NS, NSP,
-                    USE_WINDOW, USE_SOFTCAP, USE_UNIFORM, USE_ENTROPY, LOOP_SPAN, USE_COLS, 2, USE_VAR, USE_TMA,
-                    FMA, TMAX, LS, PREC, UPCAST)
-            cur = tl.where(ok, e + BS, cur)
-        for j0 in range(cur, j_b, BS):
-            b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_acc2, b_tm = _fwd_step(
-                b_q, p_k, p_v, kd, vd, row0, s_ks, s_vs, j0, p_pos, ks, S, window, scale, softcap, uni,
-                b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_cols, p_spans, b_acc2, b_tm, sp0, sp1, False, D, BS, NS, NSP,
-                USE_WINDOW, USE_SOFTCAP, USE_UNIFORM, USE_ENTROPY, LOOP_SPAN, USE_COLS, 0, USE_VAR, USE_TMA,
-                FMA, TMAX, LS, PREC, UPCAST)
-    elif FIXREF:
-        # the first fully visible block with its row max gives every row a reference; the rest of the range is
-        # taken against it, unrescaled (``_fwd_step``'s FIX)
-        j_f = tl.minimum(j_a + BS, j_b)
-        for j0 in range(j_a, j_f, BS):
-            b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_acc2, b_tm = _fwd_step(
-                b_q, p_k, p_v, kd, vd, row0, s_ks, s_vs, j0, p_pos, ks, S, window, scale, softcap, uni,
-                b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_cols, p_spans, b_acc2, b_tm, sp0, sp1, False, D, BS, NS, NSP,
-                USE_WINDOW, USE_SOFTCAP, USE_UNIFORM, USE_ENTROPY, LOOP_SPAN, USE_COLS, 1, USE_VAR, USE_TMA,
-                FMA, TMAX, LS, PREC, UPCAST)
-        for j0 in range(j_f, j_b, BS):
-            b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_acc2, b_tm = _fwd_step(
-                b_q, p_k, p_v, kd, vd, row0, s_ks, s_vs, j0, p_pos, ks, S, window, scale, softcap, uni,
-                b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_cols, p_spans, b_acc2, b_tm, sp0, sp1, False, D, BS, NS, NSP,
-                USE_WINDOW, USE_SOFTCAP, USE_UNIFORM, USE_ENTROPY, LOOP_SPAN, USE_COLS, 1, USE_VAR, USE_TMA,
-                FMA, TMAX, LS, PREC, UPCAST, True)
-        # scores far above the reference (sums past 1e30, or an accumulator past 1e37, inf or NaN): the key range
-        # again from the start with the running max, so the result never depends on the reference
-        if _overflowed(b_l, b_acc):
-            b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_acc2, b_tm = _state0(BT, D, NSP, LS)
-            for j0 in range(lo, j_a, BS):
-                b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_acc2, b_tm = _fwd_step(
-                    b_q, p_k, p_v, kd, vd, row0, s_ks, s_vs, j0, p_pos, ks, S, window, scale, softcap, uni,
-                    b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_cols, p_spans, b_acc2, b_tm, sp0, sp1, True, D, BS, NS,
-                    NSP, USE_WINDOW, USE_SOFTCAP, USE_UNIFORM, USE_ENTROPY, LOOP_SPAN, USE_COLS, 1, USE_VAR, USE_TMA,
-                    FMA, TMAX, LS, PREC, UPCAST)
+        else:
             for j0 in range(j_a, j_b, BS):
                 b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_acc2, b_tm = _fwd_step(
                     b_q, p_k, p_v, kd, vd, row0, s_ks, s_vs, j0, p_pos, ks, S, window, scale, softcap, uni,
-                    b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_cols, p_spans, b_acc2, b_tm, sp0, sp1, False, D, BS, NS,
-                    NSP, USE_WINDOW, USE_SOFTCAP, USE_UNIFORM, USE_ENTROPY, LOOP_SPAN, USE_COLS, 1, USE_VAR, USE_TMA,
+                    b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_cols, p_spans, b_acc2, b_tm, sp0, sp1, False, D, BS, NS, NSP,
+                    USE_WINDOW, USE_SOFTCAP, USE_UNIFORM, USE_ENTROPY, LOOP_SPAN, USE_COLS, 1, USE_VAR, USE_TMA,
                     FMA, TMAX, LS, PREC, UPCAST)
-    else:
-        for j0 in range(j_a, j_b, BS):
-            b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_acc2, b_tm = _fwd_step(
-                b_q, p_k, p_v, kd, vd, row0, s_ks, s_vs, j0, p_pos, ks, S, window, scale, softcap, uni,
-                b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_cols, p_spans, b_acc2, b_tm, sp0, sp1, False, D, BS, NS, NSP,
-                USE_WINDOW, USE_SOFTCAP, USE_UNIFORM, USE_ENTROPY, LOOP_SPAN, USE_COLS, 1, USE_VAR, USE_TMA,
-                FMA, TMAX, LS, PREC, UPCAST)
     for j0 in range(j_b, hi, BS):
         b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_acc2, b_tm = _fwd_step(
             b_q, p_k, p_v, kd, vd, row0, s_ks, s_vs, j0, p_pos, ks, S, window, scale, softcap, uni,
