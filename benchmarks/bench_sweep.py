@@ -114,17 +114,17 @@ SWEEP = {
 # (output); no FMNMX, 4 FMUL against 38). "edit_fixref" runs ACT without its segments (seg off), where fixref applies.
 # --ab-only arms per shape: (name, variant, opts); ``_jobs`` adds them to the precompile and the in-process warm-up.
 _RD = {"rtile": (128, 64, 4, 2), **ROFF, **_L, "r_maxnreg": 128}         # the recorded d64 received pass, in full
-_FX = {"fixref": True}
 # Call 1's arms: fixref against the defaults of the time (this file at commit 5852f6c). Call 2: the new defaults
 # (fixref on for output, d64 statistics and d64 edits) against session 13's ("_s13"), and fixref on the Llama
-# shape's statistics and ACT edits once more.
+# shape's statistics and ACT edits once more (this file at commit e022d0b). Call 3: fixref on everywhere (d64 and
+# d128) against session 13's defaults.
 _S13 = {"fixref": False}
+_S13_EDIT = {"seg": True, "fixref": False}
 AB_ARMS = {
     "smollm": [("sdpa", "sdpa", {}), ("stats", "stats", {}), ("stats_s13", "stats", _S13), ("output", "output", {}),
-               ("output_s13", "output", _S13), ("edit", "edit", {}), ("edit_s13", "edit", {"seg": True, **_S13})],
-    "llama": [("sdpa", "sdpa", {}), ("stats", "stats", {}), ("stats_fixref", "stats", _FX), ("output", "output", {}),
-              ("output_s13", "output", _S13), ("edit", "edit", {}),
-              ("edit_fixref", "edit", {"seg": False, "fixref": True})],
+               ("output_s13", "output", _S13), ("edit", "edit", {}), ("edit_s13", "edit", _S13_EDIT)],
+    "llama": [("sdpa", "sdpa", {}), ("stats", "stats", {}), ("stats_s13", "stats", _S13), ("output", "output", {}),
+              ("output_s13", "output", _S13), ("edit", "edit", {}), ("edit_s13", "edit", _S13_EDIT)],
 }
 # variants swept per shape
 SWEEP_VARIANTS = {"llama": ("stats_fwd", "output", "edit"), "smollm": ("received", "stats_fwd")}

@@ -68,17 +68,22 @@ _OFF = {"seg": False, "span_post": False, "reload_q": False, "tma": False, "fma"
 # past its first block against that block's row max: no row max, no rescaling; an overflow check runs the range again
 # with the running max) -- statistics 0.966x [0.961, 0.977] of the plain default at d64 (1.653x SDPA) but 1.013x
 # [1.003, 1.018] at d128; output 0.934x at d64 (0.950x SDPA) and 0.939x at d128 (1.001x SDPA); ACT edits without
-# segments 0.922x of the segmented default at d64 (0.969x SDPA) -> on for output (d64, d128), statistics (d64) and
-# edits (d64, with seg off: the segments' column-free runs are what fixref speeds up anyway).
+# segments 0.922x of the segmented default at d64 (0.969x SDPA). Call 2 (ab_h200_s14_call2.json; the fallback pass
+# then shared one copy of each key loop, 246 registers and no stack at d64 statistics against 255 + 16 B): statistics
+# 0.940x of session 13's default at d64 (1.610x SDPA) and 0.971x at d128 (1.605x); output 0.891x at d64 (0.907x SDPA),
+# 0.954x at d128 (1.012x); ACT edits 0.892x at d64 (0.943x SDPA), and without segments 0.975x of the segmented default at
+# d128 (1.017x SDPA) -> on for every variant at d64 and d128 (edits with seg off: fixref speeds up the column-free
+# runs the segments were there for).
 PREFILL_SWITCHES: dict = {
     "output": {64: dict(_OFF, tma=True, fma=True, rev=True, fixref=True),
                128: dict(_OFF, tma=True, fma=True, rev=True, fixref=True), 256: dict(_OFF)},
     "stats": {64: dict(_OFF, span_post=True, reload_q=True, tma=True, fma=True, rev=True, tmax=True, lsum=True,
                        fixref=True),
-              128: dict(_OFF, span_post=True, reload_q=True, tma=True, fma=True, rev=True, tmax=True, lsum=True),
+              128: dict(_OFF, span_post=True, reload_q=True, tma=True, fma=True, rev=True, tmax=True, lsum=True,
+                        fixref=True),
               256: dict(_OFF)},
     "edit": {64: dict(_OFF, reload_q=True, tma=True, fma=True, fixref=True),
-             128: dict(_OFF, seg=True, reload_q=True, tma=True, fma=True, rev=True), 256: dict(_OFF)},
+             128: dict(_OFF, reload_q=True, tma=True, fma=True, rev=True, fixref=True), 256: dict(_OFF)},
     "var": {64: dict(_OFF), 128: dict(_OFF), 256: dict(_OFF)},
 }
 # received mass: session 5 call 1 (prefill_sweep_h200_call1.json, median of 5): d64 -> (64, 128, 8, 3) key-major +
