@@ -263,23 +263,6 @@ def engineering_table(root: Path = ROOT) -> str:
             f"{b} × {s} {r['ms'] * 1e3:.1f} vs {sd[(b, s)]['ms'] * 1e3:.1f} µs (per token ≈ {r['token_x_est']:.3f}×)"
             for (b, s, kind), r in sorted(default_rows(data).items()) if kind == "var")
 
-    # prefill: the newest sweep call that exists (the recorded defaults, and a winner where one beat them)
-    sweeps = [("prefill_sweep_h200_s11_call1.json", "session 11"), ("prefill_sweep_h200_s10.json", "session 10"),
-              ("prefill_sweep_h200_s7.json", "session 7"),
-              ("prefill_sweep_h200_s6_call2.json", "session 6, call 2"), ("prefill_sweep_h200_s6.json", "session 6, call 1"),
-              ("prefill_sweep_h200_call2.json", "session 5, call 2"), ("prefill_sweep_h200_call1.json", "session 5, call 1")]
-    prefill_file, prefill_when = next((root / "benchmarks" / "results" / n, w) for n, w in sweeps
-                                      if (root / "benchmarks" / "results" / n).exists())
-    head5 = {(r["shape"], r["method"]): r for r in _rows_by(prefill_file, kind="headline") if "x_sdpa" in r}
-
-    def prefill(shape):
-        parts = []
-        for variant in ("output", "edit", "stats"):
-            rs = [head5[(shape, f"{variant}_{m}")] for m in ("default", "best") if (shape, f"{variant}_{m}") in head5]
-            best = min(rs, key=lambda r: r["ms"])
-            parts.append(f"{variant} {best['x_sdpa']:.3f}×")
-        return ", ".join(parts)
-
     # the kernels in interleaved rounds with the session 14 defaults (calls 2 and 3; call 1 timed an earlier build of
     # fixref) and the energy per call (call 3)
     res = root / "benchmarks" / "results"
@@ -332,11 +315,6 @@ def engineering_table(root: Path = ROOT) -> str:
          decode(1, 4096) + "; " + decode(16, 2048) + long_span + " (target ≤ 1.05× per token)",
          f"`benchmarks/results/{dec_file.name}`" + (f", `{span_file.name}`" if long_span else "")
          + " (`kernels/BENCHMARKS.md`)"],
-        ["fused attention kernel at 64K tokens vs cuDNN SDPA in the same run, H200, bf16, causal (the faster of the "
-         f"recorded defaults and the sweep's winner, {prefill_when}; targets ≤ 1.12× / ≤ 1.15× / ≤ 1.7×)",
-         "SmolLM2 shape: " + prefill("smollm") + "; Llama-7B shape: " + prefill("llama")
-         + f"; GPU kernel tests in the same call: {sweep_tests(prefill_file)}",
-         f"`benchmarks/results/{prefill_file.name}` (`kernels/BENCHMARKS.md`)"],
         *ab_rows,
         ["capture memory at long context, H200, bf16 (random-init shapes)",
          "peak GPU memory of `probe.capture` vs a plain SDPA forward: " + "; ".join(memory(r) for r in mem),
