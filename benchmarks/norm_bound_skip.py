@@ -43,10 +43,10 @@ def skip_fractions(q, k, margins: tuple) -> dict:
     return {mg: hits[mg] / max(total, 1) for mg in margins} | {"pairs": total}
 
 
-def smollm2_qk(tokens: int) -> tuple:
-    """(every layer's post-RoPE (q [H, T, D], k [KV, T, D]) float32, token count) of SmolLM2-135M-Instruct (the
-    embedded GGUF, CPU) over the first ``tokens`` tokens of Austen, recorded through transformers' attention
-    interface."""
+def smollm2_qk(tokens: int, with_v: bool = False) -> tuple:
+    """(every layer's post-RoPE (q [H, T, D], k [KV, T, D]) float32 -- with_v: (q, k, v [KV, T, D]) --, token count)
+    of SmolLM2-135M-Instruct (the embedded GGUF, CPU) over the first ``tokens`` tokens of Austen, recorded through
+    transformers' attention interface."""
     import torch
     from transformers import AttentionInterface
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
@@ -57,7 +57,7 @@ def smollm2_qk(tokens: int) -> tuple:
     seen = []
 
     def record(module, q, k, v, attention_mask, **kw):
-        seen.append((q.detach().float()[0], k.detach().float()[0]))          # [H, T, D], [KV, T, D]
+        seen.append((q.detach().float()[0], k.detach().float()[0]) + ((v.detach().float()[0],) if with_v else ()))
         return sdpa_attention_forward(module, q, k, v, attention_mask, **kw)
 
     AttentionInterface.register("norm_bound_record", record)

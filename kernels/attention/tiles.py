@@ -70,7 +70,7 @@ _OFF = {"seg": False, "span_post": False, "reload_q": False, "tma": False, "fma"
 # [1.003, 1.018] at d128; output 0.934x at d64 (0.950x SDPA) and 0.939x at d128 (1.001x SDPA); ACT edits without
 # segments 0.922x of the segmented default at d64 (0.969x SDPA). Call 2 (ab_h200_s14_call2.json; the fallback pass
 # then shared one copy of each key loop, 246 registers and no stack at d64 statistics against 255 + 16 B): statistics
-# 0.940x of session 13's default at d64 (1.610x SDPA) and 0.971x at d128 (1.605x); output 0.891x at d64 (0.907x SDPA),
+# 0.942x of session 13's default at d64 (1.610x SDPA) and 0.971x at d128 (1.605x); output 0.891x at d64 (0.907x SDPA),
 # 0.954x at d128 (1.012x); ACT edits 0.892x at d64 (0.943x SDPA), and without segments 0.975x of the segmented default at
 # d128 (1.017x SDPA) -> on for every variant at d64 and d128 (edits with seg off: fixref speeds up the column-free
 # runs the segments were there for).
