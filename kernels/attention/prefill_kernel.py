@@ -7,7 +7,7 @@ epilogue from the final max / sum), VAR redistribution (span-target accumulator 
 sink keys in the epilogue), uniform heads, head mean / scale. Every optional input is a pointer
 that is ``None`` when off; ``@triton.heuristics`` turns that into the kernel's ``USE_*`` switches,
 so a launch passes only what it uses, by keyword. The variant switches (SEG, SPAN_POST, RELOAD_Q,
-TMA loads, FMA, REV, TMAX, LSUM) are chosen per variant by ``tiles.PREFILL_SWITCHES``.
+TMA loads, FMA, REV, TMAX, LSUM, FIXREF) are chosen per variant by ``tiles.PREFILL_SWITCHES``.
 """
 from __future__ import annotations
 

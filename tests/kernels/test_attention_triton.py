@@ -348,6 +348,9 @@ def test_fixref_overflow_parity(jump, dtype):
     ed.col_idx[0, 0] = torch.tensor([40, 0, 5])
     got = _tri().attention(q, k, v, scale=D ** -0.5, edits=ed, opts=opts)
     _check_edited(got, q, k, v, ed, dtype, active=False)
+    ed = _var_edits(1, H, S, T, dtype)                                # VAR: sinks {0, 5}, span [4, 30)
+    got = _tri().attention(q, k, v, scale=D ** -0.5, edits=ed, opts=opts)
+    _check_edited(got, q, k, v, ed, dtype, active=False)
 
 
 RECEIVED_SWITCHES = [{"r_keymajor": True}, {"r_fma": True}, {"r_keymajor": True, "r_fma": True, "r_tma": True},
