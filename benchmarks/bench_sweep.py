@@ -110,8 +110,9 @@ SWEEP = {
 # tile and lse addend loaded once for both; offline 3.95 instructions per exp2 against 4.31, half the Q reads): lost
 # (1.009x, ab_h200_s13_call3.json), removed (code at commit 28014f0).
 # Session 14: the prefill's fully visible range against a fixed reference ("fixref": no row max, no rescaling past the
-# range's first block; offline sm_90 build of the d64 loop: 395 instructions against 512 (statistics), 335 against 448
-# (output); no FMNMX, 4 FMUL against 38). "edit_fixref" runs ACT without its segments (seg off), where fixref applies.
+# range's first block; offline sm_90 build of call 1's d64 loop: 395 instructions against 512 (statistics), 335 against
+# 448 (output); no FMNMX, 4 FMUL against 38). "edit_fixref" runs ACT without its segments (seg off), where fixref
+# applies.
 # --ab-only arms per shape: (name, variant, opts); ``_jobs`` adds them to the precompile and the in-process warm-up.
 _RD = {"rtile": (128, 64, 4, 2), **ROFF, **_L, "r_maxnreg": 128}         # the recorded d64 received pass, in full
 # Call 1's arms: fixref against the defaults of the time (this file at commit 5852f6c). Call 2: the new defaults

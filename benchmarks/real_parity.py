@@ -1,4 +1,4 @@
-"""Kernel statistics against float64 on real SmolLM2 activations, with and without ``fixref`` (record on CPU, check on GPU).
+"""Kernel statistics against float64 on real SmolLM2 activations, with and without ``fixref`` (CPU record, GPU check).
 
 The kernel tests hold every statistic to float64 on planted inputs. This checks the same on a real model's attention:
 ``--record`` runs SmolLM2-135M-Instruct (the embedded GGUF, CPU) over Austen and saves some layers' post-RoPE q, k, v in

@@ -402,14 +402,14 @@ def attention_fwd_kernel(
                     b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_acc2, b_tm = _fwd_step(
                         b_q, p_k, p_v, kd, vd, row0, s_ks, s_vs, j0, p_pos, ks, S, window, scale, softcap, uni,
                         b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_cols, p_spans, b_acc2, b_tm, sp0, sp1, False, D, BS, NS,
-                        NSP, USE_WINDOW, USE_SOFTCAP, USE_UNIFORM, USE_ENTROPY, LOOP_SPAN, USE_COLS, 0, USE_VAR, USE_TMA,
-                        FMA, TMAX, LS, PREC, UPCAST)
+                        NSP, USE_WINDOW, USE_SOFTCAP, USE_UNIFORM, USE_ENTROPY, LOOP_SPAN, USE_COLS, 0, USE_VAR,
+                        USE_TMA, FMA, TMAX, LS, PREC, UPCAST)
                 for j0 in range(e, tl.where(ok, e + BS, e), BS):
                     b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_acc2, b_tm = _fwd_step(
                         b_q, p_k, p_v, kd, vd, row0, s_ks, s_vs, j0, p_pos, ks, S, window, scale, softcap, uni,
                         b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_cols, p_spans, b_acc2, b_tm, sp0, sp1, False, D, BS, NS,
-                        NSP, USE_WINDOW, USE_SOFTCAP, USE_UNIFORM, USE_ENTROPY, LOOP_SPAN, USE_COLS, 2, USE_VAR, USE_TMA,
-                        FMA, TMAX, LS, PREC, UPCAST)
+                        NSP, USE_WINDOW, USE_SOFTCAP, USE_UNIFORM, USE_ENTROPY, LOOP_SPAN, USE_COLS, 2, USE_VAR,
+                        USE_TMA, FMA, TMAX, LS, PREC, UPCAST)
                 cur = tl.where(ok, e + BS, cur)
             for j0 in range(cur, j_b, BS):
                 b_m, b_l, b_lr, b_acc, b_ent, b_spm, b_acc2, b_tm = _fwd_step(

@@ -45,8 +45,8 @@ PREFILL_TILES: dict = {
     "var": {64: (64, 64, 4, 3), 128: (64, 128, 8, 3), 256: (32, 32, 4, 2)},
 }
 # variant -> {head_dim bucket: kernel switches} (prefill_kernel.attention_fwd_kernel's SEG, SPAN_POST, RELOAD_Q, FMA,
-# REV (query blocks launched longest first), TMAX, LSUM (no ACT columns / VAR), FIXREF (no SEG); "tma": K / V through tensor
-# descriptors where the layout allows it; "maxnreg": a ptxas register cap, 0 = none, GPU builds only: more CTAs per SM
+# REV (query blocks launched longest first), TMAX, LSUM (no ACT columns / VAR), FIXREF (no SEG); "tma": K / V through
+# tensor descriptors where the layout allows it; "maxnreg": a ptxas register cap, 0 = none, GPU builds only: more CTAs per SM
 # where shared memory allows, e.g. the d64 statistics tile (64, 128, 4, 2) at 168 registers (offline sm_90 build of
 # Triton 3.6: 243 without the cap, an 8-byte stack with it; 73 KiB shared memory) fits 3 CTAs per SM instead of 2 --
 # added after session 6's call 2, not measured on a GPU).
@@ -70,10 +70,11 @@ _OFF = {"seg": False, "span_post": False, "reload_q": False, "tma": False, "fma"
 # [1.003, 1.018] at d128; output 0.934x at d64 (0.950x SDPA) and 0.939x at d128 (1.001x SDPA); ACT edits without
 # segments 0.922x of the segmented default at d64 (0.969x SDPA). Call 2 (ab_h200_s14_call2.json; the fallback pass
 # then shared one copy of each key loop, 246 registers and no stack at d64 statistics against 255 + 16 B): statistics
-# 0.942x of session 13's default at d64 (1.610x SDPA) and 0.971x at d128 (1.605x); output 0.891x at d64 (0.907x SDPA),
-# 0.954x at d128 (1.012x); ACT edits 0.892x at d64 (0.943x SDPA), and without segments 0.975x of the segmented default at
-# d128 (1.017x SDPA) -> on for every variant at d64 and d128 (edits with seg off: fixref speeds up the column-free
-# runs the segments were there for).
+# 0.942x of session 13's default at d64 (1.610x SDPA) and 0.971x at d128 (1.605x); output 0.891x at d64 (0.907x
+# SDPA), 0.954x at d128 (1.012x); ACT edits 0.892x at d64 (0.943x SDPA), and without segments 0.975x of the segmented
+# default at d128 (1.017x SDPA) -> on for every variant at d64 and d128 (edits with seg off: fixref speeds up the
+# column-free runs the segments were there for). Call 3 (ab_h200_s14_call3.json, everything on): statistics 1.625x
+# / 1.614x SDPA, output 0.913x / 1.016x, ACT edits 0.945x / 1.023x (d64 / d128 shapes).
 PREFILL_SWITCHES: dict = {
     "output": {64: dict(_OFF, tma=True, fma=True, rev=True, fixref=True),
                128: dict(_OFF, tma=True, fma=True, rev=True, fixref=True), 256: dict(_OFF)},
@@ -174,8 +175,8 @@ def prefill_tile(variant: str, D: int, itemsize: int, interpret: bool,
 
 def prefill_switches(variant: str, D: int, override: Optional[dict] = None) -> dict:
     """The prefill kernel's switches for one variant ({"seg", "span_post", "reload_q", "tma", "fma", "rev", "tmax",
-    "lsum", "fixref"}: bool; "maxnreg": a ptxas register cap, 0 = none), with the keys of ``override`` that name a switch taking
-    precedence (the cap's key: "p_maxnreg"; "maxnreg" is the decode kernel's)."""
+    "lsum", "fixref"}: bool; "maxnreg": a ptxas register cap, 0 = none), with the keys of ``override`` that name a
+    switch taking precedence (the cap's key: "p_maxnreg"; "maxnreg" is the decode kernel's)."""
     sw = dict(PREFILL_SWITCHES[variant][_bucket(D)])
     for name in SWITCH_NAMES:
         if override and name in override:
