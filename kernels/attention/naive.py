@@ -1,6 +1,7 @@
 """Naive float64 attention: repeat_interleave the kv heads, one softmax over the whole map.
 
-The oracle the kernel and reference tests compare against (O(T * S) memory: small shapes only).
+The oracle the kernel and reference tests compare against (O(T * S) memory: small shapes only), and the kernels'
+parity rule against float64 (``max_error``, ``allowed_error``), shared by those tests and benchmarks/real_parity.py.
 """
 from __future__ import annotations
 
@@ -42,3 +43,24 @@ def head_edits(o, edits, row_ok):
     if edits.head_scale is not None:
         o = o * edits.head_scale.double().cpu()[None, None, :, None]
     return o
+
+
+# absolute error floor per unit of magnitude: the output by input dtype, every statistic alike
+OUT_FLOOR = {torch.float32: 1e-5, torch.float16: 1e-3, torch.bfloat16: 8e-3}
+STAT_FLOOR = 2e-5
+
+
+def max_error(x, ref) -> tuple:
+    """(max |x - ref| over ref's finite entries, max |ref| there), in float64 on the CPU."""
+    x, ref = x.double().cpu(), ref.double().cpu()
+    fin = torch.isfinite(ref)
+    if not fin.any():
+        return 0.0, 0.0
+    return (x[fin] - ref[fin]).abs().max().item(), ref[fin].abs().max().item()
+
+
+def allowed_error(name: str, ref_err: float, mag: float, dtype) -> float:
+    """The kernels' parity rule: a field's error against float64 may be 4 x the same-dtype reference's error
+    ``ref_err`` plus a floor per unit of the field's magnitude ``mag`` (the output's by dtype, the statistics' 2e-5)."""
+    floor = OUT_FLOOR[dtype] if name == "out" else STAT_FLOOR
+    return 4 * ref_err + floor * max(1.0, mag)
